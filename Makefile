@@ -1,0 +1,38 @@
+# The two commands a new user needs: `make run` (the demo) and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test bench services venv clean lock
+
+run: $(STAMP)
+	$(BIN)/course run
+
+test: $(STAMP) services
+	$(BIN)/pytest
+
+bench: $(STAMP) services
+	$(BIN)/course bench
+
+# Start the local services the tests use (PostgreSQL, Redis) and install the
+# Debian tools they drive (smtp-sink, docker-compose, chromium) when missing.
+services:
+	bash scripts/services.sh
+
+venv: $(STAMP)
+
+$(STAMP): requirements.lock pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python 3.11+ is needed" or 0)'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	touch $(STAMP)
+
+# Re-pin every dependency (needs network and uv: `pip install uv`).
+lock:
+	uv pip compile pyproject.toml --extra dev --python-version 3.11 -o requirements.lock
+
+clean:
+	rm -rf $(VENV) var

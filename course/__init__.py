@@ -1,0 +1,1 @@
+"""Email courses and newsletters: articles become drip lessons sent from a delivery ledger."""

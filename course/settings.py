@@ -1,0 +1,70 @@
+"""The one settings object. Every value comes from the environment (prefix ``COURSE_``) or a default
+that suits the embedded single-machine mode: SQLite under ``var/``, a local SMTP sink, and Redis only
+when ``REDIS_URL`` answers."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_SECRET = "dev-secret-change-me"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="COURSE_", extra="ignore")
+
+    env: Literal["development", "production"] = "development"
+    var_dir: Path = PROJECT_ROOT / "var"
+    content_dir: Path = PROJECT_ROOT / "content"
+    templates_dir: Path = PROJECT_ROOT / "templates"
+
+    database_url: str = ""  # empty: SQLite at var/course.db
+    # REDIS_URL is the conventional name; COURSE_REDIS_URL works too.
+    redis_url: str = Field("", validation_alias=AliasChoices("COURSE_REDIS_URL", "REDIS_URL"))
+    broker_url: str = ""  # empty: Redis when redis_url answers, else SQLite-backed kombu transport
+
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 8025
+    smtp_username: str = ""
+    smtp_password: str = ""
+    smtp_starttls: bool = False
+    smtp_timeout: float = 30.0
+    mail_dir: Path = PROJECT_ROOT / "var" / "mail"
+
+    base_url: str = "http://127.0.0.1:8000"
+    secret_key: str = DEFAULT_SECRET
+    unsubscribe_mailto: str = "unsubscribe@localhost"
+    list_id_domain: str = "course.localhost"
+
+    # Dispatcher and sender limits: one place, with defaults.
+    dispatch_interval_seconds: float = 5.0
+    dispatch_batch_size: int = 1000
+    dispatch_max_batches: int = 50  # per dispatcher run, so one run cannot starve the beat
+    send_chunk_size: int = 100  # deliveries per send task
+    lease_seconds: int = 300
+    max_attempts: int = 8
+    retry_base_seconds: float = 60.0
+    retry_max_seconds: float = 6 * 3600.0
+
+    # Demo clock: the course calendar runs `clock_speed` times faster than the wall clock,
+    # counted from `clock_origin` (a Unix time). speed 1 is the real clock.
+    clock_speed: float = 1.0
+    clock_origin: float = 0.0
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.var_dir / 'course.db'}"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.sqlalchemy_url.startswith("sqlite")
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
