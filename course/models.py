@@ -1,0 +1,238 @@
+"""The database schema: subscribers, courses and their lessons, enrollments, campaigns, and the
+delivery ledger. The ledger is the source of truth for every email: one row per message to send,
+with its due time, state and attempts. Celery only executes what the ledger says is due."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime, time, timezone
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    SmallInteger,
+    String,
+    Text,
+    Time,
+    TypeDecorator,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+# SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets a 64-bit key.
+BigId = BigInteger().with_variant(Integer, "sqlite")
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite stores them naive)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: pass an aware datetime")
+        value = value.astimezone(timezone.utc)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class SubscriberStatus(enum.StrEnum):
+    PENDING = "pending"  # signed up, not yet confirmed (double opt-in)
+    ACTIVE = "active"
+    UNSUBSCRIBED = "unsubscribed"  # from everything
+    BOUNCED = "bounced"  # suppressed after a permanent SMTP failure
+
+
+class EnrollmentStatus(enum.StrEnum):
+    PENDING = "pending"  # waits for the subscriber's confirmation
+    ACTIVE = "active"
+    PAUSED = "paused"
+    COMPLETED = "completed"
+    UNSUBSCRIBED = "unsubscribed"
+
+
+class DeliveryKind(enum.StrEnum):
+    LESSON = "lesson"
+    CAMPAIGN = "campaign"
+    TRANSACTIONAL = "transactional"  # confirmation and account mail, sent ahead of bulk
+
+
+class DeliveryState(enum.StrEnum):
+    PENDING = "pending"  # waits for due_at
+    HELD = "held"  # enrollment paused: not due until resumed
+    LEASED = "leased"  # claimed by a dispatcher, handed to a send task
+    SENDING = "sending"  # taken over by exactly one send task
+    SENT = "sent"
+    FAILED = "failed"  # gave up after transient errors
+    BOUNCED = "bounced"  # permanent SMTP failure
+    CANCELLED = "cancelled"  # unsubscribed, lesson retired, or campaign cancelled
+
+
+# States a row can leave only by being sent, failed or cancelled: the ones a stop order reaches.
+OPEN_DELIVERY_STATES = (DeliveryState.PENDING, DeliveryState.HELD, DeliveryState.LEASED)
+
+
+class CampaignStatus(enum.StrEnum):
+    DRAFT = "draft"
+    SCHEDULED = "scheduled"
+    SENDING = "sending"  # fanned out into the ledger
+    DONE = "done"
+    CANCELLED = "cancelled"
+
+
+class Subscriber(Base):
+    __tablename__ = "subscribers"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    email: Mapped[str] = mapped_column(String(320))
+    name: Mapped[str] = mapped_column(String(200), default="")
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    status: Mapped[str] = mapped_column(String(20), default=SubscriberStatus.ACTIVE)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    confirmed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    unsubscribed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    enrollments: Mapped[list[Enrollment]] = relationship(back_populates="subscriber")
+
+
+# Addresses are unique whatever their case: Ann@Example.com and ann@example.com are one person.
+Index("uq_subscribers_email_lower", func.lower(Subscriber.email), unique=True)
+
+
+class SubscriberTag(Base):
+    __tablename__ = "subscriber_tags"
+    __table_args__ = (Index("ix_subscriber_tags_tag", "tag", "subscriber_id"),)
+
+    subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscribers.id", ondelete="CASCADE"), primary_key=True)
+    tag: Mapped[str] = mapped_column(String(64), primary_key=True)
+
+
+class Course(Base):
+    __tablename__ = "courses"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    slug: Mapped[str] = mapped_column(String(100), unique=True)
+    title: Mapped[str] = mapped_column(String(300))
+    description: Mapped[str] = mapped_column(Text, default="")
+    days_between_lessons: Mapped[int] = mapped_column(Integer, default=1)
+    send_time: Mapped[time] = mapped_column(Time, default=time(9, 0))
+    weekday_mask: Mapped[int] = mapped_column(SmallInteger, default=0b1111111)  # bit 0 = Monday
+    sender_name: Mapped[str] = mapped_column(String(200))
+    sender_email: Mapped[str] = mapped_column(String(320))
+    target_words: Mapped[int] = mapped_column(Integer, default=300)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    lessons: Mapped[list[Lesson]] = relationship(back_populates="course", order_by="Lesson.position")
+
+    @property
+    def weekdays(self) -> frozenset[int]:
+        return frozenset(day for day in range(7) if self.weekday_mask & (1 << day))
+
+
+class Lesson(Base):
+    __tablename__ = "lessons"
+    __table_args__ = (UniqueConstraint("course_id", "position"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    course_id: Mapped[int] = mapped_column(ForeignKey("courses.id", ondelete="CASCADE"))
+    position: Mapped[int] = mapped_column(Integer)  # 1-based
+    title: Mapped[str] = mapped_column(String(300))
+    # {"blocks": [{"heading": str|None, "paragraphs": [str]}],
+    #  "references": [{"paragraph": int, "text": str, "start": int, "end": int,
+    #                  "guide": key|None, "title": str|None, "url": str|None}]}
+    body: Mapped[dict[str, Any]] = mapped_column(JSON)
+    words: Mapped[int] = mapped_column(Integer)
+    reading_minutes: Mapped[int] = mapped_column(Integer)
+    content_hash: Mapped[str] = mapped_column(String(64))
+    retired_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # gone from the course's content
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    course: Mapped[Course] = relationship(back_populates="lessons")
+
+
+class Enrollment(Base):
+    __tablename__ = "enrollments"
+    __table_args__ = (UniqueConstraint("subscriber_id", "course_id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscribers.id", ondelete="CASCADE"))
+    course_id: Mapped[int] = mapped_column(ForeignKey("courses.id", ondelete="CASCADE"))
+    status: Mapped[str] = mapped_column(String(20), default=EnrollmentStatus.ACTIVE)
+    send_time: Mapped[time | None] = mapped_column(Time)  # the subscriber's own choice, else the course's
+    enrolled_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    subscriber: Mapped[Subscriber] = relationship(back_populates="enrollments")
+    course: Mapped[Course] = relationship()
+
+
+class Campaign(Base):
+    __tablename__ = "campaigns"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    subject: Mapped[str] = mapped_column(String(300))
+    body_markdown: Mapped[str] = mapped_column(Text)
+    segment_tag: Mapped[str | None] = mapped_column(String(64))  # None: every active subscriber
+    sender_name: Mapped[str] = mapped_column(String(200))
+    sender_email: Mapped[str] = mapped_column(String(320))
+    status: Mapped[str] = mapped_column(String(20), default=CampaignStatus.DRAFT)
+    send_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    fanned_out_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Delivery(Base):
+    """One email to send. Unique per (recipient, lesson) and per (recipient, campaign), so no path
+    through the code can schedule the same lesson or newsletter twice for one person."""
+
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        UniqueConstraint("subscriber_id", "lesson_id", name="uq_deliveries_subscriber_lesson"),
+        UniqueConstraint("subscriber_id", "campaign_id", name="uq_deliveries_subscriber_campaign"),
+        # The dispatcher's scan: open rows by due time. Partial, so sent history costs nothing.
+        Index(
+            "ix_deliveries_due",
+            "due_at",
+            postgresql_where=text("state IN ('pending', 'leased', 'sending')"),
+            sqlite_where=text("state IN ('pending', 'leased', 'sending')"),
+        ),
+        Index("ix_deliveries_enrollment", "enrollment_id"),
+        Index("ix_deliveries_campaign", "campaign_id", "state"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscribers.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(20))
+    enrollment_id: Mapped[int | None] = mapped_column(ForeignKey("enrollments.id", ondelete="CASCADE"))
+    lesson_id: Mapped[int | None] = mapped_column(ForeignKey("lessons.id", ondelete="CASCADE"))
+    campaign_id: Mapped[int | None] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"))
+    template: Mapped[str | None] = mapped_column(String(64))  # transactional mail: which template
+    priority: Mapped[int] = mapped_column(SmallInteger, default=100)  # lower goes first
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    state: Mapped[str] = mapped_column(String(20), default=DeliveryState.PENDING)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    lease_token: Mapped[str | None] = mapped_column(String(36))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    message_id: Mapped[str | None] = mapped_column(String(255))
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
