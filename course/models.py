@@ -208,9 +208,10 @@ class Delivery(Base):
     __table_args__ = (
         UniqueConstraint("subscriber_id", "lesson_id", name="uq_deliveries_subscriber_lesson"),
         UniqueConstraint("subscriber_id", "campaign_id", name="uq_deliveries_subscriber_campaign"),
-        # The dispatcher's scan: open rows by due time. Partial, so sent history costs nothing.
+        # The dispatcher's scan: open rows by priority, then due time. Partial, so sent history costs nothing.
         Index(
             "ix_deliveries_due",
+            "priority",
             "due_at",
             postgresql_where=text("state IN ('pending', 'leased', 'sending')"),
             sqlite_where=text("state IN ('pending', 'leased', 'sending')"),

@@ -124,7 +124,7 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('deliveries', schema=None) as batch_op:
         batch_op.create_index('ix_deliveries_campaign', ['campaign_id', 'state'], unique=False)
-        batch_op.create_index('ix_deliveries_due', ['due_at'], unique=False, postgresql_where=sa.text("state IN ('pending', 'leased', 'sending')"), sqlite_where=sa.text("state IN ('pending', 'leased', 'sending')"))
+        batch_op.create_index('ix_deliveries_due', ['priority', 'due_at'], unique=False, postgresql_where=sa.text("state IN ('pending', 'leased', 'sending')"), sqlite_where=sa.text("state IN ('pending', 'leased', 'sending')"))
         batch_op.create_index('ix_deliveries_enrollment', ['enrollment_id'], unique=False)
 
 

@@ -1,0 +1,233 @@
+"""The `course` command: set up, import content, split articles, subscribe, watch, and run the
+workers. Bad input ends in one clear error line and a non-zero exit, never a traceback."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy import func, select
+from sqlalchemy.exc import SQLAlchemyError
+
+from course.article import ArticleError, load_article
+from course.clock import get_clock
+from course.course_definition import CourseDefinitionError
+from course.db import transaction
+from course.enrollment import SubscriptionError, enroll, get_or_create_subscriber
+from course.guides import GuideCatalogueError, find_references, load_guides
+from course.lessons import DEFAULT_TARGET_WORDS, split_article
+from course.models import Course, Delivery, DeliveryState, Enrollment, Subscriber
+from course.schedule import UnknownTimeZone
+from course.settings import get_settings
+
+app = typer.Typer(help="Email courses: articles become drip lessons sent by Celery workers.", no_args_is_help=True)
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+# Errors a user can cause and fix; anything else is a bug and keeps its traceback.
+USER_ERRORS = (
+    ArticleError,
+    CourseDefinitionError,
+    GuideCatalogueError,
+    SubscriptionError,
+    UnknownTimeZone,
+    FileNotFoundError,
+    LookupError,
+)
+
+
+class CommandError(Exception):
+    pass
+
+
+def clear_errors(command: F) -> F:
+    @wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except (CommandError, *USER_ERRORS) as exc:
+            err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
+        except SQLAlchemyError as exc:
+            err_console.print(f"[red]error:[/red] database: {str(exc).splitlines()[0]}", highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _migrate_and_import(content_dir: Path) -> list[Any]:
+    from course import schema
+    from course.importer import import_content
+
+    schema.upgrade()
+    settings = get_settings()
+    with transaction(settings) as session:
+        return import_content(session, content_dir, now=get_clock(settings).now())
+
+
+def _print_imports(results: list[Any]) -> None:
+    for result in results:
+        state = "created" if result.created else ("updated" if result.changed else "unchanged")
+        console.print(
+            f"{result.slug}: {state} (lessons: {result.lessons_added} added, {result.lessons_updated} updated, "
+            f"{result.lessons_retired} retired, {result.lessons_unchanged} unchanged)"
+        )
+        for text in result.unmatched_references:
+            err_console.print(f"[yellow]warning:[/yellow] {result.slug}: no guide matches the reference {text!r}")
+
+
+@app.command()
+@clear_errors
+def init() -> None:
+    """Create or migrate the database schema and import content/."""
+    _print_imports(_migrate_and_import(get_settings().content_dir))
+
+
+@app.command("import")
+@clear_errors
+def import_(directory: Annotated[Path | None, typer.Argument(help="content folder (default: content/)")] = None) -> None:
+    """Load courses, articles and guides into the database (idempotent)."""
+    content_dir = directory or get_settings().content_dir
+    if not content_dir.is_dir():
+        raise CommandError(f"no content folder at {content_dir}")
+    _print_imports(_migrate_and_import(content_dir))
+
+
+@app.command()
+@clear_errors
+def split(
+    path: Path,
+    words: Annotated[int, typer.Option("--words", min=50, help="target words per lesson")] = DEFAULT_TARGET_WORDS,
+    as_json: Annotated[bool, typer.Option("--json", help="print the plan as JSON")] = False,
+    guides: Annotated[Path | None, typer.Option(help="guide catalogue (default: content/guides.toml)")] = None,
+) -> None:
+    """Show how an article splits into lessons."""
+    article = load_article(path)
+    catalogue_path = guides or get_settings().content_dir / "guides.toml"
+    catalogue = load_guides(catalogue_path) if catalogue_path.exists() else None
+    lessons = split_article(article, words)
+    plan = {
+        "title": article.title,
+        "lessons": [
+            {
+                "title": lesson.title,
+                "words": lesson.words,
+                "paragraphs": list(lesson.paragraphs),
+                "references": [
+                    {"text": ref.text, "guide": ref.guide.key if ref.guide else None}
+                    for paragraph in lesson.paragraphs
+                    for ref in (find_references(paragraph, catalogue) if catalogue else [])
+                ],
+            }
+            for lesson in lessons
+        ],
+    }
+    if as_json:
+        sys.stdout.write(json.dumps(plan, ensure_ascii=False, indent=2) + "\n")
+        return
+    table = Table(title=article.title)
+    table.add_column("#", justify="right")
+    table.add_column("lesson")
+    table.add_column("words", justify="right")
+    table.add_column("min", justify="right")
+    table.add_column("guide links")
+    for number, (lesson, planned) in enumerate(zip(lessons, plan["lessons"], strict=True), start=1):
+        links = ", ".join(ref["guide"] or f"unmatched: {ref['text']}" for ref in planned["references"])
+        table.add_row(str(number), lesson.title, str(lesson.words), str(lesson.reading_minutes), links)
+    console.print(table)
+
+
+@app.command()
+@clear_errors
+def subscribe(
+    email: str,
+    course: Annotated[str, typer.Option("--course", help="course slug")],
+    tz: Annotated[str, typer.Option("--tz", help="IANA time zone, e.g. Europe/Berlin")] = "UTC",
+    name: Annotated[str, typer.Option(help="first name")] = "",
+) -> None:
+    """Subscribe an address to a course (confirmed; the web form does double opt-in)."""
+    settings = get_settings()
+    now = get_clock(settings).now()
+    with transaction(settings) as session:
+        found = session.scalars(select(Course).where(Course.slug == course)).first()
+        if found is None:
+            known = ", ".join(session.scalars(select(Course.slug).order_by(Course.slug))) or "none imported yet"
+            raise CommandError(f"unknown course {course!r} (known: {known})")
+        subscriber = get_or_create_subscriber(session, email, name=name, timezone_name=tz, now=now)
+        enrollment = enroll(session, subscriber, found, now=now)
+        scheduled = session.scalar(
+            select(func.count()).where(Delivery.enrollment_id == enrollment.id, Delivery.state == DeliveryState.PENDING)
+        )
+    console.print(f"{subscriber.email} enrolled in {course}: {scheduled} lessons scheduled, the first one now")
+
+
+@app.command()
+@clear_errors
+def status() -> None:
+    """Deliveries per state, enrollments per course, and what is due next."""
+    settings = get_settings()
+    with transaction(settings) as session:
+        states = dict(session.execute(select(Delivery.state, func.count()).group_by(Delivery.state)).all())
+        next_due = session.scalar(select(func.min(Delivery.due_at)).where(Delivery.state == DeliveryState.PENDING))
+        courses = session.execute(
+            select(Course.slug, Enrollment.status, func.count())
+            .join(Enrollment, Enrollment.course_id == Course.id)
+            .group_by(Course.slug, Enrollment.status)
+            .order_by(Course.slug)
+        ).all()
+        subscribers = session.scalar(select(func.count()).select_from(Subscriber))
+    table = Table(title="deliveries")
+    table.add_column("state")
+    table.add_column("count", justify="right")
+    for state in DeliveryState:
+        table.add_row(state.value, str(states.get(state.value, 0)))
+    console.print(table)
+    console.print(f"subscribers: {subscribers}")
+    for slug, enrollment_status, count in courses:
+        console.print(f"course {slug}: {count} {enrollment_status}")
+    console.print(f"next due: {next_due.isoformat() if next_due else 'nothing pending'}")
+
+
+@app.command()
+def worker(
+    concurrency: Annotated[int, typer.Option(help="send processes (default: number of cores)")] = 0,
+    pool: Annotated[str, typer.Option(help="prefork, threads or solo")] = "prefork",
+    queues: Annotated[str, typer.Option(help="queues to consume")] = "priority,dispatch,bulk",
+    beat: Annotated[bool, typer.Option("--beat", help="also run the dispatcher schedule in this process")] = False,
+    loglevel: str = "INFO",
+) -> None:
+    """Run a Celery worker (sends mail; scale out by running more of these)."""
+    from worker.app import app as celery_app
+
+    argv = ["worker", f"--loglevel={loglevel}", f"--pool={pool}", f"--queues={queues}"]
+    if concurrency:
+        argv.append(f"--concurrency={concurrency}")
+    if beat:
+        argv.append("--beat")
+    celery_app.worker_main(argv)
+
+
+@app.command()
+def beat(loglevel: str = "INFO") -> None:
+    """Run Celery beat: it starts the dispatcher every few seconds. Run exactly one."""
+    from worker.app import app as celery_app
+
+    celery_app.start(["beat", f"--loglevel={loglevel}"])
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()

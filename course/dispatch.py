@@ -1,0 +1,66 @@
+"""The dispatcher: claims due rows in batches and hands them to send tasks.
+
+It holds no schedule of its own: each run asks the ledger what is due now. Any number of
+dispatchers may run at once (claims skip each other's locked rows), and a run that dies loses
+nothing: its leased rows come back when the lease expires.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from course.clock import Clock, wall_duration
+from course.ledger import claim_due, fail_exhausted_leases
+from course.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# enqueue(delivery_ids, lease_token, urgent): hand one chunk to a send task.
+Enqueue = Callable[[list[int], str, bool], None]
+
+
+@dataclass
+class DispatchReport:
+    claimed: int = 0
+    tasks: int = 0
+    given_up: int = 0
+    enqueue_failed: bool = False
+
+
+def chunks(ids: list[int], size: int) -> list[list[int]]:
+    return [ids[i : i + size] for i in range(0, len(ids), size)]
+
+
+def dispatch_due(sessions: sessionmaker[Session], *, settings: Settings, clock: Clock, enqueue: Enqueue) -> DispatchReport:
+    """1. Give up on rows whose workers died on every attempt.
+    2. Claim a batch of due rows (committed before anything is enqueued, so a send task can never
+       run before its rows are visible as leased).
+    3. Split it into chunks of send_chunk_size, urgent ones first, and enqueue one task per chunk.
+    4. Repeat while batches come back full, up to dispatch_max_batches per run.
+    If the broker is down, stop: the rows stay leased and are claimed again after the lease."""
+    report = DispatchReport()
+    with sessions.begin() as session:
+        report.given_up = fail_exhausted_leases(session, now=clock.now(), max_attempts=settings.max_attempts)
+    lease = wall_duration(clock, settings.lease_seconds)
+    for _ in range(settings.dispatch_max_batches):
+        with sessions.begin() as session:
+            claim = claim_due(session, now=clock.now(), limit=settings.dispatch_batch_size, lease=lease)
+        if claim is None:
+            break
+        report.claimed += claim.size
+        try:
+            for urgent, ids in ((True, claim.urgent_ids), (False, claim.bulk_ids)):
+                for chunk in chunks(ids, settings.send_chunk_size):
+                    enqueue(chunk, claim.token, urgent)
+                    report.tasks += 1
+        except Exception:
+            log.exception("cannot enqueue send tasks; %d leased rows wait for their lease to expire", claim.size)
+            report.enqueue_failed = True
+            break
+        if claim.size < settings.dispatch_batch_size:
+            break
+    return report

@@ -1,0 +1,379 @@
+"""All reads and writes of the delivery ledger that the dispatcher and the senders make, in one
+place, so the concurrency rules are visible at a glance.
+
+The life of a row: pending --claim--> leased --take_over--> sending --> sent | pending (retry) |
+failed | bounced; any open row can be cancelled or held. Two rules keep a delivery from going out
+twice:
+
+1. claim_due marks a batch `leased` with a fresh lease token in one UPDATE whose inner SELECT uses
+   FOR UPDATE SKIP LOCKED on PostgreSQL: concurrent dispatchers take disjoint rows, none waits.
+2. take_over moves rows from `leased` to `sending` only where the token still matches. A retried or
+   duplicated send task finds zero rows and sends nothing; a task whose lease expired and was
+   reclaimed finds the token changed. The sender stops before its lease runs out.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, bindparam, exists, func, literal, or_, select, update
+from sqlalchemy.orm import Session, aliased
+
+from course.enrollment import cancel_open_deliveries
+
+from course.models import (
+    Campaign,
+    CampaignStatus,
+    Course,
+    Delivery,
+    DeliveryState,
+    Enrollment,
+    EnrollmentStatus,
+    Lesson,
+    Subscriber,
+    SubscriberStatus,
+)
+
+
+URGENT_PRIORITY_BELOW = 100  # priorities under this (confirmations) go to the priority queue
+
+
+@dataclass(frozen=True)
+class Claim:
+    token: str
+    urgent_ids: list[int]
+    bulk_ids: list[int]
+    lease_expires_at: datetime
+
+    @property
+    def size(self) -> int:
+        return len(self.urgent_ids) + len(self.bulk_ids)
+
+
+def claim_due(session: Session, *, now: datetime, limit: int, lease: timedelta) -> Claim | None:
+    """Lease up to `limit` due rows, most urgent first: pending rows whose time has come, and rows
+    whose lease expired because the worker holding them died."""
+    token = uuid.uuid4().hex
+    lease_expires_at = now + lease
+    due = (
+        select(Delivery.id)
+        .where(
+            Delivery.state.in_([DeliveryState.PENDING, DeliveryState.LEASED, DeliveryState.SENDING]),
+            Delivery.due_at <= now,
+            or_(Delivery.state == DeliveryState.PENDING, Delivery.lease_expires_at < now),
+        )
+        .order_by(Delivery.priority, Delivery.due_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    claimed = session.execute(
+        update(Delivery)
+        .where(Delivery.id.in_(due.scalar_subquery()))
+        .values(state=DeliveryState.LEASED, lease_token=token, lease_expires_at=lease_expires_at)
+        .returning(Delivery.id, Delivery.priority)
+        .execution_options(synchronize_session=False)
+    ).all()
+    if not claimed:
+        return None
+    return Claim(
+        token=token,
+        urgent_ids=sorted(i for i, priority in claimed if priority < URGENT_PRIORITY_BELOW),
+        bulk_ids=sorted(i for i, priority in claimed if priority >= URGENT_PRIORITY_BELOW),
+        lease_expires_at=lease_expires_at,
+    )
+
+
+def fail_exhausted_leases(session: Session, *, now: datetime, max_attempts: int) -> int:
+    """Rows whose worker died on every one of max_attempts tries are given up on rather than
+    reclaimed again: a message that crashes its worker must not crash-loop the fleet."""
+    return session.execute(
+        update(Delivery)
+        .where(
+            Delivery.state.in_([DeliveryState.LEASED, DeliveryState.SENDING]),
+            Delivery.lease_expires_at < now,
+            Delivery.attempts >= max_attempts,
+        )
+        .values(state=DeliveryState.FAILED, last_error="lease expired on every attempt (worker lost)")
+    ).rowcount
+
+
+@dataclass(frozen=True)
+class DeliveryJob:
+    """One email to send, as read when the sender takes its row over."""
+
+    delivery_id: int
+    kind: str
+    template: str | None
+    attempts: int
+    subscriber_id: int
+    email: str
+    name: str
+    subscriber_status: str
+    enrollment_id: int | None
+    enrollment_status: str | None
+    course_id: int | None
+    lesson_id: int | None
+    campaign_id: int | None
+
+
+@dataclass(frozen=True)
+class CourseHeader:
+    course_id: int
+    slug: str
+    title: str
+    sender_name: str
+    sender_email: str
+
+
+@dataclass(frozen=True)
+class LessonContent:
+    lesson_id: int
+    course: CourseHeader
+    position: int
+    lesson_count: int
+    title: str
+    body: dict[str, Any]
+    reading_minutes: int
+    retired: bool
+
+
+@dataclass(frozen=True)
+class CampaignContent:
+    campaign_id: int
+    name: str
+    subject: str
+    body_markdown: str
+    sender_name: str
+    sender_email: str
+    cancelled: bool
+
+
+@dataclass
+class Batch:
+    """A send task's rows and the content they refer to, each piece of content read once."""
+
+    jobs: list[DeliveryJob]
+    courses: dict[int, CourseHeader] = field(default_factory=dict)
+    lessons: dict[int, LessonContent] = field(default_factory=dict)
+    campaigns: dict[int, CampaignContent] = field(default_factory=dict)
+
+
+def take_over(session: Session, delivery_ids: Sequence[int], *, token: str, now: datetime, lease: timedelta) -> Batch:
+    """Move this task's leased rows to `sending` and read what is needed to send them. Rows whose
+    token no longer matches (reclaimed, cancelled, or already taken by a duplicate task) are
+    simply not returned."""
+    taken = session.scalars(
+        update(Delivery)
+        .where(
+            Delivery.id.in_(list(delivery_ids)),
+            Delivery.state == DeliveryState.LEASED,
+            Delivery.lease_token == token,
+        )
+        .values(
+            state=DeliveryState.SENDING,
+            attempts=Delivery.attempts + 1,
+            lease_expires_at=now + lease,
+        )
+        .returning(Delivery.id)
+        .execution_options(synchronize_session=False)
+    ).all()
+    if not taken:
+        return Batch(jobs=[])
+    rows = session.execute(
+        select(
+            Delivery.id,
+            Delivery.kind,
+            Delivery.template,
+            Delivery.attempts,
+            Delivery.subscriber_id,
+            Subscriber.email,
+            Subscriber.name,
+            Subscriber.status,
+            Delivery.enrollment_id,
+            Enrollment.status,
+            Enrollment.course_id,
+            Delivery.lesson_id,
+            Delivery.campaign_id,
+        )
+        .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
+        .outerjoin(Enrollment, Enrollment.id == Delivery.enrollment_id)
+        .where(Delivery.id.in_(taken))
+        .order_by(Delivery.id)
+    ).all()
+    batch = Batch(jobs=[DeliveryJob(*row) for row in rows])
+    course_ids = {job.course_id for job in batch.jobs if job.course_id is not None}
+    if course_ids:
+        batch.courses = {
+            course.id: CourseHeader(course.id, course.slug, course.title, course.sender_name, course.sender_email)
+            for course in session.scalars(select(Course).where(Course.id.in_(course_ids)))
+        }
+    lesson_ids = {job.lesson_id for job in batch.jobs if job.lesson_id is not None}
+    if lesson_ids:
+        batch.lessons = _lesson_contents(session, lesson_ids, batch.courses)
+    campaign_ids = {job.campaign_id for job in batch.jobs if job.campaign_id is not None}
+    if campaign_ids:
+        batch.campaigns = {
+            c.id: CampaignContent(
+                c.id,
+                c.name,
+                c.subject,
+                c.body_markdown,
+                c.sender_name,
+                c.sender_email,
+                c.status == CampaignStatus.CANCELLED,
+            )
+            for c in session.scalars(select(Campaign).where(Campaign.id.in_(campaign_ids)))
+        }
+    return batch
+
+
+def _lesson_contents(
+    session: Session, lesson_ids: set[int], courses: dict[int, CourseHeader]
+) -> dict[int, LessonContent]:
+    live = aliased(Lesson)
+    lesson_count = (
+        select(func.count(live.id))
+        .where(live.course_id == Lesson.course_id, live.retired_at.is_(None))
+        .scalar_subquery()
+    )
+    rows = session.execute(select(Lesson, lesson_count).where(Lesson.id.in_(lesson_ids))).all()
+    return {
+        lesson.id: LessonContent(
+            lesson_id=lesson.id,
+            course=courses[lesson.course_id],
+            position=lesson.position,
+            lesson_count=count,
+            title=lesson.title,
+            body=lesson.body,
+            reading_minutes=lesson.reading_minutes,
+            retired=lesson.retired_at is not None,
+        )
+        for lesson, count in rows
+    }
+
+
+@dataclass
+class Outcome:
+    """What happened to each row of a batch, recorded in a handful of statements."""
+
+    sent: list[int] = field(default_factory=list)
+    retry: list[tuple[int, datetime, str]] = field(default_factory=list)  # id, next due, reason
+    failed: list[tuple[int, str]] = field(default_factory=list)
+    bounced: list[tuple[int, int, str]] = field(default_factory=list)  # id, subscriber id, reason
+    cancelled: list[int] = field(default_factory=list)
+    held: list[int] = field(default_factory=list)
+    released: list[int] = field(default_factory=list)  # not attempted: lease about to run out
+
+
+def message_id_for(delivery_id: int, domain: str) -> str:
+    """Stable per delivery, so a resend after a lost worker carries the same Message-ID and the
+    receiving side can tell it is the same message."""
+    return f"<delivery.{delivery_id}@{domain}>"
+
+
+def record(session: Session, outcome: Outcome, *, token: str, now: datetime, message_id_domain: str) -> None:
+    """Write a batch's results. Every statement is guarded by the lease token, so a task that lost
+    its lease cannot overwrite what the new holder does."""
+    mine = and_(Delivery.lease_token == token, Delivery.state == DeliveryState.SENDING)
+    if outcome.sent:
+        session.execute(
+            update(Delivery)
+            .where(Delivery.id.in_(outcome.sent), mine)
+            .values(
+                state=DeliveryState.SENT,
+                sent_at=now,
+                last_error=None,
+                lease_token=None,
+                lease_expires_at=None,
+                message_id=literal("<delivery.") + Delivery.id.cast_to_text() + literal(f"@{message_id_domain}>"),
+            )
+            .execution_options(synchronize_session=False)
+        )
+        _complete_finished_enrollments(session, outcome.sent, now=now)
+    _update_each(
+        session,
+        token,
+        [{"row_id": i, "due": due, "error": reason[:1000]} for i, due, reason in outcome.retry],
+        state=DeliveryState.PENDING,
+        due_at=bindparam("due"),
+        last_error=bindparam("error"),
+    )
+    _update_each(
+        session,
+        token,
+        [{"row_id": i, "error": reason[:1000]} for i, reason in outcome.failed],
+        state=DeliveryState.FAILED,
+        last_error=bindparam("error"),
+    )
+    if outcome.bounced:
+        _update_each(
+            session,
+            token,
+            [{"row_id": i, "error": reason[:1000]} for i, _, reason in outcome.bounced],
+            state=DeliveryState.BOUNCED,
+            last_error=bindparam("error"),
+        )
+        suppress(session, sorted({s for _, s, _ in outcome.bounced}), now=now)
+    for ids, state in (
+        (outcome.cancelled, DeliveryState.CANCELLED),
+        (outcome.held, DeliveryState.HELD),
+        (outcome.released, DeliveryState.PENDING),
+    ):
+        if ids:
+            session.execute(
+                update(Delivery)
+                .where(Delivery.id.in_(ids), mine)
+                .values(state=state, lease_token=None, lease_expires_at=None)
+                .execution_options(synchronize_session=False)
+            )
+
+
+def _update_each(session: Session, token: str, params: list[dict[str, Any]], **values: Any) -> None:
+    if not params:
+        return
+    session.execute(
+        update(Delivery)
+        .where(
+            Delivery.id == bindparam("row_id"),
+            Delivery.lease_token == token,
+            Delivery.state == DeliveryState.SENDING,
+        )
+        .values(lease_token=None, lease_expires_at=None, **values)
+        .execution_options(synchronize_session=False),
+        params,
+    )
+
+
+def _complete_finished_enrollments(session: Session, sent_ids: Sequence[int], *, now: datetime) -> None:
+    """An active enrollment with no lesson left to send is completed."""
+    open_states = [DeliveryState.PENDING, DeliveryState.HELD, DeliveryState.LEASED, DeliveryState.SENDING]
+    enrollment_ids = select(Delivery.enrollment_id).where(Delivery.id.in_(sent_ids), Delivery.lesson_id.is_not(None))
+    session.execute(
+        update(Enrollment)
+        .where(
+            Enrollment.id.in_(enrollment_ids),
+            Enrollment.status == EnrollmentStatus.ACTIVE,
+            ~exists().where(
+                Delivery.enrollment_id == Enrollment.id,
+                Delivery.lesson_id.is_not(None),
+                Delivery.state.in_(open_states),
+            ),
+        )
+        .values(status=EnrollmentStatus.COMPLETED, completed_at=now)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def suppress(session: Session, subscriber_ids: Sequence[int], *, now: datetime) -> None:
+    """A permanent failure: the address gets nothing more, from any course or campaign."""
+    session.execute(
+        update(Subscriber)
+        .where(Subscriber.id.in_(subscriber_ids))
+        .values(status=SubscriberStatus.BOUNCED, unsubscribed_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    cancel_open_deliveries(session, subscriber_ids)

@@ -1,0 +1,161 @@
+"""Turn lessons and newsletters into email bodies with the one Jinja2 environment.
+
+Rendering is split in two so a batch of thousands costs one template render per lesson:
+
+1. `lesson_template` renders the lesson once, with placeholders where per-recipient values go
+   (greeting, signed links), and inlines the CSS once (mail clients ignore <style> blocks).
+2. `Template.fill` swaps the placeholders for one recipient's values, HTML-escaped in the HTML part.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import css_inline
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from markdown_it import MarkdownIt
+from markupsafe import Markup, escape
+
+from course.guides import Guide, Reference, link_markdown, link_plain
+
+# Placeholders survive Jinja (no markup characters) and CSS inlining (plain text and attributes).
+SLOTS = ("greeting", "view_url", "preferences_url", "unsubscribe_url")
+
+
+def _slot(name: str) -> str:
+    return f"@@{name}@@"
+
+
+@lru_cache
+def template_environment(templates_dir: Path) -> Environment:
+    return Environment(
+        loader=FileSystemLoader(str(templates_dir)),
+        autoescape=select_autoescape(["html"], default_for_string=False),
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+
+
+# Article Markdown is the publisher's, but raw HTML in it is still not passed through.
+_markdown = MarkdownIt("commonmark", {"html": False, "linkify": False, "typographer": False})
+_inliner = css_inline.CSSInliner(keep_style_tags=False, load_remote_stylesheets=False)
+
+
+@dataclass(frozen=True)
+class RenderedEmail:
+    subject: str
+    text: str
+    html: str
+
+
+@dataclass(frozen=True)
+class Template:
+    subject: str
+    text: str
+    html: str
+
+    def fill(self, values: Mapping[str, str]) -> RenderedEmail:
+        text, html = self.text, self.html
+        for name in SLOTS:
+            value = values.get(name, "")
+            text = text.replace(_slot(name), value)
+            html = html.replace(_slot(name), str(escape(value)))
+        return RenderedEmail(subject=self.subject, text=text, html=html)
+
+
+def greeting_for(name: str) -> str:
+    first = name.split()[0] if name.split() else ""
+    return f"Hi {first}," if first else "Hi there,"
+
+
+def references_of(body: Mapping[str, Any]) -> dict[int, list[Reference]]:
+    """The stored references of a lesson body, grouped by paragraph index."""
+    by_paragraph: dict[int, list[Reference]] = {}
+    for ref in body.get("references", []):
+        guide = Guide(key=ref["guide"], title=ref["title"], url=ref["url"], phrases=()) if ref.get("guide") else None
+        by_paragraph.setdefault(ref["paragraph"], []).append(
+            Reference(text=ref["text"], start=ref["start"], end=ref["end"], guide=guide)
+        )
+    return by_paragraph
+
+
+def further_reading(body: Mapping[str, Any]) -> list[dict[str, str]]:
+    seen: dict[str, dict[str, str]] = {}
+    for ref in body.get("references", []):
+        if ref.get("guide") and ref["guide"] not in seen:
+            seen[ref["guide"]] = {"title": ref["title"], "url": ref["url"]}
+    return list(seen.values())
+
+
+def body_html(body: Mapping[str, Any]) -> Markup:
+    references = references_of(body)
+    parts: list[str] = []
+    index = 0
+    for block in body.get("blocks", []):
+        if block.get("heading"):
+            parts.append(f"<h2>{escape(block['heading'])}</h2>")
+        for paragraph in block["paragraphs"]:
+            parts.append(_markdown.render(link_markdown(paragraph, references.get(index, []))))
+            index += 1
+    return Markup("\n".join(parts))
+
+
+def body_text(body: Mapping[str, Any], width: int = 72) -> str:
+    references = references_of(body)
+    parts: list[str] = []
+    index = 0
+    for block in body.get("blocks", []):
+        if block.get("heading"):
+            parts.append(f"{block['heading']}\n{'-' * len(block['heading'])}")
+        for paragraph in block["paragraphs"]:
+            linked = link_plain(paragraph, references.get(index, []))
+            parts.append(textwrap.fill(linked, width=width, break_long_words=False, break_on_hyphens=False))
+            index += 1
+    return "\n\n".join(parts)
+
+
+def markdown_html(text: str) -> Markup:
+    return Markup(_markdown.render(text))
+
+
+class Renderer:
+    def __init__(self, templates_dir: Path) -> None:
+        self.environment = template_environment(templates_dir)
+
+    def _render_pair(self, name: str, subject: str, context: Mapping[str, Any]) -> Template:
+        slots = {slot: _slot(slot) for slot in SLOTS}
+        html = self.environment.get_template(f"email/{name}.html").render(subject=subject, **context, **slots)
+        text = self.environment.get_template(f"email/{name}.txt").render(subject=subject, **context, **slots)
+        return Template(subject=subject, text=text, html=_inliner.inline(html))
+
+    def lesson_template(self, *, course: Any, lesson: Any) -> Template:
+        """`course` has .title; `lesson` has .position, .lesson_count, .title, .reading_minutes, .body."""
+        return self._render_pair(
+            "lesson",
+            f"Lesson {lesson.position} of {lesson.lesson_count}: {lesson.title}",
+            {
+                "course": course,
+                "lesson": lesson,
+                "body_html": body_html(lesson.body),
+                "body_text": body_text(lesson.body),
+                "further_reading": further_reading(lesson.body),
+            },
+        )
+
+    def campaign_template(self, *, subject: str, body_markdown: str, sender_name: str) -> Template:
+        return self._render_pair(
+            "campaign",
+            subject,
+            {
+                "sender_name": sender_name,
+                "body_html": markdown_html(body_markdown),
+                "body_text": body_markdown,
+            },
+        )

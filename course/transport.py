@@ -1,0 +1,144 @@
+"""The one SMTP transport. A worker process keeps one connection open across batches and tasks
+(opening a connection costs more than sending a message), reconnects when the server hangs up,
+and sorts every failure into transient (try again later) or permanent (stop mailing this address).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import smtplib
+import socket
+import threading
+from dataclasses import dataclass
+
+from course.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class SendError(Exception):
+    def __init__(self, reason: str, *, code: int | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.code = code
+
+
+class TransientSendError(SendError):
+    """4xx replies, time-outs, refused or dropped connections: the message may go through later."""
+
+
+class PermanentSendError(SendError):
+    """5xx replies about the recipient or the message: retrying will not help."""
+
+
+class ConnectionFailed(TransientSendError):
+    """The server could not be reached at all: every message of the batch waits, not just one."""
+
+
+@dataclass(frozen=True)
+class SMTPConfig:
+    host: str
+    port: int
+    username: str = ""
+    password: str = ""
+    starttls: bool = False
+    timeout: float = 30.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SMTPConfig:
+        return cls(
+            host=settings.smtp_host,
+            port=settings.smtp_port,
+            username=settings.smtp_username,
+            password=settings.smtp_password,
+            starttls=settings.smtp_starttls,
+            timeout=settings.smtp_timeout,
+        )
+
+
+def _reply_text(raw: bytes | str) -> str:
+    return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+
+
+class SMTPTransport:
+    def __init__(self, config: SMTPConfig) -> None:
+        self.config = config
+        self._connection: smtplib.SMTP | None = None
+
+    def _connect(self) -> smtplib.SMTP:
+        try:
+            connection = smtplib.SMTP(self.config.host, self.config.port, timeout=self.config.timeout)
+            connection.ehlo_or_helo_if_needed()
+            if self.config.starttls:
+                connection.starttls()
+                connection.ehlo()
+            if self.config.username:
+                connection.login(self.config.username, self.config.password)
+        except smtplib.SMTPAuthenticationError as exc:
+            raise ConnectionFailed(f"SMTP login to {self._where} refused: {exc.smtp_code} {_reply_text(exc.smtp_error)}", code=exc.smtp_code) from exc
+        except (OSError, smtplib.SMTPException) as exc:
+            raise ConnectionFailed(f"cannot connect to SMTP server {self._where}: {exc}") from exc
+        return connection
+
+    @property
+    def _where(self) -> str:
+        return f"{self.config.host}:{self.config.port}"
+
+    def send(self, sender: str, recipient: str, message: bytes) -> None:
+        """Send one message to one recipient, reusing the open connection. A connection the server
+        closed since the last message is reopened once before giving up."""
+        for attempt in (1, 2):
+            if self._connection is None:
+                self._connection = self._connect()
+            try:
+                self._connection.sendmail(sender, [recipient], message)
+                return
+            except smtplib.SMTPServerDisconnected as exc:
+                self._connection = None
+                if attempt == 2:
+                    raise ConnectionFailed(f"SMTP server {self._where} closed the connection: {exc}") from exc
+            except smtplib.SMTPRecipientsRefused as exc:
+                code, reply = exc.recipients.get(recipient, (0, b""))
+                raise _classify(code, f"recipient {recipient} refused: {code} {_reply_text(reply)}") from exc
+            except smtplib.SMTPResponseException as exc:
+                # MAIL FROM or DATA refused; the session is reset before the next message.
+                self._reset()
+                raise _classify(exc.smtp_code, f"{exc.smtp_code} {_reply_text(exc.smtp_error)}") from exc
+            except (OSError, socket.timeout, smtplib.SMTPException) as exc:
+                self.close()
+                raise TransientSendError(f"SMTP error talking to {self._where}: {exc}") from exc
+
+    def _reset(self) -> None:
+        try:
+            if self._connection is not None:
+                self._connection.rset()
+        except (OSError, smtplib.SMTPException):
+            self.close()
+
+    def close(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            try:
+                connection.quit()
+            except (OSError, smtplib.SMTPException):
+                connection.close()
+
+
+def _classify(code: int, reason: str) -> SendError:
+    if 500 <= code < 600:
+        return PermanentSendError(reason, code=code)
+    return TransientSendError(reason, code=code)
+
+
+# One transport per process and thread: a forked Celery child must not share its parent's socket.
+_local = threading.local()
+
+
+def shared_transport(config: SMTPConfig) -> SMTPTransport:
+    key = (os.getpid(), config)
+    transport = getattr(_local, "transport", None)
+    if transport is None or getattr(_local, "key", None) != key:
+        transport = SMTPTransport(config)
+        _local.transport, _local.key = transport, key
+    return transport

@@ -1,0 +1,65 @@
+"""Celery tasks: thin shells around course.dispatch and course.sending."""
+
+from __future__ import annotations
+
+import logging
+from functools import lru_cache
+
+from course.clock import get_clock
+from course.db import session_factory
+from course.dispatch import DispatchReport, dispatch_due
+from course.links import signer_from_settings
+from course.render import Renderer
+from course.sending import Sender, SendReport
+from course.settings import get_settings
+from course.transport import SMTPConfig, shared_transport
+from worker.app import app
+from worker.config import BULK_QUEUE, PRIORITY_QUEUE
+
+log = logging.getLogger(__name__)
+
+
+@lru_cache
+def _renderer() -> Renderer:
+    return Renderer(get_settings().templates_dir)
+
+
+def sender() -> Sender:
+    """The sender for this process: one session factory, renderer and SMTP connection, reused."""
+    settings = get_settings()
+    return Sender(
+        settings,
+        sessions=session_factory(settings),
+        transport=shared_transport(SMTPConfig.from_settings(settings)),
+        renderer=_renderer(),
+        signer=signer_from_settings(settings),
+        clock=get_clock(settings),
+    )
+
+
+def enqueue_send(delivery_ids: list[int], token: str, urgent: bool) -> None:
+    send_deliveries.apply_async(args=(delivery_ids, token), queue=PRIORITY_QUEUE if urgent else BULK_QUEUE)
+
+
+@app.task(name="course.dispatch", ignore_result=True)
+def dispatch() -> dict[str, int]:
+    settings = get_settings()
+    report: DispatchReport = dispatch_due(
+        session_factory(settings), settings=settings, clock=get_clock(settings), enqueue=enqueue_send
+    )
+    if report.claimed:
+        log.info("dispatched %d deliveries in %d tasks", report.claimed, report.tasks)
+    return {"claimed": report.claimed, "tasks": report.tasks}
+
+
+@app.task(name="course.send", acks_late=True, ignore_result=True)
+def send_deliveries(delivery_ids: list[int], token: str) -> dict[str, int]:
+    report: SendReport = sender().send_claimed(delivery_ids, token)
+    if report.taken:
+        log.info(
+            "sent %d of %d (retry %d, failed %d, bounced %d, skipped %d, released %d)",
+            report.sent, report.taken, report.retried, report.failed, report.bounced, report.skipped, report.released,
+        )
+    for error in report.errors:
+        log.warning("delivery error: %s", error)
+    return {"taken": report.taken, "sent": report.sent}
