@@ -229,5 +229,17 @@ def beat(loglevel: str = "INFO") -> None:
     celery_app.start(["beat", f"--loglevel={loglevel}"])
 
 
+@app.command()
+def web(
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port to listen on")] = 8000,
+    workers: Annotated[int, typer.Option(help="uvicorn worker processes")] = 1,
+) -> None:
+    """Serve the signup, confirmation, preference and unsubscribe pages (and the JSON API)."""
+    import uvicorn
+
+    uvicorn.run("course.web.app:create_app", factory=True, host=host, port=port, workers=workers, proxy_headers=True)
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()

@@ -24,7 +24,7 @@ from markupsafe import Markup, escape
 from course.guides import Guide, Reference, link_markdown, link_plain
 
 # Placeholders survive Jinja (no markup characters) and CSS inlining (plain text and attributes).
-SLOTS = ("greeting", "view_url", "preferences_url", "unsubscribe_url")
+SLOTS = ("greeting", "view_url", "preferences_url", "unsubscribe_url", "action_url")
 
 
 def _slot(name: str) -> str:
@@ -159,3 +159,8 @@ class Renderer:
                 "body_text": body_markdown,
             },
         )
+
+    def transactional_template(self, name: str, *, subject: str, context: Mapping[str, Any]) -> Template:
+        """Account mail (confirmation and the like): templates/email/<name>.html and .txt, whose
+        main link is the `action_url` slot."""
+        return self._render_pair(name, subject, context)

@@ -44,6 +44,13 @@ class SendReport:
     errors: list[str] = field(default_factory=list)
 
 
+# Account mail: template name -> (subject, purpose of the signed link in its `action_url` slot).
+TRANSACTIONAL_MAIL: dict[str, tuple[str, LinkPurpose]] = {
+    "confirm": ("Please confirm your place in {course}", LinkPurpose.CONFIRM),
+    "already_enrolled": ("You are already enrolled in {course}", LinkPurpose.PREFERENCES),
+}
+
+
 class Sender:
     def __init__(
         self,
@@ -154,8 +161,20 @@ class Sender:
             values["unsubscribe_url"] = self.signer.url(LinkPurpose.UNSUBSCRIBE, job.subscriber_id, None)
             sender = (campaign.sender_name, campaign.sender_email)
             list_id = f"{campaign.sender_name} <newsletter.{self.settings.list_id_domain}>"
+        elif job.kind == DeliveryKind.TRANSACTIONAL and job.template in TRANSACTIONAL_MAIL and job.course_id:
+            course = batch.courses[job.course_id]
+            subject_format, purpose = TRANSACTIONAL_MAIL[job.template]
+            key = (job.template, course.course_id)
+            if key not in templates:
+                templates[key] = self.renderer.transactional_template(
+                    job.template, subject=subject_format.format(course=course.title), context={"course": course}
+                )
+            values["action_url"] = self.signer.url(purpose, job.subscriber_id, course.course_id)
+            values["unsubscribe_url"] = self.signer.url(LinkPurpose.UNSUBSCRIBE, job.subscriber_id, course.course_id)
+            sender = (course.sender_name, course.sender_email)
+            list_id = ""
         else:
-            raise ValueError(f"delivery {job.delivery_id} has no lesson or campaign to send")
+            raise ValueError(f"delivery {job.delivery_id} ({job.kind}, template {job.template!r}) has nothing to send")
         email: RenderedEmail = templates[key].fill(values)
         message = build_message(
             OutgoingMessage(
