@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, bindparam, exists, func, literal, or_, select, update
+from sqlalchemy import String, and_, bindparam, cast, exists, func, literal, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
 from course.enrollment import cancel_open_deliveries
@@ -289,7 +289,7 @@ def record(session: Session, outcome: Outcome, *, token: str, now: datetime, mes
                 last_error=None,
                 lease_token=None,
                 lease_expires_at=None,
-                message_id=literal("<delivery.") + Delivery.id.cast_to_text() + literal(f"@{message_id_domain}>"),
+                message_id=literal("<delivery.") + cast(Delivery.id, String) + literal(f"@{message_id_domain}>"),
             )
             .execution_options(synchronize_session=False)
         )

@@ -9,9 +9,10 @@ from worker.config import celery_config, resolve_broker_url
 
 
 def create_app() -> Celery:
-    settings = get_settings()
     celery = Celery("course")
-    celery.conf.update(celery_config(settings, resolve_broker_url(settings)))
+    # Resolved when the configuration is first read, not at import: importing the tasks (tests,
+    # the CLI's help) must not ping Redis or create files.
+    celery.add_defaults(lambda: celery_config(get_settings(), resolve_broker_url(get_settings())))
     return celery
 
 

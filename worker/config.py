@@ -11,6 +11,9 @@ from typing import Any
 import redis
 
 from course.settings import Settings
+from worker.embedded_broker import register as register_embedded_broker
+
+register_embedded_broker()
 
 DISPATCH_QUEUE = "dispatch"
 PRIORITY_QUEUE = "priority"  # confirmations and other mail a person is waiting for
@@ -46,7 +49,7 @@ def resolve_broker_url(settings: Settings) -> str:
     elif settings.env == "production":
         raise BrokerUnavailable("set REDIS_URL (or COURSE_BROKER_URL) in production")
     settings.var_dir.mkdir(parents=True, exist_ok=True)
-    return f"sqla+sqlite:///{settings.var_dir / 'broker.sqlite'}"
+    return f"embedded+sqlite:///{settings.var_dir / 'broker.sqlite'}"
 
 
 def celery_config(settings: Settings, broker_url: str) -> dict[str, Any]:

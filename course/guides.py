@@ -1,0 +1,356 @@
+"""Find the places where an article points readers to another guide, and link them.
+
+Articles end with sentences like "see our guide on feeding a starter" or "the glossary page is a good
+place to start". In an email those words should be a link. This module
+
+1. finds such references in a paragraph by their wording (:func:`find_references`),
+2. matches each one to a guide of the publisher's catalogue (``content/guides.toml``) by word overlap
+   (:meth:`GuideCatalogue.match`), and
+3. rewrites the paragraph with links, for Markdown or plain text (:func:`link_markdown`,
+   :func:`link_plain`).
+
+References that match no guide are still returned (``guide=None``) so the importer can report them
+instead of sending a dead phrase.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+# A reference matches a guide when the Dice coefficient of their distinctive words reaches this.
+# 0.5 accepts "what let-down is and how to encourage it" for a guide phrased "what let-down is"
+# (2 shared words of 3 and 2: 0.8) and rejects a reference that shares one word of four with a guide.
+MATCH_THRESHOLD = 0.5
+
+# Words that carry no topic: function words, plus the words that frame a reference ("our guide on",
+# "the … page") so "the glossary page" and a guide titled "Glossary" compare on "glossary" alone.
+STOPWORDS = frozenset(
+    """
+    a an the and or but of to in on at for from by with about into over under as is are was were be
+    been being it its it's this that these those what which who whom whose how why when where there
+    here your our my their his her you we they i me us them do does did doing done can could should
+    would will may might must shall not no so if then than too very just also more most some any all
+    each every other such own same up out off again once
+    see read learn check visit find guide guides page pages article articles post posts primer
+    tutorial tutorials explainer walkthrough lesson lessons handbook series
+    """.split()
+)
+
+# What the referent is called: the noun in "our guide on X" / "the X page".
+_REFERENCE_NOUN = r"(?:guide|article|post|page|primer|tutorial|explainer|walkthrough|handbook)"
+# One word of a referent: letters, digits, inner hyphens and apostrophes.
+_WORD = r"[^\W_][\w'’-]*"
+# Where a referent after "on"/"to"/"about" ends: sentence or clause punctuation, a dash, a
+# connective that begins a new clause ("…, and for the broader picture …"), or the verb of which the
+# reference is the subject ("our guide to hydration explains …"). A bare "is" does not end it, since
+# topics contain one ("what let-down is and how to encourage it"); "is a/the/where …" does.
+_REFERENT_END = (
+    r"(?=[.!?](?:\s|$)|[,;:()\[\]\n]|\s[—–]\s|\s-\s|$"
+    r"|\s(?:and for|and then|and see|but|which|where|so that|if you|when you)\b"
+    r"|\s(?:explains|shows|covers|walks|describes|goes|takes|tells|gives|lists|helps|has|have|will|can"
+    r"|should|may|might|would|are|is\s+(?:a|an|the|where|also|worth|full|packed))\b)"
+)
+# Referents after "on"/"to" longer than this are runaway matches, not topics.
+MAX_REFERENT_WORDS = 14
+# Words that make "the X page" positional ("the next page", "the same page") rather than a title.
+_POSITIONAL = frozenset(
+    "next previous last first following same front back home landing this that other old new top "
+    "bottom opposite facing final blank".split()
+)
+# A "guide" or "page" followed by one of these is a verb: "the rangers guide you", "will page them".
+_OBJECT_AFTER_VERB = frozenset(
+    "you us them him her me it people readers everyone yourself your their his its a an the".split()
+)
+# Words that cannot be inside the title part of "the X guide": auxiliaries and modals turn the match
+# into a clause ("the nurse will page you"), determiners mean the title started later.
+_NOT_IN_TITLE = (
+    r"(?:the|a|an|our|your|their|this|that|will|would|can|could|should|may|might|must|to|is|are|was|were"
+    r"|who|which)"
+)
+
+_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
+    # "our guide on X", "the article about X", "our guide to X": the whole phrase is the link text.
+    (
+        "noun-on-topic",
+        re.compile(
+            rf"\b(?P<text>(?:our|the)\s+{_REFERENCE_NOUN}\s+(?:on|to|about|for)\s+"
+            rf"(?P<topic>.+?){_REFERENT_END})",
+            re.IGNORECASE,
+        ),
+    ),
+    # "the X page", "our X guide", "the benefits of ANR page": up to six title words.
+    (
+        "titled-noun",
+        re.compile(
+            rf"\b(?P<text>(?:our|the)\s+"
+            rf"(?P<topic>(?:(?!{_NOT_IN_TITLE}\b){_WORD}\s+){{1,6}}){_REFERENCE_NOUN})\b"
+            # Peek at the next word without consuming it, to spot a verb ("the rangers guide you").
+            rf"(?=\s+(?P<after>{_WORD})|)",
+            re.IGNORECASE,
+        ),
+    ),
+    # "read more in X", "learn more about X": X is the link text.
+    (
+        "read-more",
+        re.compile(
+            rf"\b(?:read|learn|find out)\s+more\s+(?:in|at|on|about)\s+"
+            rf"(?P<text>(?P<topic>.+?)){_REFERENT_END}",
+            re.IGNORECASE,
+        ),
+    ),
+)
+
+
+class GuideCatalogueError(ValueError):
+    """The guide catalogue file is unreadable or invalid; the message names the file and the guide."""
+
+
+@dataclass(frozen=True)
+class Guide:
+    key: str
+    title: str
+    url: str
+    phrases: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class GuideCatalogue:
+    guides: tuple[Guide, ...]
+
+    def get(self, key: str) -> Guide | None:
+        return next((guide for guide in self.guides if guide.key == key), None)
+
+    def match(self, reference_text: str) -> Guide | None:
+        """Return the guide that ``reference_text`` most likely points to, or None.
+
+        1. Reduce the reference and each of a guide's phrases and its title to distinctive words
+           (:func:`distinctive_words`).
+        2. Score each pair with the Dice coefficient ``2·|shared| / (|reference| + |phrase|)``; a
+           guide's score is its best phrase (or title).
+        3. Return the best-scoring guide if it reaches ``MATCH_THRESHOLD``; on a tie the guide listed
+           first in the catalogue wins.
+        """
+        reference_words = distinctive_words(reference_text)
+        if not reference_words:
+            return None
+        best_guide: Guide | None = None
+        best_score = 0.0
+        for guide in self.guides:
+            for phrase in (*guide.phrases, guide.title):
+                phrase_words = distinctive_words(phrase)
+                if not phrase_words:
+                    continue
+                shared = len(reference_words & phrase_words)
+                score = 2 * shared / (len(reference_words) + len(phrase_words))
+                if score > best_score:
+                    best_guide, best_score = guide, score
+        return best_guide if best_score >= MATCH_THRESHOLD else None
+
+
+@dataclass(frozen=True)
+class Reference:
+    # The words in the paragraph that refer to a guide, e.g. "our guide on feeding a starter".
+    text: str
+    start: int  # offset of `text` in the paragraph
+    end: int
+    guide: Guide | None  # None when no guide matched
+
+
+def distinctive_words(text: str) -> frozenset[str]:
+    """Normalise ``text`` to the set of words that identify a topic.
+
+    Lowercase; hyphens and slashes become spaces ("let-down" → "let", "down"); other punctuation is
+    dropped; stopwords and reference framing words go; a possessive "'s" and a plural "s" are folded
+    ("starters" → "starter", "loaves" stays distinct, which is fine for matching phrases).
+    """
+    words = set()
+    for raw_word in re.split(r"[\s\-–—/]+", text.lower().replace("’", "'")):
+        word = re.sub(r"[^\w']", "", raw_word).removesuffix("'s").strip("'")
+        if not word or word in STOPWORDS:
+            continue
+        if len(word) > 3 and word.endswith("ies"):
+            word = word[:-3] + "y"
+        elif len(word) > 3 and word.endswith("s") and not word.endswith("ss"):
+            word = word[:-1]
+        if word not in STOPWORDS:
+            words.add(word)
+    return frozenset(words)
+
+
+def find_references(paragraph: str, catalogue: GuideCatalogue) -> list[Reference]:
+    """Find the phrases in ``paragraph`` that point readers to a guide, matched against ``catalogue``.
+
+    1. Run the reference patterns in priority order: "our guide on X" (most explicit), then
+       "the X page" / "our X guide", then "read more in X".
+    2. Reject false positives: a topic without distinctive words ("the next page", "our guide to
+       it"), a positional "the X page", and "guide"/"page" used as a verb ("the rangers guide you").
+    3. Keep a candidate only if it does not overlap one already kept, so "read more in our guide on
+       X" yields one reference.
+    4. Match each kept reference's text to the catalogue; return them in paragraph order.
+    """
+    kept: list[tuple[int, int]] = []
+    for pattern_name, pattern in _PATTERNS:
+        for found in pattern.finditer(paragraph):
+            start, end = found.span("text")
+            topic = found.group("topic").strip()
+            if pattern_name == "titled-noun" and not _is_titled_reference(topic, found.group("after")):
+                continue
+            if pattern_name != "titled-noun" and len(topic.split()) > MAX_REFERENT_WORDS:
+                continue
+            if not distinctive_words(topic):
+                continue
+            if any(start < kept_end and kept_start < end for kept_start, kept_end in kept):
+                continue
+            kept.append((start, end))
+    kept.sort()
+    return [
+        Reference(text=(text := paragraph[start:end]), start=start, end=end, guide=catalogue.match(text))
+        for start, end in kept
+    ]
+
+
+def _is_titled_reference(topic: str, word_after: str | None) -> bool:
+    """Tell "the glossary page" (a reference) from "the next page" or "the rangers guide you"."""
+    topic_words = [word.lower() for word in topic.split()]
+    if all(word in _POSITIONAL for word in topic_words):
+        return False
+    # "guide"/"page" directly followed by an object is a verb.
+    return word_after is None or word_after.lower() not in _OBJECT_AFTER_VERB
+
+
+def link_markdown(paragraph: str, references: Sequence[Reference]) -> str:
+    """Return ``paragraph`` with each matched reference as a Markdown link ``[text](url)``.
+
+    Backslashes and square brackets in the link text are escaped; parentheses and spaces in the URL
+    are percent-encoded so they cannot close the link early. Unmatched references stay plain text.
+    """
+
+    def markdown_link(reference: Reference, guide: Guide) -> str:
+        text = re.sub(r"([\\\[\]])", r"\\\1", reference.text)
+        url = guide.url.replace(" ", "%20").replace("(", "%28").replace(")", "%29")
+        return f"[{text}]({url})"
+
+    return _replace_references(paragraph, references, markdown_link)
+
+
+def link_plain(paragraph: str, references: Sequence[Reference]) -> str:
+    """Return ``paragraph`` with each matched reference followed by its URL: ``text (url)``."""
+    return _replace_references(
+        paragraph, references, lambda reference, guide: f"{reference.text} ({guide.url})"
+    )
+
+
+def _replace_references(
+    paragraph: str, references: Sequence[Reference], render: Callable[[Reference, Guide], str]
+) -> str:
+    """Splice ``render(reference, guide)`` over each matched reference span, checking the spans.
+
+    References must belong to this paragraph (their text at their offsets) and must not overlap:
+    either mistake would corrupt the paragraph, so it raises ValueError instead.
+    """
+    pieces: list[str] = []
+    position = 0
+    for reference in sorted(references, key=lambda reference: reference.start):
+        if paragraph[reference.start : reference.end] != reference.text:
+            raise ValueError(
+                f"reference {reference.text!r} is not at offsets {reference.start}-{reference.end}"
+                " of the paragraph"
+            )
+        if reference.start < position:
+            raise ValueError(f"reference {reference.text!r} overlaps the previous reference")
+        if reference.guide is None:
+            continue
+        pieces.append(paragraph[position : reference.start])
+        pieces.append(render(reference, reference.guide))
+        position = reference.end
+    pieces.append(paragraph[position:])
+    return "".join(pieces)
+
+
+def load_guides(path: Path) -> GuideCatalogue:
+    """Load ``content/guides.toml``: a list of ``[[guide]]`` tables with key, title, url, phrases.
+
+    Validation, each failure naming the file and the guide: the file is TOML with a ``guide`` array
+    of tables and nothing else; keys are unique slugs; titles are one-line text; urls are absolute
+    http(s) URLs without whitespace; phrases is a non-empty list of strings each with at least one
+    distinctive word (a phrase of stopwords could never match anything).
+    """
+    try:
+        with path.open("rb") as guide_file:
+            document = tomllib.load(guide_file)
+    except OSError as exc:
+        raise GuideCatalogueError(f"{path}: cannot read guide catalogue: {exc.strerror or exc}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise GuideCatalogueError(f"{path}: invalid TOML: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise GuideCatalogueError(f"{path}: not UTF-8 text: {exc}") from exc
+
+    unknown_top = sorted(set(document) - {"guide"})
+    if unknown_top:
+        raise GuideCatalogueError(
+            f"{path}: unknown top-level key(s) {', '.join(unknown_top)}; expected only [[guide]] tables"
+        )
+    tables = document.get("guide")
+    if not isinstance(tables, list) or not tables or not all(isinstance(table, dict) for table in tables):
+        raise GuideCatalogueError(f"{path}: expected one or more [[guide]] tables")
+
+    guides: list[Guide] = []
+    seen_keys: set[str] = set()
+    for number, table in enumerate(tables, start=1):
+        guide = _guide_from_table(path, number, table)
+        if guide.key in seen_keys:
+            raise GuideCatalogueError(
+                f"{path}: guide #{number}: key {guide.key!r} is used by an earlier guide"
+            )
+        seen_keys.add(guide.key)
+        guides.append(guide)
+    return GuideCatalogue(guides=tuple(guides))
+
+
+def _guide_from_table(path: Path, number: int, table: dict[str, object]) -> Guide:
+    key = table.get("key")
+    where = f"{path}: guide #{number}" + (f" ({key!r})" if isinstance(key, str) else "")
+    unknown = sorted(set(table) - {"key", "title", "url", "phrases"})
+    if unknown:
+        raise GuideCatalogueError(
+            f"{where}: unknown key(s) {', '.join(unknown)}; expected key, title, url, phrases"
+        )
+    for required in ("key", "title", "url", "phrases"):
+        if required not in table:
+            raise GuideCatalogueError(f"{where}: missing {required!r}")
+    if not isinstance(key, str) or not re.fullmatch(r"[a-z0-9][a-z0-9-]*", key):
+        raise GuideCatalogueError(
+            f"{where}: 'key' must be a slug of lowercase letters, digits and hyphens, got {key!r}"
+        )
+    title = table["title"]
+    if not isinstance(title, str) or not title.strip() or any(char in title for char in "\r\n"):
+        raise GuideCatalogueError(f"{where}: 'title' must be non-empty text on one line, got {title!r}")
+    url = table["url"]
+    if not isinstance(url, str) or not _is_http_url(url):
+        raise GuideCatalogueError(f"{where}: 'url' must be an absolute http(s) URL, got {url!r}")
+    phrases = table["phrases"]
+    if not isinstance(phrases, list) or not phrases:
+        raise GuideCatalogueError(f"{where}: 'phrases' must be a non-empty list of strings")
+    for phrase in phrases:
+        if not isinstance(phrase, str) or not phrase.strip():
+            raise GuideCatalogueError(f"{where}: 'phrases' must hold non-empty strings, got {phrase!r}")
+        if not distinctive_words(phrase):
+            raise GuideCatalogueError(
+                f"{where}: phrase {phrase!r} has no distinctive words, so it can never match"
+            )
+    return Guide(key=key, title=title.strip(), url=url, phrases=tuple(phrase.strip() for phrase in phrases))
+
+
+def _is_http_url(url: str) -> bool:
+    if any(char.isspace() for char in url):
+        return False
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname)

@@ -1,0 +1,159 @@
+"""Fixtures over real services: a PostgreSQL database migrated once per run and emptied per test,
+SQLite files, Redis, an aiosmtpd server, and settings that point at them.
+
+Outside CI a missing service skips the tests that need it, with the reason; in CI (CI=true) it
+fails them, so a green CI run always means the real services were used."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+import redis
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.orm import Session, sessionmaker
+
+from course import schema
+from course.clock import ManualClock, set_clock
+from course.db import make_engine
+from course.models import Base
+from course.settings import PROJECT_ROOT, Settings, get_settings
+from tests.smtp_server import RecordingSMTPServer
+
+PG_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql+psycopg://root@127.0.0.1:5432/test")
+REDIS_TEST_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+SEED_ARTICLE = PROJECT_ROOT.parent / "shared" / "data" / "seed-article-oxytocin.txt"
+
+
+def unavailable(reason: str) -> None:
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason} (CI needs every service: see scripts/services.sh)")
+    pytest.skip(reason)
+
+
+def seed_article_path() -> Path:
+    if not SEED_ARTICLE.exists():
+        pytest.skip(f"seed article not found at {SEED_ARTICLE}: ../shared is absent in this clone")
+    return SEED_ARTICLE
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A database of its own for this test run, migrated once with Alembic, dropped at the end."""
+    try:
+        admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+        with admin.connect() as connection:
+            name = f"course_test_{uuid.uuid4().hex[:10]}"
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+    except Exception as exc:  # noqa: BLE001 - any failure means no PostgreSQL to test against
+        unavailable(f"PostgreSQL not reachable at {PG_ADMIN_URL}: {exc}")
+    url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    engine = make_engine(url)
+    schema.upgrade(engine)
+    engine.dispose()
+    yield url
+    with admin.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def _empty_tables(engine: Engine) -> None:
+    tables = ", ".join(f'"{table.name}"' for table in Base.metadata.sorted_tables)
+    with engine.begin() as connection:
+        connection.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+
+
+def _emptied(url: str) -> str:
+    engine = make_engine(url)
+    try:
+        _empty_tables(engine)
+    finally:
+        engine.dispose()
+    return url
+
+
+def _migrated_sqlite(path: Path) -> str:
+    url = f"sqlite:///{path}"
+    engine = make_engine(url)
+    try:
+        schema.upgrade(engine)
+    finally:
+        engine.dispose()
+    return url
+
+
+@pytest.fixture(params=["postgres", "sqlite"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Each test using this runs twice: on PostgreSQL and on the embedded SQLite."""
+    if request.param == "postgres":
+        return _emptied(request.getfixturevalue("postgres_url"))
+    return _migrated_sqlite(tmp_path / "course.db")
+
+
+@pytest.fixture
+def pg_database_url(postgres_url: str) -> str:
+    return _emptied(postgres_url)
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[RecordingSMTPServer]:
+    with RecordingSMTPServer() as server:
+        yield server
+
+
+@pytest.fixture
+def redis_url() -> str:
+    client = redis.Redis.from_url(REDIS_TEST_URL, socket_connect_timeout=2)
+    try:
+        client.flushdb()
+    except redis.RedisError as exc:
+        unavailable(f"Redis not reachable at {REDIS_TEST_URL}: {exc}")
+    finally:
+        client.close()
+    return REDIS_TEST_URL
+
+
+def make_settings(tmp_path: Path, database_url: str, **overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "database_url": database_url,
+        "var_dir": tmp_path / "var",
+        "mail_dir": tmp_path / "var" / "mail",
+        "secret_key": "test-secret",
+        "base_url": "https://courses.example.org",
+        "retry_base_seconds": 60.0,
+        "broker_url": "memory://",
+    }
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database_url: str, smtp_server: RecordingSMTPServer) -> Settings:
+    return make_settings(tmp_path, database_url, smtp_port=smtp_server.port, smtp_host=smtp_server.host)
+
+
+@pytest.fixture
+def sessions(settings: Settings) -> Iterator[sessionmaker[Session]]:
+    engine = make_engine(settings.sqlalchemy_url)
+    yield sessionmaker(engine, expire_on_commit=False)
+    engine.dispose()
+
+
+@pytest.fixture
+def clock() -> Iterator[ManualClock]:
+    """Thursday 5 March 2026, noon UTC: the US clocks go forward three days later."""
+    manual = ManualClock(datetime(2026, 3, 5, 12, 0, tzinfo=timezone.utc))
+    set_clock(manual)
+    yield manual
+    set_clock(None)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_settings_cache() -> Iterator[None]:
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
