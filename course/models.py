@@ -237,3 +237,16 @@ class Delivery(Base):
     message_id: Mapped[str | None] = mapped_column(String(255))
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class RateLimitHit(Base):
+    """Fixed-window counters shared by every web process: one row per (scope, key, window), where
+    key is an HMAC of the IP address or email address, so the table holds no personal data."""
+
+    __tablename__ = "rate_limit_hits"
+    __table_args__ = (Index("ix_rate_limit_hits_window_start", "window_start"),)
+
+    scope: Mapped[str] = mapped_column(String(32), primary_key=True)  # "signup-ip", "signup-address"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    window_start: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
+    hits: Mapped[int] = mapped_column(Integer, default=0)

@@ -56,6 +56,15 @@ class Settings(BaseSettings):
     clock_speed: float = 1.0
     clock_origin: float = 0.0
 
+    # Subscriber web (course/web, course/subscriptions.py).
+    confirm_link_max_age_days: int = 7
+    unconfirmed_retention_days: int = 30  # pending subscribers older than this are purged
+    signup_limit_per_ip: int = 20  # signups per IP address per rate_limit_window_seconds
+    signup_limit_per_address: int = 3  # confirmation mails per address per window
+    rate_limit_window_seconds: int = 3600
+    max_request_bytes: int = 64 * 1024  # larger bodies get 413 before they are parsed
+    embed_frame_ancestors: str = "*"  # CSP frame-ancestors of the embeddable form, e.g. "https://blog.example.com"
+
     @property
     def sqlalchemy_url(self) -> str:
         return self.database_url or f"sqlite:///{self.var_dir / 'course.db'}"

@@ -74,7 +74,13 @@ def celery_config(settings: Settings, broker_url: str) -> dict[str, Any]:
                 "schedule": settings.dispatch_interval_seconds,
                 # A dispatch that waited longer than one interval is stale: the next one is coming.
                 "options": {"expires": settings.dispatch_interval_seconds * 2},
-            }
+            },
+            # Signups never confirmed are deleted after settings.unconfirmed_retention_days.
+            "purge-unconfirmed-subscribers": {
+                "task": "course.purge_unconfirmed",
+                "schedule": 3600.0,
+                "options": {"expires": 1800.0},
+            },
         },
         "beat_schedule_filename": str(settings.var_dir / "celerybeat-schedule"),
         "worker_hijack_root_logger": False,

@@ -1,0 +1,85 @@
+"""The web app factory: `course web` serves create_app() with uvicorn (factory mode); tests call it
+with their own settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.exception_handlers import request_validation_exception_handler
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException
+
+from course.db import session_factory
+from course.links import signer_from_settings
+from course.render import Renderer, template_environment
+from course.settings import DEFAULT_SECRET, Settings, get_settings
+from course.web import api, pages
+from course.web.security import BodySizeLimit, SecurityHeaders
+from course.web.site import PageError, Site
+
+STATIC_DIR = Path(__file__).parent / "static"
+
+_STATUS_TITLES = {
+    404: ("Page not found", "There is nothing at this address. Check the link, or start from the list of courses."),
+    405: ("Not allowed", "This page cannot be used that way."),
+}
+
+
+class InsecureConfiguration(RuntimeError):
+    pass
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    if settings.env == "production" and settings.secret_key == DEFAULT_SECRET:
+        # Every signed link would be forgeable by anyone who has read our source.
+        raise InsecureConfiguration("refusing to start in production with the default secret: set COURSE_SECRET_KEY")
+    site = Site(
+        settings=settings,
+        sessions=session_factory(settings),
+        signer=signer_from_settings(settings),
+        renderer=Renderer(settings.templates_dir),
+        environment=template_environment(settings.templates_dir),
+    )
+    # The interactive docs pages load script from a CDN, which our CSP forbids; the schema is enough.
+    app = FastAPI(
+        title="Email course signup API",
+        version="1",
+        openapi_url="/api/openapi.json",
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.site = site
+    app.include_router(pages.router)
+    app.include_router(api.router)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+    app.add_middleware(SecurityHeaders)  # outermost: also covers 413 and static files
+
+    @app.exception_handler(PageError)
+    async def page_error(request: Request, exc: PageError) -> Response:
+        return site.error_page(request, exc)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> Response:
+        if _is_api(request):
+            return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+        title, message = _STATUS_TITLES.get(exc.status_code, ("Something is not right", str(exc.detail)))
+        return site.error_page(request, PageError(exc.status_code, title, message))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> Response:
+        if _is_api(request):
+            return await request_validation_exception_handler(request, exc)
+        return site.error_page(
+            request, PageError(400, "Something is not right", "That request was not one our pages send. Go back and try again.")
+        )
+
+    return app
+
+
+def _is_api(request: Request) -> bool:
+    return request.url.path.startswith("/api/")

@@ -1,0 +1,118 @@
+"""What every route needs, built once per app: settings, the session factory, the link signer, the
+one template environment, and how a page or a friendly error is rendered."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import HTMLResponse
+from jinja2 import Environment
+from sqlalchemy.orm import Session, sessionmaker
+
+from course.clock import get_clock
+from course.links import InvalidLink, LinkPurpose, Signer
+from course.render import Renderer
+from course.settings import Settings
+from course.web.security import CSRF_COOKIE, CSRF_FIELD, CsrfTokens
+
+
+class PageError(Exception):
+    """A request we cannot serve, said in words fit for the person who made it."""
+
+    def __init__(self, status: int, title: str, message: str, *, retry_after: int | None = None) -> None:
+        super().__init__(f"{status} {title}: {message}")
+        self.status = status
+        self.title = title
+        self.message = message
+        self.retry_after = retry_after
+
+
+# What a person reading an email can do about a link that failed, per purpose.
+_EXPIRED_HELP = {
+    LinkPurpose.CONFIRM: "Confirmation links work for {days} days. Sign up again and we will send you a fresh one.",
+}
+_INVALID_HELP = (
+    "The link may have been cut short or changed on its way here. Open it straight from the email, "
+    "or copy the whole address into your browser."
+)
+
+
+@dataclass
+class Site:
+    settings: Settings
+    sessions: sessionmaker[Session]
+    signer: Signer
+    renderer: Renderer
+    environment: Environment
+
+    def now(self) -> datetime:
+        # Asked per request, so a test's ManualClock or the demo's fast clock applies.
+        return get_clock(self.settings).now()
+
+    @property
+    def secure_cookies(self) -> bool:
+        return self.settings.base_url.startswith("https://")
+
+    def page(
+        self,
+        request: Request,
+        template: str,
+        *,
+        status: int = 200,
+        csp: str | None = None,
+        headers: dict[str, str] | None = None,
+        **context: Any,
+    ) -> HTMLResponse:
+        tokens = CsrfTokens(self.settings.secret_key, request)
+        html = self.environment.get_template(f"web/{template}").render(
+            csrf_token=tokens.field, csrf_field=CSRF_FIELD, base_url=self.settings.base_url.rstrip("/"), **context
+        )
+        response = HTMLResponse(html, status_code=status, headers=headers)
+        if tokens.used and tokens.is_new:
+            response.set_cookie(
+                CSRF_COOKIE, tokens.cookie_value, httponly=True, samesite="lax", secure=self.secure_cookies, path="/"
+            )
+        # Pages carry signed links and personal details: no shared cache keeps them.
+        response.headers["cache-control"] = "no-store"
+        response.headers["x-robots-tag"] = "noindex"
+        if csp:
+            response.headers["content-security-policy"] = csp
+        return response
+
+    def error_page(self, request: Request, error: PageError) -> HTMLResponse:
+        headers = {"retry-after": str(error.retry_after)} if error.retry_after else None
+        return self.page(
+            request, "message.html", status=error.status, headers=headers, title=error.title, message=error.message
+        )
+
+    def read_link(self, purpose: LinkPurpose, token: str, *, max_age_seconds: int | None = None) -> list[Any]:
+        """The payload of a signed link, or a PageError (410 expired, 400 anything else)."""
+        try:
+            return self.signer.read(purpose, token, max_age_seconds=max_age_seconds)
+        except InvalidLink as exc:
+            if exc.expired:
+                days = self.settings.confirm_link_max_age_days
+                help_text = _EXPIRED_HELP.get(purpose, "Ask for a new link.").format(days=days)
+                raise PageError(410, "This link has expired", help_text) from exc
+            raise PageError(400, "This link does not work", _INVALID_HELP) from exc
+
+
+def ids_from(payload: list[Any], *, required: int, optional: int = 0, nullable_tail: bool = False) -> list[int | None]:
+    """Check a link payload's shape: `required` ids, then up to `optional` more (None allowed in
+    those when nullable_tail). Signed payloads are ours, but an old format must not become a 500."""
+    if not required <= len(payload) <= required + optional:
+        raise PageError(400, "This link does not work", _INVALID_HELP)
+    for position, value in enumerate(payload):
+        if value is None and nullable_tail and position >= required:
+            continue
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise PageError(400, "This link does not work", _INVALID_HELP)
+    return list(payload)
+
+
+def get_site(request: Request) -> Site:
+    site: Site = request.app.state.site
+    return site

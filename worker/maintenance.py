@@ -1,0 +1,28 @@
+"""Housekeeping tasks run by beat: thin shells around course.subscriptions."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from course.clock import get_clock
+from course.db import session_factory
+from course.settings import get_settings
+from course.subscriptions import purge_rate_limits, purge_unconfirmed
+from worker.app import app
+
+log = logging.getLogger(__name__)
+
+
+@app.task(name="course.purge_unconfirmed", ignore_result=True)
+def purge_unconfirmed_subscribers() -> dict[str, int]:
+    """Delete signups never confirmed within unconfirmed_retention_days (their enrollments and
+    confirmation rows go with them), and rate-limit counters from windows long closed."""
+    settings = get_settings()
+    now = get_clock(settings).now()
+    with session_factory(settings).begin() as session:
+        purged = purge_unconfirmed(session, now=now, older_than=timedelta(days=settings.unconfirmed_retention_days))
+        counters = purge_rate_limits(session, before=now - timedelta(seconds=2 * settings.rate_limit_window_seconds))
+    if purged:
+        log.info("purged %d unconfirmed subscribers", purged)
+    return {"subscribers": purged, "rate_limit_windows": counters}
