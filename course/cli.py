@@ -241,5 +241,28 @@ def web(
     uvicorn.run("course.web.app:create_app", factory=True, host=host, port=port, workers=workers, proxy_headers=True)
 
 
+@app.command()
+@clear_errors
+def run(
+    day_seconds: Annotated[float, typer.Option(min=0.5, help="length of a course day in seconds (86400: real time)")] = 86400,
+    demo: Annotated[bool, typer.Option(help="enroll three demo subscribers and show their progress")] = True,
+    course_slug: Annotated[str | None, typer.Option("--course", help="course for the demo subscribers")] = None,
+    host: Annotated[str, typer.Option(help="web address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="web port")] = 8000,
+    mail_sink: Annotated[bool, typer.Option(help="run the local SMTP sink that stores mail under var/mail/")] = True,
+    until_done: Annotated[bool, typer.Option(help="exit once the demo course is delivered")] = False,
+    timeout: Annotated[float, typer.Option(help="with --until-done: give up after this many seconds")] = 600,
+) -> None:
+    """Run everything on this machine: database, broker, worker with beat, web app, mail sink."""
+    from course.local_stack import RunOptions, run_local_stack
+
+    options = RunOptions(
+        day_seconds=day_seconds, demo=demo, host=host, port=port, mail_sink=mail_sink,
+        until_done=until_done, timeout_seconds=timeout,
+    )  # fmt: skip
+    status_code = run_local_stack(options, console=console, course_slug=course_slug)
+    raise typer.Exit(status_code)
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()
