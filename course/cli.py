@@ -266,3 +266,7 @@ def run(
 
 def main() -> None:  # pragma: no cover - console entry point
     app()
+
+
+if __name__ == "__main__":  # python -m course.cli
+    app()
