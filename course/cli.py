@@ -54,12 +54,20 @@ class CommandError(Exception):
     pass
 
 
+def _user_errors() -> tuple[type[Exception], ...]:
+    from course.local_stack import StackError
+    from course.mailsink import MailSinkError
+    from worker.config import BrokerUnavailable
+
+    return (CommandError, *USER_ERRORS, StackError, MailSinkError, BrokerUnavailable)
+
+
 def clear_errors(command: F) -> F:
     @wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return command(*args, **kwargs)
-        except (CommandError, *USER_ERRORS) as exc:
+        except _user_errors() as exc:
             err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
         except SQLAlchemyError as exc:

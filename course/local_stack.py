@@ -15,6 +15,7 @@ the right local hours (see the Date headers).
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -43,6 +44,10 @@ DEMO_PEOPLE = (
     ("chiyo@example.com", "Chiyo", "Asia/Tokyo"),
 )
 FINAL_STATES = (DeliveryState.SENT, DeliveryState.FAILED, DeliveryState.BOUNCED, DeliveryState.CANCELLED)
+
+
+class StackError(RuntimeError):
+    """A part of the local stack could not start; the message says which and why."""
 
 
 @dataclass(frozen=True)
@@ -101,7 +106,7 @@ def _web_server(host: str, port: int) -> Iterator[None]:
     while not server.started and thread.is_alive() and time.monotonic() < deadline:
         time.sleep(0.05)
     if not server.started:
-        raise RuntimeError(f"the web server could not start on {host}:{port} (is the port taken?)")
+        raise StackError(f"the web server could not start on {host}:{port} (is the port taken? use --port)")
     try:
         yield
     finally:
@@ -141,6 +146,9 @@ def _demo_progress(subscriber_ids: list[int]) -> tuple[int, int]:
 def run_local_stack(options: RunOptions, *, console: Console, course_slug: str | None = None) -> int:
     from worker.config import resolve_broker_url
 
+    # A SIGTERM (from `timeout`, a service manager, make being stopped) must run the `finally`
+    # blocks below, or the worker subprocess would outlive us.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     settings = get_settings()
     settings.var_dir.mkdir(parents=True, exist_ok=True)
     schema.upgrade()
