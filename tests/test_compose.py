@@ -190,3 +190,22 @@ def test_dockerfile_copies_only_paths_that_exist() -> None:
         for source in words[1:-1]:
             if not any(char in source for char in "*?["):
                 assert (PROJECT_ROOT / source).exists(), f"Dockerfile copies {source}, which does not exist"
+
+
+@needs_docker_compose
+@pytest.mark.parametrize("service_name", sorted(SUBCOMMAND_BY_APP_SERVICE))
+def test_app_service_commands_parse_with_the_real_cli(compose_config: dict[str, Any], service_name: str) -> None:
+    """The compose file stays true to how the app starts: its command line is accepted, options and
+    all, by the `course` CLI itself (parsed, not run)."""
+    import click
+    import typer.main
+
+    from course.cli import app
+
+    words = command_words(compose_config["services"][service_name])
+    group = typer.main.get_command(app)
+    assert isinstance(group, click.Group)
+    with group.make_context("course", list(words[1:2])) as group_context:
+        command = group.get_command(group_context, words[1])
+        assert command is not None, f"course has no subcommand {words[1]!r}"
+        command.make_context(words[1], list(words[2:]), parent=group_context)  # raises on a bad option

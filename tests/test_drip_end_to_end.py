@@ -21,12 +21,15 @@ from celery.contrib.testing.worker import start_worker
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from fastapi.testclient import TestClient
+
 from course.clock import ManualClock
-from course.enrollment import enroll, get_or_create_subscriber, unsubscribe
+from course.enrollment import enroll, get_or_create_subscriber
 from course.importer import import_content
 from course.links import LinkPurpose, signer_from_settings
 from course.models import Course, Delivery, DeliveryState, Lesson, Subscriber
 from course.settings import Settings, get_settings
+from course.web.app import create_app
 from tests.conftest import make_settings, seed_article_path
 from tests.content_fixtures import seed_course_content
 from tests.smtp_server import RecordingSMTPServer
@@ -189,12 +192,14 @@ def test_unsubscribing_mid_course_stops_the_rest(
             enroll(session, get_or_create_subscriber(session, address, timezone_name=zone, now=clock.now()), course, now=clock.now())
     run_dispatcher_and_wait(sessions, clock)
     assert len(smtp_server.received) == 3
-    # Ben unsubscribes through the signed link in his first lesson.
+    # Ben's mail client unsubscribes him the RFC 8058 way: a bare POST to the List-Unsubscribe URL,
+    # with no cookie and no form token.
     first = next(mail for mail in smtp_server.received if mail.envelope_to == ["ben@example.org"])
-    token = urlparse(first.message["List-Unsubscribe"].split(",")[0].strip(" <>")).path.removeprefix("/u/")
-    subscriber_id, course_id = signer_from_settings(settings).read(LinkPurpose.UNSUBSCRIBE, token)
-    with sessions.begin() as session:
-        unsubscribe(session, session.get(Subscriber, subscriber_id), course_id=course_id, now=clock.now())
+    assert first.message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    url = urlparse(first.message["List-Unsubscribe"].split(",")[0].strip(" <>"))
+    with TestClient(create_app(settings)) as web:
+        response = web.post(url.path, data={"List-Unsubscribe": "One-Click"})
+    assert response.status_code == 200
     clock.advance(timedelta(days=30))
     run_dispatcher_and_wait(sessions, clock)
     to_ben = [mail for mail in smtp_server.received if mail.envelope_to == ["ben@example.org"]]
