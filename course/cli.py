@@ -17,6 +17,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
@@ -68,10 +69,11 @@ def clear_errors(command: F) -> F:
         try:
             return command(*args, **kwargs)
         except _user_errors() as exc:
-            err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+            # Escaped: the message quotes user input, whose [brackets] Rich would read as markup.
+            err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
         except SQLAlchemyError as exc:
-            err_console.print(f"[red]error:[/red] database: {str(exc).splitlines()[0]}", highlight=False, soft_wrap=True)
+            err_console.print(f"[red]error:[/red] database: {escape(str(exc).splitlines()[0])}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
 
     return wrapper  # type: ignore[return-value]

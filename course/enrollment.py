@@ -55,7 +55,8 @@ def normalize_email(raw: str) -> str:
         raise SubscriptionError(f"invalid email address {raw.strip()!r}: {exc}") from exc
 
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]+")
+# C0 and C1 control characters (CR, LF, ESC, NEL, CSI...) and the Unicode line and paragraph separators.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
 
 
 def clean_name(raw: str) -> str:

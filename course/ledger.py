@@ -335,15 +335,16 @@ def record(session: Session, outcome: Outcome, *, token: str, now: datetime, mes
 def _update_each(session: Session, token: str, params: list[dict[str, Any]], **values: Any) -> None:
     if not params:
         return
-    session.execute(
+    # Through the Core connection: Session.execute with a list of parameter sets would turn this into
+    # an ORM "bulk UPDATE by primary key", which refuses parameter sets without an "id" key.
+    session.connection().execute(
         update(Delivery)
         .where(
             Delivery.id == bindparam("row_id"),
             Delivery.lease_token == token,
             Delivery.state == DeliveryState.SENDING,
         )
-        .values(lease_token=None, lease_expires_at=None, **values)
-        .execution_options(synchronize_session=False),
+        .values(lease_token=None, lease_expires_at=None, **values),
         params,
     )
 

@@ -23,12 +23,21 @@ def _one_line(value: str) -> str:
     return " ".join(_LINE_BREAKS.sub(" ", value).split())
 
 
-def _encoded_words(value: str) -> str:
-    """ASCII stays as is; anything else becomes RFC 2047 UTF-8 encoded words, folded."""
+# RFC 5322 2.1.1: a header line SHOULD be at most 78 characters and MUST be at most 998.
+_MAX_HEADER_LINE = 78
+_LONGEST_PLAIN_WORD = 900  # an ASCII word longer than this cannot be folded, only encoded
+
+
+def _encoded_words(value: str, header_name: str) -> str:
+    """ASCII stays as is; anything else becomes RFC 2047 UTF-8 encoded words. A value too long for
+    one line is folded at its spaces, counting the "Name: " in front of it."""
     value = _one_line(value)
-    if value.isascii():
+    if value.isascii() and len(header_name) + 2 + len(value) <= _MAX_HEADER_LINE:
         return value
-    return Header(value, "utf-8", maxlinelen=76).encode(linesep="\r\n")
+    plain = value.isascii() and all(len(word) <= _LONGEST_PLAIN_WORD for word in value.split())
+    return Header(value, "us-ascii" if plain else "utf-8", header_name=header_name).encode(
+        splitchars=" ", maxlinelen=_MAX_HEADER_LINE, linesep="\r\n"
+    )
 
 
 def format_address(name: str, address: str) -> str:
@@ -70,7 +79,7 @@ def build_message(message: OutgoingMessage) -> bytes:
     headers = [
         ("From", format_address(message.sender_name, message.sender_address)),
         ("To", format_address(message.recipient_name, message.recipient_address)),
-        ("Subject", _encoded_words(message.subject)),
+        ("Subject", _encoded_words(message.subject, "Subject")),
         ("Date", format_datetime(message.date)),
         ("Message-ID", _one_line(message.message_id)),
         ("MIME-Version", "1.0"),
@@ -84,7 +93,7 @@ def build_message(message: OutgoingMessage) -> bytes:
         headers.append(("List-Unsubscribe", ", ".join(targets)))
         # RFC 8058: the https URL accepts a POST with this body, no cookies, no confirmation page.
         headers.append(("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"))
-    headers.extend((_one_line(name), _encoded_words(value)) for name, value in message.extra_headers)
+    headers.extend((_one_line(name), _encoded_words(value, _one_line(name))) for name, value in message.extra_headers)
     headers.append(("Content-Type", f'multipart/alternative; boundary="{boundary}"'))
     head = "".join(f"{name}: {value}\r\n" for name, value in headers).encode("ascii")
     delimiter = f"--{boundary}\r\n".encode("ascii")
