@@ -29,7 +29,7 @@ from course.db import transaction
 from course.enrollment import SubscriptionError, enroll, get_or_create_subscriber
 from course.guides import GuideCatalogueError, find_references, load_guides
 from course.lessons import DEFAULT_TARGET_WORDS, split_article
-from course.models import Course, Delivery, DeliveryState, Enrollment, Subscriber
+from course.models import Course, Delivery, DeliveryState, Enrollment, Subscriber, SubscriberStatus
 from course.schedule import UnknownTimeZone
 from course.settings import get_settings
 
@@ -178,6 +178,14 @@ def subscribe(
             known = ", ".join(session.scalars(select(Course.slug).order_by(Course.slug))) or "none imported yet"
             raise CommandError(f"unknown course {course!r} (known: {known})")
         subscriber = get_or_create_subscriber(session, email, name=name, timezone_name=tz, now=now)
+        if subscriber.status == SubscriberStatus.BOUNCED:
+            raise CommandError(f"{subscriber.email} bounced permanently and is suppressed; not subscribing it")
+        if subscriber.status != SubscriberStatus.ACTIVE:
+            # An operator subscribing an address by hand is its consent: a former unsubscriber or
+            # a pending sign-up becomes active again (their earlier lessons are still not resent).
+            subscriber.status = SubscriberStatus.ACTIVE
+            subscriber.unsubscribed_at = None
+            subscriber.confirmed_at = subscriber.confirmed_at or now
         enrollment = enroll(session, subscriber, found, now=now)
         scheduled = session.scalar(
             select(func.count()).where(Delivery.enrollment_id == enrollment.id, Delivery.state == DeliveryState.PENDING)

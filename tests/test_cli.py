@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from datetime import datetime, timezone
 import shutil
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from course.article import load_article
 from course.db import make_engine
+from course.enrollment import unsubscribe
 from course.models import Delivery, Subscriber
 from tests.conftest import seed_article_path
 from tests.content_fixtures import SEED_GUIDES
@@ -143,6 +145,33 @@ def test_subscribe_then_status_prints_the_counts(folder: Path, db_of: Callable[[
     assert re.search(r"next due: \d{4}-\d\d-\d\dT", status.stdout)
     with db_of(folder)() as session:
         assert session.scalars(select(Subscriber.timezone)).one() == "Europe/Berlin"
+
+
+def test_subscribe_by_hand_reactivates_a_former_unsubscriber(
+    folder: Path, db_of: Callable[[Path], sessionmaker[Session]]
+) -> None:
+    assert run_in(folder, "subscribe", "ann@example.org", "--course", SLUG).returncode == 0
+    with db_of(folder).begin() as session:
+        subscriber = session.scalars(select(Subscriber)).one()
+        unsubscribe(session, subscriber, course_id=None, now=datetime.now(timezone.utc))
+    with db_of(folder)() as session:
+        assert set(session.scalars(select(Delivery.state))) == {"cancelled"}
+    again = run_in(folder, "subscribe", "ann@example.org", "--course", SLUG)
+    assert again.returncode == 0, again.stderr
+    with db_of(folder)() as session:
+        assert session.scalars(select(Subscriber.status)).one() == "active"
+        assert set(session.scalars(select(Delivery.state))) == {"pending"}
+
+
+def test_subscribe_refuses_a_bounced_address(folder: Path, db_of: Callable[[Path], sessionmaker[Session]]) -> None:
+    assert run_in(folder, "subscribe", "ann@example.org", "--course", SLUG).returncode == 0
+    with db_of(folder).begin() as session:
+        session.scalars(select(Subscriber)).one().status = "bounced"
+    refused = run_in(folder, "subscribe", "ann@example.org", "--course", SLUG)
+    assert refused.returncode == 1
+    assert refused.stderr.strip().splitlines() == [
+        "error: ann@example.org bounced permanently and is suppressed; not subscribing it"
+    ]
 
 
 def test_split_json_matches_the_documented_shape_and_keeps_every_paragraph(tmp_path: Path) -> None:
