@@ -80,13 +80,24 @@ def clear_errors(command: F) -> F:
 
 
 def _migrate_and_import(content_dir: Path) -> list[Any]:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
     from course import schema
     from course.importer import import_content
 
     schema.upgrade()
     settings = get_settings()
-    with transaction(settings) as session:
-        return import_content(session, content_dir, now=get_clock(settings).now())
+    labels = {"plan": "reading and splitting courses", "import": "writing courses"}
+    bar = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
+    # Transient and only on a terminal: logs and error output stay one clean line each.
+    with Progress(*bar, console=err_console, transient=True, disable=not err_console.is_terminal) as progress:
+        tasks = {stage: progress.add_task(label, total=None) for stage, label in labels.items()}
+
+        def on_progress(stage: str, done: int, total: int) -> None:
+            progress.update(tasks[stage], completed=done, total=total)
+
+        with transaction(settings) as session:
+            return import_content(session, content_dir, now=get_clock(settings).now(), on_progress=on_progress)
 
 
 def _print_imports(results: list[Any]) -> None:

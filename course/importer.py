@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -52,10 +53,23 @@ class CourseImport:
         return bool(self.created or self.lessons_added or self.lessons_updated or self.lessons_retired)
 
 
-def plan_content(content_dir: Path) -> list[CoursePlan]:
+# on_progress(stage, done, total): "plan" while articles are read and split, "import" while written.
+ProgressCallback = Callable[[str, int, int], None]
+
+
+def _no_progress(stage: str, done: int, total: int) -> None:
+    pass
+
+
+def plan_content(content_dir: Path, on_progress: ProgressCallback = _no_progress) -> list[CoursePlan]:
     """Read and check all content; raises ArticleError, CourseDefinitionError, GuideCatalogueError."""
     catalogue = load_guides(content_dir / "guides.toml")
-    return [plan_course(definition, catalogue) for definition in load_course_definitions(content_dir)]
+    definitions = load_course_definitions(content_dir)
+    plans = []
+    for done, definition in enumerate(definitions, start=1):
+        plans.append(plan_course(definition, catalogue))
+        on_progress("plan", done, len(definitions))
+    return plans
 
 
 def lesson_body(planned: PlannedLesson) -> dict[str, Any]:
@@ -172,6 +186,12 @@ def _extend_enrollments(session: Session, course_id: int, *, now: datetime) -> i
     return extended
 
 
-def import_content(session: Session, content_dir: Path, *, now: datetime) -> list[CourseImport]:
-    plans = plan_content(content_dir)
-    return [import_course(session, plan, now=now) for plan in plans]
+def import_content(
+    session: Session, content_dir: Path, *, now: datetime, on_progress: ProgressCallback = _no_progress
+) -> list[CourseImport]:
+    plans = plan_content(content_dir, on_progress)
+    results = []
+    for done, plan in enumerate(plans, start=1):
+        results.append(import_course(session, plan, now=now))
+        on_progress("import", done, len(plans))
+    return results
