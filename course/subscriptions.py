@@ -288,8 +288,14 @@ def send_next_now(session: Session, enrollment: Enrollment, *, now: datetime) ->
 
 
 def purge_unconfirmed(session: Session, *, now: datetime, older_than: timedelta) -> int:
-    """Delete subscribers who signed up more than `older_than` ago and never confirmed. Their
-    enrollments and ledger rows go with them (ON DELETE CASCADE)."""
+    """Delete subscribers who signed up more than `older_than` ago and never confirmed, and the
+    never-confirmed enrollments of subscribers who are otherwise active (a second course they asked
+    for and did not confirm). Their ledger rows go with them (ON DELETE CASCADE). Returns how many
+    subscribers were deleted."""
+    cutoff = now - older_than
+    session.execute(
+        delete(Enrollment).where(Enrollment.status == EnrollmentStatus.PENDING, Enrollment.enrolled_at < cutoff)
+    )
     return session.execute(
-        delete(Subscriber).where(Subscriber.status == SubscriberStatus.PENDING, Subscriber.created_at < now - older_than)
+        delete(Subscriber).where(Subscriber.status == SubscriberStatus.PENDING, Subscriber.created_at < cutoff)
     ).rowcount
