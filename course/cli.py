@@ -293,6 +293,18 @@ def run(
     raise typer.Exit(status_code)
 
 
+def _register_bench_and_campaigns() -> None:
+    from course.bench import bench_command
+    from course.campaigns import campaign_app, tag_command
+
+    app.command("bench")(bench_command)
+    app.add_typer(campaign_app, name="campaign", help="Schedule and list newsletter campaigns.")
+    app.command("tag")(tag_command)
+
+
+_register_bench_and_campaigns()
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()
 

@@ -45,7 +45,7 @@ class Settings(BaseSettings):
     dispatch_interval_seconds: float = 5.0
     dispatch_batch_size: int = 1000
     dispatch_max_batches: int = 50  # per dispatcher run, so one run cannot starve the beat
-    send_chunk_size: int = 100  # deliveries per send task
+    send_chunk_size: int = 500  # deliveries per send task: 5 statements and 2 Redis commands a task (docs/performance.md)
     lease_seconds: int = 300
     max_attempts: int = 8
     retry_base_seconds: float = 60.0

@@ -92,7 +92,7 @@ class SMTPTransport:
             if self._connection is None:
                 self._connection = self._connect()
             try:
-                self._connection.sendmail(sender, [recipient], message)
+                self._transmit(self._connection, sender, recipient, message)
                 return
             except smtplib.SMTPServerDisconnected as exc:
                 self._connection = None
@@ -108,6 +108,52 @@ class SMTPTransport:
             except (OSError, socket.timeout, smtplib.SMTPException) as exc:
                 self.close()
                 raise TransientSendError(f"SMTP error talking to {self._where}: {exc}") from exc
+
+    @staticmethod
+    def _transmit(connection: smtplib.SMTP, sender: str, recipient: str, message: bytes) -> None:
+        """One message, in two round trips where the server allows PIPELINING (RFC 2920): MAIL,
+        RCPT and DATA go out in one write and their replies are read together, then the content.
+        smtplib's sendmail waits for each reply in turn (four round trips), which on a fast local
+        relay costs more than building the message. Failures raise the very exceptions sendmail
+        raises, after the same RSET, so the caller classifies both paths alike."""
+        if not connection.has_extn("pipelining"):
+            connection.sendmail(sender, [recipient], message)
+            return
+        if any(ch in sender + recipient for ch in "\r\n"):
+            raise ValueError(f"line break in an envelope address: {sender!r} -> {recipient!r}")
+        size = f" SIZE={len(message)}" if connection.has_extn("size") else ""
+        connection.send(
+            f"MAIL FROM:{smtplib.quoteaddr(sender)}{size}\r\n"
+            f"RCPT TO:{smtplib.quoteaddr(recipient)}\r\n"
+            "DATA\r\n"
+        )
+        (mail_code, mail_reply), (rcpt_code, rcpt_reply), (data_code, data_reply) = (
+            connection.getreply(),
+            connection.getreply(),
+            connection.getreply(),
+        )
+        refused = mail_code != 250 or rcpt_code not in (250, 251)
+        if data_code == 354 and refused:
+            # A server that accepted DATA regardless gets an empty message with no recipient.
+            connection.send(b".\r\n")
+            connection.getreply()
+        if mail_code != 250:
+            connection._rset()
+            raise smtplib.SMTPSenderRefused(mail_code, mail_reply, sender)
+        if rcpt_code not in (250, 251):
+            connection._rset()
+            raise smtplib.SMTPRecipientsRefused({recipient: (rcpt_code, rcpt_reply)})
+        if data_code != 354:
+            connection._rset()
+            raise smtplib.SMTPDataError(data_code, data_reply)
+        content = smtplib._quote_periods(message)
+        if not content.endswith(b"\r\n"):
+            content += b"\r\n"
+        connection.send(content + b".\r\n")
+        code, reply = connection.getreply()
+        if code != 250:
+            connection._rset()
+            raise smtplib.SMTPDataError(code, reply)
 
     def _reset(self) -> None:
         try:

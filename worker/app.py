@@ -20,3 +20,4 @@ app = create_app()
 
 import worker.tasks  # noqa: E402,F401  (registers the tasks on `app`)
 import worker.maintenance  # noqa
+import worker.campaign_tasks  # noqa: E402,F401
