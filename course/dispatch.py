@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from sqlalchemy.orm import Session, sessionmaker
 
 from course.clock import Clock, wall_duration
-from course.ledger import claim_due, fail_exhausted_leases
+from course.ledger import claim_due, count_in_flight, fail_exhausted_leases
 from course.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -29,6 +29,7 @@ class DispatchReport:
     tasks: int = 0
     given_up: int = 0
     enqueue_failed: bool = False
+    throttled: bool = False  # stopped because dispatch_max_in_flight rows were already handed out
 
 
 def chunks(ids: list[int], size: int) -> list[list[int]]:
@@ -37,21 +38,33 @@ def chunks(ids: list[int], size: int) -> list[list[int]]:
 
 def dispatch_due(sessions: sessionmaker[Session], *, settings: Settings, clock: Clock, enqueue: Enqueue) -> DispatchReport:
     """1. Give up on rows whose workers died on every attempt.
-    2. Claim a batch of due rows (committed before anything is enqueued, so a send task can never
+    2. Back-pressure: count the rows already handed out whose lease still runs. Claim only up to
+       dispatch_max_in_flight of them, so a burst of a million due rows is fed to the workers as
+       they keep up instead of being queued in the broker, where rows would outlive their lease and
+       be claimed again for nothing. Confirmations (the priority queue) are claimed even then.
+    3. Claim a batch of due rows (committed before anything is enqueued, so a send task can never
        run before its rows are visible as leased).
-    3. Split it into chunks of send_chunk_size, urgent ones first, and enqueue one task per chunk.
-    4. Repeat while batches come back full, up to dispatch_max_batches per run.
+    4. Split it into chunks of send_chunk_size, urgent ones first, and enqueue one task per chunk.
+    5. Repeat while batches come back full, up to dispatch_max_batches per run.
     If the broker is down, stop: the rows stay leased and are claimed again after the lease."""
     report = DispatchReport()
     with sessions.begin() as session:
         report.given_up = fail_exhausted_leases(session, now=clock.now(), max_attempts=settings.max_attempts)
+        in_flight = count_in_flight(session, now=clock.now())
     lease = wall_duration(clock, settings.lease_seconds)
     for _ in range(settings.dispatch_max_batches):
+        room = settings.dispatch_max_in_flight - in_flight
+        urgent_only = room <= 0
+        if urgent_only and not report.throttled:
+            report.throttled = True
+            log.info("%d deliveries in flight (limit %d): only urgent mail this run", in_flight, settings.dispatch_max_in_flight)
+        limit = settings.dispatch_batch_size if urgent_only else min(settings.dispatch_batch_size, room)
         with sessions.begin() as session:
-            claim = claim_due(session, now=clock.now(), limit=settings.dispatch_batch_size, lease=lease)
+            claim = claim_due(session, now=clock.now(), limit=limit, lease=lease, urgent_only=urgent_only)
         if claim is None:
             break
         report.claimed += claim.size
+        in_flight += claim.size
         try:
             for urgent, ids in ((True, claim.urgent_ids), (False, claim.bulk_ids)):
                 for chunk in chunks(ids, settings.send_chunk_size):
@@ -61,6 +74,6 @@ def dispatch_due(sessions: sessionmaker[Session], *, settings: Settings, clock: 
             log.exception("cannot enqueue send tasks; %d leased rows wait for their lease to expire", claim.size)
             report.enqueue_failed = True
             break
-        if claim.size < settings.dispatch_batch_size:
+        if claim.size < limit:
             break
     return report

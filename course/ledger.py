@@ -54,9 +54,21 @@ class Claim:
         return len(self.urgent_ids) + len(self.bulk_ids)
 
 
-def claim_due(session: Session, *, now: datetime, limit: int, lease: timedelta) -> Claim | None:
+def count_in_flight(session: Session, *, now: datetime) -> int:
+    """Rows handed to send tasks whose lease still runs: the dispatcher's measure of back-pressure."""
+    return session.scalar(
+        select(func.count()).where(
+            Delivery.state.in_([DeliveryState.LEASED, DeliveryState.SENDING]), Delivery.lease_expires_at >= now
+        )
+    ) or 0
+
+
+def claim_due(
+    session: Session, *, now: datetime, limit: int, lease: timedelta, urgent_only: bool = False
+) -> Claim | None:
     """Lease up to `limit` due rows, most urgent first: pending rows whose time has come, and rows
-    whose lease expired because the worker holding them died."""
+    whose lease expired because the worker holding them died. `urgent_only` claims only rows of
+    the priority queue (confirmations), which never wait behind a full pipeline of bulk mail."""
     token = uuid.uuid4().hex
     lease_expires_at = now + lease
     due = (
@@ -70,6 +82,8 @@ def claim_due(session: Session, *, now: datetime, limit: int, lease: timedelta) 
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
+    if urgent_only:
+        due = due.where(Delivery.priority < URGENT_PRIORITY_BELOW)
     claimed = session.execute(
         update(Delivery)
         .where(Delivery.id.in_(due.scalar_subquery()))

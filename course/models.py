@@ -216,6 +216,13 @@ class Delivery(Base):
             postgresql_where=text("state IN ('pending', 'leased', 'sending')"),
             sqlite_where=text("state IN ('pending', 'leased', 'sending')"),
         ),
+        # The dispatcher's back-pressure count: rows handed out whose lease still runs.
+        Index(
+            "ix_deliveries_in_flight",
+            "lease_expires_at",
+            postgresql_where=text("state IN ('leased', 'sending')"),
+            sqlite_where=text("state IN ('leased', 'sending')"),
+        ),
         Index("ix_deliveries_enrollment", "enrollment_id"),
         Index("ix_deliveries_campaign", "campaign_id", "state"),
     )

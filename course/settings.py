@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     dispatch_interval_seconds: float = 5.0
     dispatch_batch_size: int = 1000
     dispatch_max_batches: int = 50  # per dispatcher run, so one run cannot starve the beat
+    # Rows handed to workers and not yet sent, at most: keep it well under what the fleet sends in
+    # lease_seconds, or queued rows would outlive their lease.
+    dispatch_max_in_flight: int = 50_000
     send_chunk_size: int = 500  # deliveries per send task: 5 statements and 2 Redis commands a task (docs/performance.md)
     lease_seconds: int = 300
     max_attempts: int = 8
