@@ -167,7 +167,7 @@ class Sender:
             key = (job.template, course.course_id)
             if key not in templates:
                 templates[key] = self.renderer.transactional_template(
-                    job.template, subject=subject_format.format(course=course.title), context={"course": course}
+                    job.template, subject=subject_format.format(course=course.title), context={"course": course, "link_valid_days": self.settings.confirm_link_max_age_days}
                 )
             values["action_url"] = self.signer.url(purpose, job.subscriber_id, course.course_id)
             values["unsubscribe_url"] = self.signer.url(LinkPurpose.UNSUBSCRIBE, job.subscriber_id, course.course_id)

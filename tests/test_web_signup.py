@@ -88,6 +88,9 @@ def test_confirm_link_activates_and_lesson_one_is_due_at_once(client: TestClient
     (mail,) = web_stack.deliver()
     assert mail["To"] == "Ben <ben@example.org>"
     assert "confirm" in mail["Subject"].lower()
+    days = web_stack.settings.confirm_link_max_age_days
+    for part in ("plain", "html"):
+        assert f"expires after {days} days" in mail.get_body((part,)).get_content()
     confirm_url = link_in(mail, "/confirm/")
 
     page = client.get(confirm_url)
