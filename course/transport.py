@@ -88,6 +88,9 @@ class SMTPTransport:
     def send(self, sender: str, recipient: str, message: bytes) -> None:
         """Send one message to one recipient, reusing the open connection. A connection the server
         closed since the last message is reopened once before giving up."""
+        if any(ch in sender + recipient for ch in "\r\n"):
+            # smtplib would write these into the command line: one address could add recipients.
+            raise PermanentSendError(f"line break in an envelope address: {sender!r} -> {recipient!r}")
         for attempt in (1, 2):
             if self._connection is None:
                 self._connection = self._connect()
@@ -119,8 +122,6 @@ class SMTPTransport:
         if not connection.has_extn("pipelining"):
             connection.sendmail(sender, [recipient], message)
             return
-        if any(ch in sender + recipient for ch in "\r\n"):
-            raise ValueError(f"line break in an envelope address: {sender!r} -> {recipient!r}")
         size = f" SIZE={len(message)}" if connection.has_extn("size") else ""
         connection.send(
             f"MAIL FROM:{smtplib.quoteaddr(sender)}{size}\r\n"

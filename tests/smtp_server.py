@@ -64,8 +64,11 @@ def _smtp_reply(code: int, text: str) -> str:
 class RecordingSMTPServer:
     """Start with start() or `with`; `host` and `port` say where it listens."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, pipelining: bool = False) -> None:
         self.host = host
+        # Advertise PIPELINING (RFC 2920), as Postfix does; aiosmtpd reads commands one line at a
+        # time either way, so pipelined clients work against it.
+        self.pipelining = pipelining
         self._requested_port = port
         self._controller: BoundPortController | None = None
         # Guards everything below; the SMTP handlers run on the controller's thread and the test
@@ -198,6 +201,14 @@ class _RecordingHandler:
         self._rcpt_reply_by_envelope: weakref.WeakKeyDictionary[Envelope, str | None] = (
             weakref.WeakKeyDictionary()
         )
+
+    async def handle_EHLO(
+        self, server: SMTP, session: Session, envelope: Envelope, hostname: str, responses: list[str]
+    ) -> list[str]:
+        session.host_name = hostname  # what aiosmtpd does itself when no hook is defined
+        if self.recording_server.pipelining:
+            responses.insert(-1, "250-PIPELINING")
+        return responses
 
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
