@@ -10,7 +10,7 @@ Rendering is split in two so a batch of thousands costs one template render per 
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -94,30 +94,36 @@ def further_reading(body: Mapping[str, Any]) -> list[dict[str, str]]:
     return list(seen.values())
 
 
-def body_html(body: Mapping[str, Any]) -> Markup:
+def _blocks(body: Mapping[str, Any]) -> Iterator[tuple[str | None, list[tuple[str, list[Reference]]]]]:
+    """Each block's heading and its paragraphs, each with the guide references found in it."""
     references = references_of(body)
-    parts: list[str] = []
     index = 0
     for block in body.get("blocks", []):
-        if block.get("heading"):
-            parts.append(f"<h2>{escape(block['heading'])}</h2>")
+        paragraphs = []
         for paragraph in block["paragraphs"]:
-            parts.append(_markdown.render(link_markdown(paragraph, references.get(index, []))))
+            paragraphs.append((paragraph, references.get(index, [])))
             index += 1
+        yield block.get("heading"), paragraphs
+
+
+def body_html(body: Mapping[str, Any]) -> Markup:
+    parts: list[str] = []
+    for heading, paragraphs in _blocks(body):
+        if heading:
+            parts.append(f"<h2>{escape(heading)}</h2>")
+        parts.extend(_markdown.render(link_markdown(text, refs)) for text, refs in paragraphs)
     return Markup("\n".join(parts))
 
 
 def body_text(body: Mapping[str, Any], width: int = 72) -> str:
-    references = references_of(body)
     parts: list[str] = []
-    index = 0
-    for block in body.get("blocks", []):
-        if block.get("heading"):
-            parts.append(f"{block['heading']}\n{'-' * len(block['heading'])}")
-        for paragraph in block["paragraphs"]:
-            linked = link_plain(paragraph, references.get(index, []))
-            parts.append(textwrap.fill(linked, width=width, break_long_words=False, break_on_hyphens=False))
-            index += 1
+    for heading, paragraphs in _blocks(body):
+        if heading:
+            parts.append(f"{heading}\n{'-' * len(heading)}")
+        parts.extend(
+            textwrap.fill(link_plain(text, refs), width=width, break_long_words=False, break_on_hyphens=False)
+            for text, refs in paragraphs
+        )
     return "\n\n".join(parts)
 
 
