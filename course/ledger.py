@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import String, and_, bindparam, cast, exists, func, literal, or_, select, update
+from sqlalchemy import BigInteger, Select, String, and_, any_, bindparam, cast, exists, func, literal, or_, select, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session, aliased
 
 from course.enrollment import cancel_open_deliveries
@@ -179,11 +180,18 @@ class Batch:
 def take_over(session: Session, delivery_ids: Sequence[int], *, token: str, now: datetime, lease: timedelta) -> Batch:
     """Move this task's leased rows to `sending` and read what is needed to send them. Rows whose
     token no longer matches (reclaimed, cancelled, or already taken by a duplicate task) are
-    simply not returned."""
-    taken = session.scalars(
+    simply not returned.
+
+    On PostgreSQL the UPDATE is a data-modifying CTE joined to subscriber and enrollment in the
+    same statement, and the ids travel as one array parameter: one round trip and no 500-element
+    IN list to render and parse. SQLite cannot nest an UPDATE in WITH: there it is the UPDATE, then
+    the read."""
+    postgresql = session.get_bind().dialect.name == "postgresql"
+    ids = list(delivery_ids)
+    take = (
         update(Delivery)
         .where(
-            Delivery.id.in_(list(delivery_ids)),
+            Delivery.id == any_(bindparam("ids", ids, type_=ARRAY(BigInteger))) if postgresql else Delivery.id.in_(ids),
             Delivery.state == DeliveryState.LEASED,
             Delivery.lease_token == token,
         )
@@ -192,32 +200,14 @@ def take_over(session: Session, delivery_ids: Sequence[int], *, token: str, now:
             attempts=Delivery.attempts + 1,
             lease_expires_at=now + lease,
         )
-        .returning(Delivery.id)
-        .execution_options(synchronize_session=False)
-    ).all()
-    if not taken:
+    )
+    if postgresql:
+        rows = session.execute(_jobs_of(take.returning(*_JOB_COLUMNS).cte("taken"))).all()
+    else:
+        taken = session.scalars(take.returning(Delivery.id).execution_options(synchronize_session=False)).all()
+        rows = session.execute(_jobs_of(Delivery.__table__).where(Delivery.id.in_(taken))).all() if taken else []
+    if not rows:
         return Batch(jobs=[])
-    rows = session.execute(
-        select(
-            Delivery.id,
-            Delivery.kind,
-            Delivery.template,
-            Delivery.attempts,
-            Delivery.subscriber_id,
-            Subscriber.email,
-            Subscriber.name,
-            Subscriber.status,
-            Delivery.enrollment_id,
-            Enrollment.status,
-            Enrollment.course_id,
-            Delivery.lesson_id,
-            Delivery.campaign_id,
-        )
-        .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
-        .outerjoin(Enrollment, Enrollment.id == Delivery.enrollment_id)
-        .where(Delivery.id.in_(taken))
-        .order_by(Delivery.id)
-    ).all()
     batch = Batch(jobs=[DeliveryJob(*row) for row in rows])
     course_ids = {job.course_id for job in batch.jobs if job.course_id is not None}
     if course_ids:
@@ -243,6 +233,45 @@ def take_over(session: Session, delivery_ids: Sequence[int], *, token: str, now:
             for c in session.scalars(select(Campaign).where(Campaign.id.in_(campaign_ids)))
         }
     return batch
+
+
+# The delivery columns a DeliveryJob needs, read from the row as take_over leaves it.
+_JOB_COLUMNS = (
+    Delivery.id,
+    Delivery.kind,
+    Delivery.template,
+    Delivery.attempts,
+    Delivery.subscriber_id,
+    Delivery.enrollment_id,
+    Delivery.lesson_id,
+    Delivery.campaign_id,
+)
+
+
+def _jobs_of(deliveries: Any) -> Select[Any]:
+    """DeliveryJob rows (in DeliveryJob's field order, by id) for `deliveries`: the deliveries
+    table itself or the CTE of the rows just taken over, joined to recipient and enrollment."""
+    c = deliveries.c
+    return (
+        select(
+            c.id,
+            c.kind,
+            c.template,
+            c.attempts,
+            c.subscriber_id,
+            Subscriber.email,
+            Subscriber.name,
+            Subscriber.status,
+            c.enrollment_id,
+            Enrollment.status,
+            Enrollment.course_id,
+            c.lesson_id,
+            c.campaign_id,
+        )
+        .join_from(deliveries, Subscriber, Subscriber.id == c.subscriber_id)
+        .outerjoin(Enrollment, Enrollment.id == c.enrollment_id)
+        .order_by(c.id)
+    )
 
 
 def _lesson_contents(
