@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from sqlalchemy import Integer, SmallInteger, String, exists, func, literal, select, update
+from sqlalchemy import Integer, SmallInteger, String, exists, func, literal, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -35,6 +35,7 @@ from course.models import (
 )
 
 CAMPAIGN_PRIORITY = 100  # same as lessons: bulk mail, after confirmations
+ANALYZE_AFTER_ROWS = 10_000  # a fan-out this large refreshes the ledger's planner statistics
 _TAG = re.compile(r"[a-z0-9][a-z0-9_.:-]{0,63}")
 _LINE_BREAK = re.compile(r"[\r\n\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
 # Rows the campaign still waits on: sent, failed, bounced and cancelled ones are settled.
@@ -166,7 +167,13 @@ def fan_out(session: Session, campaign_id: int, *, now: datetime) -> int:
         .on_conflict_do_nothing(index_elements=["subscriber_id", "campaign_id"])
         .execution_options(preserve_rowcount=True)  # an INSERT's rowcount is dropped otherwise
     )
-    return session.execute(statement).rowcount
+    written = session.execute(statement).rowcount
+    if written >= ANALYZE_AFTER_ROWS:
+        # The planner's statistics still describe the ledger before these rows: with them the
+        # dispatcher's claim read and sorted every open row (0.7 s a claim at 1M) instead of walking
+        # ix_deliveries_due. Autovacuum would catch up only later, or never where it is off.
+        session.execute(text("ANALYZE deliveries"))
+    return written
 
 
 def due_campaigns(session: Session, *, now: datetime) -> list[int]:

@@ -213,3 +213,35 @@ def test_a_campaign_cancelled_after_take_over_is_skipped_by_the_sender(
     for ids, token, _ in tasks:
         assert sender.send_claimed(ids, token).skipped == 2
     assert smtp_server.received == []
+
+
+def test_a_large_fan_out_refreshes_the_planner_statistics(
+    pg_database_url: str, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a fan-out of ANALYZE_AFTER_ROWS or more, PostgreSQL has analysed the ledger, so the
+    dispatcher's claim plans with the new rows counted (stale statistics made it sort every row)."""
+    import course.campaigns
+    from course.db import make_engine
+
+    monkeypatch.setattr(course.campaigns, "ANALYZE_AFTER_ROWS", 50)
+    engine = make_engine(pg_database_url)
+    sessions = sessionmaker(engine, expire_on_commit=False)
+
+    def last_analyzed() -> object:
+        with engine.connect() as connection:
+            connection.exec_driver_sql("SELECT pg_stat_clear_snapshot()")
+            return connection.exec_driver_sql(
+                "SELECT last_analyze FROM pg_stat_user_tables WHERE relname = 'deliveries'"
+            ).scalar()
+
+    with sessions.begin() as session:
+        for n in range(60):
+            get_or_create_subscriber(session, f"reader{n}@example.org", now=clock.now())
+            tag_subscribers(session, f"reader{n}@example.org", ["weekly"])
+        small = newsletter(session, clock, segment_tag="weekly")
+    before = last_analyzed()
+    with sessions.begin() as session:
+        assert fan_out(session, small.id, now=clock.now()) == 60
+    after = last_analyzed()
+    engine.dispose()
+    assert after is not None and after != before
