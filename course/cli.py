@@ -4,12 +4,7 @@ workers. Bad input ends in one clear error line and a non-zero exit, never a tra
 from __future__ import annotations
 
 import json
-import logging
-import os
-import signal
-import subprocess
 import sys
-import time
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path

@@ -35,7 +35,7 @@ from course.db import transaction
 from course.enrollment import enroll, get_or_create_subscriber
 from course.importer import import_content
 from course.mailsink import MailSink
-from course.models import Course, Delivery, DeliveryState, Subscriber
+from course.models import Course, Delivery, DeliveryState
 from course.settings import get_settings
 
 DEMO_PEOPLE = (

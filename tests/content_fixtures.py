@@ -6,6 +6,16 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+# The section headings of the seed article, in order: a parser must find all five.
+SEED_HEADINGS = [
+    "What Oxytocin Actually Is",
+    "What Happens During Nursing",
+    "Why Repetition Matters",
+    "Oxytocin and Trust",
+    "The Let-Down Connection",
+]
+
+
 SEED_GUIDES = """
 [[guide]]
 key = "let-down"

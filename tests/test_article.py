@@ -9,23 +9,8 @@ from pathlib import Path
 import pytest
 
 from course.article import Article, ArticleError, Section, load_article, parse_article
-
-SEED_HEADINGS = [
-    "What Oxytocin Actually Is",
-    "What Happens During Nursing",
-    "Why Repetition Matters",
-    "Oxytocin and Trust",
-    "The Let-Down Connection",
-]
-
-
-def seed_article_path() -> Path:
-    """The shared seed article, or skip when ../shared is not part of this checkout."""
-    path = Path(__file__).resolve().parents[2] / "shared" / "data" / "seed-article-oxytocin.txt"
-    if not path.is_file():
-        pytest.skip(f"seed article not found at {path}: ../shared is absent in this clone")
-    return path
-
+from tests.conftest import seed_article_path
+from tests.content_fixtures import SEED_HEADINGS
 
 # --- plain text: the seed article -------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ from course.guides import (
     link_plain,
     load_guides,
 )
+from tests.conftest import seed_article_path
 
 CONTENT_DIR = Path(__file__).resolve().parents[1] / "content"
 
@@ -24,14 +25,6 @@ LET_DOWN = Guide("let-down", "What Let-Down Is", "https://example.com/let-down",
 BENEFITS = Guide("benefits", "The Benefits of ANR", "https://example.com/benefits", ("benefits of ANR",))
 STARTER = Guide("feeding", "Feeding a Starter", "https://example.com/feeding", ("feeding a starter",))
 CATALOGUE = GuideCatalogue((LET_DOWN, BENEFITS, STARTER))
-
-
-def seed_article_path() -> Path:
-    """The shared seed article, or skip when ../shared is not part of this checkout."""
-    path = Path(__file__).resolve().parents[2] / "shared" / "data" / "seed-article-oxytocin.txt"
-    if not path.is_file():
-        pytest.skip(f"seed article not found at {path}: ../shared is absent in this clone")
-    return path
 
 
 def texts(paragraph: str, catalogue: GuideCatalogue = CATALOGUE) -> list[str]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -10,23 +9,8 @@ from hypothesis import strategies as st
 
 from course.article import Article, Section, load_article, parse_article
 from course.lessons import DEFAULT_TARGET_WORDS, LessonBlock, LessonPlan, count_words, split_article
-
-SEED_HEADINGS = [
-    "What Oxytocin Actually Is",
-    "What Happens During Nursing",
-    "Why Repetition Matters",
-    "Oxytocin and Trust",
-    "The Let-Down Connection",
-]
-
-
-def seed_article_path() -> Path:
-    """The shared seed article, or skip when ../shared is not part of this checkout."""
-    path = Path(__file__).resolve().parents[2] / "shared" / "data" / "seed-article-oxytocin.txt"
-    if not path.is_file():
-        pytest.skip(f"seed article not found at {path}: ../shared is absent in this clone")
-    return path
-
+from tests.conftest import seed_article_path
+from tests.content_fixtures import SEED_HEADINGS
 
 def make_article(section_sizes: list[list[int]], *, lede: bool = True, title: str = "Bread") -> Article:
     """An article whose paragraph ``n`` is ``"pN"`` followed by filler: ``size`` words in all.
