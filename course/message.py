@@ -20,6 +20,9 @@ _LINE_BREAKS = re.compile(r"[\r\n\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]+")
 
 
 def _one_line(value: str) -> str:
+    # Most values are printable already (no line break is printable) and have no runs of spaces.
+    if value.isprintable() and "  " not in value and value == value.strip():
+        return value
     return " ".join(_LINE_BREAKS.sub(" ", value).split())
 
 
@@ -66,12 +69,13 @@ class OutgoingMessage:
 
 def _body_part(content_type: str, body: str) -> bytes:
     encoded = body.replace("\r\n", "\n").replace("\n", "\r\n").encode("utf-8")  # canonical CRLF
-    if encoded.isascii() and all(len(line) <= 998 for line in encoded.split(b"\r\n")):
+    # RFC 5321 4.5.3.1.6: a line is at most 998 characters before its CRLF.
+    if encoded.isascii() and max(map(len, encoded.split(b"\r\n"))) <= 998:
         headers = f"Content-Type: {content_type}; charset=\"utf-8\"\r\nContent-Transfer-Encoding: 7bit\r\n\r\n"
         return headers.encode("ascii") + encoded
     headers = f"Content-Type: {content_type}; charset=\"utf-8\"\r\nContent-Transfer-Encoding: base64\r\n\r\n"
-    lines = [binascii.b2a_base64(encoded[i : i + 57], newline=False) for i in range(0, len(encoded), 57)]
-    return headers.encode("ascii") + b"\r\n".join(lines)
+    base64 = binascii.b2a_base64(encoded, newline=False)  # lines of 76 characters (RFC 2045 6.8)
+    return headers.encode("ascii") + b"\r\n".join([base64[i : i + 76] for i in range(0, len(base64), 76)])
 
 
 def build_message(message: OutgoingMessage) -> bytes:

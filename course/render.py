@@ -9,10 +9,11 @@ Rendering is split in two so a batch of thousands costs one template render per 
 
 from __future__ import annotations
 
+import re
 import textwrap
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -55,19 +56,42 @@ class RenderedEmail:
     html: str
 
 
+_SLOT_PATTERN = re.compile("@@(" + "|".join(SLOTS) + ")@@")
+
+
 @dataclass(frozen=True)
 class Template:
     subject: str
     text: str
     html: str
 
+    @cached_property
+    def _text_parts(self) -> list[str]:
+        # Literal text at even indices, slot names at odd ones: cut once, filled for every recipient.
+        return _SLOT_PATTERN.split(self.text)
+
+    @cached_property
+    def _html_parts(self) -> list[str]:
+        return _SLOT_PATTERN.split(self.html)
+
     def fill(self, values: Mapping[str, str]) -> RenderedEmail:
-        text, html = self.text, self.html
-        for name in SLOTS:
-            value = values.get(name, "")
-            text = text.replace(_slot(name), value)
-            html = html.replace(_slot(name), str(escape(value)))
-        return RenderedEmail(subject=self.subject, text=text, html=html)
+        """One join per part instead of a scan of the whole body per slot; the HTML gets each value
+        escaped, the plain text gets it as is. A slot without a value becomes empty."""
+        text_parts, html_parts = self._text_parts, self._html_parts
+        text = list(text_parts)
+        for index in range(1, len(text), 2):
+            text[index] = values.get(text_parts[index], "")
+        html = list(html_parts)
+        for index in range(1, len(html), 2):
+            html[index] = _ascii_html(escape(values.get(html_parts[index], "")))
+        return RenderedEmail(subject=self.subject, text="".join(text), html="".join(html))
+
+
+def _ascii_html(html: str) -> str:
+    """Non-ASCII characters as numeric character references (`·` becomes `&#183;`), which every
+    HTML reader decodes in text and attributes alike. The HTML part then goes out as 7bit instead
+    of base64: a third fewer bytes on the wire and no encoding work per message."""
+    return html if html.isascii() else html.encode("ascii", "xmlcharrefreplace").decode("ascii")
 
 
 def greeting_for(name: str) -> str:
@@ -139,7 +163,7 @@ class Renderer:
         slots = {slot: _slot(slot) for slot in SLOTS}
         html = self.environment.get_template(f"email/{name}.html").render(subject=subject, **context, **slots)
         text = self.environment.get_template(f"email/{name}.txt").render(subject=subject, **context, **slots)
-        return Template(subject=subject, text=text, html=_inliner.inline(html))
+        return Template(subject=subject, text=text, html=_ascii_html(_inliner.inline(html)))
 
     def lesson_template(self, *, course: Any, lesson: Any) -> Template:
         """`course` has .title; `lesson` has .position, .lesson_count, .title, .reading_minutes, .body."""

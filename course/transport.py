@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import smtplib
 import socket
 import threading
@@ -57,6 +58,10 @@ class SMTPConfig:
         )
 
 
+# Envelope addresses go into MAIL FROM:<...> and RCPT TO:<...> as they are.
+_UNSAFE_IN_ENVELOPE = re.compile(r"[\s<>\x00-\x1f\x7f]")
+
+
 def _reply_text(raw: bytes | str) -> str:
     return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
 
@@ -88,9 +93,10 @@ class SMTPTransport:
     def send(self, sender: str, recipient: str, message: bytes) -> None:
         """Send one message to one recipient, reusing the open connection. A connection the server
         closed since the last message is reopened once before giving up."""
-        if any(ch in sender + recipient for ch in "\r\n"):
-            # smtplib would write these into the command line: one address could add recipients.
-            raise PermanentSendError(f"line break in an envelope address: {sender!r} -> {recipient!r}")
+        for address in (sender, recipient):
+            if _UNSAFE_IN_ENVELOPE.search(address):
+                # Written into the command line, a line break could add recipients or commands.
+                raise PermanentSendError(f"line break, space or angle bracket in an envelope address: {sender!r} -> {recipient!r}")
         for attempt in (1, 2):
             if self._connection is None:
                 self._connection = self._connect()
@@ -123,11 +129,9 @@ class SMTPTransport:
             connection.sendmail(sender, [recipient], message)
             return
         size = f" SIZE={len(message)}" if connection.has_extn("size") else ""
-        connection.send(
-            f"MAIL FROM:{smtplib.quoteaddr(sender)}{size}\r\n"
-            f"RCPT TO:{smtplib.quoteaddr(recipient)}\r\n"
-            "DATA\r\n"
-        )
+        # The addresses were checked by send(): bare, one line, no brackets. smtplib.quoteaddr would
+        # parse each with email.utils.parseaddr, a tenth of a worker's time per message.
+        connection.send(f"MAIL FROM:<{sender}>{size}\r\nRCPT TO:<{recipient}>\r\nDATA\r\n")
         (mail_code, mail_reply), (rcpt_code, rcpt_reply), (data_code, data_reply) = (
             connection.getreply(),
             connection.getreply(),
@@ -147,7 +151,9 @@ class SMTPTransport:
         if data_code != 354:
             connection._rset()
             raise smtplib.SMTPDataError(data_code, data_reply)
-        content = smtplib._quote_periods(message)
+        # Dot-stuffing (RFC 5321 4.5.2) by regex only when a line does start with a dot: the scan
+        # for one is far cheaper than a substitution over every message.
+        content = smtplib._quote_periods(message) if message.startswith(b".") or b"\n." in message else message
         if not content.endswith(b"\r\n"):
             content += b"\r\n"
         connection.send(content + b".\r\n")

@@ -71,10 +71,15 @@ def test_a_server_that_went_away_is_a_connection_failure(server: RecordingSMTPSe
     assert f"{server.host}:" in str(raised.value)
 
 
-def test_line_breaks_in_envelope_addresses_are_refused_before_anything_is_written(
-    server: RecordingSMTPServer, transport: SMTPTransport
+@pytest.mark.parametrize(
+    "recipient",
+    ["b@example.org>\r\nRCPT TO:<evil@example.org", "b@example.org> NOTIFY=NEVER", "<b@example.org>", "b@exa\x00mple.org"],
+    ids=["crlf", "parameter", "brackets", "nul"],
+)
+def test_unsafe_envelope_addresses_are_refused_before_anything_is_written(
+    server: RecordingSMTPServer, transport: SMTPTransport, recipient: str
 ) -> None:
-    with pytest.raises(PermanentSendError, match="line break"):
-        transport.send("a@example.org", "b@example.org>\r\nRCPT TO:<evil@example.org", MESSAGE)
+    with pytest.raises(PermanentSendError, match="line break, space or angle bracket"):
+        transport.send("a@example.org", recipient, MESSAGE)
     transport.send("a@example.org", "c@example.org", MESSAGE)
     assert [mail.envelope_to for mail in server.wait_for(1, timeout=5)] == [["c@example.org"]]
