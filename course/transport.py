@@ -96,7 +96,10 @@ class SMTPTransport:
         for address in (sender, recipient):
             if _UNSAFE_IN_ENVELOPE.search(address):
                 # Written into the command line, a line break could add recipients or commands.
-                raise PermanentSendError(f"line break, space or angle bracket in an envelope address: {sender!r} -> {recipient!r}")
+                raise PermanentSendError(
+                    "line break, space, control character or angle bracket in an envelope address: "
+                    f"{sender!r} -> {recipient!r}"
+                )
         for attempt in (1, 2):
             if self._connection is None:
                 self._connection = self._connect()

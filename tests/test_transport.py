@@ -79,7 +79,7 @@ def test_a_server_that_went_away_is_a_connection_failure(server: RecordingSMTPSe
 def test_unsafe_envelope_addresses_are_refused_before_anything_is_written(
     server: RecordingSMTPServer, transport: SMTPTransport, recipient: str
 ) -> None:
-    with pytest.raises(PermanentSendError, match="line break, space or angle bracket"):
+    with pytest.raises(PermanentSendError, match="line break, space, control character or angle bracket"):
         transport.send("a@example.org", recipient, MESSAGE)
     transport.send("a@example.org", "c@example.org", MESSAGE)
     assert [mail.envelope_to for mail in server.wait_for(1, timeout=5)] == [["c@example.org"]]
