@@ -164,7 +164,9 @@ def fan_out(session: Session, campaign_id: int, *, now: datetime) -> int:
     statement = (
         dialect_insert(Delivery)
         .from_select(columns, recipients)
-        .on_conflict_do_nothing(index_elements=["subscriber_id", "campaign_id"])
+        .on_conflict_do_nothing(
+            index_elements=["subscriber_id", "campaign_id"], index_where=Delivery.campaign_id.is_not(None)
+        )
         .execution_options(preserve_rowcount=True)  # an INSERT's rowcount is dropped otherwise
     )
     written = session.execute(statement).rowcount
