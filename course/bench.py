@@ -11,7 +11,8 @@ One run:
    - campaign: N tagged subscribers (plus 10% untagged), then the campaign is scheduled for now and
      fanned out (timed), exactly as the campaign task does.
 3. Plays beat: publishes `course.dispatch` every dispatch_interval_seconds, and waits until no row is
-   open, showing progress.
+   open, showing progress by the sink's count (the ledger is asked only once that count reaches the
+   total or stands still, so the harness does not load the database it measures).
 4. Reads the figures from the ledger (due_at and sent_at of every row), from the workers' counters,
    from /proc (peak RSS), from PostgreSQL and from Redis.
 5. Measures the ceiling: smtp-source pushes the same number of messages of the same size into the
