@@ -80,6 +80,25 @@ def test_a_flood_of_signups_from_one_ip_gets_429(web_stack: WebStack) -> None:
         assert later.post(COURSE_URL, data={"email": "late@example.org", "csrf_token": token}).status_code == 200
 
 
+def test_an_unreachable_database_gives_a_plain_500_with_the_security_headers(tmp_path: Path) -> None:
+    """Starlette answers unhandled errors outside the app's middleware; the headers must be there
+    all the same, and the visitor must see neither a trace nor the database's address."""
+    unreachable = "postgresql+psycopg://nobody@127.0.0.1:1/nowhere"
+    app = create_app(web_settings(tmp_path, unreachable))
+    with TestClient(app, base_url="http://testserver", raise_server_exceptions=False) as broken:
+        page = broken.get(COURSE_URL)
+        api = broken.post("/api/subscriptions", json={"email": "ann@example.com", "course": COURSE_SLUG})
+    assert page.status_code == 500
+    assert "Something went wrong on our side" in page.text
+    assert api.status_code == 500
+    assert api.json() == {"detail": "internal error"}
+    for response in (page, api):
+        assert response.headers["x-content-type-options"] == "nosniff"
+        assert response.headers["referrer-policy"] == "no-referrer"
+        assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
+        assert "127.0.0.1:1" not in response.text and "Traceback" not in response.text
+
+
 def test_production_refuses_the_default_secret(tmp_path: Path) -> None:
     settings = web_settings(tmp_path, f"sqlite:///{tmp_path / 't.db'}", env="production", secret_key=DEFAULT_SECRET)
     with pytest.raises(InsecureConfiguration, match="COURSE_SECRET_KEY"):

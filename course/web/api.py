@@ -63,6 +63,7 @@ def require_json(content_type: Annotated[str | None, Header()] = None) -> None:
         415: {"model": Problem, "description": "The body is not JSON."},
         422: {"model": ValidationProblem, "description": "A field is missing or invalid."},
         429: {"model": Problem, "description": "Too many signups from this IP address; see Retry-After."},
+        500: {"model": Problem, "description": "Our side failed (e.g. the database is unreachable); try again later."},
     },
     summary="Sign an address up for a course (double opt-in)",
 )

@@ -17,7 +17,7 @@ from course.links import signer_from_settings
 from course.render import Renderer, template_environment
 from course.settings import DEFAULT_SECRET, Settings, get_settings
 from course.web import api, pages
-from course.web.security import BodySizeLimit, SecurityHeaders
+from course.web.security import ASGIApp, BodySizeLimit, SecurityHeaders
 from course.web.site import PageError, Site
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -30,6 +30,15 @@ _STATUS_TITLES = {
 
 class InsecureConfiguration(RuntimeError):
     pass
+
+
+class _WebApp(FastAPI):
+    """Starlette puts its ServerErrorMiddleware, which answers an unhandled error with a 500, outside
+    every middleware added with add_middleware. The security headers go outside it instead, so that
+    answer carries them too."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return SecurityHeaders(super().build_middleware_stack())
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -45,7 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         environment=template_environment(settings.templates_dir),
     )
     # The interactive docs pages load script from a CDN, which our CSP forbids; the schema is enough.
-    app = FastAPI(
+    app = _WebApp(
         title="Email course signup API",
         version="1",
         openapi_url="/api/openapi.json",
@@ -57,7 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(api.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
-    app.add_middleware(SecurityHeaders)  # outermost: also covers 413 and static files
+    # SecurityHeaders wraps everything, 413s, static files and 500s included: see _WebApp.
 
     @app.exception_handler(PageError)
     async def page_error(request: Request, exc: PageError) -> Response:
@@ -69,6 +78,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
         title, message = _STATUS_TITLES.get(exc.status_code, ("Something is not right", str(exc.detail)))
         return site.error_page(request, PageError(exc.status_code, title, message))
+
+    @app.exception_handler(Exception)
+    async def server_error(request: Request, exc: Exception) -> Response:
+        # The error itself is raised on to the server, which logs it; the visitor gets a page
+        # that says nothing of the cause (no trace, no SQL).
+        if _is_api(request):
+            return JSONResponse({"detail": "internal error"}, status_code=500)
+        return site.error_page(
+            request,
+            PageError(500, "Something went wrong on our side", "Nothing you did caused it. Please try again in a few minutes."),
+        )
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> Response:
