@@ -10,7 +10,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
-# The pinned dependencies first, in their own layer: a code change does not reinstall them.
+# The pinned runtime dependencies first (requirements.lock: the pins of requirements-dev.lock without
+# the test tools), in their own layer: a code change does not reinstall them.
 COPY requirements.lock ./
 RUN pip install -r requirements.lock
 

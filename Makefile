@@ -22,17 +22,21 @@ services:
 
 venv: $(STAMP)
 
-$(STAMP): requirements.lock pyproject.toml
+$(STAMP): requirements-dev.lock pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python 3.11+ is needed" or 0)'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -r requirements.lock
+	$(BIN)/python -m pip install --quiet -r requirements-dev.lock
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
-# Re-pin every dependency (needs network and uv: `pip install uv`).
+# Re-pin every dependency (needs network and uv: `pip install uv`). requirements-dev.lock is what the
+# tests and CI install; requirements.lock, the same pins without the test tools, is what the image
+# installs. Existing pins are kept unless `uv pip compile --upgrade` is asked for.
+PLATFORM = --python-version 3.11 --python-platform x86_64-unknown-linux-gnu
 lock:
-	uv pip compile pyproject.toml --extra dev --python-version 3.11 -o requirements.lock
+	uv pip compile pyproject.toml --extra dev $(PLATFORM) -o requirements-dev.lock
+	uv pip compile pyproject.toml $(PLATFORM) -c requirements-dev.lock -o requirements.lock
 
 clean:
 	rm -rf $(VENV) var
