@@ -67,6 +67,14 @@ class Settings(BaseSettings):
     rate_limit_window_seconds: int = 3600
     max_request_bytes: int = 64 * 1024  # larger bodies get 413 before they are parsed
     embed_frame_ancestors: str = "*"  # CSP frame-ancestors of the embeddable form, e.g. "https://blog.example.com"
+    # Origins whose pages may call the JSON API from a browser, e.g. "https://blog.example.com"
+    # (several: separated by commas or spaces). Empty: no cross-origin browser calls; server-to-server
+    # calls need no CORS at all.
+    api_cors_origins: str = ""
+
+    @property
+    def api_cors_origin_list(self) -> list[str]:
+        return [origin.rstrip("/") for origin in self.api_cors_origins.replace(",", " ").split()]
 
     @property
     def sqlalchemy_url(self) -> str:

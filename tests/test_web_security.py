@@ -99,6 +99,38 @@ def test_an_unreachable_database_gives_a_plain_500_with_the_security_headers(tmp
         assert "127.0.0.1:1" not in response.text and "Traceback" not in response.text
 
 
+BLOG = "https://blog.example.com"
+
+
+def test_the_api_answers_cross_origin_calls_only_from_listed_origins(web_stack: WebStack) -> None:
+    settings = web_stack.settings.model_copy(update={"api_cors_origins": f"{BLOG}/, https://shop.example.com"})
+    with TestClient(create_app(settings), base_url="http://testserver") as cors_client:
+        preflight = {"access-control-request-method": "POST", "access-control-request-headers": "content-type"}
+        allowed = cors_client.options("/api/subscriptions", headers={"origin": BLOG, **preflight})
+        refused = cors_client.options("/api/subscriptions", headers={"origin": "https://evil.example", **preflight})
+        signup = cors_client.post("/api/subscriptions", headers={"origin": BLOG},
+                                  json={"email": "ann@example.com", "course": COURSE_SLUG})
+        page = cors_client.get(COURSE_URL, headers={"origin": BLOG})
+    assert allowed.status_code == 200
+    assert allowed.headers["access-control-allow-origin"] == BLOG
+    assert "POST" in allowed.headers["access-control-allow-methods"]
+    assert "access-control-allow-credentials" not in allowed.headers
+    assert refused.status_code == 400
+    assert "access-control-allow-origin" not in refused.headers
+    assert signup.status_code == 202
+    assert signup.headers["access-control-allow-origin"] == BLOG
+    # The pages hold CSRF tokens and personal details: never readable from another site.
+    assert page.status_code == 200
+    assert "access-control-allow-origin" not in page.headers
+
+
+def test_without_listed_origins_the_api_has_no_cors(client: TestClient) -> None:
+    response = client.post("/api/subscriptions", headers={"origin": BLOG},
+                           json={"email": "ann@example.com", "course": COURSE_SLUG})
+    assert response.status_code == 202
+    assert "access-control-allow-origin" not in response.headers
+
+
 def test_production_refuses_the_default_secret(tmp_path: Path) -> None:
     settings = web_settings(tmp_path, f"sqlite:///{tmp_path / 't.db'}", env="production", secret_key=DEFAULT_SECRET)
     with pytest.raises(InsecureConfiguration, match="COURSE_SECRET_KEY"):

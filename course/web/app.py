@@ -17,7 +17,7 @@ from course.links import signer_from_settings
 from course.render import Renderer, template_environment
 from course.settings import DEFAULT_SECRET, Settings, get_settings
 from course.web import api, pages
-from course.web.security import ASGIApp, BodySizeLimit, SecurityHeaders
+from course.web.security import ApiCors, ASGIApp, BodySizeLimit, SecurityHeaders
 from course.web.site import PageError, Site
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -66,6 +66,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(api.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+    if settings.api_cors_origin_list:
+        app.add_middleware(ApiCors, origins=settings.api_cors_origin_list)
     # SecurityHeaders wraps everything, 413s, static files and 500s included: see _WebApp.
 
     @app.exception_handler(PageError)
