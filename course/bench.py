@@ -1,7 +1,8 @@
 """`course bench`: the whole sending pipeline against this machine's SMTP ceiling, on real parts.
 
 One run:
-1. Recreates a PostgreSQL database of its own (course_bench), flushes a Redis database of its own
+1. Recreates a PostgreSQL database of its own (course_bench; dropped after the report unless
+   --keep-database), flushes a Redis database of its own
    (/14), starts Postfix's smtp-sink on a free port, and starts the workers as real processes
    (`celery -A worker.bench_probe worker`: the production app plus passive counters) and one
    dispatcher process consuming the dispatch queue, as `course worker` would run it.
@@ -24,6 +25,7 @@ send time (send_chunk_size messages; well under a second). Lateness = sent_at - 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -75,6 +77,7 @@ class BenchConfig:
     database: str = "course_bench"
     redis_url: str = "redis://127.0.0.1:6379/14"
     ceiling: bool = True
+    keep_database: bool = False  # leave course_bench in place after the run, to look into it
     due_margin_seconds: float = 10.0  # lesson day: rows fall due this long (+100 µs a subscriber) after seeding starts
     timeout_seconds: float = 3600.0
     extra_env: dict[str, str] = field(default_factory=dict)
@@ -625,6 +628,10 @@ def run_benchmark(config: BenchConfig, progress: Progress = _quiet) -> dict[str,
             sink.kill()
         if engine is not None:
             engine.dispose()
+        if not config.keep_database:
+            # A 1M run leaves ~1 GB of ledger; nothing reads it once the report is made.
+            with contextlib.suppress(Exception):
+                drop_database(config)
         shutil.rmtree(work_dir, ignore_errors=True)
 
 
@@ -736,6 +743,9 @@ def bench_command(
     pool: Annotated[str, typer.Option("--pool", help="solo, prefork or threads")] = "solo",
     concurrency: Annotated[int, typer.Option("--concurrency", min=1, help="per worker (prefork, threads)")] = 1,
     database: Annotated[str, typer.Option("--database", help="PostgreSQL database to recreate")] = "course_bench",
+    keep_database: Annotated[
+        bool, typer.Option("--keep-database", help="leave the database in place after the run")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
 ) -> None:
     """Measure the sending pipeline on real parts against smtp-source's ceiling on this machine."""
@@ -746,6 +756,7 @@ def bench_command(
         scenario=scenario, subscribers=subscribers, workers=workers, pool=pool, concurrency=concurrency,
         admin_url=os.environ.get("COURSE_BENCH_POSTGRES_URL", BenchConfig.admin_url),
         database=database, redis_url=os.environ.get("COURSE_BENCH_REDIS_URL", BenchConfig.redis_url),
+        keep_database=keep_database,
     )
     err = Console(stderr=True)
     with Bar(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from sqlalchemy import create_engine, text
 
 from course.bench import SMTP_SINK, SMTP_SOURCE, BenchConfig, drop_database, run_benchmark
 from tests.conftest import PG_ADMIN_URL, unavailable
@@ -38,13 +39,25 @@ def smoke_config() -> BenchConfig:
     )
 
 
+def _databases_named(name: str) -> int:
+    admin = create_engine(PG_ADMIN_URL)
+    try:
+        with admin.connect() as connection:
+            return int(connection.scalar(text("SELECT count(*) FROM pg_database WHERE datname = :name"), {"name": name}))
+    finally:
+        admin.dispose()
+
+
 @pytest.mark.parametrize("scenario", ["lesson-day", "campaign"])
 def test_the_benchmark_reports_every_figure_consistently(smoke_config: BenchConfig, scenario: str) -> None:
     smoke_config.scenario = scenario
+    smoke_config.keep_database = scenario == "campaign"  # one of each: dropped after the run, and kept
     try:
         report = run_benchmark(smoke_config)
+        left = _databases_named(smoke_config.database)
     finally:
         drop_database(smoke_config)
+    assert left == (1 if smoke_config.keep_database else 0), "dropped once the report is made, unless asked to keep it"
     assert report["emails_due"] == report["emails_sent"] == report["sink_accepted"] == 200
     assert report["states"] == {"sent": 200}
     assert report["workers"] == 1 and report["smtp_connections"] == 1
