@@ -24,7 +24,7 @@ from sqlalchemy import BigInteger, Select, String, and_, any_, bindparam, cast, 
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session, aliased
 
-from course.enrollment import cancel_open_deliveries
+from course.audience.enrollment import cancel_open_deliveries
 
 from course.models import (
     Campaign,

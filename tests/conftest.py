@@ -6,7 +6,6 @@ fails them, so a green CI run always means the real services were used."""
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 from datetime import datetime, timezone
@@ -14,31 +13,25 @@ from pathlib import Path
 
 import pytest
 import redis
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import create_engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from course import schema
 from course.clock import ManualClock, set_clock
 from course.db import make_engine
-from course.models import Base
-from course.settings import PROJECT_ROOT, Settings, get_settings
-from tests.smtp_server import RecordingSMTPServer
+from course.settings import Settings, get_settings
+from tests.support.services import (
+    PG_ADMIN_URL,
+    REDIS_TEST_URL,
+    emptied,
+    make_settings,
+    migrated_sqlite,
+    unavailable,
+)
+from tests.support.smtp_server import RecordingSMTPServer
 
-PG_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql+psycopg://root@127.0.0.1:5432/test")
-REDIS_TEST_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
-SEED_ARTICLE = PROJECT_ROOT.parent / "shared" / "data" / "seed-article-oxytocin.txt"
-
-
-def unavailable(reason: str) -> None:
-    if os.environ.get("CI"):
-        pytest.fail(f"{reason} (CI needs every service: see scripts/services.sh)")
-    pytest.skip(reason)
-
-
-def seed_article_path() -> Path:
-    if not SEED_ARTICLE.exists():
-        pytest.skip(f"seed article not found at {SEED_ARTICLE}: ../shared is absent in this clone")
-    return SEED_ARTICLE
+# Fixtures shared by several packages of tests live in these modules; test modules never import them.
+pytest_plugins = ["tests.support.pipeline_fixtures", "tests.support.web_fixtures"]
 
 
 @pytest.fixture(scope="session")
@@ -61,42 +54,17 @@ def postgres_url() -> Iterator[str]:
     admin.dispose()
 
 
-def _empty_tables(engine: Engine) -> None:
-    tables = ", ".join(f'"{table.name}"' for table in Base.metadata.sorted_tables)
-    with engine.begin() as connection:
-        connection.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
-
-
-def _emptied(url: str) -> str:
-    engine = make_engine(url)
-    try:
-        _empty_tables(engine)
-    finally:
-        engine.dispose()
-    return url
-
-
-def _migrated_sqlite(path: Path) -> str:
-    url = f"sqlite:///{path}"
-    engine = make_engine(url)
-    try:
-        schema.upgrade(engine)
-    finally:
-        engine.dispose()
-    return url
-
-
 @pytest.fixture(params=["postgres", "sqlite"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """Each test using this runs twice: on PostgreSQL and on the embedded SQLite."""
     if request.param == "postgres":
-        return _emptied(request.getfixturevalue("postgres_url"))
-    return _migrated_sqlite(tmp_path / "course.db")
+        return emptied(request.getfixturevalue("postgres_url"))
+    return migrated_sqlite(tmp_path / "course.db")
 
 
 @pytest.fixture
 def pg_database_url(postgres_url: str) -> str:
-    return _emptied(postgres_url)
+    return emptied(postgres_url)
 
 
 @pytest.fixture
@@ -115,20 +83,6 @@ def redis_url() -> str:
     finally:
         client.close()
     return REDIS_TEST_URL
-
-
-def make_settings(tmp_path: Path, database_url: str, **overrides: object) -> Settings:
-    values: dict[str, object] = {
-        "database_url": database_url,
-        "var_dir": tmp_path / "var",
-        "mail_dir": tmp_path / "var" / "mail",
-        "secret_key": "test-secret",
-        "base_url": "https://courses.example.org",
-        "retry_base_seconds": 60.0,
-        "broker_url": "memory://",
-    }
-    values.update(overrides)
-    return Settings(**values)  # type: ignore[arg-type]
 
 
 @pytest.fixture

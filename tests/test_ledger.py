@@ -13,36 +13,13 @@ from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from course.clock import ManualClock
-from course.enrollment import get_or_create_subscriber
+from course.audience.enrollment import get_or_create_subscriber
 from course.ledger import Claim, claim_due, fail_exhausted_leases, take_over
 from course.models import Delivery, DeliveryKind, DeliveryState
-from tests.pipeline_fixtures import db, pg  # noqa: F401 - fixtures
+from tests.support.ledger_rows import add_rows
 
 LEASE = timedelta(minutes=5)
 _numbers = itertools.count(1)
-
-
-def add_rows(
-    session: Session, now: datetime, due: list[timedelta], *, priority: int = 100, state: str = DeliveryState.PENDING
-) -> list[int]:
-    """One transactional row per due offset (one subscriber each: the ledger is one row per email)."""
-    ids = []
-    for offset in due:
-        subscriber = get_or_create_subscriber(session, f"reader-{next(_numbers)}@example.org", now=now)
-        row = Delivery(
-            subscriber_id=subscriber.id,
-            kind=DeliveryKind.TRANSACTIONAL,
-            template="confirm",
-            priority=priority,
-            due_at=now + offset,
-            state=state,
-            attempts=0,
-            created_at=now,
-        )
-        session.add(row)
-        session.flush()
-        ids.append(row.id)
-    return ids
 
 
 def claim(sessions: sessionmaker[Session], now: datetime, limit: int = 100) -> Claim | None:

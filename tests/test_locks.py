@@ -7,8 +7,9 @@ import re
 import tomllib
 from importlib import metadata
 from pathlib import Path
+from course.settings import PROJECT_ROOT
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
 PIN = re.compile(r"^([A-Za-z0-9._-]+)(?:\[[^\]]*\])?==([^\s;]+)")
 
 

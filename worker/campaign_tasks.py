@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from course.campaigns import due_campaigns, fan_out, refresh_campaign_status, sending_campaigns
+from course.campaigns.service import due_campaigns, fan_out, refresh_campaign_status, sending_campaigns
 from course.clock import get_clock
 from course.db import session_factory
 from course.settings import get_settings

@@ -7,12 +7,12 @@ from functools import lru_cache
 
 from course.clock import get_clock
 from course.db import session_factory
-from course.dispatch import DispatchReport, dispatch_due
-from course.links import signer_from_settings
-from course.render import Renderer
-from course.sending import Sender, SendReport
+from course.delivery.dispatch import DispatchReport, dispatch_due
+from course.delivery.links import signer_from_settings
+from course.delivery.render import Renderer
+from course.delivery.sending import Sender, SendReport
 from course.settings import get_settings
-from course.transport import SMTPConfig, shared_transport
+from course.delivery.transports.smtp import SMTPConfig, shared_transport
 from worker.app import app
 from worker.config import BULK_QUEUE, PRIORITY_QUEUE
 

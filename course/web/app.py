@@ -13,10 +13,10 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 
 from course.db import session_factory
-from course.links import signer_from_settings
-from course.render import Renderer, template_environment
+from course.delivery.links import signer_from_settings
+from course.delivery.render import Renderer, template_environment
 from course.settings import DEFAULT_SECRET, Settings, get_settings
-from course.web import api, pages
+from course.web.public import api, pages
 from course.web.security import ApiCors, ASGIApp, BodySizeLimit, SecurityHeaders
 from course.web.site import PageError, Site
 

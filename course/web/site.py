@@ -13,8 +13,8 @@ from jinja2 import Environment
 from sqlalchemy.orm import Session, sessionmaker
 
 from course.clock import get_clock
-from course.links import InvalidLink, LinkPurpose, Signer
-from course.render import Renderer
+from course.delivery.links import InvalidLink, LinkPurpose, Signer
+from course.delivery.render import Renderer
 from course.settings import Settings
 from course.web.security import CSRF_COOKIE, CSRF_FIELD, CsrfTokens
 

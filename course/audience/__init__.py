@@ -1,0 +1,1 @@
+"""Subscribers, enrollment, double opt-in, preferences, and the calendar maths of when lessons fall due."""

@@ -1,0 +1,247 @@
+"""Subscribers and their enrollments, and the lesson rows each enrollment puts in the ledger.
+
+Everything that starts, moves or stops a subscriber's lessons goes through here, so the ledger always
+says exactly what will be sent: enrolling writes one delivery row per lesson with its due time;
+pausing holds the open rows; resuming and "next lesson now" reschedule them; unsubscribing and
+bouncing cancel them. The sender checks the state again at send time, which covers rows that were
+already handed to a worker."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+
+from email_validator import EmailNotValidError, validate_email
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.orm import Session
+
+from course.models import (
+    OPEN_DELIVERY_STATES,
+    Course,
+    Delivery,
+    DeliveryKind,
+    DeliveryState,
+    Enrollment,
+    EnrollmentStatus,
+    Lesson,
+    Subscriber,
+    SubscriberStatus,
+)
+from course.audience.schedule import lesson_due_times, next_send_slot, parse_timezone
+
+LESSON_PRIORITY = 100
+MAX_NAME_LENGTH = 200
+
+# Rows that have been through SMTP (or given up on): never touched again by scheduling.
+FINISHED_STATES = (DeliveryState.SENT, DeliveryState.FAILED, DeliveryState.BOUNCED)
+IN_FLIGHT_STATES = (DeliveryState.LEASED, DeliveryState.SENDING)
+
+
+class SubscriptionError(ValueError):
+    """Bad subscriber input: the message is fit to show the person who typed it."""
+
+
+def normalize_email(raw: str) -> str:
+    """A syntactically valid address, domain lower-cased (no DNS look-up: that is the SMTP
+    server's job, and it keeps signup fast and testable)."""
+    if any(ch in raw for ch in "\r\n"):
+        raise SubscriptionError("an email address cannot contain line breaks")
+    try:
+        result = validate_email(raw.strip(), check_deliverability=False, allow_smtputf8=False)
+        return result.ascii_email or result.normalized
+    except EmailNotValidError as exc:
+        raise SubscriptionError(f"invalid email address {raw.strip()!r}: {exc}") from exc
+
+
+# C0 and C1 control characters (CR, LF, ESC, NEL, CSI...) and the Unicode line and paragraph separators.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
+
+
+def clean_name(raw: str) -> str:
+    """A display name safe for headers and pages: control characters (CR/LF included) become
+    spaces, white space collapses, length is capped."""
+    text = unicodedata.normalize("NFC", _CONTROL.sub(" ", raw))
+    return " ".join(text.split())[:MAX_NAME_LENGTH]
+
+
+def find_subscriber(session: Session, email: str) -> Subscriber | None:
+    return session.scalars(select(Subscriber).where(func.lower(Subscriber.email) == email.lower())).first()
+
+
+def get_or_create_subscriber(
+    session: Session,
+    email: str,
+    *,
+    name: str = "",
+    timezone_name: str = "UTC",
+    now: datetime,
+    status: SubscriberStatus = SubscriberStatus.ACTIVE,
+) -> Subscriber:
+    address = normalize_email(email)
+    zone = parse_timezone(timezone_name)
+    subscriber = find_subscriber(session, address)
+    if subscriber is None:
+        subscriber = Subscriber(
+            email=address,
+            name=clean_name(name),
+            timezone=zone.key,
+            status=status,
+            created_at=now,
+            confirmed_at=now if status == SubscriberStatus.ACTIVE else None,
+        )
+        session.add(subscriber)
+        session.flush()
+    return subscriber
+
+
+def _live_lessons(session: Session, course_id: int) -> list[Lesson]:
+    return list(
+        session.scalars(
+            select(Lesson).where(Lesson.course_id == course_id, Lesson.retired_at.is_(None)).order_by(Lesson.position)
+        )
+    )
+
+
+def schedule_lessons(session: Session, enrollment: Enrollment, *, first_due: datetime, now: datetime) -> int:
+    """Put every lesson the enrollment has not had yet into the ledger, the first one due at
+    `first_due` and the rest on the course's cadence from there. Returns how many rows are open.
+
+    1. Lessons already sent, failed or bounced for this subscriber keep their rows untouched.
+    2. Lessons in flight (leased or sending) are left to their worker.
+    3. The remaining lessons, in position order, get due times from lesson_due_times; existing open
+       rows are moved (and un-cancelled), missing rows are inserted.
+    """
+    course = enrollment.course
+    subscriber = enrollment.subscriber
+    lessons = _live_lessons(session, course.id)
+    existing = {
+        row.lesson_id: row
+        for row in session.scalars(
+            select(Delivery).where(
+                Delivery.subscriber_id == subscriber.id, Delivery.lesson_id.in_([lesson.id for lesson in lessons])
+            )
+        )
+    }
+    settled = set(FINISHED_STATES) | set(IN_FLIGHT_STATES)
+    remaining = [lesson for lesson in lessons if lesson.id not in existing or existing[lesson.id].state not in settled]
+    due_times = lesson_due_times(
+        first_due,
+        len(remaining),
+        zone=parse_timezone(subscriber.timezone),
+        send_time=enrollment.send_time or course.send_time,
+        days_between=course.days_between_lessons,
+        weekdays=course.weekdays,
+    )
+    new_rows = []
+    for lesson, due_at in zip(remaining, due_times, strict=True):
+        row = existing.get(lesson.id)
+        if row is None:
+            new_rows.append(
+                {
+                    "subscriber_id": subscriber.id,
+                    "kind": DeliveryKind.LESSON,
+                    "enrollment_id": enrollment.id,
+                    "lesson_id": lesson.id,
+                    "priority": LESSON_PRIORITY,
+                    "due_at": due_at,
+                    "state": DeliveryState.PENDING,
+                    "attempts": 0,
+                    "created_at": now,
+                }
+            )
+        else:
+            row.enrollment_id = enrollment.id
+            row.due_at = due_at
+            row.state = DeliveryState.PENDING
+            row.lease_token = None
+            row.lease_expires_at = None
+    if new_rows:
+        session.execute(insert(Delivery), new_rows)
+    session.flush()
+    return len(remaining)
+
+
+def enroll(
+    session: Session,
+    subscriber: Subscriber,
+    course: Course,
+    *,
+    now: datetime,
+    status: EnrollmentStatus = EnrollmentStatus.ACTIVE,
+) -> Enrollment:
+    """Start (or restart) a course for a subscriber. A new enrollment starts at lesson 1, due now.
+    A returning subscriber goes on where they left off: lessons they already had are not sent again.
+    A pending enrollment (double opt-in not yet confirmed) writes no rows."""
+    enrollment = session.scalars(
+        select(Enrollment).where(Enrollment.subscriber_id == subscriber.id, Enrollment.course_id == course.id)
+    ).first()
+    if enrollment is None:
+        enrollment = Enrollment(subscriber=subscriber, course=course, status=status, enrolled_at=now)
+        session.add(enrollment)
+        session.flush()
+    elif enrollment.status in (EnrollmentStatus.ACTIVE, EnrollmentStatus.COMPLETED):
+        return enrollment  # already running or done: enrolling again changes nothing
+    else:
+        enrollment.status = status
+    if status == EnrollmentStatus.ACTIVE:
+        schedule_lessons(session, enrollment, first_due=now, now=now)
+    return enrollment
+
+
+def _open_rows(enrollment_ids: Sequence[int], states: Iterable[DeliveryState]):  # type: ignore[no-untyped-def]
+    return update(Delivery).where(Delivery.enrollment_id.in_(enrollment_ids), Delivery.state.in_(list(states)))
+
+
+def pause(session: Session, enrollment: Enrollment) -> None:
+    enrollment.status = EnrollmentStatus.PAUSED
+    session.execute(
+        _open_rows([enrollment.id], (DeliveryState.PENDING, DeliveryState.LEASED)).values(
+            state=DeliveryState.HELD, lease_token=None, lease_expires_at=None
+        )
+    )
+
+
+def resume(session: Session, enrollment: Enrollment, *, now: datetime, immediately: bool = False) -> None:
+    """Go on with a paused course: the next lesson at the next local send time, or now."""
+    enrollment.status = EnrollmentStatus.ACTIVE
+    course = enrollment.course
+    first_due = now if immediately else next_send_slot(
+        now,
+        zone=parse_timezone(enrollment.subscriber.timezone),
+        send_time=enrollment.send_time or course.send_time,
+        weekdays=course.weekdays,
+    )
+    schedule_lessons(session, enrollment, first_due=first_due, now=now)
+
+
+def unsubscribe(session: Session, subscriber: Subscriber, *, course_id: int | None, now: datetime) -> int:
+    """Stop one course (course_id) or everything (None). Returns how many rows were cancelled."""
+    query = select(Enrollment).where(Enrollment.subscriber_id == subscriber.id)
+    if course_id is not None:
+        query = query.where(Enrollment.course_id == course_id)
+    enrollments = list(session.scalars(query))
+    for enrollment in enrollments:
+        if enrollment.status != EnrollmentStatus.COMPLETED:
+            enrollment.status = EnrollmentStatus.UNSUBSCRIBED
+    cancelled = session.execute(
+        _open_rows([e.id for e in enrollments], OPEN_DELIVERY_STATES).values(
+            state=DeliveryState.CANCELLED, lease_token=None, lease_expires_at=None
+        )
+    ).rowcount
+    if course_id is None:
+        subscriber.status = SubscriberStatus.UNSUBSCRIBED
+        subscriber.unsubscribed_at = now
+        cancelled += cancel_open_deliveries(session, [subscriber.id])
+    return cancelled
+
+
+def cancel_open_deliveries(session: Session, subscriber_ids: Sequence[int]) -> int:
+    if not subscriber_ids:
+        return 0
+    return session.execute(
+        update(Delivery)
+        .where(Delivery.subscriber_id.in_(subscriber_ids), Delivery.state.in_(list(OPEN_DELIVERY_STATES)))
+        .values(state=DeliveryState.CANCELLED, lease_token=None, lease_expires_at=None)
+    ).rowcount

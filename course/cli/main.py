@@ -1,0 +1,308 @@
+"""The `course` command: set up, import content, split articles, subscribe, watch, and run the
+workers. Bad input ends in one clear error line and a non-zero exit, never a traceback."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+from sqlalchemy import func, select
+from sqlalchemy.exc import SQLAlchemyError
+
+from course.content.article import ArticleError, load_article
+from course.clock import get_clock
+from course.content.definition import CourseDefinitionError
+from course.db import transaction
+from course.audience.enrollment import SubscriptionError, enroll, get_or_create_subscriber
+from course.content.guides import GuideCatalogueError, find_references, load_guides
+from course.content.split import DEFAULT_TARGET_WORDS, split_article
+from course.models import Course, Delivery, DeliveryState, Enrollment, Subscriber, SubscriberStatus
+from course.audience.schedule import UnknownTimeZone
+from course.settings import get_settings
+
+app = typer.Typer(help="Email courses: articles become drip lessons sent by Celery workers.", no_args_is_help=True)
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+# Errors a user can cause and fix; anything else is a bug and keeps its traceback.
+USER_ERRORS = (
+    ArticleError,
+    CourseDefinitionError,
+    GuideCatalogueError,
+    SubscriptionError,
+    UnknownTimeZone,
+    FileNotFoundError,
+    LookupError,
+)
+
+
+class CommandError(Exception):
+    pass
+
+
+def _user_errors() -> tuple[type[Exception], ...]:
+    from course.cli.local_stack import StackError
+    from course.devtools.mailsink import MailSinkError
+    from worker.config import BrokerUnavailable
+
+    return (CommandError, *USER_ERRORS, StackError, MailSinkError, BrokerUnavailable)
+
+
+def clear_errors(command: F) -> F:
+    @wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except _user_errors() as exc:
+            # Escaped: the message quotes user input, whose [brackets] Rich would read as markup.
+            err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
+        except SQLAlchemyError as exc:
+            err_console.print(f"[red]error:[/red] database: {escape(str(exc).splitlines()[0])}", highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _migrate_and_import(content_dir: Path) -> list[Any]:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from course import schema
+    from course.content.importer import import_content
+
+    schema.upgrade()
+    settings = get_settings()
+    labels = {"plan": "reading and splitting courses", "import": "writing courses"}
+    bar = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
+    # Transient and only on a terminal: logs and error output stay one clean line each.
+    with Progress(*bar, console=err_console, transient=True, disable=not err_console.is_terminal) as progress:
+        tasks = {stage: progress.add_task(label, total=None) for stage, label in labels.items()}
+
+        def on_progress(stage: str, done: int, total: int) -> None:
+            progress.update(tasks[stage], completed=done, total=total)
+
+        with transaction(settings) as session:
+            return import_content(session, content_dir, now=get_clock(settings).now(), on_progress=on_progress)
+
+
+def _print_imports(results: list[Any]) -> None:
+    for result in results:
+        state = "created" if result.created else ("updated" if result.changed else "unchanged")
+        console.print(
+            f"{result.slug}: {state} (lessons: {result.lessons_added} added, {result.lessons_updated} updated, "
+            f"{result.lessons_retired} retired, {result.lessons_unchanged} unchanged)"
+        )
+        for text in result.unmatched_references:
+            err_console.print(f"[yellow]warning:[/yellow] {result.slug}: no guide matches the reference {text!r}")
+
+
+@app.command()
+@clear_errors
+def init() -> None:
+    """Create or migrate the database schema and import content/."""
+    _print_imports(_migrate_and_import(get_settings().content_dir))
+
+
+@app.command("import")
+@clear_errors
+def import_(directory: Annotated[Path | None, typer.Argument(help="content folder (default: content/)")] = None) -> None:
+    """Load courses, articles and guides into the database (idempotent)."""
+    content_dir = directory or get_settings().content_dir
+    if not content_dir.is_dir():
+        raise CommandError(f"no content folder at {content_dir}")
+    _print_imports(_migrate_and_import(content_dir))
+
+
+@app.command()
+@clear_errors
+def split(
+    path: Path,
+    words: Annotated[int, typer.Option("--words", min=50, help="target words per lesson")] = DEFAULT_TARGET_WORDS,
+    as_json: Annotated[bool, typer.Option("--json", help="print the plan as JSON")] = False,
+    guides: Annotated[Path | None, typer.Option(help="guide catalogue (default: content/guides.toml)")] = None,
+) -> None:
+    """Show how an article splits into lessons."""
+    article = load_article(path)
+    catalogue_path = guides or get_settings().content_dir / "guides.toml"
+    catalogue = load_guides(catalogue_path) if catalogue_path.exists() else None
+    lessons = split_article(article, words)
+    plan = {
+        "title": article.title,
+        "lessons": [
+            {
+                "title": lesson.title,
+                "words": lesson.words,
+                "paragraphs": list(lesson.paragraphs),
+                "references": [
+                    {"text": ref.text, "guide": ref.guide.key if ref.guide else None}
+                    for paragraph in lesson.paragraphs
+                    for ref in (find_references(paragraph, catalogue) if catalogue else [])
+                ],
+            }
+            for lesson in lessons
+        ],
+    }
+    if as_json:
+        sys.stdout.write(json.dumps(plan, ensure_ascii=False, indent=2) + "\n")
+        return
+    table = Table(title=article.title)
+    table.add_column("#", justify="right")
+    table.add_column("lesson")
+    table.add_column("words", justify="right")
+    table.add_column("min", justify="right")
+    table.add_column("guide links")
+    for number, (lesson, planned) in enumerate(zip(lessons, plan["lessons"], strict=True), start=1):
+        links = ", ".join(ref["guide"] or f"unmatched: {ref['text']}" for ref in planned["references"])
+        table.add_row(str(number), lesson.title, str(lesson.words), str(lesson.reading_minutes), links)
+    console.print(table)
+
+
+@app.command()
+@clear_errors
+def subscribe(
+    email: str,
+    course: Annotated[str, typer.Option("--course", help="course slug")],
+    tz: Annotated[str, typer.Option("--tz", help="IANA time zone, e.g. Europe/Berlin")] = "UTC",
+    name: Annotated[str, typer.Option(help="first name")] = "",
+) -> None:
+    """Subscribe an address to a course (confirmed; the web form does double opt-in)."""
+    settings = get_settings()
+    now = get_clock(settings).now()
+    with transaction(settings) as session:
+        found = session.scalars(select(Course).where(Course.slug == course)).first()
+        if found is None:
+            known = ", ".join(session.scalars(select(Course.slug).order_by(Course.slug))) or "none imported yet"
+            raise CommandError(f"unknown course {course!r} (known: {known})")
+        subscriber = get_or_create_subscriber(session, email, name=name, timezone_name=tz, now=now)
+        if subscriber.status == SubscriberStatus.BOUNCED:
+            raise CommandError(f"{subscriber.email} bounced permanently and is suppressed; not subscribing it")
+        if subscriber.status != SubscriberStatus.ACTIVE:
+            # An operator subscribing an address by hand is its consent: a former unsubscriber or
+            # a pending sign-up becomes active again (their earlier lessons are still not resent).
+            subscriber.status = SubscriberStatus.ACTIVE
+            subscriber.unsubscribed_at = None
+            subscriber.confirmed_at = subscriber.confirmed_at or now
+        enrollment = enroll(session, subscriber, found, now=now)
+        scheduled = session.scalar(
+            select(func.count()).where(Delivery.enrollment_id == enrollment.id, Delivery.state == DeliveryState.PENDING)
+        )
+    console.print(f"{subscriber.email} enrolled in {course}: {scheduled} lessons scheduled, the first one now")
+
+
+@app.command()
+@clear_errors
+def status() -> None:
+    """Deliveries per state, enrollments per course, and what is due next."""
+    settings = get_settings()
+    with transaction(settings) as session:
+        states = dict(session.execute(select(Delivery.state, func.count()).group_by(Delivery.state)).all())
+        next_due = session.scalar(select(func.min(Delivery.due_at)).where(Delivery.state == DeliveryState.PENDING))
+        courses = session.execute(
+            select(Course.slug, Enrollment.status, func.count())
+            .join(Enrollment, Enrollment.course_id == Course.id)
+            .group_by(Course.slug, Enrollment.status)
+            .order_by(Course.slug)
+        ).all()
+        subscribers = session.scalar(select(func.count()).select_from(Subscriber))
+    table = Table(title="deliveries")
+    table.add_column("state")
+    table.add_column("count", justify="right")
+    for state in DeliveryState:
+        table.add_row(state.value, str(states.get(state.value, 0)))
+    console.print(table)
+    console.print(f"subscribers: {subscribers}")
+    for slug, enrollment_status, count in courses:
+        console.print(f"course {slug}: {count} {enrollment_status}")
+    console.print(f"next due: {next_due.isoformat() if next_due else 'nothing pending'}")
+
+
+@app.command()
+def worker(
+    concurrency: Annotated[int, typer.Option(help="send processes (default: number of cores)")] = 0,
+    pool: Annotated[str, typer.Option(help="prefork, threads or solo")] = "prefork",
+    queues: Annotated[str, typer.Option(help="queues to consume")] = "priority,dispatch,bulk",
+    beat: Annotated[bool, typer.Option("--beat", help="also run the dispatcher schedule in this process")] = False,
+    loglevel: str = "INFO",
+) -> None:
+    """Run a Celery worker (sends mail; scale out by running more of these)."""
+    from worker.app import app as celery_app
+
+    argv = ["worker", f"--loglevel={loglevel}", f"--pool={pool}", f"--queues={queues}"]
+    if concurrency:
+        argv.append(f"--concurrency={concurrency}")
+    if beat:
+        argv.append("--beat")
+    celery_app.worker_main(argv)
+
+
+@app.command()
+def beat(loglevel: str = "INFO") -> None:
+    """Run Celery beat: it starts the dispatcher every few seconds. Run exactly one."""
+    from worker.app import app as celery_app
+
+    celery_app.start(["beat", f"--loglevel={loglevel}"])
+
+
+@app.command()
+def web(
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port to listen on")] = 8000,
+    workers: Annotated[int, typer.Option(help="uvicorn worker processes")] = 1,
+) -> None:
+    """Serve the signup, confirmation, preference and unsubscribe pages (and the JSON API)."""
+    import uvicorn
+
+    uvicorn.run("course.web.app:create_app", factory=True, host=host, port=port, workers=workers, proxy_headers=True)
+
+
+@app.command()
+@clear_errors
+def run(
+    day_seconds: Annotated[float, typer.Option(min=0.5, help="length of a course day in seconds (86400: real time)")] = 86400,
+    demo: Annotated[bool, typer.Option(help="enroll three demo subscribers and show their progress")] = True,
+    course_slug: Annotated[str | None, typer.Option("--course", help="course for the demo subscribers")] = None,
+    host: Annotated[str, typer.Option(help="web address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="web port")] = 8000,
+    mail_sink: Annotated[bool, typer.Option(help="run the local SMTP sink that stores mail under var/mail/")] = True,
+    until_done: Annotated[bool, typer.Option(help="exit once the demo course is delivered")] = False,
+    timeout: Annotated[float, typer.Option(help="with --until-done: give up after this many seconds")] = 600,
+) -> None:
+    """Run everything on this machine: database, broker, worker with beat, web app, mail sink."""
+    from course.cli.local_stack import RunOptions, run_local_stack
+
+    options = RunOptions(
+        day_seconds=day_seconds, demo=demo, host=host, port=port, mail_sink=mail_sink,
+        until_done=until_done, timeout_seconds=timeout,
+    )  # fmt: skip
+    status_code = run_local_stack(options, console=console, course_slug=course_slug)
+    raise typer.Exit(status_code)
+
+
+def _register_bench_and_campaigns() -> None:
+    from course.devtools.bench.harness import bench_command
+    from course.campaigns.service import campaign_app, tag_command
+
+    app.command("bench")(bench_command)
+    app.add_typer(campaign_app, name="campaign", help="Schedule and list newsletter campaigns.")
+    app.command("tag")(tag_command)
+
+
+_register_bench_and_campaigns()
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()
+
+
+if __name__ == "__main__":  # python -m course.cli.main
+    app()

@@ -1,0 +1,1 @@
+"""Article -> lessons: parsing, splitting, guide references, course definitions, import. Knows nothing of sending."""

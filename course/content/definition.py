@@ -1,0 +1,298 @@
+"""Course definitions (``content/courses/<slug>.toml``) and the plan of lessons they produce.
+
+A definition says which articles make up a course, in which order, and when lessons go out. Loading
+validates every key with an error that names the file and the key, because these values end up in
+email headers and schedules. :func:`plan_course` then turns the definition into numbered lessons with
+their guide references, without touching the database: the importer stores the plan.
+
+Example::
+
+    title = "Sourdough from Scratch"
+    description = "Two weeks from a jar of flour and water to your first open-crumbed loaf."
+    articles = ["articles/starter.md", "articles/first-loaf.md"]
+    days_between_lessons = 1
+    send_time = "09:00"
+    weekdays = ["mon", "tue", "wed", "thu", "fri"]   # or "weekdays" / "everyday"
+    sender_name = "The Sourdough Letter"
+    sender_email = "lessons@example.com"
+    target_words = 300
+"""
+
+from __future__ import annotations
+
+import datetime
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from course.content.article import MARKDOWN_SUFFIXES, TEXT_SUFFIXES, load_article
+from course.content.guides import GuideCatalogue, Reference, find_references
+from course.content.split import DEFAULT_TARGET_WORDS, LessonPlan, split_article
+
+_SLUG = re.compile(r"[a-z0-9][a-z0-9-]*")
+_SEND_TIME = re.compile(r"(?P<hour>[01]\d|2[0-3]):(?P<minute>[0-5]\d)")
+# A deliberately simple address check: one @, no whitespace or characters that are special in
+# headers, and a dotted domain. Deliverability is the SMTP server's business, not ours.
+_EMAIL = re.compile(
+    r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+"  # local part: printable characters that need no quoting
+    r"@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"  # first domain label
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+"  # at least one more label
+)
+WEEKDAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_WEEKDAY_NUMBERS = {name: number for number, name in enumerate(WEEKDAY_NAMES)} | {
+    full: number
+    for number, full in enumerate("monday tuesday wednesday thursday friday saturday sunday".split())
+}
+_WEEKDAY_SETS = {
+    "weekdays": frozenset(range(5)),
+    "everyday": frozenset(range(7)),
+    "weekends": frozenset({5, 6}),
+}
+_KNOWN_KEYS = frozenset(
+    {
+        "title",
+        "description",
+        "articles",
+        "days_between_lessons",
+        "send_time",
+        "weekdays",
+        "sender_name",
+        "sender_email",
+        "target_words",
+    }
+)
+DEFAULT_SEND_TIME = datetime.time(9, 0)
+
+
+class CourseDefinitionError(ValueError):
+    """A course definition is invalid; the message names the file and the key."""
+
+
+@dataclass(frozen=True)
+class CourseDefinition:
+    slug: str
+    title: str
+    description: str
+    articles: tuple[Path, ...]  # resolved paths, in order
+    days_between_lessons: int  # >= 1
+    send_time: datetime.time  # local send time
+    weekdays: frozenset[int]  # allowed weekdays, 0=Monday..6=Sunday
+    sender_name: str
+    sender_email: str
+    target_words: int
+
+
+@dataclass(frozen=True)
+class PlannedLesson:
+    position: int  # 1-based across the whole course
+    article_source: str
+    plan: LessonPlan
+    references: tuple[tuple[int, Reference], ...]  # (index of paragraph within plan.paragraphs, reference)
+
+
+@dataclass(frozen=True)
+class CoursePlan:
+    definition: CourseDefinition
+    lessons: tuple[PlannedLesson, ...]
+
+    @property
+    def unmatched_references(self) -> tuple[Reference, ...]:
+        return tuple(
+            reference
+            for lesson in self.lessons
+            for _, reference in lesson.references
+            if reference.guide is None
+        )
+
+
+def load_course_definition(path: Path) -> CourseDefinition:
+    """Load and validate one course file.
+
+    1. The slug is the file stem and must be lowercase letters, digits and hyphens.
+    2. The file must be TOML with only known keys (a typo such as ``send_tme`` is an error, not a
+       silently ignored setting).
+    3. Each key is checked by its own function below; articles are resolved against the content
+       directory, the parent of the folder holding the course file, and must exist inside it.
+    """
+    slug = path.stem
+    if not _SLUG.fullmatch(slug):
+        raise CourseDefinitionError(
+            f"{path}: course slug {slug!r} (the file name) must be lowercase letters, digits and hyphens"
+        )
+    try:
+        with path.open("rb") as course_file:
+            document = tomllib.load(course_file)
+    except OSError as exc:
+        raise CourseDefinitionError(f"{path}: cannot read course definition: {exc.strerror or exc}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise CourseDefinitionError(f"{path}: invalid TOML: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise CourseDefinitionError(f"{path}: not UTF-8 text: {exc}") from exc
+
+    unknown = sorted(set(document) - _KNOWN_KEYS)
+    if unknown:
+        raise CourseDefinitionError(
+            f"{path}: unknown key(s) {', '.join(unknown)}; expected some of {', '.join(sorted(_KNOWN_KEYS))}"
+        )
+    content_dir = path.resolve().parent.parent
+    return CourseDefinition(
+        slug=slug,
+        title=_header_text(path, document, "title", required=True),
+        description=_description(path, document),
+        articles=_articles(path, document, content_dir),
+        days_between_lessons=_positive_int(path, document, "days_between_lessons", default=1),
+        send_time=_send_time(path, document),
+        weekdays=_weekdays(path, document),
+        sender_name=_header_text(path, document, "sender_name", required=True),
+        sender_email=_sender_email(path, document),
+        target_words=_positive_int(path, document, "target_words", default=DEFAULT_TARGET_WORDS),
+    )
+
+
+def load_course_definitions(content_dir: Path) -> list[CourseDefinition]:
+    """Load every ``content_dir/courses/*.toml``, sorted by slug. No ``courses`` folder: no courses."""
+    if not content_dir.is_dir():
+        raise CourseDefinitionError(f"{content_dir}: content directory does not exist")
+    courses_dir = content_dir / "courses"
+    if not courses_dir.is_dir():
+        return []
+    definitions = [load_course_definition(path) for path in courses_dir.glob("*.toml")]
+    return sorted(definitions, key=lambda definition: definition.slug)
+
+
+def plan_course(definition: CourseDefinition, catalogue: GuideCatalogue) -> CoursePlan:
+    """Turn a definition into numbered lessons.
+
+    For each article in order: load it, split it with ``definition.target_words``, and number its
+    lessons after the previous article's; in every lesson paragraph, find the guide references and
+    record them with the paragraph's index so the renderer can link them.
+    """
+    lessons: list[PlannedLesson] = []
+    for article_path in definition.articles:
+        article = load_article(article_path)
+        for plan in split_article(article, definition.target_words):
+            references = tuple(
+                (paragraph_index, reference)
+                for paragraph_index, paragraph in enumerate(plan.paragraphs)
+                for reference in find_references(paragraph, catalogue)
+            )
+            lessons.append(
+                PlannedLesson(
+                    position=len(lessons) + 1, article_source=article.source, plan=plan, references=references
+                )
+            )
+    return CoursePlan(definition=definition, lessons=tuple(lessons))
+
+
+# ---------------------------------------------------------------------------------------------------
+# One validator per key. Each takes the file path for its error messages.
+
+
+def _header_text(path: Path, document: dict[str, object], key: str, *, required: bool) -> str:
+    """One line of text that may end up in an email header: CR or LF would allow header injection."""
+    value = document.get(key)
+    if value is None and not required:
+        return ""
+    if value is None:
+        raise CourseDefinitionError(f"{path}: missing required key {key!r}")
+    if not isinstance(value, str) or not value.strip():
+        raise CourseDefinitionError(f"{path}: key {key!r} must be non-empty text, got {value!r}")
+    if "\r" in value or "\n" in value:
+        raise CourseDefinitionError(f"{path}: key {key!r} must be a single line (no CR or LF characters)")
+    if any(ord(char) < 32 or ord(char) == 127 for char in value):
+        raise CourseDefinitionError(f"{path}: key {key!r} must not contain control characters")
+    return value.strip()
+
+
+def _description(path: Path, document: dict[str, object]) -> str:
+    # Shown in the web page and the welcome email body, never in a header: newlines are fine.
+    value = document.get("description", "")
+    if not isinstance(value, str):
+        raise CourseDefinitionError(f"{path}: key 'description' must be text, got {value!r}")
+    return value.strip()
+
+
+def _articles(path: Path, document: dict[str, object], content_dir: Path) -> tuple[Path, ...]:
+    value = document.get("articles")
+    if value is None:
+        raise CourseDefinitionError(f"{path}: missing required key 'articles'")
+    if not isinstance(value, list) or not value:
+        raise CourseDefinitionError(
+            f"{path}: key 'articles' must be a non-empty list of paths such as \"articles/intro.md\""
+        )
+    resolved: list[Path] = []
+    for index, entry in enumerate(value):
+        where = f"{path}: key 'articles'[{index}]"
+        if not isinstance(entry, str) or not entry.strip():
+            raise CourseDefinitionError(f"{where}: must be a path string, got {entry!r}")
+        relative = Path(entry)
+        if relative.is_absolute():
+            raise CourseDefinitionError(
+                f"{where}: {entry!r} must be relative to the content directory {content_dir}"
+            )
+        article_path = (content_dir / relative).resolve()
+        if not article_path.is_relative_to(content_dir):
+            raise CourseDefinitionError(
+                f"{where}: {entry!r} points outside the content directory {content_dir}"
+            )
+        if article_path.suffix.lower() not in MARKDOWN_SUFFIXES + TEXT_SUFFIXES:
+            raise CourseDefinitionError(f"{where}: {entry!r} is not a .md, .markdown, .txt or .text article")
+        if not article_path.is_file():
+            raise CourseDefinitionError(f"{where}: {entry!r} does not exist (looked for {article_path})")
+        if article_path in resolved:
+            raise CourseDefinitionError(
+                f"{where}: {entry!r} is listed twice; its lessons would be sent twice"
+            )
+        resolved.append(article_path)
+    return tuple(resolved)
+
+
+def _positive_int(path: Path, document: dict[str, object], key: str, *, default: int) -> int:
+    value = document.get(key, default)
+    # bool is an int subclass; `true` is not a number of days.
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise CourseDefinitionError(
+            f"{path}: key {key!r} must be a whole number of at least 1, got {value!r}"
+        )
+    return value
+
+
+def _send_time(path: Path, document: dict[str, object]) -> datetime.time:
+    value = document.get("send_time")
+    if value is None:
+        return DEFAULT_SEND_TIME
+    # TOML local times (send_time = 09:00:00) arrive as datetime.time already.
+    if isinstance(value, datetime.time) and value.second == 0 and value.microsecond == 0:
+        return value
+    if isinstance(value, str) and (matched := _SEND_TIME.fullmatch(value.strip())):
+        return datetime.time(int(matched.group("hour")), int(matched.group("minute")))
+    raise CourseDefinitionError(
+        f"{path}: key 'send_time' must be \"HH:MM\" on a 24-hour clock, got {value!r}"
+    )
+
+
+def _weekdays(path: Path, document: dict[str, object]) -> frozenset[int]:
+    value = document.get("weekdays", "everyday")
+    allowed = "a list of day names such as [\"mon\", \"wed\", \"fri\"], or \"weekdays\" or \"everyday\""
+    if isinstance(value, str):
+        if value.strip().lower() in _WEEKDAY_SETS:
+            return _WEEKDAY_SETS[value.strip().lower()]
+        raise CourseDefinitionError(f"{path}: key 'weekdays' must be {allowed}, got {value!r}")
+    if not isinstance(value, list) or not value:
+        raise CourseDefinitionError(f"{path}: key 'weekdays' must be {allowed}, got {value!r}")
+    numbers: set[int] = set()
+    for entry in value:
+        if not isinstance(entry, str) or entry.strip().lower() not in _WEEKDAY_NUMBERS:
+            raise CourseDefinitionError(
+                f"{path}: key 'weekdays': {entry!r} is not a day name (use {', '.join(WEEKDAY_NAMES)})"
+            )
+        numbers.add(_WEEKDAY_NUMBERS[entry.strip().lower()])
+    return frozenset(numbers)
+
+
+def _sender_email(path: Path, document: dict[str, object]) -> str:
+    value = _header_text(path, document, "sender_email", required=True)
+    if not _EMAIL.fullmatch(value):
+        raise CourseDefinitionError(f"{path}: key 'sender_email' is not an email address: {value!r}")
+    return value

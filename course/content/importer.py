@@ -1,0 +1,197 @@
+"""Load courses from content/ into the database, idempotently.
+
+Lessons are identified by (course, position). Importing unchanged content changes nothing. An edited
+article updates the lessons in place: subscribers who have not had a lesson yet get the new text
+(lessons are rendered at send time), and a lesson already sent is never sent again, because the
+ledger holds one row per (subscriber, lesson). Lessons that disappear are retired and their open
+rows cancelled; lessons that appear are scheduled for running enrollments after their last one.
+Everything is planned before anything is written, and written in the caller's one transaction, so a
+broken article leaves the database as it was."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from course.content.definition import CoursePlan, PlannedLesson, load_course_definitions, plan_course
+from course.audience.enrollment import schedule_lessons
+from course.content.guides import load_guides
+from course.models import (
+    OPEN_DELIVERY_STATES,
+    Course,
+    Delivery,
+    DeliveryState,
+    Enrollment,
+    EnrollmentStatus,
+    Lesson,
+)
+from course.audience.schedule import weekday_mask
+
+
+@dataclass
+class CourseImport:
+    slug: str
+    created: bool = False
+    lessons_added: int = 0
+    lessons_updated: int = 0
+    lessons_retired: int = 0
+    lessons_unchanged: int = 0
+    deliveries_cancelled: int = 0
+    enrollments_extended: int = 0
+    unmatched_references: list[str] = field(default_factory=list)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.created or self.lessons_added or self.lessons_updated or self.lessons_retired)
+
+
+# on_progress(stage, done, total): "plan" while articles are read and split, "import" while written.
+ProgressCallback = Callable[[str, int, int], None]
+
+
+def _no_progress(stage: str, done: int, total: int) -> None:
+    pass
+
+
+def plan_content(content_dir: Path, on_progress: ProgressCallback = _no_progress) -> list[CoursePlan]:
+    """Read and check all content; raises ArticleError, CourseDefinitionError, GuideCatalogueError."""
+    catalogue = load_guides(content_dir / "guides.toml")
+    definitions = load_course_definitions(content_dir)
+    plans = []
+    for done, definition in enumerate(definitions, start=1):
+        plans.append(plan_course(definition, catalogue))
+        on_progress("plan", done, len(definitions))
+    return plans
+
+
+def lesson_body(planned: PlannedLesson) -> dict[str, Any]:
+    return {
+        "blocks": [{"heading": block.heading, "paragraphs": list(block.paragraphs)} for block in planned.plan.blocks],
+        "references": [
+            {
+                "paragraph": index,
+                "text": ref.text,
+                "start": ref.start,
+                "end": ref.end,
+                "guide": ref.guide.key if ref.guide else None,
+                "title": ref.guide.title if ref.guide else None,
+                "url": ref.guide.url if ref.guide else None,
+            }
+            for index, ref in planned.references
+        ],
+    }
+
+
+def _content_hash(title: str, body: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps([title, body], sort_keys=True).encode()).hexdigest()
+
+
+def import_course(session: Session, plan: CoursePlan, *, now: datetime) -> CourseImport:
+    definition = plan.definition
+    result = CourseImport(slug=definition.slug)
+    result.unmatched_references = [ref.text for ref in plan.unmatched_references]
+    course = session.scalars(select(Course).where(Course.slug == definition.slug)).first()
+    if course is None:
+        course = Course(slug=definition.slug, created_at=now, updated_at=now)
+        session.add(course)
+        result.created = True
+    fields = {
+        "title": definition.title,
+        "description": definition.description,
+        "days_between_lessons": definition.days_between_lessons,
+        "send_time": definition.send_time,
+        "weekday_mask": weekday_mask(definition.weekdays),
+        "sender_name": definition.sender_name,
+        "sender_email": definition.sender_email,
+        "target_words": definition.target_words,
+    }
+    if any(getattr(course, name) != value for name, value in fields.items()):
+        for name, value in fields.items():
+            setattr(course, name, value)
+        course.updated_at = now
+    session.flush()
+
+    existing = {lesson.position: lesson for lesson in session.scalars(select(Lesson).where(Lesson.course_id == course.id))}
+    appeared = False
+    for planned in plan.lessons:
+        body = lesson_body(planned)
+        digest = _content_hash(planned.plan.title, body)
+        lesson = existing.get(planned.position)
+        if lesson is None:
+            session.add(
+                Lesson(
+                    course_id=course.id,
+                    position=planned.position,
+                    title=planned.plan.title,
+                    body=body,
+                    words=planned.plan.words,
+                    reading_minutes=planned.plan.reading_minutes,
+                    content_hash=digest,
+                    updated_at=now,
+                )
+            )
+            result.lessons_added += 1
+            appeared = True
+        elif lesson.content_hash != digest or lesson.retired_at is not None:
+            appeared = appeared or lesson.retired_at is not None
+            lesson.title = planned.plan.title
+            lesson.body = body
+            lesson.words = planned.plan.words
+            lesson.reading_minutes = planned.plan.reading_minutes
+            lesson.content_hash = digest
+            lesson.retired_at = None
+            lesson.updated_at = now
+            result.lessons_updated += 1
+        else:
+            result.lessons_unchanged += 1
+    gone = [l for pos, l in existing.items() if pos > len(plan.lessons) and l.retired_at is None]
+    for lesson in gone:
+        lesson.retired_at = now
+        lesson.updated_at = now
+    result.lessons_retired = len(gone)
+    session.flush()
+    if gone:
+        result.deliveries_cancelled = session.execute(
+            update(Delivery)
+            .where(Delivery.lesson_id.in_([l.id for l in gone]), Delivery.state.in_(list(OPEN_DELIVERY_STATES)))
+            .values(state=DeliveryState.CANCELLED, lease_token=None, lease_expires_at=None)
+        ).rowcount
+    if appeared and not result.created:
+        result.enrollments_extended = _extend_enrollments(session, course.id, now=now)
+    return result
+
+
+def _extend_enrollments(session: Session, course_id: int, *, now: datetime) -> int:
+    """Running enrollments get the new lessons after the ones they are already waiting for."""
+    extended = 0
+    for enrollment in session.scalars(
+        select(Enrollment).where(Enrollment.course_id == course_id, Enrollment.status == EnrollmentStatus.ACTIVE)
+    ):
+        next_due = session.scalars(
+            select(Delivery.due_at)
+            .where(Delivery.enrollment_id == enrollment.id, Delivery.state == DeliveryState.PENDING)
+            .order_by(Delivery.due_at)
+            .limit(1)
+        ).first()
+        schedule_lessons(session, enrollment, first_due=next_due or now, now=now)
+        extended += 1
+    return extended
+
+
+def import_content(
+    session: Session, content_dir: Path, *, now: datetime, on_progress: ProgressCallback = _no_progress
+) -> list[CourseImport]:
+    plans = plan_content(content_dir, on_progress)
+    results = []
+    for done, plan in enumerate(plans, start=1):
+        results.append(import_course(session, plan, now=now))
+        on_progress("import", done, len(plans))
+    return results

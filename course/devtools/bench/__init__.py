@@ -1,0 +1,1 @@
+"""`course bench`: the whole sending pipeline measured on real parts."""

@@ -1,0 +1,1 @@
+"""The public (subscriber-facing) pages and JSON API."""

@@ -1,0 +1,99 @@
+"""The JSON signup API: the same signup as the course page, for publishers' own forms and apps.
+It uses no cookies, so it needs no CSRF token; it insists on Content-Type application/json, which a
+plain HTML form on another site cannot send."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, HTTPException, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from course.audience.subscriptions import check_signup
+from course.web.public.signups import find_course, ip_limit_allows, register
+from course.web.site import PageError, Site, get_site
+
+router = APIRouter(prefix="/api", tags=["subscriptions"])
+
+
+class SubscriptionRequest(BaseModel):
+    course: str = Field(max_length=100, description="The course's slug, as in /courses/<slug>.")
+    email: str = Field(max_length=320, description="The subscriber's address; a confirmation link is sent there.")
+    name: str = Field("", max_length=1000, description="First name, optional; line breaks and control characters are removed.")
+    timezone: str = Field(
+        "UTC", max_length=64, description="IANA time zone the lessons follow, e.g. Europe/Berlin.", examples=["Europe/Berlin"]
+    )
+
+
+class SubscriptionAccepted(BaseModel):
+    status: str = Field(description='Always "confirmation_sent".', examples=["confirmation_sent"])
+    message: str
+
+
+class FieldError(BaseModel):
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class ValidationProblem(BaseModel):
+    detail: list[FieldError]
+
+
+class Problem(BaseModel):
+    detail: str
+
+
+def require_json(content_type: Annotated[str | None, Header()] = None) -> None:
+    media_type = (content_type or "").split(";", 1)[0].strip().lower()
+    if media_type != "application/json":
+        raise HTTPException(415, "send the request body as JSON with Content-Type: application/json")
+
+
+@router.post(
+    "/subscriptions",
+    status_code=202,
+    response_model=SubscriptionAccepted,
+    dependencies=[Depends(require_json)],
+    responses={
+        400: {"model": Problem, "description": "The body is not readable JSON (e.g. not UTF-8)."},
+        404: {"model": Problem, "description": "No course with that slug."},
+        413: {"model": Problem, "description": "The body is larger than the server's limit (64 KB by default)."},
+        415: {"model": Problem, "description": "The body is not JSON."},
+        422: {"model": ValidationProblem, "description": "A field is missing or invalid."},
+        429: {"model": Problem, "description": "Too many signups from this IP address; see Retry-After."},
+        500: {"model": Problem, "description": "Our side failed (e.g. the database is unreachable); try again later."},
+    },
+    summary="Sign an address up for a course (double opt-in)",
+)
+def create_subscription(
+    body: SubscriptionRequest, request: Request, site: Annotated[Site, Depends(get_site)]
+) -> SubscriptionAccepted | JSONResponse:
+    """Sends a confirmation link to the address; lessons start once it is followed. The answer is
+    the same whether or not the address is already subscribed, so the API cannot be used to find
+    out who is."""
+    with site.sessions.begin() as session:
+        course = find_course(session, body.course)
+        if course is None:
+            raise HTTPException(404, f"no course {body.course!r}")
+        course_id = course.id
+    if not ip_limit_allows(site, request):
+        raise HTTPException(
+            429, "too many signups from this address; try again later",
+            headers={"Retry-After": str(site.settings.rate_limit_window_seconds)},
+        )
+    details, errors = check_signup(body.email, body.name, body.timezone.strip() or "UTC")
+    if details is None:
+        return JSONResponse(
+            {"detail": [{"loc": ["body", field], "msg": message, "type": "value_error"} for field, message in errors.items()]},
+            status_code=422,
+        )
+    try:
+        register(site, course_id, details)
+    except PageError as exc:
+        raise HTTPException(exc.status, exc.message) from exc
+    return SubscriptionAccepted(
+        status="confirmation_sent",
+        message="If the address can receive mail, a confirmation link is on its way to it.",
+    )

@@ -1,0 +1,209 @@
+"""The `course` command as a user runs it: a subprocess of the installed entry point with its
+settings in the environment, an SQLite database in a temporary folder. Bad input ends in exactly
+one "error:" line on stderr and a non-zero exit, and writes nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from datetime import datetime, timezone
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from course.content.article import load_article
+from course.db import make_engine
+from course.audience.enrollment import unsubscribe
+from course.models import Delivery, Subscriber
+from tests.support.services import seed_article_path
+from tests.support.content_fixtures import SEED_GUIDES
+from tests.support.pipeline_fixtures import snapshot
+
+COURSE = str(Path(sys.executable).parent / "course")
+SLUG = "sourdough-from-scratch"
+Run = Callable[..., subprocess.CompletedProcess[str]]
+
+
+def environment(folder: Path) -> dict[str, str]:
+    env = {name: value for name, value in os.environ.items() if not name.startswith("COURSE_") and name != "REDIS_URL"}
+    env.update(COURSE_DATABASE_URL=f"sqlite:///{folder / 'course.db'}", COURSE_VAR_DIR=str(folder / "var"), COLUMNS="120")
+    return env
+
+
+def run_in(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([COURSE, *args], env=environment(folder), cwd=folder, capture_output=True, text=True, timeout=60)
+
+
+def run_all(folder: Path, commands: list[list[str]]) -> list[subprocess.CompletedProcess[str]]:
+    """Several independent commands at once (each is a separate process start-up, the slow part)."""
+    processes = [
+        subprocess.Popen([COURSE, *args], env=environment(folder), cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for args in commands
+    ]
+    results = []
+    for args, process in zip(commands, processes):
+        stdout, stderr = process.communicate(timeout=60)
+        results.append(subprocess.CompletedProcess([COURSE, *args], process.returncode, stdout, stderr))
+    return results
+
+
+@pytest.fixture(scope="module")
+def initialized_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("cli-template")
+    result = run_in(folder, "init")
+    assert result.returncode == 0, result.stderr
+    assert f"{SLUG}: created (lessons: 6 added, 0 updated, 0 retired, 0 unchanged)" in result.stdout
+    return folder / "course.db"
+
+
+@pytest.fixture
+def folder(tmp_path: Path, initialized_template: Path) -> Path:
+    """A folder with a database that `course init` has set up (copied, to start each process once)."""
+    shutil.copy(initialized_template, tmp_path / "course.db")
+    return tmp_path
+
+
+@pytest.fixture
+def db_of() -> Iterator[Callable[[Path], sessionmaker[Session]]]:
+    engines = []
+
+    def open_(folder: Path) -> sessionmaker[Session]:
+        engine = make_engine(f"sqlite:///{folder / 'course.db'}")
+        engines.append(engine)
+        return sessionmaker(engine)
+
+    yield open_
+    for engine in engines:
+        engine.dispose()
+
+
+def assert_one_error_line(result: subprocess.CompletedProcess[str], *fragments: str) -> str:
+    assert result.returncode != 0, result
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+    return lines[0]
+
+
+def test_init_twice_is_idempotent(
+    initialized_template: Path, folder: Path, db_of: Callable[[Path], sessionmaker[Session]]
+) -> None:
+    """`folder` holds a copy of what the first `course init` made (see initialized_template)."""
+    with db_of(folder)() as session:
+        before = snapshot(session)
+    assert len(before["lessons"]) == 6 and len(before["courses"]) == 1
+    second = run_in(folder, "init")
+    assert second.returncode == 0, second.stderr
+    assert f"{SLUG}: unchanged (lessons: 0 added, 0 updated, 0 retired, 6 unchanged)" in second.stdout
+    with db_of(folder)() as session:
+        assert snapshot(session) == before
+
+
+def test_subscribe_with_bad_input_prints_one_error_line_and_writes_nothing(
+    folder: Path, db_of: Callable[[Path], sessionmaker[Session]]
+) -> None:
+    unknown_course, bad_address, bad_zone, markup = run_all(
+        folder,
+        [
+            ["subscribe", "ann@example.org", "--course", "no-such-course"],
+            ["subscribe", "not-an-address", "--course", SLUG],
+            ["subscribe", "ann@example.org", "--course", SLUG, "--tz", "Mars/Base"],
+            # Square brackets are Rich markup: the message must show them, not trip over them.
+            ["subscribe", "[b]ann@example.org", "--course", "[/x]"],
+        ],
+    )
+    assert_one_error_line(unknown_course, "unknown course 'no-such-course'", SLUG)
+    assert_one_error_line(bad_address, "not-an-address")
+    assert_one_error_line(bad_zone, "unknown time zone 'Mars/Base'")
+    assert_one_error_line(markup, "unknown course '[/x]'")
+    for result in (unknown_course, bad_address, bad_zone):
+        assert result.stdout == ""
+    with db_of(folder)() as session:
+        assert session.scalar(select(func.count()).select_from(Subscriber)) == 0
+        assert session.scalar(select(func.count()).select_from(Delivery)) == 0
+
+
+def test_subscribe_then_status_prints_the_counts(folder: Path, db_of: Callable[[Path], sessionmaker[Session]]) -> None:
+    subscribed = run_in(folder, "subscribe", "Ann@Example.org", "--course", SLUG, "--tz", "Europe/Berlin", "--name", "Ann")
+    assert subscribed.returncode == 0, subscribed.stderr
+    assert f"Ann@example.org enrolled in {SLUG}: 6 lessons scheduled" in subscribed.stdout
+    status = run_in(folder, "status")
+    assert status.returncode == 0, status.stderr
+    counts = dict(re.findall(r"^\W*(pending|held|leased|sending|sent|failed|bounced|cancelled)\W+(\d+)", status.stdout, re.M))
+    assert counts == {"pending": "6", "held": "0", "leased": "0", "sending": "0", "sent": "0", "failed": "0", "bounced": "0", "cancelled": "0"}
+    assert "subscribers: 1" in status.stdout
+    assert f"course {SLUG}: 1 active" in status.stdout
+    assert re.search(r"next due: \d{4}-\d\d-\d\dT", status.stdout)
+    with db_of(folder)() as session:
+        assert session.scalars(select(Subscriber.timezone)).one() == "Europe/Berlin"
+
+
+def test_subscribe_by_hand_reactivates_a_former_unsubscriber(
+    folder: Path, db_of: Callable[[Path], sessionmaker[Session]]
+) -> None:
+    assert run_in(folder, "subscribe", "ann@example.org", "--course", SLUG).returncode == 0
+    with db_of(folder).begin() as session:
+        subscriber = session.scalars(select(Subscriber)).one()
+        unsubscribe(session, subscriber, course_id=None, now=datetime.now(timezone.utc))
+    with db_of(folder)() as session:
+        assert set(session.scalars(select(Delivery.state))) == {"cancelled"}
+    again = run_in(folder, "subscribe", "ann@example.org", "--course", SLUG)
+    assert again.returncode == 0, again.stderr
+    with db_of(folder)() as session:
+        assert session.scalars(select(Subscriber.status)).one() == "active"
+        assert set(session.scalars(select(Delivery.state))) == {"pending"}
+
+
+def test_subscribe_refuses_a_bounced_address(folder: Path, db_of: Callable[[Path], sessionmaker[Session]]) -> None:
+    assert run_in(folder, "subscribe", "ann@example.org", "--course", SLUG).returncode == 0
+    with db_of(folder).begin() as session:
+        session.scalars(select(Subscriber)).one().status = "bounced"
+    refused = run_in(folder, "subscribe", "ann@example.org", "--course", SLUG)
+    assert refused.returncode == 1
+    assert refused.stderr.strip().splitlines() == [
+        "error: ann@example.org bounced permanently and is suppressed; not subscribing it"
+    ]
+
+
+def test_split_json_matches_the_documented_shape_and_keeps_every_paragraph(tmp_path: Path) -> None:
+    seed = seed_article_path()
+    guides = tmp_path / "guides.toml"
+    guides.write_text(SEED_GUIDES)
+    result = run_in(tmp_path, "split", str(seed), "--json", "--words", "150", "--guides", str(guides))
+    assert result.returncode == 0, result.stderr
+    plan = json.loads(result.stdout)
+    assert set(plan) == {"title", "lessons"} and isinstance(plan["title"], str)
+    assert len(plan["lessons"]) >= 2
+    for lesson in plan["lessons"]:
+        assert set(lesson) == {"title", "words", "paragraphs", "references"}
+        assert isinstance(lesson["title"], str) and lesson["title"]
+        assert isinstance(lesson["words"], int) and lesson["words"] > 0
+        assert lesson["paragraphs"] and all(isinstance(p, str) for p in lesson["paragraphs"])
+        for reference in lesson["references"]:
+            assert set(reference) == {"text", "guide"}
+            assert isinstance(reference["text"], str) and (reference["guide"] is None or isinstance(reference["guide"], str))
+    article = load_article(seed)
+    assert plan["title"] == article.title
+    assert [p for lesson in plan["lessons"] for p in lesson["paragraphs"]] == list(article.paragraphs)
+    guides_found = {ref["guide"] for lesson in plan["lessons"] for ref in lesson["references"]}
+    assert {"let-down", "anr-benefits"} <= guides_found
+
+
+def test_split_a_broken_file_prints_one_error_line(tmp_path: Path) -> None:
+    (tmp_path / "binary.txt").write_bytes(b"Title\n\n\x00\x01\x02\xff")
+    (tmp_path / "empty.md").write_bytes(b"")
+    binary, empty = run_all(tmp_path, [["split", "binary.txt"], ["split", "empty.md"]])
+    for result in (binary, empty):
+        assert result.returncode == 1
+        assert result.stdout == ""
+    assert_one_error_line(binary, "binary.txt", "binary")
+    assert_one_error_line(empty, "empty.md", "empty")

@@ -1,0 +1,162 @@
+"""The subscriber journey in Debian's Chromium, driven by Playwright, against the app served by
+uvicorn on a real port, with a real SMTP server and the real dispatcher and sender:
+
+course page (time zone filled by the page's script) -> signup -> confirmation mail -> confirm ->
+lesson 1 -> preferences (new send time) -> view in browser -> unsubscribe from the lesson's link
+-> days later, nothing more arrives.
+
+Screenshots of every page land in tests/artefacts/ (desktop, and a 390 px phone for the course
+page). Any console error fails the test: that is how a CSP violation shows up."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+import uvicorn
+from sqlalchemy import select
+
+from course.clock import ManualClock
+from course.db import get_engine
+from course.models import Delivery, DeliveryState, Subscriber
+from course.settings import PROJECT_ROOT
+from course.web.app import create_app
+from tests.support.smtp_server import RecordingSMTPServer
+from tests.support.web_fixtures import COURSE_SLUG, WebStack, link_in, prepare, web_settings
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+ARTEFACTS = PROJECT_ROOT / "tests" / "artefacts"
+
+
+@pytest.fixture
+def live_stack(tmp_path: Path, web_clock: ManualClock, web_smtp: RecordingSMTPServer) -> Iterator[WebStack]:
+    """The app under uvicorn in a thread, on a port it already holds (no race for a free one)."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    settings = web_settings(
+        tmp_path,
+        f"sqlite:///{tmp_path / 't.db'}",
+        base_url=f"http://127.0.0.1:{port}",
+        smtp_host=web_smtp.host,
+        smtp_port=web_smtp.port,
+    )
+    stack = prepare(settings, web_clock, web_smtp)
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError(f"uvicorn did not start on port {port}")
+        time.sleep(0.02)
+    yield stack
+    server.should_exit = True
+    thread.join(timeout=10)
+    listener.close()
+    get_engine(settings).dispose()
+
+
+def test_signup_confirm_preferences_unsubscribe_in_chromium(live_stack: WebStack) -> None:
+    if not CHROMIUM.exists():
+        pytest.skip(f"Debian's Chromium is not installed at {CHROMIUM} (apt-get install chromium)")
+    from playwright.sync_api import expect, sync_playwright
+
+    ARTEFACTS.mkdir(parents=True, exist_ok=True)
+    base_url = live_stack.settings.base_url
+    course_url = f"{base_url}/courses/{COURSE_SLUG}"
+    console_errors: list[str] = []
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        try:
+            phone = browser.new_context(
+                viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True, timezone_id="Europe/Berlin"
+            )
+            phone_page = phone.new_page()
+            phone_page.on("console", lambda message: message.type == "error" and console_errors.append(message.text))
+            phone_page.goto(course_url)
+            expect(phone_page.locator("#signup-timezone")).to_have_value("Europe/Berlin")
+            phone_page.screenshot(path=ARTEFACTS / "course-mobile.png", full_page=True)
+            phone.close()
+
+            context = browser.new_context(viewport={"width": 1280, "height": 900}, timezone_id="Europe/Berlin")
+            page = context.new_page()
+            page.set_default_timeout(10_000)
+            page.on("console", lambda message: message.type == "error" and console_errors.append(message.text))
+
+            page.goto(base_url + "/")
+            page.screenshot(path=ARTEFACTS / "index.png", full_page=True)
+            page.goto(f"{course_url}/embed")
+            page.screenshot(path=ARTEFACTS / "embed.png", full_page=True)
+
+            # 1. The course page: the script fills the time zone; the person fills the rest.
+            page.goto(course_url)
+            expect(page.locator("h1")).to_have_text("Sourdough from Scratch")
+            expect(page.locator("#signup-timezone")).to_have_value("Europe/Berlin")
+            page.screenshot(path=ARTEFACTS / "course-desktop.png", full_page=True)
+            page.fill("#signup-email", "rosa@example.org")
+            page.fill("#signup-name", "Rosa")
+            page.click("button[type=submit]")
+            expect(page.locator("h1")).to_have_text("Check your inbox")
+            page.screenshot(path=ARTEFACTS / "check-inbox.png", full_page=True)
+
+            # 2. The confirmation mail, and the page its link opens.
+            (confirmation,) = live_stack.deliver()
+            assert confirmation["To"] == "Rosa <rosa@example.org>"
+            page.goto(link_in(confirmation, "/confirm/"))
+            page.screenshot(path=ARTEFACTS / "confirm.png", full_page=True)
+            page.click("text=Yes, start the course")
+            expect(page.locator("h1")).to_have_text("You are in")
+            page.screenshot(path=ARTEFACTS / "confirmed.png", full_page=True)
+
+            # 3. Lesson 1 comes at the next dispatch; its preferences link changes the send time.
+            live_stack.clock.advance(timedelta(minutes=1))
+            (lesson,) = live_stack.deliver()
+            assert lesson["Subject"].startswith("Lesson 1 of")
+            page.goto(link_in(lesson, "/preferences/"))
+            expect(page.locator("h1")).to_have_text("Your courses")
+            page.fill("input[name=send_time]", "18:30")
+            page.click("button[value=send_time]")
+            expect(page.locator(".notice-ok")).to_contain_text("Saved")
+            page.screenshot(path=ARTEFACTS / "preferences.png", full_page=True)
+            with live_stack.sessions() as session:
+                subscriber = session.scalars(select(Subscriber).where(Subscriber.email == "rosa@example.org")).one()
+                due = session.scalars(
+                    select(Delivery.due_at).where(
+                        Delivery.subscriber_id == subscriber.id, Delivery.state == DeliveryState.PENDING
+                    )
+                ).all()
+            assert due and all(moment.astimezone(ZoneInfo("Europe/Berlin")).strftime("%H:%M") == "18:30" for moment in due)
+
+            page.goto(link_in(lesson, "/view/"))
+            expect(page.locator("h1")).to_contain_text(lesson["Subject"].split(": ", 1)[1])
+            page.screenshot(path=ARTEFACTS / "view-lesson.png", full_page=True)
+
+            # 4. Unsubscribe from the lesson's own link: one page, one button.
+            page.goto(link_in(lesson, "/u/"))
+            page.screenshot(path=ARTEFACTS / "unsubscribe.png", full_page=True)
+            page.click("button[type=submit]")
+            expect(page.locator("h1")).to_have_text("You are unsubscribed")
+            page.screenshot(path=ARTEFACTS / "unsubscribed.png", full_page=True)
+
+            assert console_errors == [], console_errors
+            page.goto(base_url + "/confirm/not-a-real-token")  # its 400 is logged to the console, as it should be
+            expect(page.locator("h1")).to_have_text("This link does not work")
+            page.screenshot(path=ARTEFACTS / "bad-link.png", full_page=True)
+            context.close()
+        finally:
+            browser.close()
+
+    # 5. Days pass and the dispatcher runs: nothing more is sent.
+    live_stack.clock.advance(timedelta(days=5))
+    assert live_stack.deliver() == []

@@ -1,0 +1,275 @@
+"""The signed links in every email: one-click unsubscribe, preferences, view in browser, and what
+a tampered or expired link gets."""
+
+from __future__ import annotations
+
+import html
+import types
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import itsdangerous.timed
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from course.audience.enrollment import enroll, get_or_create_subscriber
+from course.delivery.links import LinkPurpose, signer_from_settings
+from course.models import (
+    OPEN_DELIVERY_STATES,
+    Course,
+    Delivery,
+    DeliveryState,
+    Enrollment,
+    EnrollmentStatus,
+    Subscriber,
+    SubscriberStatus,
+)
+from tests.support.web_fixtures import COURSE_SLUG, WebStack, csrf_token_of, link_in
+
+
+@pytest.fixture
+def enrolled(web_stack: WebStack) -> Iterator[int]:
+    """A confirmed subscriber in Berlin with lesson 1 sent; yields the subscriber id."""
+    with web_stack.sessions.begin() as session:
+        course = session.scalars(select(Course).where(Course.slug == COURSE_SLUG)).one()
+        subscriber = get_or_create_subscriber(
+            session, "kim@example.org", name="Kim", timezone_name="Europe/Berlin", now=web_stack.clock.now()
+        )
+        enroll(session, subscriber, course, now=web_stack.clock.now())
+        subscriber_id = subscriber.id
+    (lesson,) = web_stack.deliver()
+    assert lesson["Subject"].startswith("Lesson 1")
+    yield subscriber_id
+
+
+def rows_by_state(stack: WebStack, subscriber_id: int) -> dict[str, int]:
+    with stack.sessions() as session:
+        states = session.scalars(select(Delivery.state).where(Delivery.subscriber_id == subscriber_id)).all()
+    return {state: states.count(state) for state in set(states)}
+
+
+def enrollment_of(stack: WebStack, subscriber_id: int) -> Enrollment:
+    with stack.sessions() as session:
+        return session.scalars(select(Enrollment).where(Enrollment.subscriber_id == subscriber_id)).one()
+
+
+def open_lessons(stack: WebStack, subscriber_id: int) -> list[Delivery]:
+    with stack.sessions() as session:
+        return list(
+            session.scalars(
+                select(Delivery)
+                .where(Delivery.subscriber_id == subscriber_id, Delivery.lesson_id.is_not(None))
+                .where(Delivery.state.in_([DeliveryState.PENDING, DeliveryState.HELD]))
+                .order_by(Delivery.due_at)
+            )
+        )
+
+
+# --- unsubscribe -----------------------------------------------------------------------------
+
+
+def test_one_click_post_from_a_plain_client_unsubscribes(client: TestClient, web_stack: WebStack, enrolled: int) -> None:
+    url = link_in(web_stack.smtp.received[0].message, "/u/")
+    assert rows_by_state(web_stack, enrolled).get(DeliveryState.PENDING, 0) > 0
+    # A mail provider's server: a client that never saw our pages, so no cookie and no form token,
+    # just the RFC 8058 body.
+    fresh = TestClient(client.app, base_url="http://testserver")
+    response = fresh.post(
+        url, content=b"List-Unsubscribe=One-Click", headers={"content-type": "application/x-www-form-urlencoded"}
+    )
+    assert response.status_code == 200
+    assert "unsubscribed" in response.text.lower()
+    states = rows_by_state(web_stack, enrolled)
+    assert not any(states.get(state) for state in OPEN_DELIVERY_STATES)
+    assert states[DeliveryState.CANCELLED] > 0
+    assert enrollment_of(web_stack, enrolled).status == EnrollmentStatus.UNSUBSCRIBED
+    web_stack.clock.advance(timedelta(days=10))
+    assert web_stack.deliver() == []
+    again = fresh.post(url, content=b"List-Unsubscribe=One-Click", headers={"content-type": "application/x-www-form-urlencoded"})
+    assert again.status_code == 200, "unsubscribing twice is harmless"
+
+
+def test_get_shows_one_button_and_changes_nothing(client: TestClient, web_stack: WebStack, enrolled: int) -> None:
+    (lesson_mail,) = [m.message for m in web_stack.smtp.received]
+    url = link_in(lesson_mail, "/u/")
+    before = rows_by_state(web_stack, enrolled)
+    page = client.get(url)
+    assert page.status_code == 200
+    assert page.text.count("<button") == 1 and 'method="post"' in page.text
+    assert "Sourdough from Scratch" in page.text
+    assert rows_by_state(web_stack, enrolled) == before
+    assert enrollment_of(web_stack, enrolled).status == EnrollmentStatus.ACTIVE
+    assert lesson_mail["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert url in lesson_mail["List-Unsubscribe"]
+
+
+def test_unsubscribe_from_everything_link(client: TestClient, web_stack: WebStack, enrolled: int) -> None:
+    url = signer_from_settings(web_stack.settings).url(LinkPurpose.UNSUBSCRIBE, enrolled, None)
+    assert "all email" in client.get(url).text
+    assert client.post(url, data={"List-Unsubscribe": "One-Click"}).status_code == 200
+    with web_stack.sessions() as session:
+        subscriber = session.get(Subscriber, enrolled)
+        assert subscriber is not None and subscriber.status == SubscriberStatus.UNSUBSCRIBED
+
+
+# --- bad links -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "purpose", "methods"),
+    [
+        ("/u/", LinkPurpose.UNSUBSCRIBE, ("GET", "POST")),
+        ("/preferences/", LinkPurpose.PREFERENCES, ("GET", "POST")),
+        ("/confirm/", LinkPurpose.CONFIRM, ("GET", "POST")),
+        ("/view/", LinkPurpose.VIEW, ("GET",)),
+    ],
+)
+def test_tampered_tokens_get_a_friendly_400(
+    client: TestClient, web_stack: WebStack, path: str, purpose: LinkPurpose, methods: tuple[str, ...]
+) -> None:
+    signer = signer_from_settings(web_stack.settings)
+    good = signer.token(purpose, 1)
+    tampered = good[:-3] + ("AAA" if not good.endswith("AAA") else "BBB")
+    for token in (tampered, "x", "a" * 300, good.replace(".", "", 1)):
+        for method in methods:
+            response = client.request(method, path + token)
+            assert response.status_code == 400, (method, path, token)
+            assert "This link does not work" in response.text
+    # A valid token made for another purpose is worth nothing here either.
+    other = LinkPurpose.VIEW if purpose != LinkPurpose.VIEW else LinkPurpose.UNSUBSCRIBE
+    assert client.get(path + signer.token(other, 1)).status_code == 400
+
+
+def test_wrongly_shaped_payload_is_a_400_not_a_500(client: TestClient, web_stack: WebStack) -> None:
+    signer = signer_from_settings(web_stack.settings)
+    assert client.get("/preferences/" + signer.token(LinkPurpose.PREFERENCES, "1; drop")).status_code == 400
+    assert client.get("/view/" + signer.token(LinkPurpose.VIEW)).status_code == 400
+    assert client.get("/u/" + signer.token(LinkPurpose.UNSUBSCRIBE, True, None)).status_code == 400
+    assert client.get("/preferences/" + signer.token(LinkPurpose.PREFERENCES, 999)).status_code == 410
+
+
+def test_expired_confirm_link_gets_410(
+    client: TestClient, web_stack: WebStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client.post(
+        "/api/subscriptions", json={"course": COURSE_SLUG, "email": "lou@example.org", "timezone": "UTC"}
+    )
+    (mail,) = web_stack.deliver()
+    url = link_in(mail, "/confirm/")
+    # itsdangerous stamps and checks tokens with the wall clock: make it read eight days later.
+    later = datetime.now().timestamp() + 8 * 86400
+    monkeypatch.setattr(itsdangerous.timed, "time", types.SimpleNamespace(time=lambda: later))
+    for method in ("GET", "POST"):
+        response = client.request(method, url)
+        assert response.status_code == 410
+        assert "expired" in response.text and "Sign up again" in response.text
+    with web_stack.sessions() as session:
+        subscriber = session.scalars(select(Subscriber).where(Subscriber.email == "lou@example.org")).one()
+        assert subscriber.status == SubscriberStatus.PENDING
+
+
+# --- preferences -----------------------------------------------------------------------------
+
+
+def post_preference(client: TestClient, url: str, **form: str):  # type: ignore[no-untyped-def]
+    token = csrf_token_of(client.get(url).text)
+    return client.post(url, data={"csrf_token": token, **form}, follow_redirects=False)
+
+
+def test_preferences_pause_resume_and_send_next(client: TestClient, web_stack: WebStack, enrolled: int) -> None:
+    url = link_in(web_stack.smtp.received[0].message, "/preferences/")  # payload [subscriber_id]
+    course_id = str(web_stack.course_id())
+    page = client.get(url)
+    assert page.status_code == 200 and "kim@example.org" in page.text and "1 of" in page.text
+
+    response = post_preference(client, url, action="pause", course_id=course_id)
+    assert response.status_code == 303 and response.headers["location"].endswith("?saved=pause")
+    assert enrollment_of(web_stack, enrolled).status == EnrollmentStatus.PAUSED
+    assert {row.state for row in open_lessons(web_stack, enrolled)} == {DeliveryState.HELD}
+    web_stack.clock.advance(timedelta(days=3))
+    assert web_stack.deliver() == [], "a paused course sends nothing"
+
+    post_preference(client, url, action="resume", course_id=course_id)
+    assert enrollment_of(web_stack, enrolled).status == EnrollmentStatus.ACTIVE
+    assert {row.state for row in open_lessons(web_stack, enrolled)} == {DeliveryState.PENDING}
+
+    post_preference(client, url, action="send_next", course_id=course_id)
+    (lesson_two,) = web_stack.deliver()
+    assert lesson_two["Subject"].startswith("Lesson 2")
+    assert "Your next lesson is on its way" in client.get(url + "?saved=send_next").text
+
+
+def test_changing_send_time_and_time_zone_reschedules_open_lessons(
+    client: TestClient, web_stack: WebStack, enrolled: int
+) -> None:
+    signer = signer_from_settings(web_stack.settings)
+    course_id = web_stack.course_id()
+    url = signer.url(LinkPurpose.PREFERENCES, enrolled, course_id)  # payload [subscriber_id, course_id]
+    assert post_preference(client, url, action="send_time", course_id=str(course_id), send_time="18:30").status_code == 303
+    rows = open_lessons(web_stack, enrolled)
+    berlin = [row.due_at.astimezone(ZoneInfo("Europe/Berlin")) for row in rows]
+    assert all((due.hour, due.minute) == (18, 30) for due in berlin)
+    assert rows[0].due_at > web_stack.clock.now()
+
+    assert post_preference(client, url, action="timezone", timezone="America/Los_Angeles").status_code == 303
+    rows = open_lessons(web_stack, enrolled)
+    local = [row.due_at.astimezone(ZoneInfo("America/Los_Angeles")) for row in rows]
+    assert all((due.hour, due.minute) == (18, 30) for due in local)
+
+    bad = post_preference(client, url, action="timezone", timezone="Nowhere/Special")
+    assert bad.headers["location"].endswith("?error=timezone")
+    bad = post_preference(client, url, action="send_time", course_id=str(course_id), send_time="25:99")
+    assert bad.headers["location"].endswith("?error=send_time")
+    with web_stack.sessions() as session:
+        subscriber = session.get(Subscriber, enrolled)
+        assert subscriber is not None and subscriber.timezone == "America/Los_Angeles"
+
+
+def test_preferences_unsubscribe_course_and_refuse_foreign_course(
+    client: TestClient, web_stack: WebStack, enrolled: int
+) -> None:
+    url = signer_from_settings(web_stack.settings).url(LinkPurpose.PREFERENCES, enrolled)
+    response = post_preference(client, url, action="unsubscribe_course", course_id="424242")
+    assert response.status_code == 400
+    post_preference(client, url, action="unsubscribe_course", course_id=str(web_stack.course_id()))
+    assert enrollment_of(web_stack, enrolled).status == EnrollmentStatus.UNSUBSCRIBED
+    assert open_lessons(web_stack, enrolled) == []
+    missing_token = client.post(url, data={"action": "unsubscribe_all"})
+    assert missing_token.status_code == 403
+
+
+# --- view in browser -------------------------------------------------------------------------
+
+
+def test_view_in_browser_only_for_sent_lessons(client: TestClient, web_stack: WebStack, enrolled: int) -> None:
+    lesson_mail = web_stack.smtp.received[0].message
+    view = client.get(link_in(lesson_mail, "/view/"))
+    assert view.status_code == 200
+    title = lesson_mail["Subject"].split(": ", 1)[1]
+    # The email's HTML carries non-ASCII as character references (7bit on the wire): read it as a browser would.
+    assert title in html.unescape(view.text) and "Hi Kim," in view.text
+    assert "script-src" not in view.headers["content-security-policy"]
+    pending = open_lessons(web_stack, enrolled)[0]
+    not_sent = signer_from_settings(web_stack.settings).url(LinkPurpose.VIEW, pending.id)
+    assert client.get(not_sent).status_code == 404
+
+
+
+def test_bounced_address_gets_no_rows_back_from_preferences(
+    client: TestClient, web_stack: WebStack, enrolled: int
+) -> None:
+    from course.ledger import suppress
+
+    with web_stack.sessions.begin() as session:
+        suppress(session, [enrolled], now=web_stack.clock.now())
+    url = signer_from_settings(web_stack.settings).url(LinkPurpose.PREFERENCES, enrolled)
+    page = client.get(url)
+    assert "bounced" in page.text and "Send me the next lesson now" not in page.text
+    course_id = str(web_stack.course_id())
+    assert post_preference(client, url, action="send_next", course_id=course_id).status_code == 400
+    post_preference(client, url, action="timezone", timezone="Asia/Tokyo")
+    assert open_lessons(web_stack, enrolled) == []
+    web_stack.clock.advance(timedelta(days=3))
+    assert web_stack.deliver() == []
