@@ -130,11 +130,20 @@ def test_without_listed_origins_the_api_has_no_cors(client: TestClient) -> None:
     assert "access-control-allow-origin" not in response.headers
 
 
-def test_production_refuses_the_default_secret(tmp_path: Path) -> None:
-    settings = web_settings(tmp_path, f"sqlite:///{tmp_path / 't.db'}", env="production", secret_key=DEFAULT_SECRET)
+def test_production_refuses_the_default_secret(web_stack: WebStack) -> None:
+    settings = web_stack.settings.model_copy(update={"env": "production", "secret_key": DEFAULT_SECRET})
     with pytest.raises(InsecureConfiguration, match="COURSE_SECRET_KEY"):
         create_app(settings)
-    create_app(settings.model_copy(update={"secret_key": "a-real-secret"}))
+    safe = {
+        "secret_key": "kq3V9x-2LmZpR7tYw0bNc4HsJf8GdA1eQx7uTn5Wr2P",
+        "base_url": "https://courses.example.com",
+        "unsubscribe_mailto": "unsubscribe@example.com",
+        "list_id_domain": "courses.example.com",
+    }
+    with TestClient(create_app(settings.model_copy(update=safe)), base_url="https://courses.example.com") as production:
+        response = production.get("/")
+    assert response.headers["strict-transport-security"].startswith("max-age=31536000")
+    assert "server" not in response.headers
 
 
 def test_purge_task_removes_only_old_unconfirmed_signups(
