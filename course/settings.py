@@ -71,6 +71,10 @@ class Settings(BaseSettings):
     signup_limit_per_ip: int = 20  # signups per IP address per rate_limit_window_seconds
     signup_limit_per_address: int = 3  # confirmation mails per address per window
     rate_limit_window_seconds: int = 3600
+    # Proof of work on the signup form for sites under attack (course/web/proof_of_work.py): the
+    # browser finds a number up to this by brute force (~N/2 SHA-256s: 100000 is about a second).
+    # 0: off.
+    signup_proof_of_work: int = 0
     max_request_bytes: int = 64 * 1024  # larger bodies get 413 before they are parsed
     embed_frame_ancestors: str = "*"  # CSP frame-ancestors of the embeddable form, e.g. "https://blog.example.com"
     # Origins whose pages may call the JSON API from a browser, e.g. "https://blog.example.com"
