@@ -8,7 +8,8 @@ from datetime import timedelta
 from course.clock import get_clock
 from course.db import session_factory
 from course.settings import get_settings
-from course.audience.subscriptions import purge_rate_limits, purge_unconfirmed
+from course.audience.subscriptions import purge_unconfirmed
+from course.ratelimit import purge_rate_limits
 from worker.app import app
 
 log = logging.getLogger(__name__)
