@@ -1,6 +1,10 @@
 """The database schema: subscribers, courses and their lessons, enrollments, campaigns, and the
 delivery ledger. The ledger is the source of truth for every email: one row per message to send,
-with its due time, state and attempts. Celery only executes what the ledger says is due."""
+with its due time, state and attempts. Celery only executes what the ledger says is due.
+
+Next to the delivery states live their groups (OPEN_…, QUEUED_…, IN_FLIGHT_…, CLAIMABLE_…,
+UNSETTLED_…, FINISHED_…, SETTLED_DELIVERY_STATES) and the priority classes (DeliveryPriority), each
+defined here once for every module; only course.ledger writes delivery rows."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Housekeeping tasks run by beat: thin shells around course.subscriptions."""
+"""Housekeeping tasks run by beat: thin shells around course.audience.subscriptions (unconfirmed
+sign-ups) and course.ratelimit (expired rate-limit windows)."""
 
 from __future__ import annotations
 
