@@ -4,6 +4,7 @@ and the concurrency rules are visible at a glance. Other modules read rows as th
 them only through these functions (tests/test_architecture.py checks it).
 
 Writing rows:       schedule_lesson_rows, add_account_mail, fan_out_campaign_rows
+                    (and the reads they build on: lesson_rows, next_pending_due)
 Stopping rows:      hold_enrollment_rows, cancel_enrollment_rows, cancel_subscriber_rows,
                     cancel_campaign_rows, cancel_lesson_rows, suppress
 Sending them:       count_in_flight, claim_due, fail_exhausted_leases, take_over, record
@@ -279,7 +280,7 @@ def claim_due(
 ) -> Claim | None:
     """Lease up to `limit` due rows, most urgent first: pending rows whose time has come, and rows
     whose lease expired because the worker holding them died. `urgent_only` claims only rows of
-    the priority queue (confirmations), which never wait behind a full pipeline of bulk mail."""
+    the urgent priority class (confirmations), which never wait behind a full pipeline of bulk mail."""
     token = uuid.uuid4().hex
     lease_expires_at = now + lease
     due = (
@@ -294,7 +295,7 @@ def claim_due(
         .with_for_update(skip_locked=True)
     )
     if urgent_only:
-        due = due.where(Delivery.priority < int(DeliveryPriority.BULK))
+        due = due.where(DeliveryPriority.is_urgent(Delivery.priority))
     claimed = session.execute(
         update(Delivery)
         .where(Delivery.id.in_(due.scalar_subquery()))

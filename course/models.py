@@ -117,8 +117,9 @@ class DeliveryPriority(enum.IntEnum):
     BULK = 100  # lessons and campaigns
 
     @classmethod
-    def is_urgent(cls, priority: int) -> bool:
-        return priority < cls.BULK
+    def is_urgent(cls, priority: Any) -> Any:
+        """True for an urgent priority; on a column (Delivery.priority), the SQL condition."""
+        return priority < int(cls.BULK)
 
 
 def in_states_sql(states: tuple[DeliveryState, ...]) -> str:
