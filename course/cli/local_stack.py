@@ -33,7 +33,7 @@ from course import schema
 from course.clock import get_clock
 from course.db import transaction
 from course.audience.enrollment import enroll, get_or_create_subscriber
-from course.content.importer import import_content
+from course.audience.course_content import import_content
 from course.devtools.mailsink import MailSink
 from course.models import Course, Delivery, DeliveryState
 from course.settings import get_settings

@@ -82,7 +82,7 @@ def _migrate_and_import(content_dir: Path) -> list[Any]:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from course import schema
-    from course.content.importer import import_content
+    from course.audience.course_content import import_content
 
     schema.upgrade()
     settings = get_settings()

@@ -10,7 +10,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from course.models import Course, Lesson
-from course.audience.subscriptions import RateLimit, SignupDetails, rate_limit_key, sign_up, take_rate_limit
+from course.audience.subscriptions import SignupDetails, sign_up
+from course.ratelimit import RateLimit, rate_limit_key, take_rate_limit
 from course.web.site import PageError, Site
 
 
