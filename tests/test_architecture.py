@@ -70,8 +70,6 @@ RAW_LEDGER_WRITE = re.compile(r"\b(insert\s+into|update|delete\s+from)\s+\"?deli
 # (module, rule, what): violations that parts B and C of issue #9 remove. Delete an entry when its
 # part is merged; test_known_violations_still_exist fails once an entry matches nothing.
 KNOWN_UNTIL_RESTRUCTURE_DONE: set[tuple[str, str, str]] = {
-    # Part C moves the `course campaign …` / `course tag …` Typer commands to course/cli/campaigns.py.
-    ("course.campaigns.service", "frameworks", "typer"),
     # Part C splits the benchmark into modules; its seeding writes ledger rows with raw SQL (bulk
     # INSERT … SELECT of a whole lesson day, and one row leased by hand to time take_over).
     ("course.devtools.bench.harness", "ledger-writer", "raw SQL INSERT INTO deliveries"),
