@@ -38,7 +38,7 @@ def project_errors() -> tuple[type[Exception], ...]:
     from course.content.article import ArticleError
     from course.content.definition import CourseDefinitionError
     from course.content.guides import GuideCatalogueError
-    from course.devtools.bench.harness import BenchError
+    from course.devtools.bench.config import BenchError
     from course.devtools.mailsink import MailSinkError
     from worker.config import BrokerUnavailable
 

@@ -244,7 +244,7 @@ def run(
 
 def _register_bench_and_campaigns() -> None:
     from course.cli.campaigns import campaign_app, tag_command
-    from course.devtools.bench.harness import bench_command
+    from course.devtools.bench.command import bench_command
 
     app.command("bench")(bench_command)
     app.add_typer(campaign_app, name="campaign", help="Schedule and list newsletter campaigns.")
