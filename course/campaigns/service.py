@@ -14,10 +14,6 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from pathlib import Path
-from typing import Annotated
-
-import typer
 from sqlalchemy import exists, func, select, update
 from sqlalchemy.orm import Session
 
@@ -28,7 +24,6 @@ from course.models import (
     Campaign,
     CampaignStatus,
     Delivery,
-    DeliveryState,
     Subscriber,
     SubscriberStatus,
     SubscriberTag,
@@ -218,107 +213,3 @@ def campaign_counts(session: Session) -> list[tuple[Campaign, dict[str, int]]]:
         counts.setdefault(campaign_id, {})[state] = count
     campaigns = session.scalars(select(Campaign).order_by(Campaign.created_at.desc(), Campaign.id.desc()))
     return [(campaign, counts.get(campaign.id, {})) for campaign in campaigns]
-
-
-# --- `course campaign …` and `course tag …`: thin shells, registered by course/cli.py ---------------
-
-campaign_app = typer.Typer(help="Newsletters: schedule one for a tag, list them.", no_args_is_help=True)
-
-
-def _fail(message: str) -> typer.Exit:
-    from rich.console import Console
-
-    Console(stderr=True).print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
-    return typer.Exit(1)
-
-
-def _parse_moment(raw: str) -> datetime:
-    try:
-        moment = datetime.fromisoformat(raw)
-    except ValueError as exc:
-        raise CampaignError(f"--at {raw!r} is not an ISO 8601 time such as 2026-03-05T09:00+01:00") from exc
-    if moment.tzinfo is None:
-        raise CampaignError(f"--at {raw!r} has no UTC offset: add one, e.g. {raw}+00:00")
-    return moment
-
-
-@campaign_app.command("schedule")
-def schedule_command(
-    name: Annotated[str, typer.Option("--name", help="internal name")],
-    subject: Annotated[str, typer.Option("--subject", help="subject line")],
-    body: Annotated[Path, typer.Option("--body", help="Markdown file with the newsletter body")],
-    tag: Annotated[str | None, typer.Option("--tag", help="send to active subscribers with this tag (default: all)")] = None,
-    at: Annotated[str | None, typer.Option("--at", help="send time, ISO 8601 with offset (default: now)")] = None,
-    sender_name: Annotated[str, typer.Option("--from-name", help="sender name")] = "Newsletter",
-    sender_email: Annotated[str, typer.Option("--from", help="sender address")] = "newsletter@example.org",
-) -> None:
-    """Schedule a newsletter; the workers fan it out and send it when its time comes."""
-    from course.clock import get_clock
-    from course.db import transaction
-    from course.settings import get_settings
-
-    settings = get_settings()
-    now = get_clock(settings).now()
-    try:
-        body_markdown = body.read_text(encoding="utf-8")
-        with transaction(settings) as session:
-            campaign = schedule_campaign(
-                session,
-                name=name,
-                subject=subject,
-                body_markdown=body_markdown,
-                segment_tag=tag,
-                sender_name=sender_name,
-                sender_email=sender_email,
-                send_at=_parse_moment(at) if at else None,
-                now=now,
-            )
-            campaign_id, send_at = campaign.id, campaign.send_at
-    except (CampaignError, OSError) as exc:
-        raise _fail(str(exc)) from None
-    typer.echo(f"campaign {campaign_id} scheduled for {send_at.isoformat()}")
-
-
-@campaign_app.command("list")
-def list_command() -> None:
-    """Campaigns with their status and delivery counts."""
-    from rich.console import Console
-    from rich.table import Table
-
-    from course.db import transaction
-
-    with transaction() as session:
-        rows = campaign_counts(session)
-        table = Table(title="campaigns")
-        for column in ("id", "name", "tag", "status", "send at", "pending", "sent", "failed", "cancelled"):
-            table.add_column(column, justify="right" if column in {"id", "pending", "sent", "failed", "cancelled"} else "left")
-        for campaign, counts in rows:
-            waiting = sum(counts.get(state, 0) for state in UNSETTLED_DELIVERY_STATES)
-            failed = counts.get(DeliveryState.FAILED, 0) + counts.get(DeliveryState.BOUNCED, 0)
-            table.add_row(
-                str(campaign.id),
-                campaign.name,
-                campaign.segment_tag or "(all)",
-                campaign.status,
-                campaign.send_at.isoformat(timespec="minutes") if campaign.send_at else "",
-                str(waiting),
-                str(counts.get(DeliveryState.SENT, 0)),
-                str(failed),
-                str(counts.get(DeliveryState.CANCELLED, 0)),
-            )
-    Console(soft_wrap=True).print(table)
-
-
-def tag_command(
-    email: Annotated[str, typer.Argument(help="subscriber address")],
-    tags: Annotated[list[str], typer.Argument(help="one or more tags")],
-) -> None:
-    """Tag a subscriber (campaigns are sent to a tag)."""
-    from course.db import transaction
-
-    try:
-        with transaction() as session:
-            now_tagged = tag_subscribers(session, email, tags)
-    except CampaignError as exc:
-        raise _fail(str(exc)) from None
-    typer.echo(f"{email}: {', '.join(now_tagged)}")

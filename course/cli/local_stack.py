@@ -123,7 +123,7 @@ def enroll_demo_people(slug: str | None) -> tuple[str, list[int]]:
         query = select(Course).order_by(Course.slug)
         course = session.scalars(query.where(Course.slug == slug) if slug else query).first()
         if course is None:
-            raise LookupError(f"no course {slug!r} to enroll the demo subscribers in" if slug else "no course in content/")
+            raise StackError(f"no course {slug!r} to enroll the demo subscribers in" if slug else "no course in content/")
         ids = []
         for address, name, zone in DEMO_PEOPLE:
             subscriber = get_or_create_subscriber(session, address, name=name, timezone_name=zone, now=now)

@@ -18,7 +18,7 @@ from course.db import session_factory
 from course.delivery.links import signer_from_settings
 from course.delivery.render import Renderer, template_environment
 from course.settings import InsecureConfiguration, Settings, get_settings, refuse_unsafe
-from course.web.public import api, pages
+from course.web.public import api, confirm, courses, preferences, unsubscribe, view
 from course.web.security import ApiCors, ASGIApp, BodySizeLimit, RefuseControlCharacters, Scope, SecurityHeaders
 from course.web.server import install_access_log_masking
 from course.web.site import PageError, Site
@@ -74,7 +74,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.hsts = settings.env == "production"
     app.trusted_proxies = settings.trusted_proxy_list
     install_access_log_masking()
-    app.include_router(pages.router)
+    for pages in (courses, confirm, preferences, unsubscribe, view):
+        app.include_router(pages.router)
     app.include_router(api.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
