@@ -69,7 +69,10 @@ class Settings(BaseSettings):
     preference_link_max_age_days: int = 90
     unconfirmed_retention_days: int = 30  # pending subscribers older than this are purged
     signup_limit_per_ip: int = 20  # signups per IP address per rate_limit_window_seconds
-    signup_limit_per_address: int = 3  # confirmation mails per address per window
+    signup_limit_per_address: int = 3  # mails per address (lower-case, +tag removed) per window
+    # Confirmation mails the whole site sends per hour, at most: what a flood of signups from many
+    # addresses and networks can cost the sending reputation. Past it, signups get no mail (logged).
+    confirmation_mails_per_hour: int = 500
     rate_limit_window_seconds: int = 3600
     # Proof of work on the signup form for sites under attack (course/web/proof_of_work.py): the
     # browser finds a number up to this by brute force (~N/2 SHA-256s: 100000 is about a second).

@@ -138,8 +138,11 @@ class Sender:
         outcome.retry.append((job.delivery_id, self.clock.now() + wall_duration(self.clock, delay.total_seconds()), reason))
 
     def _message(self, job: DeliveryJob, batch: Batch, templates: dict[tuple[str, int], Template]) -> tuple[str, bytes]:
+        # A name is shown only once its owner confirmed it: a pending signup's name was typed by
+        # whoever filled in the form, so account mail to an unconfirmed address greets no one.
+        shown_name = job.name if job.subscriber_status == SubscriberStatus.ACTIVE else ""
         values = {
-            "greeting": greeting_for(job.name),
+            "greeting": greeting_for(shown_name),
             "view_url": self.signer.url(LinkPurpose.VIEW, job.delivery_id),
             "preferences_url": self.signer.url(LinkPurpose.PREFERENCES, job.subscriber_id),
         }
@@ -169,7 +172,9 @@ class Sender:
                 templates[key] = self.renderer.transactional_template(
                     job.template, subject=subject_format.format(course=course.title), context={"course": course, "link_valid_days": self.settings.confirm_link_max_age_days}
                 )
-            values["action_url"] = self.signer.url(purpose, job.subscriber_id, course.course_id)
+            # A confirmation link names its own mail, and so its own signup's details (audience.signup_requests).
+            mail_id = [job.delivery_id] if purpose == LinkPurpose.CONFIRM else []
+            values["action_url"] = self.signer.url(purpose, job.subscriber_id, course.course_id, *mail_id)
             values["unsubscribe_url"] = self.signer.url(LinkPurpose.UNSUBSCRIBE, job.subscriber_id, course.course_id)
             sender = (course.sender_name, course.sender_email)
             list_id = ""
@@ -180,7 +185,7 @@ class Sender:
             OutgoingMessage(
                 sender_name=sender[0],
                 sender_address=sender[1],
-                recipient_name=job.name,
+                recipient_name=shown_name,
                 recipient_address=job.email,
                 subject=email.subject,
                 text=email.text,

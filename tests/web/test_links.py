@@ -269,7 +269,13 @@ def test_view_in_browser_only_for_sent_lessons(client: TestClient, web_stack: We
     assert view.status_code == 200
     title = lesson_mail["Subject"].split(": ", 1)[1]
     # The email's HTML carries non-ASCII as character references (7bit on the wire): read it as a browser would.
-    assert title in html.unescape(view.text) and "Hi Kim," in view.text
+    assert title in html.unescape(view.text)
+    # The lesson only: the link is forwarded, so nothing of the reader's account is on the page.
+    assert "Kim" not in view.text and "kim@example.org" not in view.text and "Hi there," in view.text
+    assert "/preferences/" not in view.text and "/u/" not in view.text
+    assert "/links-in-your-email" in view.text
+    help_page = client.get("/links-in-your-email")
+    assert help_page.status_code == 200 and "links at the bottom of the email" in help_page.text
     assert "script-src" not in view.headers["content-security-policy"]
     pending = open_lessons(web_stack, enrolled)[0]
     not_sent = signer_from_settings(web_stack.settings).url(LinkPurpose.VIEW, pending.id)

@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from course.models import Delivery, Enrollment, RateLimitHit, Subscriber, SubscriberStatus
+from course.models import Delivery, Enrollment, RateLimitHit, SignupRequest, Subscriber, SubscriberStatus
 from course.settings import DEFAULT_SECRET, get_settings
 from course.web.app import InsecureConfiguration, create_app
 from tests.support.web_fixtures import COURSE_SLUG, WebStack, csrf_token_of, web_settings
@@ -67,12 +67,18 @@ def test_a_flood_of_signups_from_one_ip_gets_429(web_stack: WebStack) -> None:
         api = flooder.post("/api/subscriptions", json={"course": COURSE_SLUG, "email": "api@example.org"})
     assert codes == [200] * 5 + [429] * 3
     assert api.status_code == 429 and int(api.headers["retry-after"]) > 0
+    web_stack.handle_signups()
     with web_stack.sessions() as session:
         assert session.scalar(select(func.count()).select_from(Subscriber)) == 5
         stored_keys = session.scalars(select(RateLimitHit.key)).all()
     assert all("testclient" not in key and len(key) == 64 for key in stored_keys), "keys are HMACs, not addresses"
 
-    # The window passes: signups are welcome again.
+    # The window slides: an hour later the last hour's attempts still count (no fresh limit at
+    # the top of the hour); once they have slid out, signups are welcome again.
+    web_stack.clock.advance(timedelta(seconds=settings.rate_limit_window_seconds))
+    with TestClient(create_app(settings), base_url="http://testserver") as soon:
+        token = csrf_token_of(soon.get(COURSE_URL).text)
+        assert soon.post(COURSE_URL, data={"email": "soon@example.org", "csrf_token": token}).status_code == 429
     web_stack.clock.advance(timedelta(seconds=settings.rate_limit_window_seconds))
     with TestClient(create_app(settings), base_url="http://testserver") as later:
         token = csrf_token_of(later.get(COURSE_URL).text)
@@ -154,11 +160,13 @@ def test_purge_task_removes_only_old_unconfirmed_signups(
 
     client.post("/api/subscriptions", json={"course": COURSE_SLUG, "email": "old@example.org"})
     client.post("/api/subscriptions", json={"course": COURSE_SLUG, "email": "old-but-confirmed@example.org"})
+    web_stack.handle_signups()
     with web_stack.sessions.begin() as session:
         confirmed = session.scalars(select(Subscriber).where(Subscriber.email == "old-but-confirmed@example.org")).one()
         confirmed.status = SubscriberStatus.ACTIVE
     web_stack.clock.advance(timedelta(days=29))
     client.post("/api/subscriptions", json={"course": COURSE_SLUG, "email": "new@example.org"})
+    web_stack.handle_signups()
     web_stack.clock.advance(timedelta(days=2))
 
     # The task reads its settings from the environment, as a real worker does.
@@ -172,6 +180,7 @@ def test_purge_task_removes_only_old_unconfirmed_signups(
     with web_stack.sessions() as session:
         left = set(session.scalars(select(Subscriber.email)))
         assert left == {"old-but-confirmed@example.org", "new@example.org"}
+        assert set(session.scalars(select(SignupRequest.email))) == {"new@example.org"}, "old signups go too"
         orphans = session.scalar(
             select(func.count()).select_from(Delivery).where(Delivery.subscriber_id.not_in(select(Subscriber.id)))
         )

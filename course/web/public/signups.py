@@ -1,5 +1,6 @@
 """The signup steps the course pages and the JSON API share: count the attempt against the per-IP
-limit, and register the signup (course.audience.subscriptions.sign_up)."""
+limit, and queue the signup (course.audience.signup_requests): the request does the same database
+work whatever the address's state, and a worker does the rest."""
 
 from __future__ import annotations
 
@@ -7,15 +8,15 @@ from datetime import timedelta
 
 from fastapi import Request
 
-from course.audience.subscriptions import SignupDetails, sign_up
-from course.models import Course
+from course.audience.signup_requests import queue_signup
+from course.audience.subscriptions import SignupDetails
 from course.ratelimit import RateLimit, rate_limit_key, take_rate_limit
 from course.web.site import PageError, Site
 
 
 def client_address(request: Request) -> str:
-    # Behind a proxy, uvicorn's proxy_headers (on in `course web`) has already put the real
-    # client here for trusted proxies; an untrusted X-Forwarded-For is ignored.
+    # Behind a proxy listed in COURSE_TRUSTED_PROXIES the app (web/app.py) has already put the
+    # real client here; otherwise X-Forwarded-For is ignored and this is the connection's peer.
     return request.client.host if request.client else "unknown"
 
 
@@ -41,21 +42,7 @@ def too_many_signups(site: Site) -> PageError:
 
 
 def register(site: Site, course_id: int, details: SignupDetails) -> None:
-    """Sign up in one transaction. The outcome is deliberately dropped: whoever signs up sees the
-    same answer whether or not the address is known."""
-    settings = site.settings
-    address_rule = RateLimit(
-        "signup-address", settings.signup_limit_per_address, timedelta(seconds=settings.rate_limit_window_seconds)
-    )
+    """Queue the signup: one INSERT, for a new, pending, enrolled or bounced address alike. The
+    worker decides what, if anything, to send; whoever signs up sees the same answer, as fast."""
     with site.sessions.begin() as session:
-        course = session.get(Course, course_id)
-        if course is None:  # deleted a moment ago
-            raise PageError(404, "Course not found", "This course is no longer offered.")
-        sign_up(
-            session,
-            course,
-            details,
-            now=site.now(),
-            address_limit=address_rule,
-            address_key=rate_limit_key(settings.secret_key, details.email),
-        )
+        queue_signup(session, course_id, details, now=site.now())

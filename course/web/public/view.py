@@ -1,4 +1,9 @@
-""""View in browser": a sent lesson or newsletter as its recipient got it.
+""""View in browser": a sent lesson or newsletter, the lesson only.
+
+A view link never expires and is the link readers forward, so its page carries nothing of the
+reader's account: no name in the greeting, and the email's preferences and unsubscribe links point
+to a page that says to use the links in the email itself (those work only for the reader it was
+sent to, and a preference link expires).
 
 Moved verbatim from the old pages module; the delivery composer (issue #9, part B) replaces the
 rendering here, so that the sender, this page and the benchmark build a message one way."""
@@ -14,7 +19,7 @@ from sqlalchemy import func, select
 
 from course.delivery.links import LinkPurpose
 from course.delivery.render import greeting_for
-from course.models import Campaign, Delivery, DeliveryKind, DeliveryState, Lesson, Subscriber
+from course.models import Campaign, Delivery, DeliveryKind, DeliveryState, Lesson
 from course.web.public.forms import SiteDep
 from course.web.security import EMAIL_VIEW_CSP
 from course.web.site import PageError, ids_from
@@ -33,6 +38,23 @@ class LessonForView:
     body: dict[str, Any]
 
 
+ACCOUNT_LINKS_PATH = "/links-in-your-email"
+
+
+@router.get(ACCOUNT_LINKS_PATH, response_class=HTMLResponse)
+def account_links_help(request: Request, site: SiteDep) -> HTMLResponse:
+    """Where the account links of a page seen in the browser lead."""
+    return site.page(
+        request,
+        "message.html",
+        title="Use the links in your email",
+        message=(
+            "This copy of the email is for reading only, so it can be shared. To change your "
+            "preferences or to unsubscribe, use the links at the bottom of the email itself."
+        ),
+    )
+
+
 @router.get("/view/{token}", response_class=HTMLResponse)
 def view_in_browser(token: str, request: Request, site: SiteDep) -> HTMLResponse:
     """A sent lesson or newsletter as the recipient got it, rendered again with course.render."""
@@ -41,8 +63,6 @@ def view_in_browser(token: str, request: Request, site: SiteDep) -> HTMLResponse
         delivery = session.get(Delivery, delivery_id)
         if delivery is None or delivery.state != DeliveryState.SENT:
             raise PageError(404, "Nothing to show", "This email is not available to view any more.")
-        subscriber = session.get(Subscriber, delivery.subscriber_id)
-        assert subscriber is not None  # the foreign key cascades
         if delivery.kind == DeliveryKind.LESSON and delivery.lesson_id is not None:
             lesson = session.get(Lesson, delivery.lesson_id)
             assert lesson is not None
@@ -56,22 +76,21 @@ def view_in_browser(token: str, request: Request, site: SiteDep) -> HTMLResponse
                     lesson.position, lesson_count or lesson.position, lesson.title, lesson.reading_minutes, lesson.body
                 ),
             )
-            unsubscribe_payload: tuple[int, int | None] = (subscriber.id, course.id)
         elif delivery.kind == DeliveryKind.CAMPAIGN and delivery.campaign_id is not None:
             campaign = session.get(Campaign, delivery.campaign_id)
             assert campaign is not None
             template = site.renderer.campaign_template(
                 subject=campaign.subject, body_markdown=campaign.body_markdown, sender_name=campaign.sender_name
             )
-            unsubscribe_payload = (subscriber.id, None)
         else:
             raise PageError(404, "Nothing to show", "Only lessons and newsletters can be viewed in a browser.")
+        account_links = site.settings.base_url.rstrip("/") + ACCOUNT_LINKS_PATH
         email = template.fill(
             {
-                "greeting": greeting_for(subscriber.name),
+                "greeting": greeting_for(""),
                 "view_url": site.signer.url(LinkPurpose.VIEW, delivery.id),
-                "preferences_url": site.signer.url(LinkPurpose.PREFERENCES, subscriber.id),
-                "unsubscribe_url": site.signer.url(LinkPurpose.UNSUBSCRIBE, *unsubscribe_payload),
+                "preferences_url": account_links,
+                "unsubscribe_url": account_links,
             }
         )
     response = HTMLResponse(email.html, headers={"cache-control": "no-store", "x-robots-tag": "noindex"})
