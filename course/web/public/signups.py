@@ -10,6 +10,7 @@ from fastapi import Request
 
 from course.audience.signup_requests import queue_signup
 from course.audience.subscriptions import SignupDetails
+from course.web.proof_of_work import CHALLENGE_LIFETIME, proof_of_work_from_settings
 from course.ratelimit import RateLimit, rate_limit_key, take_rate_limit
 from course.web.site import PageError, Site
 
@@ -46,3 +47,24 @@ def register(site: Site, course_id: int, details: SignupDetails) -> None:
     worker decides what, if anything, to send; whoever signs up sees the same answer, as fast."""
     with site.sessions.begin() as session:
         queue_signup(session, course_id, details, now=site.now())
+
+
+def proof_of_work_challenge(site: Site) -> dict[str, object] | None:
+    """A fresh challenge for a signup form, or None when the site asks for none (the default)."""
+    work = proof_of_work_from_settings(site.settings)
+    return work.challenge(now=site.now()) if work is not None else None
+
+
+def proof_of_work_passes(site: Site, answer: str) -> bool:
+    """True when the site asks for no proof of work, or `answer` solves one of our challenges that
+    has not been spent: each solution buys one signup (spent in the rate-limit table, keyed by an
+    HMAC of the challenge, for longer than a challenge lives)."""
+    work = proof_of_work_from_settings(site.settings)
+    if work is None:
+        return True
+    challenge = work.verify(answer, now=site.now())
+    if challenge is None:
+        return False
+    spent = RateLimit("pow-spent", 1, 2 * CHALLENGE_LIFETIME)
+    with site.sessions.begin() as session:
+        return take_rate_limit(session, spent, rate_limit_key(site.settings.secret_key, challenge), now=site.now())
