@@ -25,7 +25,7 @@ from course.delivery.links import LinkPurpose, Signer
 from course.delivery.mime import OutgoingMessage, build_message
 from course.models import DeliveryKind, EnrollmentStatus, SubscriberStatus
 from course.delivery.render import RenderedEmail, Renderer, Template, greeting_for
-from course.audience.schedule import retry_delay
+from course.delivery.retry import retry_delay
 from course.settings import Settings
 from course.delivery.transports.smtp import ConnectionFailed, PermanentSendError, SMTPTransport, TransientSendError
 
