@@ -20,8 +20,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from course.clock import Clock
-from course.delivery.links import LinkPurpose, Signer
+from course.clock import Clock, get_clock
+from course.delivery.links import LinkPurpose, Signer, signer_from_settings
 from course.delivery.mime import OutgoingMessage, build_message
 from course.delivery.render import RenderedEmail, Renderer, Template, greeting_for
 from course.ledger import Batch, CampaignContent, CourseHeader, DeliveryJob, LessonContent, message_id_for
@@ -85,6 +85,17 @@ class Composer:
         self.renderer = renderer
         self.signer = signer
         self.clock = clock
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, renderer: Renderer | None = None, clock: Clock | None = None) -> Composer:
+        """A composer signing with the settings' secret; pass the caller's renderer to share its
+        template environment, and its clock for the messages' Date."""
+        return cls(
+            settings,
+            renderer=renderer or Renderer(settings.templates_dir),
+            signer=signer_from_settings(settings),
+            clock=clock or get_clock(settings),
+        )
 
     # --- one entry per kind --------------------------------------------------------------------
 

@@ -148,3 +148,10 @@ def test_a_lesson_body_of_another_shape_is_refused_by_name(composer: Composer) -
     broken = LessonContent(12, COURSE, 3, 5, "Broken", {"blocks": [{"paragraphs": "not a list"}]}, 1, False)
     with pytest.raises(LessonBodyError, match="block 0: 'paragraphs' must be a list"):
         composer.lesson(ANN, broken)
+
+
+def test_a_composer_from_settings_signs_with_their_secret(composer: Composer) -> None:
+    settings = Settings(secret_key="test-secret", base_url="https://courses.example.org", list_id_domain="course.test")
+    built = Composer.from_settings(settings, clock=ManualClock(NOW))
+    assert built.signer == SIGNER
+    assert built.lesson(ANN, LESSON).message == composer.lesson(ANN, LESSON).message
