@@ -4,6 +4,7 @@ a tampered or expired link gets."""
 from __future__ import annotations
 
 import html
+import re
 from collections.abc import Iterator
 from datetime import timedelta
 from zoneinfo import ZoneInfo
@@ -299,3 +300,18 @@ def test_bounced_address_gets_no_rows_back_from_preferences(
     assert open_lessons(web_stack, enrolled) == []
     web_stack.clock.advance(timedelta(days=3))
     assert web_stack.deliver() == []
+
+
+def test_view_in_browser_shows_the_html_the_reader_got(client: TestClient, web_stack: WebStack, enrolled: int) -> None:
+    """The page and the sender answer "which email is this delivery" alike (course.delivery.compose),
+    less what belongs to the reader's account (issue #12: the view link is the one people forward):
+    the greeting names no one and the account links lead to a page that points to the email."""
+    lesson_mail = web_stack.smtp.received[0].message
+    view = client.get(link_in(lesson_mail, "/view/"))
+    html_part = lesson_mail.get_body(("html",))
+    assert html_part is not None
+    expected = html_part.get_content().replace("\r\n", "\n").replace("Hi Kim,", "Hi there,")
+    help_url = "http://testserver/links-in-your-email"
+    for path in ("/preferences/", "/u/"):
+        expected = re.sub(rf"http://testserver{re.escape(path)}[A-Za-z0-9_.\-]+", help_url, expected)
+    assert view.text.replace("\r\n", "\n") == expected
