@@ -118,7 +118,14 @@ class Composer:
             return self.account_mail(recipient, job.template, batch.courses[job.course_id], templates)
         raise NothingToCompose(f"delivery {job.delivery_id} ({job.kind}, template {job.template!r}) has nothing to send")
 
-    def lesson(self, recipient: Recipient, lesson: LessonContent, templates: TemplateCache | None = None) -> ComposedEmail:
+    def lesson(
+        self,
+        recipient: Recipient,
+        lesson: LessonContent,
+        templates: TemplateCache | None = None,
+        *,
+        account_links_to: str | None = None,
+    ) -> ComposedEmail:
         course = lesson.course
         cache = _templates(templates)
         key = ("lesson", lesson.lesson_id)
@@ -131,10 +138,16 @@ class Composer:
             sender=(course.sender_name, course.sender_email),
             list_id=f"{course.title} <{course.slug}.{self.settings.list_id_domain}>",
             unsubscribe_url=self.signer.url(LinkPurpose.UNSUBSCRIBE, recipient.subscriber_id, course.course_id),
+            account_links_to=account_links_to,
         )
 
     def campaign(
-        self, recipient: Recipient, campaign: CampaignContent, templates: TemplateCache | None = None
+        self,
+        recipient: Recipient,
+        campaign: CampaignContent,
+        templates: TemplateCache | None = None,
+        *,
+        account_links_to: str | None = None,
     ) -> ComposedEmail:
         cache = _templates(templates)
         key = ("campaign", campaign.campaign_id)
@@ -149,6 +162,7 @@ class Composer:
             sender=(campaign.sender_name, campaign.sender_email),
             list_id=f"{campaign.sender_name} <newsletter.{self.settings.list_id_domain}>",
             unsubscribe_url=self.signer.url(LinkPurpose.UNSUBSCRIBE, recipient.subscriber_id, None),
+            account_links_to=account_links_to,
         )
 
     def account_mail(
@@ -189,12 +203,15 @@ class Composer:
         list_id: str,
         unsubscribe_url: str,
         action_url: str | None = None,
+        account_links_to: str | None = None,
     ) -> ComposedEmail:
+        """`account_links_to`: for a copy anyone may hold (the view-in-browser page), the URL the
+        preferences and unsubscribe links lead to instead of the reader's signed ones."""
         values = {
             "greeting": greeting_for(recipient.name),
             "view_url": self.signer.url(LinkPurpose.VIEW, recipient.delivery_id),
-            "preferences_url": self.signer.url(LinkPurpose.PREFERENCES, recipient.subscriber_id),
-            "unsubscribe_url": unsubscribe_url,
+            "preferences_url": account_links_to or self.signer.url(LinkPurpose.PREFERENCES, recipient.subscriber_id),
+            "unsubscribe_url": account_links_to or unsubscribe_url,
         }
         if action_url is not None:
             values["action_url"] = action_url

@@ -1,42 +1,26 @@
-""""View in browser": a sent lesson or newsletter, the lesson only.
+""""View in browser": a sent lesson or newsletter as its recipient got it, built by the same
+composer as the message the sender sent (course.delivery.compose), less the reader's account.
 
 A view link never expires and is the link readers forward, so its page carries nothing of the
 reader's account: no name in the greeting, and the email's preferences and unsubscribe links point
 to a page that says to use the links in the email itself (those work only for the reader it was
-sent to, and a preference link expires).
-
-Moved verbatim from the old pages module; the delivery composer (issue #9, part B) replaces the
-rendering here, so that the sender, this page and the benchmark build a message one way."""
+sent to, and a preference link expires)."""
 
 from __future__ import annotations
-
-from dataclasses import dataclass
-from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 from sqlalchemy import func, select
 
+from course.clock import get_clock
+from course.delivery.compose import Composer, Recipient, campaign_content, lesson_content
 from course.delivery.links import LinkPurpose
-from course.delivery.render import greeting_for
-from course.models import Campaign, Delivery, DeliveryKind, DeliveryState, Lesson
+from course.models import Campaign, Delivery, DeliveryKind, DeliveryState, Lesson, Subscriber
 from course.web.public.forms import SiteDep
 from course.web.security import EMAIL_VIEW_CSP
 from course.web.site import PageError, ids_from
 
 router = APIRouter(include_in_schema=False)
-
-
-@dataclass(frozen=True)
-class LessonForView:
-    """What Renderer.lesson_template reads from a lesson."""
-
-    position: int
-    lesson_count: int
-    title: str
-    reading_minutes: int
-    body: dict[str, Any]
-
 
 ACCOUNT_LINKS_PATH = "/links-in-your-email"
 
@@ -57,43 +41,33 @@ def account_links_help(request: Request, site: SiteDep) -> HTMLResponse:
 
 @router.get("/view/{token}", response_class=HTMLResponse)
 def view_in_browser(token: str, request: Request, site: SiteDep) -> HTMLResponse:
-    """A sent lesson or newsletter as the recipient got it, rendered again with course.render."""
+    """A sent lesson or newsletter as the recipient got it: the HTML part of the composed message."""
     (delivery_id,) = ids_from(site.read_link(LinkPurpose.VIEW, token), required=1)
+    composer = Composer(site.settings, renderer=site.renderer, signer=site.signer, clock=get_clock(site.settings))
     with site.sessions.begin() as session:
         delivery = session.get(Delivery, delivery_id)
         if delivery is None or delivery.state != DeliveryState.SENT:
             raise PageError(404, "Nothing to show", "This email is not available to view any more.")
+        subscriber = session.get(Subscriber, delivery.subscriber_id)
+        assert subscriber is not None  # the foreign key cascades
+        # Nobody's name: whoever holds the link may not be the reader.
+        recipient = Recipient(delivery.id, subscriber.id, "", subscriber.email)
+        account_links = site.settings.base_url.rstrip("/") + ACCOUNT_LINKS_PATH
         if delivery.kind == DeliveryKind.LESSON and delivery.lesson_id is not None:
             lesson = session.get(Lesson, delivery.lesson_id)
             assert lesson is not None
-            course = lesson.course
             lesson_count = session.scalar(
-                select(func.count()).where(Lesson.course_id == course.id, Lesson.retired_at.is_(None))
+                select(func.count()).where(Lesson.course_id == lesson.course_id, Lesson.retired_at.is_(None))
             )
-            template = site.renderer.lesson_template(
-                course=course,
-                lesson=LessonForView(
-                    lesson.position, lesson_count or lesson.position, lesson.title, lesson.reading_minutes, lesson.body
-                ),
+            composed = composer.lesson(
+                recipient, lesson_content(lesson, lesson_count=lesson_count), account_links_to=account_links
             )
         elif delivery.kind == DeliveryKind.CAMPAIGN and delivery.campaign_id is not None:
             campaign = session.get(Campaign, delivery.campaign_id)
             assert campaign is not None
-            template = site.renderer.campaign_template(
-                subject=campaign.subject, body_markdown=campaign.body_markdown, sender_name=campaign.sender_name
-            )
+            composed = composer.campaign(recipient, campaign_content(campaign), account_links_to=account_links)
         else:
             raise PageError(404, "Nothing to show", "Only lessons and newsletters can be viewed in a browser.")
-        account_links = site.settings.base_url.rstrip("/") + ACCOUNT_LINKS_PATH
-        email = template.fill(
-            {
-                "greeting": greeting_for(""),
-                "view_url": site.signer.url(LinkPurpose.VIEW, delivery.id),
-                "preferences_url": account_links,
-                "unsubscribe_url": account_links,
-            }
-        )
-    response = HTMLResponse(email.html, headers={"cache-control": "no-store", "x-robots-tag": "noindex"})
+    response = HTMLResponse(composed.email.html, headers={"cache-control": "no-store", "x-robots-tag": "noindex"})
     response.headers["content-security-policy"] = EMAIL_VIEW_CSP
     return response
-
