@@ -50,11 +50,15 @@ def dispatch() -> dict[str, int]:
     """Handle the signups the web queued (their confirmation rows are due at once), then claim and
     hand out every due row."""
     settings = get_settings()
-    signups = handle_signups(
-        session_factory(settings), limits=SignupLimits.from_settings(settings), now=get_clock(settings).now()
-    )
-    if signups:
-        log.info("handled %d signups: %s", sum(signups.values()), dict(signups))
+    try:
+        signups = handle_signups(
+            session_factory(settings), limits=SignupLimits.from_settings(settings), now=get_clock(settings).now()
+        )
+    except Exception:  # noqa: BLE001 - the signups wait for the next run; the due mail must not
+        log.exception("handling queued signups failed; dispatching anyway")
+    else:
+        if signups:
+            log.info("handled %d signups: %s", sum(signups.values()), dict(signups))
     report: DispatchReport = dispatch_due(
         session_factory(settings), settings=settings, clock=get_clock(settings), enqueue=enqueue_send
     )

@@ -113,8 +113,13 @@ def _handle(session: Session, request: SignupRequest, *, limits: SignupLimits, n
         except IntegrityError:
             # Another worker inserted the same enrollment a moment ago; it is visible now.
             if attempt == 2:
-                raise
-    raise AssertionError("unreachable")
+                break
+        except Exception:  # noqa: BLE001 - see below
+            log.exception("cannot handle signup %d; it is dropped", request.id)
+            break
+    # One signup that cannot be handled must not stop the queue (and the dispatch after it) for
+    # good: it stays marked handled, with no mail, and the error is in the log.
+    return SignupOutcome.FAILED
 
 
 def signup_of(session: Session, confirm_delivery_id: int, *, subscriber_email: str, course_id: int) -> SignupRequest | None:

@@ -62,6 +62,7 @@ class SignupOutcome(StrEnum):
     ADDRESS_LIMITED = "address_limited"  # too many mails to this address lately: nothing sent
     SUPPRESSED = "suppressed"  # the address bounced: nothing sent
     CAPPED = "capped"  # the site-wide cap of confirmation mails per hour was reached: nothing sent
+    FAILED = "failed"  # could not be handled (logged): nothing sent
 
 
 @dataclass(frozen=True)
@@ -147,7 +148,9 @@ def insert_pending_subscriber(session: Session, email: str, *, timezone_name: st
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     session.execute(
         insert(Subscriber)
-        .values(email=email, name="", timezone=timezone_name, status=SubscriberStatus.PENDING, created_at=now)
+        .values(
+            email=email, name="", timezone=parse_timezone(timezone_name).key, status=SubscriberStatus.PENDING, created_at=now
+        )
         .on_conflict_do_nothing()
     )
     subscriber = find_subscriber(session, email)

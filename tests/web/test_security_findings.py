@@ -359,3 +359,23 @@ def test_9_no_banner_and_slow_clients_are_cut_off(stack: WebStack) -> None:
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def test_a_signup_that_cannot_be_handled_does_not_stop_the_queue(stack: WebStack, caplog: pytest.LogCaptureFixture) -> None:
+    """One bad row (here: a time zone that stopped existing after it was queued) is logged and
+    dropped; the signups after it still get their mail."""
+    from course.models import SignupRequest
+
+    with app_for(stack) as client:
+        client.post(API, json=signup_json("first@example.org"))
+        client.post(API, json=signup_json("second@example.org"))
+    with stack.sessions.begin() as session:
+        first = session.scalars(select(SignupRequest).where(SignupRequest.email == "first@example.org")).one()
+        first.timezone = "Nowhere/Atlantis"
+    with caplog.at_level(logging.ERROR):
+        outcomes = stack.handle_signups()
+    assert outcomes == {"failed": 1, "confirmation_queued": 1}
+    assert "cannot handle signup" in caplog.text
+    (mail,) = stack.deliver()
+    assert mail["To"] == "second@example.org"
+    assert stack.handle_signups() == {}, "the bad row is not retried for ever"
