@@ -285,3 +285,17 @@ class RateLimitHit(Base):
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     window_start: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
     hits: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class Heartbeat(Base):
+    """The last sign of life of each long-running part (one row per component): the dispatcher
+    writes one after every run, each worker and beat every few seconds. `course status`, the web
+    app's /readyz and the containers' health checks read them; a stale one is an alarm."""
+
+    __tablename__ = "heartbeats"
+
+    component: Mapped[str] = mapped_column(String(200), primary_key=True)  # "dispatcher", "worker:host", "beat"
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    beat_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    detail: Mapped[str] = mapped_column(Text, default="")

@@ -54,6 +54,15 @@ class Settings(BaseSettings):
     retry_base_seconds: float = 60.0
     retry_max_seconds: float = 6 * 3600.0
 
+    # Signs of life (course/health.py): worker and beat write a heartbeat this often; one older than
+    # heartbeat_stale_seconds (or three of its periods) is an alarm in /readyz, `course status` and
+    # `course health`.
+    heartbeat_interval_seconds: float = 10.0
+    heartbeat_stale_seconds: float = 60.0
+    # Worker metrics in prometheus_client's multiprocess mode: each Celery process writes its counters
+    # here and `course metrics` serves them merged. Empty: each process keeps its own (no export).
+    metrics_dir: Path | None = None
+
     # Demo clock: the course calendar runs `clock_speed` times faster than the wall clock,
     # counted from `clock_origin` (a Unix time). speed 1 is the real clock.
     clock_speed: float = 1.0
