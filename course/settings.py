@@ -33,7 +33,12 @@ class Settings(BaseSettings):
     smtp_username: str = ""
     smtp_password: str = ""
     smtp_starttls: bool = False
-    smtp_timeout: float = 30.0
+    # Time-outs per SMTP phase: connecting (and the greeting/EHLO), each command, and the reply to the
+    # end of DATA, which a slow but healthy server may take long to give (RFC 5321 suggests 10 min).
+    # Each is cut shorter when the task's lease would otherwise run out mid-transaction.
+    smtp_connect_timeout: float = 10.0
+    smtp_timeout: float = 30.0  # per command
+    smtp_data_timeout: float = 600.0
     mail_dir: Path = PROJECT_ROOT / "var" / "mail"
 
     base_url: str = "http://127.0.0.1:8000"
@@ -50,7 +55,17 @@ class Settings(BaseSettings):
     dispatch_max_in_flight: int = 50_000
     send_chunk_size: int = 500  # deliveries per send task: 5 statements and 2 Redis commands a task (docs/performance.md)
     lease_seconds: int = 300
+    # A row whose worker died on this many attempts in a row is given up (a message that crashes its
+    # worker must not crash-loop the fleet). Transient SMTP failures are bounded by time instead:
     max_attempts: int = 8
+    # A row that keeps failing transiently (4xx, time-outs, unknown outcomes, relay unreachable) is
+    # retried with back-off for this long after its first attempt, like an MTA's queue lifetime, then
+    # marked failed; `course retry-failed` requeues failed rows on purpose.
+    retry_window_seconds: float = 3 * 86400.0
+    # A send task records outcomes as they happen, a group at a time: when it holds this many, or is
+    # this old, whichever comes first (course/delivery/outcomes.py).
+    outcome_group_size: int = 50
+    outcome_group_seconds: float = 0.25
     retry_base_seconds: float = 60.0
     retry_max_seconds: float = 6 * 3600.0
 

@@ -301,11 +301,12 @@ def _register_bench_and_campaigns() -> None:
     app.command("bench")(bench_command)
     app.add_typer(campaign_app, name="campaign", help="Schedule and list newsletter campaigns.")
     app.command("tag")(tag_command)
-    from course.cli.ops import audit_command, health_command, metrics_command
+    from course.cli.ops import audit_command, health_command, metrics_command, retry_failed_command
 
     app.command("audit")(clear_errors(audit_command))
     app.command("health")(health_command)
     app.command("metrics")(metrics_command)
+    app.command("retry-failed")(clear_errors(retry_failed_command))
 
 
 _register_bench_and_campaigns()

@@ -163,3 +163,41 @@ def prepare_worker_metrics() -> None:
     for stale in settings.metrics_dir.glob("*.db"):
         stale.unlink(missing_ok=True)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(settings.metrics_dir)
+
+
+def _moment(raw: str) -> datetime:
+    """An ISO date or date-time (UTC unless it says otherwise), or a span back from now: 90m, 6h, 3d."""
+    from course.cli.main import CommandError
+
+    text = raw.strip()
+    units = {"m": 60, "h": 3600, "d": 86400}
+    if text[:-1].isdigit() and text[-1:] in units:
+        return datetime.now(UTC) - timedelta(seconds=int(text[:-1]) * units[text[-1]])
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise CommandError(f"--since {raw!r}: give an ISO date or time (2026-11-25, 2026-11-25T08:00) or a span such as 6h or 3d") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def retry_failed_command(
+    since: Annotated[str | None, typer.Option(help="only rows whose last attempt fell due since: ISO time, or a span back from now (6h, 3d)")] = None,
+    campaign: Annotated[int | None, typer.Option(help="only this campaign's rows (its id, as in `course campaign list`)")] = None,
+) -> None:
+    """Requeue failed deliveries on purpose (after a long relay outage, say): due now, with a fresh
+    retry window."""
+    from sqlalchemy import select
+
+    from course.cli.main import CommandError
+    from course.clock import get_clock
+    from course.ledger import requeue_failed
+    from course.models import Campaign
+
+    settings = get_settings()
+    moment = _moment(since) if since is not None else None
+    with transaction(settings) as session:
+        if campaign is not None and session.scalar(select(Campaign.id).where(Campaign.id == campaign)) is None:
+            raise CommandError(f"no campaign with id {campaign}")
+        requeued = requeue_failed(session, now=get_clock(settings).now(), since=moment, campaign_id=campaign)
+    scope = (f" of campaign {campaign}" if campaign is not None else "") + (f" due since {moment.isoformat()}" if moment else "")
+    console.print(f"requeued {requeued} failed deliveries{scope}; the dispatcher sends them on its next run")

@@ -34,7 +34,8 @@ RETRY_MAX_SECONDS = 2.0
 
 
 def outcome_size(outcome: Outcome) -> int:
-    return sum(len(getattr(outcome, f.name)) for f in fields(outcome))
+    """Rows an outcome holds, over all its lists (sent, retry, failed, ...)."""
+    return sum(len(value) for value in (getattr(outcome, f.name) for f in fields(outcome)) if isinstance(value, list))
 
 
 def is_database_away(exc: BaseException) -> bool:
@@ -53,6 +54,7 @@ class GroupWriter:
     monotonic: Callable[[], float] = time.monotonic
     sleep: Callable[[float], None] = time.sleep
     on_write: Callable[[str], None] = lambda result: None  # "ok", "retried", "abandoned" (metrics)
+    new_group: Callable[[], Outcome] = Outcome  # an empty group (the sender's carries its provider)
 
     group: Outcome = field(default_factory=Outcome)
     opened_at: float | None = None
@@ -107,6 +109,6 @@ class GroupWriter:
             self.written += self.open_count
             self.statements += 1
             self.on_write("ok" if tries == 1 else "retried")
-            self.group = Outcome()
+            self.group = self.new_group()
             self.opened_at = None
             return True

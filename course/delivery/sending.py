@@ -1,9 +1,13 @@
 """The sender: takes over a claimed batch, checks each row is still wanted, renders, sends over the
-one SMTP connection, and records every outcome in a few batched statements.
+one SMTP connection, and records the outcomes as they happen, a small group at a time
+(course/delivery/outcomes.py), so a killed worker or a database blip costs at most one group.
 
 Failures are handled where they happen:
 - a 4xx reply, a time-out or a dropped connection puts the row back to pending with exponential
-  back-off and jitter, until max_attempts, then marks it failed with the reason;
+  back-off and jitter, for retry_window_seconds after the first attempt, then marks it failed with
+  the reason;
+- no reply after the end of DATA is an unknown outcome: the message may have been delivered, so it
+  is never sent again at once, only after the same back-off;
 - a 5xx reply marks the row bounced and suppresses the address everywhere;
 - a server that cannot be reached at all stops the batch: every row not yet tried waits for its
   back-off, so a dead SMTP server costs one connection attempt per batch, not one per message;
@@ -14,8 +18,9 @@ Failures are handled where they happen:
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -27,7 +32,16 @@ from course.models import DeliveryKind, EnrollmentStatus, SubscriberStatus
 from course.delivery.render import RenderedEmail, Renderer, Template, greeting_for
 from course.audience.schedule import retry_delay
 from course.settings import Settings
-from course.delivery.transports.smtp import ConnectionFailed, PermanentSendError, SMTPTransport, TransientSendError
+from course import metrics
+from course.delivery.outcomes import GroupWriter
+from course.delivery.transports.smtp import (
+    ConnectionFailed,
+    DeadlineReached,
+    PermanentSendError,
+    SMTPTransport,
+    TransientSendError,
+    UnknownOutcome,
+)
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +55,27 @@ class SendReport:
     bounced: int = 0
     skipped: int = 0  # cancelled or held at send time
     released: int = 0
+    abandoned: bool = False  # outcomes could not be written before the lease ended
+    outcome_writes: int = 0  # groups written
     errors: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Deadlines:
+    """time.monotonic() values derived from the lease when the rows were taken over."""
+
+    stop_starting: float  # no new message after this
+    smtp: float  # no SMTP transaction runs past this
+    give_up: float  # outcome writes are retried until this, then the task is abandoned
+
+
+def _span(delta: timedelta) -> str:
+    seconds = int(delta.total_seconds())
+    if seconds < 3600:
+        return f"{seconds} s"
+    if seconds < 2 * 86400:
+        return f"{seconds // 3600} h"
+    return f"{seconds // 86400} days"
 
 
 # Account mail: template name -> (subject, purpose of the signed link in its `action_url` slot).
@@ -70,6 +104,13 @@ class Sender:
         self.clock = clock
 
     def send_claimed(self, delivery_ids: list[int], token: str) -> SendReport:
+        """1. Take the rows over (only those this token still holds).
+        2. Derive three deadlines from the lease (wall-clock seconds from now): no new message after
+           `stop_at`; no SMTP transaction past `smtp_deadline`; outcome writes retried until
+           `give_up_at`. Past the lease another dispatcher may own the rows.
+        3. Send one by one, recording outcomes as they happen in small groups (GroupWriter).
+        4. If a group cannot be written before give_up_at, stop: the rows not recorded stay
+           `sending` and come back when the lease expires (at most one group is sent twice)."""
         now = self.clock.now()
         lease = wall_duration(self.clock, self.settings.lease_seconds)
         with self.sessions.begin() as session:
@@ -77,65 +118,123 @@ class Sender:
         report = SendReport(taken=len(batch.jobs))
         if not batch.jobs:
             return report
+        lease_seconds = float(self.settings.lease_seconds)
+        started = time.monotonic()
         # Stop a safe margin before the lease ends: past it, another dispatcher may own the rows.
         stop_at = now + lease - min(lease / 5, wall_duration(self.clock, 60))
-        outcome = self._send_batch(batch, stop_at)
-        with self.sessions.begin() as session:
-            record(session, outcome, token=token, now=self.clock.now(), message_id_domain=self.settings.list_id_domain)
-        report.sent = len(outcome.sent)
-        report.retried = len(outcome.retry)
-        report.failed = len(outcome.failed)
-        report.bounced = len(outcome.bounced)
-        report.skipped = len(outcome.cancelled) + len(outcome.held)
-        report.released = len(outcome.released)
-        report.errors = [reason for _, _, reason in outcome.retry[:3]] + [r for _, r in outcome.failed[:3]]
+        deadlines = _Deadlines(
+            stop_starting=started + lease_seconds - min(lease_seconds / 5, 60.0),
+            smtp=started + lease_seconds - min(lease_seconds / 10, 30.0),
+            give_up=started + lease_seconds - min(lease_seconds / 20, 5.0),
+        )
+        writer = GroupWriter(
+            write=lambda group: self._record(group, token),
+            give_up_at=deadlines.give_up,
+            group_size=self.settings.outcome_group_size,
+            group_seconds=self.settings.outcome_group_seconds,
+            on_write=lambda result: metrics.OUTCOME_WRITES.labels(result).inc(),
+        )
+        everything = Outcome()
+        self._send_batch(batch, stop_at, deadlines, writer, everything)
+        if not writer.abandoned:
+            writer.flush()
+        report.sent = len(everything.sent)
+        report.retried = len(everything.retry)
+        report.failed = len(everything.failed)
+        report.bounced = len(everything.bounced)
+        report.skipped = len(everything.cancelled) + len(everything.held)
+        report.released = len(everything.released)
+        report.abandoned = writer.abandoned
+        report.outcome_writes = writer.statements
+        report.errors = [reason for _, _, reason in everything.retry[:3]] + [r for _, r in everything.failed[:3]]
         return report
 
-    def _send_batch(self, batch: Batch, stop_at: datetime) -> Outcome:
-        outcome = Outcome()
+    def _record(self, group: Outcome, token: str) -> None:
+        with self.sessions.begin() as session:
+            record(session, group, token=token, now=self.clock.now(), message_id_domain=self.settings.list_id_domain)
+
+    def _send_batch(self, batch: Batch, stop_at: datetime, deadlines: _Deadlines, writer: GroupWriter, everything: Outcome) -> None:
+        def note(kind: str, item: object) -> bool:
+            getattr(writer.group, kind).append(item)
+            getattr(everything, kind).append(item)
+            return writer.added()
+
         templates: dict[tuple[str, int], Template] = {}
         sendable = []
         for job in batch.jobs:
             verdict = _still_wanted(job, batch)
             if verdict == "cancel":
-                outcome.cancelled.append(job.delivery_id)
+                note("cancelled", job.delivery_id)
             elif verdict == "hold":
-                outcome.held.append(job.delivery_id)
+                note("held", job.delivery_id)
             else:
                 sendable.append(job)
         for position, job in enumerate(sendable):
-            if self.clock.now() >= stop_at:
-                outcome.released.extend(j.delivery_id for j in sendable[position:])
+            if writer.abandoned:
+                log.warning("outcomes not written: %d deliveries left to the lease", len(sendable) - position)
+                return
+            if self.clock.now() >= stop_at or time.monotonic() >= deadlines.stop_starting:
+                for waiting in sendable[position:]:
+                    writer.group.released.append(waiting.delivery_id)
+                    everything.released.append(waiting.delivery_id)
                 log.warning("lease nearly over: released %d deliveries unsent", len(sendable) - position)
-                break
+                return
             try:
                 sender_address, message = self._message(job, batch, templates)
-                self.transport.send(sender_address, job.email, message)
+                self.transport.send(sender_address, job.email, message, deadline=deadlines.smtp)
+            except DeadlineReached:
+                for waiting in sendable[position:]:
+                    writer.group.released.append(waiting.delivery_id)
+                    everything.released.append(waiting.delivery_id)
+                return
             except PermanentSendError as exc:
-                outcome.bounced.append((job.delivery_id, job.subscriber_id, exc.reason))
+                metrics.SMTP_REPLIES.labels(metrics.code_class(exc.code)).inc()
+                note("bounced", (job.delivery_id, job.subscriber_id, exc.reason))
             except ConnectionFailed as exc:
                 # The server is down: nothing else in this batch can go either.
+                metrics.SMTP_REPLIES.labels("unreachable").inc()
                 for waiting in sendable[position:]:
-                    self._retry_or_fail(outcome, waiting, exc.reason)
+                    self._retry_or_fail(writer.group, waiting, exc.reason, also=everything)
                 log.warning("SMTP unreachable, %d deliveries wait: %s", len(sendable) - position, exc.reason)
-                break
+                return
+            except UnknownOutcome as exc:
+                # Perhaps delivered: back-off like a 4xx, never again at once (the same Message-ID
+                # lets the receiving side see a repeat for what it is).
+                metrics.SMTP_REPLIES.labels("unknown").inc()
+                log.warning("delivery %d: %s", job.delivery_id, exc.reason)
+                self._retry_or_fail(writer.group, job, exc.reason, also=everything)
+                writer.added()
             except TransientSendError as exc:
-                self._retry_or_fail(outcome, job, exc.reason)
+                metrics.SMTP_REPLIES.labels(metrics.code_class(exc.code)).inc()
+                self._retry_or_fail(writer.group, job, exc.reason, also=everything)
+                writer.added()
             except Exception as exc:  # a rendering bug must not lose the rest of the batch
                 log.exception("cannot build delivery %d", job.delivery_id)
-                self._retry_or_fail(outcome, job, f"cannot build message: {exc!r}")
+                self._retry_or_fail(writer.group, job, f"cannot build message: {exc!r}", also=everything)
+                writer.added()
             else:
-                outcome.sent.append(job.delivery_id)
-        return outcome
+                metrics.SMTP_REPLIES.labels("2xx").inc()
+                if job.due_at is not None:
+                    metrics.SEND_LATENCY.labels(job.kind).observe(max((self.clock.now() - job.due_at).total_seconds(), 0.0) / self.clock.speed)
+                note("sent", job.delivery_id)
 
-    def _retry_or_fail(self, outcome: Outcome, job: DeliveryJob, reason: str) -> None:
-        if job.attempts >= self.settings.max_attempts:
-            outcome.failed.append((job.delivery_id, f"gave up after {job.attempts} attempts: {reason}"))
-            return
+    def _retry_or_fail(self, outcome: Outcome, job: DeliveryJob, reason: str, *, also: Outcome | None = None) -> None:
+        """Transient failure: back-off with jitter, until retry_window_seconds after the first
+        attempt; then the row fails with the reason (`course retry-failed` can requeue it)."""
+        now = self.clock.now()
+        first = job.first_attempt_at or now
+        window = wall_duration(self.clock, self.settings.retry_window_seconds)
         delay = retry_delay(
             job.attempts, base_seconds=self.settings.retry_base_seconds, max_seconds=self.settings.retry_max_seconds
         )
-        outcome.retry.append((job.delivery_id, self.clock.now() + wall_duration(self.clock, delay.total_seconds()), reason))
+        next_due = now + wall_duration(self.clock, delay.total_seconds())
+        for target in (outcome, also):
+            if target is None:
+                continue
+            if next_due - first > window:
+                target.failed.append((job.delivery_id, f"gave up after {job.attempts} attempts in {_span(now - first)}: {reason}"))
+            else:
+                target.retry.append((job.delivery_id, next_due, reason))
 
     def _message(self, job: DeliveryJob, batch: Batch, templates: dict[tuple[str, int], Template]) -> tuple[str, bytes]:
         values = {

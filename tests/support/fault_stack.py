@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import re
 import shutil
 import signal
@@ -194,6 +195,8 @@ class FaultySMTPServer:
         self._delay_until = 0.0
         self._hang_left = 0
         self.hang_seconds = 10.0
+        self.base_delay = 0.0  # every DATA reply waits this long (a slower relay, for long soaks)
+        self._random_refusals: list[tuple[float, str, float]] = []  # (probability, reply, until)
 
     @property
     def port(self) -> int:
@@ -216,6 +219,10 @@ class FaultySMTPServer:
     def delay_replies(self, seconds: float, for_seconds: float) -> None:
         self._delay = seconds
         self._delay_until = time.monotonic() + for_seconds
+
+    def refuse_randomly(self, probability: float, code: int, text_: str, for_seconds: float) -> None:
+        """Answer DATA with `code` for a random share of messages, for a while (soak runs)."""
+        self._random_refusals.append((probability, f"{code} {text_}", time.monotonic() + for_seconds))
 
     def hang_after_data(self, times: int, seconds: float = 10.0) -> None:
         self._hang_left = times
@@ -261,9 +268,15 @@ class _FaultyHandler:
     async def handle_DATA(self, smtp: SMTP, session: SMTPSession, envelope: Envelope) -> str:
         server = self.server
         await server._maybe_delay()
+        if server.base_delay:
+            await asyncio.sleep(server.base_delay)
         if time.monotonic() < server._refuse_until:
             server.refused += 1
             return server._refuse_reply
+        for probability, reply, until in list(server._random_refusals):
+            if time.monotonic() < until and random.random() < probability:
+                server.refused += 1
+                return reply
         data = envelope.original_content or b""
         server._record(data)
         if server._hang_left > 0:

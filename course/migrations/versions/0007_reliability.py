@@ -1,4 +1,4 @@
-"""heartbeats of the dispatcher, the workers and beat
+"""heartbeats of the dispatcher, the workers and beat; deliveries.first_attempt_at (retry window)
 
 Revision ID: 0007
 Revises: 0004
@@ -26,7 +26,11 @@ def upgrade() -> None:
         sa.Column("detail", sa.Text(), nullable=False),
         sa.PrimaryKeyConstraint("component"),
     )
+    with op.batch_alter_table("deliveries", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("first_attempt_at", sa.DateTime(timezone=True), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("deliveries", schema=None) as batch_op:
+        batch_op.drop_column("first_attempt_at")
     op.drop_table("heartbeats")
