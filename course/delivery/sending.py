@@ -69,6 +69,16 @@ class _Deadlines:
     give_up: float  # outcome writes are retried until this, then the task is abandoned
 
 
+def _fields(job: DeliveryJob) -> dict[str, object]:
+    """Structured fields of a log line about one delivery (for JSON log formatters)."""
+    return {"delivery_id": job.delivery_id, "campaign_id": job.campaign_id, "lesson_id": job.lesson_id, "kind": job.kind}
+
+
+def _about(job: DeliveryJob) -> str:
+    where = f"campaign {job.campaign_id}" if job.campaign_id is not None else f"lesson {job.lesson_id}" if job.lesson_id is not None else job.template or job.kind
+    return f"delivery {job.delivery_id} ({where}, attempt {job.attempts})"
+
+
 def _span(delta: timedelta) -> str:
     seconds = int(delta.total_seconds())
     if seconds < 3600:
@@ -189,6 +199,7 @@ class Sender:
                 return
             except PermanentSendError as exc:
                 metrics.SMTP_REPLIES.labels(metrics.code_class(exc.code)).inc()
+                log.warning("%s bounced: %s", _about(job), exc.reason, extra=_fields(job))
                 note("bounced", (job.delivery_id, job.subscriber_id, exc.reason))
             except ConnectionFailed as exc:
                 # The server is down: nothing else in this batch can go either.
@@ -201,15 +212,16 @@ class Sender:
                 # Perhaps delivered: back-off like a 4xx, never again at once (the same Message-ID
                 # lets the receiving side see a repeat for what it is).
                 metrics.SMTP_REPLIES.labels("unknown").inc()
-                log.warning("delivery %d: %s", job.delivery_id, exc.reason)
+                log.warning("%s unknown outcome: %s", _about(job), exc.reason, extra=_fields(job))
                 self._retry_or_fail(writer.group, job, exc.reason, also=everything)
                 writer.added()
             except TransientSendError as exc:
                 metrics.SMTP_REPLIES.labels(metrics.code_class(exc.code)).inc()
+                log.info("%s will be retried: %s", _about(job), exc.reason, extra=_fields(job))
                 self._retry_or_fail(writer.group, job, exc.reason, also=everything)
                 writer.added()
             except Exception as exc:  # a rendering bug must not lose the rest of the batch
-                log.exception("cannot build delivery %d", job.delivery_id)
+                log.exception("cannot build %s", _about(job), extra=_fields(job))
                 self._retry_or_fail(writer.group, job, f"cannot build message: {exc!r}", also=everything)
                 writer.added()
             else:

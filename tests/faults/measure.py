@@ -20,6 +20,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=5000)
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--code-root", type=Path, help="run the workers and beat from this checkout (e.g. main, for the before figures)")
     args = parser.parse_args()
     chosen = [BY_NAME[name] for name in args.names] if args.names else SCENARIOS
     postgres = PostgresCluster()
@@ -30,7 +31,7 @@ def main() -> None:
             for run in range(args.runs):
                 root = Path(tempfile.mkdtemp(prefix=f"fault-{scenario.name}-"))
                 started = time.monotonic()
-                with FaultStack(root, rows=args.rows, postgres=postgres) as stack:
+                with FaultStack(root, rows=args.rows, postgres=postgres, code_root=args.code_root) as stack:
                     result = run_scenario(stack, scenario)
                 row = {
                     "scenario": scenario.name, "title": scenario.title, "run": run + 1, "rows": args.rows,

@@ -53,6 +53,8 @@ DEFAULT_ENVIRONMENT = {
     "COURSE_RETRY_BASE_SECONDS": "2",
     "COURSE_RETRY_MAX_SECONDS": "30",
     "COURSE_SMTP_TIMEOUT": "3",
+    "COURSE_SMTP_CONNECT_TIMEOUT": "3",
+    "COURSE_SMTP_DATA_TIMEOUT": "3",
     "COURSE_DISPATCH_MAX_IN_FLIGHT": "2000",
     "COURSE_DISPATCH_INTERVAL_SECONDS": "1",
     "COURSE_HEARTBEAT_INTERVAL_SECONDS": "2",
@@ -308,8 +310,18 @@ class RunResult:
 
 
 class FaultStack:
-    def __init__(self, root: Path, *, rows: int, environment: dict[str, str] | None = None, postgres: PostgresCluster | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        rows: int,
+        environment: dict[str, str] | None = None,
+        postgres: PostgresCluster | None = None,
+        code_root: Path | None = None,
+    ) -> None:
         self.root = root
+        # Where the workers' and beat's code comes from (another checkout, to measure it "before").
+        self.code_root = code_root or PROJECT_ROOT
         self.rows = rows
         self.root.mkdir(parents=True, exist_ok=True)
         self._own_postgres = postgres is None
@@ -365,6 +377,7 @@ class FaultStack:
             "COURSE_SECRET_KEY": "fault-run-secret",
             "COURSE_BASE_URL": "https://courses.example.org",
             "COURSE_VAR_DIR": str(self.root / "var"),
+            "PYTHONPATH": str(PROJECT_ROOT),
             **self.extra_environment,
         }
 
@@ -395,8 +408,8 @@ class FaultStack:
     def _spawn(self, args: list[str], log_name: str) -> subprocess.Popen[bytes]:
         log = (self.root / log_name).open("ab")
         return subprocess.Popen(
-            args, env=self.environment, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            cwd=str(PROJECT_ROOT), start_new_session=True,
+            args, env={**self.environment, "PYTHONPATH": str(self.code_root)}, stdout=log, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, cwd=str(self.code_root), start_new_session=True,
         )  # fmt: skip
 
     def start_worker(self, concurrency: int = 2) -> subprocess.Popen[bytes]:
