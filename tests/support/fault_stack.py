@@ -84,8 +84,9 @@ def wait_until(predicate, timeout: float, what: str, interval: float = 0.2) -> N
 
 class PostgresCluster:
     """A throwaway cluster: initdb in its own folder (as the `postgres` user when we are root, since
-    PostgreSQL refuses to run as root), listening on 127.0.0.1 on a free port. Durability settings
-    are off: a restart here tests the application's reconnection, not the disk."""
+    PostgreSQL refuses to run as root), listening on 127.0.0.1 on a free port. fsync is off (no
+    fault here crashes the OS, so the page cache survives every restart), but commits stay
+    synchronous: an acknowledged commit must survive an immediate shutdown, as in production."""
 
     def __init__(self) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="course-faults-pg-"))
@@ -118,7 +119,7 @@ class PostgresCluster:
     def start(self) -> None:
         options = (
             f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.root} -c fsync=off "
-            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+            "-c full_page_writes=off -c max_connections=200"
         )
         self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", options, "-w", "-t", "60", "start")
 
