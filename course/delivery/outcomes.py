@@ -62,6 +62,9 @@ class GroupWriter:
     statements: int = 0  # flushes, for the bench's statements-per-email figure
     abandoned: bool = False
 
+    def __post_init__(self) -> None:
+        self.group = self.new_group()
+
     @property
     def open_count(self) -> int:
         return outcome_size(self.group)

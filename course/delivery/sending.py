@@ -1,6 +1,8 @@
-"""The sender: takes over a claimed batch, checks each row is still wanted, renders, sends over the
-one SMTP connection, and records the outcomes as they happen, a small group at a time
-(course/delivery/outcomes.py), so a killed worker or a database blip costs at most one group.
+"""The sender: batch control only. It takes over a claimed batch, checks each row is still wanted,
+has the composer (course.delivery.compose) build each message, hands it to the provider's transport
+(one kept-open connection) and records the outcomes, with the provider's name, as they happen, a
+small group at a time (course/delivery/outcomes.py), so a killed worker or a database blip costs at
+most one group.
 
 Failures are handled where they happen:
 - a 4xx reply, a time-out or a dropped connection puts the row back to pending with exponential
@@ -24,24 +26,25 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from course.clock import Clock, wall_duration
-from course.ledger import Batch, DeliveryJob, Outcome, message_id_for, record, take_over
-from course.delivery.links import LinkPurpose, Signer
-from course.delivery.mime import OutgoingMessage, build_message
-from course.models import DeliveryKind, EnrollmentStatus, SubscriberStatus
-from course.delivery.render import RenderedEmail, Renderer, Template, greeting_for
-from course.audience.schedule import retry_delay
-from course.settings import Settings
 from course import metrics
+from course.clock import Clock, wall_duration
+from course.delivery.compose import Composer, TemplateCache
+from course.delivery.links import Signer
 from course.delivery.outcomes import GroupWriter
-from course.delivery.transports.smtp import (
+from course.delivery.render import Renderer
+from course.delivery.retry import next_attempt
+from course.delivery.transports.base import (
+    DEFAULT_PROVIDER,
     ConnectionFailed,
     DeadlineReached,
     PermanentSendError,
-    SMTPTransport,
     TransientSendError,
+    Transport,
     UnknownOutcome,
 )
+from course.ledger import Batch, DeliveryJob, Outcome, record, take_over
+from course.models import DeliveryKind, EnrollmentStatus, SubscriberStatus
+from course.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -88,29 +91,23 @@ def _span(delta: timedelta) -> str:
     return f"{seconds // 86400} days"
 
 
-# Account mail: template name -> (subject, purpose of the signed link in its `action_url` slot).
-TRANSACTIONAL_MAIL: dict[str, tuple[str, LinkPurpose]] = {
-    "confirm": ("Please confirm your place in {course}", LinkPurpose.CONFIRM),
-    "already_enrolled": ("You are already enrolled in {course}", LinkPurpose.PREFERENCES),
-}
-
-
 class Sender:
     def __init__(
         self,
         settings: Settings,
         *,
         sessions: sessionmaker[Session],
-        transport: SMTPTransport,
+        transport: Transport,
         renderer: Renderer,
         signer: Signer,
         clock: Clock,
+        provider: str = DEFAULT_PROVIDER,
     ) -> None:
         self.settings = settings
         self.sessions = sessions
         self.transport = transport
-        self.renderer = renderer
-        self.signer = signer
+        self.provider = provider  # recorded with every outcome that went through `transport`
+        self.composer = Composer(settings, renderer=renderer, signer=signer, clock=clock)
         self.clock = clock
 
     def send_claimed(self, delivery_ids: list[int], token: str) -> SendReport:
@@ -143,8 +140,9 @@ class Sender:
             group_size=self.settings.outcome_group_size,
             group_seconds=self.settings.outcome_group_seconds,
             on_write=lambda result: metrics.OUTCOME_WRITES.labels(result).inc(),
+            new_group=lambda: Outcome(provider=self.provider),
         )
-        everything = Outcome()
+        everything = Outcome(provider=self.provider)
         self._send_batch(batch, stop_at, deadlines, writer, everything)
         if not writer.abandoned:
             writer.flush()
@@ -169,7 +167,7 @@ class Sender:
             getattr(everything, kind).append(item)
             return writer.added()
 
-        templates: dict[tuple[str, int], Template] = {}
+        templates = TemplateCache()  # each lesson rendered and its CSS inlined once per batch
         sendable = []
         for job in batch.jobs:
             verdict = _still_wanted(job, batch)
@@ -190,8 +188,8 @@ class Sender:
                 log.warning("lease nearly over: released %d deliveries unsent", len(sendable) - position)
                 return
             try:
-                sender_address, message = self._message(job, batch, templates)
-                self.transport.send(sender_address, job.email, message, deadline=deadlines.smtp)
+                composed = self.composer.delivery(job, batch, templates)
+                self.transport.send(composed.envelope_from, job.email, composed.message_bytes(), deadline=deadlines.smtp)
             except DeadlineReached:
                 for waiting in sendable[position:]:
                     writer.group.released.append(waiting.delivery_id)
@@ -206,7 +204,7 @@ class Sender:
                 metrics.SMTP_REPLIES.labels("unreachable").inc()
                 for waiting in sendable[position:]:
                     self._retry_or_fail(writer.group, waiting, exc.reason, also=everything)
-                log.warning("SMTP unreachable, %d deliveries wait: %s", len(sendable) - position, exc.reason)
+                log.warning("provider %s unreachable, %d deliveries wait: %s", self.provider, len(sendable) - position, exc.reason)
                 return
             except UnknownOutcome as exc:
                 # Perhaps delivered: back-off like a 4xx, never again at once (the same Message-ID
@@ -234,76 +232,23 @@ class Sender:
         """Transient failure: back-off with jitter, until retry_window_seconds after the first
         attempt; then the row fails with the reason (`course retry-failed` can requeue it)."""
         now = self.clock.now()
-        first = job.first_attempt_at or now
-        window = wall_duration(self.clock, self.settings.retry_window_seconds)
-        delay = retry_delay(
-            job.attempts, base_seconds=self.settings.retry_base_seconds, max_seconds=self.settings.retry_max_seconds
+        due = next_attempt(
+            job.attempts,
+            now=now,
+            first_attempt_at=job.first_attempt_at,
+            window=wall_duration(self.clock, self.settings.retry_window_seconds),
+            base_seconds=self.settings.retry_base_seconds,
+            max_seconds=self.settings.retry_max_seconds,
+            speed=self.clock.speed,
         )
-        next_due = now + wall_duration(self.clock, delay.total_seconds())
         for target in (outcome, also):
             if target is None:
                 continue
-            if next_due - first > window:
-                target.failed.append((job.delivery_id, f"gave up after {job.attempts} attempts in {_span(now - first)}: {reason}"))
+            if due is None:
+                span = _span(now - (job.first_attempt_at or now))
+                target.failed.append((job.delivery_id, f"gave up after {job.attempts} attempts in {span}: {reason}"))
             else:
-                target.retry.append((job.delivery_id, next_due, reason))
-
-    def _message(self, job: DeliveryJob, batch: Batch, templates: dict[tuple[str, int], Template]) -> tuple[str, bytes]:
-        values = {
-            "greeting": greeting_for(job.name),
-            "view_url": self.signer.url(LinkPurpose.VIEW, job.delivery_id),
-            "preferences_url": self.signer.url(LinkPurpose.PREFERENCES, job.subscriber_id),
-        }
-        if job.kind == DeliveryKind.LESSON and job.lesson_id is not None:
-            lesson = batch.lessons[job.lesson_id]
-            key = ("lesson", lesson.lesson_id)
-            if key not in templates:
-                templates[key] = self.renderer.lesson_template(course=lesson.course, lesson=lesson)
-            values["unsubscribe_url"] = self.signer.url(LinkPurpose.UNSUBSCRIBE, job.subscriber_id, lesson.course.course_id)
-            sender = (lesson.course.sender_name, lesson.course.sender_email)
-            list_id = f"{lesson.course.title} <{lesson.course.slug}.{self.settings.list_id_domain}>"
-        elif job.kind == DeliveryKind.CAMPAIGN and job.campaign_id is not None:
-            campaign = batch.campaigns[job.campaign_id]
-            key = ("campaign", campaign.campaign_id)
-            if key not in templates:
-                templates[key] = self.renderer.campaign_template(
-                    subject=campaign.subject, body_markdown=campaign.body_markdown, sender_name=campaign.sender_name
-                )
-            values["unsubscribe_url"] = self.signer.url(LinkPurpose.UNSUBSCRIBE, job.subscriber_id, None)
-            sender = (campaign.sender_name, campaign.sender_email)
-            list_id = f"{campaign.sender_name} <newsletter.{self.settings.list_id_domain}>"
-        elif job.kind == DeliveryKind.TRANSACTIONAL and job.template in TRANSACTIONAL_MAIL and job.course_id:
-            course = batch.courses[job.course_id]
-            subject_format, purpose = TRANSACTIONAL_MAIL[job.template]
-            key = (job.template, course.course_id)
-            if key not in templates:
-                templates[key] = self.renderer.transactional_template(
-                    job.template, subject=subject_format.format(course=course.title), context={"course": course, "link_valid_days": self.settings.confirm_link_max_age_days}
-                )
-            values["action_url"] = self.signer.url(purpose, job.subscriber_id, course.course_id)
-            values["unsubscribe_url"] = self.signer.url(LinkPurpose.UNSUBSCRIBE, job.subscriber_id, course.course_id)
-            sender = (course.sender_name, course.sender_email)
-            list_id = ""
-        else:
-            raise ValueError(f"delivery {job.delivery_id} ({job.kind}, template {job.template!r}) has nothing to send")
-        email: RenderedEmail = templates[key].fill(values)
-        message = build_message(
-            OutgoingMessage(
-                sender_name=sender[0],
-                sender_address=sender[1],
-                recipient_name=job.name,
-                recipient_address=job.email,
-                subject=email.subject,
-                text=email.text,
-                html=email.html,
-                message_id=message_id_for(job.delivery_id, self.settings.list_id_domain),
-                date=self.clock.now(),
-                list_id=list_id,
-                unsubscribe_url=values["unsubscribe_url"],
-                unsubscribe_mailto=self.settings.unsubscribe_mailto,
-            )
-        )
-        return sender[1], message
+                target.retry.append((job.delivery_id, due, reason))
 
 
 def _still_wanted(job: DeliveryJob, batch: Batch) -> str:

@@ -1,0 +1,48 @@
+""""View in browser": a sent lesson or newsletter as its recipient got it, built by the same
+composer as the message the sender sent (course.delivery.compose)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse
+from sqlalchemy import func, select
+
+from course.clock import get_clock
+from course.delivery.compose import Composer, Recipient, campaign_content, lesson_content
+from course.delivery.links import LinkPurpose
+from course.models import Campaign, Delivery, DeliveryKind, DeliveryState, Lesson, Subscriber
+from course.web.public.forms import SiteDep
+from course.web.security import EMAIL_VIEW_CSP
+from course.web.site import PageError, ids_from
+
+router = APIRouter(include_in_schema=False)
+
+
+@router.get("/view/{token}", response_class=HTMLResponse)
+def view_in_browser(token: str, request: Request, site: SiteDep) -> HTMLResponse:
+    """A sent lesson or newsletter as the recipient got it: the HTML part of the composed message."""
+    (delivery_id,) = ids_from(site.read_link(LinkPurpose.VIEW, token), required=1)
+    composer = Composer(site.settings, renderer=site.renderer, signer=site.signer, clock=get_clock(site.settings))
+    with site.sessions.begin() as session:
+        delivery = session.get(Delivery, delivery_id)
+        if delivery is None or delivery.state != DeliveryState.SENT:
+            raise PageError(404, "Nothing to show", "This email is not available to view any more.")
+        subscriber = session.get(Subscriber, delivery.subscriber_id)
+        assert subscriber is not None  # the foreign key cascades
+        recipient = Recipient.of_subscriber(subscriber, delivery_id=delivery.id)
+        if delivery.kind == DeliveryKind.LESSON and delivery.lesson_id is not None:
+            lesson = session.get(Lesson, delivery.lesson_id)
+            assert lesson is not None
+            lesson_count = session.scalar(
+                select(func.count()).where(Lesson.course_id == lesson.course_id, Lesson.retired_at.is_(None))
+            )
+            composed = composer.lesson(recipient, lesson_content(lesson, lesson_count=lesson_count))
+        elif delivery.kind == DeliveryKind.CAMPAIGN and delivery.campaign_id is not None:
+            campaign = session.get(Campaign, delivery.campaign_id)
+            assert campaign is not None
+            composed = composer.campaign(recipient, campaign_content(campaign))
+        else:
+            raise PageError(404, "Nothing to show", "Only lessons and newsletters can be viewed in a browser.")
+    response = HTMLResponse(composed.email.html, headers={"cache-control": "no-store", "x-robots-tag": "noindex"})
+    response.headers["content-security-policy"] = EMAIL_VIEW_CSP
+    return response
