@@ -308,6 +308,9 @@ class Delivery(Base):
     due_at: Mapped[datetime] = mapped_column(UTCDateTime)
     state: Mapped[str] = mapped_column(String(20), default=DeliveryState.PENDING)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # When the first attempt was taken over: transient failures are retried until retry_window_seconds
+    # after it. Cleared when the row is requeued by hand.
+    first_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     lease_token: Mapped[str | None] = mapped_column(String(36))
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_error: Mapped[str | None] = mapped_column(Text)
@@ -360,3 +363,17 @@ class SignupRequest(Base):
     handled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # The confirmation mail this signup caused, if any: its link names this row's details.
     confirm_delivery_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("deliveries.id", ondelete="CASCADE"))
+
+
+class Heartbeat(Base):
+    """The last sign of life of each long-running part (one row per component): the dispatcher
+    writes one after every run, each worker and beat every few seconds. `course status`, the web
+    app's /readyz and the containers' health checks read them; a stale one is an alarm."""
+
+    __tablename__ = "heartbeats"
+
+    component: Mapped[str] = mapped_column(String(200), primary_key=True)  # "dispatcher", "worker:host", "beat"
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    beat_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    detail: Mapped[str] = mapped_column(Text, default="")

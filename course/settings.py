@@ -34,7 +34,9 @@ class ProviderSettings(BaseModel):
     username: str = ""
     password: str = ""
     starttls: bool = False
-    timeout: float = Field(30.0, gt=0)
+    timeout: float = Field(30.0, gt=0)  # per command
+    connect_timeout: float = Field(10.0, gt=0)  # connect, greeting, EHLO, STARTTLS, AUTH
+    data_timeout: float = Field(600.0, gt=0)  # the reply to the end of DATA
     # Messages per second at most through this provider. Accepted and validated, not enforced yet:
     # the per-provider limit lands with routing (issue 9 leaves room for it here).
     max_per_second: float | None = Field(None, gt=0)
@@ -58,7 +60,12 @@ class Settings(BaseSettings):
     smtp_username: str = ""
     smtp_password: str = ""
     smtp_starttls: bool = False
-    smtp_timeout: float = 30.0
+    # Time-outs per SMTP phase: connecting (and the greeting/EHLO), each command, and the reply to the
+    # end of DATA, which a slow but healthy server may take long to give (RFC 5321 suggests 10 min).
+    # Each is cut shorter when the task's lease would otherwise run out mid-transaction.
+    smtp_connect_timeout: float = 10.0
+    smtp_timeout: float = 30.0  # per command
+    smtp_data_timeout: float = 600.0
     # Further providers by name, as JSON: {"bulk-relay": {"host": "smtp.example.net", "port": 587,
     # "username": "...", "password": "...", "starttls": true, "max_per_second": 50}}. The name
     # "default" is reserved for the COURSE_SMTP_* provider above.
@@ -79,9 +86,28 @@ class Settings(BaseSettings):
     dispatch_max_in_flight: int = 50_000
     send_chunk_size: int = 500  # deliveries per send task: 5 statements and 2 Redis commands a task (docs/performance.md)
     lease_seconds: int = 300
+    # A row whose worker died on this many attempts in a row is given up (a message that crashes its
+    # worker must not crash-loop the fleet). Transient SMTP failures are bounded by time instead:
     max_attempts: int = 8
+    # A row that keeps failing transiently (4xx, time-outs, unknown outcomes, relay unreachable) is
+    # retried with back-off for this long after its first attempt, like an MTA's queue lifetime, then
+    # marked failed; `course retry-failed` requeues failed rows on purpose.
+    retry_window_seconds: float = 3 * 86400.0
+    # A send task records outcomes as they happen, a group at a time: when it holds this many, or is
+    # this old, whichever comes first (course/delivery/outcomes.py).
+    outcome_group_size: int = 50
+    outcome_group_seconds: float = 0.25
     retry_base_seconds: float = 60.0
     retry_max_seconds: float = 6 * 3600.0
+
+    # Signs of life (course/health.py): worker and beat write a heartbeat this often; one older than
+    # heartbeat_stale_seconds (or three of its periods) is an alarm in /readyz, `course status` and
+    # `course health`.
+    heartbeat_interval_seconds: float = 10.0
+    heartbeat_stale_seconds: float = 60.0
+    # Worker metrics in prometheus_client's multiprocess mode: each Celery process writes its counters
+    # here and `course metrics` serves them merged. Empty: each process keeps its own (no export).
+    metrics_dir: Path | None = None
 
     # Demo clock: the course calendar runs `clock_speed` times faster than the wall clock,
     # counted from `clock_origin` (a Unix time). speed 1 is the real clock.
@@ -144,6 +170,8 @@ class Settings(BaseSettings):
             password=self.smtp_password,
             starttls=self.smtp_starttls,
             timeout=self.smtp_timeout,
+            connect_timeout=self.smtp_connect_timeout,
+            data_timeout=self.smtp_data_timeout,
         )
 
     @property

@@ -178,6 +178,9 @@ def status() -> None:
     for slug, enrollment_status, count in courses:
         console.print(f"course {slug}: {count} {enrollment_status}")
     console.print(f"next due: {next_due.isoformat() if next_due else 'nothing pending'}")
+    from course.cli.ops import print_heartbeats
+
+    print_heartbeats()
 
 
 @app.command()
@@ -190,6 +193,9 @@ def worker(
     loglevel: str = "INFO",
 ) -> None:
     """Run a Celery worker (sends mail; scale out by running more of these)."""
+    from course.cli.ops import prepare_worker_metrics
+
+    prepare_worker_metrics()  # before Celery (and prometheus_client) are imported
     from worker.app import app as celery_app
 
     refuse_unsafe(get_settings())
@@ -263,6 +269,12 @@ def _register_bench_and_campaigns() -> None:
     app.command("bench")(bench_command)
     app.add_typer(campaign_app, name="campaign", help="Schedule and list newsletter campaigns.")
     app.command("tag")(tag_command)
+    from course.cli.ops import audit_command, health_command, metrics_command, retry_failed_command
+
+    app.command("audit")(clear_errors(audit_command))
+    app.command("health")(health_command)
+    app.command("metrics")(metrics_command)
+    app.command("retry-failed")(clear_errors(retry_failed_command))
 
 
 _register_bench_and_campaigns()
