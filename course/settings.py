@@ -72,6 +72,13 @@ class Settings(BaseSettings):
     # calls need no CORS at all.
     api_cors_origins: str = ""
 
+    # Web admin (course/web/admin, course/accounts).
+    admin_session_idle_minutes: int = 60  # a session unused this long ends
+    admin_session_max_hours: int = 12  # and every session ends this long after sign-in
+    admin_login_limit_per_account: int = 5  # failed sign-ins per account per admin_login_window_seconds
+    admin_login_limit_per_ip: int = 20  # failed sign-ins per IP address per window
+    admin_login_window_seconds: int = 900
+
     @property
     def api_cors_origin_list(self) -> list[str]:
         return [origin.rstrip("/") for origin in self.api_cors_origins.replace(",", " ").split()]
