@@ -117,4 +117,4 @@ def campaign_summary(session: Session, campaign_id: int, *, now: datetime) -> Ca
 
 
 def status_counts(session: Session) -> dict[str, int]:
-    return dict(session.execute(select(Campaign.status, func.count()).group_by(Campaign.status)).tuples().all())
+    return {status: count for status, count in session.execute(select(Campaign.status, func.count()).group_by(Campaign.status))}
