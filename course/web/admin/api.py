@@ -18,8 +18,17 @@ from course.web.admin.auth import OwnerToken, SiteDep, ViewerToken
 
 router = APIRouter(prefix="/api/admin", tags=["admin"])
 
-_UNAUTHORIZED = {401: {"description": "no valid API token"}, 403: {"description": "the token's role is too low"}}
+class ErrorOut(BaseModel):
+    detail: str
+
+
+_UNAUTHORIZED: dict[int | str, dict[str, object]] = {
+    401: {"model": ErrorOut, "description": "no valid API token"},
+    403: {"model": ErrorOut, "description": "the token's role is too low"},
+}
+_NOT_FOUND: dict[int | str, dict[str, object]] = {404: {"model": ErrorOut, "description": "no such campaign or token"}}
 CampaignId = Annotated[int, Path(ge=1, le=2**31 - 1)]
+TokenId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 
 
 class Me(BaseModel):
@@ -118,7 +127,7 @@ def _summary(site: SiteDep, campaign_id: int) -> CampaignSummary:
 
 
 @router.get(
-    "/campaigns/{campaign_id}", response_model=CampaignDetailOut, responses={**_UNAUTHORIZED, 404: {"description": "no such campaign"}}
+    "/campaigns/{campaign_id}", response_model=CampaignDetailOut, responses={**_UNAUTHORIZED, **_NOT_FOUND}
 )
 def get_campaign(campaign_id: CampaignId, site: SiteDep, actor: ViewerToken) -> CampaignDetailOut:
     summary = _summary(site, campaign_id)
@@ -126,7 +135,7 @@ def get_campaign(campaign_id: CampaignId, site: SiteDep, actor: ViewerToken) -> 
 
 
 @router.get(
-    "/campaigns/{campaign_id}/progress", response_model=ProgressOut, responses={**_UNAUTHORIZED, 404: {"description": "no such campaign"}}
+    "/campaigns/{campaign_id}/progress", response_model=ProgressOut, responses={**_UNAUTHORIZED, **_NOT_FOUND}
 )
 def get_progress(campaign_id: CampaignId, site: SiteDep, actor: ViewerToken) -> ProgressOut:
     """Sent, failed, bounced and remaining rows, the rate over the last minute and an ETA."""
@@ -157,7 +166,10 @@ def list_tokens(site: SiteDep, actor: OwnerToken) -> list[TokenOut]:
         return [TokenOut(**_token_out(token)) for token in list_api_tokens(session)]
 
 
-@router.post("/tokens", response_model=CreatedToken, status_code=201, responses=_UNAUTHORIZED)
+@router.post(
+    "/tokens", response_model=CreatedToken, status_code=201,
+    responses={**_UNAUTHORIZED, 400: {"model": ErrorOut, "description": "a name the rules refuse"}},
+)  # fmt: skip
 def create_token(site: SiteDep, actor: OwnerToken, body: Annotated[NewToken, Body()]) -> CreatedToken:
     """A new token with a role of its own; its value is in this answer only."""
     try:
@@ -165,13 +177,13 @@ def create_token(site: SiteDep, actor: OwnerToken, body: Annotated[NewToken, Bod
             token, raw = create_api_token(session, name=body.name, role=parse_role(body.role), created_by=None, now=site.now())
             return CreatedToken(**_token_out(token), token=raw)
     except (AccountError, CredentialError) as exc:
-        raise HTTPException(422, str(exc)) from None
+        raise HTTPException(400, str(exc)) from None
 
 
 @router.post(
-    "/tokens/{token_id}/revoke", response_model=TokenOut, responses={**_UNAUTHORIZED, 404: {"description": "no such token"}}
+    "/tokens/{token_id}/revoke", response_model=TokenOut, responses={**_UNAUTHORIZED, **_NOT_FOUND}
 )
-def revoke_token(token_id: CampaignId, site: SiteDep, actor: OwnerToken) -> TokenOut:
+def revoke_token(token_id: TokenId, site: SiteDep, actor: OwnerToken) -> TokenOut:
     try:
         with site.sessions.begin() as session:
             return TokenOut(**_token_out(revoke_api_token(session, token_id, now=site.now())))
