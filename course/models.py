@@ -95,6 +95,7 @@ class CampaignStatus(enum.StrEnum):
     DRAFT = "draft"
     SCHEDULED = "scheduled"
     SENDING = "sending"  # fanned out into the ledger
+    PAUSED = "paused"  # fanned out, its unsent rows held until resumed
     DONE = "done"
     CANCELLED = "cancelled"
 
@@ -199,6 +200,16 @@ class Campaign(Base):
     send_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     fanned_out_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Added for the web admin (migration 0006).
+    preheader: Mapped[str] = mapped_column(String(200), default="", server_default="")
+    # course.campaigns.audience.Audience as JSON; None: the older segment_tag rule.
+    audience: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # "At 09:00 on 10 March in each subscriber's own zone": the wall time; send_at is then when
+    # the fan-out runs (the rows carry each zone's moment).
+    send_local: Mapped[datetime | None] = mapped_column(DateTime(timezone=False))
+    created_by: Mapped[int | None] = mapped_column(Integer)  # admins.id (no FK: see migration 0006)
+    updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    paused_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class Delivery(Base):

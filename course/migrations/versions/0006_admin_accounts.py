@@ -1,4 +1,5 @@
-"""admin accounts: admins (argon2 password, role, optional TOTP), recovery codes, sessions, API tokens
+"""admin accounts: admins (argon2 password, role, optional TOTP), recovery codes, sessions, API tokens;
+campaign fields the web admin edits (preheader, audience, local-time schedule, author, pause)
 
 Revision ID: 0006
 Revises: 0004
@@ -69,7 +70,22 @@ def upgrade() -> None:
     )
 
 
+    # Plain ADD COLUMNs: SQLite would have to copy the campaigns table to add a foreign key, and
+    # dropping the old copy would cascade into deliveries. created_by is therefore a bare id.
+    op.add_column("campaigns", sa.Column("preheader", sa.String(length=200), server_default="", nullable=False))
+    op.add_column("campaigns", sa.Column("audience", sa.JSON(), nullable=True))
+    op.add_column("campaigns", sa.Column("send_local", sa.DateTime(timezone=False), nullable=True))
+    op.add_column("campaigns", sa.Column("created_by", sa.Integer(), nullable=True))
+    op.add_column("campaigns", sa.Column("updated_at", sa.DateTime(timezone=True), nullable=True))
+    op.add_column("campaigns", sa.Column("paused_at", sa.DateTime(timezone=True), nullable=True))
+
+
+CAMPAIGN_COLUMNS = ("paused_at", "updated_at", "created_by", "send_local", "audience", "preheader")
+
+
 def downgrade() -> None:
+    for name in CAMPAIGN_COLUMNS:  # plain DROP COLUMN (SQLite >= 3.35), for the reason above
+        op.drop_column("campaigns", name)
     op.drop_table("api_tokens")
     op.drop_index("ix_admin_sessions_admin_id", table_name="admin_sessions")
     op.drop_table("admin_sessions")
