@@ -30,7 +30,7 @@ from course.accounts.credentials import (
     totp_code_is_valid,
     verify_password,
 )
-from course.audience.subscriptions import RateLimit, rate_limit_key, take_rate_limit, window_start
+from course.ratelimit import RateLimit, rate_limit_key, take_rate_limit, window_start
 from course.models import Admin, AdminRecoveryCode, AdminRole, AdminSession, ApiToken, RateLimitHit
 from course.settings import Settings
 

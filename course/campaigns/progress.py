@@ -10,10 +10,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from course.models import Campaign, CampaignStatus, Delivery, DeliveryState
+from course.models import UNSETTLED_DELIVERY_STATES, Campaign, CampaignStatus, Delivery, DeliveryState
 
-# Rows the campaign still waits on; everything else is settled.
-UNSETTLED_STATES = (DeliveryState.PENDING, DeliveryState.HELD, DeliveryState.LEASED, DeliveryState.SENDING)
 RATE_WINDOW = timedelta(minutes=1)  # the "current rate" is what was sent in the last minute
 
 
@@ -40,7 +38,7 @@ class Progress:
 
 def progress_from_counts(counts: dict[str, int], *, sent_last_window: int) -> Progress:
     """Pure: counts per delivery state (and what was sent in the last minute) -> progress."""
-    remaining = sum(counts.get(state, 0) for state in UNSETTLED_STATES)
+    remaining = sum(counts.get(state, 0) for state in UNSETTLED_DELIVERY_STATES)
     eta = None
     if remaining and sent_last_window:
         eta = int(remaining / sent_last_window * RATE_WINDOW.total_seconds())

@@ -1,10 +1,12 @@
 """The web admin in Debian's Chromium (Playwright) against the app under uvicorn: sign in, the
 campaign list and a campaign, the owner pages and the account page, each at 1280 and 390 px, each
-checked by axe-core (no serious or critical violation) and screenshotted into tests/artefacts/admin/.
+checked by axe-core (no serious or critical violation) and screenshotted into the folder named by
+COURSE_TEST_ARTEFACTS (its admin/ subfolder), or else pytest's temporary folder; the test prints where.
 A console error (how a CSP violation shows up) fails the test."""
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 import time
@@ -21,7 +23,6 @@ from course.campaigns.service import fan_out, schedule_campaign, tag_subscribers
 from course.clock import ManualClock
 from course.db import get_engine
 from course.models import AdminRole, Campaign, CampaignStatus, Delivery, DeliveryState, Subscriber
-from course.settings import PROJECT_ROOT
 from course.web.app import create_app
 from tests.support.admin_fixtures import PASSWORD, make_admin, make_token
 from tests.support.smtp_server import RecordingSMTPServer
@@ -31,8 +32,17 @@ pytestmark = pytest.mark.browser
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-ARTEFACTS = PROJECT_ROOT / "tests" / "artefacts" / "admin"
 VIEWPORTS = {"desktop": {"width": 1280, "height": 900}, "phone": {"width": 390, "height": 844}}
+
+
+@pytest.fixture
+def artefacts(tmp_path_factory: pytest.TempPathFactory, capsys: pytest.CaptureFixture[str]) -> Path:
+    configured = os.environ.get("COURSE_TEST_ARTEFACTS")
+    folder = (Path(configured).resolve() / "admin") if configured else tmp_path_factory.mktemp("admin-screenshots")
+    folder.mkdir(parents=True, exist_ok=True)
+    with capsys.disabled():
+        print(f"\nadmin screenshots: {folder}")
+    return folder
 
 
 @pytest.fixture
@@ -102,7 +112,7 @@ def check_accessibility(page: Any, name: str) -> list[str]:
     ]
 
 
-def test_admin_pages_in_chromium_look_right_and_pass_axe(admin_live_stack: WebStack) -> None:
+def test_admin_pages_in_chromium_look_right_and_pass_axe(admin_live_stack: WebStack, artefacts: Path) -> None:
     if not CHROMIUM.exists():
         pytest.skip(f"Debian's Chromium is not installed at {CHROMIUM} (apt-get install chromium)")
     from playwright.sync_api import expect, sync_playwright
@@ -114,7 +124,6 @@ def test_admin_pages_in_chromium_look_right_and_pass_axe(admin_live_stack: WebSt
     make_admin(stack.sessions, "editor@example.org", AdminRole.EDITOR, now=now)
     make_token(stack.sessions, AdminRole.EDITOR, now=now)
     base = stack.settings.base_url
-    ARTEFACTS.mkdir(parents=True, exist_ok=True)
     problems: list[str] = []
     console_errors: list[str] = []
 
@@ -128,7 +137,7 @@ def test_admin_pages_in_chromium_look_right_and_pass_axe(admin_live_stack: WebSt
                 page.on("console", lambda message: message.type == "error" and console_errors.append(message.text))
 
                 def visit(name: str) -> None:
-                    page.screenshot(path=ARTEFACTS / f"{name}-{label}.png", full_page=True)
+                    page.screenshot(path=artefacts / f"{name}-{label}.png", full_page=True)
                     problems.extend(check_accessibility(page, f"{name}@{label}"))
 
                 page.goto(f"{base}/admin/campaigns")
