@@ -164,12 +164,14 @@ def fan_out_campaign_rows(
     campaign_id: int,
     recipients: Select[Any],
     *,
-    due_at: datetime,
+    due_at: datetime | ColumnElement[Any],
     now: datetime,
     analyze_after_rows: int,
 ) -> int:
     """One pending campaign row per subscriber id that `recipients` (a SELECT of one column of
-    subscriber ids) yields, all due at `due_at`, in one INSERT … SELECT. ON CONFLICT DO NOTHING on
+    subscriber ids) yields, due at `due_at`, in one INSERT … SELECT. `due_at` is one moment, or an
+    expression over the recipients' columns (a campaign sent at a local time in each subscriber's
+    own zone: a CASE on subscribers.timezone). ON CONFLICT DO NOTHING on
     (subscriber, campaign) makes a repeated or concurrent fan-out harmless. Writing
     `analyze_after_rows` rows or more refreshes the planner statistics. Returns how many rows were
     written."""
@@ -177,7 +179,7 @@ def fan_out_campaign_rows(
         literal(DeliveryKind.CAMPAIGN.value, String),
         literal(campaign_id, Integer),
         literal(int(DeliveryPriority.BULK), SmallInteger),
-        literal(due_at, UTCDateTime()),
+        literal(due_at, UTCDateTime()) if isinstance(due_at, datetime) else due_at,
         literal(DeliveryState.PENDING.value, String),
         literal(0, Integer),
         literal(now, UTCDateTime()),
@@ -242,6 +244,18 @@ def cancel_campaign_rows(session: Session, campaign_id: int) -> int:
     """Cancel a campaign's open rows; rows already handed to a worker are caught by the sender's
     check at send time."""
     return _set_state(session, Delivery.campaign_id == campaign_id, OPEN_DELIVERY_STATES, DeliveryState.CANCELLED)
+
+
+def hold_campaign_rows(session: Session, campaign_id: int) -> int:
+    """A paused campaign: its rows not yet taken over by a sender (pending, or leased to a send task
+    that has not started them) wait, held. Holding drops the lease token, so a send task that still
+    carries these ids takes none of them over: the pause reaches rows already handed to a worker."""
+    return _set_state(session, Delivery.campaign_id == campaign_id, QUEUED_DELIVERY_STATES, DeliveryState.HELD)
+
+
+def release_campaign_rows(session: Session, campaign_id: int) -> int:
+    """A resumed campaign: each held row is pending again, once (sent rows are never touched)."""
+    return _set_state(session, Delivery.campaign_id == campaign_id, (DeliveryState.HELD,), DeliveryState.PENDING)
 
 
 def cancel_lesson_rows(session: Session, lesson_ids: Sequence[int]) -> int:

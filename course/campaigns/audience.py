@@ -168,6 +168,14 @@ def check_audience(session: Session, audience: Audience) -> int | None:
     return course_id
 
 
+def resolve_course(session: Session, audience: Audience) -> int | None:
+    """The course's id for the fan-out, which does not re-check tags: a course gone since
+    scheduling reaches nobody (id 0 matches no enrollment) rather than everybody."""
+    if audience.course is None:
+        return None
+    return session.scalar(select(Course.id).where(Course.slug == audience.course)) or 0
+
+
 def recipients(audience: Audience, course_id: int | None) -> Select[Any]:
     """SELECT subscribers.id of everyone the audience reaches: one statement, with one EXISTS per
     condition (each answered from an index: tags by ix_subscriber_tags_tag, enrollments by their
