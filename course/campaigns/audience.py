@@ -216,3 +216,17 @@ def count_audience(session: Session, audience: Audience) -> int:
     """How many subscribers the audience reaches now (an unknown tag or course raises)."""
     course_id = check_audience(session, audience)
     return session.scalar(select(func.count()).select_from(recipients(audience, course_id).subquery())) or 0
+
+
+def tag_counts(session: Session) -> list[tuple[str, int]]:
+    """Every tag in use with how many active subscribers have it, by tag."""
+    return [
+        (tag, count)
+        for tag, count in session.execute(
+            select(SubscriberTag.tag, func.count(Subscriber.id))
+            .join(Subscriber, Subscriber.id == SubscriberTag.subscriber_id)
+            .where(Subscriber.status == SubscriberStatus.ACTIVE)
+            .group_by(SubscriberTag.tag)
+            .order_by(SubscriberTag.tag)
+        )
+    ]

@@ -43,6 +43,10 @@ class EditError(ValueError):
         self.fields = fields or {}
 
 
+class CampaignMissing(EditError):
+    """No campaign with that id."""
+
+
 @dataclass(frozen=True)
 class Sender:
     name: str
@@ -142,7 +146,7 @@ def _editable(session: Session, campaign_id: int) -> Campaign:
     """The campaign, locked for this transaction, if it may still be edited."""
     campaign = session.scalars(select(Campaign).where(Campaign.id == campaign_id).with_for_update()).first()
     if campaign is None:
-        raise EditError(f"no campaign with id {campaign_id}")
+        raise CampaignMissing(f"no campaign with id {campaign_id}")
     if campaign.status not in EDITABLE:
         raise EditError(
             f"campaign {campaign_id} is {campaign.status}: only drafts and scheduled campaigns can be edited "
@@ -167,7 +171,7 @@ def update_draft(session: Session, campaign_id: int, draft: Draft, *, now: datet
 def duplicate(session: Session, campaign_id: int, *, author: int | None, now: datetime) -> Campaign:
     original = session.get(Campaign, campaign_id)
     if original is None:
-        raise EditError(f"no campaign with id {campaign_id}")
+        raise CampaignMissing(f"no campaign with id {campaign_id}")
     copy = Campaign(
         name=f"Copy of {original.name}"[:200],
         subject=original.subject,
@@ -270,7 +274,7 @@ def unschedule(session: Session, campaign_id: int, *, now: datetime) -> None:
 def _change_status(session: Session, campaign_id: int, allowed: tuple[CampaignStatus, ...], verb: str) -> Campaign:
     campaign = session.scalars(select(Campaign).where(Campaign.id == campaign_id).with_for_update()).first()
     if campaign is None:
-        raise EditError(f"no campaign with id {campaign_id}")
+        raise CampaignMissing(f"no campaign with id {campaign_id}")
     if campaign.status not in allowed:
         raise EditError(f"campaign {campaign_id} is {campaign.status}: it cannot be {verb}")
     return campaign

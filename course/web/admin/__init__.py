@@ -6,14 +6,15 @@ from __future__ import annotations
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
-from course.web.admin import accounts, api, campaigns, login
+from course.web.admin import accounts, api, campaigns, editor, login
 from course.web.admin.auth import PASSWORD_PATH, AdminPageError, PasswordChangeRequired, SignInRequired, login_url
 from course.web.admin.views import error_page, see_other
 from course.web.site import get_site
 
 
 def install(app: FastAPI) -> None:
-    for module in (login, campaigns, accounts, api):
+    # editor before campaigns: /admin/campaigns/new must not reach /admin/campaigns/{campaign_id}.
+    for module in (login, editor, campaigns, accounts, api):
         app.include_router(module.router)
 
     @app.exception_handler(SignInRequired)

@@ -8,12 +8,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, HTTPException, Path
 from pydantic import BaseModel, Field
-from sqlalchemy import func, select
 
 from course.accounts.credentials import CredentialError, parse_role
 from course.accounts.store import AccountError, create_api_token, list_api_tokens, revoke_api_token
 from course.campaigns.progress import CampaignSummary, campaign_summaries, campaign_summary
-from course.models import AdminRole, Subscriber, SubscriberStatus, SubscriberTag
+from course.campaigns.audience import tag_counts
+from course.models import AdminRole
 from course.web.admin.auth import OwnerToken, SiteDep, ViewerToken
 
 router = APIRouter(prefix="/api/admin", tags=["admin"])
@@ -146,13 +146,7 @@ def get_progress(campaign_id: CampaignId, site: SiteDep, actor: ViewerToken) -> 
 def list_tags(site: SiteDep, actor: ViewerToken) -> list[TagOut]:
     """Every tag in use, with how many active subscribers have it."""
     with site.sessions.begin() as session:
-        rows = session.execute(
-            select(SubscriberTag.tag, func.count(Subscriber.id))
-            .join(Subscriber, Subscriber.id == SubscriberTag.subscriber_id)
-            .where(Subscriber.status == SubscriberStatus.ACTIVE)
-            .group_by(SubscriberTag.tag)
-            .order_by(SubscriberTag.tag)
-        ).all()
+        rows = tag_counts(session)
     return [TagOut(tag=tag, active_subscribers=count) for tag, count in rows]
 
 

@@ -9,7 +9,11 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 
 from course.web.admin.auth import SESSION_COOKIE, SESSION_COOKIE_PATH, Actor, AdminPageError
+from course.web.security import PAGE_CSP
 from course.web.site import Site
+
+# The public pages' policy, plus fetches to our own origin: the progress poll.
+ADMIN_CSP = PAGE_CSP.replace("default-src 'none';", "default-src 'none'; connect-src 'self';")
 
 # The navigation, in order: (path, label, what it needs)
 NAV = (
@@ -28,7 +32,9 @@ def admin_page(
         for path, label, role in NAV
         if actor is not None and actor.admin is not None and actor.may(role)  # type: ignore[arg-type]
     ]
-    return site.page(request, f"admin/{template}", status=status, actor=actor, nav=nav, **context)
+    response = site.page(request, f"admin/{template}", status=status, csp=ADMIN_CSP, actor=actor, nav=nav, **context)
+    response.headers["x-frame-options"] = "DENY"
+    return response
 
 
 def see_other(path: str) -> RedirectResponse:
