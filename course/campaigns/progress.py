@@ -33,7 +33,7 @@ class Progress:
 
     @property
     def percent_settled(self) -> int:
-        return 100 if self.total == 0 else int(100 * self.settled / self.total)
+        return 0 if self.total == 0 else int(100 * self.settled / self.total)
 
 
 def progress_from_counts(counts: dict[str, int], *, sent_last_window: int) -> Progress:

@@ -1,0 +1,133 @@
+"""The campaign editor through its pages, as an editor's browser uses them: bad input comes back
+with a message per field and nothing stored; a draft is saved, counted, scheduled, paused, resumed
+and cancelled; the progress JSON the page polls; a campaign edited while sending is refused."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+
+from course.campaigns.service import fan_out, tag_subscribers
+from course.models import AdminRole, Campaign, CampaignStatus, Delivery, DeliveryState, Subscriber
+from tests.support.admin_fixtures import csrf_of, make_admin, sign_in
+from tests.support.web_fixtures import WebStack
+from tests.support.web_fixtures import *  # noqa: F403
+
+SENDER = "newsletter@example.org"  # the default COURSE_CAMPAIGN_SENDERS entry
+
+
+def _readers(stack: WebStack, count: int = 3) -> None:
+    now = stack.clock.now()
+    with stack.sessions.begin() as session:
+        for n in range(count):
+            session.add(Subscriber(email=f"r{n}@example.org", name=f"R{n}", timezone="Europe/Berlin", status="active", created_at=now))
+        session.flush()
+        for n in range(count):
+            tag_subscribers(session, f"r{n}@example.org", ["readers"])
+
+
+def _form(client: TestClient, path: str, **changes: str) -> dict[str, str]:
+    data = {
+        "name": "March news", "subject": "What is rising", "preheader": "Rye and spelt", "sender": SENDER,
+        "body_markdown": "# Hello\n\nBread news.", "tags_any": "readers", "tags_all": "", "course": "",
+        "course_stage": "any", "min_lesson": "", "exclude_tags": "", "action": "save", "csrf_token": csrf_of(client, path),
+    }  # fmt: skip
+    data.update(changes)
+    return data
+
+
+def _campaigns(stack: WebStack) -> int:
+    with stack.sessions() as session:
+        return session.scalar(select(func.count()).select_from(Campaign)) or 0
+
+
+def test_bad_input_comes_back_with_messages_and_stores_nothing(web_stack: WebStack, client: TestClient) -> None:
+    _readers(web_stack)
+    make_admin(web_stack.sessions, "ed@example.org", AdminRole.EDITOR, now=web_stack.clock.now())
+    sign_in(client, "ed@example.org")
+    cases = [
+        ({"subject": ""}, "The subject is empty."),
+        ({"subject": "Hi\r\nBcc: all@example.org"}, "must be one line"),
+        ({"sender": "Spoof <ceo@example.org>"}, "Choose a sender"),
+        ({"body_markdown": "<p onclick=\"steal()\">Hi</p>"}, "event handlers are not allowed"),
+        ({"body_markdown": "<script>alert(1)</script>"}, "HTML that email cannot carry"),
+        ({"tags_any": "nosuchtag"}, "No subscriber has the tag &#39;nosuchtag&#39;"),
+        ({"body_markdown": "x" * 60_000}, "the most a campaign can have is 50,000"),
+    ]
+    for changes, message in cases:
+        page = client.post("/admin/campaigns/new", data=_form(client, "/admin/campaigns/new", **changes))
+        assert page.status_code == 422, (changes, page.status_code)
+        assert "Nothing was saved" in page.text and message in page.text, (changes, message)
+        assert 'aria-invalid="true"' in page.text
+    huge = client.post("/admin/campaigns/new", data=_form(client, "/admin/campaigns/new", body_markdown="x" * (2 * 1024 * 1024)))
+    assert huge.status_code == 413 and "larger than" in huge.text
+    assert _campaigns(web_stack) == 0
+
+
+def test_compose_count_schedule_pause_resume_cancel(web_stack: WebStack, client: TestClient) -> None:
+    _readers(web_stack, 3)
+    make_admin(web_stack.sessions, "ed@example.org", AdminRole.EDITOR, now=web_stack.clock.now())
+    sign_in(client, "ed@example.org")
+    counted = client.post("/admin/campaigns/new", data=_form(client, "/admin/campaigns/new", action="count"))
+    assert counted.status_code == 200 and "<strong>3</strong> subscribers would get this campaign now" in counted.text
+    with web_stack.sessions() as session:
+        campaign_id = session.scalar(select(Campaign.id))
+    assert campaign_id is not None and _campaigns(web_stack) == 1
+    saved = client.post(f"/admin/campaigns/{campaign_id}/edit", data=_form(client, f"/admin/campaigns/{campaign_id}/edit", subject="What rose"), follow_redirects=False)
+    assert saved.headers["location"] == f"/admin/campaigns/{campaign_id}/edit?notice=saved" and _campaigns(web_stack) == 1
+    assert "Draft saved." in client.get(saved.headers["location"]).text
+
+    detail = f"/admin/campaigns/{campaign_id}"
+    past = client.post(f"{detail}/schedule", data={"mode": "at", "day": "2026-03-01", "at": "09:00", "zone": "Europe/Berlin", "csrf_token": csrf_of(client, detail)})
+    assert past.status_code == 422 and "has passed" in past.text
+    scheduled = client.post(
+        f"{detail}/schedule",
+        data={"mode": "local", "day": "2026-03-03", "at": "09:00", "zone": "UTC", "csrf_token": csrf_of(client, detail)},
+        follow_redirects=False,
+    )
+    assert scheduled.headers["location"] == f"{detail}?scheduled=3&at_once=0"
+    page = client.get(scheduled.headers["location"]).text
+    assert "Scheduled for 3 recipients." in page and "3 Mar 2026, 09:00 in each subscriber's time zone" in page
+
+    with web_stack.sessions.begin() as session:  # the beat's fan-out, when the earliest zone's time comes
+        fan_out(session, campaign_id, now=web_stack.clock.now() + timedelta(days=1))
+    refused = client.post(f"{detail}/edit", data=_form(client, f"{detail}/edit", subject="Changed while sending"))
+    assert refused.status_code == 409 and "can no longer be edited" in refused.text
+    assert client.get(f"{detail}/edit", follow_redirects=False).headers["location"] == detail
+
+    progress = client.get(f"{detail}/progress.json").json()
+    assert progress == {**progress, "status": "sending", "total": 3, "remaining": 3, "final": False}
+    client.post(f"{detail}/pause", data={"csrf_token": csrf_of(client, detail)})
+    with web_stack.sessions() as session:
+        assert set(session.scalars(select(Delivery.state).where(Delivery.campaign_id == campaign_id))) == {DeliveryState.HELD}
+    assert "Paused." in client.get(f"{detail}?notice=paused").text
+    client.post(f"{detail}/resume", data={"csrf_token": csrf_of(client, detail)})
+    with web_stack.sessions() as session:
+        assert set(session.scalars(select(Delivery.state).where(Delivery.campaign_id == campaign_id))) == {DeliveryState.PENDING}
+    client.post(f"{detail}/cancel", data={"csrf_token": csrf_of(client, detail)})
+    assert client.get(f"{detail}/progress.json").json()["final"] is True
+    again = client.post(f"{detail}/cancel", data={"csrf_token": csrf_of(client, detail)})
+    assert again.status_code == 409 and "already cancelled" in again.text
+
+    copy = client.post(f"{detail}/duplicate", data={"csrf_token": csrf_of(client, detail)}, follow_redirects=False)
+    copy_id = int(re.search(r"/admin/campaigns/(\d+)/edit", copy.headers["location"]).group(1))  # type: ignore[union-attr]
+    with web_stack.sessions() as session:
+        duplicate = session.get(Campaign, copy_id)
+        assert duplicate is not None and duplicate.status == CampaignStatus.DRAFT and duplicate.subject == "What rose"
+
+
+def test_viewers_see_campaigns_without_the_editor_actions(web_stack: WebStack, client: TestClient) -> None:
+    _readers(web_stack, 1)
+    make_admin(web_stack.sessions, "ed@example.org", AdminRole.EDITOR, now=web_stack.clock.now())
+    make_admin(web_stack.sessions, "viewer@example.org", AdminRole.VIEWER, now=web_stack.clock.now())
+    sign_in(client, "ed@example.org")
+    client.post("/admin/campaigns/new", data=_form(client, "/admin/campaigns/new"))
+    client.post("/admin/logout", data={"csrf_token": csrf_of(client)})
+    sign_in(client, "viewer@example.org")
+    listing = client.get("/admin/campaigns").text
+    assert "March news" in listing and "New campaign" not in listing
+    detail = client.get("/admin/campaigns/1").text
+    assert "Schedule" not in detail and "Cancel campaign" not in detail and "Duplicate" not in detail
