@@ -535,6 +535,7 @@ class Outcome:
     cancelled: list[int] = field(default_factory=list)
     held: list[int] = field(default_factory=list)
     released: list[int] = field(default_factory=list)  # not attempted: lease about to run out
+    provider: str | None = None  # the mail provider sent, retried, failed and bounced rows went through
 
 
 # The one Message-ID format: stable per delivery, so a resend after a lost worker carries the same
@@ -563,6 +564,7 @@ def record(session: Session, outcome: Outcome, *, token: str, now: datetime, mes
             .where(Delivery.id.in_(outcome.sent), mine)
             .values(
                 state=DeliveryState.SENT,
+                provider=outcome.provider,
                 sent_at=now,
                 last_error=None,
                 lease_token=None,
@@ -579,6 +581,7 @@ def record(session: Session, outcome: Outcome, *, token: str, now: datetime, mes
         state=DeliveryState.PENDING,
         due_at=bindparam("due"),
         last_error=bindparam("error"),
+        provider=outcome.provider,
     )
     _update_each(
         session,
@@ -586,6 +589,7 @@ def record(session: Session, outcome: Outcome, *, token: str, now: datetime, mes
         [{"row_id": i, "error": reason[:1000]} for i, reason in outcome.failed],
         state=DeliveryState.FAILED,
         last_error=bindparam("error"),
+        provider=outcome.provider,
     )
     if outcome.bounced:
         _update_each(
@@ -594,6 +598,7 @@ def record(session: Session, outcome: Outcome, *, token: str, now: datetime, mes
             [{"row_id": i, "error": reason[:1000]} for i, _, reason in outcome.bounced],
             state=DeliveryState.BOUNCED,
             last_error=bindparam("error"),
+            provider=outcome.provider,
         )
         suppress(session, sorted({s for _, s, _ in outcome.bounced}), now=now)
     for ids, state in (

@@ -22,7 +22,8 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 from markdown_it import MarkdownIt
 from markupsafe import Markup, escape
 
-from course.content.guides import Guide, Reference, link_markdown, link_plain
+from course.content.guides import Reference, link_markdown, link_plain
+from course.content.lesson_body import LessonBody
 
 # Placeholders survive Jinja (no markup characters) and CSS inlining (plain text and attributes).
 SLOTS = ("greeting", "view_url", "preferences_url", "unsubscribe_url", "action_url")
@@ -99,38 +100,35 @@ def greeting_for(name: str) -> str:
     return f"Hi {first}," if first else "Hi there,"
 
 
-def references_of(body: Mapping[str, Any]) -> dict[int, list[Reference]]:
+def references_of(body: LessonBody) -> dict[int, list[Reference]]:
     """The stored references of a lesson body, grouped by paragraph index."""
     by_paragraph: dict[int, list[Reference]] = {}
-    for ref in body.get("references", []):
-        guide = Guide(key=ref["guide"], title=ref["title"], url=ref["url"], phrases=()) if ref.get("guide") else None
-        by_paragraph.setdefault(ref["paragraph"], []).append(
-            Reference(text=ref["text"], start=ref["start"], end=ref["end"], guide=guide)
-        )
+    for ref in body.references:
+        by_paragraph.setdefault(ref.paragraph, []).append(ref.to_reference())
     return by_paragraph
 
 
-def further_reading(body: Mapping[str, Any]) -> list[dict[str, str]]:
+def further_reading(body: LessonBody) -> list[dict[str, str]]:
     seen: dict[str, dict[str, str]] = {}
-    for ref in body.get("references", []):
-        if ref.get("guide") and ref["guide"] not in seen:
-            seen[ref["guide"]] = {"title": ref["title"], "url": ref["url"]}
+    for ref in body.references:
+        if ref.guide and ref.guide not in seen:
+            seen[ref.guide] = {"title": ref.title or "", "url": ref.url or ""}
     return list(seen.values())
 
 
-def _blocks(body: Mapping[str, Any]) -> Iterator[tuple[str | None, list[tuple[str, list[Reference]]]]]:
+def _blocks(body: LessonBody) -> Iterator[tuple[str | None, list[tuple[str, list[Reference]]]]]:
     """Each block's heading and its paragraphs, each with the guide references found in it."""
     references = references_of(body)
     index = 0
-    for block in body.get("blocks", []):
+    for block in body.blocks:
         paragraphs = []
-        for paragraph in block["paragraphs"]:
+        for paragraph in block.paragraphs:
             paragraphs.append((paragraph, references.get(index, [])))
             index += 1
-        yield block.get("heading"), paragraphs
+        yield block.heading, paragraphs
 
 
-def body_html(body: Mapping[str, Any]) -> Markup:
+def body_html(body: LessonBody) -> Markup:
     parts: list[str] = []
     for heading, paragraphs in _blocks(body):
         if heading:
@@ -139,7 +137,7 @@ def body_html(body: Mapping[str, Any]) -> Markup:
     return Markup("\n".join(parts))
 
 
-def body_text(body: Mapping[str, Any], width: int = 72) -> str:
+def body_text(body: LessonBody, width: int = 72) -> str:
     parts: list[str] = []
     for heading, paragraphs in _blocks(body):
         if heading:
@@ -166,16 +164,18 @@ class Renderer:
         return Template(subject=subject, text=text, html=_ascii_html(_inliner.inline(html)))
 
     def lesson_template(self, *, course: Any, lesson: Any) -> Template:
-        """`course` has .title; `lesson` has .position, .lesson_count, .title, .reading_minutes, .body."""
+        """`course` has .title; `lesson` has .position, .lesson_count, .title, .reading_minutes, .body
+        (a LessonBody or its stored JSON; a body of another shape raises LessonBodyError)."""
+        body = lesson.body if isinstance(lesson.body, LessonBody) else LessonBody.from_json(lesson.body)
         return self._render_pair(
             "lesson",
             f"Lesson {lesson.position} of {lesson.lesson_count}: {lesson.title}",
             {
                 "course": course,
                 "lesson": lesson,
-                "body_html": body_html(lesson.body),
-                "body_text": body_text(lesson.body),
-                "further_reading": further_reading(lesson.body),
+                "body_html": body_html(body),
+                "body_text": body_text(body),
+                "further_reading": further_reading(body),
             },
         )
 
