@@ -11,6 +11,7 @@ tag or course is an error, never an empty send."""
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -136,6 +137,8 @@ def build_audience(
         if not 1 <= lesson <= 1000:
             raise AudienceError("the lesson number must be between 1 and 1000")
     slug = course.strip() or None
+    if slug is not None and not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,99}", slug):
+        raise AudienceError(f"no course {slug[:100]!r}")
     if lesson and not slug:
         raise AudienceError("a lesson number needs a course")
     audience = Audience(

@@ -27,6 +27,7 @@ from course.models import Campaign, CampaignStatus
 MAX_BODY_CHARS = 50_000  # a long newsletter is 5,000 words; this is ten of them
 EDITABLE = (CampaignStatus.DRAFT, CampaignStatus.SCHEDULED)
 _LINE_BREAK = re.compile(r"[\r\n\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
+_CONTROL = re.compile(r"[\x00-\x08\x0e-\x1f\x7f]")  # NUL and friends: no database or mail wants them
 # HTML no email may carry. The renderer's sanitiser (nh3) would strip it anyway; refusing it here
 # tells the editor, instead of silently sending something other than what they wrote.
 _UNSAFE_HTML = re.compile(
@@ -83,6 +84,8 @@ class Draft:
 def _line(value: str, *, label: str, limit: int, required: bool = True) -> tuple[str, str]:
     if _LINE_BREAK.search(value):
         return value, f"The {label} must be one line: no line breaks."
+    if _CONTROL.search(value):
+        return value, f"The {label} contains control characters."
     cleaned = value.strip()
     if required and not cleaned:
         return cleaned, f"The {label} is empty."
@@ -104,6 +107,8 @@ def check_draft(
     body = body_markdown.replace("\r\n", "\n")
     if not body.strip():
         errors["body_markdown"] = "The body is empty."
+    elif _CONTROL.search(body.replace("\n", "").replace("\t", "")):
+        errors["body_markdown"] = "The body contains control characters (other than line breaks and tabs)."
     elif len(body) > MAX_BODY_CHARS:
         errors["body_markdown"] = f"The body is {len(body):,} characters; the most a campaign can have is {MAX_BODY_CHARS:,}."
     elif match := _UNSAFE_HTML.search(body):
