@@ -390,6 +390,7 @@ class CampaignContent:
     sender_name: str
     sender_email: str
     cancelled: bool
+    preheader: str = ""  # the line inboxes show after the subject
 
 
 @dataclass
@@ -454,6 +455,7 @@ def take_over(session: Session, delivery_ids: Sequence[int], *, token: str, now:
                 c.sender_name,
                 c.sender_email,
                 c.status == CampaignStatus.CANCELLED,
+                c.preheader or "",
             )
             for c in session.scalars(select(Campaign).where(Campaign.id.in_(campaign_ids)))
         }

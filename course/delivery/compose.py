@@ -138,7 +138,10 @@ class Composer:
         template = cache.get(key)
         if template is None:
             template = cache[key] = self.renderer.campaign_template(
-                subject=campaign.subject, body_markdown=campaign.body_markdown, sender_name=campaign.sender_name
+                subject=campaign.subject,
+                body_markdown=campaign.body_markdown,
+                sender_name=campaign.sender_name,
+                preheader=campaign.preheader,
             )
         return self._compose(
             recipient,
@@ -251,4 +254,5 @@ def campaign_content(campaign: Campaign) -> CampaignContent:
         campaign.sender_name,
         campaign.sender_email,
         campaign.status == CampaignStatus.CANCELLED,
+        campaign.preheader or "",
     )

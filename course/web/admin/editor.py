@@ -283,3 +283,67 @@ def _detail(site: Site, request: Request, actor: Actor, campaign_id: int, *, sta
     from course.web.admin.campaigns import detail_page
 
     return detail_page(site, request, actor, campaign_id, status=status, **context)
+
+
+# --- preview -------------------------------------------------------------------------------------
+
+
+def _preview(site: Site, campaign_id: int, subscriber: str) -> tuple[Campaign, Any, str, list[Any]]:
+    """The campaign composed exactly as `subscriber` (an address) would get it: the same composer
+    the sender uses, with their name and their signed links (the view-in-browser link, tied to a
+    delivery, is left unusable: there is none yet). Without an address, or with one that
+    is not a subscriber, the first subscriber of its audience (or a sample reader) stands in."""
+    from sqlalchemy import select
+
+    from course.audience.enrollment import find_subscriber
+    from course.campaigns.audience import recipients, resolve_course
+    from course.delivery.compose import Composer, Recipient, campaign_content
+    from course.models import Subscriber
+
+    with site.sessions.begin() as session:
+        campaign = session.get(Campaign, campaign_id)
+        if campaign is None:
+            raise AdminPageError(404, "No such campaign", f"There is no campaign with id {campaign_id}.")
+        audience = editor.audience_of(campaign)
+        sample_ids = recipients(audience, resolve_course(session, audience)).order_by(Subscriber.id).limit(8)
+        samples = list(session.scalars(select(Subscriber).where(Subscriber.id.in_(sample_ids)).order_by(Subscriber.id)))
+        chosen = find_subscriber(session, subscriber.strip()) if subscriber.strip() else None
+        note = ""
+        if subscriber.strip() and chosen is None:
+            note = f"No subscriber has the address {subscriber.strip()[:320]}: shown as {samples[0].email if samples else 'a sample reader'} instead."
+        chosen = chosen or (samples[0] if samples else None)
+        recipient = (
+            Recipient.of_subscriber(chosen, delivery_id=0)
+            if chosen is not None
+            else Recipient(delivery_id=0, subscriber_id=0, name="Sample Reader", email="reader@example.org")
+        )
+        composer = Composer.from_settings(site.settings, renderer=site.renderer)
+        composed = composer.campaign(recipient, campaign_content(campaign))
+        session.expunge(campaign)
+    return campaign, composed, note, samples
+
+
+@router.get("/admin/campaigns/{campaign_id}/preview", response_class=HTMLResponse)
+def preview_page(campaign_id: int, request: Request, site: SiteDep, actor: ViewerPage, subscriber: str = "") -> HTMLResponse:
+    campaign, composed, note, samples = _preview(site, campaign_id, subscriber[:320])
+    return admin_page(
+        site, request, "preview.html", actor=actor, campaign=campaign, composed=composed, message=composed.message,
+        note=note, samples=samples, subscriber=composed.message.recipient_address,
+    )  # fmt: skip
+
+
+@router.get("/admin/campaigns/{campaign_id}/preview.html", response_class=HTMLResponse)
+def preview_html(campaign_id: int, site: SiteDep, actor: ViewerPage, subscriber: str = "") -> HTMLResponse:
+    """The email's HTML part alone, for the preview page's frame: its own CSP, like the public
+    view-in-browser page (inline styles, remote images, no script), framable by our pages only."""
+    from course.web.security import EMAIL_VIEW_CSP
+
+    _, composed, _, _ = _preview(site, campaign_id, subscriber[:320])
+    return HTMLResponse(
+        composed.email.html,
+        headers={
+            "content-security-policy": EMAIL_VIEW_CSP.replace("frame-ancestors 'none'", "frame-ancestors 'self'"),
+            "x-frame-options": "SAMEORIGIN",
+            "cache-control": "no-store",
+        },
+    )

@@ -12,8 +12,9 @@ from course.web.admin.auth import SESSION_COOKIE, SESSION_COOKIE_PATH, Actor, Ad
 from course.web.security import PAGE_CSP
 from course.web.site import Site
 
-# The public pages' policy, plus fetches to our own origin: the progress poll.
-ADMIN_CSP = PAGE_CSP.replace("default-src 'none';", "default-src 'none'; connect-src 'self';")
+# The public pages' policy, plus fetches to our own origin (the progress poll) and frames of our own
+# pages (the email preview).
+ADMIN_CSP = PAGE_CSP.replace("default-src 'none';", "default-src 'none'; connect-src 'self'; frame-src 'self';")
 
 # The navigation, in order: (path, label, what it needs)
 NAV = (

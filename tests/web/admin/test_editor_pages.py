@@ -131,3 +131,28 @@ def test_viewers_see_campaigns_without_the_editor_actions(web_stack: WebStack, c
     assert "March news" in listing and "New campaign" not in listing
     detail = client.get("/admin/campaigns/1").text
     assert "Schedule" not in detail and "Cancel campaign" not in detail and "Duplicate" not in detail
+
+
+def test_preview_shows_the_campaign_as_a_chosen_subscriber_gets_it(web_stack: WebStack, client: TestClient) -> None:
+    _readers(web_stack, 3)
+    make_admin(web_stack.sessions, "ed@example.org", AdminRole.EDITOR, now=web_stack.clock.now())
+    sign_in(client, "ed@example.org")
+    body = "## Rye\n\nA <b>bold</b> word, a [guide](https://example.com/guides/rye).\n\n<table><tr><td>kept</td></tr></table>"
+    client.post("/admin/campaigns/new", data=_form(client, "/admin/campaigns/new", body_markdown=body, preheader="Spelt too"))
+    with web_stack.sessions() as session:
+        campaign_id = session.scalar(select(Campaign.id))
+        r2 = session.scalar(select(Subscriber).where(Subscriber.email == "r2@example.org"))
+        assert r2 is not None
+    page = client.get(f"/admin/campaigns/{campaign_id}/preview?subscriber=R2@example.org").text
+    assert "R2 &lt;r2@example.org&gt;" in page and "What is rising" in page and "Spelt too" in page
+    assert "Hi R2," in page  # the text part greets them by name
+    html = client.get(f"/admin/campaigns/{campaign_id}/preview.html?subscriber=r2@example.org")
+    assert "frame-ancestors 'self'" in html.headers["content-security-policy"] and "script-src" not in html.headers["content-security-policy"]
+    assert "<b>bold</b>" in html.text and "<td>kept</td>" in html.text and "Spelt too" in html.text
+    assert 'rel="noopener noreferrer"' in html.text
+    # Their own unsubscribe link: the signed token for r2, the same as a real send would carry.
+    from course.delivery.links import LinkPurpose, signer_from_settings
+
+    assert signer_from_settings(web_stack.settings).url(LinkPurpose.UNSUBSCRIBE, r2.id, None) in html.text
+    fallback = client.get(f"/admin/campaigns/{campaign_id}/preview?subscriber=nobody@example.org").text
+    assert "No subscriber has the address nobody@example.org: shown as r0@example.org instead." in fallback
