@@ -159,6 +159,27 @@ def add_account_mail(
     return row
 
 
+def add_campaign_test(
+    session: Session, *, campaign_id: int, subscriber_id: int, address: str, now: datetime
+) -> Delivery:
+    """Queue a test send of a campaign, due now in the urgent class: composed as `subscriber_id`
+    gets it, sent to `address`. It has no campaign_id, so it is in no count of the campaign."""
+    row = Delivery(
+        subscriber_id=subscriber_id,
+        kind=DeliveryKind.CAMPAIGN_TEST,
+        test_campaign_id=campaign_id,
+        test_address=address,
+        priority=int(DeliveryPriority.URGENT),
+        due_at=now,
+        state=DeliveryState.PENDING,
+        attempts=0,
+        created_at=now,
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
 def fan_out_campaign_rows(
     session: Session,
     campaign_id: int,
@@ -388,6 +409,8 @@ class DeliveryJob:
     course_id: int | None
     lesson_id: int | None
     campaign_id: int | None
+    test_campaign_id: int | None = None  # a test send: the campaign it shows
+    test_address: str | None = None  # and where it goes instead of `email`
 
 
 @dataclass(frozen=True)
@@ -487,7 +510,7 @@ def _batch_of(session: Session, rows: Sequence[Any]) -> Batch:
     lesson_ids = {job.lesson_id for job in batch.jobs if job.lesson_id is not None}
     if lesson_ids:
         batch.lessons = _lesson_contents(session, lesson_ids, batch.courses)
-    campaign_ids = {job.campaign_id for job in batch.jobs if job.campaign_id is not None}
+    campaign_ids = {job.campaign_id or job.test_campaign_id for job in batch.jobs} - {None}
     if campaign_ids:
         batch.campaigns = {
             c.id: CampaignContent(
@@ -515,6 +538,8 @@ _JOB_COLUMNS = (
     Delivery.enrollment_id,
     Delivery.lesson_id,
     Delivery.campaign_id,
+    Delivery.test_campaign_id,
+    Delivery.test_address,
 )
 
 
@@ -537,6 +562,8 @@ def _jobs_of(deliveries: Any) -> Select[Any]:
             Enrollment.course_id,
             c.lesson_id,
             c.campaign_id,
+            c.test_campaign_id,
+            c.test_address,
         )
         .join_from(deliveries, Subscriber, Subscriber.id == c.subscriber_id)
         .outerjoin(Enrollment, Enrollment.id == c.enrollment_id)

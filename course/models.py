@@ -78,6 +78,7 @@ class DeliveryKind(enum.StrEnum):
     LESSON = "lesson"
     CAMPAIGN = "campaign"
     TRANSACTIONAL = "transactional"  # confirmation and account mail, sent ahead of bulk
+    CAMPAIGN_TEST = "campaign_test"  # an editor's test send: a campaign as one subscriber gets it, to another address
 
 
 class DeliveryState(enum.StrEnum):
@@ -326,6 +327,11 @@ class Delivery(Base):
     message_id: Mapped[str | None] = mapped_column(String(255))
     # The mail provider (settings.provider_settings name) its last attempt went through.
     provider: Mapped[str | None] = mapped_column(String(64))
+    # A test send (kind campaign_test): which campaign, and the address it goes to instead of the
+    # subscriber's. Not campaign_id, so a test is never in a campaign's counts and never takes the
+    # (subscriber, campaign) slot of the real send. A bare id, like campaigns.created_by (0006).
+    test_campaign_id: Mapped[int | None] = mapped_column(Integer)
+    test_address: Mapped[str | None] = mapped_column(String(320))
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 

@@ -16,13 +16,20 @@ from email.utils import getaddresses
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from course.audience.enrollment import SubscriptionError, normalize_email
-from course.campaigns.audience import Audience, AudienceError, check_audience, count_audience, recipients
-from course.campaigns.service import CampaignError, cancel_campaign
+from course.audience.enrollment import SubscriptionError, find_subscriber, normalize_email
 from course.audience.schedule import local_moment, parse_timezone
+from course.campaigns.audience import (
+    Audience,
+    AudienceError,
+    check_audience,
+    count_audience,
+    recipients,
+    resolve_course,
+)
+from course.campaigns.service import CampaignError, cancel_campaign
 from course.campaigns.timing import PAST_TOLERANCE, Schedule, recipient_zones, zone_moments
-from course.ledger import hold_campaign_rows, release_campaign_rows
-from course.models import Campaign, CampaignStatus
+from course.ledger import add_campaign_test, hold_campaign_rows, release_campaign_rows
+from course.models import Campaign, CampaignStatus, Subscriber
 
 MAX_BODY_CHARS = 50_000  # a long newsletter is 5,000 words; this is ten of them
 EDITABLE = (CampaignStatus.DRAFT, CampaignStatus.SCHEDULED)
@@ -312,3 +319,29 @@ def cancel(session: Session, campaign_id: int) -> int:
         return cancel_campaign(session, campaign_id)
     except CampaignError as exc:
         raise EditError(str(exc)) from None
+
+
+def send_test(session: Session, campaign_id: int, *, address: str, preview_as: str, now: datetime) -> str:
+    """Queue a test of the campaign to `address`, composed as the subscriber `preview_as` gets it
+    (blank: the first subscriber of its audience). It goes through the ledger ahead of bulk mail and
+    is in no count of the campaign. Returns the subscriber it shows."""
+    campaign = session.get(Campaign, campaign_id)
+    if campaign is None:
+        raise CampaignMissing(f"no campaign with id {campaign_id}")
+    try:
+        to = normalize_email(address)
+    except SubscriptionError as exc:
+        raise EditError(str(exc), {"test_address": str(exc).capitalize() + "."}) from None
+    if preview_as.strip():
+        subscriber = find_subscriber(session, preview_as.strip())
+        if subscriber is None:
+            message = f"no subscriber has the address {preview_as.strip()[:320]}"
+            raise EditError(message, {"preview_as": message.capitalize() + "."})
+    else:
+        audience = audience_of(campaign)
+        first = recipients(audience, resolve_course(session, audience)).order_by(Subscriber.id).limit(1)
+        subscriber = session.scalars(select(Subscriber).where(Subscriber.id.in_(first))).first()
+        if subscriber is None:
+            raise EditError("the campaign's audience has nobody to show it as: name a subscriber to preview as")
+    add_campaign_test(session, campaign_id=campaign_id, subscriber_id=subscriber.id, address=to, now=now)
+    return subscriber.email

@@ -112,9 +112,13 @@ class Sender:
                 break
             try:
                 composed = self.composer.delivery(job, batch, templates)
-                self.transport.send(composed.envelope_from, job.email, composed.message_bytes())
+                self.transport.send(composed.envelope_from, job.test_address or job.email, composed.message_bytes())
             except PermanentSendError as exc:
-                outcome.bounced.append((job.delivery_id, job.subscriber_id, exc.reason))
+                if job.kind == DeliveryKind.CAMPAIGN_TEST:
+                    # The test address refused it: that says nothing about the subscriber it showed.
+                    outcome.failed.append((job.delivery_id, f"test address refused it: {exc.reason}"))
+                else:
+                    outcome.bounced.append((job.delivery_id, job.subscriber_id, exc.reason))
             except ConnectionFailed as exc:
                 # The server is down: nothing else in this batch can go either.
                 for waiting in sendable[position:]:
@@ -143,6 +147,9 @@ class Sender:
 
 def _still_wanted(job: DeliveryJob, batch: Batch) -> str:
     """Checked at send time, after the row was claimed: a stop that came in between still wins."""
+    if job.kind == DeliveryKind.CAMPAIGN_TEST:
+        # An editor asked for it just now, for whichever campaign state: only a deleted campaign stops it.
+        return "send" if (job.test_campaign_id or 0) in batch.campaigns else "cancel"
     if job.subscriber_status != SubscriberStatus.ACTIVE and job.kind != DeliveryKind.TRANSACTIONAL:
         return "cancel"
     if job.kind == DeliveryKind.LESSON:

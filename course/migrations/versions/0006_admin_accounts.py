@@ -78,6 +78,8 @@ def upgrade() -> None:
     op.add_column("campaigns", sa.Column("created_by", sa.Integer(), nullable=True))
     op.add_column("campaigns", sa.Column("updated_at", sa.DateTime(timezone=True), nullable=True))
     op.add_column("campaigns", sa.Column("paused_at", sa.DateTime(timezone=True), nullable=True))
+    op.add_column("deliveries", sa.Column("test_campaign_id", sa.Integer(), nullable=True))
+    op.add_column("deliveries", sa.Column("test_address", sa.String(length=320), nullable=True))
 
 
 CAMPAIGN_COLUMNS = ("paused_at", "updated_at", "created_by", "send_local", "audience", "preheader")
@@ -86,6 +88,8 @@ CAMPAIGN_COLUMNS = ("paused_at", "updated_at", "created_by", "send_local", "audi
 def downgrade() -> None:
     for name in CAMPAIGN_COLUMNS:  # plain DROP COLUMN (SQLite >= 3.35), for the reason above
         op.drop_column("campaigns", name)
+    for name in ("test_address", "test_campaign_id"):
+        op.drop_column("deliveries", name)
     op.drop_table("api_tokens")
     op.drop_index("ix_admin_sessions_admin_id", table_name="admin_sessions")
     op.drop_table("admin_sessions")

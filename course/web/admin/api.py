@@ -375,3 +375,28 @@ def resume_campaign(campaign_id: CampaignId, site: SiteDep, actor: EditorToken) 
 def cancel_campaign(campaign_id: CampaignId, site: SiteDep, actor: EditorToken) -> CampaignDetailOut | JSONResponse:
     """Settle every unsent row as cancelled."""
     return _state_change(site, campaign_id, "cancel")
+
+
+class TestIn(BaseModel):
+    address: str = Field(max_length=320, description="where the test goes")
+    preview_as: str = Field("", max_length=320, description="the subscriber it is composed for (blank: the audience's first)")
+
+
+class TestOut(BaseModel):
+    address: str
+    shown_as: str = Field(description="the subscriber whose name and links it carries")
+
+
+@router.post("/campaigns/{campaign_id}/test", response_model=TestOut, status_code=202, responses=_EDIT_ERRORS)
+def send_test(
+    campaign_id: CampaignId, site: SiteDep, actor: EditorToken, body: Annotated[TestIn, Body()]
+) -> TestOut | JSONResponse:
+    """Queue a test send through the ledger, ahead of bulk mail, marked [Test], in no count."""
+    try:
+        with site.sessions.begin() as session:
+            shown_as = editor.send_test(session, campaign_id, address=body.address, preview_as=body.preview_as, now=site.now())
+    except editor.EditError as exc:
+        if not isinstance(exc, editor.CampaignMissing) and not exc.fields:
+            return JSONResponse({"detail": str(exc), "fields": {}}, status_code=400)
+        return _refused(exc)
+    return TestOut(address=body.address.strip(), shown_as=shown_as)

@@ -6,6 +6,7 @@ transaction, and answers with a page or a redirect to the campaign (with a notic
 from __future__ import annotations
 
 from typing import Annotated, Any
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
@@ -16,7 +17,7 @@ from course.campaigns.progress import campaign_summary
 from course.campaigns.timing import ScheduleError, parse_schedule
 from course.content.catalogue import list_courses
 from course.content.guides import GuideCatalogueError, load_guides
-from course.models import Campaign, CampaignStatus
+from course.models import AdminRole, Campaign, CampaignStatus
 from course.web.admin.auth import Actor, AdminPageError, EditorPage, SiteDep, ViewerPage, check_csrf
 from course.web.admin.views import admin_page, see_other
 from course.web.site import Site
@@ -323,13 +324,45 @@ def _preview(site: Site, campaign_id: int, subscriber: str) -> tuple[Campaign, A
     return campaign, composed, note, samples
 
 
-@router.get("/admin/campaigns/{campaign_id}/preview", response_class=HTMLResponse)
-def preview_page(campaign_id: int, request: Request, site: SiteDep, actor: ViewerPage, subscriber: str = "") -> HTMLResponse:
+def _preview_page(
+    site: Site, request: Request, actor: Actor, campaign_id: int, subscriber: str, *, status: int = 200,
+    test_error: str = "", test_sent: str = "", test_address: str = "",
+) -> HTMLResponse:  # fmt: skip
     campaign, composed, note, samples = _preview(site, campaign_id, subscriber[:320])
     return admin_page(
-        site, request, "preview.html", actor=actor, campaign=campaign, composed=composed, message=composed.message,
-        note=note, samples=samples, subscriber=composed.message.recipient_address,
+        site, request, "preview.html", actor=actor, status=status, campaign=campaign, composed=composed,
+        message=composed.message, note=note, samples=samples, subscriber=composed.message.recipient_address,
+        can_edit=actor.may(AdminRole.EDITOR), test_error=test_error, test_sent=test_sent,
+        test_address=test_address or (actor.admin.email if actor.admin else ""),
     )  # fmt: skip
+
+
+@router.get("/admin/campaigns/{campaign_id}/preview", response_class=HTMLResponse)
+def preview_page(
+    campaign_id: int, request: Request, site: SiteDep, actor: ViewerPage, subscriber: str = "", sent: str = ""
+) -> HTMLResponse:
+    return _preview_page(site, request, actor, campaign_id, subscriber, test_sent=sent[:320])
+
+
+@router.post("/admin/campaigns/{campaign_id}/test", response_class=HTMLResponse)
+def send_test(
+    campaign_id: int, request: Request, site: SiteDep, actor: EditorPage, test_address: TextField = "",
+    preview_as: TextField = "", csrf_token: TextField = "",
+) -> Response:  # fmt: skip
+    """A test send through the ledger (ahead of bulk mail, in no count), then back to the preview."""
+    check_csrf(site, request, csrf_token)
+    try:
+        with site.sessions.begin() as session:
+            editor.send_test(session, campaign_id, address=test_address[:320], preview_as=preview_as[:320], now=site.now())
+    except editor.CampaignMissing as exc:
+        raise AdminPageError(404, "No such campaign", str(exc).capitalize() + ".") from None
+    except editor.EditError as exc:
+        return _preview_page(
+            site, request, actor, campaign_id, preview_as, status=422, test_error=str(exc).capitalize() + ".",
+            test_address=test_address[:320],
+        )  # fmt: skip
+    query = urlencode({"subscriber": preview_as[:320], "sent": test_address.strip()[:320]})
+    return see_other(f"/admin/campaigns/{campaign_id}/preview?{query}")
 
 
 @router.get("/admin/campaigns/{campaign_id}/preview.html", response_class=HTMLResponse)

@@ -128,6 +128,9 @@ def test_an_editor_token_composes_counts_schedules_pauses_and_cancels(web_stack:
     with web_stack.sessions.begin() as session:
         fan_out(session, campaign["id"], now=now)
     assert editor_api.put(f"/api/admin/campaigns/{campaign['id']}", json=body).status_code == 409
+    test = editor_api.post(f"/api/admin/campaigns/{campaign['id']}/test", json={"address": "me@example.net"})
+    assert test.status_code == 202 and test.json() == {"address": "me@example.net", "shown_as": "r0@example.org"}
+    assert editor_api.post(f"/api/admin/campaigns/{campaign['id']}/test", json={"address": "nope"}).status_code == 400
     cancelled = editor_api.post(f"/api/admin/campaigns/{campaign['id']}/cancel").json()
     assert cancelled["status"] == "cancelled" and cancelled["progress"]["cancelled"] == 5
     copy = editor_api.post(f"/api/admin/campaigns/{campaign['id']}/duplicate")

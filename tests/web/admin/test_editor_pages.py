@@ -156,3 +156,40 @@ def test_preview_shows_the_campaign_as_a_chosen_subscriber_gets_it(web_stack: We
     assert signer_from_settings(web_stack.settings).url(LinkPurpose.UNSUBSCRIBE, r2.id, None) in html.text
     fallback = client.get(f"/admin/campaigns/{campaign_id}/preview?subscriber=nobody@example.org").text
     assert "No subscriber has the address nobody@example.org: shown as r0@example.org instead." in fallback
+
+
+def test_a_test_send_goes_through_the_ledger_first_marked_and_uncounted(web_stack: WebStack, client: TestClient) -> None:
+    _readers(web_stack, 2)
+    make_admin(web_stack.sessions, "ed@example.org", AdminRole.EDITOR, now=web_stack.clock.now())
+    sign_in(client, "ed@example.org")
+    client.post("/admin/campaigns/new", data=_form(client, "/admin/campaigns/new"))
+    with web_stack.sessions() as session:
+        campaign_id = session.scalar(select(Campaign.id))
+    preview = f"/admin/campaigns/{campaign_id}/preview"
+    bad = client.post(f"/admin/campaigns/{campaign_id}/test", data={"test_address": "not-an-address", "preview_as": "r1@example.org", "csrf_token": csrf_of(client, preview)})
+    assert bad.status_code == 422 and "Invalid email address" in bad.text
+    sent = client.post(
+        f"/admin/campaigns/{campaign_id}/test",
+        data={"test_address": "Editor.Inbox@example.net", "preview_as": "r1@example.org", "csrf_token": csrf_of(client, preview)},
+        follow_redirects=False,
+    )
+    assert sent.status_code == 303
+    assert "A test is on its way to Editor.Inbox@example.net" in client.get(sent.headers["location"]).text
+    with web_stack.sessions() as session:
+        row = session.scalars(select(Delivery).where(Delivery.test_campaign_id == campaign_id)).one()
+        assert row.campaign_id is None and row.priority < 100 and row.kind == "campaign_test"
+    (message,) = web_stack.deliver()
+    assert message["Subject"] == "[Test] What is rising"
+    assert message["To"].addresses[0].addr_spec == "Editor.Inbox@example.net"
+    assert "Hi R1," in message.get_body(preferencelist=("plain",)).get_content()
+    assert [mail.envelope_to for mail in web_stack.smtp.received] == [["Editor.Inbox@example.net"]]
+    progress = client.get(f"/admin/campaigns/{campaign_id}/progress.json").json()
+    assert progress["total"] == 0 and progress["sent"] == 0  # the test is in no count
+
+    # A test address that does not exist fails the test row only: the subscriber shown is untouched.
+    web_stack.smtp.reject_recipient("nobody@example.net", 550, "5.1.1 No such user")
+    client.post(f"/admin/campaigns/{campaign_id}/test", data={"test_address": "nobody@example.net", "preview_as": "r0@example.org", "csrf_token": csrf_of(client, preview)})
+    assert web_stack.deliver() == []
+    with web_stack.sessions() as session:
+        assert session.scalar(select(Subscriber.status).where(Subscriber.email == "r0@example.org")) == "active"
+        assert session.scalar(select(Delivery.state).where(Delivery.test_address == "nobody@example.net")) == DeliveryState.FAILED
