@@ -172,6 +172,12 @@ def test_admin_pages_in_chromium_look_right_and_pass_axe(admin_live_stack: WebSt
                 page.click("text=Show")
                 expect(page.locator(".envelope")).to_contain_text("Reader 3 <reader3@example.org>")
                 expect(page.frame_locator(".email-frame").locator("h1").first).to_have_text("What we baked in October")
+                if label == "desktop":
+                    page.fill("#test_address", "me@example.net")
+                    page.click("text=Send test")
+                    expect(page.locator("[role=status]").first).to_contain_text("A test is on its way to me@example.net")
+                    (test_mail,) = stack.deliver()
+                    assert test_mail["Subject"] == "[Test] What we baked in October"
                 visit("preview")
                 page.goto(f"{base}/admin/campaigns/new")
                 expect(page.locator("h1")).to_have_text("New campaign")
