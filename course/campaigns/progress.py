@@ -7,12 +7,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import exists, func, select
 from sqlalchemy.orm import Session
 
-from course.models import UNSETTLED_DELIVERY_STATES, Campaign, CampaignStatus, Delivery, DeliveryState
+from course.models import (
+    UNSETTLED_DELIVERY_STATES,
+    Campaign,
+    CampaignStatus,
+    Delivery,
+    DeliveryState,
+    Subscriber,
+    SubscriberStatus,
+)
 
 RATE_WINDOW = timedelta(minutes=1)  # the "current rate" is what was sent in the last minute
+UNSUBSCRIBE_WINDOW = timedelta(days=7)  # "unsubscribed after it": within a week of the campaign's fan-out
 
 
 @dataclass(frozen=True)
@@ -88,6 +97,28 @@ def _sent_since(session: Session, campaign_ids: list[int], since: datetime) -> d
 class CampaignSummary:
     campaign: Campaign
     progress: Progress
+    unsubscribed: int | None = None  # recipients who left within UNSUBSCRIBE_WINDOW (detail only)
+
+
+def unsubscribed_after(session: Session, campaign: Campaign) -> int:
+    """Recipients it was sent to who have unsubscribed from everything since, within a week of its
+    fan-out (the campaign's unsubscribe link leaves every list)."""
+    if campaign.fanned_out_at is None:
+        return 0
+    return session.scalar(
+        select(func.count())
+        .select_from(Subscriber)
+        .where(
+            Subscriber.status == SubscriberStatus.UNSUBSCRIBED,
+            Subscriber.unsubscribed_at >= campaign.fanned_out_at,
+            Subscriber.unsubscribed_at < campaign.fanned_out_at + UNSUBSCRIBE_WINDOW,
+            exists().where(
+                Delivery.campaign_id == campaign.id,
+                Delivery.subscriber_id == Subscriber.id,
+                Delivery.state == DeliveryState.SENT,
+            ),
+        )
+    ) or 0
 
 
 def campaign_summaries(session: Session, *, now: datetime, status: str | None = None) -> list[CampaignSummary]:
@@ -111,7 +142,9 @@ def campaign_summary(session: Session, campaign_id: int, *, now: datetime) -> Ca
         return None
     counts = _counts(session, [campaign_id]).get(campaign_id, {})
     recent = _sent_since(session, [campaign_id], now - RATE_WINDOW).get(campaign_id, 0)
-    return CampaignSummary(campaign, progress_from_counts(counts, sent_last_window=recent))
+    return CampaignSummary(
+        campaign, progress_from_counts(counts, sent_last_window=recent), unsubscribed=unsubscribed_after(session, campaign)
+    )
 
 
 def status_counts(session: Session) -> dict[str, int]:

@@ -86,6 +86,7 @@ class CampaignIn(BaseModel):
 
 
 class CampaignDetailOut(CampaignOut):
+    unsubscribed_within_7_days: int = Field(description="recipients who unsubscribed within a week of its fan-out")
     preheader: str
     body_markdown: str
     audience: AudienceIn
@@ -176,6 +177,7 @@ def _detail(summary: CampaignSummary) -> CampaignDetailOut:
     return CampaignDetailOut(
         **_campaign(summary), preheader=c.preheader, body_markdown=c.body_markdown, audience=_audience_in(audience),
         audience_description=audience.describe(), send_local=c.send_local,
+        unsubscribed_within_7_days=summary.unsubscribed or 0,
     )  # fmt: skip
 
 

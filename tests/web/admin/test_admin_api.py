@@ -136,3 +136,17 @@ def test_an_editor_token_composes_counts_schedules_pauses_and_cancels(web_stack:
     copy = editor_api.post(f"/api/admin/campaigns/{campaign['id']}/duplicate")
     assert copy.status_code == 201 and copy.json()["status"] == "draft" and copy.json()["name"] == "Copy of API letter"
     assert editor_api.post("/api/admin/campaigns/9999/pause").status_code == 404
+
+
+def test_final_statistics_count_who_unsubscribed_within_a_week(web_stack: WebStack, client: TestClient) -> None:
+    from course.models import Delivery, DeliveryState
+
+    campaign_id = _seed(web_stack)
+    now = web_stack.clock.now()
+    with web_stack.sessions.begin() as session:
+        session.execute(update(Delivery).where(Delivery.campaign_id == campaign_id).values(state=DeliveryState.SENT, sent_at=now))
+        session.execute(update(Subscriber).where(Subscriber.email == "r0@example.org").values(status="unsubscribed", unsubscribed_at=now + timedelta(days=2)))
+        session.execute(update(Subscriber).where(Subscriber.email == "r1@example.org").values(status="unsubscribed", unsubscribed_at=now + timedelta(days=9)))
+    api = TestClient(client.app, base_url=TEST_BASE_URL, headers={"Authorization": f"Bearer {make_token(web_stack.sessions, AdminRole.VIEWER, now=now)}"})
+    detail = api.get(f"/api/admin/campaigns/{campaign_id}").json()
+    assert detail["progress"]["sent"] == 5 and detail["unsubscribed_within_7_days"] == 1
