@@ -159,17 +159,40 @@ def add_account_mail(
     return row
 
 
+def add_campaign_test(
+    session: Session, *, campaign_id: int, subscriber_id: int, address: str, now: datetime
+) -> Delivery:
+    """Queue a test send of a campaign, due now in the urgent class: composed as `subscriber_id`
+    gets it, sent to `address`. It has no campaign_id, so it is in no count of the campaign."""
+    row = Delivery(
+        subscriber_id=subscriber_id,
+        kind=DeliveryKind.CAMPAIGN_TEST,
+        test_campaign_id=campaign_id,
+        test_address=address,
+        priority=int(DeliveryPriority.URGENT),
+        due_at=now,
+        state=DeliveryState.PENDING,
+        attempts=0,
+        created_at=now,
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
 def fan_out_campaign_rows(
     session: Session,
     campaign_id: int,
     recipients: Select[Any],
     *,
-    due_at: datetime,
+    due_at: datetime | ColumnElement[Any],
     now: datetime,
     analyze_after_rows: int,
 ) -> int:
     """One pending campaign row per subscriber id that `recipients` (a SELECT of one column of
-    subscriber ids) yields, all due at `due_at`, in one INSERT … SELECT. ON CONFLICT DO NOTHING on
+    subscriber ids) yields, due at `due_at`, in one INSERT … SELECT. `due_at` is one moment, or an
+    expression over the recipients' columns (a campaign sent at a local time in each subscriber's
+    own zone: a CASE on subscribers.timezone). ON CONFLICT DO NOTHING on
     (subscriber, campaign) makes a repeated or concurrent fan-out harmless. Writing
     `analyze_after_rows` rows or more refreshes the planner statistics. Returns how many rows were
     written."""
@@ -177,7 +200,7 @@ def fan_out_campaign_rows(
         literal(DeliveryKind.CAMPAIGN.value, String),
         literal(campaign_id, Integer),
         literal(int(DeliveryPriority.BULK), SmallInteger),
-        literal(due_at, UTCDateTime()),
+        literal(due_at, UTCDateTime()) if isinstance(due_at, datetime) else due_at,
         literal(DeliveryState.PENDING.value, String),
         literal(0, Integer),
         literal(now, UTCDateTime()),
@@ -272,6 +295,18 @@ def cancel_campaign_rows(session: Session, campaign_id: int) -> int:
     """Cancel a campaign's open rows; rows already handed to a worker are caught by the sender's
     check at send time."""
     return _set_state(session, Delivery.campaign_id == campaign_id, OPEN_DELIVERY_STATES, DeliveryState.CANCELLED)
+
+
+def hold_campaign_rows(session: Session, campaign_id: int) -> int:
+    """A paused campaign: its rows not yet taken over by a sender (pending, or leased to a send task
+    that has not started them) wait, held. Holding drops the lease token, so a send task that still
+    carries these ids takes none of them over: the pause reaches rows already handed to a worker."""
+    return _set_state(session, Delivery.campaign_id == campaign_id, QUEUED_DELIVERY_STATES, DeliveryState.HELD)
+
+
+def release_campaign_rows(session: Session, campaign_id: int) -> int:
+    """A resumed campaign: each held row is pending again, once (sent rows are never touched)."""
+    return _set_state(session, Delivery.campaign_id == campaign_id, (DeliveryState.HELD,), DeliveryState.PENDING)
 
 
 def cancel_lesson_rows(session: Session, lesson_ids: Sequence[int]) -> int:
@@ -376,6 +411,8 @@ class DeliveryJob:
     campaign_id: int | None
     due_at: datetime | None = None  # when this attempt fell due (send latency is measured from it)
     first_attempt_at: datetime | None = None  # when the first attempt was taken over (retry window)
+    test_campaign_id: int | None = None  # a test send: the campaign it shows
+    test_address: str | None = None  # and where it goes instead of `email`
 
 
 @dataclass(frozen=True)
@@ -408,6 +445,7 @@ class CampaignContent:
     sender_name: str
     sender_email: str
     cancelled: bool
+    preheader: str = ""  # the line inboxes show after the subject
 
 
 @dataclass
@@ -475,7 +513,7 @@ def _batch_of(session: Session, rows: Sequence[Any]) -> Batch:
     lesson_ids = {job.lesson_id for job in batch.jobs if job.lesson_id is not None}
     if lesson_ids:
         batch.lessons = _lesson_contents(session, lesson_ids, batch.courses)
-    campaign_ids = {job.campaign_id for job in batch.jobs if job.campaign_id is not None}
+    campaign_ids = {job.campaign_id or job.test_campaign_id for job in batch.jobs} - {None}
     if campaign_ids:
         batch.campaigns = {
             c.id: CampaignContent(
@@ -486,6 +524,7 @@ def _batch_of(session: Session, rows: Sequence[Any]) -> Batch:
                 c.sender_name,
                 c.sender_email,
                 c.status == CampaignStatus.CANCELLED,
+                c.preheader or "",
             )
             for c in session.scalars(select(Campaign).where(Campaign.id.in_(campaign_ids)))
         }
@@ -504,6 +543,8 @@ _JOB_COLUMNS = (
     Delivery.campaign_id,
     Delivery.due_at,
     Delivery.first_attempt_at,
+    Delivery.test_campaign_id,
+    Delivery.test_address,
 )
 
 
@@ -528,6 +569,8 @@ def _jobs_of(deliveries: Any) -> Select[Any]:
             c.campaign_id,
             c.due_at,
             c.first_attempt_at,
+            c.test_campaign_id,
+            c.test_address,
         )
         .join_from(deliveries, Subscriber, Subscriber.id == c.subscriber_id)
         .outerjoin(Enrollment, Enrollment.id == c.enrollment_id)

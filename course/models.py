@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     DateTime,
     ForeignKey,
     Index,
@@ -77,6 +78,7 @@ class DeliveryKind(enum.StrEnum):
     LESSON = "lesson"
     CAMPAIGN = "campaign"
     TRANSACTIONAL = "transactional"  # confirmation and account mail, sent ahead of bulk
+    CAMPAIGN_TEST = "campaign_test"  # an editor's test send: a campaign as one subscriber gets it, to another address
 
 
 class DeliveryState(enum.StrEnum):
@@ -131,6 +133,7 @@ class CampaignStatus(enum.StrEnum):
     DRAFT = "draft"
     SCHEDULED = "scheduled"
     SENDING = "sending"  # fanned out into the ledger
+    PAUSED = "paused"  # fanned out, its unsent rows held until resumed
     DONE = "done"
     CANCELLED = "cancelled"
 
@@ -240,6 +243,16 @@ class Campaign(Base):
     send_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     fanned_out_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Added for the web admin (migration 0006).
+    preheader: Mapped[str] = mapped_column(String(200), default="", server_default="")
+    # course.campaigns.audience.Audience as JSON; None: the older segment_tag rule.
+    audience: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # "At 09:00 on 10 March in each subscriber's own zone": the wall time; send_at is then when
+    # the fan-out runs (the rows carry each zone's moment).
+    send_local: Mapped[datetime | None] = mapped_column(DateTime(timezone=False))
+    created_by: Mapped[int | None] = mapped_column(Integer)  # admins.id (no FK: see migration 0006)
+    updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    paused_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class Delivery(Base):
@@ -317,6 +330,11 @@ class Delivery(Base):
     message_id: Mapped[str | None] = mapped_column(String(255))
     # The mail provider (settings.provider_settings name) its last attempt went through.
     provider: Mapped[str | None] = mapped_column(String(64))
+    # A test send (kind campaign_test): which campaign, and the address it goes to instead of the
+    # subscriber's. Not campaign_id, so a test is never in a campaign's counts and never takes the
+    # (subscriber, campaign) slot of the real send. A bare id, like campaigns.created_by (0006).
+    test_campaign_id: Mapped[int | None] = mapped_column(Integer)
+    test_address: Mapped[str | None] = mapped_column(String(320))
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
@@ -377,3 +395,72 @@ class Heartbeat(Base):
     pid: Mapped[int] = mapped_column(Integer)
     beat_at: Mapped[datetime] = mapped_column(UTCDateTime)
     detail: Mapped[str] = mapped_column(Text, default="")
+
+
+# --- admin accounts (course/accounts) --------------------------------------------------------
+
+
+class AdminRole(enum.StrEnum):
+    """Owners manage admins and tokens; editors compose, schedule, pause and cancel; viewers read."""
+
+    OWNER = "owner"
+    EDITOR = "editor"
+    VIEWER = "viewer"
+
+
+class Admin(Base):
+    __tablename__ = "admins"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    email: Mapped[str] = mapped_column(String(320))
+    password_hash: Mapped[str] = mapped_column(String(200))  # argon2id, parameters in the hash
+    # A password someone else chose (the one `course admin create` prints): changed at first sign-in.
+    password_must_change: Mapped[bool] = mapped_column(Boolean, default=False)
+    role: Mapped[str] = mapped_column(String(20), default=AdminRole.VIEWER)
+    totp_secret: Mapped[str | None] = mapped_column(String(64))  # base32; set = second factor on
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # cannot sign in; sessions end
+
+
+Index("uq_admins_email_lower", func.lower(Admin.email), unique=True)
+
+
+class AdminRecoveryCode(Base):
+    """One-use codes for an admin who lost the TOTP device: stored as argon2 hashes."""
+
+    __tablename__ = "admin_recovery_codes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    admin_id: Mapped[int] = mapped_column(ForeignKey("admins.id", ondelete="CASCADE"), index=True)
+    code_hash: Mapped[str] = mapped_column(String(200))
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class AdminSession(Base):
+    """A signed-in browser. The cookie holds a random token; the table holds only its SHA-256, so a
+    leaked database signs nobody in. Ends at logout, after idle time, or at the absolute limit."""
+
+    __tablename__ = "admin_sessions"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    admin_id: Mapped[int] = mapped_column(ForeignKey("admins.id", ondelete="CASCADE"), index=True)
+    second_factor_pending: Mapped[bool] = mapped_column(Boolean, default=False)  # password ok, TOTP not yet
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ApiToken(Base):
+    """A bearer token for /api/admin/…: shown once, stored as its SHA-256, with a role of its own."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))  # the token's first characters, to recognise it
+    role: Mapped[str] = mapped_column(String(20))
+    created_by: Mapped[int | None] = mapped_column(ForeignKey("admins.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

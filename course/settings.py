@@ -146,6 +146,15 @@ class Settings(BaseSettings):
     header_timeout_seconds: float = 10.0
     body_timeout_seconds: float = 30.0
 
+    # Web admin (course/web/admin, course/accounts).
+    admin_session_idle_minutes: int = 60  # a session unused this long ends
+    admin_session_max_hours: int = 12  # and every session ends this long after sign-in
+    admin_login_limit_per_account: int = 5  # failed sign-ins per account per admin_login_window_seconds
+    admin_login_limit_per_ip: int = 20  # failed sign-ins per IP address per window
+    admin_login_window_seconds: int = 900
+    # Who campaigns may come from: "Name <address>" entries separated by commas or new lines.
+    campaign_senders: str = "Newsletter <newsletter@example.org>"
+
     @field_validator("providers")
     @classmethod
     def _provider_names(cls, providers: dict[str, ProviderSettings]) -> dict[str, ProviderSettings]:

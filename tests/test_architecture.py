@@ -30,6 +30,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("ledger", ("course.ledger", "course.ratelimit")),
     # Watching the ledger (read-only): the audit, heartbeats and metrics, used by delivery, web and cli.
     ("ops", ("course.audit", "course.health", "course.metrics")),
+    ("accounts", ("course.accounts",)),  # admin accounts: models, ratelimit and settings only
     ("content", ("course.content",)),
     ("audience", ("course.audience",)),
     ("campaigns", ("course.campaigns",)),

@@ -14,10 +14,14 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
+from typing import Any
+
 from sqlalchemy import exists, func, select, update
 from sqlalchemy.orm import Session
 
 from course.audience.enrollment import SubscriptionError, find_subscriber, normalize_email
+from course.campaigns.audience import Audience, recipients, resolve_course
+from course.campaigns.timing import Schedule, local_due_at, recipient_zones, zone_moments
 from course.ledger import cancel_campaign_rows, fan_out_campaign_rows
 from course.models import (
     UNSETTLED_DELIVERY_STATES,
@@ -135,18 +139,29 @@ def fan_out(session: Session, campaign_id: int, *, now: datetime) -> int:
         update(Campaign)
         .where(Campaign.id == campaign_id, Campaign.status == CampaignStatus.SCHEDULED)
         .values(status=CampaignStatus.SENDING, fanned_out_at=now)
-        .returning(Campaign.segment_tag, Campaign.send_at)
+        .returning(Campaign.segment_tag, Campaign.send_at, Campaign.audience, Campaign.send_local)
     ).first()
     if started is None:
         if session.get(Campaign, campaign_id) is None:
             raise CampaignError(f"no campaign with id {campaign_id}")
         return 0
-    segment_tag, send_at = started
+    segment_tag, send_at, stored_audience, send_local = started
+    if stored_audience is None:  # scheduled for a tag (the CLI), or for everyone
+        selected = _segment(segment_tag)
+    else:
+        audience = Audience.from_json(stored_audience)
+        selected = recipients(audience, resolve_course(session, audience))
+    due_at: Any = send_at or now
+    if send_local is not None:
+        # 3. At a wall time in each subscriber's own zone: the moment per zone of the recipients,
+        #    as a CASE on subscribers.timezone inside the same INSERT … SELECT.
+        when = Schedule("local", send_local.date(), send_local.time())
+        due_at = local_due_at(zone_moments(when, list(recipient_zones(session, selected))), now=now)
     return fan_out_campaign_rows(
         session,
         campaign_id,
-        _segment(segment_tag),
-        due_at=send_at or now,
+        selected,
+        due_at=due_at,
         now=now,
         analyze_after_rows=ANALYZE_AFTER_ROWS,
     )
@@ -190,7 +205,12 @@ def cancel_campaign(session: Session, campaign_id: int) -> int:
     the sender's check at send time. Returns how many rows were cancelled."""
     changed = session.execute(
         update(Campaign)
-        .where(Campaign.id == campaign_id, Campaign.status.in_([CampaignStatus.DRAFT, CampaignStatus.SCHEDULED, CampaignStatus.SENDING]))
+        .where(
+            Campaign.id == campaign_id,
+            Campaign.status.in_(
+                [CampaignStatus.DRAFT, CampaignStatus.SCHEDULED, CampaignStatus.SENDING, CampaignStatus.PAUSED]
+            ),
+        )
         .values(status=CampaignStatus.CANCELLED)
         .execution_options(synchronize_session=False)
     ).rowcount

@@ -177,6 +177,25 @@ def enroll_demo_people(slug: str | None) -> tuple[str, list[int]]:
         return course.slug, ids
 
 
+DEMO_ADMIN = "admin@example.org"
+
+
+def ensure_demo_admin() -> tuple[str, str | None]:
+    """The demo's owner account, so a new user can sign in to the admin and send the demo readers
+    a campaign: created with a one-time password on the first run (returned, to be printed once),
+    left alone afterwards (None)."""
+    from course.accounts.store import create_admin, find_admin, list_admins
+    from course.models import AdminRole
+
+    settings = get_settings()
+    with transaction(settings) as session:
+        if list_admins(session):
+            existing = find_admin(session, DEMO_ADMIN)
+            return (existing.email if existing else list_admins(session)[0].email), None
+        admin, one_time = create_admin(session, email=DEMO_ADMIN, role=AdminRole.OWNER, password=None, now=get_clock(settings).now())
+        return admin.email, one_time
+
+
 def _demo_progress(subscriber_ids: list[int]) -> tuple[int, int]:
     with transaction() as session:
         rows = dict(
@@ -223,6 +242,11 @@ def run_local_stack(options: RunOptions, *, console: Console, course_slug: str |
                 console.print("Running. Press Ctrl-C to stop.")
                 return _wait_forever(worker)
             slug, ids = enroll_demo_people(course_slug)
+            admin_email, one_time = ensure_demo_admin()
+            if one_time:
+                console.print(f"admin     {settings.base_url}/admin/  sign in as {admin_email}, one-time password {one_time}", highlight=False)
+            else:
+                console.print(f"admin     {settings.base_url}/admin/  (forgot the password? course admin reset-password {admin_email})", highlight=False)
             done, total = _demo_progress(ids)
             if total and done == total:
                 console.print(

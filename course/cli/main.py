@@ -280,6 +280,15 @@ def _register_bench_and_campaigns() -> None:
 _register_bench_and_campaigns()
 
 
+def _register_admin() -> None:
+    from course.cli.admin import admin_app
+
+    app.add_typer(admin_app, name="admin", help="Web admin accounts.")
+
+
+_register_admin()
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()
 

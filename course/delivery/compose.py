@@ -18,7 +18,7 @@ recipient: pass one TemplateCache for the whole batch.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from course.clock import Clock, get_clock
 from course.delivery.links import LinkPurpose, Signer, signer_from_settings
@@ -109,6 +109,8 @@ class Composer:
             return self.lesson(recipient, batch.lessons[job.lesson_id], templates)
         if job.kind == DeliveryKind.CAMPAIGN and job.campaign_id is not None and job.campaign_id in batch.campaigns:
             return self.campaign(recipient, batch.campaigns[job.campaign_id], templates)
+        if job.kind == DeliveryKind.CAMPAIGN_TEST and job.test_campaign_id in batch.campaigns and job.test_address:
+            return self.campaign_test(recipient, batch.campaigns[job.test_campaign_id], job.test_address)
         if (
             job.kind == DeliveryKind.TRANSACTIONAL
             and job.template in TRANSACTIONAL_MAIL
@@ -154,7 +156,10 @@ class Composer:
         template = cache.get(key)
         if template is None:
             template = cache[key] = self.renderer.campaign_template(
-                subject=campaign.subject, body_markdown=campaign.body_markdown, sender_name=campaign.sender_name
+                subject=campaign.subject,
+                body_markdown=campaign.body_markdown,
+                sender_name=campaign.sender_name,
+                preheader=campaign.preheader,
             )
         return self._compose(
             recipient,
@@ -164,6 +169,13 @@ class Composer:
             unsubscribe_url=self.signer.url(LinkPurpose.UNSUBSCRIBE, recipient.subscriber_id, None),
             account_links_to=account_links_to,
         )
+
+    def campaign_test(self, recipient: Recipient, campaign: CampaignContent, address: str) -> ComposedEmail:
+        """A test send: the campaign exactly as `recipient` gets it (their name, their links), to
+        `address`, its subject marked "[Test]"."""
+        marked = replace(campaign, subject=f"[Test] {campaign.subject}")
+        composed = self.campaign(recipient, marked)
+        return replace(composed, message=replace(composed.message, recipient_address=address))
 
     def account_mail(
         self, recipient: Recipient, template_name: str, course: CourseHeader, templates: TemplateCache | None = None
@@ -277,4 +289,5 @@ def campaign_content(campaign: Campaign) -> CampaignContent:
         campaign.sender_name,
         campaign.sender_email,
         campaign.status == CampaignStatus.CANCELLED,
+        campaign.preheader or "",
     )

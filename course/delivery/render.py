@@ -19,6 +19,7 @@ from typing import Any
 
 import css_inline
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+import nh3
 from markdown_it import MarkdownIt
 from markupsafe import Markup, escape
 
@@ -47,6 +48,9 @@ def template_environment(templates_dir: Path) -> Environment:
 
 # Article Markdown is the publisher's, but raw HTML in it is still not passed through.
 _markdown = MarkdownIt("commonmark", {"html": False, "linkify": False, "typographer": False})
+# A campaign body may carry some HTML (a table, a <br>): it is rendered, then sanitised by nh3
+# (ammonia's allow-list: no script, style, frames, forms or event handlers; links get rel=noopener).
+_campaign_markdown = MarkdownIt("commonmark", {"html": True, "linkify": False, "typographer": False})
 _inliner = css_inline.CSSInliner(keep_style_tags=False, load_remote_stylesheets=False)
 
 
@@ -153,6 +157,12 @@ def markdown_html(text: str) -> Markup:
     return Markup(_markdown.render(text))
 
 
+def campaign_html(text: str) -> Markup:
+    """A campaign's Markdown as HTML, raw HTML in it sanitised (course.campaigns.editor refuses the
+    worst of it before it is saved; this is what holds whatever else gets through)."""
+    return Markup(nh3.clean(_campaign_markdown.render(text), link_rel="noopener noreferrer"))
+
+
 class Renderer:
     def __init__(self, templates_dir: Path) -> None:
         self.environment = template_environment(templates_dir)
@@ -179,13 +189,14 @@ class Renderer:
             },
         )
 
-    def campaign_template(self, *, subject: str, body_markdown: str, sender_name: str) -> Template:
+    def campaign_template(self, *, subject: str, body_markdown: str, sender_name: str, preheader: str = "") -> Template:
         return self._render_pair(
             "campaign",
             subject,
             {
                 "sender_name": sender_name,
-                "body_html": markdown_html(body_markdown),
+                "preheader": preheader,
+                "body_html": campaign_html(body_markdown),
                 "body_text": body_markdown,
             },
         )

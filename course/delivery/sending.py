@@ -189,7 +189,9 @@ class Sender:
                 return
             try:
                 composed = self.composer.delivery(job, batch, templates)
-                self.transport.send(composed.envelope_from, job.email, composed.message_bytes(), deadline=deadlines.smtp)
+                self.transport.send(
+                    composed.envelope_from, job.test_address or job.email, composed.message_bytes(), deadline=deadlines.smtp
+                )
             except DeadlineReached:
                 for waiting in sendable[position:]:
                     writer.group.released.append(waiting.delivery_id)
@@ -197,8 +199,13 @@ class Sender:
                 return
             except PermanentSendError as exc:
                 metrics.SMTP_REPLIES.labels(metrics.code_class(exc.code)).inc()
-                log.warning("%s bounced: %s", _about(job), exc.reason, extra=_fields(job))
-                note("bounced", (job.delivery_id, job.subscriber_id, exc.reason))
+                if job.kind == DeliveryKind.CAMPAIGN_TEST:
+                    # The test address refused it: that says nothing about the subscriber it showed.
+                    log.warning("%s test address refused it: %s", _about(job), exc.reason, extra=_fields(job))
+                    note("failed", (job.delivery_id, f"test address refused it: {exc.reason}"))
+                else:
+                    log.warning("%s bounced: %s", _about(job), exc.reason, extra=_fields(job))
+                    note("bounced", (job.delivery_id, job.subscriber_id, exc.reason))
             except ConnectionFailed as exc:
                 # The server is down: nothing else in this batch can go either.
                 metrics.SMTP_REPLIES.labels("unreachable").inc()
@@ -253,6 +260,9 @@ class Sender:
 
 def _still_wanted(job: DeliveryJob, batch: Batch) -> str:
     """Checked at send time, after the row was claimed: a stop that came in between still wins."""
+    if job.kind == DeliveryKind.CAMPAIGN_TEST:
+        # An editor asked for it just now, for whichever campaign state: only a deleted campaign stops it.
+        return "send" if (job.test_campaign_id or 0) in batch.campaigns else "cancel"
     if job.subscriber_status != SubscriberStatus.ACTIVE and job.kind != DeliveryKind.TRANSACTIONAL:
         return "cancel"
     if job.kind == DeliveryKind.LESSON:

@@ -19,6 +19,7 @@ from course.delivery.links import signer_from_settings
 from course.delivery.render import Renderer, template_environment
 from course.settings import InsecureConfiguration, Settings, get_settings, refuse_unsafe
 from course.web import ops
+from course.web import admin
 from course.web.public import api, confirm, courses, preferences, unsubscribe, view
 from course.web.security import ApiCors, ASGIApp, BodySizeLimit, RefuseControlCharacters, Scope, SecurityHeaders
 from course.web.server import install_access_log_masking
@@ -79,6 +80,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(pages.router)
     app.include_router(api.router)
     app.include_router(ops.router)
+    admin.install(app)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     def refuse_control_characters(scope: Scope) -> ASGIApp:

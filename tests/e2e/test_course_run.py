@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
+import sqlite3
 import subprocess
 import sys
 from collections import defaultdict
 from pathlib import Path
 
+from course.accounts.credentials import verify_password
 from course.cli.local_stack import DEMO_PEOPLE
 from course.devtools.mailsink import read_mailbox
 
@@ -47,6 +50,12 @@ def test_course_run_delivers_the_demo_course_into_the_mail_folder(tmp_path: Path
         count = len(subjects)
         assert count >= 2
         assert [subject.split(":")[0] for subject in subjects] == [f"Lesson {n} of {count}" for n in range(1, count + 1)]
+    # The demo's owner account, printed once with its one-time password, which signs in.
+    match = re.search(r"admin +(http://\S+/admin/) +sign in as (admin@example.org), one-time password (\S+)", result.stdout)
+    assert match, result.stdout
+    with sqlite3.connect(tmp_path / "var" / "course.db") as database:
+        (stored_hash,) = database.execute("SELECT password_hash FROM admins WHERE email = ?", (match[2],)).fetchone()
+    assert verify_password(stored_hash, match[3])
     index_lines = (tmp_path / "var" / "mail" / "index.tsv").read_text().splitlines()
     assert len(index_lines) == len(mails) + 1  # a header line, then one line per message
 
@@ -59,6 +68,7 @@ def test_course_run_delivers_the_demo_course_into_the_mail_folder(tmp_path: Path
     )  # fmt: skip
     assert again.returncode == 0, again.stdout + again.stderr
     assert "already have every lesson" in again.stdout and "--fresh" in again.stdout
+    assert "course admin reset-password admin@example.org" in again.stdout and match[3] not in again.stdout
     assert len(read_mailbox(tmp_path / "var" / "mail")) == len(mails)
     demo_clock = json.loads((tmp_path / "var" / "demo-clock.json").read_text())
     assert demo_clock["speed"] == 86400 / 2

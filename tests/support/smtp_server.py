@@ -11,6 +11,7 @@ provider does (550 permanent, 451 try later, 421 going away).
 
 from __future__ import annotations
 
+import asyncio
 import email.policy
 import fnmatch
 import threading
@@ -70,6 +71,7 @@ class RecordingSMTPServer:
         # time either way, so pipelined clients work against it.
         self.pipelining = pipelining
         self._requested_port = port
+        self.data_delay_seconds = 0.0  # set it to make every DATA answer that much later
         self._controller: BoundPortController | None = None
         # Guards everything below; the SMTP handlers run on the controller's thread and the test
         # reads from its own. Notified on every accepted message, for wait_for().
@@ -224,6 +226,8 @@ class _RecordingHandler:
         return "250 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        if self.recording_server.data_delay_seconds:  # a slow provider: lets a test act mid-send
+            await asyncio.sleep(self.recording_server.data_delay_seconds)
         raw_message = envelope.original_content or b""
         reply = self.recording_server._take_scripted_failure("DATA")
         if reply is not None:

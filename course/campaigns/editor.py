@@ -1,0 +1,347 @@
+"""What the web admin and the admin API do to a campaign: write and edit drafts, duplicate, count
+the audience, schedule (now, at a moment in a chosen zone, or at a wall time in each subscriber's
+own zone), pause, resume and cancel. Pure checks first, then one conditional UPDATE per change, so
+a campaign that started sending in between is refused, never half-edited.
+
+States: draft --schedule--> scheduled --fan_out--> sending --last row settles--> done;
+scheduled or sending --pause--> paused --resume--> back; anything but done --cancel--> cancelled."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from email.utils import getaddresses
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from course.audience.enrollment import SubscriptionError, find_subscriber, normalize_email
+from course.audience.schedule import local_moment, parse_timezone
+from course.campaigns.audience import (
+    Audience,
+    AudienceError,
+    check_audience,
+    count_audience,
+    recipients,
+    resolve_course,
+)
+from course.campaigns.service import CampaignError, cancel_campaign
+from course.campaigns.timing import PAST_TOLERANCE, Schedule, recipient_zones, zone_moments
+from course.ledger import add_campaign_test, hold_campaign_rows, release_campaign_rows
+from course.models import Campaign, CampaignStatus, Subscriber
+
+MAX_BODY_CHARS = 50_000  # a long newsletter is 5,000 words; this is ten of them
+EDITABLE = (CampaignStatus.DRAFT, CampaignStatus.SCHEDULED)
+_LINE_BREAK = re.compile(r"[\r\n\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
+_CONTROL = re.compile(r"[\x00-\x08\x0e-\x1f\x7f]")  # NUL and friends: no database or mail wants them
+# HTML no email may carry. The renderer's sanitiser (nh3) would strip it anyway; refusing it here
+# tells the editor, instead of silently sending something other than what they wrote.
+_UNSAFE_HTML = re.compile(
+    r"<\s*/?\s*(script|iframe|object|embed|form|style|link|meta|base)\b|\son[a-z]+\s*=|(javascript|vbscript|data)\s*:\s*[^\s]",
+    re.IGNORECASE,
+)
+
+
+class EditError(ValueError):
+    """A refused edit. `fields` maps form fields to their message (empty for a state refusal)."""
+
+    def __init__(self, message: str, fields: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.fields = fields or {}
+
+
+class CampaignMissing(EditError):
+    """No campaign with that id."""
+
+
+@dataclass(frozen=True)
+class Sender:
+    name: str
+    email: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} <{self.email}>"
+
+
+def parse_senders(configured: str) -> list[Sender]:
+    """settings.campaign_senders -> the senders an editor may choose from (bad entries skipped)."""
+    senders = []
+    for name, address in getaddresses([configured.replace("\n", ",")]):
+        try:
+            senders.append(Sender(name.strip() or address, normalize_email(address)))
+        except SubscriptionError:
+            continue
+    return senders
+
+
+@dataclass(frozen=True)
+class Draft:
+    """A campaign's content as the editor wrote it, checked."""
+
+    name: str
+    subject: str
+    preheader: str
+    sender: Sender
+    body_markdown: str
+    audience: Audience
+
+
+def _line(value: str, *, label: str, limit: int, required: bool = True) -> tuple[str, str]:
+    if _LINE_BREAK.search(value):
+        return value, f"The {label} must be one line: no line breaks."
+    if _CONTROL.search(value):
+        return value, f"The {label} contains control characters."
+    cleaned = value.strip()
+    if required and not cleaned:
+        return cleaned, f"The {label} is empty."
+    if len(cleaned) > limit:
+        return cleaned, f"The {label} is longer than {limit} characters."
+    return cleaned, ""
+
+
+def check_draft(
+    *, name: str, subject: str, preheader: str, sender: str, body_markdown: str, audience: Audience, senders: list[Sender]
+) -> Draft:
+    """Pure: every field checked at once; EditError carries a message per bad field."""
+    errors: dict[str, str] = {}
+    clean_name, errors["name"] = _line(name, label="name", limit=200)
+    clean_subject, errors["subject"] = _line(subject, label="subject", limit=300)
+    clean_preheader, errors["preheader"] = _line(preheader, label="preheader", limit=200, required=False)
+    chosen = next((s for s in senders if sender.strip() in (s.email, s.label)), None)
+    errors["sender"] = "" if chosen else "Choose a sender from the list."
+    body = body_markdown.replace("\r\n", "\n")
+    if not body.strip():
+        errors["body_markdown"] = "The body is empty."
+    elif _CONTROL.search(body.replace("\n", "").replace("\t", "")):
+        errors["body_markdown"] = "The body contains control characters (other than line breaks and tabs)."
+    elif len(body) > MAX_BODY_CHARS:
+        errors["body_markdown"] = f"The body is {len(body):,} characters; the most a campaign can have is {MAX_BODY_CHARS:,}."
+    elif match := _UNSAFE_HTML.search(body):
+        errors["body_markdown"] = (
+            f"The body contains HTML that email cannot carry safely ({match.group(0).strip()!r}): scripts, "
+            "frames, forms, styles and event handlers are not allowed. Remove it and use Markdown."
+        )
+    errors = {field: message for field, message in errors.items() if message}
+    if errors:
+        raise EditError("the campaign has mistakes: " + " ".join(errors.values()), errors)
+    assert chosen is not None
+    return Draft(clean_name, clean_subject, clean_preheader, chosen, body, audience)
+
+
+def _apply(campaign: Campaign, draft: Draft, now: datetime) -> None:
+    campaign.name = draft.name
+    campaign.subject = draft.subject
+    campaign.preheader = draft.preheader
+    campaign.sender_name = draft.sender.name
+    campaign.sender_email = draft.sender.email
+    campaign.body_markdown = draft.body_markdown
+    campaign.audience = draft.audience.to_json()
+    campaign.segment_tag = None
+    campaign.updated_at = now
+
+
+def create_draft(session: Session, draft: Draft, *, author: int | None, now: datetime) -> Campaign:
+    try:
+        check_audience(session, draft.audience)
+    except AudienceError as exc:
+        raise EditError(str(exc), {"audience": str(exc).capitalize() + "."}) from None
+    campaign = Campaign(status=CampaignStatus.DRAFT, created_at=now, created_by=author, segment_tag=None)
+    _apply(campaign, draft, now)
+    session.add(campaign)
+    session.flush()
+    return campaign
+
+
+def _editable(session: Session, campaign_id: int) -> Campaign:
+    """The campaign, locked for this transaction, if it may still be edited."""
+    campaign = session.scalars(select(Campaign).where(Campaign.id == campaign_id).with_for_update()).first()
+    if campaign is None:
+        raise CampaignMissing(f"no campaign with id {campaign_id}")
+    if campaign.status not in EDITABLE:
+        raise EditError(
+            f"campaign {campaign_id} is {campaign.status}: only drafts and scheduled campaigns can be edited "
+            "(duplicate it to send a changed copy)"
+        )
+    return campaign
+
+
+def update_draft(session: Session, campaign_id: int, draft: Draft, *, now: datetime) -> Campaign:
+    """Edit a draft or a scheduled campaign. A campaign whose fan-out began in between is refused:
+    the row lock makes the fan-out's status change and this edit happen one after the other."""
+    campaign = _editable(session, campaign_id)
+    try:
+        check_audience(session, draft.audience)
+    except AudienceError as exc:
+        raise EditError(str(exc), {"audience": str(exc).capitalize() + "."}) from None
+    _apply(campaign, draft, now)
+    session.flush()
+    return campaign
+
+
+def duplicate(session: Session, campaign_id: int, *, author: int | None, now: datetime) -> Campaign:
+    original = session.get(Campaign, campaign_id)
+    if original is None:
+        raise CampaignMissing(f"no campaign with id {campaign_id}")
+    copy = Campaign(
+        name=f"Copy of {original.name}"[:200],
+        subject=original.subject,
+        preheader=original.preheader,
+        body_markdown=original.body_markdown,
+        segment_tag=original.segment_tag,
+        audience=original.audience,
+        sender_name=original.sender_name,
+        sender_email=original.sender_email,
+        status=CampaignStatus.DRAFT,
+        created_at=now,
+        updated_at=now,
+        created_by=author,
+    )
+    session.add(copy)
+    session.flush()
+    return copy
+
+
+def audience_of(campaign: Campaign) -> Audience:
+    if campaign.audience is not None:
+        return Audience.from_json(campaign.audience)
+    return Audience(tags_any=(campaign.segment_tag,)) if campaign.segment_tag else Audience()
+
+
+def audience_count(session: Session, audience: Audience) -> int:
+    try:
+        return count_audience(session, audience)
+    except AudienceError as exc:
+        raise EditError(str(exc), {"audience": str(exc).capitalize() + "."}) from None
+
+
+# --- scheduling, pausing, cancelling -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Scheduled:
+    send_at: datetime
+    recipients: int
+    at_once: int  # subscribers whose moment had already come: they get it at once
+
+
+def schedule(session: Session, campaign_id: int, when: Schedule, *, now: datetime) -> Scheduled:
+    """1. Lock the campaign; only a draft or a scheduled one can be (re)scheduled.
+    2. Count the audience per time zone (one GROUP BY over the audience's SELECT): nobody, refused.
+    3. The send time: now; a moment in a zone; or, for "local", the wall time in each recipient's
+       zone, the fan-out starting at the earliest of them (zones already past it get it at once).
+       A time in the past is refused: for "local", past in every recipient's zone.
+    The rows are written by the fan-out when send_at comes (course.campaigns.service.fan_out)."""
+    campaign = _editable(session, campaign_id)
+    audience = audience_of(campaign)
+    try:
+        course_id = check_audience(session, audience)
+    except AudienceError as exc:
+        raise EditError(str(exc), {"audience": str(exc).capitalize() + "."}) from None
+    zones = recipient_zones(session, recipients(audience, course_id))
+    total = sum(zones.values())
+    if total == 0:
+        raise EditError(f"campaign {campaign_id} would reach nobody: its audience has no active subscriber now")
+    send_local = None
+    at_once = total
+    if when.mode == "now":
+        send_at = now
+    elif when.mode == "at":
+        assert when.day is not None and when.at is not None
+        moment = local_moment(when.day, when.at, parse_timezone(when.zone))
+        if moment < now - PAST_TOLERANCE:
+            raise EditError(
+                f"{when.day} {when.at:%H:%M} {when.zone} has passed: choose a later time",
+                {"day": "That moment has passed."},
+            )
+        send_at = max(moment, now)
+        at_once = total if moment <= now else 0
+    else:
+        moments = zone_moments(when, list(zones))
+        if max(moments.values()) < now - PAST_TOLERANCE:
+            raise EditError(
+                f"{when.day} {when.at:%H:%M} has passed in every subscriber's time zone: choose a later time",
+                {"day": "That moment has passed everywhere."},
+            )
+        at_once = sum(count for zone, count in zones.items() if moments[zone] <= now)
+        send_at = max(now, min(moments.values()))
+        assert when.day is not None and when.at is not None
+        send_local = datetime.combine(when.day, when.at)
+    campaign.status = CampaignStatus.SCHEDULED
+    campaign.send_at = send_at
+    campaign.send_local = send_local
+    campaign.updated_at = now
+    session.flush()
+    return Scheduled(send_at=send_at, recipients=total, at_once=at_once)
+
+
+def unschedule(session: Session, campaign_id: int, *, now: datetime) -> None:
+    """Back to draft, before its fan-out began."""
+    campaign = _editable(session, campaign_id)
+    campaign.status = CampaignStatus.DRAFT
+    campaign.updated_at = now
+
+
+def _change_status(session: Session, campaign_id: int, allowed: tuple[CampaignStatus, ...], verb: str) -> Campaign:
+    campaign = session.scalars(select(Campaign).where(Campaign.id == campaign_id).with_for_update()).first()
+    if campaign is None:
+        raise CampaignMissing(f"no campaign with id {campaign_id}")
+    if campaign.status not in allowed:
+        raise EditError(f"campaign {campaign_id} is {campaign.status}: it cannot be {verb}")
+    return campaign
+
+
+def pause(session: Session, campaign_id: int, *, now: datetime) -> int:
+    """Hold every unsent row, those already handed to a worker included (holding drops their lease,
+    so the worker's take-over skips them). Rows a worker has already taken over finish sending.
+    Returns how many rows were held."""
+    campaign = _change_status(session, campaign_id, (CampaignStatus.SCHEDULED, CampaignStatus.SENDING), "paused")
+    campaign.status = CampaignStatus.PAUSED
+    campaign.paused_at = now
+    return hold_campaign_rows(session, campaign_id)
+
+
+def resume(session: Session, campaign_id: int, *, now: datetime) -> int:
+    """Each held row becomes pending again, once. A campaign paused before its fan-out is scheduled
+    again (for its send time, or now if that has passed). Returns how many rows were released."""
+    campaign = _change_status(session, campaign_id, (CampaignStatus.PAUSED,), "resumed")
+    campaign.status = CampaignStatus.SENDING if campaign.fanned_out_at else CampaignStatus.SCHEDULED
+    campaign.paused_at = None
+    campaign.updated_at = now
+    return release_campaign_rows(session, campaign_id)
+
+
+def cancel(session: Session, campaign_id: int) -> int:
+    """Every unsent row settles as cancelled (rows a worker already took over are caught by the
+    sender's check at send time). Returns how many rows were cancelled."""
+    try:
+        return cancel_campaign(session, campaign_id)
+    except CampaignError as exc:
+        raise EditError(str(exc)) from None
+
+
+def send_test(session: Session, campaign_id: int, *, address: str, preview_as: str, now: datetime) -> str:
+    """Queue a test of the campaign to `address`, composed as the subscriber `preview_as` gets it
+    (blank: the first subscriber of its audience). It goes through the ledger ahead of bulk mail and
+    is in no count of the campaign. Returns the subscriber it shows."""
+    campaign = session.get(Campaign, campaign_id)
+    if campaign is None:
+        raise CampaignMissing(f"no campaign with id {campaign_id}")
+    try:
+        to = normalize_email(address)
+    except SubscriptionError as exc:
+        raise EditError(str(exc), {"test_address": str(exc).capitalize() + "."}) from None
+    if preview_as.strip():
+        subscriber = find_subscriber(session, preview_as.strip())
+        if subscriber is None:
+            message = f"no subscriber has the address {preview_as.strip()[:320]}"
+            raise EditError(message, {"preview_as": message.capitalize() + "."})
+    else:
+        audience = audience_of(campaign)
+        first = recipients(audience, resolve_course(session, audience)).order_by(Subscriber.id).limit(1)
+        subscriber = session.scalars(select(Subscriber).where(Subscriber.id.in_(first))).first()
+        if subscriber is None:
+            raise EditError("the campaign's audience has nobody to show it as: name a subscriber to preview as")
+    add_campaign_test(session, campaign_id=campaign_id, subscriber_id=subscriber.id, address=to, now=now)
+    return subscriber.email

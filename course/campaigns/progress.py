@@ -1,0 +1,151 @@
+"""What the admin shows about campaigns: each campaign's delivery rows counted per state, its
+progress (sent, failed, bounced, remaining), the current send rate and an ETA. Read-only queries
+plus one pure function that turns counts into progress."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import exists, func, select
+from sqlalchemy.orm import Session
+
+from course.models import (
+    UNSETTLED_DELIVERY_STATES,
+    Campaign,
+    CampaignStatus,
+    Delivery,
+    DeliveryState,
+    Subscriber,
+    SubscriberStatus,
+)
+
+RATE_WINDOW = timedelta(minutes=1)  # the "current rate" is what was sent in the last minute
+UNSUBSCRIBE_WINDOW = timedelta(days=7)  # "unsubscribed after it": within a week of the campaign's fan-out
+
+
+@dataclass(frozen=True)
+class Progress:
+    total: int
+    sent: int
+    failed: int
+    bounced: int
+    cancelled: int
+    held: int
+    remaining: int  # pending, held, leased or sending
+    per_minute: int  # sent in the last RATE_WINDOW
+    eta_seconds: int | None  # None: nothing left, or nothing moving to extrapolate from
+
+    @property
+    def settled(self) -> int:
+        return self.total - self.remaining
+
+    @property
+    def percent_settled(self) -> int:
+        return 0 if self.total == 0 else int(100 * self.settled / self.total)
+
+
+def progress_from_counts(counts: dict[str, int], *, sent_last_window: int) -> Progress:
+    """Pure: counts per delivery state (and what was sent in the last minute) -> progress."""
+    remaining = sum(counts.get(state, 0) for state in UNSETTLED_DELIVERY_STATES)
+    eta = None
+    if remaining and sent_last_window:
+        eta = int(remaining / sent_last_window * RATE_WINDOW.total_seconds())
+    return Progress(
+        total=sum(counts.values()),
+        sent=counts.get(DeliveryState.SENT, 0),
+        failed=counts.get(DeliveryState.FAILED, 0),
+        bounced=counts.get(DeliveryState.BOUNCED, 0),
+        cancelled=counts.get(DeliveryState.CANCELLED, 0),
+        held=counts.get(DeliveryState.HELD, 0),
+        remaining=remaining,
+        per_minute=sent_last_window,
+        eta_seconds=eta,
+    )
+
+
+def _counts(session: Session, campaign_ids: list[int] | None = None) -> dict[int, dict[str, int]]:
+    query = (
+        select(Delivery.campaign_id, Delivery.state, func.count())
+        .where(Delivery.campaign_id.is_not(None))
+        .group_by(Delivery.campaign_id, Delivery.state)
+    )
+    if campaign_ids is not None:
+        query = query.where(Delivery.campaign_id.in_(campaign_ids))
+    counts: dict[int, dict[str, int]] = {}
+    for campaign_id, state, count in session.execute(query):
+        counts.setdefault(campaign_id, {})[state] = count
+    return counts
+
+
+def _sent_since(session: Session, campaign_ids: list[int], since: datetime) -> dict[int, int]:
+    if not campaign_ids:
+        return {}
+    rows = session.execute(
+        select(Delivery.campaign_id, func.count())
+        .where(
+            Delivery.campaign_id.in_(campaign_ids),
+            Delivery.state == DeliveryState.SENT,
+            Delivery.sent_at >= since,
+        )
+        .group_by(Delivery.campaign_id)
+    )
+    return {campaign_id: count for campaign_id, count in rows}
+
+
+@dataclass(frozen=True)
+class CampaignSummary:
+    campaign: Campaign
+    progress: Progress
+    unsubscribed: int | None = None  # recipients who left within UNSUBSCRIBE_WINDOW (detail only)
+
+
+def unsubscribed_after(session: Session, campaign: Campaign) -> int:
+    """Recipients it was sent to who have unsubscribed from everything since, within a week of its
+    fan-out (the campaign's unsubscribe link leaves every list)."""
+    if campaign.fanned_out_at is None:
+        return 0
+    return session.scalar(
+        select(func.count())
+        .select_from(Subscriber)
+        .where(
+            Subscriber.status == SubscriberStatus.UNSUBSCRIBED,
+            Subscriber.unsubscribed_at >= campaign.fanned_out_at,
+            Subscriber.unsubscribed_at < campaign.fanned_out_at + UNSUBSCRIBE_WINDOW,
+            exists().where(
+                Delivery.campaign_id == campaign.id,
+                Delivery.subscriber_id == Subscriber.id,
+                Delivery.state == DeliveryState.SENT,
+            ),
+        )
+    ) or 0
+
+
+def campaign_summaries(session: Session, *, now: datetime, status: str | None = None) -> list[CampaignSummary]:
+    """Every campaign (or those with one status), newest first, with its progress."""
+    query = select(Campaign).order_by(Campaign.created_at.desc(), Campaign.id.desc())
+    if status:
+        query = query.where(Campaign.status == status)
+    campaigns = list(session.scalars(query))
+    counts = _counts(session)
+    moving = [c.id for c in campaigns if c.status == CampaignStatus.SENDING]
+    recent = _sent_since(session, moving, now - RATE_WINDOW)
+    return [
+        CampaignSummary(c, progress_from_counts(counts.get(c.id, {}), sent_last_window=recent.get(c.id, 0)))
+        for c in campaigns
+    ]
+
+
+def campaign_summary(session: Session, campaign_id: int, *, now: datetime) -> CampaignSummary | None:
+    campaign = session.get(Campaign, campaign_id)
+    if campaign is None:
+        return None
+    counts = _counts(session, [campaign_id]).get(campaign_id, {})
+    recent = _sent_since(session, [campaign_id], now - RATE_WINDOW).get(campaign_id, 0)
+    return CampaignSummary(
+        campaign, progress_from_counts(counts, sent_last_window=recent), unsubscribed=unsubscribed_after(session, campaign)
+    )
+
+
+def status_counts(session: Session) -> dict[str, int]:
+    return {status: count for status, count in session.execute(select(Campaign.status, func.count()).group_by(Campaign.status))}

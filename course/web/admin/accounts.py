@@ -1,0 +1,238 @@
+"""Account pages: owners manage admins and API tokens; every admin manages their own password and
+second factor. Secrets (a one-time password, a new token, recovery codes) are shown once, on the
+page that answers the form, and never stored in clear."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import HTMLResponse, Response
+from itsdangerous import BadSignature, URLSafeTimedSerializer
+
+from course.accounts.credentials import CredentialError, new_totp_secret, parse_role, totp_uri
+from course.accounts.store import (
+    AccountError,
+    create_admin,
+    create_api_token,
+    disable_totp,
+    enable_totp,
+    list_admins,
+    list_api_tokens,
+    replace_recovery_codes,
+    reset_password,
+    revoke_api_token,
+    set_disabled,
+    set_role,
+    unused_recovery_codes,
+)
+from course.accounts.credentials import verify_password
+from course.models import Admin, AdminRole
+from course.web.admin.auth import Actor, AdminPageError, OwnerPage, SiteDep, ViewerPage, check_csrf
+from course.web.admin.views import admin_page, see_other
+from course.web.site import Site
+
+router = APIRouter(include_in_schema=False)
+TextField = Annotated[str, Form()]
+ROLES = [role.value for role in AdminRole]
+_TOTP_SETUP_MAX_AGE = 15 * 60
+
+
+# --- admins (owner) ------------------------------------------------------------------------------
+
+
+def _admins_page(site: Site, request: Request, actor: Actor, *, status: int = 200, **context: object) -> HTMLResponse:
+    with site.sessions.begin() as session:
+        admins = list_admins(session)
+        return admin_page(
+            site, request, "admins.html", actor=actor, status=status, admins=admins, roles=ROLES,
+            form=context.pop("form", {"email": "", "role": "editor"}), error=context.pop("error", ""), **context,
+        )  # fmt: skip
+
+
+@router.get("/admin/admins", response_class=HTMLResponse)
+def admins_page(request: Request, site: SiteDep, actor: OwnerPage) -> HTMLResponse:
+    return _admins_page(site, request, actor)
+
+
+@router.post("/admin/admins", response_class=HTMLResponse)
+def admin_create(
+    request: Request, site: SiteDep, actor: OwnerPage, email: TextField = "", role: TextField = "", csrf_token: TextField = ""
+) -> HTMLResponse:
+    check_csrf(site, request, csrf_token)
+    try:
+        with site.sessions.begin() as session:
+            admin, one_time = create_admin(session, email=email[:320], role=parse_role(role), password=None, now=site.now())
+            created = admin.email
+    except (AccountError, CredentialError) as exc:
+        return _admins_page(site, request, actor, status=422, error=str(exc), form={"email": email[:320], "role": role})
+    return admin_page(
+        site, request, "secret_once.html", actor=actor, title=f"{created} can sign in",
+        what="one-time password", secret=one_time, back="/admin/admins",
+        note="Give it to them by a channel you trust. They choose their own password at first sign-in; this one is not shown again.",
+    )  # fmt: skip
+
+
+def _owner_change(site: Site, request: Request, actor: Actor, change: str, admin_id: int, role: str = "") -> Response:
+    try:
+        with site.sessions.begin() as session:
+            if change == "role":
+                set_role(session, admin_id, parse_role(role))
+            elif change in ("disable", "enable"):
+                if change == "disable" and actor.admin and actor.admin.admin_id == admin_id:
+                    raise AccountError("you cannot disable your own account")
+                set_disabled(session, admin_id, disabled=change == "disable", now=site.now())
+            elif change == "reset-password":
+                admin, one_time = reset_password(session, admin_id)
+                email = admin.email
+            else:
+                raise AccountError(f"unknown change {change!r}")
+    except (AccountError, CredentialError) as exc:
+        return _admins_page(site, request, actor, status=422, error=str(exc))
+    if change == "reset-password":
+        return admin_page(
+            site, request, "secret_once.html", actor=actor, title=f"New password for {email}",
+            what="one-time password", secret=one_time, back="/admin/admins",
+            note="Their sessions have ended. They choose their own password when they sign in with this one.",
+        )  # fmt: skip
+    return see_other("/admin/admins")
+
+
+@router.post("/admin/admins/{admin_id}", response_class=HTMLResponse)
+def admin_change(
+    admin_id: int,
+    request: Request,
+    site: SiteDep,
+    actor: OwnerPage,
+    change: TextField = "",
+    role: TextField = "",
+    csrf_token: TextField = "",
+) -> Response:
+    check_csrf(site, request, csrf_token)
+    return _owner_change(site, request, actor, change, admin_id, role)
+
+
+# --- API tokens (owner) --------------------------------------------------------------------------
+
+
+def _tokens_page(site: Site, request: Request, actor: Actor, *, status: int = 200, error: str = "") -> HTMLResponse:
+    with site.sessions.begin() as session:
+        return admin_page(
+            site, request, "tokens.html", actor=actor, status=status, tokens=list_api_tokens(session), roles=ROLES, error=error
+        )
+
+
+@router.get("/admin/tokens", response_class=HTMLResponse)
+def tokens_page(request: Request, site: SiteDep, actor: OwnerPage) -> HTMLResponse:
+    return _tokens_page(site, request, actor)
+
+
+@router.post("/admin/tokens", response_class=HTMLResponse)
+def token_create(
+    request: Request, site: SiteDep, actor: OwnerPage, name: TextField = "", role: TextField = "", csrf_token: TextField = ""
+) -> HTMLResponse:
+    check_csrf(site, request, csrf_token)
+    try:
+        with site.sessions.begin() as session:
+            token, raw = create_api_token(
+                session, name=name, role=parse_role(role), created_by=actor.admin.admin_id if actor.admin else None, now=site.now()
+            )
+            label, token_role = token.name, token.role
+    except (AccountError, CredentialError) as exc:
+        return _tokens_page(site, request, actor, status=422, error=str(exc))
+    return admin_page(
+        site, request, "secret_once.html", actor=actor, title=f"Token “{label}” ({token_role})",
+        what="API token", secret=raw, back="/admin/tokens",
+        note="Copy it now: it is not shown again. Send it as “Authorization: Bearer …” to /api/admin/.",
+    )  # fmt: skip
+
+
+@router.post("/admin/tokens/{token_id}/revoke", response_class=HTMLResponse)
+def token_revoke(token_id: int, request: Request, site: SiteDep, actor: OwnerPage, csrf_token: TextField = "") -> Response:
+    check_csrf(site, request, csrf_token)
+    try:
+        with site.sessions.begin() as session:
+            revoke_api_token(session, token_id, now=site.now())
+    except AccountError as exc:
+        raise AdminPageError(404, "No such token", str(exc)) from None
+    return see_other("/admin/tokens")
+
+
+# --- your own account ----------------------------------------------------------------------------
+
+
+def _setup_signer(site: Site) -> URLSafeTimedSerializer:
+    return URLSafeTimedSerializer(site.settings.secret_key, salt="admin-totp-setup")
+
+
+def _account_page(site: Site, request: Request, actor: Actor, *, status: int = 200, **context: object) -> HTMLResponse:
+    admin_id = actor.admin.admin_id if actor.admin else 0
+    with site.sessions.begin() as session:
+        admin = session.get(Admin, admin_id)
+        codes_left = unused_recovery_codes(session, admin_id)
+        return admin_page(
+            site, request, "account.html", actor=actor, status=status, admin=admin, codes_left=codes_left,
+            changed=request.query_params.get("changed", ""), error=context.pop("error", ""), **context,
+        )  # fmt: skip
+
+
+@router.get("/admin/account", response_class=HTMLResponse)
+def account_page(request: Request, site: SiteDep, actor: ViewerPage) -> HTMLResponse:
+    return _account_page(site, request, actor)
+
+
+@router.post("/admin/account/second-factor", response_class=HTMLResponse)
+def second_factor_start(request: Request, site: SiteDep, actor: ViewerPage, csrf_token: TextField = "") -> HTMLResponse:
+    """Step 1: a new secret, shown as a key and an otpauth link; nothing changes until a code from
+    it comes back (step 2), so a half-done setup cannot lock anyone out."""
+    check_csrf(site, request, csrf_token)
+    secret = new_totp_secret()
+    email = actor.admin.email if actor.admin else ""
+    return admin_page(
+        site, request, "totp_setup.html", actor=actor, secret=secret, uri=totp_uri(secret, email),
+        sealed=_setup_signer(site).dumps(secret), error="",
+    )  # fmt: skip
+
+
+@router.post("/admin/account/second-factor/confirm", response_class=HTMLResponse)
+def second_factor_confirm(
+    request: Request, site: SiteDep, actor: ViewerPage, sealed: TextField = "", code: TextField = "", csrf_token: TextField = ""
+) -> HTMLResponse:
+    check_csrf(site, request, csrf_token)
+    try:
+        secret = _setup_signer(site).loads(sealed, max_age=_TOTP_SETUP_MAX_AGE)
+    except BadSignature:
+        raise AdminPageError(400, "Start the setup again", "That setup page was open longer than 15 minutes.") from None
+    try:
+        with site.sessions.begin() as session:
+            codes = enable_totp(session, actor.admin.admin_id if actor.admin else 0, secret=secret, code=code[:20], now=site.now())
+    except AccountError as exc:
+        email = actor.admin.email if actor.admin else ""
+        return admin_page(
+            site, request, "totp_setup.html", actor=actor, status=422, secret=secret, uri=totp_uri(secret, email),
+            sealed=sealed, error=str(exc).capitalize() + ".",
+        )  # fmt: skip
+    return admin_page(site, request, "recovery_codes.html", actor=actor, codes=codes)
+
+
+@router.post("/admin/account/second-factor/change", response_class=HTMLResponse)
+def second_factor_change(
+    request: Request, site: SiteDep, actor: ViewerPage, change: TextField = "", password: TextField = "", csrf_token: TextField = ""
+) -> Response:
+    """Turn the second factor off, or replace the recovery codes: both ask for the password again."""
+    check_csrf(site, request, csrf_token)
+    admin_id = actor.admin.admin_id if actor.admin else 0
+    with site.sessions.begin() as session:
+        admin = session.get(Admin, admin_id)
+        if admin is None or not verify_password(admin.password_hash, password):
+            wrong = True
+        else:
+            wrong = False
+            if change == "off":
+                disable_totp(session, admin_id)
+            elif change == "new-codes" and admin.totp_secret:
+                codes = replace_recovery_codes(session, admin_id)
+                return admin_page(site, request, "recovery_codes.html", actor=actor, codes=codes)
+    if wrong:
+        return _account_page(site, request, actor, status=422, error="That password is not right: nothing was changed.")
+    return see_other("/admin/account?changed=second-factor")

@@ -1,0 +1,70 @@
+"""The campaign pages every role may read: the list with status and counts, and one campaign's
+detail with its live progress. Editors also see the actions there (course/web/admin/editor.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse
+
+from course.campaigns.editor import EDITABLE, audience_of
+from course.campaigns.progress import campaign_summaries, campaign_summary, status_counts
+from course.models import AdminRole, CampaignStatus
+from course.web.admin.auth import Actor, AdminPageError, SiteDep, ViewerPage
+from course.web.admin.views import admin_page
+from course.web.site import Site
+
+router = APIRouter(include_in_schema=False)
+
+STATUS_FILTERS = ("", *[status.value for status in CampaignStatus])
+
+
+@router.get("/admin/campaigns", response_class=HTMLResponse)
+def campaign_list(request: Request, site: SiteDep, actor: ViewerPage, status: str = "") -> HTMLResponse:
+    chosen = status if status in STATUS_FILTERS else ""
+    with site.sessions.begin() as session:
+        summaries = campaign_summaries(session, now=site.now(), status=chosen or None)
+        by_status = status_counts(session)
+        return admin_page(
+            site, request, "campaigns.html", actor=actor, summaries=summaries, by_status=by_status,
+            status_filter=chosen, statuses=[s.value for s in CampaignStatus], total=sum(by_status.values()),
+            can_edit=actor.may(AdminRole.EDITOR),
+        )  # fmt: skip
+
+
+def _notice(request: Request) -> str:
+    from course.web.admin.editor import NOTICES
+
+    query = request.query_params
+    if query.get("scheduled", "").isdigit():
+        recipients = int(query["scheduled"])
+        at_once = int(query["at_once"]) if query.get("at_once", "").isdigit() else 0
+        text = f"Scheduled for {recipients:,} recipient{'s' if recipients != 1 else ''}."
+        if 0 < at_once < recipients:
+            text += f" {at_once:,} of them live where that time has already passed: they get it at once."
+        return text
+    return NOTICES.get(query.get("notice", ""), "")
+
+
+def detail_page(site: Site, request: Request, actor: Actor, campaign_id: int, *, status: int = 200, **context: Any) -> HTMLResponse:
+    from course.web.admin.editor import COMMON_ZONES
+
+    with site.sessions.begin() as session:
+        summary = campaign_summary(session, campaign_id, now=site.now())
+        if summary is None:
+            raise AdminPageError(404, "No such campaign", f"There is no campaign with id {campaign_id}. It may have been deleted.")
+        campaign = summary.campaign
+        defaults = {"mode": "now", "day": "", "at": "09:00", "zone": "UTC"}
+        return admin_page(
+            site, request, "campaign.html", actor=actor, status=status, summary=summary, campaign=campaign,
+            progress=summary.progress, audience=audience_of(campaign).describe(), can_edit=actor.may(AdminRole.EDITOR),
+            editable=campaign.status in EDITABLE, notice=_notice(request), zones=COMMON_ZONES,
+            schedule_form=context.pop("schedule_form", defaults), schedule_error=context.pop("schedule_error", ""),
+            **context,
+        )  # fmt: skip
+
+
+@router.get("/admin/campaigns/{campaign_id}", response_class=HTMLResponse)
+def campaign_detail(campaign_id: int, request: Request, site: SiteDep, actor: ViewerPage) -> HTMLResponse:
+    return detail_page(site, request, actor, campaign_id)

@@ -1,0 +1,382 @@
+"""The campaign editor pages (editors and owners): compose a draft (every submit saves it), count
+its audience, duplicate, schedule, pause, resume and cancel; and the JSON the detail page polls for
+live progress. Each handler checks the form's CSRF field, calls course.campaigns.editor in one
+transaction, and answers with a page or a redirect to the campaign (with a notice)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+
+from course.campaigns import editor
+from course.campaigns.audience import AudienceError, build_audience, tag_counts
+from course.campaigns.progress import campaign_summary
+from course.campaigns.timing import ScheduleError, parse_schedule
+from course.content.catalogue import list_courses
+from course.content.guides import GuideCatalogueError, load_guides
+from course.models import AdminRole, Campaign, CampaignStatus
+from course.web.admin.auth import Actor, AdminPageError, EditorPage, SiteDep, ViewerPage, check_csrf
+from course.web.admin.views import admin_page, see_other
+from course.web.site import Site
+
+router = APIRouter(include_in_schema=False)
+TextField = Annotated[str, Form()]
+
+COMMON_ZONES = (
+    "UTC", "Europe/London", "Europe/Berlin", "Europe/Paris", "Europe/Madrid", "Europe/Athens", "America/New_York",
+    "America/Chicago", "America/Denver", "America/Los_Angeles", "America/Sao_Paulo", "Asia/Kolkata", "Asia/Singapore",
+    "Asia/Tokyo", "Australia/Sydney", "Pacific/Auckland",
+)  # fmt: skip
+
+# What a redirect back to the campaign says; ?notice= carries only a key, never text.
+NOTICES = {
+    "saved": "Draft saved.",
+    "duplicated": "This is a copy: a new draft. Edit it, then schedule it.",
+    "unscheduled": "Back to draft: nothing will be sent until you schedule it again.",
+    "paused": "Paused. Nothing more is sent until you resume; messages already handed to the mail server still go out.",
+    "resumed": "Resumed: the held messages are being sent, each once.",
+    "cancelled": "Cancelled. Every message not yet sent is settled as cancelled.",
+}
+
+
+def _form_of(campaign: Campaign | None) -> dict[str, Any]:
+    if campaign is None:
+        return {
+            "name": "", "subject": "", "preheader": "", "sender": "", "body_markdown": "",
+            "tags_any": "", "tags_all": "", "course": "", "course_stage": "any", "min_lesson": "", "exclude_tags": "",
+        }  # fmt: skip
+    audience = editor.audience_of(campaign)
+    return {
+        "name": campaign.name, "subject": campaign.subject, "preheader": campaign.preheader,
+        "sender": campaign.sender_email, "body_markdown": campaign.body_markdown,
+        "tags_any": " ".join(audience.tags_any), "tags_all": " ".join(audience.tags_all), "course": audience.course or "",
+        "course_stage": audience.course_stage.value, "min_lesson": audience.min_lesson or "",
+        "exclude_tags": " ".join(audience.exclude_tags),
+    }  # fmt: skip
+
+
+def _guides(site: Site) -> list[Any]:
+    try:
+        return list(load_guides(site.settings.content_dir / "guides.toml").guides)
+    except (GuideCatalogueError, OSError):
+        return []
+
+
+def _compose_page(
+    site: Site, request: Request, actor: Actor, *, campaign_id: int | None, form: dict[str, Any],
+    errors: dict[str, str] | None = None, status: int = 200, notice: str = "", audience_count: int | None = None,
+) -> HTMLResponse:  # fmt: skip
+    with site.sessions.begin() as session:
+        return admin_page(
+            site, request, "compose.html", actor=actor, status=status, campaign_id=campaign_id, form=form,
+            errors=errors or {}, notice=notice, audience_count=audience_count,
+            senders=editor.parse_senders(site.settings.campaign_senders), tags=tag_counts(session),
+            courses=[listing.course for listing in list_courses(session)], guides=_guides(site),
+            max_body=editor.MAX_BODY_CHARS,
+        )  # fmt: skip
+
+
+def _draft_from(site: Site, fields: dict[str, Any]) -> editor.Draft:
+    try:
+        audience = build_audience(
+            tags_any=fields["tags_any"], tags_all=fields["tags_all"], course=fields["course"],
+            course_stage=fields["course_stage"], min_lesson=fields["min_lesson"], exclude_tags=fields["exclude_tags"],
+        )  # fmt: skip
+    except AudienceError as exc:
+        audience_error = {"audience": str(exc).capitalize() + "."}
+        try:  # report the other fields' mistakes at the same time
+            editor.check_draft(
+                name=fields["name"], subject=fields["subject"], preheader=fields["preheader"], sender=fields["sender"],
+                body_markdown=fields["body_markdown"], audience=build_audience(), senders=editor.parse_senders(site.settings.campaign_senders),
+            )  # fmt: skip
+        except editor.EditError as more:
+            audience_error.update(more.fields)
+        raise editor.EditError(str(exc), audience_error) from None
+    return editor.check_draft(
+        name=fields["name"], subject=fields["subject"], preheader=fields["preheader"], sender=fields["sender"],
+        body_markdown=fields["body_markdown"], audience=audience, senders=editor.parse_senders(site.settings.campaign_senders),
+    )  # fmt: skip
+
+
+def _fields(
+    name: str, subject: str, preheader: str, sender: str, body_markdown: str, tags_any: str, tags_all: str,
+    course: str, course_stage: str, min_lesson: str, exclude_tags: str,
+) -> dict[str, Any]:  # fmt: skip
+    return {
+        "name": name[:400], "subject": subject[:600], "preheader": preheader[:400], "sender": sender[:400],
+        "body_markdown": body_markdown, "tags_any": tags_any[:2000], "tags_all": tags_all[:2000], "course": course[:100],
+        "course_stage": course_stage[:20], "min_lesson": min_lesson[:10], "exclude_tags": exclude_tags[:2000],
+    }  # fmt: skip
+
+
+@router.get("/admin/campaigns/new", response_class=HTMLResponse)
+def new_campaign(request: Request, site: SiteDep, actor: EditorPage) -> HTMLResponse:
+    form = _form_of(None)
+    senders = editor.parse_senders(site.settings.campaign_senders)
+    form["sender"] = senders[0].email if senders else ""
+    return _compose_page(site, request, actor, campaign_id=None, form=form)
+
+
+def _save(
+    site: Site, request: Request, actor: Actor, campaign_id: int | None, fields: dict[str, Any], action: str
+) -> Response:
+    """Every submit saves the draft first ("Save", "Count recipients", "Save and schedule")."""
+    try:
+        draft = _draft_from(site, fields)
+        with site.sessions.begin() as session:
+            if campaign_id is None:
+                campaign = editor.create_draft(session, draft, author=actor.admin.admin_id if actor.admin else None, now=site.now())
+            else:
+                campaign = editor.update_draft(session, campaign_id, draft, now=site.now())
+            saved_id = campaign.id
+            count = editor.audience_count(session, draft.audience) if action == "count" else None
+    except editor.CampaignMissing as exc:
+        raise AdminPageError(404, "No such campaign", str(exc).capitalize() + ".") from None
+    except editor.EditError as exc:
+        if not exc.fields:  # a state refusal: the campaign is sending or done
+            raise AdminPageError(409, "This campaign can no longer be edited", str(exc).capitalize() + ".") from None
+        return _compose_page(site, request, actor, campaign_id=campaign_id, form=fields, errors=exc.fields, status=422)
+    if action == "count":
+        return _compose_page(
+            site, request, actor, campaign_id=saved_id, form=fields, audience_count=count, notice="Draft saved.",
+        )  # fmt: skip
+    if action == "schedule":
+        return see_other(f"/admin/campaigns/{saved_id}#schedule")
+    return see_other(f"/admin/campaigns/{saved_id}/edit?notice=saved")
+
+
+@router.post("/admin/campaigns/new", response_class=HTMLResponse)
+def create_campaign(
+    request: Request, site: SiteDep, actor: EditorPage, name: TextField = "", subject: TextField = "",
+    preheader: TextField = "", sender: TextField = "", body_markdown: TextField = "", tags_any: TextField = "",
+    tags_all: TextField = "", course: TextField = "", course_stage: TextField = "any", min_lesson: TextField = "",
+    exclude_tags: TextField = "", action: TextField = "save", csrf_token: TextField = "",
+) -> Response:  # fmt: skip
+    check_csrf(site, request, csrf_token)
+    fields = _fields(name, subject, preheader, sender, body_markdown, tags_any, tags_all, course, course_stage, min_lesson, exclude_tags)
+    return _save(site, request, actor, None, fields, action)
+
+
+@router.get("/admin/campaigns/{campaign_id}/edit", response_class=HTMLResponse)
+def edit_campaign(campaign_id: int, request: Request, site: SiteDep, actor: EditorPage, notice: str = "") -> Response:
+    with site.sessions.begin() as session:
+        campaign = session.get(Campaign, campaign_id)
+        if campaign is None:
+            raise AdminPageError(404, "No such campaign", f"There is no campaign with id {campaign_id}.")
+        if campaign.status not in editor.EDITABLE:
+            return see_other(f"/admin/campaigns/{campaign_id}")
+        form = _form_of(campaign)
+    return _compose_page(site, request, actor, campaign_id=campaign_id, form=form, notice=NOTICES.get(notice, ""))
+
+
+@router.post("/admin/campaigns/{campaign_id}/edit", response_class=HTMLResponse)
+def save_campaign(
+    campaign_id: int, request: Request, site: SiteDep, actor: EditorPage, name: TextField = "", subject: TextField = "",
+    preheader: TextField = "", sender: TextField = "", body_markdown: TextField = "", tags_any: TextField = "",
+    tags_all: TextField = "", course: TextField = "", course_stage: TextField = "any", min_lesson: TextField = "",
+    exclude_tags: TextField = "", action: TextField = "save", csrf_token: TextField = "",
+) -> Response:  # fmt: skip
+    check_csrf(site, request, csrf_token)
+    fields = _fields(name, subject, preheader, sender, body_markdown, tags_any, tags_all, course, course_stage, min_lesson, exclude_tags)
+    return _save(site, request, actor, campaign_id, fields, action)
+
+
+@router.post("/admin/campaigns/{campaign_id}/duplicate", response_class=HTMLResponse)
+def duplicate_campaign(campaign_id: int, request: Request, site: SiteDep, actor: EditorPage, csrf_token: TextField = "") -> Response:
+    check_csrf(site, request, csrf_token)
+    try:
+        with site.sessions.begin() as session:
+            copy_id = editor.duplicate(session, campaign_id, author=actor.admin.admin_id if actor.admin else None, now=site.now()).id
+    except editor.EditError as exc:
+        raise AdminPageError(404, "No such campaign", str(exc).capitalize() + ".") from None
+    return see_other(f"/admin/campaigns/{copy_id}/edit?notice=duplicated")
+
+
+def _refusal(exc: editor.EditError) -> AdminPageError:
+    if isinstance(exc, editor.CampaignMissing):
+        return AdminPageError(404, "No such campaign", str(exc).capitalize() + ".")
+    return AdminPageError(409, "That cannot be done now", str(exc).capitalize() + ".")
+
+
+@router.post("/admin/campaigns/{campaign_id}/schedule", response_class=HTMLResponse)
+def schedule_campaign(
+    campaign_id: int, request: Request, site: SiteDep, actor: EditorPage, mode: TextField = "now", day: TextField = "",
+    at: TextField = "", zone: TextField = "UTC", csrf_token: TextField = "",
+) -> Response:  # fmt: skip
+    check_csrf(site, request, csrf_token)
+    try:
+        when = parse_schedule(mode[:10], day[:20], at[:10], zone[:64])
+        with site.sessions.begin() as session:
+            result = editor.schedule(session, campaign_id, when, now=site.now())
+    except ScheduleError as exc:
+        return _detail(site, request, actor, campaign_id, status=422, schedule_error=str(exc).capitalize() + ".",
+                       schedule_form={"mode": mode, "day": day, "at": at, "zone": zone})  # fmt: skip
+    except editor.EditError as exc:
+        if exc.fields or "reach nobody" in str(exc):
+            return _detail(site, request, actor, campaign_id, status=422, schedule_error=str(exc).capitalize() + ".",
+                           schedule_form={"mode": mode, "day": day, "at": at, "zone": zone})  # fmt: skip
+        raise _refusal(exc) from None
+    return see_other(f"/admin/campaigns/{campaign_id}?scheduled={result.recipients}&at_once={result.at_once}")
+
+
+def _state_change(site: Site, request: Request, campaign_id: int, csrf_token: str, change: str) -> Response:
+    check_csrf(site, request, csrf_token)
+    try:
+        with site.sessions.begin() as session:
+            if change == "pause":
+                editor.pause(session, campaign_id, now=site.now())
+            elif change == "resume":
+                editor.resume(session, campaign_id, now=site.now())
+            elif change == "cancel":
+                editor.cancel(session, campaign_id)
+            else:
+                editor.unschedule(session, campaign_id, now=site.now())
+    except editor.EditError as exc:
+        raise _refusal(exc) from None
+    notice = {"pause": "paused", "resume": "resumed", "cancel": "cancelled", "unschedule": "unscheduled"}[change]
+    return see_other(f"/admin/campaigns/{campaign_id}?notice={notice}")
+
+
+@router.post("/admin/campaigns/{campaign_id}/pause", response_class=HTMLResponse)
+def pause_campaign(campaign_id: int, request: Request, site: SiteDep, actor: EditorPage, csrf_token: TextField = "") -> Response:
+    return _state_change(site, request, campaign_id, csrf_token, "pause")
+
+
+@router.post("/admin/campaigns/{campaign_id}/resume", response_class=HTMLResponse)
+def resume_campaign(campaign_id: int, request: Request, site: SiteDep, actor: EditorPage, csrf_token: TextField = "") -> Response:
+    return _state_change(site, request, campaign_id, csrf_token, "resume")
+
+
+@router.post("/admin/campaigns/{campaign_id}/cancel", response_class=HTMLResponse)
+def cancel_campaign(campaign_id: int, request: Request, site: SiteDep, actor: EditorPage, csrf_token: TextField = "") -> Response:
+    return _state_change(site, request, campaign_id, csrf_token, "cancel")
+
+
+@router.post("/admin/campaigns/{campaign_id}/unschedule", response_class=HTMLResponse)
+def unschedule_campaign(campaign_id: int, request: Request, site: SiteDep, actor: EditorPage, csrf_token: TextField = "") -> Response:
+    return _state_change(site, request, campaign_id, csrf_token, "unschedule")
+
+
+@router.get("/admin/campaigns/{campaign_id}/progress.json")
+def campaign_progress(campaign_id: int, site: SiteDep, actor: ViewerPage) -> JSONResponse:
+    """What the detail page's script polls: the numbers it shows, and whether to keep polling."""
+    with site.sessions.begin() as session:
+        summary = campaign_summary(session, campaign_id, now=site.now())
+        if summary is None:
+            return JSONResponse({"detail": f"no campaign with id {campaign_id}"}, status_code=404)
+        p = summary.progress
+        status = summary.campaign.status
+    return JSONResponse(
+        {
+            "status": status, "total": p.total, "sent": p.sent, "failed": p.failed, "bounced": p.bounced,
+            "cancelled": p.cancelled, "remaining": p.remaining, "per_minute": p.per_minute, "eta_seconds": p.eta_seconds,
+            "percent_settled": p.percent_settled,
+            "final": status in (CampaignStatus.DONE, CampaignStatus.CANCELLED, CampaignStatus.DRAFT),
+        },  # fmt: skip
+        headers={"cache-control": "no-store"},
+    )
+
+
+def _detail(site: Site, request: Request, actor: Actor, campaign_id: int, *, status: int = 200, **context: Any) -> HTMLResponse:
+    from course.web.admin.campaigns import detail_page
+
+    return detail_page(site, request, actor, campaign_id, status=status, **context)
+
+
+# --- preview -------------------------------------------------------------------------------------
+
+
+def _preview(site: Site, campaign_id: int, subscriber: str) -> tuple[Campaign, Any, str, list[Any]]:
+    """The campaign composed exactly as `subscriber` (an address) would get it: the same composer
+    the sender uses, with their name and their signed links (the view-in-browser link, tied to a
+    delivery, is left unusable: there is none yet). Without an address, or with one that
+    is not a subscriber, the first subscriber of its audience (or a sample reader) stands in."""
+    from sqlalchemy import select
+
+    from course.audience.enrollment import find_subscriber
+    from course.campaigns.audience import recipients, resolve_course
+    from course.delivery.compose import Composer, Recipient, campaign_content
+    from course.models import Subscriber
+
+    with site.sessions.begin() as session:
+        campaign = session.get(Campaign, campaign_id)
+        if campaign is None:
+            raise AdminPageError(404, "No such campaign", f"There is no campaign with id {campaign_id}.")
+        audience = editor.audience_of(campaign)
+        sample_ids = recipients(audience, resolve_course(session, audience)).order_by(Subscriber.id).limit(8)
+        samples = list(session.scalars(select(Subscriber).where(Subscriber.id.in_(sample_ids)).order_by(Subscriber.id)))
+        chosen = find_subscriber(session, subscriber.strip()) if subscriber.strip() else None
+        note = ""
+        if subscriber.strip() and chosen is None:
+            note = f"No subscriber has the address {subscriber.strip()[:320]}: shown as {samples[0].email if samples else 'a sample reader'} instead."
+        chosen = chosen or (samples[0] if samples else None)
+        recipient = (
+            Recipient.of_subscriber(chosen, delivery_id=0)
+            if chosen is not None
+            else Recipient(delivery_id=0, subscriber_id=0, name="Sample Reader", email="reader@example.org")
+        )
+        composer = Composer.from_settings(site.settings, renderer=site.renderer)
+        composed = composer.campaign(recipient, campaign_content(campaign))
+        session.expunge(campaign)
+    return campaign, composed, note, samples
+
+
+def _preview_page(
+    site: Site, request: Request, actor: Actor, campaign_id: int, subscriber: str, *, status: int = 200,
+    test_error: str = "", test_sent: str = "", test_address: str = "",
+) -> HTMLResponse:  # fmt: skip
+    campaign, composed, note, samples = _preview(site, campaign_id, subscriber[:320])
+    return admin_page(
+        site, request, "preview.html", actor=actor, status=status, campaign=campaign, composed=composed,
+        message=composed.message, note=note, samples=samples, subscriber=composed.message.recipient_address,
+        can_edit=actor.may(AdminRole.EDITOR), test_error=test_error, test_sent=test_sent,
+        test_address=test_address or (actor.admin.email if actor.admin else ""),
+    )  # fmt: skip
+
+
+@router.get("/admin/campaigns/{campaign_id}/preview", response_class=HTMLResponse)
+def preview_page(
+    campaign_id: int, request: Request, site: SiteDep, actor: ViewerPage, subscriber: str = "", sent: str = ""
+) -> HTMLResponse:
+    return _preview_page(site, request, actor, campaign_id, subscriber, test_sent=sent[:320])
+
+
+@router.post("/admin/campaigns/{campaign_id}/test", response_class=HTMLResponse)
+def send_test(
+    campaign_id: int, request: Request, site: SiteDep, actor: EditorPage, test_address: TextField = "",
+    preview_as: TextField = "", csrf_token: TextField = "",
+) -> Response:  # fmt: skip
+    """A test send through the ledger (ahead of bulk mail, in no count), then back to the preview."""
+    check_csrf(site, request, csrf_token)
+    try:
+        with site.sessions.begin() as session:
+            editor.send_test(session, campaign_id, address=test_address[:320], preview_as=preview_as[:320], now=site.now())
+    except editor.CampaignMissing as exc:
+        raise AdminPageError(404, "No such campaign", str(exc).capitalize() + ".") from None
+    except editor.EditError as exc:
+        return _preview_page(
+            site, request, actor, campaign_id, preview_as, status=422, test_error=str(exc).capitalize() + ".",
+            test_address=test_address[:320],
+        )  # fmt: skip
+    query = urlencode({"subscriber": preview_as[:320], "sent": test_address.strip()[:320]})
+    return see_other(f"/admin/campaigns/{campaign_id}/preview?{query}")
+
+
+@router.get("/admin/campaigns/{campaign_id}/preview.html", response_class=HTMLResponse)
+def preview_html(campaign_id: int, site: SiteDep, actor: ViewerPage, subscriber: str = "") -> HTMLResponse:
+    """The email's HTML part alone, for the preview page's frame: its own CSP, like the public
+    view-in-browser page (inline styles, remote images, no script), framable by our pages only."""
+    from course.web.security import EMAIL_VIEW_CSP
+
+    _, composed, _, _ = _preview(site, campaign_id, subscriber[:320])
+    return HTMLResponse(
+        composed.email.html,
+        headers={
+            "content-security-policy": EMAIL_VIEW_CSP.replace("frame-ancestors 'none'", "frame-ancestors 'self'"),
+            "x-frame-options": "SAMEORIGIN",
+            "cache-control": "no-store",
+        },
+    )

@@ -1,0 +1,78 @@
+// The web admin's only script (the CSP allows no inline script). Everything works without it:
+// - copy buttons for secrets shown once;
+// - live progress on a campaign page: polls /admin/campaigns/<id>/progress.json every few seconds
+//   and updates the numbers in place, until the campaign is done or cancelled.
+(function () {
+  "use strict";
+
+  document.querySelectorAll("button[data-copy-target]").forEach(function (button) {
+    button.hidden = false;
+    button.addEventListener("click", function () {
+      var source = document.getElementById(button.getAttribute("data-copy-target"));
+      if (!source || !navigator.clipboard) { return; }
+      navigator.clipboard.writeText(source.textContent.trim()).then(function () {
+        var label = button.textContent;
+        button.textContent = "Copied";
+        window.setTimeout(function () { button.textContent = label; }, 1600);
+      });
+    });
+  });
+
+  var panel = document.querySelector("[data-progress-live]");
+  if (!panel || !window.fetch) { return; }
+  var url = panel.getAttribute("data-progress-url");
+  var note = panel.querySelector("[data-progress-note]");
+  var badge = document.querySelector("[data-progress-status] .badge");
+  var meter = panel.querySelector("[data-progress-meter]");
+  var INTERVAL = 2000;
+  var failures = 0;
+
+  function number(value) { return Number(value).toLocaleString("en-GB"); }
+  function duration(seconds) {
+    if (seconds === null || seconds === undefined) { return "—"; }
+    if (seconds < 60) { return "< 1 min"; }
+    if (seconds < 3600) { return Math.floor(seconds / 60) + " min"; }
+    return Math.floor(seconds / 3600) + " h " + Math.floor((seconds % 3600) / 60) + " min";
+  }
+
+  function show(progress) {
+    panel.querySelectorAll("[data-progress]").forEach(function (cell) {
+      var key = cell.getAttribute("data-progress");
+      cell.textContent = key === "eta_seconds" ? duration(progress[key]) : number(progress[key]);
+    });
+    if (meter) {
+      var step = Math.floor(progress.percent_settled / 5) * 5;
+      meter.setAttribute("aria-label", progress.percent_settled + "% settled");
+      meter.firstElementChild.className = "w-" + step;
+    }
+    if (badge) {
+      badge.className = "badge badge-" + progress.status;
+      badge.textContent = progress.status;
+    }
+  }
+
+  function poll() {
+    fetch(url, { credentials: "same-origin", headers: { "Accept": "application/json" } })
+      .then(function (response) {
+        if (!response.ok) { throw new Error("status " + response.status); }
+        return response.json();
+      })
+      .then(function (progress) {
+        failures = 0;
+        show(progress);
+        if (progress.final) {
+          if (note) { note.textContent = "Finished: " + progress.status + "."; }
+          return;
+        }
+        if (note) { note.textContent = "Updated " + new Date().toLocaleTimeString("en-GB") + "."; }
+        window.setTimeout(poll, INTERVAL);
+      })
+      .catch(function () {
+        failures += 1;
+        if (note) { note.textContent = "Cannot reach the server; trying again."; }
+        window.setTimeout(poll, Math.min(30000, INTERVAL * Math.pow(2, failures)));
+      });
+  }
+
+  window.setTimeout(poll, INTERVAL);
+})();

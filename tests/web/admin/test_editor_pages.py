@@ -1,0 +1,195 @@
+"""The campaign editor through its pages, as an editor's browser uses them: bad input comes back
+with a message per field and nothing stored; a draft is saved, counted, scheduled, paused, resumed
+and cancelled; the progress JSON the page polls; a campaign edited while sending is refused."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+
+from course.campaigns.service import fan_out, tag_subscribers
+from course.models import AdminRole, Campaign, CampaignStatus, Delivery, DeliveryState, Subscriber
+from tests.support.admin_fixtures import csrf_of, make_admin, sign_in
+from tests.support.web_fixtures import WebStack
+from tests.support.web_fixtures import *  # noqa: F403
+
+SENDER = "newsletter@example.org"  # the default COURSE_CAMPAIGN_SENDERS entry
+
+
+def _readers(stack: WebStack, count: int = 3) -> None:
+    now = stack.clock.now()
+    with stack.sessions.begin() as session:
+        for n in range(count):
+            session.add(Subscriber(email=f"r{n}@example.org", name=f"R{n}", timezone="Europe/Berlin", status="active", created_at=now))
+        session.flush()
+        for n in range(count):
+            tag_subscribers(session, f"r{n}@example.org", ["readers"])
+
+
+def _form(client: TestClient, path: str, **changes: str) -> dict[str, str]:
+    data = {
+        "name": "March news", "subject": "What is rising", "preheader": "Rye and spelt", "sender": SENDER,
+        "body_markdown": "# Hello\n\nBread news.", "tags_any": "readers", "tags_all": "", "course": "",
+        "course_stage": "any", "min_lesson": "", "exclude_tags": "", "action": "save", "csrf_token": csrf_of(client, path),
+    }  # fmt: skip
+    data.update(changes)
+    return data
+
+
+def _campaigns(stack: WebStack) -> int:
+    with stack.sessions() as session:
+        return session.scalar(select(func.count()).select_from(Campaign)) or 0
+
+
+def test_bad_input_comes_back_with_messages_and_stores_nothing(web_stack: WebStack, client: TestClient) -> None:
+    _readers(web_stack)
+    make_admin(web_stack.sessions, "ed@example.org", AdminRole.EDITOR, now=web_stack.clock.now())
+    sign_in(client, "ed@example.org")
+    cases = [
+        ({"subject": ""}, "The subject is empty."),
+        ({"subject": "Hi\r\nBcc: all@example.org"}, "must be one line"),
+        ({"sender": "Spoof <ceo@example.org>"}, "Choose a sender"),
+        ({"body_markdown": "<p onclick=\"steal()\">Hi</p>"}, "event handlers are not allowed"),
+        ({"body_markdown": "<script>alert(1)</script>"}, "HTML that email cannot carry"),
+        ({"tags_any": "nosuchtag"}, "No subscriber has the tag &#39;nosuchtag&#39;"),
+        ({"body_markdown": "x" * 60_000}, "the most a campaign can have is 50,000"),
+    ]
+    for changes, message in cases:
+        page = client.post("/admin/campaigns/new", data=_form(client, "/admin/campaigns/new", **changes))
+        assert page.status_code == 422, (changes, page.status_code)
+        assert "Nothing was saved" in page.text and message in page.text, (changes, message)
+        assert 'aria-invalid="true"' in page.text
+    huge = client.post("/admin/campaigns/new", data=_form(client, "/admin/campaigns/new", body_markdown="x" * (2 * 1024 * 1024)))
+    assert huge.status_code == 413 and "larger than" in huge.text
+    assert _campaigns(web_stack) == 0
+
+
+def test_compose_count_schedule_pause_resume_cancel(web_stack: WebStack, client: TestClient) -> None:
+    _readers(web_stack, 3)
+    make_admin(web_stack.sessions, "ed@example.org", AdminRole.EDITOR, now=web_stack.clock.now())
+    sign_in(client, "ed@example.org")
+    counted = client.post("/admin/campaigns/new", data=_form(client, "/admin/campaigns/new", action="count"))
+    assert counted.status_code == 200 and "<strong>3</strong> subscribers would get this campaign now" in counted.text
+    with web_stack.sessions() as session:
+        campaign_id = session.scalar(select(Campaign.id))
+    assert campaign_id is not None and _campaigns(web_stack) == 1
+    saved = client.post(f"/admin/campaigns/{campaign_id}/edit", data=_form(client, f"/admin/campaigns/{campaign_id}/edit", subject="What rose"), follow_redirects=False)
+    assert saved.headers["location"] == f"/admin/campaigns/{campaign_id}/edit?notice=saved" and _campaigns(web_stack) == 1
+    assert "Draft saved." in client.get(saved.headers["location"]).text
+
+    detail = f"/admin/campaigns/{campaign_id}"
+    past = client.post(f"{detail}/schedule", data={"mode": "at", "day": "2026-03-01", "at": "09:00", "zone": "Europe/Berlin", "csrf_token": csrf_of(client, detail)})
+    assert past.status_code == 422 and "has passed" in past.text
+    scheduled = client.post(
+        f"{detail}/schedule",
+        data={"mode": "local", "day": "2026-03-03", "at": "09:00", "zone": "UTC", "csrf_token": csrf_of(client, detail)},
+        follow_redirects=False,
+    )
+    assert scheduled.headers["location"] == f"{detail}?scheduled=3&at_once=0"
+    page = client.get(scheduled.headers["location"]).text
+    assert "Scheduled for 3 recipients." in page and "3 Mar 2026, 09:00 in each subscriber's time zone" in page
+
+    with web_stack.sessions.begin() as session:  # the beat's fan-out, when the earliest zone's time comes
+        fan_out(session, campaign_id, now=web_stack.clock.now() + timedelta(days=1))
+    refused = client.post(f"{detail}/edit", data=_form(client, f"{detail}/edit", subject="Changed while sending"))
+    assert refused.status_code == 409 and "can no longer be edited" in refused.text
+    assert client.get(f"{detail}/edit", follow_redirects=False).headers["location"] == detail
+
+    progress = client.get(f"{detail}/progress.json").json()
+    assert progress == {**progress, "status": "sending", "total": 3, "remaining": 3, "final": False}
+    client.post(f"{detail}/pause", data={"csrf_token": csrf_of(client, detail)})
+    with web_stack.sessions() as session:
+        assert set(session.scalars(select(Delivery.state).where(Delivery.campaign_id == campaign_id))) == {DeliveryState.HELD}
+    assert "Paused." in client.get(f"{detail}?notice=paused").text
+    client.post(f"{detail}/resume", data={"csrf_token": csrf_of(client, detail)})
+    with web_stack.sessions() as session:
+        assert set(session.scalars(select(Delivery.state).where(Delivery.campaign_id == campaign_id))) == {DeliveryState.PENDING}
+    client.post(f"{detail}/cancel", data={"csrf_token": csrf_of(client, detail)})
+    assert client.get(f"{detail}/progress.json").json()["final"] is True
+    again = client.post(f"{detail}/cancel", data={"csrf_token": csrf_of(client, detail)})
+    assert again.status_code == 409 and "already cancelled" in again.text
+
+    copy = client.post(f"{detail}/duplicate", data={"csrf_token": csrf_of(client, detail)}, follow_redirects=False)
+    copy_id = int(re.search(r"/admin/campaigns/(\d+)/edit", copy.headers["location"]).group(1))  # type: ignore[union-attr]
+    with web_stack.sessions() as session:
+        duplicate = session.get(Campaign, copy_id)
+        assert duplicate is not None and duplicate.status == CampaignStatus.DRAFT and duplicate.subject == "What rose"
+
+
+def test_viewers_see_campaigns_without_the_editor_actions(web_stack: WebStack, client: TestClient) -> None:
+    _readers(web_stack, 1)
+    make_admin(web_stack.sessions, "ed@example.org", AdminRole.EDITOR, now=web_stack.clock.now())
+    make_admin(web_stack.sessions, "viewer@example.org", AdminRole.VIEWER, now=web_stack.clock.now())
+    sign_in(client, "ed@example.org")
+    client.post("/admin/campaigns/new", data=_form(client, "/admin/campaigns/new"))
+    client.post("/admin/logout", data={"csrf_token": csrf_of(client)})
+    sign_in(client, "viewer@example.org")
+    listing = client.get("/admin/campaigns").text
+    assert "March news" in listing and "New campaign" not in listing
+    detail = client.get("/admin/campaigns/1").text
+    assert "Schedule" not in detail and "Cancel campaign" not in detail and "Duplicate" not in detail
+
+
+def test_preview_shows_the_campaign_as_a_chosen_subscriber_gets_it(web_stack: WebStack, client: TestClient) -> None:
+    _readers(web_stack, 3)
+    make_admin(web_stack.sessions, "ed@example.org", AdminRole.EDITOR, now=web_stack.clock.now())
+    sign_in(client, "ed@example.org")
+    body = "## Rye\n\nA <b>bold</b> word, a [guide](https://example.com/guides/rye).\n\n<table><tr><td>kept</td></tr></table>"
+    client.post("/admin/campaigns/new", data=_form(client, "/admin/campaigns/new", body_markdown=body, preheader="Spelt too"))
+    with web_stack.sessions() as session:
+        campaign_id = session.scalar(select(Campaign.id))
+        r2 = session.scalar(select(Subscriber).where(Subscriber.email == "r2@example.org"))
+        assert r2 is not None
+    page = client.get(f"/admin/campaigns/{campaign_id}/preview?subscriber=R2@example.org").text
+    assert "R2 &lt;r2@example.org&gt;" in page and "What is rising" in page and "Spelt too" in page
+    assert "Hi R2," in page  # the text part greets them by name
+    html = client.get(f"/admin/campaigns/{campaign_id}/preview.html?subscriber=r2@example.org")
+    assert "frame-ancestors 'self'" in html.headers["content-security-policy"] and "script-src" not in html.headers["content-security-policy"]
+    assert "<b>bold</b>" in html.text and "<td>kept</td>" in html.text and "Spelt too" in html.text
+    assert 'rel="noopener noreferrer"' in html.text
+    # Their own unsubscribe link: the signed token for r2, the same as a real send would carry.
+    from course.delivery.links import LinkPurpose, signer_from_settings
+
+    assert signer_from_settings(web_stack.settings).url(LinkPurpose.UNSUBSCRIBE, r2.id, None) in html.text
+    fallback = client.get(f"/admin/campaigns/{campaign_id}/preview?subscriber=nobody@example.org").text
+    assert "No subscriber has the address nobody@example.org: shown as r0@example.org instead." in fallback
+
+
+def test_a_test_send_goes_through_the_ledger_first_marked_and_uncounted(web_stack: WebStack, client: TestClient) -> None:
+    _readers(web_stack, 2)
+    make_admin(web_stack.sessions, "ed@example.org", AdminRole.EDITOR, now=web_stack.clock.now())
+    sign_in(client, "ed@example.org")
+    client.post("/admin/campaigns/new", data=_form(client, "/admin/campaigns/new"))
+    with web_stack.sessions() as session:
+        campaign_id = session.scalar(select(Campaign.id))
+    preview = f"/admin/campaigns/{campaign_id}/preview"
+    bad = client.post(f"/admin/campaigns/{campaign_id}/test", data={"test_address": "not-an-address", "preview_as": "r1@example.org", "csrf_token": csrf_of(client, preview)})
+    assert bad.status_code == 422 and "Invalid email address" in bad.text
+    sent = client.post(
+        f"/admin/campaigns/{campaign_id}/test",
+        data={"test_address": "Editor.Inbox@example.net", "preview_as": "r1@example.org", "csrf_token": csrf_of(client, preview)},
+        follow_redirects=False,
+    )
+    assert sent.status_code == 303
+    assert "A test is on its way to Editor.Inbox@example.net" in client.get(sent.headers["location"]).text
+    with web_stack.sessions() as session:
+        row = session.scalars(select(Delivery).where(Delivery.test_campaign_id == campaign_id)).one()
+        assert row.campaign_id is None and row.priority < 100 and row.kind == "campaign_test"
+    (message,) = web_stack.deliver()
+    assert message["Subject"] == "[Test] What is rising"
+    assert message["To"].addresses[0].addr_spec == "Editor.Inbox@example.net"
+    assert "Hi R1," in message.get_body(preferencelist=("plain",)).get_content()
+    assert [mail.envelope_to for mail in web_stack.smtp.received] == [["Editor.Inbox@example.net"]]
+    progress = client.get(f"/admin/campaigns/{campaign_id}/progress.json").json()
+    assert progress["total"] == 0 and progress["sent"] == 0  # the test is in no count
+
+    # A test address that does not exist fails the test row only: the subscriber shown is untouched.
+    web_stack.smtp.reject_recipient("nobody@example.net", 550, "5.1.1 No such user")
+    client.post(f"/admin/campaigns/{campaign_id}/test", data={"test_address": "nobody@example.net", "preview_as": "r0@example.org", "csrf_token": csrf_of(client, preview)})
+    assert web_stack.deliver() == []
+    with web_stack.sessions() as session:
+        assert session.scalar(select(Subscriber.status).where(Subscriber.email == "r0@example.org")) == "active"
+        assert session.scalar(select(Delivery.state).where(Delivery.test_address == "nobody@example.net")) == DeliveryState.FAILED
