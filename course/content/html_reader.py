@@ -64,7 +64,7 @@ def read_html(text: str, source: str) -> tuple[str, tuple[Block, ...], FrozenMet
             raise ArticleError(f"{source}: cannot find the article in this page: {exc}") from exc
     else:
         content, page_title = text, ""
-    markdown = html_to_markdown(content)
+    markdown = html_to_markdown(content, base_url=_base_url(document))
     title = meta.pop("og:title", "") or " ".join(page_title.split())
     # The Markdown reader takes a leading H1 as the title; pages whose H1 sits outside the article
     # body (WordPress themes put it in the header) get it from the page instead.
@@ -94,8 +94,12 @@ def html_fragment_blocks(html: str, source: str) -> list[Block]:
     return list(blocks)
 
 
-def html_to_markdown(html: str) -> str:
-    """Tidy ``html`` (see the module docstring, step 2) and convert it to Markdown with markdownify."""
+def html_to_markdown(html: str, base_url: str = "") -> str:
+    """Tidy ``html`` (see the module docstring, step 2) and convert it to Markdown with markdownify.
+
+    With ``base_url`` (the page's ``<base>``, canonical or ``og:url``), relative links and image
+    sources are made absolute: in an email, "/recipes" leads nowhere.
+    """
     if not html.strip():
         return ""
     try:
@@ -115,6 +119,8 @@ def html_to_markdown(html: str) -> str:
             if caption_text and not image.get("title"):
                 image.set("title", caption_text)
             _drop_keeping_tail(caption)
+    if base_url:
+        root.make_links_absolute(base_url, resolve_base_href=False, handle_failures="ignore")
     cleaned = lxml.html.tostring(root, encoding="unicode")
     return _Converter().convert(cleaned).strip()
 
@@ -179,6 +185,14 @@ def _first_h1(html: str) -> str:
 def _first_h1_of(document: etree._Element) -> str:
     heading = document.find(".//h1")
     return " ".join(heading.text_content().split()) if heading is not None else ""
+
+
+def _base_url(document: etree._Element) -> str:
+    """The absolute URL relative links in the page are relative to, or "" when the page has none."""
+    candidates = [element.get("href") for element in document.iter("base")]
+    candidates += [element.get("href") for element in document.iter("link") if (element.get("rel") or "").lower() == "canonical"]
+    candidates += [element.get("content") for element in document.iter("meta") if element.get("property") == "og:url"]
+    return next((url for url in candidates if url and re.match(r"https?://", url)), "")
 
 
 def _page_meta(document: etree._Element) -> dict[str, str]:

@@ -194,11 +194,12 @@ def heading_verdicts(blocks: list[tuple[str, ...]]) -> list[bool]:
         following = blocks[index + 1]
         following_text = " ".join(following)
         text = " ".join(lines)
-        if shaped[index + 1] or _starts_lowercase(following_text):
+        following_is_prose = _structure(following[0]) == ""
+        if shaped[index + 1] or (following_is_prose and _starts_lowercase(following_text)):
             verdicts.append(False)
             continue
         if (
-            _structure(following[0]) == ""
+            following_is_prose
             and _length(following_text) <= _length(text)
             and following_text.rstrip()[-1:] not in SENTENCE_END | QUESTION_MARKS
         ):
@@ -214,7 +215,7 @@ def heading_verdicts(blocks: list[tuple[str, ...]]) -> list[bool]:
             continue
         if text.rstrip()[-1] in QUESTION_MARKS and not (
             (len(text.split()) >= MIN_QUESTION_HEADING_WORDS or _is_cjk(text))
-            and (count_words(following_text) >= QUESTION_BODY_WORDS or _structure(following[0]) == "list")
+            and (count_words(following_text) >= QUESTION_BODY_WORDS or not following_is_prose)
         ):
             verdicts.append(False)
             continue
