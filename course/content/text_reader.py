@@ -31,7 +31,7 @@ MAX_TITLE_WORDS = 30
 # A question is a heading only when it is at least this long ("Why not?" is a reply, "How Long Does
 # It Keep?" a heading) and the paragraph under it has at least QUESTION_BODY_WORDS words.
 MIN_QUESTION_HEADING_WORDS = 3
-QUESTION_BODY_WORDS = 15
+QUESTION_BODY_WORDS = 12
 # A run of this many heading-shaped lines in a row is an unmarked list, not headings.
 LIST_RUN_LINES = 3
 
@@ -178,8 +178,8 @@ def heading_verdicts(blocks: list[tuple[str, ...]]) -> list[bool]:
     2. it is not the last block: a heading introduces text, so a short closing line is prose;
     3. the block after it is body text: not itself heading-shaped, not starting in lowercase (that is
        the rest of a wrapped sentence), and longer than the heading unless it is a whole sentence
-       ("It works."). Of two short lines in a row only the second, the one directly above the body,
-       can be the heading;
+       ("It works."), and not an attribution ("— The Team"). Of two short lines in a row only the
+       second, the one directly above the body, can be the heading;
     4. it is not part of an unmarked list: a run of ``LIST_RUN_LINES`` or more heading-shaped lines,
        or a run that follows a line ending with a colon ("You need:");
     5. a question ("How Long Does It Keep?") is a heading only with at least
@@ -196,6 +196,10 @@ def heading_verdicts(blocks: list[tuple[str, ...]]) -> list[bool]:
         text = " ".join(lines)
         following_is_prose = _structure(following[0]) == ""
         if shaped[index + 1] or (following_is_prose and _starts_lowercase(following_text)):
+            verdicts.append(False)
+            continue
+        if following_is_prose and following_text[0] in ATTRIBUTION_DASHES:
+            # A closing line signed by its author ("Best of luck" / "— The Team") is not a heading.
             verdicts.append(False)
             continue
         if (
