@@ -152,6 +152,8 @@ def test_content_dir_without_courses_has_none(tmp_path: Path) -> None:
         (MINIMAL.replace('["articles/a.md"]', "[]"), "articles"),
         (MINIMAL + 'send_tme = "09:00"\n', "send_tme"),
         (MINIMAL + "title = \n", "invalid TOML"),
+        (MINIMAL + 'language = "xx"\n', "language"),
+        (MINIMAL + "language = 7\n", "language"),
     ],
 )
 def test_invalid_definition_names_file_and_key(tmp_path: Path, content: str, key: str) -> None:
@@ -160,6 +162,13 @@ def test_invalid_definition_names_file_and_key(tmp_path: Path, content: str, key
         load_course_definition(course_path)
     assert str(course_path) in str(raised.value)
     assert key in str(raised.value)
+
+
+def test_language_defaults_to_english_and_accepts_the_shipped_ones(tmp_path: Path) -> None:
+    assert load_course_definition(make_content(tmp_path, MINIMAL)).language == "en"
+    for language in ("de", "fr", "DE"):
+        course_path = make_content(tmp_path, MINIMAL + f'language = "{language}"\n')
+        assert load_course_definition(course_path).language == language.lower()
 
 
 def test_invalid_slug_is_rejected(tmp_path: Path) -> None:
