@@ -1,6 +1,10 @@
 """The database schema: subscribers, courses and their lessons, enrollments, campaigns, and the
 delivery ledger. The ledger is the source of truth for every email: one row per message to send,
-with its due time, state and attempts. Celery only executes what the ledger says is due."""
+with its due time, state and attempts. Celery only executes what the ledger says is due.
+
+Next to the delivery states live their groups (OPEN_…, QUEUED_…, IN_FLIGHT_…, CLAIMABLE_…,
+UNSETTLED_…, FINISHED_…, SETTLED_DELIVERY_STATES) and the priority classes (DeliveryPriority), each
+defined here once for every module; only course.ledger writes delivery rows."""
 
 from __future__ import annotations
 
@@ -86,8 +90,41 @@ class DeliveryState(enum.StrEnum):
     CANCELLED = "cancelled"  # unsubscribed, lesson retired, or campaign cancelled
 
 
-# States a row can leave only by being sent, failed or cancelled: the ones a stop order reaches.
+# The delivery states grouped by what the code asks of a row, each group defined here once.
+# A stop order (unsubscribe, bounce, cancelled campaign, retired lesson) cancels OPEN rows; a row
+# already SENDING belongs to its worker, whose send-time check catches it.
 OPEN_DELIVERY_STATES = (DeliveryState.PENDING, DeliveryState.HELD, DeliveryState.LEASED)
+# Not yet taken over by a sender: what pausing holds, and where "the next lesson" is found.
+QUEUED_DELIVERY_STATES = (DeliveryState.PENDING, DeliveryState.LEASED)
+# Handed to a send task and not yet recorded: the dispatcher's back-pressure measure.
+IN_FLIGHT_DELIVERY_STATES = (DeliveryState.LEASED, DeliveryState.SENDING)
+# What the dispatcher scans: pending rows, and leased or sending rows whose lease may have run out.
+CLAIMABLE_DELIVERY_STATES = (DeliveryState.PENDING, DeliveryState.LEASED, DeliveryState.SENDING)
+# Anything that may still be sent: a campaign is done, an enrollment completed, once none is left.
+UNSETTLED_DELIVERY_STATES = (*OPEN_DELIVERY_STATES, DeliveryState.SENDING)
+# Through SMTP or given up on: scheduling never touches these rows again.
+FINISHED_DELIVERY_STATES = (DeliveryState.SENT, DeliveryState.FAILED, DeliveryState.BOUNCED)
+# Nothing more will happen to the row.
+SETTLED_DELIVERY_STATES = (*FINISHED_DELIVERY_STATES, DeliveryState.CANCELLED)
+
+
+class DeliveryPriority(enum.IntEnum):
+    """Priority classes of delivery rows (lower goes first). URGENT ones ride the priority queue
+    and are claimed even when the pipeline is full, so a confirmation never waits behind a
+    newsletter; everything else is BULK."""
+
+    URGENT = 10  # confirmation and other account mail a person is waiting for
+    BULK = 100  # lessons and campaigns
+
+    @classmethod
+    def is_urgent(cls, priority: Any) -> Any:
+        """True for an urgent priority; on a column (Delivery.priority), the SQL condition."""
+        return priority < int(cls.BULK)
+
+
+def in_states_sql(states: tuple[DeliveryState, ...]) -> str:
+    """A state group as SQL text, for partial index predicates."""
+    return "state IN (" + ", ".join(f"'{state.value}'" for state in states) + ")"
 
 
 class CampaignStatus(enum.StrEnum):
@@ -145,6 +182,11 @@ class Course(Base):
     @property
     def weekdays(self) -> frozenset[int]:
         return frozenset(day for day in range(7) if self.weekday_mask & (1 << day))
+
+
+def weekday_mask(weekdays: frozenset[int]) -> int:
+    """How Course.weekday_mask stores a set of weekdays (0 = Monday): bit n set for day n."""
+    return sum(1 << day for day in weekdays)
 
 
 class Lesson(Base):
@@ -230,15 +272,15 @@ class Delivery(Base):
             "ix_deliveries_due",
             "priority",
             "due_at",
-            postgresql_where=text("state IN ('pending', 'leased', 'sending')"),
-            sqlite_where=text("state IN ('pending', 'leased', 'sending')"),
+            postgresql_where=text(in_states_sql(CLAIMABLE_DELIVERY_STATES)),
+            sqlite_where=text(in_states_sql(CLAIMABLE_DELIVERY_STATES)),
         ),
         # The dispatcher's back-pressure count: rows handed out whose lease still runs.
         Index(
             "ix_deliveries_in_flight",
             "lease_expires_at",
-            postgresql_where=text("state IN ('leased', 'sending')"),
-            sqlite_where=text("state IN ('leased', 'sending')"),
+            postgresql_where=text(in_states_sql(IN_FLIGHT_DELIVERY_STATES)),
+            sqlite_where=text(in_states_sql(IN_FLIGHT_DELIVERY_STATES)),
         ),
         Index(
             "ix_deliveries_enrollment",
@@ -262,7 +304,7 @@ class Delivery(Base):
     lesson_id: Mapped[int | None] = mapped_column(ForeignKey("lessons.id", ondelete="CASCADE"))
     campaign_id: Mapped[int | None] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"))
     template: Mapped[str | None] = mapped_column(String(64))  # transactional mail: which template
-    priority: Mapped[int] = mapped_column(SmallInteger, default=100)  # lower goes first
+    priority: Mapped[int] = mapped_column(SmallInteger, default=int(DeliveryPriority.BULK))  # lower goes first
     due_at: Mapped[datetime] = mapped_column(UTCDateTime)
     state: Mapped[str] = mapped_column(String(20), default=DeliveryState.PENDING)
     attempts: Mapped[int] = mapped_column(Integer, default=0)

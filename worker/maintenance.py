@@ -1,4 +1,5 @@
-"""Housekeeping tasks run by beat: thin shells around course.subscriptions."""
+"""Housekeeping tasks run by beat: thin shells around course.audience.subscriptions (unconfirmed
+sign-ups) and course.ratelimit (expired rate-limit windows)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from datetime import timedelta
 from course.clock import get_clock
 from course.db import session_factory
 from course.settings import get_settings
-from course.audience.subscriptions import purge_rate_limits, purge_unconfirmed
+from course.audience.subscriptions import purge_unconfirmed
+from course.ratelimit import purge_rate_limits
 from worker.app import app
 
 log = logging.getLogger(__name__)

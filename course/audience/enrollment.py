@@ -1,28 +1,34 @@
-"""Subscribers and their enrollments, and the lesson rows each enrollment puts in the ledger.
+"""Subscribers and their enrollments: which lessons each enrollment should get, and when.
 
 Everything that starts, moves or stops a subscriber's lessons goes through here, so the ledger always
-says exactly what will be sent: enrolling writes one delivery row per lesson with its due time;
-pausing holds the open rows; resuming and "next lesson now" reschedule them; unsubscribing and
-bouncing cancel them. The sender checks the state again at send time, which covers rows that were
-already handed to a worker."""
+says exactly what will be sent: enrolling schedules one delivery row per lesson with its due time;
+pausing holds the open rows; resuming and "next lesson now" reschedule them; unsubscribing cancels
+them. The decisions (which lessons, which due times) are made here; the rows are written by
+course.ledger, the only writer of deliveries. The sender checks the state again at send time, which
+covers rows that were already handed to a worker."""
 
 from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Iterable, Sequence
 from datetime import datetime
 
 from email_validator import EmailNotValidError, validate_email
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from course.ledger import (
+    cancel_enrollment_rows,
+    cancel_subscriber_rows,
+    hold_enrollment_rows,
+    lesson_rows,
+    next_pending_due,
+    schedule_lesson_rows,
+)
 from course.models import (
-    OPEN_DELIVERY_STATES,
+    FINISHED_DELIVERY_STATES,
+    IN_FLIGHT_DELIVERY_STATES,
     Course,
-    Delivery,
-    DeliveryKind,
-    DeliveryState,
     Enrollment,
     EnrollmentStatus,
     Lesson,
@@ -31,12 +37,7 @@ from course.models import (
 )
 from course.audience.schedule import lesson_due_times, next_send_slot, parse_timezone
 
-LESSON_PRIORITY = 100
 MAX_NAME_LENGTH = 200
-
-# Rows that have been through SMTP (or given up on): never touched again by scheduling.
-FINISHED_STATES = (DeliveryState.SENT, DeliveryState.FAILED, DeliveryState.BOUNCED)
-IN_FLIGHT_STATES = (DeliveryState.LEASED, DeliveryState.SENDING)
 
 
 class SubscriptionError(ValueError):
@@ -116,15 +117,8 @@ def schedule_lessons(session: Session, enrollment: Enrollment, *, first_due: dat
     course = enrollment.course
     subscriber = enrollment.subscriber
     lessons = _live_lessons(session, course.id)
-    existing = {
-        row.lesson_id: row
-        for row in session.scalars(
-            select(Delivery).where(
-                Delivery.subscriber_id == subscriber.id, Delivery.lesson_id.in_([lesson.id for lesson in lessons])
-            )
-        )
-    }
-    settled = set(FINISHED_STATES) | set(IN_FLIGHT_STATES)
+    existing = lesson_rows(session, subscriber.id, [lesson.id for lesson in lessons])
+    settled = set(FINISHED_DELIVERY_STATES) | set(IN_FLIGHT_DELIVERY_STATES)
     remaining = [lesson for lesson in lessons if lesson.id not in existing or existing[lesson.id].state not in settled]
     due_times = lesson_due_times(
         first_due,
@@ -134,32 +128,14 @@ def schedule_lessons(session: Session, enrollment: Enrollment, *, first_due: dat
         days_between=course.days_between_lessons,
         weekdays=course.weekdays,
     )
-    new_rows = []
-    for lesson, due_at in zip(remaining, due_times, strict=True):
-        row = existing.get(lesson.id)
-        if row is None:
-            new_rows.append(
-                {
-                    "subscriber_id": subscriber.id,
-                    "kind": DeliveryKind.LESSON,
-                    "enrollment_id": enrollment.id,
-                    "lesson_id": lesson.id,
-                    "priority": LESSON_PRIORITY,
-                    "due_at": due_at,
-                    "state": DeliveryState.PENDING,
-                    "attempts": 0,
-                    "created_at": now,
-                }
-            )
-        else:
-            row.enrollment_id = enrollment.id
-            row.due_at = due_at
-            row.state = DeliveryState.PENDING
-            row.lease_token = None
-            row.lease_expires_at = None
-    if new_rows:
-        session.execute(insert(Delivery), new_rows)
-    session.flush()
+    schedule_lesson_rows(
+        session,
+        existing,
+        subscriber_id=subscriber.id,
+        enrollment_id=enrollment.id,
+        due_at_by_lesson=[(lesson.id, due_at) for lesson, due_at in zip(remaining, due_times, strict=True)],
+        now=now,
+    )
     return len(remaining)
 
 
@@ -190,17 +166,9 @@ def enroll(
     return enrollment
 
 
-def _open_rows(enrollment_ids: Sequence[int], states: Iterable[DeliveryState]):  # type: ignore[no-untyped-def]
-    return update(Delivery).where(Delivery.enrollment_id.in_(enrollment_ids), Delivery.state.in_(list(states)))
-
-
 def pause(session: Session, enrollment: Enrollment) -> None:
     enrollment.status = EnrollmentStatus.PAUSED
-    session.execute(
-        _open_rows([enrollment.id], (DeliveryState.PENDING, DeliveryState.LEASED)).values(
-            state=DeliveryState.HELD, lease_token=None, lease_expires_at=None
-        )
-    )
+    hold_enrollment_rows(session, [enrollment.id])
 
 
 def resume(session: Session, enrollment: Enrollment, *, now: datetime, immediately: bool = False) -> None:
@@ -225,23 +193,21 @@ def unsubscribe(session: Session, subscriber: Subscriber, *, course_id: int | No
     for enrollment in enrollments:
         if enrollment.status != EnrollmentStatus.COMPLETED:
             enrollment.status = EnrollmentStatus.UNSUBSCRIBED
-    cancelled = session.execute(
-        _open_rows([e.id for e in enrollments], OPEN_DELIVERY_STATES).values(
-            state=DeliveryState.CANCELLED, lease_token=None, lease_expires_at=None
-        )
-    ).rowcount
+    cancelled = cancel_enrollment_rows(session, [e.id for e in enrollments])
     if course_id is None:
         subscriber.status = SubscriberStatus.UNSUBSCRIBED
         subscriber.unsubscribed_at = now
-        cancelled += cancel_open_deliveries(session, [subscriber.id])
+        cancelled += cancel_subscriber_rows(session, [subscriber.id])
     return cancelled
 
 
-def cancel_open_deliveries(session: Session, subscriber_ids: Sequence[int]) -> int:
-    if not subscriber_ids:
-        return 0
-    return session.execute(
-        update(Delivery)
-        .where(Delivery.subscriber_id.in_(subscriber_ids), Delivery.state.in_(list(OPEN_DELIVERY_STATES)))
-        .values(state=DeliveryState.CANCELLED, lease_token=None, lease_expires_at=None)
-    ).rowcount
+def extend_enrollments(session: Session, course_id: int, *, now: datetime) -> int:
+    """A course gained lessons (new or back from retirement): its running enrollments get them after
+    the ones they are already waiting for. Returns how many enrollments were extended."""
+    extended = 0
+    for enrollment in session.scalars(
+        select(Enrollment).where(Enrollment.course_id == course_id, Enrollment.status == EnrollmentStatus.ACTIVE)
+    ):
+        schedule_lessons(session, enrollment, first_due=next_pending_due(session, enrollment.id) or now, now=now)
+        extended += 1
+    return extended

@@ -36,10 +36,6 @@ def _zone_names() -> frozenset[str]:
     return _ZONES
 
 
-def weekday_mask(weekdays: frozenset[int]) -> int:
-    return sum(1 << day for day in weekdays)
-
-
 def local_moment(day: date, at: time, zone: ZoneInfo) -> datetime:
     """`at` on `day` in `zone`, as UTC. DST: an ambiguous time (clocks going back) is its first
     occurrence; a time that does not exist (clocks going forward) moves forward by the gap."""

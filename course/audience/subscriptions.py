@@ -1,6 +1,7 @@
 """What the subscriber web does to the database: sign up (double opt-in), confirm, change
 preferences, purge what was never confirmed. Plain functions over a Session and `now`, built on
-course.enrollment, so the web pages, the JSON API and the worker share one set of rules.
+course.audience.enrollment (delivery rows are written by course.ledger, the signup rate limits are
+counted by course.ratelimit), so the web pages, the JSON API and the worker share one set of rules.
 
 Double opt-in, step by step:
 
@@ -15,14 +16,11 @@ Double opt-in, step by step:
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from dataclasses import dataclass
-from datetime import datetime, time, timedelta, timezone
+from datetime import datetime, time, timedelta
 from enum import StrEnum
 
 from sqlalchemy import delete, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from course.audience.enrollment import (
@@ -34,67 +32,20 @@ from course.audience.enrollment import (
     resume,
     schedule_lessons,
 )
+from course.audience.schedule import next_send_slot, parse_timezone
+from course.ledger import add_account_mail
 from course.models import (
     Course,
     Delivery,
-    DeliveryKind,
-    DeliveryState,
     Enrollment,
     EnrollmentStatus,
-    RateLimitHit,
     Subscriber,
     SubscriberStatus,
 )
-from course.audience.schedule import next_send_slot, parse_timezone
-
-# Lower goes first; anything under course.ledger.URGENT_PRIORITY_BELOW rides the priority queue,
-# so a confirmation never waits behind a campaign.
-ACCOUNT_MAIL_PRIORITY = 10
+from course.ratelimit import RateLimit, take_rate_limit
 
 # Enrollments the subscriber has already confirmed: signing up again changes nothing.
 CONFIRMED_ENROLLMENT_STATES = (EnrollmentStatus.ACTIVE, EnrollmentStatus.PAUSED, EnrollmentStatus.COMPLETED)
-
-
-# --- rate limits -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RateLimit:
-    scope: str  # what is counted, e.g. "signup-ip"
-    limit: int  # hits allowed per window
-    window: timedelta
-
-
-def rate_limit_key(secret: str, value: str) -> str:
-    """What the counter table stores instead of an IP or email address."""
-    return hmac.new(secret.encode(), value.lower().encode(), hashlib.sha256).hexdigest()
-
-
-def window_start(now: datetime, window: timedelta) -> datetime:
-    seconds = int(window.total_seconds())
-    epoch = int(now.timestamp())
-    return datetime.fromtimestamp(epoch - epoch % seconds, timezone.utc)
-
-
-def take_rate_limit(session: Session, rule: RateLimit, key: str, *, now: datetime) -> bool:
-    """Count one hit against `rule` for `key`; True while the window's count is within the limit.
-
-    One upsert that returns the new count, so concurrent web processes never lose a hit and
-    never need a lock of their own (the row's lock serialises them)."""
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    statement = insert(RateLimitHit).values(
-        scope=rule.scope, key=key, window_start=window_start(now, rule.window), hits=1
-    )
-    statement = statement.on_conflict_do_update(
-        index_elements=["scope", "key", "window_start"], set_={"hits": RateLimitHit.hits + 1}
-    ).returning(RateLimitHit.hits)
-    hits = session.execute(statement).scalar_one()
-    return hits <= rule.limit
-
-
-def purge_rate_limits(session: Session, *, before: datetime) -> int:
-    return session.execute(delete(RateLimitHit).where(RateLimitHit.window_start < before)).rowcount
 
 
 # --- signup and confirmation -----------------------------------------------------------------
@@ -134,20 +85,11 @@ def check_signup(email: str, name: str, timezone_name: str) -> tuple[SignupDetai
 
 
 def queue_account_mail(session: Session, enrollment: Enrollment, template: str, *, now: datetime) -> Delivery:
-    row = Delivery(
-        subscriber_id=enrollment.subscriber_id,
-        kind=DeliveryKind.TRANSACTIONAL,
-        enrollment_id=enrollment.id,
-        template=template,
-        priority=ACCOUNT_MAIL_PRIORITY,
-        due_at=now,
-        state=DeliveryState.PENDING,
-        attempts=0,
-        created_at=now,
+    """Account mail (confirm, already_enrolled) for this enrollment's subscriber, due now and
+    ahead of bulk mail."""
+    return add_account_mail(
+        session, subscriber_id=enrollment.subscriber_id, enrollment_id=enrollment.id, template=template, now=now
     )
-    session.add(row)
-    session.flush()
-    return row
 
 
 def find_enrollment(session: Session, subscriber_id: int, course_id: int) -> Enrollment | None:

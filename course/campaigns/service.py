@@ -2,44 +2,36 @@
 ledger when its time comes, and mark it done when the ledger has nothing open left for it.
 
 A campaign goes draft/scheduled --fan_out--> sending --refresh_campaign_status--> done, or
-cancelled at any point before done. Fan-out is one INSERT … SELECT, so a million recipients cost
-one statement, not a million; the unique (subscriber_id, campaign_id) constraint plus
-ON CONFLICT DO NOTHING makes a repeated or concurrent fan-out harmless. From then on a campaign row
-is sent exactly like a lesson row: claimed by the dispatcher, taken over and sent by a worker.
+cancelled at any point before done. This module decides who gets a campaign and when (the segment
+SELECT, the campaign's status); course.ledger writes the rows. Fan-out is one INSERT … SELECT, so a
+million recipients cost one statement, not a million; the unique (subscriber_id, campaign_id)
+constraint plus ON CONFLICT DO NOTHING makes a repeated or concurrent fan-out harmless. From then on
+a campaign row is sent exactly like a lesson row: claimed by the dispatcher, taken over and sent by
+a worker.
 """
 
 from __future__ import annotations
 
 import re
 from datetime import datetime
-from pathlib import Path
-from typing import Annotated
-
-import typer
-from sqlalchemy import Integer, SmallInteger, String, exists, func, literal, select, text, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import exists, func, select, update
 from sqlalchemy.orm import Session
 
 from course.audience.enrollment import SubscriptionError, find_subscriber, normalize_email
+from course.ledger import cancel_campaign_rows, fan_out_campaign_rows
 from course.models import (
-    OPEN_DELIVERY_STATES,
+    UNSETTLED_DELIVERY_STATES,
     Campaign,
     CampaignStatus,
     Delivery,
-    DeliveryKind,
-    DeliveryState,
     Subscriber,
     SubscriberStatus,
     SubscriberTag,
-    UTCDateTime,
 )
 
-CAMPAIGN_PRIORITY = 100  # same as lessons: bulk mail, after confirmations
 ANALYZE_AFTER_ROWS = 10_000  # a fan-out this large refreshes the ledger's planner statistics
 _TAG = re.compile(r"[a-z0-9][a-z0-9_.:-]{0,63}")
 _LINE_BREAK = re.compile(r"[\r\n\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
-# Rows the campaign still waits on: sent, failed, bounced and cancelled ones are settled.
-_UNSETTLED = (*OPEN_DELIVERY_STATES, DeliveryState.SENDING)
 
 
 class CampaignError(ValueError):
@@ -136,8 +128,8 @@ def fan_out(session: Session, campaign_id: int, *, now: datetime) -> int:
 
     1. Move the campaign from scheduled to sending with a conditional UPDATE: of two concurrent
        fan-outs only one gets the row (the other blocks on its lock, then finds it sending).
-    2. One INSERT … SELECT over the segment; ON CONFLICT DO NOTHING on (subscriber, campaign)
-       makes a repeat after a crash between the two steps harmless.
+    2. One INSERT … SELECT over the segment (course.ledger.fan_out_campaign_rows); ON CONFLICT DO
+       NOTHING on (subscriber, campaign) makes a repeat after a crash between the two steps harmless.
     A campaign already sending, done or cancelled writes nothing."""
     started = session.execute(
         update(Campaign)
@@ -150,32 +142,14 @@ def fan_out(session: Session, campaign_id: int, *, now: datetime) -> int:
             raise CampaignError(f"no campaign with id {campaign_id}")
         return 0
     segment_tag, send_at = started
-    recipients = _segment(segment_tag).add_columns(
-        literal(DeliveryKind.CAMPAIGN.value, String),
-        literal(campaign_id, Integer),
-        literal(CAMPAIGN_PRIORITY, SmallInteger),
-        literal(send_at or now, UTCDateTime()),
-        literal(DeliveryState.PENDING.value, String),
-        literal(0, Integer),
-        literal(now, UTCDateTime()),
+    return fan_out_campaign_rows(
+        session,
+        campaign_id,
+        _segment(segment_tag),
+        due_at=send_at or now,
+        now=now,
+        analyze_after_rows=ANALYZE_AFTER_ROWS,
     )
-    columns = ["subscriber_id", "kind", "campaign_id", "priority", "due_at", "state", "attempts", "created_at"]
-    dialect_insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
-    statement = (
-        dialect_insert(Delivery)
-        .from_select(columns, recipients)
-        .on_conflict_do_nothing(
-            index_elements=["subscriber_id", "campaign_id"], index_where=Delivery.campaign_id.is_not(None)
-        )
-        .execution_options(preserve_rowcount=True)  # an INSERT's rowcount is dropped otherwise
-    )
-    written = session.execute(statement).rowcount
-    if written >= ANALYZE_AFTER_ROWS:
-        # The planner's statistics still describe the ledger before these rows: with them the
-        # dispatcher's claim read and sorted every open row (0.7 s a claim at 1M) instead of walking
-        # ix_deliveries_due. Autovacuum would catch up only later, or never where it is off.
-        session.execute(text("ANALYZE deliveries"))
-    return written
 
 
 def due_campaigns(session: Session, *, now: datetime) -> list[int]:
@@ -196,7 +170,7 @@ def refresh_campaign_status(session: Session, campaign_id: int) -> str:
         .where(
             Campaign.id == campaign_id,
             Campaign.status == CampaignStatus.SENDING,
-            ~exists().where(Delivery.campaign_id == campaign_id, Delivery.state.in_(list(_UNSETTLED))),
+            ~exists().where(Delivery.campaign_id == campaign_id, Delivery.state.in_(UNSETTLED_DELIVERY_STATES)),
         )
         .values(status=CampaignStatus.DONE)
         .execution_options(synchronize_session=False)
@@ -225,12 +199,7 @@ def cancel_campaign(session: Session, campaign_id: int) -> int:
         raise CampaignError(
             f"no campaign with id {campaign_id}" if status is None else f"campaign {campaign_id} is already {status}"
         )
-    return session.execute(
-        update(Delivery)
-        .where(Delivery.campaign_id == campaign_id, Delivery.state.in_(list(OPEN_DELIVERY_STATES)))
-        .values(state=DeliveryState.CANCELLED, lease_token=None, lease_expires_at=None)
-        .execution_options(synchronize_session=False)
-    ).rowcount
+    return cancel_campaign_rows(session, campaign_id)
 
 
 def campaign_counts(session: Session) -> list[tuple[Campaign, dict[str, int]]]:
@@ -244,107 +213,3 @@ def campaign_counts(session: Session) -> list[tuple[Campaign, dict[str, int]]]:
         counts.setdefault(campaign_id, {})[state] = count
     campaigns = session.scalars(select(Campaign).order_by(Campaign.created_at.desc(), Campaign.id.desc()))
     return [(campaign, counts.get(campaign.id, {})) for campaign in campaigns]
-
-
-# --- `course campaign …` and `course tag …`: thin shells, registered by course/cli.py ---------------
-
-campaign_app = typer.Typer(help="Newsletters: schedule one for a tag, list them.", no_args_is_help=True)
-
-
-def _fail(message: str) -> typer.Exit:
-    from rich.console import Console
-
-    Console(stderr=True).print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
-    return typer.Exit(1)
-
-
-def _parse_moment(raw: str) -> datetime:
-    try:
-        moment = datetime.fromisoformat(raw)
-    except ValueError as exc:
-        raise CampaignError(f"--at {raw!r} is not an ISO 8601 time such as 2026-03-05T09:00+01:00") from exc
-    if moment.tzinfo is None:
-        raise CampaignError(f"--at {raw!r} has no UTC offset: add one, e.g. {raw}+00:00")
-    return moment
-
-
-@campaign_app.command("schedule")
-def schedule_command(
-    name: Annotated[str, typer.Option("--name", help="internal name")],
-    subject: Annotated[str, typer.Option("--subject", help="subject line")],
-    body: Annotated[Path, typer.Option("--body", help="Markdown file with the newsletter body")],
-    tag: Annotated[str | None, typer.Option("--tag", help="send to active subscribers with this tag (default: all)")] = None,
-    at: Annotated[str | None, typer.Option("--at", help="send time, ISO 8601 with offset (default: now)")] = None,
-    sender_name: Annotated[str, typer.Option("--from-name", help="sender name")] = "Newsletter",
-    sender_email: Annotated[str, typer.Option("--from", help="sender address")] = "newsletter@example.org",
-) -> None:
-    """Schedule a newsletter; the workers fan it out and send it when its time comes."""
-    from course.clock import get_clock
-    from course.db import transaction
-    from course.settings import get_settings
-
-    settings = get_settings()
-    now = get_clock(settings).now()
-    try:
-        body_markdown = body.read_text(encoding="utf-8")
-        with transaction(settings) as session:
-            campaign = schedule_campaign(
-                session,
-                name=name,
-                subject=subject,
-                body_markdown=body_markdown,
-                segment_tag=tag,
-                sender_name=sender_name,
-                sender_email=sender_email,
-                send_at=_parse_moment(at) if at else None,
-                now=now,
-            )
-            campaign_id, send_at = campaign.id, campaign.send_at
-    except (CampaignError, OSError) as exc:
-        raise _fail(str(exc)) from None
-    typer.echo(f"campaign {campaign_id} scheduled for {send_at.isoformat()}")
-
-
-@campaign_app.command("list")
-def list_command() -> None:
-    """Campaigns with their status and delivery counts."""
-    from rich.console import Console
-    from rich.table import Table
-
-    from course.db import transaction
-
-    with transaction() as session:
-        rows = campaign_counts(session)
-        table = Table(title="campaigns")
-        for column in ("id", "name", "tag", "status", "send at", "pending", "sent", "failed", "cancelled"):
-            table.add_column(column, justify="right" if column in {"id", "pending", "sent", "failed", "cancelled"} else "left")
-        for campaign, counts in rows:
-            waiting = sum(counts.get(state, 0) for state in _UNSETTLED)
-            failed = counts.get(DeliveryState.FAILED, 0) + counts.get(DeliveryState.BOUNCED, 0)
-            table.add_row(
-                str(campaign.id),
-                campaign.name,
-                campaign.segment_tag or "(all)",
-                campaign.status,
-                campaign.send_at.isoformat(timespec="minutes") if campaign.send_at else "",
-                str(waiting),
-                str(counts.get(DeliveryState.SENT, 0)),
-                str(failed),
-                str(counts.get(DeliveryState.CANCELLED, 0)),
-            )
-    Console(soft_wrap=True).print(table)
-
-
-def tag_command(
-    email: Annotated[str, typer.Argument(help="subscriber address")],
-    tags: Annotated[list[str], typer.Argument(help="one or more tags")],
-) -> None:
-    """Tag a subscriber (campaigns are sent to a tag)."""
-    from course.db import transaction
-
-    try:
-        with transaction() as session:
-            now_tagged = tag_subscribers(session, email, tags)
-    except CampaignError as exc:
-        raise _fail(str(exc)) from None
-    typer.echo(f"{email}: {', '.join(now_tagged)}")

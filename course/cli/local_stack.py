@@ -33,7 +33,7 @@ from course import schema
 from course.clock import get_clock
 from course.db import transaction
 from course.audience.enrollment import enroll, get_or_create_subscriber
-from course.content.importer import import_content
+from course.audience.course_content import import_content
 from course.devtools.mailsink import MailSink
 from course.models import Course, Delivery, DeliveryState
 from course.settings import get_settings
@@ -121,7 +121,7 @@ def enroll_demo_people(slug: str | None) -> tuple[str, list[int]]:
         query = select(Course).order_by(Course.slug)
         course = session.scalars(query.where(Course.slug == slug) if slug else query).first()
         if course is None:
-            raise LookupError(f"no course {slug!r} to enroll the demo subscribers in" if slug else "no course in content/")
+            raise StackError(f"no course {slug!r} to enroll the demo subscribers in" if slug else "no course in content/")
         ids = []
         for address, name, zone in DEMO_PEOPLE:
             subscriber = get_or_create_subscriber(session, address, name=name, timezone_name=zone, now=now)

@@ -1,84 +1,38 @@
 """The `course` command: set up, import content, split articles, subscribe, watch, and run the
-workers. Bad input ends in one clear error line and a non-zero exit, never a traceback."""
+workers. Bad input (the project's own error types, course/cli/errors.py) ends in one clear error line
+and a non-zero exit; a bug keeps its traceback."""
 
 from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable
-from functools import wraps
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 from sqlalchemy import func, select
-from sqlalchemy.exc import SQLAlchemyError
 
-from course.content.article import ArticleError, load_article
+from course.audience.enrollment import enroll, get_or_create_subscriber
+from course.cli.errors import CommandError, clear_errors, err_console
 from course.clock import get_clock
-from course.content.definition import CourseDefinitionError
-from course.db import transaction
-from course.audience.enrollment import SubscriptionError, enroll, get_or_create_subscriber
-from course.content.guides import GuideCatalogueError, find_references, load_guides
+from course.content.article import load_article
+from course.content.guides import find_references, load_guides
 from course.content.split import DEFAULT_TARGET_WORDS, split_article
+from course.db import transaction
 from course.models import Course, Delivery, DeliveryState, Enrollment, Subscriber, SubscriberStatus
-from course.audience.schedule import UnknownTimeZone
 from course.settings import get_settings
 
 app = typer.Typer(help="Email courses: articles become drip lessons sent by Celery workers.", no_args_is_help=True)
 console = Console(soft_wrap=True)
-err_console = Console(stderr=True)
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-# Errors a user can cause and fix; anything else is a bug and keeps its traceback.
-USER_ERRORS = (
-    ArticleError,
-    CourseDefinitionError,
-    GuideCatalogueError,
-    SubscriptionError,
-    UnknownTimeZone,
-    FileNotFoundError,
-    LookupError,
-)
-
-
-class CommandError(Exception):
-    pass
-
-
-def _user_errors() -> tuple[type[Exception], ...]:
-    from course.cli.local_stack import StackError
-    from course.devtools.mailsink import MailSinkError
-    from worker.config import BrokerUnavailable
-
-    return (CommandError, *USER_ERRORS, StackError, MailSinkError, BrokerUnavailable)
-
-
-def clear_errors(command: F) -> F:
-    @wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return command(*args, **kwargs)
-        except _user_errors() as exc:
-            # Escaped: the message quotes user input, whose [brackets] Rich would read as markup.
-            err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
-            raise typer.Exit(1) from None
-        except SQLAlchemyError as exc:
-            err_console.print(f"[red]error:[/red] database: {escape(str(exc).splitlines()[0])}", highlight=False, soft_wrap=True)
-            raise typer.Exit(1) from None
-
-    return wrapper  # type: ignore[return-value]
 
 
 def _migrate_and_import(content_dir: Path) -> list[Any]:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from course import schema
-    from course.content.importer import import_content
+    from course.audience.course_content import import_content
 
     schema.upgrade()
     settings = get_settings()
@@ -289,8 +243,8 @@ def run(
 
 
 def _register_bench_and_campaigns() -> None:
-    from course.devtools.bench.harness import bench_command
-    from course.campaigns.service import campaign_app, tag_command
+    from course.cli.campaigns import campaign_app, tag_command
+    from course.devtools.bench.command import bench_command
 
     app.command("bench")(bench_command)
     app.add_typer(campaign_app, name="campaign", help="Schedule and list newsletter campaigns.")

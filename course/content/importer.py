@@ -1,12 +1,14 @@
-"""Load courses from content/ into the database, idempotently.
+"""Load courses and their lessons from content/ into the database, idempotently.
 
 Lessons are identified by (course, position). Importing unchanged content changes nothing. An edited
 article updates the lessons in place: subscribers who have not had a lesson yet get the new text
 (lessons are rendered at send time), and a lesson already sent is never sent again, because the
 ledger holds one row per (subscriber, lesson). Lessons that disappear are retired and their open
-rows cancelled; lessons that appear are scheduled for running enrollments after their last one.
-Everything is planned before anything is written, and written in the caller's one transaction, so a
-broken article leaves the database as it was."""
+rows cancelled (through course.ledger). Lessons that appear are reported in CourseImport
+(gained_lessons): scheduling them for running enrollments is the audience's business
+(course.audience.course_content.import_content, which the commands call). Everything is planned
+before anything is written, and written in the caller's one transaction, so a broken article
+leaves the database as it was."""
 
 from __future__ import annotations
 
@@ -18,27 +20,19 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from course.content.definition import CoursePlan, PlannedLesson, load_course_definitions, plan_course
-from course.audience.enrollment import schedule_lessons
 from course.content.guides import load_guides
-from course.models import (
-    OPEN_DELIVERY_STATES,
-    Course,
-    Delivery,
-    DeliveryState,
-    Enrollment,
-    EnrollmentStatus,
-    Lesson,
-)
-from course.audience.schedule import weekday_mask
+from course.ledger import cancel_lesson_rows
+from course.models import Course, Lesson, weekday_mask
 
 
 @dataclass
 class CourseImport:
     slug: str
+    course_id: int = 0
     created: bool = False
     lessons_added: int = 0
     lessons_updated: int = 0
@@ -47,6 +41,8 @@ class CourseImport:
     deliveries_cancelled: int = 0
     enrollments_extended: int = 0
     unmatched_references: list[str] = field(default_factory=list)
+    # An existing course got lessons (new or back from retirement) that running enrollments lack.
+    gained_lessons: bool = False
 
     @property
     def changed(self) -> bool:
@@ -57,11 +53,11 @@ class CourseImport:
 ProgressCallback = Callable[[str, int, int], None]
 
 
-def _no_progress(stage: str, done: int, total: int) -> None:
+def no_progress(stage: str, done: int, total: int) -> None:
     pass
 
 
-def plan_content(content_dir: Path, on_progress: ProgressCallback = _no_progress) -> list[CoursePlan]:
+def plan_content(content_dir: Path, on_progress: ProgressCallback = no_progress) -> list[CoursePlan]:
     """Read and check all content; raises ArticleError, CourseDefinitionError, GuideCatalogueError."""
     catalogue = load_guides(content_dir / "guides.toml")
     definitions = load_course_definitions(content_dir)
@@ -118,6 +114,7 @@ def import_course(session: Session, plan: CoursePlan, *, now: datetime) -> Cours
             setattr(course, name, value)
         course.updated_at = now
     session.flush()
+    result.course_id = course.id
 
     existing = {lesson.position: lesson for lesson in session.scalars(select(Lesson).where(Lesson.course_id == course.id))}
     appeared = False
@@ -158,40 +155,6 @@ def import_course(session: Session, plan: CoursePlan, *, now: datetime) -> Cours
         lesson.updated_at = now
     result.lessons_retired = len(gone)
     session.flush()
-    if gone:
-        result.deliveries_cancelled = session.execute(
-            update(Delivery)
-            .where(Delivery.lesson_id.in_([l.id for l in gone]), Delivery.state.in_(list(OPEN_DELIVERY_STATES)))
-            .values(state=DeliveryState.CANCELLED, lease_token=None, lease_expires_at=None)
-        ).rowcount
-    if appeared and not result.created:
-        result.enrollments_extended = _extend_enrollments(session, course.id, now=now)
+    result.deliveries_cancelled = cancel_lesson_rows(session, [lesson.id for lesson in gone])
+    result.gained_lessons = appeared and not result.created
     return result
-
-
-def _extend_enrollments(session: Session, course_id: int, *, now: datetime) -> int:
-    """Running enrollments get the new lessons after the ones they are already waiting for."""
-    extended = 0
-    for enrollment in session.scalars(
-        select(Enrollment).where(Enrollment.course_id == course_id, Enrollment.status == EnrollmentStatus.ACTIVE)
-    ):
-        next_due = session.scalars(
-            select(Delivery.due_at)
-            .where(Delivery.enrollment_id == enrollment.id, Delivery.state == DeliveryState.PENDING)
-            .order_by(Delivery.due_at)
-            .limit(1)
-        ).first()
-        schedule_lessons(session, enrollment, first_due=next_due or now, now=now)
-        extended += 1
-    return extended
-
-
-def import_content(
-    session: Session, content_dir: Path, *, now: datetime, on_progress: ProgressCallback = _no_progress
-) -> list[CourseImport]:
-    plans = plan_content(content_dir, on_progress)
-    results = []
-    for done, plan in enumerate(plans, start=1):
-        results.append(import_course(session, plan, now=now))
-        on_progress("import", done, len(plans))
-    return results

@@ -16,7 +16,7 @@ from course.db import session_factory
 from course.delivery.links import signer_from_settings
 from course.delivery.render import Renderer, template_environment
 from course.settings import DEFAULT_SECRET, Settings, get_settings
-from course.web.public import api, pages
+from course.web.public import api, confirm, courses, preferences, unsubscribe, view
 from course.web.security import ApiCors, ASGIApp, BodySizeLimit, SecurityHeaders
 from course.web.site import PageError, Site
 
@@ -62,7 +62,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
     )
     app.state.site = site
-    app.include_router(pages.router)
+    for pages in (courses, confirm, preferences, unsubscribe, view):
+        app.include_router(pages.router)
     app.include_router(api.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)

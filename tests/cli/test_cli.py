@@ -207,3 +207,71 @@ def test_split_a_broken_file_prints_one_error_line(tmp_path: Path) -> None:
         assert result.stdout == ""
     assert_one_error_line(binary, "binary.txt", "binary")
     assert_one_error_line(empty, "empty.md", "empty")
+
+
+def test_campaign_commands_tag_schedule_list_and_cancel(folder: Path) -> None:
+    (folder / "news.md").write_text("# November\n\nNew loaves this month.\n", encoding="utf-8")
+    assert run_in(folder, "subscribe", "ann@example.org", "--course", SLUG).returncode == 0
+    tagged = run_in(folder, "tag", "ann@example.org", "readers", "Bakers")
+    assert tagged.returncode == 0, tagged.stderr
+    assert tagged.stdout.strip() == "ann@example.org: bakers, readers"
+    scheduled = run_in(
+        folder, "campaign", "schedule", "--name", "nov", "--subject", "News", "--body", "news.md",
+        "--tag", "readers", "--at", "2030-01-06T09:00+01:00",
+    )  # fmt: skip
+    assert scheduled.returncode == 0, scheduled.stderr
+    assert scheduled.stdout.strip() == "campaign 1 scheduled for 2030-01-06T09:00:00+01:00"
+    listed = run_in(folder, "campaign", "list")
+    assert listed.returncode == 0, listed.stderr
+    assert re.search(r"│\s+1 │ nov\s+│ readers │ scheduled │", listed.stdout), listed.stdout
+    cancelled = run_in(folder, "campaign", "cancel", "1")
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert cancelled.stdout.strip() == "campaign 1 cancelled (0 unsent deliveries cancelled)"
+    unknown_tag, missing_body, no_offset, again, nobody = run_all(
+        folder,
+        [
+            ["campaign", "schedule", "--name", "x", "--subject", "S", "--body", "news.md", "--tag", "nobody-has-it"],
+            ["campaign", "schedule", "--name", "x", "--subject", "S", "--body", "missing.md"],
+            ["campaign", "schedule", "--name", "x", "--subject", "S", "--body", "news.md", "--at", "2030-01-06T09:00"],
+            ["campaign", "cancel", "1"],
+            ["tag", "bob@example.org", "readers"],
+        ],
+    )
+    assert_one_error_line(unknown_tag, "'nobody-has-it'", "would reach nobody")
+    assert_one_error_line(missing_body, "missing.md")
+    assert_one_error_line(no_offset, "has no UTC offset")
+    assert_one_error_line(again, "campaign 1 is already cancelled")
+    assert_one_error_line(nobody, "no subscriber with the address 'bob@example.org'")
+    listed = run_in(folder, "campaign", "list")
+    assert re.search(r"│\s+1 │ nov\s+│ readers │ cancelled │", listed.stdout), listed.stdout
+    assert " 2 │" not in listed.stdout  # the refused schedules stored nothing
+
+
+def test_a_bug_inside_a_command_keeps_its_traceback(tmp_path: Path) -> None:
+    """Only the project's own errors become one `error:` line: a KeyError from a bug (here planted
+    in the settings loader `course status` calls first) exits non-zero and shows its traceback."""
+    script = (
+        "import course.cli.main as cli\n"
+        "def broken_settings():\n"
+        "    raise KeyError('planted-bug')\n"
+        "cli.get_settings = broken_settings\n"
+        "cli.app(['status'])\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], env=environment(tmp_path), cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode != 0
+    assert "Traceback" in result.stderr, result.stderr
+    assert "KeyError" in result.stderr and "planted-bug" in result.stderr, result.stderr
+    assert not result.stderr.startswith("error:"), result.stderr
+
+
+def test_every_project_error_is_a_one_line_error_and_nothing_else_is() -> None:
+    from course.audience.schedule import UnknownTimeZone
+    from course.campaigns.service import CampaignError
+    from course.cli.errors import project_errors
+
+    caught = project_errors()
+    assert UnknownTimeZone in caught and CampaignError in caught
+    for bug in (KeyError, LookupError, IndexError, AttributeError, TypeError, ValueError, RuntimeError, OSError):
+        assert not issubclass(bug, caught), bug

@@ -15,7 +15,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from course.content.article import ArticleError
 from course.clock import ManualClock
 from course.audience.enrollment import enroll, get_or_create_subscriber, pause
-from course.content.importer import CourseImport, import_content
+from course.audience.course_content import import_content
+from course.content.importer import CourseImport
 from course.models import Course, Delivery, DeliveryState, Enrollment, Lesson
 from course.settings import PROJECT_ROOT
 from tests.support.pipeline_fixtures import rows_of, snapshot

@@ -25,7 +25,7 @@ from fastapi.testclient import TestClient
 
 from course.clock import ManualClock
 from course.audience.enrollment import enroll, get_or_create_subscriber
-from course.content.importer import import_content
+from course.audience.course_content import import_content
 from course.delivery.links import LinkPurpose, signer_from_settings
 from course.models import Course, Delivery, DeliveryState, Lesson, Subscriber
 from course.settings import Settings, get_settings

@@ -15,7 +15,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from course.db import make_engine
 from course.audience.enrollment import enroll, get_or_create_subscriber
 from course.models import Base, Course, Delivery, Enrollment, Lesson, Subscriber
-from course.audience.schedule import ALL_WEEKDAYS, weekday_mask
+from course.audience.schedule import ALL_WEEKDAYS
+from course.models import weekday_mask
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ from course import schema
 from course.clock import ManualClock, set_clock
 from course.db import get_engine
 from course.delivery.dispatch import dispatch_due
-from course.content.importer import import_content
+from course.audience.course_content import import_content
 from course.delivery.links import signer_from_settings
 from course.models import Course
 from course.delivery.render import Renderer

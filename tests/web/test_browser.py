@@ -5,11 +5,13 @@ course page (time zone filled by the page's script) -> signup -> confirmation ma
 lesson 1 -> preferences (new send time) -> view in browser -> unsubscribe from the lesson's link
 -> days later, nothing more arrives.
 
-Screenshots of every page land in tests/artefacts/ (desktop, and a 390 px phone for the course
-page). Any console error fails the test: that is how a CSP violation shows up."""
+Screenshots of every page (desktop, and a 390 px phone for the course page) land in the folder named
+by COURSE_TEST_ARTEFACTS, or else in pytest's temporary folder for the run; the test prints where.
+Any console error fails the test: that is how a CSP violation shows up."""
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 import time
@@ -25,7 +27,6 @@ from sqlalchemy import select
 from course.clock import ManualClock
 from course.db import get_engine
 from course.models import Delivery, DeliveryState, Subscriber
-from course.settings import PROJECT_ROOT
 from course.web.app import create_app
 from tests.support.smtp_server import RecordingSMTPServer
 from tests.support.web_fixtures import COURSE_SLUG, WebStack, link_in, prepare, web_settings
@@ -34,7 +35,17 @@ pytestmark = pytest.mark.browser
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-ARTEFACTS = PROJECT_ROOT / "tests" / "artefacts"
+
+
+@pytest.fixture
+def artefacts(tmp_path_factory: pytest.TempPathFactory, capsys: pytest.CaptureFixture[str]) -> Path:
+    """Where the screenshots go, printed past pytest's capture so a person can open them."""
+    configured = os.environ.get("COURSE_TEST_ARTEFACTS")
+    folder = Path(configured).resolve() if configured else tmp_path_factory.mktemp("screenshots")
+    folder.mkdir(parents=True, exist_ok=True)
+    with capsys.disabled():
+        print(f"\nbrowser screenshots: {folder}")
+    return folder
 
 
 @pytest.fixture
@@ -66,12 +77,11 @@ def live_stack(tmp_path: Path, web_clock: ManualClock, web_smtp: RecordingSMTPSe
     get_engine(settings).dispose()
 
 
-def test_signup_confirm_preferences_unsubscribe_in_chromium(live_stack: WebStack) -> None:
+def test_signup_confirm_preferences_unsubscribe_in_chromium(live_stack: WebStack, artefacts: Path) -> None:
     if not CHROMIUM.exists():
         pytest.skip(f"Debian's Chromium is not installed at {CHROMIUM} (apt-get install chromium)")
     from playwright.sync_api import expect, sync_playwright
 
-    ARTEFACTS.mkdir(parents=True, exist_ok=True)
     base_url = live_stack.settings.base_url
     course_url = f"{base_url}/courses/{COURSE_SLUG}"
     console_errors: list[str] = []
@@ -86,7 +96,7 @@ def test_signup_confirm_preferences_unsubscribe_in_chromium(live_stack: WebStack
             phone_page.on("console", lambda message: message.type == "error" and console_errors.append(message.text))
             phone_page.goto(course_url)
             expect(phone_page.locator("#signup-timezone")).to_have_value("Europe/Berlin")
-            phone_page.screenshot(path=ARTEFACTS / "course-mobile.png", full_page=True)
+            phone_page.screenshot(path=artefacts / "course-mobile.png", full_page=True)
             phone.close()
 
             context = browser.new_context(viewport={"width": 1280, "height": 900}, timezone_id="Europe/Berlin")
@@ -95,29 +105,29 @@ def test_signup_confirm_preferences_unsubscribe_in_chromium(live_stack: WebStack
             page.on("console", lambda message: message.type == "error" and console_errors.append(message.text))
 
             page.goto(base_url + "/")
-            page.screenshot(path=ARTEFACTS / "index.png", full_page=True)
+            page.screenshot(path=artefacts / "index.png", full_page=True)
             page.goto(f"{course_url}/embed")
-            page.screenshot(path=ARTEFACTS / "embed.png", full_page=True)
+            page.screenshot(path=artefacts / "embed.png", full_page=True)
 
             # 1. The course page: the script fills the time zone; the person fills the rest.
             page.goto(course_url)
             expect(page.locator("h1")).to_have_text("Sourdough from Scratch")
             expect(page.locator("#signup-timezone")).to_have_value("Europe/Berlin")
-            page.screenshot(path=ARTEFACTS / "course-desktop.png", full_page=True)
+            page.screenshot(path=artefacts / "course-desktop.png", full_page=True)
             page.fill("#signup-email", "rosa@example.org")
             page.fill("#signup-name", "Rosa")
             page.click("button[type=submit]")
             expect(page.locator("h1")).to_have_text("Check your inbox")
-            page.screenshot(path=ARTEFACTS / "check-inbox.png", full_page=True)
+            page.screenshot(path=artefacts / "check-inbox.png", full_page=True)
 
             # 2. The confirmation mail, and the page its link opens.
             (confirmation,) = live_stack.deliver()
             assert confirmation["To"] == "Rosa <rosa@example.org>"
             page.goto(link_in(confirmation, "/confirm/"))
-            page.screenshot(path=ARTEFACTS / "confirm.png", full_page=True)
+            page.screenshot(path=artefacts / "confirm.png", full_page=True)
             page.click("text=Yes, start the course")
             expect(page.locator("h1")).to_have_text("You are in")
-            page.screenshot(path=ARTEFACTS / "confirmed.png", full_page=True)
+            page.screenshot(path=artefacts / "confirmed.png", full_page=True)
 
             # 3. Lesson 1 comes at the next dispatch; its preferences link changes the send time.
             live_stack.clock.advance(timedelta(minutes=1))
@@ -128,7 +138,7 @@ def test_signup_confirm_preferences_unsubscribe_in_chromium(live_stack: WebStack
             page.fill("input[name=send_time]", "18:30")
             page.click("button[value=send_time]")
             expect(page.locator(".notice-ok")).to_contain_text("Saved")
-            page.screenshot(path=ARTEFACTS / "preferences.png", full_page=True)
+            page.screenshot(path=artefacts / "preferences.png", full_page=True)
             with live_stack.sessions() as session:
                 subscriber = session.scalars(select(Subscriber).where(Subscriber.email == "rosa@example.org")).one()
                 due = session.scalars(
@@ -140,19 +150,19 @@ def test_signup_confirm_preferences_unsubscribe_in_chromium(live_stack: WebStack
 
             page.goto(link_in(lesson, "/view/"))
             expect(page.locator("h1")).to_contain_text(lesson["Subject"].split(": ", 1)[1])
-            page.screenshot(path=ARTEFACTS / "view-lesson.png", full_page=True)
+            page.screenshot(path=artefacts / "view-lesson.png", full_page=True)
 
             # 4. Unsubscribe from the lesson's own link: one page, one button.
             page.goto(link_in(lesson, "/u/"))
-            page.screenshot(path=ARTEFACTS / "unsubscribe.png", full_page=True)
+            page.screenshot(path=artefacts / "unsubscribe.png", full_page=True)
             page.click("button[type=submit]")
             expect(page.locator("h1")).to_have_text("You are unsubscribed")
-            page.screenshot(path=ARTEFACTS / "unsubscribed.png", full_page=True)
+            page.screenshot(path=artefacts / "unsubscribed.png", full_page=True)
 
             assert console_errors == [], console_errors
             page.goto(base_url + "/confirm/not-a-real-token")  # its 400 is logged to the console, as it should be
             expect(page.locator("h1")).to_have_text("This link does not work")
-            page.screenshot(path=ARTEFACTS / "bad-link.png", full_page=True)
+            page.screenshot(path=artefacts / "bad-link.png", full_page=True)
             context.close()
         finally:
             browser.close()

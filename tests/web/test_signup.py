@@ -18,7 +18,7 @@ from course.models import (
     Subscriber,
     SubscriberStatus,
 )
-from course.web.public.pages import HONEYPOT_FIELD
+from course.web.public.courses import HONEYPOT_FIELD
 from tests.support.web_fixtures import COURSE_SLUG, START, WebStack, csrf_token_of, link_in
 
 COURSE_URL = f"/courses/{COURSE_SLUG}"

@@ -1,5 +1,8 @@
 """`course bench`: the whole sending pipeline against this machine's SMTP ceiling, on real parts.
 
+This module starts and stops the processes and services and runs the steps below; seed.py writes
+the scenario, measure.py reads the figures, report.py shapes them, command.py is the CLI.
+
 One run:
 1. Recreates a PostgreSQL database of its own (course_bench; dropped after the report unless
    --keep-database), flushes a Redis database of its own
@@ -26,7 +29,6 @@ send time (send_chunk_size messages; well under a second). Lateness = sent_at - 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import signal
@@ -37,67 +39,36 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import datetime, time as clock_time, timedelta, timezone
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import redis
-import typer
 from sqlalchemy import Engine, create_engine, event, text
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import sessionmaker
 
-SCENARIOS = ("lesson-day", "campaign")
-ZONES = ("America/New_York", "Europe/Berlin", "Asia/Tokyo", "America/Los_Angeles", "Europe/London",
-         "Asia/Kolkata", "Australia/Sydney", "America/Sao_Paulo", "Africa/Lagos", "UTC")
-SMTP_SINK = "/usr/sbin/smtp-sink"
-SMTP_SOURCE = "/usr/sbin/smtp-source"
-BENCH_SECRET = "bench-secret"
-# A lesson of about 350 words: the size of a real one, so the bytes on the wire are realistic.
-PARAGRAPH = (
-    "Oxytocin is released in short pulses, and each pulse lasts only a minute or two. That is why "
-    "a calm, familiar routine before a feed helps: the body learns the cues and starts the reflex "
-    "a little earlier each time. Warmth, skin contact and a quiet room all help; stress hormones "
-    "work against it, which is why a tense first week so often feels harder than it should."
+from course.devtools.bench.config import BENCH_SECRET, SCENARIOS, SMTP_SINK, SMTP_SOURCE, BenchConfig, BenchError
+from course.devtools.bench.measure import (
+    StatementCounter,
+    child_pids,
+    ledger_figures,
+    measure_ceiling,
+    open_count,
+    open_rows,
+    peak_rss_mib,
+    read_probe_stats,
+    redis_commands,
+    sample_message_size,
+    sink_accepted,
+    xact_commits,
 )
+from course.devtools.bench.report import build_report
+from course.devtools.bench.seed import PARAGRAPH, seed_course, seed_lesson_day, seed_subscribers
 
-
-class BenchError(RuntimeError):
-    """A service or tool the benchmark needs is missing: the message says which and how to get it."""
-
-
-@dataclass
-class BenchConfig:
-    scenario: str = "lesson-day"
-    subscribers: int = 100_000
-    workers: int = 0  # 0: one per core
-    pool: str = "solo"
-    concurrency: int = 1  # per worker process (prefork/threads)
-    admin_url: str = "postgresql+psycopg://root@127.0.0.1:5432/test"
-    database: str = "course_bench"
-    redis_url: str = "redis://127.0.0.1:6379/14"
-    ceiling: bool = True
-    keep_database: bool = False  # leave course_bench in place after the run, to look into it
-    due_margin_seconds: float = 10.0  # lesson day: rows fall due this long (+100 µs a subscriber) after seeding starts
-    timeout_seconds: float = 3600.0
-    extra_env: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def worker_count(self) -> int:
-        return self.workers or os.cpu_count() or 1
-
-    @property
-    def database_url(self) -> str:
-        return self.admin_url.rsplit("/", 1)[0] + f"/{self.database}"
-
-    @property
-    def connections(self) -> int:
-        """SMTP connections the pipeline holds open: one per sending thread or process."""
-        return self.worker_count * (self.concurrency if self.pool in ("prefork", "threads") else 1)
-
+__all__ = ["SMTP_SINK", "SMTP_SOURCE", "BenchConfig", "BenchError", "drop_database", "run_benchmark"]
 
 Progress = Callable[[str, int, int], None]  # phase, done, total
-
 
 def _quiet(_phase: str, _done: int, _total: int) -> None:
     pass
@@ -111,7 +82,6 @@ def free_port() -> int:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
 
-
 def _wait_for_port(port: int, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -121,7 +91,6 @@ def _wait_for_port(port: int, timeout: float = 10.0) -> None:
         except OSError:
             time.sleep(0.05)
     raise BenchError(f"smtp-sink did not start listening on 127.0.0.1:{port}")
-
 
 def start_sink(port: int, counter_path: Path) -> subprocess.Popen[bytes]:
     """smtp-sink with -c: it writes a running count of accepted messages to counter_path."""
@@ -135,17 +104,6 @@ def start_sink(port: int, counter_path: Path) -> subprocess.Popen[bytes]:
     _wait_for_port(port)
     return sink
 
-
-def sink_accepted(counter_path: Path) -> int:
-    """The last "mesg=N" smtp-sink -c wrote: messages whose DATA it accepted so far. Reads only the
-    file's tail: the count is cheap enough to follow a run by."""
-    with counter_path.open("rb") as counter:
-        counter.seek(max(0, counter.seek(0, os.SEEK_END) - 200))
-        tail = counter.read().decode("ascii", "replace")
-    counts = [part.split("=", 1)[1] for part in tail.replace("\r", " ").split() if part.startswith("mesg=")]
-    return int(counts[-1]) if counts else 0
-
-
 def recreate_database(config: BenchConfig) -> None:
     admin = create_engine(config.admin_url, isolation_level="AUTOCOMMIT")
     try:
@@ -157,7 +115,6 @@ def recreate_database(config: BenchConfig) -> None:
     finally:
         admin.dispose()
 
-
 def drop_database(config: BenchConfig) -> None:
     admin = create_engine(config.admin_url, isolation_level="AUTOCOMMIT")
     try:
@@ -165,7 +122,6 @@ def drop_database(config: BenchConfig) -> None:
             connection.execute(text(f'DROP DATABASE IF EXISTS "{config.database}" WITH (FORCE)'))
     finally:
         admin.dispose()
-
 
 def flush_redis(url: str) -> redis.Redis:
     client = redis.Redis.from_url(url, socket_connect_timeout=2)
@@ -175,17 +131,11 @@ def flush_redis(url: str) -> redis.Redis:
         raise BenchError(f"Redis not reachable at {url}: {exc}") from exc
     return client
 
-
-def redis_commands(client: redis.Redis) -> int:
-    return int(client.info("stats")["total_commands_processed"])
-
-
 @dataclass
 class WorkerProcess:
     role: str  # "sender" or "dispatcher"
     process: subprocess.Popen[bytes]
     log_path: Path
-
 
 def start_workers(config: BenchConfig, env: dict[str, str], stats_dir: Path, log_dir: Path) -> list[WorkerProcess]:
     """The send workers plus one dispatcher, each `celery -A course.devtools.bench.probe worker`."""
@@ -214,28 +164,6 @@ def start_workers(config: BenchConfig, env: dict[str, str], stats_dir: Path, log
         time.sleep(0.1)
     return started
 
-
-def _children(pid: int) -> list[int]:
-    found = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            found += [int(child) for child in (task / "children").read_text().split()]
-        except OSError:
-            pass
-    return found
-
-
-def peak_rss_mib(pid: int) -> float:
-    """VmHWM: the most resident memory the process ever had."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
-
-
 def stop_workers(workers: list[WorkerProcess]) -> None:
     for worker in workers:
         if worker.process.poll() is None:
@@ -246,209 +174,6 @@ def stop_workers(workers: list[WorkerProcess]) -> None:
         except subprocess.TimeoutExpired:
             worker.process.kill()
             worker.process.wait()
-
-
-# --- seeding --------------------------------------------------------------------------------------
-
-
-def _lesson_body(index: int) -> dict[str, Any]:
-    return {
-        "blocks": [
-            {"heading": None, "paragraphs": [PARAGRAPH, PARAGRAPH]},
-            {"heading": f"Part {index}: what to try", "paragraphs": [PARAGRAPH, PARAGRAPH, PARAGRAPH]},
-        ],
-        "references": [],
-    }
-
-
-def seed_subscribers(session: Session, count: int, *, now: datetime, tag: str | None, untagged: int = 0) -> None:
-    """count + untagged active subscribers; every tenth has a non-ASCII name (encoded-word headers)."""
-    zones = "ARRAY[" + ",".join(f"'{zone}'" for zone in ZONES) + "]"
-    session.execute(
-        text(
-            f"""
-            INSERT INTO subscribers (email, name, timezone, status, created_at, confirmed_at)
-            SELECT 'reader' || n || '@example.org',
-                   CASE WHEN n % 10 = 0 THEN 'Zoë Łukasiewicz' ELSE 'Reader ' || n END,
-                   ({zones})[1 + n % {len(ZONES)}], 'active', :now, :now
-            FROM generate_series(1, :total) AS n
-            """
-        ),
-        {"now": now, "total": count + untagged},
-    )
-    if tag is not None:
-        session.execute(
-            text("INSERT INTO subscriber_tags (subscriber_id, tag) SELECT id, :tag FROM subscribers WHERE id <= :count"),
-            {"tag": tag, "count": count},
-        )
-
-
-def seed_course(session: Session, *, now: datetime) -> tuple[int, list[int]]:
-    from course.models import Course, Lesson
-
-    course = Course(
-        slug="bench-course", title="Bonding, Explained", description="", days_between_lessons=1,
-        send_time=clock_time(9, 0), weekday_mask=0b1111111, sender_name="Bonding Course",
-        sender_email="course@example.org", target_words=300, created_at=now, updated_at=now,
-    )
-    session.add(course)
-    session.flush()
-    lessons = [
-        Lesson(course_id=course.id, position=i, title=f"Lesson title {i}", body=_lesson_body(i), words=350,
-               reading_minutes=2, content_hash=f"{i:064d}", updated_at=now)
-        for i in (1, 2, 3)
-    ]
-    session.add_all(lessons)
-    session.flush()
-    return course.id, [lesson.id for lesson in lessons]
-
-
-def seed_lesson_day(session: Session, *, course_id: int, lesson_ids: list[int], now: datetime, due_at: datetime) -> None:
-    """Enroll everyone; lesson 1 sent yesterday, lesson 2 due at due_at, lesson 3 due tomorrow."""
-    session.execute(
-        text(
-            "INSERT INTO enrollments (subscriber_id, course_id, status, enrolled_at) "
-            "SELECT id, :course, 'active', :yesterday FROM subscribers"
-        ),
-        {"course": course_id, "yesterday": now - timedelta(days=1)},
-    )
-    for lesson_id, state, due in (
-        (lesson_ids[0], "sent", now - timedelta(days=1)),
-        (lesson_ids[1], "pending", due_at),
-        (lesson_ids[2], "pending", due_at + timedelta(days=1)),
-    ):
-        session.execute(
-            text(
-                """
-                INSERT INTO deliveries (subscriber_id, kind, enrollment_id, lesson_id, priority, due_at, state,
-                                        attempts, sent_at, created_at)
-                SELECT subscriber_id, 'lesson', id, :lesson, 100, :due, :state, :attempts, :sent_at, :now
-                FROM enrollments WHERE course_id = :course
-                """
-            ),
-            {"lesson": lesson_id, "due": due, "state": state, "attempts": 1 if state == "sent" else 0,
-             "sent_at": due if state == "sent" else None, "now": now - timedelta(days=1), "course": course_id},
-        )
-
-
-def sample_message_size(settings: Any, scenario: str, session: Session) -> int:
-    """The size of one message as the sender builds it, for smtp-source to send the same bytes."""
-    from sqlalchemy import select
-
-    from course.clock import SystemClock
-    from course.ledger import take_over
-    from course.delivery.links import signer_from_settings
-    from course.models import Delivery
-    from course.delivery.render import Renderer
-    from course.delivery.sending import Sender
-
-    delivery_id = session.scalar(
-        select(Delivery.id).where(Delivery.state == "pending").order_by(Delivery.due_at, Delivery.id).limit(1)
-    )
-    # Read what take_over would read, inside a transaction that is rolled back.
-    with session.begin_nested() as savepoint:
-        session.execute(text("UPDATE deliveries SET state='leased', lease_token='sample' WHERE id=:id"), {"id": delivery_id})
-        batch = take_over(session, [delivery_id], token="sample", now=datetime.now(timezone.utc), lease=timedelta(minutes=5))
-        savepoint.rollback()
-    sender = Sender(settings, sessions=None, transport=None, renderer=Renderer(settings.templates_dir),  # type: ignore[arg-type]
-                    signer=signer_from_settings(settings), clock=SystemClock())
-    _, message = sender._message(batch.jobs[0], batch, {})
-    return len(message)
-
-
-# --- measuring ------------------------------------------------------------------------------------
-
-
-class StatementCounter:
-    """Counts the statements the benchmark itself runs for the pipeline (fan-out), on one engine."""
-
-    def __init__(self, engine: Engine) -> None:
-        self.count = 0
-        event.listen(engine, "before_cursor_execute", self._seen)
-
-    def _seen(self, conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
-        self.count += len(parameters) if executemany and parameters else 1
-
-
-def ledger_figures(session: Session, since: datetime) -> dict[str, Any]:
-    """The run's rows: those that came due from `since` on."""
-    row = session.execute(
-        text(
-            """
-            SELECT count(*) FILTER (WHERE state = 'sent'),
-                   count(*),
-                   min(due_at), max(sent_at),
-                   percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM sent_at - due_at)),
-                   percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM sent_at - due_at)),
-                   max(extract(epoch FROM sent_at - due_at)),
-                   count(*) FILTER (WHERE attempts > 1),
-                   count(DISTINCT sent_at)
-            FROM deliveries WHERE due_at BETWEEN :since AND now()
-            """
-        ),
-        {"since": since},
-    ).one()
-    by_state = dict(
-        session.execute(
-            text("SELECT state, count(*) FROM deliveries WHERE due_at BETWEEN :since AND now() GROUP BY state"),
-            {"since": since},
-        ).all()
-    )
-    sent, total, first_due, last_sent, p50, p99, worst, retried, batches = row
-    return {
-        "sent": sent, "rows": total, "first_due": first_due, "last_sent": last_sent, "p50": p50, "p99": p99,
-        "max": worst, "retried": retried, "record_batches": batches, "by_state": by_state,
-    }
-
-
-def open_rows(session: Session, since: datetime) -> tuple[int, int]:
-    """(rows of this run sent, rows of this run still open)."""
-    sent, waiting = session.execute(
-        text(
-            "SELECT count(*) FILTER (WHERE state = 'sent'), "
-            "count(*) FILTER (WHERE state IN ('pending', 'leased', 'sending')) "
-            "FROM deliveries WHERE due_at BETWEEN :since AND now()"
-        ),
-        {"since": since},
-    ).one()
-    return sent, waiting
-
-
-def _open_count(sessions: sessionmaker[Session], since: datetime) -> int:
-    with sessions() as session:
-        return open_rows(session, since)[1]
-
-
-def xact_commits(session: Session, database: str) -> int:
-    return int(session.scalar(text("SELECT xact_commit FROM pg_stat_database WHERE datname = :name"), {"name": database}))
-
-
-def measure_ceiling(port: int, *, messages: int, size: int, connections: int) -> dict[str, Any]:
-    """smtp-source: the same count of messages of the same size, over the same connections, each
-    kept open (-d) like the workers' connections."""
-    if not Path(SMTP_SOURCE).exists():
-        raise BenchError(f"{SMTP_SOURCE} not found: install Postfix's tools (scripts/services.sh)")
-    started = time.perf_counter()
-    result = subprocess.run(
-        [SMTP_SOURCE, "-d", "-s", str(connections), "-m", str(messages), "-l", str(size),
-         "-f", "bench@example.org", "-t", "reader@example.org", f"127.0.0.1:{port}"],
-        capture_output=True, timeout=3600,
-    )
-    took = time.perf_counter() - started
-    if result.returncode != 0:
-        raise BenchError(f"smtp-source failed: {result.stderr.decode(errors='replace')[-500:]}")
-    return {"messages": messages, "seconds": round(took, 3), "rate": round(messages / took, 1),
-            "connections": connections, "message_bytes": size}
-
-
-def _read_probe_stats(stats_dir: Path) -> dict[int, dict[str, Any]]:
-    stats = {}
-    for path in stats_dir.glob("*.json"):
-        try:
-            stats[int(path.stem)] = json.loads(path.read_text())
-        except (ValueError, OSError):
-            pass
-    return stats
 
 
 # --- the run --------------------------------------------------------------------------------------
@@ -581,13 +306,13 @@ def run_benchmark(config: BenchConfig, progress: Progress = _quiet) -> dict[str,
             progress("sending", min(accepted, total), total)
             if before < accepted < total:
                 pass  # still sending: the ledger is not asked
-            elif _open_count(sessions, first_due) == 0:
+            elif open_count(sessions, first_due) == 0:
                 break
             for worker in workers:
                 if worker.process.poll() is not None:
                     raise BenchError(f"a {worker.role} worker died: {worker.log_path.read_text()[-2000:]}")
             if time.monotonic() > deadline:
-                still_open = _open_count(sessions, first_due)
+                still_open = open_count(sessions, first_due)
                 raise BenchError(f"{still_open} deliveries still open after {config.timeout_seconds:.0f} s")
         finished.set()
         beat.join()
@@ -604,11 +329,11 @@ def run_benchmark(config: BenchConfig, progress: Progress = _quiet) -> dict[str,
                 figures["campaign_status"] = refresh_campaign_status(session, campaign_id)
         rss = {}
         for worker in workers:
-            pids = [worker.process.pid, *_children(worker.process.pid)]
+            pids = [worker.process.pid, *child_pids(worker.process.pid)]
             rss[worker.process.pid] = {"role": worker.role, "peak_rss_mib": max(peak_rss_mib(pid) for pid in pids),
                                        "pids": pids}
         stop_workers(workers)
-        probes = _read_probe_stats(stats_dir)
+        probes = read_probe_stats(stats_dir)
         time.sleep(0.2)
         accepted_by_sink = sink_accepted(sink_counter)
         ceiling = None
@@ -633,145 +358,3 @@ def run_benchmark(config: BenchConfig, progress: Progress = _quiet) -> dict[str,
             with contextlib.suppress(Exception):
                 drop_database(config)
         shutil.rmtree(work_dir, ignore_errors=True)
-
-
-def build_report(
-    config: BenchConfig,
-    figures: dict[str, Any],
-    ledger: dict[str, Any],
-    probes: dict[int, dict[str, Any]],
-    rss: dict[int, dict[str, Any]],
-    ceiling: dict[str, Any] | None,
-    *,
-    run_seconds: float,
-    message_bytes: int,
-    fan_out_statements: int,
-    redis_delta: int,
-    commits_delta: int,
-    sink_accepted: int | None,
-) -> dict[str, Any]:
-    sent = ledger["sent"]
-    span = (ledger["last_sent"] - ledger["first_due"]).total_seconds() if sent else 0.0
-    statements = fan_out_statements + sum(p["statements"] for p in probes.values())
-    round_trips = fan_out_statements + sum(p["round_trips"] for p in probes.values())
-    dispatch_seconds = sum(p["dispatch_seconds"] for p in probes.values())
-    dispatch_claimed = sum(p["dispatch_claimed"] for p in probes.values())
-    senders = [r for r in rss.values() if r["role"] == "sender"]
-    dispatchers = [r for r in rss.values() if r["role"] == "dispatcher"]
-    end_to_end = sent / span if span > 0 else 0.0
-    report: dict[str, Any] = {
-        "scenario": config.scenario,
-        "subscribers": config.subscribers,
-        "workers": config.worker_count,
-        "pool": config.pool,
-        "smtp_connections": config.connections,
-        "message_bytes": message_bytes,
-        **figures,
-        "emails_due": ledger["rows"],
-        "emails_sent": sent,
-        "sink_accepted": sink_accepted,
-        "states": ledger["by_state"],
-        "retried": ledger["retried"],
-        "run_seconds": round(run_seconds, 2),
-        "end_to_end": {"seconds": round(span, 2), "emails_per_second": round(end_to_end, 1)},
-        "dispatch": {"claimed": dispatch_claimed, "busy_seconds": round(dispatch_seconds, 2),
-                     "rows_per_second": round(dispatch_claimed / dispatch_seconds, 1) if dispatch_seconds else 0.0},
-        "lateness_seconds": {"p50": round(float(ledger["p50"] or 0), 2), "p99": round(float(ledger["p99"] or 0), 2),
-                             "max": round(float(ledger["max"] or 0), 2)},
-        "peak_rss_mib": {"per_worker": [round(r["peak_rss_mib"], 1) for r in senders],
-                         "max_worker": round(max((r["peak_rss_mib"] for r in senders), default=0), 1),
-                         "dispatcher": round(max((r["peak_rss_mib"] for r in dispatchers), default=0), 1)},
-        "database": {"statements": statements, "round_trips": round_trips,
-                     "statements_per_email": round(statements / sent, 4) if sent else None,
-                     "transactions": commits_delta,
-                     "transactions_per_email": round(commits_delta / sent, 4) if sent else None},
-        "redis": {"commands": redis_delta, "commands_per_email": round(redis_delta / sent, 4) if sent else None},
-        "tasks": _sum_tasks(probes),
-    }
-    if ceiling is not None:
-        report["ceiling"] = ceiling
-        report["ratio_to_ceiling"] = round(end_to_end / ceiling["rate"], 3) if ceiling["rate"] else None
-    return report
-
-
-def _sum_tasks(probes: dict[int, dict[str, Any]]) -> dict[str, int]:
-    total: dict[str, int] = {}
-    for probe in probes.values():
-        for name, count in probe["tasks"].items():
-            total[name] = total.get(name, 0) + count
-    return total
-
-
-# --- the command ----------------------------------------------------------------------------------
-
-
-def report_table(report: dict[str, Any]) -> Any:
-    from rich.table import Table
-
-    table = Table(title=f"course bench: {report['scenario']}, {report['subscribers']:,} subscribers, "
-                        f"{report['workers']} workers ({report['pool']}), {report['message_bytes']:,} B/message")
-    table.add_column("measure")
-    table.add_column("value", justify="right")
-    if "fan_out" in report:
-        fan = report["fan_out"]
-        table.add_row("fan-out", f"{fan['rows']:,} rows in {fan['seconds']:.2f} s = {fan['rows_per_second']:,.0f} rows/s")
-    table.add_row("seeding (not part of the pipeline)", f"{report['seed_seconds']:.1f} s")
-    table.add_row("emails sent / due / accepted by smtp-sink",
-                  f"{report['emails_sent']:,} / {report['emails_due']:,} / {report['sink_accepted']:,}")
-    table.add_row("dispatch", f"{report['dispatch']['rows_per_second']:,.0f} rows/s of dispatcher time")
-    e2e = report["end_to_end"]
-    table.add_row("end to end (first due → last accepted)", f"{e2e['emails_per_second']:,.0f} emails/s over {e2e['seconds']:.1f} s")
-    if "ceiling" in report:
-        ceiling = report["ceiling"]
-        table.add_row(f"ceiling (smtp-source, {ceiling['connections']} connections)", f"{ceiling['rate']:,.0f} msgs/s")
-        table.add_row("ratio to ceiling", f"{report['ratio_to_ceiling']:.2f}")
-    late = report["lateness_seconds"]
-    table.add_row("lateness p50 / p99 / max", f"{late['p50']:.1f} / {late['p99']:.1f} / {late['max']:.1f} s")
-    rss = report["peak_rss_mib"]
-    table.add_row("peak RSS per worker / dispatcher", f"{rss['max_worker']:.0f} / {rss['dispatcher']:.0f} MiB")
-    db = report["database"]
-    table.add_row("database statements per email", f"{db['statements_per_email']} ({db['statements']:,} statements)")
-    table.add_row("database transactions per email", f"{db['transactions_per_email']}")
-    table.add_row("Redis commands per email", f"{report['redis']['commands_per_email']}")
-    return table
-
-
-def bench_command(
-    scenario: Annotated[str, typer.Option("--scenario", help="lesson-day or campaign")] = "lesson-day",
-    subscribers: Annotated[int, typer.Option("--subscribers", min=1, help="recipients")] = 100_000,
-    workers: Annotated[int, typer.Option("--workers", min=0, help="send worker processes (default: one per core)")] = 0,
-    pool: Annotated[str, typer.Option("--pool", help="solo, prefork or threads")] = "solo",
-    concurrency: Annotated[int, typer.Option("--concurrency", min=1, help="per worker (prefork, threads)")] = 1,
-    database: Annotated[str, typer.Option("--database", help="PostgreSQL database to recreate")] = "course_bench",
-    keep_database: Annotated[
-        bool, typer.Option("--keep-database", help="leave the database in place after the run")
-    ] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
-) -> None:
-    """Measure the sending pipeline on real parts against smtp-source's ceiling on this machine."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress as Bar, TextColumn, TimeElapsedColumn
-
-    config = BenchConfig(
-        scenario=scenario, subscribers=subscribers, workers=workers, pool=pool, concurrency=concurrency,
-        admin_url=os.environ.get("COURSE_BENCH_POSTGRES_URL", BenchConfig.admin_url),
-        database=database, redis_url=os.environ.get("COURSE_BENCH_REDIS_URL", BenchConfig.redis_url),
-        keep_database=keep_database,
-    )
-    err = Console(stderr=True)
-    with Bar(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-             console=err, transient=as_json) as bar:
-        task = bar.add_task("starting", total=1)
-
-        def show(phase: str, done: int, total: int) -> None:
-            bar.update(task, description=phase, completed=done, total=max(total, 1))
-
-        try:
-            report = run_benchmark(config, show)
-        except BenchError as exc:
-            err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
-            raise typer.Exit(1) from None
-    if as_json:
-        sys.stdout.write(json.dumps(report, indent=2, default=str) + "\n")
-    else:
-        Console(soft_wrap=True).print(report_table(report))

@@ -3,7 +3,7 @@
 `celery -A course.devtools.bench.probe worker` is the production worker with three additions, all passive:
 every SQL statement any engine in the process executes is counted (an executemany counts once per
 parameter set, as the server sees it), the dispatcher's runs are timed, and the counters are written
-to COURSE_BENCH_STATS_DIR/<pid>.json at most twice a second and at exit. Nothing here changes what
+to COURSE_BENCH_STATS_DIR/<pid>.json at most twice a second and at exit (nothing when it is unset). Nothing here changes what
 the tasks do."""
 
 from __future__ import annotations
@@ -21,7 +21,9 @@ from sqlalchemy.engine import Engine
 
 from worker.app import app  # noqa: F401  (the app celery -A finds here)
 
-STATS_DIR = Path(os.environ.get("COURSE_BENCH_STATS_DIR", "."))
+# Set by the harness for the workers it starts. Without it (the module merely imported, e.g. by a
+# test walking the package) nothing is written: no stray <pid>.json in the current folder.
+STATS_DIR = Path(os.environ["COURSE_BENCH_STATS_DIR"]) if os.environ.get("COURSE_BENCH_STATS_DIR") else None
 _counters: dict[str, Any] = {
     "statements": 0,
     "round_trips": 0,
@@ -42,6 +44,8 @@ def _count_statement(conn: Any, cursor: Any, statement: str, parameters: Any, co
 
 def _write(force: bool = False) -> None:
     global _last_write
+    if STATS_DIR is None:
+        return
     now = time.monotonic()
     if not force and now - _last_write < 0.5:
         return
@@ -70,7 +74,8 @@ def _task_finished(task_id: str, task: Any, retval: Any = None, **_: Any) -> Non
 
 @worker_ready.connect
 def _ready(**_: Any) -> None:
-    (STATS_DIR / f"ready-{os.getpid()}").touch()
+    if STATS_DIR is not None:
+        (STATS_DIR / f"ready-{os.getpid()}").touch()
 
 
 @worker_process_shutdown.connect

@@ -11,7 +11,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from course.audience.subscriptions import check_signup
-from course.web.public.signups import find_course, ip_limit_allows, register
+from course.content.catalogue import find_course
+from course.web.public.signups import ip_limit_allows, register
 from course.web.site import PageError, Site, get_site
 
 router = APIRouter(prefix="/api", tags=["subscriptions"])

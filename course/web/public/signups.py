@@ -1,29 +1,16 @@
-"""The signup steps the course pages and the JSON API share: find the course, count the attempt
-against the per-IP limit, and register the signup (course.subscriptions.sign_up)."""
+"""The signup steps the course pages and the JSON API share: count the attempt against the per-IP
+limit, and register the signup (course.audience.subscriptions.sign_up)."""
 
 from __future__ import annotations
 
 from datetime import timedelta
 
 from fastapi import Request
-from sqlalchemy import select
-from sqlalchemy.orm import Session
 
-from course.models import Course, Lesson
-from course.audience.subscriptions import RateLimit, SignupDetails, rate_limit_key, sign_up, take_rate_limit
+from course.audience.subscriptions import SignupDetails, sign_up
+from course.models import Course
+from course.ratelimit import RateLimit, rate_limit_key, take_rate_limit
 from course.web.site import PageError, Site
-
-
-def find_course(session: Session, slug: str) -> Course | None:
-    return session.scalars(select(Course).where(Course.slug == slug)).first()
-
-
-def live_lessons(session: Session, course: Course) -> list[Lesson]:
-    return list(
-        session.scalars(
-            select(Lesson).where(Lesson.course_id == course.id, Lesson.retired_at.is_(None)).order_by(Lesson.position)
-        )
-    )
 
 
 def client_address(request: Request) -> str:

@@ -1,0 +1,58 @@
+"""Unsubscribe: the page behind an email's unsubscribe link (one button, no change on GET) and the
+RFC 8058 one-click endpoint that mail providers post to, which are the same URL."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse
+
+from course.audience.enrollment import unsubscribe
+from course.delivery.links import LinkPurpose
+from course.models import Course, Subscriber
+from course.web.public.forms import SiteDep
+from course.web.site import Site, ids_from
+
+router = APIRouter(include_in_schema=False)
+
+
+def _unsubscribe_ids(site: Site, token: str) -> tuple[int, int | None]:
+    ids = ids_from(site.read_link(LinkPurpose.UNSUBSCRIBE, token), required=1, optional=1, nullable_tail=True)
+    subscriber_id = ids[0]
+    assert subscriber_id is not None
+    return subscriber_id, ids[1] if len(ids) > 1 else None
+
+
+@router.get("/u/{token}", response_class=HTMLResponse)
+def unsubscribe_page(token: str, request: Request, site: SiteDep) -> HTMLResponse:
+    """One button and no change: link scanners fetch every URL in a message."""
+    subscriber_id, course_id = _unsubscribe_ids(site, token)
+    with site.sessions.begin() as session:
+        subscriber = session.get(Subscriber, subscriber_id)
+        course = session.get(Course, course_id) if course_id else None
+        return site.page(
+            request,
+            "unsubscribe.html",
+            email=subscriber.email if subscriber else None,
+            course=course,
+            action=f"/u/{token}",
+        )
+
+
+@router.post("/u/{token}", response_class=HTMLResponse)
+def unsubscribe_submit(token: str, request: Request, site: SiteDep) -> HTMLResponse:
+    """The RFC 8058 one-click endpoint (the List-Unsubscribe URL) and the page's button alike.
+    No CSRF token and no cookie: mail providers post `List-Unsubscribe=One-Click` from their
+    servers. Only the signed link decides, and unsubscribing twice is harmless."""
+    subscriber_id, course_id = _unsubscribe_ids(site, token)
+    with site.sessions.begin() as session:
+        subscriber = session.get(Subscriber, subscriber_id)
+        course = session.get(Course, course_id) if course_id else None
+        if subscriber is not None:
+            unsubscribe(session, subscriber, course_id=course_id, now=site.now())
+        return site.page(
+            request,
+            "unsubscribed.html",
+            email=subscriber.email if subscriber else None,
+            course=course,
+            preferences_url=site.signer.url(LinkPurpose.PREFERENCES, subscriber_id, *([course_id] if course_id else [])),
+        )

@@ -1,0 +1,369 @@
+"""The layout's rules, checked by reading every module of course/ and worker/ with `ast` (nothing is
+imported or run):
+
+1. content/ knows nothing of sending: it imports nothing of audience, campaigns, delivery, web, cli,
+   worker or devtools.
+2. Frameworks stay at the edges: FastAPI/Starlette only under course/web/, Typer only under
+   course/cli/ and course/devtools/, Celery only under worker/ and course/devtools/.
+3. course/ledger.py is the only module that writes `deliveries` (INSERT, UPDATE or DELETE through
+   SQLAlchemy, a `Delivery(...)` object, an ORM assignment to a ledger-only column, or raw SQL).
+4. No module imports one above it in the layer order (LAYERS below), so data flows one way.
+
+A violation that another part of the restructuring (issue #9) removes is listed in
+KNOWN_UNTIL_RESTRUCTURE_DONE; a test fails once an entry no longer matches anything, so the list
+only ever shrinks.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("course", "worker")
+
+# Lowest first. A module may import modules of its own layer or of lower ones, never higher ones.
+# Prefixes are matched longest first; "course" alone is the package's __init__.
+LAYERS: list[tuple[str, tuple[str, ...]]] = [
+    ("base", ("course", "course.settings", "course.clock", "course.db", "course.models", "course.schema", "course.migrations")),
+    ("ledger", ("course.ledger", "course.ratelimit")),
+    ("content", ("course.content",)),
+    ("audience", ("course.audience",)),
+    ("campaigns", ("course.campaigns",)),
+    ("delivery", ("course.delivery",)),
+    ("web, worker", ("course.web", "worker")),
+    ("devtools", ("course.devtools",)),
+    ("cli", ("course.cli",)),
+]
+
+# Third-party packages and the only places that may import them.
+FRAMEWORKS: dict[str, tuple[str, ...]] = {
+    "fastapi": ("course.web",),
+    "starlette": ("course.web",),
+    "typer": ("course.cli", "course.devtools"),
+    "celery": ("worker", "course.devtools"),
+}
+
+# What content/ must not import: anything about subscribers or sending.
+CONTENT_FORBIDDEN = (
+    "course.audience",
+    "course.campaigns",
+    "course.delivery",
+    "course.web",
+    "course.cli",
+    "course.devtools",
+    "worker",
+)
+
+LEDGER_MODULE = "course.ledger"
+# Migrations change the schema, not the rows the product sends: they are not ledger writes.
+LEDGER_WRITE_EXEMPT = ("course.migrations",)
+# Columns only a delivery row has: assigning one (`row.lease_token = None`) is an ORM UPDATE.
+DELIVERY_ONLY_COLUMNS = {"lease_token", "lease_expires_at", "message_id", "last_error"}
+RAW_LEDGER_WRITE = re.compile(r"\b(insert\s+into|update|delete\s+from)\s+\"?deliveries\b", re.IGNORECASE)
+
+# (module, rule, what): violations that parts B and C of issue #9 remove. Delete an entry when its
+# part is merged; test_known_violations_still_exist fails once an entry matches nothing.
+KNOWN_UNTIL_RESTRUCTURE_DONE: set[tuple[str, str, str]] = {
+    # The benchmark (split into modules by part C, code moved verbatim) seeds its throwaway database
+    # with raw SQL: a whole lesson day as bulk INSERT … SELECT (seed.py), and one row leased by hand
+    # to size a real message (measure.py). Going through the ledger needs a bulk seeding function
+    # there first.
+    ("course.devtools.bench.seed", "ledger-writer", "raw SQL INSERT INTO deliveries"),
+    ("course.devtools.bench.measure", "ledger-writer", "raw SQL UPDATE deliveries"),
+    # Part B gives the benchmark the composer; today it calls the sender's private _message.
+    ("course.devtools.bench.measure", "private-call", "course.delivery.sending._message"),
+}
+
+
+@dataclass(frozen=True)
+class Violation:
+    module: str
+    rule: str
+    what: str
+    line: int
+    message: str
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.module, self.rule, self.what)
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def project_modules() -> dict[str, Path]:
+    return {
+        module_name(path): path
+        for package in PACKAGES
+        for path in sorted((ROOT / package).rglob("*.py"))
+        if ".venv" not in path.parts
+    }
+
+
+MODULES = project_modules()
+
+
+def within(module: str, prefixes: tuple[str, ...]) -> bool:
+    return any(module == prefix or module.startswith(prefix + ".") for prefix in prefixes)
+
+
+def layer_of(module: str) -> int | None:
+    """The index in LAYERS of the longest prefix that contains `module` (None: not ours)."""
+    best: tuple[int, int] | None = None  # (prefix length, layer index)
+    for index, (_, prefixes) in enumerate(LAYERS):
+        for prefix in prefixes:
+            if (module == prefix or module.startswith(prefix + ".")) and (best is None or len(prefix) > best[0]):
+                best = (len(prefix), index)
+    return None if best is None else best[1]
+
+
+def imports_of(module: str, tree: ast.Module) -> Iterator[tuple[str, int]]:
+    """Every module named by an import statement anywhere in the file (also inside functions),
+    with `from package import module` resolved to the submodule when it is one of ours."""
+    package = module if MODULES[module].name == "__init__.py" else module.rpartition(".")[0]
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield alias.name, node.lineno
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")
+                anchor = anchor[: len(anchor) - (node.level - 1)]
+                base = ".".join([*anchor, base] if base else anchor)
+            for alias in node.names:
+                candidate = f"{base}.{alias.name}"
+                yield (candidate if candidate in MODULES else base), node.lineno
+
+
+def import_violations(module: str, tree: ast.Module) -> Iterator[Violation]:
+    own_layer = layer_of(module)
+    for imported, line in imports_of(module, tree):
+        top = imported.split(".")[0]
+        if top in FRAMEWORKS and not within(module, FRAMEWORKS[top]):
+            yield Violation(
+                module, "frameworks", top, line,
+                f"{module} (line {line}) imports {imported}: {top} may only be imported under "
+                f"{', '.join(FRAMEWORKS[top])}",
+            )
+        if within(module, ("course.content",)) and within(imported, CONTENT_FORBIDDEN):
+            yield Violation(
+                module, "content-knows-nothing-of-sending", imported, line,
+                f"{module} (line {line}) imports {imported}: content/ must know nothing of subscribers "
+                "or sending (it may use course.models and course.ledger)",
+            )
+        imported_layer = layer_of(imported)
+        if own_layer is not None and imported_layer is not None and imported_layer > own_layer:
+            yield Violation(
+                module, "layers", imported, line,
+                f"{module} (line {line}) imports {imported}: layer '{LAYERS[own_layer][0]}' must not import "
+                f"the higher layer '{LAYERS[imported_layer][0]}' (order: {' < '.join(name for name, _ in LAYERS)})",
+            )
+
+
+def _is_delivery(node: ast.expr) -> bool:
+    """`Delivery`, `models.Delivery`, `Delivery.__table__`."""
+    if isinstance(node, ast.Name):
+        return node.id == "Delivery"
+    if isinstance(node, ast.Attribute):
+        return node.attr == "Delivery" or (node.attr == "__table__" and _is_delivery(node.value))
+    return False
+
+
+def _called_name(func: ast.expr) -> str:
+    if isinstance(func, ast.Name):
+        return func.id
+    if isinstance(func, ast.Attribute):
+        return func.attr
+    return ""
+
+
+def _strings(tree: ast.Module) -> Iterator[tuple[str, int]]:
+    """String constants, with an f-string's literal parts joined."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            yield node.value, node.lineno
+        elif isinstance(node, ast.JoinedStr):
+            yield "".join(v.value for v in node.values if isinstance(v, ast.Constant) and isinstance(v.value, str)), node.lineno
+
+
+def ledger_write_violations(module: str, tree: ast.Module) -> Iterator[Violation]:
+    if module == LEDGER_MODULE or within(module, LEDGER_WRITE_EXEMPT):
+        return
+
+    def found(what: str, line: int) -> Violation:
+        return Violation(
+            module, "ledger-writer", what, line,
+            f"{module} (line {line}): {what}: only {LEDGER_MODULE} may INSERT, UPDATE or DELETE deliveries "
+            "(call one of its functions)",
+        )
+
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            name = _called_name(node.func)
+            # insert(Delivery), update(Delivery), delete(Delivery), postgresql.insert(Delivery), ...
+            if node.args and _is_delivery(node.args[0]) and re.search(r"(insert|update|delete)$", name, re.IGNORECASE):
+                yield found(f"{name}(Delivery)", node.lineno)
+            # Delivery.__table__.insert() / .update() / .delete()
+            if isinstance(node.func, ast.Attribute) and name in {"insert", "update", "delete"} and _is_delivery(node.func.value):
+                yield found(f"Delivery.__table__.{name}()", node.lineno)
+            # Delivery(...): a new row, for session.add / add_all
+            if name == "Delivery":
+                yield found("Delivery(...) construction", node.lineno)
+        elif isinstance(node, (ast.Assign, ast.AugAssign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            for target in targets:
+                if isinstance(target, ast.Attribute) and target.attr in DELIVERY_ONLY_COLUMNS:
+                    yield found(f"assignment to .{target.attr}", node.lineno)
+    for value, line in _strings(tree):
+        for match in RAW_LEDGER_WRITE.finditer(value):
+            verb = " ".join(match.group(1).upper().split())
+            yield found(f"raw SQL {verb} deliveries", line)
+
+
+def private_definitions() -> dict[str, set[str]]:
+    """Private function and method names (one leading underscore) -> the modules defining them."""
+    defined: dict[str, set[str]] = {}
+    for module, path in MODULES.items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and re.match(r"_[^_]", node.name):
+                defined.setdefault(node.name, set()).add(module)
+    return defined
+
+
+PRIVATE_DEFINITIONS = private_definitions()
+
+
+def private_call_violations(module: str, tree: ast.Module) -> Iterator[Violation]:
+    """`from course.x import _name`, and calls of a private method that another project module
+    defines on an object other than self/cls (a third-party library's privates are its business)."""
+    own = {n.name for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] in PACKAGES:
+            for alias in node.names:
+                if re.match(r"_[^_]", alias.name):
+                    yield Violation(
+                        module, "private-call", f"{node.module}.{alias.name}", node.lineno,
+                        f"{module} (line {node.lineno}) imports the private {node.module}.{alias.name}: "
+                        "make it public or add a public function for what the caller needs",
+                    )
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            attr, owner = node.func.attr, node.func.value
+            if not re.match(r"_[^_]", attr) or attr in own or attr not in PRIVATE_DEFINITIONS:
+                continue
+            if isinstance(owner, ast.Name) and owner.id in {"self", "cls"}:
+                continue
+            for defining in sorted(PRIVATE_DEFINITIONS[attr]):
+                yield Violation(
+                    module, "private-call", f"{defining}.{attr}", node.lineno,
+                    f"{module} (line {node.lineno}) calls {ast.unparse(owner)}.{attr}, private to {defining}: "
+                    "use a public seam",
+                )
+
+
+def all_violations() -> list[Violation]:
+    violations: list[Violation] = []
+    for module, path in MODULES.items():
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        violations += import_violations(module, tree)
+        violations += ledger_write_violations(module, tree)
+        violations += private_call_violations(module, tree)
+    return violations
+
+
+VIOLATIONS = all_violations()
+
+
+@pytest.mark.parametrize("rule", ["frameworks", "content-knows-nothing-of-sending", "ledger-writer", "layers", "private-call"])
+def test_the_layout_rules_hold(rule: str) -> None:
+    broken = [v for v in VIOLATIONS if v.rule == rule and v.key not in KNOWN_UNTIL_RESTRUCTURE_DONE]
+    assert not broken, "\n".join(v.message for v in broken)
+
+
+def test_known_violations_still_exist() -> None:
+    """Each allowlisted violation must still be there: once fixed, its entry goes."""
+    present = {v.key for v in VIOLATIONS}
+    stale = sorted(KNOWN_UNTIL_RESTRUCTURE_DONE - present)
+    assert not stale, "fixed, so remove from KNOWN_UNTIL_RESTRUCTURE_DONE: " + "; ".join(map(str, stale))
+
+
+def test_every_module_is_in_a_layer() -> None:
+    """A new top-level module must be placed in LAYERS, or the layer rule cannot see it."""
+    unplaced = sorted(module for module in MODULES if layer_of(module) is None)
+    assert not unplaced, f"add these modules to LAYERS in {Path(__file__).name}: {unplaced}"
+
+
+# --- the checker itself, on small sources: each rule catches what it should ----------------------
+
+
+def check_source(module: str, source: str) -> set[tuple[str, str]]:
+    tree = ast.parse(source)
+    MODULES.setdefault(module, ROOT / (module.replace(".", "/") + ".py"))
+    try:
+        found = [*import_violations(module, tree), *ledger_write_violations(module, tree), *private_call_violations(module, tree)]
+    finally:
+        if not (ROOT / (module.replace(".", "/") + ".py")).exists():
+            del MODULES[module]
+    return {(v.rule, v.what) for v in found}
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("from sqlalchemy import update\nupdate(Delivery).values(state='x')", ("ledger-writer", "update(Delivery)")),
+        ("from sqlalchemy import insert\ninsert(Delivery)", ("ledger-writer", "insert(Delivery)")),
+        ("delete(models.Delivery)", ("ledger-writer", "delete(Delivery)")),
+        ("postgresql.insert(Delivery).on_conflict_do_nothing()", ("ledger-writer", "insert(Delivery)")),
+        ("dialect_insert(Delivery).from_select([], q)", ("ledger-writer", "dialect_insert(Delivery)")),
+        ("Delivery.__table__.update()", ("ledger-writer", "Delivery.__table__.update()")),
+        ("session.add(Delivery(subscriber_id=1))", ("ledger-writer", "Delivery(...) construction")),
+        ("row.lease_token = None", ("ledger-writer", "assignment to .lease_token")),
+        ("text('UPDATE deliveries SET state = :s')", ("ledger-writer", "raw SQL UPDATE deliveries")),
+        ("text(f'''insert into deliveries (id) values ({n})''')", ("ledger-writer", "raw SQL INSERT INTO deliveries")),
+        ("text('DELETE FROM \"deliveries\"')", ("ledger-writer", "raw SQL DELETE FROM deliveries")),
+        ("import typer", ("frameworks", "typer")),
+        ("from fastapi import FastAPI", ("frameworks", "fastapi")),
+        ("from celery import Celery", ("frameworks", "celery")),
+        ("from course.delivery.sending import Sender", ("layers", "course.delivery.sending")),
+        ("sender._message(job)", ("private-call", "course.delivery.sending._message")),
+        ("from course.ledger import _jobs_of", ("private-call", "course.ledger._jobs_of")),
+    ],
+)
+def test_the_checker_catches(source: str, expected: tuple[str, str]) -> None:
+    assert expected in check_source("course.campaigns.example", source)
+
+
+def test_the_checker_knows_content_from_sending() -> None:
+    found = check_source("course.content.example", "from course.audience.enrollment import enroll")
+    assert ("content-knows-nothing-of-sending", "course.audience.enrollment") in found
+    assert ("layers", "course.audience.enrollment") in found
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "text('ANALYZE deliveries')",
+        "select(Delivery).where(Delivery.state == 'sent')",
+        "update(Campaign).values(status='done')",
+        "self._message(job)",
+        "connection._rset()",  # smtplib's private, not ours
+        "from course.models import Delivery, DeliveryState",
+        "from course.ledger import cancel_campaign_rows",
+    ],
+)
+def test_the_checker_lets_reads_and_lower_layers_pass(source: str) -> None:
+    assert check_source("course.campaigns.example", source) == set()
+
+
+def test_the_ledger_may_write_deliveries() -> None:
+    assert check_source(LEDGER_MODULE, "update(Delivery)\nDelivery(id=1)\ntext('UPDATE deliveries SET x=1')") == set()
