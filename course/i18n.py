@@ -81,7 +81,7 @@ def gettext_callables(language: str) -> dict[str, Any]:
     }
 
 
-def gettext(language: str, message: str, **values: Any) -> str:
+def translate(language: str, message: str, **values: Any) -> str:
     """Translate ``message`` into ``language`` and fill its ``%(name)s`` placeholders (for text
     built in Python, such as an email subject)."""
     translated = translations(language).gettext(message)

@@ -22,6 +22,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 from markdown_it import MarkdownIt
 from markupsafe import Markup, escape
 
+from course.i18n import DEFAULT_LANGUAGE, gettext_callables, translate
 from course.content.guides import Guide, Reference, link_markdown, link_plain
 
 # Placeholders survive Jinja (no markup characters) and CSS inlining (plain text and attributes).
@@ -34,14 +35,19 @@ def _slot(name: str) -> str:
 
 @lru_cache
 def template_environment(templates_dir: Path) -> Environment:
-    return Environment(
+    environment = Environment(
         loader=FileSystemLoader(str(templates_dir)),
         autoescape=select_autoescape(["html"], default_for_string=False),
         undefined=StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=True,
+        extensions=["jinja2.ext.i18n"],
     )
+    # English by default; a render in another language passes that language's gettext callables
+    # (course.i18n.gettext_callables) in its context, which take precedence over these globals.
+    environment.globals.update(gettext_callables(DEFAULT_LANGUAGE))
+    return environment
 
 
 # Article Markdown is the publisher's, but raw HTML in it is still not passed through.
@@ -94,9 +100,9 @@ def _ascii_html(html: str) -> str:
     return html if html.isascii() else html.encode("ascii", "xmlcharrefreplace").decode("ascii")
 
 
-def greeting_for(name: str) -> str:
+def greeting_for(name: str, language: str = DEFAULT_LANGUAGE) -> str:
     first = name.split()[0] if name.split() else ""
-    return f"Hi {first}," if first else "Hi there,"
+    return translate(language, "Hi %(name)s,", name=first) if first else translate(language, "Hi there,")
 
 
 def references_of(body: Mapping[str, Any]) -> dict[int, list[Reference]]:
@@ -155,21 +161,35 @@ def markdown_html(text: str) -> Markup:
     return Markup(_markdown.render(text))
 
 
+def course_language(course: Any) -> str:
+    """The language of a course's email frame: its ``language`` attribute, English when it has none."""
+    return getattr(course, "language", None) or DEFAULT_LANGUAGE
+
+
 class Renderer:
     def __init__(self, templates_dir: Path) -> None:
         self.environment = template_environment(templates_dir)
 
-    def _render_pair(self, name: str, subject: str, context: Mapping[str, Any]) -> Template:
+    def _render_pair(
+        self, name: str, subject: str, context: Mapping[str, Any], language: str = DEFAULT_LANGUAGE
+    ) -> Template:
+        """Render templates/email/<name>.html and .txt; the frame's words are in ``language``."""
         slots = {slot: _slot(slot) for slot in SLOTS}
-        html = self.environment.get_template(f"email/{name}.html").render(subject=subject, **context, **slots)
-        text = self.environment.get_template(f"email/{name}.txt").render(subject=subject, **context, **slots)
+        values = {**gettext_callables(language), **context, **slots, "subject": subject}
+        html = self.environment.get_template(f"email/{name}.html").render(values)
+        text = self.environment.get_template(f"email/{name}.txt").render(values)
         return Template(subject=subject, text=text, html=_ascii_html(_inliner.inline(html)))
 
     def lesson_template(self, *, course: Any, lesson: Any) -> Template:
-        """`course` has .title; `lesson` has .position, .lesson_count, .title, .reading_minutes, .body."""
+        """`course` has .title (and .language, English when absent); `lesson` has .position,
+        .lesson_count, .title, .reading_minutes, .body."""
+        language = course_language(course)
         return self._render_pair(
             "lesson",
-            f"Lesson {lesson.position} of {lesson.lesson_count}: {lesson.title}",
+            translate(
+                language, "Lesson %(position)s of %(count)s: %(title)s",
+                position=lesson.position, count=lesson.lesson_count, title=lesson.title,
+            ),
             {
                 "course": course,
                 "lesson": lesson,
@@ -177,6 +197,7 @@ class Renderer:
                 "body_text": body_text(lesson.body),
                 "further_reading": further_reading(lesson.body),
             },
+            language,
         )
 
     def campaign_template(self, *, subject: str, body_markdown: str, sender_name: str) -> Template:
@@ -192,5 +213,5 @@ class Renderer:
 
     def transactional_template(self, name: str, *, subject: str, context: Mapping[str, Any]) -> Template:
         """Account mail (confirmation and the like): templates/email/<name>.html and .txt, whose
-        main link is the `action_url` slot."""
-        return self._render_pair(name, subject, context)
+        main link is the `action_url` slot. The frame is in the language of ``context["course"]``."""
+        return self._render_pair(name, subject, context, course_language(context.get("course")))
