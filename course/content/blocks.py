@@ -270,6 +270,16 @@ def walk(blocks: Iterable[Block]) -> Iterator[Block]:
             yield from walk(block.blocks)
 
 
+def inline_texts(blocks: Iterable[Block]) -> Iterator[str]:
+    """The inline Markdown of every paragraph and table cell, nested ones included, in reading order:
+    where guide references are looked for. Headings are left out: a heading is never linked."""
+    for block in walk(blocks):
+        if isinstance(block, Paragraph):
+            yield block.text
+        elif isinstance(block, Table):
+            yield from (cell for row in (block.header, *block.rows) for cell in row)
+
+
 def block_plain(block: Block) -> str:
     """The words of one block as a reader sees them (nested blocks included), space-separated."""
     if isinstance(block, Heading | Paragraph):
