@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
@@ -278,6 +278,28 @@ def inline_texts(blocks: Iterable[Block]) -> Iterator[str]:
             yield block.text
         elif isinstance(block, Table):
             yield from (cell for row in (block.header, *block.rows) for cell in row)
+
+
+def map_inline(block: Block, change: Callable[[str], str]) -> Block:
+    """``block`` with ``change`` applied to the inline Markdown of its paragraphs and table cells,
+    nested ones included (headings are left as they are)."""
+    if isinstance(block, Paragraph):
+        return Paragraph(change(block.text), continues=block.continues)
+    if isinstance(block, ListBlock):
+        return ListBlock(
+            ordered=block.ordered,
+            items=tuple(tuple(map_inline(inner, change) for inner in item) for item in block.items),
+            start=block.start,
+        )
+    if isinstance(block, Quote):
+        return Quote(tuple(map_inline(inner, change) for inner in block.blocks))
+    if isinstance(block, Table):
+        return Table(
+            header=tuple(change(cell) for cell in block.header),
+            rows=tuple(tuple(change(cell) for cell in row) for row in block.rows),
+            align=block.align,
+        )
+    return block
 
 
 def block_plain(block: Block) -> str:

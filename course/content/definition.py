@@ -29,7 +29,8 @@ from pathlib import Path
 
 from course.content.article import HTML_SUFFIXES, MARKDOWN_SUFFIXES, TEXT_SUFFIXES, load_article
 from course.content.feeds import FEEDS_DIR, FeedError, feed_article_paths
-from course.content.guides import GuideCatalogue, Reference, find_references
+from course.content.blocks import Block, map_inline
+from course.content.guides import GuideCatalogue, Reference, find_references, link_markdown
 from course.content.split import DEFAULT_TARGET_WORDS, LessonPlan, split_article
 from course.i18n import DEFAULT_LANGUAGE, SUPPORTED_LANGUAGES
 
@@ -94,6 +95,10 @@ class PlannedLesson:
     article_source: str
     plan: LessonPlan
     references: tuple[tuple[int, Reference], ...]  # (index of paragraph within plan.paragraphs, reference)
+    # What the reader gets: the blocks shown under the title with guide links written in, and every
+    # reference found in them (matched or not) in reading order.
+    body: tuple[Block, ...] = ()
+    found: tuple[Reference, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -183,12 +188,31 @@ def plan_course(definition: CourseDefinition, catalogue: GuideCatalogue) -> Cour
                 for paragraph_index, paragraph in enumerate(plan.paragraphs)
                 for reference in find_references(paragraph, catalogue)
             )
+            body, found = link_lesson(plan, catalogue)
             lessons.append(
                 PlannedLesson(
-                    position=len(lessons) + 1, article_source=article.source, plan=plan, references=references
+                    position=len(lessons) + 1,
+                    article_source=article.source,
+                    plan=plan,
+                    references=references,
+                    body=body,
+                    found=found,
                 )
             )
     return CoursePlan(definition=definition, lessons=tuple(lessons))
+
+
+def link_lesson(plan: LessonPlan, catalogue: GuideCatalogue) -> tuple[tuple[Block, ...], tuple[Reference, ...]]:
+    """The blocks a reader sees in ``plan`` (:attr:`LessonPlan.shown`), with every matched guide
+    reference turned into a link (an existing link is never linked again), and the references found."""
+    found: list[Reference] = []
+
+    def link(text: str) -> str:
+        references = find_references(text, catalogue)
+        found.extend(references)
+        return link_markdown(text, references)
+
+    return tuple(map_inline(block, link) for block in plan.shown), tuple(found)
 
 
 # ---------------------------------------------------------------------------------------------------

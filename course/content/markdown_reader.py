@@ -87,6 +87,12 @@ def read_markdown(text: str, source: str) -> tuple[str, tuple[Block, ...], Froze
     return title, tuple(blocks), meta
 
 
+def markdown_blocks(text: str, source: str = "<fragment>") -> tuple[Block, ...]:
+    """The blocks of a Markdown fragment that has no title (a stored paragraph, a newsletter body)."""
+    tokens = _parser.parse(text, {})
+    return tuple(_blocks_of(SyntaxTreeNode(tokens).children, source, text.split("\n")))
+
+
 def _front_matter(token: Token, source: str) -> FrozenMeta:
     """YAML front matter → read-only meta of strings and tuples of strings."""
     try:

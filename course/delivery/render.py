@@ -10,8 +10,7 @@ Rendering is split in two so a batch of thousands costs one template render per 
 from __future__ import annotations
 
 import re
-import textwrap
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from pathlib import Path
@@ -23,7 +22,8 @@ from markdown_it import MarkdownIt
 from markupsafe import Markup, escape
 
 from course.i18n import DEFAULT_LANGUAGE, gettext_callables, translate
-from course.content.guides import Guide, Reference, link_markdown, link_plain
+from course.content.stored_body import body_blocks, further_reading
+from course.delivery.blocks_render import TEXT_WIDTH, blocks_html, blocks_text
 
 # Placeholders survive Jinja (no markup characters) and CSS inlining (plain text and attributes).
 SLOTS = ("greeting", "view_url", "preferences_url", "unsubscribe_url", "action_url")
@@ -105,56 +105,14 @@ def greeting_for(name: str, language: str = DEFAULT_LANGUAGE) -> str:
     return translate(language, "Hi %(name)s,", name=first) if first else translate(language, "Hi there,")
 
 
-def references_of(body: Mapping[str, Any]) -> dict[int, list[Reference]]:
-    """The stored references of a lesson body, grouped by paragraph index."""
-    by_paragraph: dict[int, list[Reference]] = {}
-    for ref in body.get("references", []):
-        guide = Guide(key=ref["guide"], title=ref["title"], url=ref["url"], phrases=()) if ref.get("guide") else None
-        by_paragraph.setdefault(ref["paragraph"], []).append(
-            Reference(text=ref["text"], start=ref["start"], end=ref["end"], guide=guide)
-        )
-    return by_paragraph
-
-
-def further_reading(body: Mapping[str, Any]) -> list[dict[str, str]]:
-    seen: dict[str, dict[str, str]] = {}
-    for ref in body.get("references", []):
-        if ref.get("guide") and ref["guide"] not in seen:
-            seen[ref["guide"]] = {"title": ref["title"], "url": ref["url"]}
-    return list(seen.values())
-
-
-def _blocks(body: Mapping[str, Any]) -> Iterator[tuple[str | None, list[tuple[str, list[Reference]]]]]:
-    """Each block's heading and its paragraphs, each with the guide references found in it."""
-    references = references_of(body)
-    index = 0
-    for block in body.get("blocks", []):
-        paragraphs = []
-        for paragraph in block["paragraphs"]:
-            paragraphs.append((paragraph, references.get(index, [])))
-            index += 1
-        yield block.get("heading"), paragraphs
-
-
 def body_html(body: Mapping[str, Any]) -> Markup:
-    parts: list[str] = []
-    for heading, paragraphs in _blocks(body):
-        if heading:
-            parts.append(f"<h2>{escape(heading)}</h2>")
-        parts.extend(_markdown.render(link_markdown(text, refs)) for text, refs in paragraphs)
-    return Markup("\n".join(parts))
+    """The HTML of a stored lesson body (either stored shape, see course.content.stored_body)."""
+    return blocks_html(body_blocks(body))
 
 
-def body_text(body: Mapping[str, Any], width: int = 72) -> str:
-    parts: list[str] = []
-    for heading, paragraphs in _blocks(body):
-        if heading:
-            parts.append(f"{heading}\n{'-' * len(heading)}")
-        parts.extend(
-            textwrap.fill(link_plain(text, refs), width=width, break_long_words=False, break_on_hyphens=False)
-            for text, refs in paragraphs
-        )
-    return "\n\n".join(parts)
+def body_text(body: Mapping[str, Any], width: int = TEXT_WIDTH) -> str:
+    """The plain text of a stored lesson body: lines of at most ``width`` characters but code and URLs."""
+    return blocks_text(body_blocks(body), width)
 
 
 def markdown_html(text: str) -> Markup:
