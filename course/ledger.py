@@ -353,6 +353,7 @@ class CourseHeader:
     title: str
     sender_name: str
     sender_email: str
+    language: str = "en"  # of the email frame around the lesson (course.i18n)
 
 
 @dataclass(frozen=True)
@@ -423,7 +424,9 @@ def take_over(session: Session, delivery_ids: Sequence[int], *, token: str, now:
     course_ids = {job.course_id for job in batch.jobs if job.course_id is not None}
     if course_ids:
         batch.courses = {
-            course.id: CourseHeader(course.id, course.slug, course.title, course.sender_name, course.sender_email)
+            course.id: CourseHeader(
+                course.id, course.slug, course.title, course.sender_name, course.sender_email, course.language
+            )
             for course in session.scalars(select(Course).where(Course.id.in_(course_ids)))
         }
     lesson_ids = {job.lesson_id for job in batch.jobs if job.lesson_id is not None}
@@ -521,6 +524,7 @@ class Outcome:
     cancelled: list[int] = field(default_factory=list)
     held: list[int] = field(default_factory=list)
     released: list[int] = field(default_factory=list)  # not attempted: lease about to run out
+    provider: str | None = None  # the mail provider sent, retried, failed and bounced rows went through
 
 
 # The one Message-ID format: stable per delivery, so a resend after a lost worker carries the same
@@ -549,6 +553,7 @@ def record(session: Session, outcome: Outcome, *, token: str, now: datetime, mes
             .where(Delivery.id.in_(outcome.sent), mine)
             .values(
                 state=DeliveryState.SENT,
+                provider=outcome.provider,
                 sent_at=now,
                 last_error=None,
                 lease_token=None,
@@ -565,6 +570,7 @@ def record(session: Session, outcome: Outcome, *, token: str, now: datetime, mes
         state=DeliveryState.PENDING,
         due_at=bindparam("due"),
         last_error=bindparam("error"),
+        provider=outcome.provider,
     )
     _update_each(
         session,
@@ -572,6 +578,7 @@ def record(session: Session, outcome: Outcome, *, token: str, now: datetime, mes
         [{"row_id": i, "error": reason[:1000]} for i, reason in outcome.failed],
         state=DeliveryState.FAILED,
         last_error=bindparam("error"),
+        provider=outcome.provider,
     )
     if outcome.bounced:
         _update_each(
@@ -580,6 +587,7 @@ def record(session: Session, outcome: Outcome, *, token: str, now: datetime, mes
             [{"row_id": i, "error": reason[:1000]} for i, _, reason in outcome.bounced],
             state=DeliveryState.BOUNCED,
             last_error=bindparam("error"),
+            provider=outcome.provider,
         )
         suppress(session, sorted({s for _, s, _ in outcome.bounced}), now=now)
     for ids, state in (

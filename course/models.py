@@ -174,6 +174,8 @@ class Course(Base):
     sender_name: Mapped[str] = mapped_column(String(200))
     sender_email: Mapped[str] = mapped_column(String(320))
     target_words: Mapped[int] = mapped_column(Integer, default=300)
+    # The language of the email and page frame around the publisher's words (course.i18n).
+    language: Mapped[str] = mapped_column(String(8), default="en", server_default="en")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
@@ -312,6 +314,8 @@ class Delivery(Base):
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_error: Mapped[str | None] = mapped_column(Text)
     message_id: Mapped[str | None] = mapped_column(String(255))
+    # The mail provider (settings.provider_settings name) its last attempt went through.
+    provider: Mapped[str | None] = mapped_column(String(64))
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 

@@ -4,15 +4,37 @@ when ``REDIS_URL`` answers."""
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SECRET = "dev-secret-change-me"
+# The provider built from the COURSE_SMTP_* variables; every delivery goes through it today.
+DEFAULT_PROVIDER = "default"
+PROVIDER_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"  # fits deliveries.provider (String(64))
+
+
+class ProviderSettings(BaseModel):
+    """One way out for mail: today an SMTP relay. More providers are configured by name in
+    COURSE_PROVIDERS (a JSON object of these); routing deliveries to them is not built yet."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["smtp"] = "smtp"
+    host: str
+    port: int = Field(587, ge=1, le=65535)
+    username: str = ""
+    password: str = ""
+    starttls: bool = False
+    timeout: float = Field(30.0, gt=0)
+    # Messages per second at most through this provider. Accepted and validated, not enforced yet:
+    # the per-provider limit lands with routing (issue 9 leaves room for it here).
+    max_per_second: float | None = Field(None, gt=0)
 
 
 class Settings(BaseSettings):
@@ -34,6 +56,10 @@ class Settings(BaseSettings):
     smtp_password: str = ""
     smtp_starttls: bool = False
     smtp_timeout: float = 30.0
+    # Further providers by name, as JSON: {"bulk-relay": {"host": "smtp.example.net", "port": 587,
+    # "username": "...", "password": "...", "starttls": true, "max_per_second": 50}}. The name
+    # "default" is reserved for the COURSE_SMTP_* provider above.
+    providers: dict[str, ProviderSettings] = Field(default_factory=dict)
     mail_dir: Path = PROJECT_ROOT / "var" / "mail"
 
     base_url: str = "http://127.0.0.1:8000"
@@ -71,6 +97,37 @@ class Settings(BaseSettings):
     # (several: separated by commas or spaces). Empty: no cross-origin browser calls; server-to-server
     # calls need no CORS at all.
     api_cors_origins: str = ""
+
+    @field_validator("providers")
+    @classmethod
+    def _provider_names(cls, providers: dict[str, ProviderSettings]) -> dict[str, ProviderSettings]:
+        for name in providers:
+            if name == DEFAULT_PROVIDER:
+                raise ValueError(
+                    f"COURSE_PROVIDERS: the provider name {DEFAULT_PROVIDER!r} is reserved, "
+                    "configure it with the COURSE_SMTP_* variables"
+                )
+            if not re.match(PROVIDER_NAME_PATTERN, name):
+                raise ValueError(
+                    f"COURSE_PROVIDERS: provider name {name!r} must be 1-64 lower-case letters, digits, '-' or '_'"
+                )
+        return providers
+
+    @property
+    def default_provider(self) -> ProviderSettings:
+        return ProviderSettings(
+            host=self.smtp_host,
+            port=self.smtp_port,
+            username=self.smtp_username,
+            password=self.smtp_password,
+            starttls=self.smtp_starttls,
+            timeout=self.smtp_timeout,
+        )
+
+    @property
+    def provider_settings(self) -> dict[str, ProviderSettings]:
+        """Every configured provider by name, `default` first."""
+        return {DEFAULT_PROVIDER: self.default_provider, **self.providers}
 
     @property
     def api_cors_origin_list(self) -> list[str]:

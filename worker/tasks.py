@@ -11,8 +11,9 @@ from course.delivery.dispatch import DispatchReport, dispatch_due
 from course.delivery.links import signer_from_settings
 from course.delivery.render import Renderer
 from course.delivery.sending import Sender, SendReport
+from course.delivery.transports.base import DEFAULT_PROVIDER
+from course.delivery.transports.registry import shared_transport
 from course.settings import get_settings
-from course.delivery.transports.smtp import SMTPConfig, shared_transport
 from worker.app import app
 from worker.config import BULK_QUEUE, PRIORITY_QUEUE
 
@@ -25,15 +26,17 @@ def _renderer() -> Renderer:
 
 
 def sender() -> Sender:
-    """The sender for this process: one session factory, renderer and SMTP connection, reused."""
+    """The sender for this process: one session factory, renderer and provider connection, reused.
+    Every delivery goes through the default provider until routing by provider is built."""
     settings = get_settings()
     return Sender(
         settings,
         sessions=session_factory(settings),
-        transport=shared_transport(SMTPConfig.from_settings(settings)),
+        transport=shared_transport(settings, DEFAULT_PROVIDER),
         renderer=_renderer(),
         signer=signer_from_settings(settings),
         clock=get_clock(settings),
+        provider=DEFAULT_PROVIDER,
     )
 
 

@@ -3,7 +3,6 @@ the course's cadence. No I/O, no clock: callers pass the moments in."""
 
 from __future__ import annotations
 
-import random
 from datetime import date, datetime, time, timedelta, timezone
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
@@ -91,10 +90,3 @@ def next_send_slot(after: datetime, *, zone: ZoneInfo, send_time: time, weekdays
         if moment >= after:
             return moment
         day += timedelta(days=1)
-
-
-def retry_delay(attempts: int, *, base_seconds: float, max_seconds: float, rng: random.Random | None = None) -> timedelta:
-    """Exponential backoff with jitter: attempt n waits between half and all of base·2^(n-1)
-    (capped), so a fleet of failed sends does not come back in lockstep."""
-    ceiling = min(max_seconds, base_seconds * (2 ** max(attempts - 1, 0)))
-    return timedelta(seconds=(rng or random).uniform(ceiling / 2, ceiling))

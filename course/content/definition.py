@@ -94,11 +94,10 @@ class PlannedLesson:
     position: int  # 1-based across the whole course
     article_source: str
     plan: LessonPlan
-    references: tuple[tuple[int, Reference], ...]  # (index of paragraph within plan.paragraphs, reference)
     # What the reader gets: the blocks shown under the title with guide links written in, and every
-    # reference found in them (matched or not) in reading order.
-    body: tuple[Block, ...] = ()
-    found: tuple[Reference, ...] = ()
+    # guide reference found in them (matched or not), in reading order.
+    body: tuple[Block, ...]
+    found: tuple[Reference, ...]
 
 
 @dataclass(frozen=True)
@@ -108,12 +107,7 @@ class CoursePlan:
 
     @property
     def unmatched_references(self) -> tuple[Reference, ...]:
-        return tuple(
-            reference
-            for lesson in self.lessons
-            for _, reference in lesson.references
-            if reference.guide is None
-        )
+        return tuple(reference for lesson in self.lessons for reference in lesson.found if reference.guide is None)
 
 
 def load_course_definition(path: Path) -> CourseDefinition:
@@ -175,28 +169,19 @@ def load_course_definitions(content_dir: Path) -> list[CourseDefinition]:
 def plan_course(definition: CourseDefinition, catalogue: GuideCatalogue) -> CoursePlan:
     """Turn a definition into numbered lessons.
 
-    For each article in order: load it, split it with ``definition.target_words``, and number its
-    lessons after the previous article's; in every lesson paragraph, find the guide references and
-    record them with the paragraph's index so the renderer can link them.
+    For each article in order: load it, split it with ``definition.target_words`` (sentences cut in
+    ``definition.language``), and number its lessons after the previous article's; in the blocks each
+    lesson shows, find the guide references and write the matched ones in as links
+    (:func:`link_lesson`).
     """
     lessons: list[PlannedLesson] = []
     for article_path in definition.articles:
         article = load_article(article_path)
         for plan in split_article(article, definition.target_words, language=definition.language):
-            references = tuple(
-                (paragraph_index, reference)
-                for paragraph_index, paragraph in enumerate(plan.paragraphs)
-                for reference in find_references(paragraph, catalogue)
-            )
             body, found = link_lesson(plan, catalogue)
             lessons.append(
                 PlannedLesson(
-                    position=len(lessons) + 1,
-                    article_source=article.source,
-                    plan=plan,
-                    references=references,
-                    body=body,
-                    found=found,
+                    position=len(lessons) + 1, article_source=article.source, plan=plan, body=body, found=found
                 )
             )
     return CoursePlan(definition=definition, lessons=tuple(lessons))

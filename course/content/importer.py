@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 
 from course.content.definition import CoursePlan, PlannedLesson, load_course_definitions, plan_course
 from course.content.guides import load_guides
+from course.content.lesson_body import LessonBody, StoredReference
 from course.ledger import cancel_lesson_rows
 from course.models import Course, Lesson, weekday_mask
 
@@ -68,22 +69,9 @@ def plan_content(content_dir: Path, on_progress: ProgressCallback = no_progress)
     return plans
 
 
-def lesson_body(planned: PlannedLesson) -> dict[str, Any]:
-    return {
-        "blocks": [{"heading": block.heading, "paragraphs": list(block.paragraphs)} for block in planned.plan.blocks],
-        "references": [
-            {
-                "paragraph": index,
-                "text": ref.text,
-                "start": ref.start,
-                "end": ref.end,
-                "guide": ref.guide.key if ref.guide else None,
-                "title": ref.guide.title if ref.guide else None,
-                "url": ref.guide.url if ref.guide else None,
-            }
-            for index, ref in planned.references
-        ],
-    }
+def lesson_body(planned: PlannedLesson) -> LessonBody:
+    """What a reader gets: the lesson's shown blocks with guide links written in, and its references."""
+    return LessonBody(blocks=planned.body, references=tuple(StoredReference.of(ref) for ref in planned.found))
 
 
 def _content_hash(title: str, body: dict[str, Any]) -> str:
@@ -108,6 +96,7 @@ def import_course(session: Session, plan: CoursePlan, *, now: datetime) -> Cours
         "sender_name": definition.sender_name,
         "sender_email": definition.sender_email,
         "target_words": definition.target_words,
+        "language": definition.language,
     }
     if any(getattr(course, name) != value for name, value in fields.items()):
         for name, value in fields.items():
@@ -119,7 +108,7 @@ def import_course(session: Session, plan: CoursePlan, *, now: datetime) -> Cours
     existing = {lesson.position: lesson for lesson in session.scalars(select(Lesson).where(Lesson.course_id == course.id))}
     appeared = False
     for planned in plan.lessons:
-        body = lesson_body(planned)
+        body = lesson_body(planned).to_json()
         digest = _content_hash(planned.plan.title, body)
         lesson = existing.get(planned.position)
         if lesson is None:

@@ -22,7 +22,6 @@ from course.content.blocks import (
     Block,
     Heading,
     Paragraph,
-    block_to_markdown,
     block_words,
     count_words,
     inline_plain,
@@ -30,7 +29,7 @@ from course.content.blocks import (
     piece_separator,
 )
 
-__all__ = ["DEFAULT_TARGET_WORDS", "LessonBlock", "LessonPlan", "count_words", "split_article", "sentence_cuts"]
+__all__ = ["DEFAULT_TARGET_WORDS", "LessonPlan", "count_words", "split_article", "sentence_cuts"]
 
 DEFAULT_TARGET_WORDS = 300
 # Adult silent reading speed for non-fiction, in words per minute.
@@ -48,14 +47,6 @@ CONTINUED_SUFFIX = " (continued)"
 SENTENCE_LANGUAGES = frozenset(
     "en hi mr zh es am ar hy bg ur ru pl fa nl da fr my el it ja de kk sk".split()
 )
-
-
-@dataclass(frozen=True)
-class LessonBlock:
-    """A heading and the Markdown of the blocks under it, as the lesson was stored before blocks."""
-
-    heading: str | None  # None for the lede, a section continued from the lesson before, or the title
-    paragraphs: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -79,28 +70,6 @@ class LessonPlan:
     @property
     def reading_minutes(self) -> int:
         return max(1, math.ceil(self.words / READING_WORDS_PER_MINUTE))
-
-    @property
-    def blocks(self) -> tuple[LessonBlock, ...]:
-        """The shown body grouped under its headings, other blocks as Markdown (the stored shape
-        before lesson bodies held blocks)."""
-        groups: list[LessonBlock] = []
-        heading: str | None = None
-        paragraphs: list[str] = []
-        for block in self.shown:
-            if isinstance(block, Heading):
-                if heading is not None or paragraphs:
-                    groups.append(LessonBlock(heading, tuple(paragraphs)))
-                heading, paragraphs = inline_plain(block.text), []
-            else:
-                paragraphs.append(block_to_markdown(block))
-        if heading is not None or paragraphs:
-            groups.append(LessonBlock(heading, tuple(paragraphs)))
-        return tuple(groups)
-
-    @property
-    def paragraphs(self) -> tuple[str, ...]:
-        return tuple(paragraph for block in self.blocks for paragraph in block.paragraphs)
 
 
 @dataclass(frozen=True)

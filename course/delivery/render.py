@@ -22,7 +22,7 @@ from markdown_it import MarkdownIt
 from markupsafe import Markup, escape
 
 from course.i18n import DEFAULT_LANGUAGE, gettext_callables, translate
-from course.content.stored_body import body_blocks, further_reading
+from course.content.lesson_body import LessonBody
 from course.delivery.blocks_render import TEXT_WIDTH, blocks_html, blocks_text
 
 # Placeholders survive Jinja (no markup characters) and CSS inlining (plain text and attributes).
@@ -105,14 +105,15 @@ def greeting_for(name: str, language: str = DEFAULT_LANGUAGE) -> str:
     return translate(language, "Hi %(name)s,", name=first) if first else translate(language, "Hi there,")
 
 
-def body_html(body: Mapping[str, Any]) -> Markup:
-    """The HTML of a stored lesson body (either stored shape, see course.content.stored_body)."""
-    return blocks_html(body_blocks(body))
+def body_html(body: LessonBody) -> Markup:
+    """The HTML part of a lesson's body, from its blocks."""
+    return blocks_html(body.blocks)
 
 
-def body_text(body: Mapping[str, Any], width: int = TEXT_WIDTH) -> str:
-    """The plain text of a stored lesson body: lines of at most ``width`` characters but code and URLs."""
-    return blocks_text(body_blocks(body), width)
+def body_text(body: LessonBody, width: int = TEXT_WIDTH) -> str:
+    """The plain-text part of a lesson's body, from the same blocks: lines of at most ``width``
+    characters except code and URLs."""
+    return blocks_text(body.blocks, width)
 
 
 def markdown_html(text: str) -> Markup:
@@ -140,8 +141,10 @@ class Renderer:
 
     def lesson_template(self, *, course: Any, lesson: Any) -> Template:
         """`course` has .title (and .language, English when absent); `lesson` has .position,
-        .lesson_count, .title, .reading_minutes, .body."""
+        .lesson_count, .title, .reading_minutes, .body (a LessonBody or its stored JSON; a body of
+        another shape raises LessonBodyError)."""
         language = course_language(course)
+        body = lesson.body if isinstance(lesson.body, LessonBody) else LessonBody.from_json(lesson.body)
         return self._render_pair(
             "lesson",
             translate(
@@ -151,9 +154,9 @@ class Renderer:
             {
                 "course": course,
                 "lesson": lesson,
-                "body_html": body_html(lesson.body),
-                "body_text": body_text(lesson.body),
-                "further_reading": further_reading(lesson.body),
+                "body_html": body_html(body),
+                "body_text": body_text(body),
+                "further_reading": body.further_reading(),
             },
             language,
         )

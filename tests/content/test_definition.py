@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from course.content.article import load_article
+from course.content.blocks import inline_texts, join_pieces
 from course.content.definition import (
     CourseDefinitionError,
     load_course_definition,
@@ -59,22 +60,24 @@ def test_plan_of_shipped_course_links_every_reference() -> None:
 
     assert plan.unmatched_references == ()
     assert [lesson.position for lesson in plan.lessons] == list(range(1, len(plan.lessons) + 1))
-    # Lessons follow the articles in order and carry all their paragraphs.
+    # Lessons follow the articles in order and carry all their blocks.
     for article_path in definition.articles:
         article = load_article(article_path)
         lessons = [lesson for lesson in plan.lessons if lesson.article_source == article.source]
         assert len(lessons) >= 2
-        assert [p for lesson in lessons for p in lesson.plan.paragraphs] == list(article.paragraphs)
+        assert join_pieces(block for lesson in lessons for block in lesson.plan.body) == list(article.blocks)
     sources = [lesson.article_source for lesson in plan.lessons]
     assert sources == sorted(sources, key=[str(path) for path in definition.articles].index)
-    # Each article points to guides, and each reference sits where its index says.
+    # Each article points to guides, and each matched reference is a link in the body shown.
     linked_keys = set()
     for lesson in plan.lessons:
-        for paragraph_index, reference in lesson.references:
-            paragraph = lesson.plan.paragraphs[paragraph_index]
-            assert paragraph[reference.start : reference.end] == reference.text
+        shown = " ".join(inline_texts(lesson.body))
+        for reference in lesson.found:
             assert reference.guide is not None
+            assert f"]({reference.guide.url})" in shown
             linked_keys.add(reference.guide.key)
+        # The body is what the plan shows, the title's heading left out, links apart.
+        assert [block.kind for block in lesson.body] == [block.kind for block in lesson.plan.shown]
     assert len(linked_keys) >= 4
 
 

@@ -17,7 +17,7 @@ from course.content.article import parse_article
 from course.content.definition import link_lesson
 from course.content.guides import Guide, GuideCatalogue
 from course.content.split import split_article
-from course.content.stored_body import body_json
+from course.content.lesson_body import LessonBody, StoredReference
 from course.delivery.render import Renderer
 from course.settings import PROJECT_ROOT
 
@@ -113,7 +113,7 @@ def rendered_lesson(language: str, image: Path) -> str:
     article = parse_article(ARTICLES[language].replace("IMAGE", data_url), source=f"knives-{language}.md")
     [plan] = split_article(article, 400, language=language)
     blocks, found = link_lesson(plan, CATALOGUE)
-    lesson = SimpleNamespace(position=3, lesson_count=8, title=plan.title, reading_minutes=plan.reading_minutes, body=body_json(blocks, found))
+    lesson = SimpleNamespace(position=3, lesson_count=8, title=plan.title, reading_minutes=plan.reading_minutes, body=LessonBody(blocks, tuple(map(StoredReference.of, found))).to_json())
     template = Renderer(PROJECT_ROOT / "templates").lesson_template(
         course=SimpleNamespace(title="Kitchen Basics", language=language), lesson=lesson
     )

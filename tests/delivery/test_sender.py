@@ -427,3 +427,44 @@ def test_paused_then_resumed_enrollment_gets_its_lesson(
     ids, token = one_task(sessions, settings, clock)
     assert make_sender().send_claimed(ids, token).sent == 1
     assert smtp_server.received[0].message["subject"] == "Lesson 1 of 3: bread part 1"
+
+
+def test_every_attempted_row_records_the_provider_it_went_through(
+    sessions: sessionmaker[Session], settings: Settings, clock: ManualClock, smtp_server: ConnectionCountingSMTPServer
+) -> None:
+    people = [*PEOPLE, "dee@example.org"]
+    setup_course(sessions, clock, people)
+    ids, token = one_task(sessions, settings, clock)
+    with sessions.begin() as session:  # dee pauses after the claim: her row is held, never attempted
+        dee = session.scalars(select(Subscriber).where(Subscriber.email == people[3])).one()
+        pause(session, session.scalars(select(Enrollment).where(Enrollment.subscriber_id == dee.id)).one())
+    smtp_server.fail_next(451, "4.3.2 Try again later", at="RCPT")  # ann
+    smtp_server.fail_next(550, "5.1.1 No such user", at="RCPT")  # ben
+    transport = SMTPTransport(SMTPConfig(settings.smtp_host, settings.smtp_port, timeout=5))
+    sender = Sender(
+        settings, sessions=sessions, transport=transport, renderer=Renderer(settings.templates_dir),
+        signer=signer_from_settings(settings), clock=clock, provider="relay-b",
+    )  # fmt: skip
+    try:
+        report = sender.send_claimed(ids, token)
+    finally:
+        transport.close()
+    assert (report.taken, report.sent, report.retried, report.bounced) == (3, 1, 1, 1)
+    first = {address: rows[0] for address, rows in rows_by_address(sessions).items()}
+    assert {address: (row.state, row.provider) for address, row in first.items()} == {
+        "ann@example.org": (DeliveryState.PENDING, "relay-b"),
+        "ben@example.org": (DeliveryState.BOUNCED, "relay-b"),
+        "cy@example.org": (DeliveryState.SENT, "relay-b"),
+        "dee@example.org": (DeliveryState.HELD, None),
+    }
+    # Lessons not yet due were never attempted: no provider.
+    assert {row.provider for rows in rows_by_address(sessions).values() for row in rows[1:]} == {None}
+
+
+def test_the_worker_sends_through_the_default_provider(
+    sessions: sessionmaker[Session], settings: Settings, clock: ManualClock, smtp_server: ConnectionCountingSMTPServer, make_sender: Callable[..., Sender]
+) -> None:
+    setup_course(sessions, clock, PEOPLE[:1])
+    ids, token = one_task(sessions, settings, clock)
+    assert make_sender().send_claimed(ids, token).sent == 1
+    assert {row.provider for row in first_rows(sessions, ids)} == {"default"}

@@ -273,3 +273,12 @@ def test_bounced_address_gets_no_rows_back_from_preferences(
     assert open_lessons(web_stack, enrolled) == []
     web_stack.clock.advance(timedelta(days=3))
     assert web_stack.deliver() == []
+
+
+def test_view_in_browser_shows_the_html_the_reader_got(client: TestClient, web_stack: WebStack, enrolled: int) -> None:
+    """The page and the sender answer "which email is this delivery" alike (course.delivery.compose)."""
+    lesson_mail = web_stack.smtp.received[0].message
+    view = client.get(link_in(lesson_mail, "/view/"))
+    html_part = lesson_mail.get_body(("html",))
+    assert html_part is not None
+    assert view.text.replace("\r\n", "\n") == html_part.get_content().replace("\r\n", "\n")

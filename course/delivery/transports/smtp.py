@@ -1,40 +1,35 @@
-"""The one SMTP transport. A worker process keeps one connection open across batches and tasks
-(opening a connection costs more than sending a message), reconnects when the server hangs up,
-and sorts every failure into transient (try again later) or permanent (stop mailing this address).
+"""The SMTP transport (course.delivery.transports.base.Transport over SMTP). A worker process keeps
+one connection per provider open across batches and tasks (opening a connection costs more than
+sending a message; the registry holds it), reconnects when the server hangs up, and sorts every
+failure into transient (try again later) or permanent (stop mailing this address).
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import re
 import smtplib
 import socket
-import threading
 from dataclasses import dataclass
 
-from course.settings import Settings
+from course.delivery.transports.base import (
+    ConnectionFailed,
+    PermanentSendError,
+    TransientSendError,
+    TransportError,
+)
+from course.settings import ProviderSettings, Settings
+
+__all__ = [
+    "ConnectionFailed",
+    "PermanentSendError",
+    "SMTPConfig",
+    "SMTPTransport",
+    "TransientSendError",
+    "TransportError",
+]
 
 log = logging.getLogger(__name__)
-
-
-class SendError(Exception):
-    def __init__(self, reason: str, *, code: int | None = None) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.code = code
-
-
-class TransientSendError(SendError):
-    """4xx replies, time-outs, refused or dropped connections: the message may go through later."""
-
-
-class PermanentSendError(SendError):
-    """5xx replies about the recipient or the message: retrying will not help."""
-
-
-class ConnectionFailed(TransientSendError):
-    """The server could not be reached at all: every message of the batch waits, not just one."""
 
 
 @dataclass(frozen=True)
@@ -48,13 +43,18 @@ class SMTPConfig:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SMTPConfig:
+        """The default provider's server (the COURSE_SMTP_* variables)."""
+        return cls.from_provider(settings.default_provider)
+
+    @classmethod
+    def from_provider(cls, provider: ProviderSettings) -> SMTPConfig:
         return cls(
-            host=settings.smtp_host,
-            port=settings.smtp_port,
-            username=settings.smtp_username,
-            password=settings.smtp_password,
-            starttls=settings.smtp_starttls,
-            timeout=settings.smtp_timeout,
+            host=provider.host,
+            port=provider.port,
+            username=provider.username,
+            password=provider.password,
+            starttls=provider.starttls,
+            timeout=provider.timeout,
         )
 
 
@@ -90,9 +90,10 @@ class SMTPTransport:
     def _where(self) -> str:
         return f"{self.config.host}:{self.config.port}"
 
-    def send(self, sender: str, recipient: str, message: bytes) -> None:
+    def send(self, envelope_from: str, rcpt: str, message_bytes: bytes, /) -> None:
         """Send one message to one recipient, reusing the open connection. A connection the server
         closed since the last message is reopened once before giving up."""
+        sender, recipient, message = envelope_from, rcpt, message_bytes
         for address in (sender, recipient):
             if _UNSAFE_IN_ENVELOPE.search(address):
                 # Written into the command line, a line break could add recipients or commands.
@@ -181,20 +182,7 @@ class SMTPTransport:
                 connection.close()
 
 
-def _classify(code: int, reason: str) -> SendError:
+def _classify(code: int, reason: str) -> TransportError:
     if 500 <= code < 600:
         return PermanentSendError(reason, code=code)
     return TransientSendError(reason, code=code)
-
-
-# One transport per process and thread: a forked Celery child must not share its parent's socket.
-_local = threading.local()
-
-
-def shared_transport(config: SMTPConfig) -> SMTPTransport:
-    key = (os.getpid(), config)
-    transport = getattr(_local, "transport", None)
-    if transport is None or getattr(_local, "key", None) != key:
-        transport = SMTPTransport(config)
-        _local.transport, _local.key = transport, key
-    return transport

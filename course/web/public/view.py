@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 
 from course.delivery.links import LinkPurpose
 from course.delivery.render import greeting_for
+from course.i18n import DEFAULT_LANGUAGE
 from course.models import Campaign, Delivery, DeliveryKind, DeliveryState, Lesson, Subscriber
 from course.web.public.forms import SiteDep
 from course.web.security import EMAIL_VIEW_CSP
@@ -57,6 +58,7 @@ def view_in_browser(token: str, request: Request, site: SiteDep) -> HTMLResponse
                 ),
             )
             unsubscribe_payload: tuple[int, int | None] = (subscriber.id, course.id)
+            language = course.language
         elif delivery.kind == DeliveryKind.CAMPAIGN and delivery.campaign_id is not None:
             campaign = session.get(Campaign, delivery.campaign_id)
             assert campaign is not None
@@ -64,11 +66,12 @@ def view_in_browser(token: str, request: Request, site: SiteDep) -> HTMLResponse
                 subject=campaign.subject, body_markdown=campaign.body_markdown, sender_name=campaign.sender_name
             )
             unsubscribe_payload = (subscriber.id, None)
+            language = DEFAULT_LANGUAGE
         else:
             raise PageError(404, "Nothing to show", "Only lessons and newsletters can be viewed in a browser.")
         email = template.fill(
             {
-                "greeting": greeting_for(subscriber.name),
+                "greeting": greeting_for(subscriber.name, language),
                 "view_url": site.signer.url(LinkPurpose.VIEW, delivery.id),
                 "preferences_url": site.signer.url(LinkPurpose.PREFERENCES, subscriber.id),
                 "unsubscribe_url": site.signer.url(LinkPurpose.UNSUBSCRIBE, *unsubscribe_payload),

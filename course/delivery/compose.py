@@ -1,0 +1,259 @@
+"""Which email a delivery becomes, answered in one place.
+
+One entry per kind of delivery, each from the content the ledger read for it to a finished message:
+
+- `Composer.lesson`: a lesson of a course, with the course's unsubscribe link and List-Id;
+- `Composer.campaign`: a newsletter, whose unsubscribe link covers every course;
+- `Composer.account_mail`: confirmation and the like (TRANSACTIONAL_MAIL), whose main link is the
+  signed `action_url`;
+- `Composer.delivery`: any DeliveryJob of a taken-over Batch, by its kind (the sender's entry).
+
+Each returns a ComposedEmail: the envelope sender, the filled email (subject, text, HTML: what the
+recipient reads, which the view-in-browser page shows) and the message, whose bytes
+`message_bytes()` builds. Nothing here reads or writes the database or talks to a server.
+
+A batch renders each lesson, newsletter or account mail once (CSS inlined once) and fills it per
+recipient: pass one TemplateCache for the whole batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from course.clock import Clock, get_clock
+from course.delivery.links import LinkPurpose, Signer, signer_from_settings
+from course.delivery.mime import OutgoingMessage, build_message
+from course.delivery.render import RenderedEmail, Renderer, Template, greeting_for
+from course.i18n import DEFAULT_LANGUAGE, translate
+from course.ledger import Batch, CampaignContent, CourseHeader, DeliveryJob, LessonContent, message_id_for
+from course.models import Campaign, CampaignStatus, Course, DeliveryKind, Lesson, Subscriber
+from course.settings import Settings
+
+# Account mail: template name -> (subject, purpose of the signed link in its `action_url` slot). The
+# subject is a message of the catalogues (course/locales), translated into the course's language.
+TRANSACTIONAL_MAIL: dict[str, tuple[str, LinkPurpose]] = {
+    "confirm": ("Please confirm your place in %(course)s", LinkPurpose.CONFIRM),
+    "already_enrolled": ("You are already enrolled in %(course)s", LinkPurpose.PREFERENCES),
+}
+
+
+class NothingToCompose(ValueError):
+    """The delivery names no content this composer can turn into an email."""
+
+
+@dataclass(frozen=True)
+class Recipient:
+    """Who a delivery goes to, and the delivery's id (signed into its view link and Message-ID)."""
+
+    delivery_id: int
+    subscriber_id: int
+    name: str
+    email: str
+
+    @classmethod
+    def of_job(cls, job: DeliveryJob) -> Recipient:
+        return cls(job.delivery_id, job.subscriber_id, job.name, job.email)
+
+    @classmethod
+    def of_subscriber(cls, subscriber: Subscriber, *, delivery_id: int) -> Recipient:
+        return cls(delivery_id, subscriber.id, subscriber.name, subscriber.email)
+
+
+@dataclass
+class TemplateCache:
+    """The templates of one batch, each rendered with its CSS inlined once and then filled per
+    recipient. Keyed by kind and content id: ("lesson", lesson id), ("campaign", campaign id),
+    (template name, course id)."""
+
+    templates: dict[tuple[str, int], Template] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.templates)
+
+
+@dataclass(frozen=True)
+class ComposedEmail:
+    envelope_from: str
+    email: RenderedEmail  # subject, text and HTML as the recipient reads them
+    message: OutgoingMessage
+
+    def message_bytes(self) -> bytes:
+        return build_message(self.message)
+
+
+class Composer:
+    def __init__(self, settings: Settings, *, renderer: Renderer, signer: Signer, clock: Clock) -> None:
+        self.settings = settings
+        self.renderer = renderer
+        self.signer = signer
+        self.clock = clock
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, renderer: Renderer | None = None, clock: Clock | None = None) -> Composer:
+        """A composer signing with the settings' secret; pass the caller's renderer to share its
+        template environment, and its clock for the messages' Date."""
+        return cls(
+            settings,
+            renderer=renderer or Renderer(settings.templates_dir),
+            signer=signer_from_settings(settings),
+            clock=clock or get_clock(settings),
+        )
+
+    # --- one entry per kind --------------------------------------------------------------------
+
+    def delivery(self, job: DeliveryJob, batch: Batch, templates: TemplateCache | None = None) -> ComposedEmail:
+        """The email a taken-over delivery becomes, from the content its batch read."""
+        recipient = Recipient.of_job(job)
+        if job.kind == DeliveryKind.LESSON and job.lesson_id is not None and job.lesson_id in batch.lessons:
+            return self.lesson(recipient, batch.lessons[job.lesson_id], templates)
+        if job.kind == DeliveryKind.CAMPAIGN and job.campaign_id is not None and job.campaign_id in batch.campaigns:
+            return self.campaign(recipient, batch.campaigns[job.campaign_id], templates)
+        if (
+            job.kind == DeliveryKind.TRANSACTIONAL
+            and job.template in TRANSACTIONAL_MAIL
+            and job.course_id
+            and job.course_id in batch.courses
+        ):
+            return self.account_mail(recipient, job.template, batch.courses[job.course_id], templates)
+        raise NothingToCompose(f"delivery {job.delivery_id} ({job.kind}, template {job.template!r}) has nothing to send")
+
+    def lesson(self, recipient: Recipient, lesson: LessonContent, templates: TemplateCache | None = None) -> ComposedEmail:
+        course = lesson.course
+        cache = _templates(templates)
+        key = ("lesson", lesson.lesson_id)
+        template = cache.get(key)
+        if template is None:
+            template = cache[key] = self.renderer.lesson_template(course=course, lesson=lesson)
+        return self._compose(
+            recipient,
+            template,
+            sender=(course.sender_name, course.sender_email),
+            list_id=f"{course.title} <{course.slug}.{self.settings.list_id_domain}>",
+            unsubscribe_url=self.signer.url(LinkPurpose.UNSUBSCRIBE, recipient.subscriber_id, course.course_id),
+            language=course.language,
+        )
+
+    def campaign(
+        self, recipient: Recipient, campaign: CampaignContent, templates: TemplateCache | None = None
+    ) -> ComposedEmail:
+        cache = _templates(templates)
+        key = ("campaign", campaign.campaign_id)
+        template = cache.get(key)
+        if template is None:
+            template = cache[key] = self.renderer.campaign_template(
+                subject=campaign.subject, body_markdown=campaign.body_markdown, sender_name=campaign.sender_name
+            )
+        return self._compose(
+            recipient,
+            template,
+            sender=(campaign.sender_name, campaign.sender_email),
+            list_id=f"{campaign.sender_name} <newsletter.{self.settings.list_id_domain}>",
+            unsubscribe_url=self.signer.url(LinkPurpose.UNSUBSCRIBE, recipient.subscriber_id, None),
+        )
+
+    def account_mail(
+        self, recipient: Recipient, template_name: str, course: CourseHeader, templates: TemplateCache | None = None
+    ) -> ComposedEmail:
+        if template_name not in TRANSACTIONAL_MAIL:
+            raise NothingToCompose(
+                f"delivery {recipient.delivery_id}: no account mail named {template_name!r} "
+                f"(known: {', '.join(TRANSACTIONAL_MAIL)})"
+            )
+        subject_format, purpose = TRANSACTIONAL_MAIL[template_name]
+        cache = _templates(templates)
+        key = (template_name, course.course_id)
+        template = cache.get(key)
+        if template is None:
+            template = cache[key] = self.renderer.transactional_template(
+                template_name,
+                subject=translate(course.language, subject_format, course=course.title),
+                context={"course": course, "link_valid_days": self.settings.confirm_link_max_age_days},
+            )
+        return self._compose(
+            recipient,
+            template,
+            sender=(course.sender_name, course.sender_email),
+            list_id="",
+            unsubscribe_url=self.signer.url(LinkPurpose.UNSUBSCRIBE, recipient.subscriber_id, course.course_id),
+            action_url=self.signer.url(purpose, recipient.subscriber_id, course.course_id),
+            language=course.language,
+        )
+
+    # --- shared by every kind ------------------------------------------------------------------
+
+    def _compose(
+        self,
+        recipient: Recipient,
+        template: Template,
+        *,
+        sender: tuple[str, str],
+        list_id: str,
+        unsubscribe_url: str,
+        action_url: str | None = None,
+        language: str = DEFAULT_LANGUAGE,
+    ) -> ComposedEmail:
+        values = {
+            "greeting": greeting_for(recipient.name, language),
+            "view_url": self.signer.url(LinkPurpose.VIEW, recipient.delivery_id),
+            "preferences_url": self.signer.url(LinkPurpose.PREFERENCES, recipient.subscriber_id),
+            "unsubscribe_url": unsubscribe_url,
+        }
+        if action_url is not None:
+            values["action_url"] = action_url
+        email = template.fill(values)
+        return ComposedEmail(
+            envelope_from=sender[1],
+            email=email,
+            message=OutgoingMessage(
+                sender_name=sender[0],
+                sender_address=sender[1],
+                recipient_name=recipient.name,
+                recipient_address=recipient.email,
+                subject=email.subject,
+                text=email.text,
+                html=email.html,
+                message_id=message_id_for(recipient.delivery_id, self.settings.list_id_domain),
+                date=self.clock.now(),
+                list_id=list_id,
+                unsubscribe_url=unsubscribe_url,
+                unsubscribe_mailto=self.settings.unsubscribe_mailto,
+            ),
+        )
+
+
+def _templates(templates: TemplateCache | None) -> dict[tuple[str, int], Template]:
+    return (templates if templates is not None else TemplateCache()).templates
+
+
+# --- content from stored rows, for callers that read rows themselves (the view-in-browser page) ---
+
+
+def course_header(course: Course) -> CourseHeader:
+    return CourseHeader(course.id, course.slug, course.title, course.sender_name, course.sender_email, course.language)
+
+
+def lesson_content(lesson: Lesson, *, lesson_count: int | None) -> LessonContent:
+    """A stored lesson as the ledger's take_over reads it; `lesson_count` is the course's live
+    lessons (the lesson's own position when unknown)."""
+    return LessonContent(
+        lesson_id=lesson.id,
+        course=course_header(lesson.course),
+        position=lesson.position,
+        lesson_count=lesson_count or lesson.position,
+        title=lesson.title,
+        body=lesson.body,
+        reading_minutes=lesson.reading_minutes,
+        retired=lesson.retired_at is not None,
+    )
+
+
+def campaign_content(campaign: Campaign) -> CampaignContent:
+    return CampaignContent(
+        campaign.id,
+        campaign.name,
+        campaign.subject,
+        campaign.body_markdown,
+        campaign.sender_name,
+        campaign.sender_email,
+        campaign.status == CampaignStatus.CANCELLED,
+    )

@@ -1,0 +1,158 @@
+"""The composer: each kind of delivery (lesson, newsletter, account mail) becomes the right message,
+with links signed for the right recipient and scope, each template rendered once per batch. Pure:
+no database, no server."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+
+import pytest
+
+from course.clock import ManualClock
+from course.content.blocks import Heading, Paragraph
+from course.content.lesson_body import LessonBody, LessonBodyError
+from course.delivery.compose import (
+    Composer,
+    NothingToCompose,
+    Recipient,
+    TemplateCache,
+    campaign_content,
+    lesson_content,
+)
+from course.delivery.links import LinkPurpose, Signer
+from course.delivery.render import Renderer
+from course.ledger import Batch, CampaignContent, CourseHeader, DeliveryJob, LessonContent
+from course.models import Campaign, Course, DeliveryKind, Lesson
+from course.settings import PROJECT_ROOT, Settings
+
+NOW = datetime(2026, 3, 5, 12, 0, tzinfo=timezone.utc)
+SIGNER = Signer(secret="test-secret", base_url="https://courses.example.org")
+COURSE = CourseHeader(7, "bread", "Bread at Home", "The Letter", "lessons@example.com")
+BODY = LessonBody(blocks=(Heading("Flour", 2), Paragraph("Use strong flour."))).to_json()
+LESSON = LessonContent(11, COURSE, 2, 5, "Flour first", BODY, 3, False)
+CAMPAIGN = CampaignContent(21, "nov", "November news", "Some **news**.", "The Paper", "news@example.com", False)
+ANN = Recipient(delivery_id=101, subscriber_id=5, name="Ann Lee", email="ann@example.org")
+BEN = Recipient(delivery_id=102, subscriber_id=6, name="", email="ben@example.org")
+
+
+@pytest.fixture
+def composer() -> Composer:
+    settings = Settings(secret_key="test-secret", base_url="https://courses.example.org", list_id_domain="course.test")
+    return Composer(settings, renderer=Renderer(PROJECT_ROOT / "templates"), signer=SIGNER, clock=ManualClock(NOW))
+
+
+def parsed(message_bytes: bytes) -> EmailMessage:
+    return message_from_bytes(message_bytes, policy=policy.default)  # type: ignore[return-value]
+
+
+def link_payload(purpose: LinkPurpose, url: str) -> list[object]:
+    return SIGNER.read(purpose, url.rsplit("/", 1)[1])
+
+
+def test_a_lesson_becomes_its_course_email(composer: Composer) -> None:
+    composed = composer.lesson(ANN, LESSON)
+    assert composed.envelope_from == "lessons@example.com"
+    assert composed.email.subject == "Lesson 2 of 5: Flour first"
+    assert "Hi Ann," in composed.email.text and "Use strong flour." in composed.email.html
+    mail = parsed(composed.message_bytes())
+    assert mail["to"] == "Ann Lee <ann@example.org>"
+    assert mail["from"] == "The Letter <lessons@example.com>"
+    assert mail["message-id"] == "<delivery.101@course.test>"
+    assert mail["list-id"] == "Bread at Home <bread.course.test>"
+    assert link_payload(LinkPurpose.UNSUBSCRIBE, composed.message.unsubscribe_url) == [5, 7]  # this course only
+    view_url = SIGNER.url(LinkPurpose.VIEW, 101)
+    assert view_url in composed.email.text
+    assert SIGNER.url(LinkPurpose.PREFERENCES, 5) in composed.email.text
+
+
+def test_a_newsletter_unsubscribes_from_everything(composer: Composer) -> None:
+    composed = composer.campaign(BEN, CAMPAIGN)
+    assert composed.envelope_from == "news@example.com"
+    assert composed.email.subject == "November news"
+    assert "Hi there," in composed.email.text and "<strong>news</strong>" in composed.email.html
+    assert link_payload(LinkPurpose.UNSUBSCRIBE, composed.message.unsubscribe_url) == [6, None]
+    assert parsed(composed.message_bytes())["list-id"] == "The Paper <newsletter.course.test>"
+
+
+def test_account_mail_carries_its_signed_action_link(composer: Composer) -> None:
+    composed = composer.account_mail(ANN, "confirm", COURSE)
+    assert composed.email.subject == "Please confirm your place in Bread at Home"
+    confirm_url = SIGNER.url(LinkPurpose.CONFIRM, 5, 7)
+    assert confirm_url in composed.email.text
+    assert composed.message.list_id == ""
+    with pytest.raises(NothingToCompose, match="no account mail named 'welcome'"):
+        composer.account_mail(ANN, "welcome", COURSE)
+
+
+def test_one_template_per_lesson_per_batch(composer: Composer) -> None:
+    templates = TemplateCache()
+    first = composer.lesson(ANN, LESSON, templates)
+    second = composer.lesson(BEN, LESSON, templates)
+    composer.campaign(ANN, CAMPAIGN, templates)
+    assert len(templates) == 2
+    assert first.email.subject == second.email.subject and first.email.html != second.email.html  # per-recipient slots
+    cached = templates.templates[("lesson", 11)]
+    assert composer.lesson(ANN, LESSON, templates).email == cached.fill(
+        {
+            "greeting": "Hi Ann,",
+            "view_url": SIGNER.url(LinkPurpose.VIEW, 101),
+            "preferences_url": SIGNER.url(LinkPurpose.PREFERENCES, 5),
+            "unsubscribe_url": SIGNER.url(LinkPurpose.UNSUBSCRIBE, 5, 7),
+        }
+    )
+
+
+def _job(delivery_id: int, kind: str, **ids: object) -> DeliveryJob:
+    values: dict[str, object] = dict(
+        delivery_id=delivery_id, kind=kind, template=None, attempts=1, subscriber_id=5, email="ann@example.org",
+        name="Ann Lee", subscriber_status="active", enrollment_id=None, enrollment_status=None, course_id=None,
+        lesson_id=None, campaign_id=None,
+    )
+    values.update(ids)
+    return DeliveryJob(**values)  # type: ignore[arg-type]
+
+
+def test_a_delivery_job_is_composed_by_its_kind(composer: Composer) -> None:
+    lesson_job = _job(101, DeliveryKind.LESSON, lesson_id=11, course_id=7, enrollment_id=3, enrollment_status="active")
+    campaign_job = _job(102, DeliveryKind.CAMPAIGN, campaign_id=21)
+    confirm_job = _job(103, DeliveryKind.TRANSACTIONAL, template="confirm", course_id=7)
+    batch = Batch(
+        jobs=[lesson_job, campaign_job, confirm_job], courses={7: COURSE}, lessons={11: LESSON}, campaigns={21: CAMPAIGN}
+    )
+    templates = TemplateCache()
+    subjects = [composer.delivery(job, batch, templates).email.subject for job in batch.jobs]
+    assert subjects == ["Lesson 2 of 5: Flour first", "November news", "Please confirm your place in Bread at Home"]
+    assert composer.delivery(lesson_job, batch).email == composer.lesson(Recipient.of_job(lesson_job), LESSON).email
+    with pytest.raises(NothingToCompose, match=r"delivery 104 \(transactional, template 'welcome'\) has nothing to send"):
+        composer.delivery(_job(104, DeliveryKind.TRANSACTIONAL, template="welcome", course_id=7), batch)
+    with pytest.raises(NothingToCompose, match="delivery 105"):
+        composer.delivery(_job(105, DeliveryKind.LESSON, lesson_id=999), batch)
+
+
+def test_stored_rows_compose_as_the_sender_composes_them(composer: Composer) -> None:
+    """The view-in-browser page reads ORM rows: the same lesson and newsletter come out."""
+    course = Course(id=7, slug="bread", title="Bread at Home", sender_name="The Letter", sender_email="lessons@example.com")
+    lesson = Lesson(id=11, course=course, position=2, title="Flour first", body=BODY, reading_minutes=3, retired_at=None)
+    campaign = Campaign(
+        id=21, name="nov", subject="November news", body_markdown="Some **news**.", sender_name="The Paper",
+        sender_email="news@example.com", status="sent",
+    )
+    assert lesson_content(lesson, lesson_count=5) == LESSON
+    assert lesson_content(lesson, lesson_count=None).lesson_count == 2
+    assert campaign_content(campaign) == CAMPAIGN
+    assert composer.lesson(ANN, lesson_content(lesson, lesson_count=5)).email == composer.lesson(ANN, LESSON).email
+
+
+def test_a_lesson_body_of_another_shape_is_refused_by_name(composer: Composer) -> None:
+    broken = LessonContent(12, COURSE, 3, 5, "Broken", {"blocks": [{"paragraphs": "not a list"}]}, 1, False)
+    with pytest.raises(LessonBodyError, match="block 0: 'paragraphs' must be a list"):
+        composer.lesson(ANN, broken)
+
+
+def test_a_composer_from_settings_signs_with_their_secret(composer: Composer) -> None:
+    settings = Settings(secret_key="test-secret", base_url="https://courses.example.org", list_id_domain="course.test")
+    built = Composer.from_settings(settings, clock=ManualClock(NOW))
+    assert built.signer == SIGNER
+    assert built.lesson(ANN, LESSON).message == composer.lesson(ANN, LESSON).message
