@@ -229,7 +229,9 @@ def _templates(templates: TemplateCache | None) -> dict[tuple[str, int], Templat
 
 
 def course_header(course: Course) -> CourseHeader:
-    return CourseHeader(course.id, course.slug, course.title, course.sender_name, course.sender_email, course.language)
+    # A Course not yet flushed has no language until its column default applies.
+    language = course.language or DEFAULT_LANGUAGE
+    return CourseHeader(course.id, course.slug, course.title, course.sender_name, course.sender_email, language)
 
 
 def lesson_content(lesson: Lesson, *, lesson_count: int | None) -> LessonContent:
