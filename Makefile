@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 .PHONY: run test bench services venv clean lock
 
 run: $(STAMP)
-	$(BIN)/course run --day-seconds 10
+	$(BIN)/course run --day-seconds 10 $(ARGS)
 
 test: $(STAMP) services
 	$(BIN)/pytest

@@ -201,6 +201,36 @@ def fan_out_campaign_rows(
     return written
 
 
+
+def insert_lesson_rows(
+    session: Session,
+    lesson_id: int,
+    enrollments: Select[Any],
+    *,
+    due_at: datetime,
+    state: DeliveryState,
+    now: datetime,
+) -> int:
+    """One row of `lesson_id` per enrollment that `enrollments` (a SELECT of enrollment id and
+    subscriber id) yields, all due at `due_at`, in one INSERT … SELECT: how a whole cohort gets the
+    same lesson at once (the benchmark's lesson day). A row inserted `sent` counts one attempt,
+    sent at its due time. Returns how many rows were written."""
+    sent = state == DeliveryState.SENT
+    rows = enrollments.add_columns(
+        literal(DeliveryKind.LESSON.value, String),
+        literal(lesson_id, Integer),
+        literal(int(DeliveryPriority.BULK), SmallInteger),
+        literal(due_at, UTCDateTime()),
+        literal(state.value, String),
+        literal(1 if sent else 0, Integer),
+        literal(due_at if sent else None, UTCDateTime()),
+        literal(now, UTCDateTime()),
+    )
+    columns = ["enrollment_id", "subscriber_id", "kind", "lesson_id", "priority", "due_at", "state", "attempts",
+               "sent_at", "created_at"]
+    statement = insert(Delivery).from_select(columns, rows).execution_options(preserve_rowcount=True)
+    return session.execute(statement).rowcount
+
 # --- stopping rows -----------------------------------------------------------------------------
 
 
@@ -418,6 +448,19 @@ def take_over(session: Session, delivery_ids: Sequence[int], *, token: str, now:
     else:
         taken = session.scalars(take.returning(Delivery.id).execution_options(synchronize_session=False)).all()
         rows = session.execute(_jobs_of(Delivery.__table__).where(Delivery.id.in_(taken))).all() if taken else []
+    return _batch_of(session, rows)
+
+
+def read_batch(session: Session, delivery_ids: Sequence[int]) -> Batch:
+    """What take_over would read for these rows, without touching them: for a caller that needs
+    the email a delivery becomes without sending it (the benchmark sizes a real message this way)."""
+    ids = list(delivery_ids)
+    rows = session.execute(_jobs_of(Delivery.__table__).where(Delivery.id.in_(ids))).all() if ids else []
+    return _batch_of(session, rows)
+
+
+def _batch_of(session: Session, rows: Sequence[Any]) -> Batch:
+    """DeliveryJob rows plus the courses, lessons and campaigns they name, each read once."""
     if not rows:
         return Batch(jobs=[])
     batch = Batch(jobs=[DeliveryJob(*row) for row in rows])

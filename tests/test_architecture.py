@@ -8,10 +8,6 @@ imported or run):
 3. course/ledger.py is the only module that writes `deliveries` (INSERT, UPDATE or DELETE through
    SQLAlchemy, a `Delivery(...)` object, an ORM assignment to a ledger-only column, or raw SQL).
 4. No module imports one above it in the layer order (LAYERS below), so data flows one way.
-
-A violation that another part of the restructuring (issue #9) removes is listed in
-KNOWN_UNTIL_RESTRUCTURE_DONE; a test fails once an entry no longer matches anything, so the list
-only ever shrinks.
 """
 
 from __future__ import annotations
@@ -66,19 +62,6 @@ LEDGER_WRITE_EXEMPT = ("course.migrations",)
 # Columns only a delivery row has: assigning one (`row.lease_token = None`) is an ORM UPDATE.
 DELIVERY_ONLY_COLUMNS = {"lease_token", "lease_expires_at", "message_id", "last_error"}
 RAW_LEDGER_WRITE = re.compile(r"\b(insert\s+into|update|delete\s+from)\s+\"?deliveries\b", re.IGNORECASE)
-
-# (module, rule, what): violations that parts B and C of issue #9 remove. Delete an entry when its
-# part is merged; test_known_violations_still_exist fails once an entry matches nothing.
-KNOWN_UNTIL_RESTRUCTURE_DONE: set[tuple[str, str, str]] = {
-    # The benchmark (split into modules by part C, code moved verbatim) seeds its throwaway database
-    # with raw SQL: a whole lesson day as bulk INSERT … SELECT (seed.py), and one row leased by hand
-    # to size a real message (measure.py). Going through the ledger needs a bulk seeding function
-    # there first.
-    ("course.devtools.bench.seed", "ledger-writer", "raw SQL INSERT INTO deliveries"),
-    ("course.devtools.bench.measure", "ledger-writer", "raw SQL UPDATE deliveries"),
-    # Part B gives the benchmark the composer; today it calls the sender's private _message.
-    ("course.devtools.bench.measure", "private-call", "course.delivery.sending._message"),
-}
 
 
 @dataclass(frozen=True)
@@ -286,15 +269,8 @@ VIOLATIONS = all_violations()
 
 @pytest.mark.parametrize("rule", ["frameworks", "content-knows-nothing-of-sending", "ledger-writer", "layers", "private-call"])
 def test_the_layout_rules_hold(rule: str) -> None:
-    broken = [v for v in VIOLATIONS if v.rule == rule and v.key not in KNOWN_UNTIL_RESTRUCTURE_DONE]
+    broken = [v for v in VIOLATIONS if v.rule == rule]
     assert not broken, "\n".join(v.message for v in broken)
-
-
-def test_known_violations_still_exist() -> None:
-    """Each allowlisted violation must still be there: once fixed, its entry goes."""
-    present = {v.key for v in VIOLATIONS}
-    stale = sorted(KNOWN_UNTIL_RESTRUCTURE_DONE - present)
-    assert not stale, "fixed, so remove from KNOWN_UNTIL_RESTRUCTURE_DONE: " + "; ".join(map(str, stale))
 
 
 def test_every_module_is_in_a_layer() -> None:
@@ -335,7 +311,7 @@ def check_source(module: str, source: str) -> set[tuple[str, str]]:
         ("from fastapi import FastAPI", ("frameworks", "fastapi")),
         ("from celery import Celery", ("frameworks", "celery")),
         ("from course.delivery.sending import Sender", ("layers", "course.delivery.sending")),
-        ("sender._message(job)", ("private-call", "course.delivery.sending._message")),
+        ("sender._send_batch(batch, stop_at)", ("private-call", "course.delivery.sending._send_batch")),
         ("from course.ledger import _jobs_of", ("private-call", "course.ledger._jobs_of")),
     ],
 )
@@ -355,7 +331,7 @@ def test_the_checker_knows_content_from_sending() -> None:
         "text('ANALYZE deliveries')",
         "select(Delivery).where(Delivery.state == 'sent')",
         "update(Campaign).values(status='done')",
-        "self._message(job)",
+        "self._send_batch(batch, stop_at)",
         "connection._rset()",  # smtplib's private, not ours
         "from course.models import Delivery, DeliveryState",
         "from course.ledger import cancel_campaign_rows",

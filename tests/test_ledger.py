@@ -14,9 +14,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from course.clock import ManualClock
 from course.audience.enrollment import get_or_create_subscriber
-from course.ledger import Claim, claim_due, fail_exhausted_leases, take_over
-from course.models import Delivery, DeliveryKind, DeliveryState
+from course.ledger import Claim, claim_due, fail_exhausted_leases, insert_lesson_rows, read_batch, take_over
+from course.models import Delivery, DeliveryKind, DeliveryState, Enrollment
 from tests.support.ledger_rows import add_rows
+from tests.support.pipeline_fixtures import enroll_people, make_course
 
 LEASE = timedelta(minutes=5)
 _numbers = itertools.count(1)
@@ -198,3 +199,38 @@ def test_concurrent_duplicate_take_over_splits_nothing_twice(pg: sessionmaker[Se
         thread.join(20)
     assert len(taken) == 2
     assert sorted(taken[0] + taken[1]) == ids  # every row taken exactly once in all
+
+
+def test_read_batch_reads_what_take_over_reads_and_changes_nothing(db: sessionmaker[Session], clock: ManualClock) -> None:
+    with db.begin() as session:
+        course = make_course(session, now=clock.now())
+        enroll_people(session, course, ["ann@example.org", "ben@example.org"], now=clock.now())
+    with db() as session:
+        ids = list(session.scalars(select(Delivery.id).where(Delivery.state == DeliveryState.PENDING).order_by(Delivery.id)))
+        before = state_of(db, ids)
+        read = read_batch(session, ids)
+    assert state_of(db, ids) == before
+    result = claim(db, clock.now() + timedelta(days=30))
+    assert result is not None
+    with db.begin() as session:
+        taken = take_over(session, ids, token=result.token, now=clock.now(), lease=LEASE)
+    # Same rows, same content; only the attempt count differs (take_over counts the attempt).
+    assert [(j.delivery_id, j.email, j.lesson_id) for j in read.jobs] == [(j.delivery_id, j.email, j.lesson_id) for j in taken.jobs]
+    assert read.lessons == taken.lessons and read.courses == taken.courses
+    assert {j.attempts for j in read.jobs} == {0} and {j.attempts for j in taken.jobs} == {1}
+
+
+def test_insert_lesson_rows_gives_a_cohort_one_row_each(db: sessionmaker[Session], clock: ManualClock) -> None:
+    with db.begin() as session:
+        course = make_course(session, now=clock.now(), lessons=1)
+        people = enroll_people(session, course, ["ann@example.org", "ben@example.org", "cy@example.org"], now=clock.now())
+        other = make_course(session, now=clock.now(), slug="other", lessons=1)
+        lesson_id = other.lessons[0].id
+        cohort = select(Enrollment.id, Enrollment.subscriber_id).where(Enrollment.course_id == course.id)
+        due = clock.now() + timedelta(hours=2)
+        assert insert_lesson_rows(session, lesson_id, cohort, due_at=due, state=DeliveryState.PENDING, now=clock.now()) == 3
+    with db() as session:
+        rows = session.scalars(select(Delivery).where(Delivery.lesson_id == lesson_id).order_by(Delivery.subscriber_id)).all()
+    assert [row.subscriber_id for row in rows] == [person.id for person in people]
+    assert {(row.state, row.kind, row.attempts, row.sent_at) for row in rows} == {(DeliveryState.PENDING, DeliveryKind.LESSON, 0, None)}
+    assert all(row.due_at == due for row in rows)

@@ -87,8 +87,15 @@ def list_command() -> None:
     with transaction() as session:
         rows = campaign_counts(session)
         table = Table(title="campaigns")
-        for column in ("id", "name", "tag", "status", "send at", "pending", "sent", "failed", "cancelled"):
-            table.add_column(column, justify="right" if column in {"id", "pending", "sent", "failed", "cancelled"} else "left")
+        # At 80 columns rich shrinks the widest columns first: the name and tag give way (ellipsis),
+        # never the id, the status, the counts or the send time.
+        for column in ("id", "name", "tag", "status", "send at (UTC)", "pending", "sent", "failed", "cancelled"):
+            counts = column in {"id", "pending", "sent", "failed", "cancelled"}
+            shrinks = column in {"name", "tag"}
+            table.add_column(
+                column, justify="right" if counts else "left", no_wrap=not shrinks, overflow="ellipsis" if shrinks else "fold",
+                min_width=len(column) if not shrinks else 4,
+            )
         for campaign, counts in rows:
             waiting = sum(counts.get(state, 0) for state in UNSETTLED_DELIVERY_STATES)
             failed = counts.get(DeliveryState.FAILED, 0) + counts.get(DeliveryState.BOUNCED, 0)
@@ -97,7 +104,7 @@ def list_command() -> None:
                 campaign.name,
                 campaign.segment_tag or "(all)",
                 campaign.status,
-                campaign.send_at.isoformat(timespec="minutes") if campaign.send_at else "",
+                campaign.send_at.strftime("%Y-%m-%d %H:%M") if campaign.send_at else "",
                 str(waiting),
                 str(counts.get(DeliveryState.SENT, 0)),
                 str(failed),

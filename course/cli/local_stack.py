@@ -15,6 +15,7 @@ the right local hours (see the Date headers).
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -30,7 +31,15 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from sqlalchemy import func, select
 
 from course import schema
-from course.clock import get_clock
+from course.clock import (
+    DEMO_CLOCK_FILE,
+    FastClock,
+    continue_calendar,
+    forget_demo_clock,
+    get_clock,
+    load_demo_clock,
+    save_demo_clock,
+)
 from course.db import transaction
 from course.audience.enrollment import enroll, get_or_create_subscriber
 from course.audience.course_content import import_content
@@ -59,18 +68,54 @@ class RunOptions:
     mail_sink: bool
     until_done: bool
     timeout_seconds: float
+    fresh: bool = False
 
 
-def _configure_environment(options: RunOptions, broker_url: str) -> None:
-    """Everything the worker subprocess must agree on goes through the environment."""
+def _configure_environment(options: RunOptions, broker_url: str, console: Console) -> None:
+    """Everything the worker subprocess must agree on goes through the environment. A fast demo
+    clock is also saved under var/, so commands run in another terminal against this database
+    (`course subscribe`, `course status`) schedule on the demo's calendar, and a second run on the
+    same var/ goes on with the calendar its rows were scheduled in."""
     os.environ["COURSE_BROKER_URL"] = broker_url
     os.environ.setdefault("COURSE_BASE_URL", f"http://{options.host}:{options.port}")
+    settings = get_settings()
+    previous = load_demo_clock(settings)
     if options.day_seconds != 86400:
-        os.environ["COURSE_CLOCK_SPEED"] = str(86400 / options.day_seconds)
-        os.environ["COURSE_CLOCK_ORIGIN"] = str(time.time())
+        speed = 86400 / options.day_seconds
+        now = time.time()
+        clock = continue_calendar(previous, speed, wall=now) if previous else FastClock(origin=now, speed=speed)
+        save_demo_clock(settings, clock)
+        os.environ["COURSE_CLOCK_SPEED"] = str(clock.speed)
+        os.environ["COURSE_CLOCK_ORIGIN"] = repr(clock.origin)
         # A dispatcher every 5 real seconds would be half a course day late at 10 s a day.
         os.environ.setdefault("COURSE_DISPATCH_INTERVAL_SECONDS", "0.5")
+    elif previous is not None:
+        forget_demo_clock(settings)
+        console.print(
+            "[yellow]note:[/yellow] this database was last run on a fast demo clock, whose calendar is ahead "
+            "of the real one; its rows fall due at their calendar time. `course run --fresh` starts afresh."
+        )
     get_settings.cache_clear()
+
+
+def reset_embedded_state(console: Console) -> None:
+    """--fresh: forget the embedded database, broker, mail folder and demo clock under var/. Only the
+    embedded defaults: a configured database is never wiped by a flag."""
+    settings = get_settings()
+    if settings.database_url:
+        raise StackError("--fresh only resets the embedded SQLite database; COURSE_DATABASE_URL is set, so nothing was removed")
+    removed = []
+    for name in ("course.db", "course.db-wal", "course.db-shm", "broker.sqlite", "broker.sqlite-wal", "broker.sqlite-shm"):
+        path = settings.var_dir / name
+        if path.exists():
+            path.unlink()
+            removed.append(name)
+    if settings.mail_dir.exists():
+        shutil.rmtree(settings.mail_dir)
+        removed.append(f"{settings.mail_dir.name}/")
+    if forget_demo_clock(settings):
+        removed.append(DEMO_CLOCK_FILE)
+    console.print(f"fresh     removed {', '.join(removed) if removed else 'nothing (var/ was already empty)'} from {settings.var_dir}")
 
 
 @contextmanager
@@ -149,13 +194,15 @@ def run_local_stack(options: RunOptions, *, console: Console, course_slug: str |
     # A SIGTERM (from `timeout`, a service manager, make being stopped) must run the `finally`
     # blocks below, or the worker subprocess would outlive us.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    if options.fresh:
+        reset_embedded_state(console)
     settings = get_settings()
     settings.var_dir.mkdir(parents=True, exist_ok=True)
     schema.upgrade()
     with transaction(settings) as session:
         imported = import_content(session, settings.content_dir, now=get_clock(settings).now())
     broker_url = resolve_broker_url(settings)
-    _configure_environment(options, broker_url)
+    _configure_environment(options, broker_url, console)
     settings = get_settings()
     console.print(f"database  {settings.sqlalchemy_url}")
     console.print(f"broker    {broker_url}")
@@ -174,6 +221,17 @@ def run_local_stack(options: RunOptions, *, console: Console, course_slug: str |
                 console.print("Running. Press Ctrl-C to stop.")
                 return _wait_forever(worker)
             slug, ids = enroll_demo_people(course_slug)
+            done, total = _demo_progress(ids)
+            if total and done == total:
+                console.print(
+                    f"demo      {', '.join(p[0] for p in DEMO_PEOPLE)} already have every lesson of {slug}: this var/ "
+                    "is from an earlier run, so there is nothing more to send. Start afresh with `make run ARGS=--fresh` "
+                    f"(or `course run --fresh`), or sign up at {settings.base_url}/courses/{slug}."
+                )
+                if options.until_done:
+                    return 0
+                console.print("Still serving. Press Ctrl-C to stop.")
+                return _wait_forever(worker)
             console.print(f"demo      {', '.join(p[0] for p in DEMO_PEOPLE)} enrolled in {slug}; watch their lessons arrive")
             return _watch_demo(ids, worker, options, console)
     finally:

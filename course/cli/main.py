@@ -269,13 +269,14 @@ def run(
     mail_sink: Annotated[bool, typer.Option(help="run the local SMTP sink that stores mail under var/mail/")] = True,
     until_done: Annotated[bool, typer.Option(help="exit once the demo course is delivered")] = False,
     timeout: Annotated[float, typer.Option(help="with --until-done: give up after this many seconds")] = 600,
+    fresh: Annotated[bool, typer.Option(help="start afresh: remove the embedded database, broker, mail and demo clock under var/")] = False,
 ) -> None:
     """Run everything on this machine: database, broker, worker with beat, web app, mail sink."""
     from course.cli.local_stack import RunOptions, run_local_stack
 
     options = RunOptions(
         day_seconds=day_seconds, demo=demo, host=host, port=port, mail_sink=mail_sink,
-        until_done=until_done, timeout_seconds=timeout,
+        until_done=until_done, timeout_seconds=timeout, fresh=fresh,
     )  # fmt: skip
     status_code = run_local_stack(options, console=console, course_slug=course_slug)
     raise typer.Exit(status_code)

@@ -139,11 +139,6 @@ class Sender:
         )
         outcome.retry.append((job.delivery_id, self.clock.now() + wall_duration(self.clock, delay.total_seconds()), reason))
 
-    def _message(self, job: DeliveryJob, batch: Batch, templates: object = None) -> tuple[str, bytes]:
-        """Bridge for course/devtools/bench (not this branch's file) until it calls
-        `Composer.delivery(job, batch).message_bytes()` itself; delete with that change."""
-        composed = self.composer.delivery(job, batch)
-        return composed.envelope_from, composed.message_bytes()
 
 
 def _still_wanted(job: DeliveryJob, batch: Batch) -> str:

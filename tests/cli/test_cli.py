@@ -291,6 +291,8 @@ def test_campaign_commands_tag_schedule_list_and_cancel(folder: Path) -> None:
     listed = run_in(folder, "campaign", "list")
     assert re.search(r"│\s+1 │ nov\s+│ readers │ cancelled │", listed.stdout), listed.stdout
     assert " 2 │" not in listed.stdout  # the refused schedules stored nothing
+    # At 80 columns (the runner's width here) the send time is shown whole, on one line.
+    assert "2030-01-06 08:00" in listed.stdout, listed.stdout
 
 
 def test_a_bug_inside_a_command_keeps_its_traceback(tmp_path: Path) -> None:

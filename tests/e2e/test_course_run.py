@@ -4,6 +4,7 @@ the whole demo course to the three demo subscribers and leave the mail readable 
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -48,3 +49,16 @@ def test_course_run_delivers_the_demo_course_into_the_mail_folder(tmp_path: Path
         assert [subject.split(":")[0] for subject in subjects] == [f"Lesson {n} of {count}" for n in range(1, count + 1)]
     index_lines = (tmp_path / "var" / "mail" / "index.tsv").read_text().splitlines()
     assert len(index_lines) == len(mails) + 1  # a header line, then one line per message
+
+    # A second run on the same var/ has nothing more to send and says how to start afresh; a command
+    # run beside it reads the demo's calendar, not the wall clock.
+    again = subprocess.run(
+        [sys.executable, "-m", "course.cli.main", "run", "--day-seconds", "2", "--until-done", "--timeout", "60",
+         "--port", str(free_port())],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "already have every lesson" in again.stdout and "--fresh" in again.stdout
+    assert len(read_mailbox(tmp_path / "var" / "mail")) == len(mails)
+    demo_clock = json.loads((tmp_path / "var" / "demo-clock.json").read_text())
+    assert demo_clock["speed"] == 86400 / 2

@@ -54,24 +54,16 @@ def sample_message_size(settings: Any, scenario: str, session: Session) -> int:
     from sqlalchemy import select
 
     from course.clock import SystemClock
-    from course.ledger import take_over
-    from course.delivery.links import signer_from_settings
+    from course.delivery.compose import Composer
+    from course.ledger import read_batch
     from course.models import Delivery
-    from course.delivery.render import Renderer
-    from course.delivery.sending import Sender
 
     delivery_id = session.scalar(
         select(Delivery.id).where(Delivery.state == "pending").order_by(Delivery.due_at, Delivery.id).limit(1)
     )
-    # Read what take_over would read, inside a transaction that is rolled back.
-    with session.begin_nested() as savepoint:
-        session.execute(text("UPDATE deliveries SET state='leased', lease_token='sample' WHERE id=:id"), {"id": delivery_id})
-        batch = take_over(session, [delivery_id], token="sample", now=datetime.now(timezone.utc), lease=timedelta(minutes=5))
-        savepoint.rollback()
-    sender = Sender(settings, sessions=None, transport=None, renderer=Renderer(settings.templates_dir),  # type: ignore[arg-type]
-                    signer=signer_from_settings(settings), clock=SystemClock())
-    _, message = sender._message(batch.jobs[0], batch, {})
-    return len(message)
+    batch = read_batch(session, [delivery_id])  # what take_over will read, without touching the row
+    composed = Composer.from_settings(settings, clock=SystemClock()).delivery(batch.jobs[0], batch)
+    return len(composed.message_bytes())
 
 class StatementCounter:
     """Counts the statements the benchmark itself runs for the pipeline (fan-out), on one engine."""

@@ -6,8 +6,12 @@ from __future__ import annotations
 from datetime import datetime, time as clock_time, timedelta
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
+
+from course.content.lesson_body import Block, LessonBody
+from course.ledger import insert_lesson_rows
+from course.models import DeliveryState, Enrollment
 
 ZONES = ("America/New_York", "Europe/Berlin", "Asia/Tokyo", "America/Los_Angeles", "Europe/London",
          "Asia/Kolkata", "Australia/Sydney", "America/Sao_Paulo", "Africa/Lagos", "UTC")
@@ -22,13 +26,9 @@ PARAGRAPH = (
 
 
 def _lesson_body(index: int) -> dict[str, Any]:
-    return {
-        "blocks": [
-            {"heading": None, "paragraphs": [PARAGRAPH, PARAGRAPH]},
-            {"heading": f"Part {index}: what to try", "paragraphs": [PARAGRAPH, PARAGRAPH, PARAGRAPH]},
-        ],
-        "references": [],
-    }
+    return LessonBody(
+        blocks=(Block(None, (PARAGRAPH, PARAGRAPH)), Block(f"Part {index}: what to try", (PARAGRAPH,) * 3))
+    ).to_json()
 
 
 def seed_subscribers(session: Session, count: int, *, now: datetime, tag: str | None, untagged: int = 0) -> None:
@@ -82,20 +82,10 @@ def seed_lesson_day(session: Session, *, course_id: int, lesson_ids: list[int], 
         ),
         {"course": course_id, "yesterday": now - timedelta(days=1)},
     )
+    cohort = select(Enrollment.id, Enrollment.subscriber_id).where(Enrollment.course_id == course_id)
     for lesson_id, state, due in (
-        (lesson_ids[0], "sent", now - timedelta(days=1)),
-        (lesson_ids[1], "pending", due_at),
-        (lesson_ids[2], "pending", due_at + timedelta(days=1)),
+        (lesson_ids[0], DeliveryState.SENT, now - timedelta(days=1)),
+        (lesson_ids[1], DeliveryState.PENDING, due_at),
+        (lesson_ids[2], DeliveryState.PENDING, due_at + timedelta(days=1)),
     ):
-        session.execute(
-            text(
-                """
-                INSERT INTO deliveries (subscriber_id, kind, enrollment_id, lesson_id, priority, due_at, state,
-                                        attempts, sent_at, created_at)
-                SELECT subscriber_id, 'lesson', id, :lesson, 100, :due, :state, :attempts, :sent_at, :now
-                FROM enrollments WHERE course_id = :course
-                """
-            ),
-            {"lesson": lesson_id, "due": due, "state": state, "attempts": 1 if state == "sent" else 0,
-             "sent_at": due if state == "sent" else None, "now": now - timedelta(days=1), "course": course_id},
-        )
+        insert_lesson_rows(session, lesson_id, cohort, due_at=due, state=state, now=now - timedelta(days=1))
