@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench services venv clean lock
+.PHONY: run test bench soak services venv clean lock
 
 run: $(STAMP)
 	$(BIN)/course run --day-seconds 10 $(ARGS)
@@ -14,6 +14,10 @@ test: $(STAMP) services
 
 bench: $(STAMP) services
 	$(BIN)/course bench
+
+# Not in CI: >= 50,000 deliveries under random faults for >= 10 minutes, then the audit (docs/reliability.md).
+soak: $(STAMP) services
+	$(BIN)/python -m tests.faults.soak
 
 # Start the local services the tests use (PostgreSQL, Redis) and install the
 # Debian tools they drive (smtp-sink, docker-compose, chromium) when missing.

@@ -374,6 +374,8 @@ class DeliveryJob:
     course_id: int | None
     lesson_id: int | None
     campaign_id: int | None
+    due_at: datetime | None = None  # when this attempt fell due (send latency is measured from it)
+    first_attempt_at: datetime | None = None  # when the first attempt was taken over (retry window)
 
 
 @dataclass(frozen=True)
@@ -441,6 +443,7 @@ def take_over(session: Session, delivery_ids: Sequence[int], *, token: str, now:
             state=DeliveryState.SENDING,
             attempts=Delivery.attempts + 1,
             lease_expires_at=now + lease,
+            first_attempt_at=func.coalesce(Delivery.first_attempt_at, bindparam("first_attempt", now, type_=UTCDateTime())),
         )
     )
     if postgresql:
@@ -502,6 +505,8 @@ _JOB_COLUMNS = (
     Delivery.enrollment_id,
     Delivery.lesson_id,
     Delivery.campaign_id,
+    Delivery.due_at,
+    Delivery.first_attempt_at,
 )
 
 
@@ -524,6 +529,8 @@ def _jobs_of(deliveries: Any) -> Select[Any]:
             Enrollment.course_id,
             c.lesson_id,
             c.campaign_id,
+            c.due_at,
+            c.first_attempt_at,
         )
         .join_from(deliveries, Subscriber, Subscriber.id == c.subscriber_id)
         .outerjoin(Enrollment, Enrollment.id == c.enrollment_id)
@@ -692,3 +699,21 @@ def suppress(session: Session, subscriber_ids: Sequence[int], *, now: datetime) 
         .execution_options(synchronize_session=False)
     )
     cancel_subscriber_rows(session, subscriber_ids)
+
+
+def requeue_failed(session: Session, *, now: datetime, since: datetime | None = None, campaign_id: int | None = None) -> int:
+    """`course retry-failed`: put failed rows back to pending, due now, with a fresh retry window
+    (attempts and first attempt cleared), keeping their last error for the record. `since` keeps
+    rows whose last attempt fell due at or after it; `campaign_id` one campaign's rows. Rows of an
+    address that bounced or unsubscribed since are requeued too: the sender cancels them at send time."""
+    conditions = [Delivery.state == DeliveryState.FAILED]
+    if since is not None:
+        conditions.append(Delivery.due_at >= since)
+    if campaign_id is not None:
+        conditions.append(Delivery.campaign_id == campaign_id)
+    return session.execute(
+        update(Delivery)
+        .where(*conditions)
+        .values(state=DeliveryState.PENDING, due_at=now, attempts=0, first_attempt_at=None, lease_token=None, lease_expires_at=None)
+        .execution_options(synchronize_session=False)
+    ).rowcount

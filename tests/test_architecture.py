@@ -28,6 +28,8 @@ PACKAGES = ("course", "worker")
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("base", ("course", "course.settings", "course.clock", "course.db", "course.models", "course.schema", "course.migrations")),
     ("ledger", ("course.ledger", "course.ratelimit")),
+    # Watching the ledger (read-only): the audit, heartbeats and metrics, used by delivery, web and cli.
+    ("ops", ("course.audit", "course.health", "course.metrics")),
     ("content", ("course.content",)),
     ("audience", ("course.audience",)),
     ("campaigns", ("course.campaigns",)),

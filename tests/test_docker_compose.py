@@ -208,3 +208,23 @@ def test_app_service_commands_parse_with_the_real_cli(compose_config: dict[str, 
         command = group.get_command(group_context, words[1])
         assert command is not None, f"course has no subcommand {words[1]!r}"
         command.make_context(words[1], list(words[2:]), parent=group_context)  # raises on a bad option
+
+
+@needs_docker_compose
+@pytest.mark.parametrize("service_name", LONG_RUNNING_APP_SERVICES)
+def test_long_running_services_have_a_health_check_the_cli_accepts(compose_config: dict[str, Any], service_name: str) -> None:
+    """web, worker and beat each report their health with `course health <component>`: a command the
+    real CLI parses, naming the service's own component."""
+    import typer.main
+
+    from course.cli.main import app
+
+    check = compose_config["services"][service_name]["healthcheck"]
+    words = [str(word) for word in check["test"]]
+    assert words[0] == "CMD", words
+    assert words[1:4] == ["course", "health", service_name], words
+    group = typer.main.get_command(app)
+    with group.make_context("course", ["health"]) as group_context:
+        command = group.get_command(group_context, "health")
+        assert command is not None
+        command.make_context("health", words[3:], parent=group_context)  # raises on a bad option

@@ -1,11 +1,15 @@
 """The sender: batch control only. It takes over a claimed batch, checks each row is still wanted,
 has the composer (course.delivery.compose) build each message, hands it to the provider's transport
-(one kept-open connection) and records every outcome, with the provider's name, in a few batched
-statements.
+(one kept-open connection) and records the outcomes, with the provider's name, as they happen, a
+small group at a time (course/delivery/outcomes.py), so a killed worker or a database blip costs at
+most one group.
 
 Failures are handled where they happen:
 - a 4xx reply, a time-out or a dropped connection puts the row back to pending with exponential
-  back-off and jitter, until max_attempts, then marks it failed with the reason;
+  back-off and jitter, for retry_window_seconds after the first attempt, then marks it failed with
+  the reason;
+- no reply after the end of DATA is an unknown outcome: the message may have been delivered, so it
+  is never sent again at once, only after the same back-off;
 - a 5xx reply marks the row bounced and suppresses the address everywhere;
 - a server that cannot be reached at all stops the batch: every row not yet tried waits for its
   back-off, so a dead SMTP server costs one connection attempt per batch, not one per message;
@@ -16,22 +20,27 @@ Failures are handled where they happen:
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from course import metrics
 from course.clock import Clock, wall_duration
 from course.delivery.compose import Composer, TemplateCache
 from course.delivery.links import Signer
+from course.delivery.outcomes import GroupWriter
 from course.delivery.render import Renderer
-from course.delivery.retry import retry_delay
+from course.delivery.retry import next_attempt
 from course.delivery.transports.base import (
     DEFAULT_PROVIDER,
     ConnectionFailed,
+    DeadlineReached,
     PermanentSendError,
     TransientSendError,
     Transport,
+    UnknownOutcome,
 )
 from course.ledger import Batch, DeliveryJob, Outcome, record, take_over
 from course.models import DeliveryKind, EnrollmentStatus, SubscriberStatus
@@ -49,7 +58,37 @@ class SendReport:
     bounced: int = 0
     skipped: int = 0  # cancelled or held at send time
     released: int = 0
+    abandoned: bool = False  # outcomes could not be written before the lease ended
+    outcome_writes: int = 0  # groups written
     errors: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Deadlines:
+    """time.monotonic() values derived from the lease when the rows were taken over."""
+
+    stop_starting: float  # no new message after this
+    smtp: float  # no SMTP transaction runs past this
+    give_up: float  # outcome writes are retried until this, then the task is abandoned
+
+
+def _fields(job: DeliveryJob) -> dict[str, object]:
+    """Structured fields of a log line about one delivery (for JSON log formatters)."""
+    return {"delivery_id": job.delivery_id, "campaign_id": job.campaign_id, "lesson_id": job.lesson_id, "kind": job.kind}
+
+
+def _about(job: DeliveryJob) -> str:
+    where = f"campaign {job.campaign_id}" if job.campaign_id is not None else f"lesson {job.lesson_id}" if job.lesson_id is not None else job.template or job.kind
+    return f"delivery {job.delivery_id} ({where}, attempt {job.attempts})"
+
+
+def _span(delta: timedelta) -> str:
+    seconds = int(delta.total_seconds())
+    if seconds < 3600:
+        return f"{seconds} s"
+    if seconds < 2 * 86400:
+        return f"{seconds // 3600} h"
+    return f"{seconds // 86400} days"
 
 
 class Sender:
@@ -72,6 +111,13 @@ class Sender:
         self.clock = clock
 
     def send_claimed(self, delivery_ids: list[int], token: str) -> SendReport:
+        """1. Take the rows over (only those this token still holds).
+        2. Derive three deadlines from the lease (wall-clock seconds from now): no new message after
+           `stop_at`; no SMTP transaction past `smtp_deadline`; outcome writes retried until
+           `give_up_at`. Past the lease another dispatcher may own the rows.
+        3. Send one by one, recording outcomes as they happen in small groups (GroupWriter).
+        4. If a group cannot be written before give_up_at, stop: the rows not recorded stay
+           `sending` and come back when the lease expires (at most one group is sent twice)."""
         now = self.clock.now()
         lease = wall_duration(self.clock, self.settings.lease_seconds)
         with self.sessions.begin() as session:
@@ -79,66 +125,130 @@ class Sender:
         report = SendReport(taken=len(batch.jobs))
         if not batch.jobs:
             return report
+        lease_seconds = float(self.settings.lease_seconds)
+        started = time.monotonic()
         # Stop a safe margin before the lease ends: past it, another dispatcher may own the rows.
         stop_at = now + lease - min(lease / 5, wall_duration(self.clock, 60))
-        outcome = self._send_batch(batch, stop_at)
-        with self.sessions.begin() as session:
-            record(session, outcome, token=token, now=self.clock.now(), message_id_domain=self.settings.list_id_domain)
-        report.sent = len(outcome.sent)
-        report.retried = len(outcome.retry)
-        report.failed = len(outcome.failed)
-        report.bounced = len(outcome.bounced)
-        report.skipped = len(outcome.cancelled) + len(outcome.held)
-        report.released = len(outcome.released)
-        report.errors = [reason for _, _, reason in outcome.retry[:3]] + [r for _, r in outcome.failed[:3]]
+        deadlines = _Deadlines(
+            stop_starting=started + lease_seconds - min(lease_seconds / 5, 60.0),
+            smtp=started + lease_seconds - min(lease_seconds / 10, 30.0),
+            give_up=started + lease_seconds - min(lease_seconds / 20, 5.0),
+        )
+        writer = GroupWriter(
+            write=lambda group: self._record(group, token),
+            give_up_at=deadlines.give_up,
+            group_size=self.settings.outcome_group_size,
+            group_seconds=self.settings.outcome_group_seconds,
+            on_write=lambda result: metrics.OUTCOME_WRITES.labels(result).inc(),
+            new_group=lambda: Outcome(provider=self.provider),
+        )
+        everything = Outcome(provider=self.provider)
+        self._send_batch(batch, stop_at, deadlines, writer, everything)
+        if not writer.abandoned:
+            writer.flush()
+        report.sent = len(everything.sent)
+        report.retried = len(everything.retry)
+        report.failed = len(everything.failed)
+        report.bounced = len(everything.bounced)
+        report.skipped = len(everything.cancelled) + len(everything.held)
+        report.released = len(everything.released)
+        report.abandoned = writer.abandoned
+        report.outcome_writes = writer.statements
+        report.errors = [reason for _, _, reason in everything.retry[:3]] + [r for _, r in everything.failed[:3]]
         return report
 
-    def _send_batch(self, batch: Batch, stop_at: datetime) -> Outcome:
-        outcome = Outcome(provider=self.provider)
+    def _record(self, group: Outcome, token: str) -> None:
+        with self.sessions.begin() as session:
+            record(session, group, token=token, now=self.clock.now(), message_id_domain=self.settings.list_id_domain)
+
+    def _send_batch(self, batch: Batch, stop_at: datetime, deadlines: _Deadlines, writer: GroupWriter, everything: Outcome) -> None:
+        def note(kind: str, item: object) -> bool:
+            getattr(writer.group, kind).append(item)
+            getattr(everything, kind).append(item)
+            return writer.added()
+
         templates = TemplateCache()  # each lesson rendered and its CSS inlined once per batch
         sendable = []
         for job in batch.jobs:
             verdict = _still_wanted(job, batch)
             if verdict == "cancel":
-                outcome.cancelled.append(job.delivery_id)
+                note("cancelled", job.delivery_id)
             elif verdict == "hold":
-                outcome.held.append(job.delivery_id)
+                note("held", job.delivery_id)
             else:
                 sendable.append(job)
         for position, job in enumerate(sendable):
-            if self.clock.now() >= stop_at:
-                outcome.released.extend(j.delivery_id for j in sendable[position:])
+            if writer.abandoned:
+                log.warning("outcomes not written: %d deliveries left to the lease", len(sendable) - position)
+                return
+            if self.clock.now() >= stop_at or time.monotonic() >= deadlines.stop_starting:
+                for waiting in sendable[position:]:
+                    writer.group.released.append(waiting.delivery_id)
+                    everything.released.append(waiting.delivery_id)
                 log.warning("lease nearly over: released %d deliveries unsent", len(sendable) - position)
-                break
+                return
             try:
                 composed = self.composer.delivery(job, batch, templates)
-                self.transport.send(composed.envelope_from, job.email, composed.message_bytes())
+                self.transport.send(composed.envelope_from, job.email, composed.message_bytes(), deadline=deadlines.smtp)
+            except DeadlineReached:
+                for waiting in sendable[position:]:
+                    writer.group.released.append(waiting.delivery_id)
+                    everything.released.append(waiting.delivery_id)
+                return
             except PermanentSendError as exc:
-                outcome.bounced.append((job.delivery_id, job.subscriber_id, exc.reason))
+                metrics.SMTP_REPLIES.labels(metrics.code_class(exc.code)).inc()
+                log.warning("%s bounced: %s", _about(job), exc.reason, extra=_fields(job))
+                note("bounced", (job.delivery_id, job.subscriber_id, exc.reason))
             except ConnectionFailed as exc:
                 # The server is down: nothing else in this batch can go either.
+                metrics.SMTP_REPLIES.labels("unreachable").inc()
                 for waiting in sendable[position:]:
-                    self._retry_or_fail(outcome, waiting, exc.reason)
+                    self._retry_or_fail(writer.group, waiting, exc.reason, also=everything)
                 log.warning("provider %s unreachable, %d deliveries wait: %s", self.provider, len(sendable) - position, exc.reason)
-                break
+                return
+            except UnknownOutcome as exc:
+                # Perhaps delivered: back-off like a 4xx, never again at once (the same Message-ID
+                # lets the receiving side see a repeat for what it is).
+                metrics.SMTP_REPLIES.labels("unknown").inc()
+                log.warning("%s unknown outcome: %s", _about(job), exc.reason, extra=_fields(job))
+                self._retry_or_fail(writer.group, job, exc.reason, also=everything)
+                writer.added()
             except TransientSendError as exc:
-                self._retry_or_fail(outcome, job, exc.reason)
+                metrics.SMTP_REPLIES.labels(metrics.code_class(exc.code)).inc()
+                log.info("%s will be retried: %s", _about(job), exc.reason, extra=_fields(job))
+                self._retry_or_fail(writer.group, job, exc.reason, also=everything)
+                writer.added()
             except Exception as exc:  # a rendering bug must not lose the rest of the batch
-                log.exception("cannot build delivery %d", job.delivery_id)
-                self._retry_or_fail(outcome, job, f"cannot build message: {exc!r}")
+                log.exception("cannot build %s", _about(job), extra=_fields(job))
+                self._retry_or_fail(writer.group, job, f"cannot build message: {exc!r}", also=everything)
+                writer.added()
             else:
-                outcome.sent.append(job.delivery_id)
-        return outcome
+                metrics.SMTP_REPLIES.labels("2xx").inc()
+                if job.due_at is not None:
+                    metrics.SEND_LATENCY.labels(job.kind).observe(max((self.clock.now() - job.due_at).total_seconds(), 0.0) / self.clock.speed)
+                note("sent", job.delivery_id)
 
-    def _retry_or_fail(self, outcome: Outcome, job: DeliveryJob, reason: str) -> None:
-        if job.attempts >= self.settings.max_attempts:
-            outcome.failed.append((job.delivery_id, f"gave up after {job.attempts} attempts: {reason}"))
-            return
-        delay = retry_delay(
-            job.attempts, base_seconds=self.settings.retry_base_seconds, max_seconds=self.settings.retry_max_seconds
+    def _retry_or_fail(self, outcome: Outcome, job: DeliveryJob, reason: str, *, also: Outcome | None = None) -> None:
+        """Transient failure: back-off with jitter, until retry_window_seconds after the first
+        attempt; then the row fails with the reason (`course retry-failed` can requeue it)."""
+        now = self.clock.now()
+        due = next_attempt(
+            job.attempts,
+            now=now,
+            first_attempt_at=job.first_attempt_at,
+            window=wall_duration(self.clock, self.settings.retry_window_seconds),
+            base_seconds=self.settings.retry_base_seconds,
+            max_seconds=self.settings.retry_max_seconds,
+            speed=self.clock.speed,
         )
-        outcome.retry.append((job.delivery_id, self.clock.now() + wall_duration(self.clock, delay.total_seconds()), reason))
-
+        for target in (outcome, also):
+            if target is None:
+                continue
+            if due is None:
+                span = _span(now - (job.first_attempt_at or now))
+                target.failed.append((job.delivery_id, f"gave up after {job.attempts} attempts in {span}: {reason}"))
+            else:
+                target.retry.append((job.delivery_id, due, reason))
 
 
 def _still_wanted(job: DeliveryJob, batch: Batch) -> str:

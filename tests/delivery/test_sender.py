@@ -220,22 +220,27 @@ def test_a_4xx_reply_puts_the_row_back_with_back_off(
     assert smtp_server.connections == 1
 
 
-def test_after_max_attempts_the_row_fails_with_the_reason(
+def test_after_the_retry_window_the_row_fails_with_the_reason(
     sessions: sessionmaker[Session], settings: Settings, clock: ManualClock, smtp_server: ConnectionCountingSMTPServer, make_sender: Callable[..., Sender]
 ) -> None:
+    """Transient failures are retried for retry_window_seconds after the first attempt (here 150 s:
+    back-offs of 60 and 120 s fit in it, the third would not), whatever the number of attempts."""
     setup_course(sessions, clock, PEOPLE[:1])
-    sender = make_sender(max_attempts=3)
+    sender = make_sender(retry_window_seconds=150, max_attempts=1)
     smtp_server.fail_next(452, "4.2.2 Mailbox full", times=3, at="RCPT")
+    first_attempt = clock.now()
     for attempt in (1, 2, 3):
         ids, token = one_task(sessions, settings, clock)
         sender.send_claimed(ids, token)
         [row] = first_rows(sessions, ids)
         assert row.attempts == attempt
-        if attempt < 3:
-            assert_backed_off(row, clock.now(), attempts=attempt)
-            clock.set(row.due_at)
+        assert row.first_attempt_at == first_attempt
+        if row.state == DeliveryState.FAILED:
+            break
+        assert_backed_off(row, clock.now(), attempts=attempt)
+        clock.set(row.due_at)
     assert row.state == DeliveryState.FAILED
-    assert row.last_error is not None and row.last_error.startswith("gave up after 3 attempts")
+    assert row.last_error is not None and row.last_error.startswith(f"gave up after {row.attempts} attempts in ")
     assert "452" in row.last_error and "Mailbox full" in row.last_error
     assert smtp_server.received == []
     clock.advance(timedelta(days=1))
@@ -306,8 +311,8 @@ class _AfterFirstMessage(SMTPTransport):
         super().__init__(config)
         self.hook: Callable[[], None] | None = hook
 
-    def send(self, sender: str, recipient: str, message: bytes) -> None:
-        super().send(sender, recipient, message)
+    def send(self, sender: str, recipient: str, message: bytes, *, deadline: float | None = None) -> None:
+        super().send(sender, recipient, message, deadline=deadline)
         if self.hook is not None:
             hook, self.hook = self.hook, None
             hook()

@@ -6,8 +6,14 @@ by the class of the error it raises, never by a return value:
 - TransientSendError: this message may go through later (4xx, time-out, dropped connection);
 - ConnectionFailed (a TransientSendError): the provider cannot be reached at all, so every message
   of the batch waits, not only this one;
+- UnknownOutcome (a TransientSendError): the whole message was handed over, then no answer came;
+  it may have been delivered, so it is retried only after back-off, never at once;
+- DeadlineReached (a TransientSendError): too little of the task's lease is left to start; nothing
+  was sent;
 - PermanentSendError: retrying will not help (5xx about the recipient or the message); the address
   is suppressed.
+
+`deadline` (a time.monotonic() value) bounds a hand-over: no transaction may run past it.
 """
 
 from __future__ import annotations
@@ -16,7 +22,16 @@ from typing import Protocol, runtime_checkable
 
 from course.settings import DEFAULT_PROVIDER
 
-__all__ = ["DEFAULT_PROVIDER", "ConnectionFailed", "PermanentSendError", "TransientSendError", "Transport", "TransportError"]
+__all__ = [
+    "DEFAULT_PROVIDER",
+    "ConnectionFailed",
+    "DeadlineReached",
+    "PermanentSendError",
+    "TransientSendError",
+    "Transport",
+    "TransportError",
+    "UnknownOutcome",
+]
 
 
 class TransportError(Exception):
@@ -41,13 +56,23 @@ class ConnectionFailed(TransientSendError):
     """The server could not be reached at all: every message of the batch waits, not just one."""
 
 
+class UnknownOutcome(TransientSendError):
+    """The message was handed over in full, then the reply to the end of DATA never came (a time-out
+    or a dropped connection). The server may well have queued it: it is never sent again at once,
+    only after the back-off of a 4xx, and counted apart."""
+
+
+class DeadlineReached(TransientSendError):
+    """Not enough of the task's lease is left to start this transaction: nothing was sent."""
+
+
 @runtime_checkable
 class Transport(Protocol):
     """One provider's connection. Implementations keep what is expensive to open (a connection, a
     session) across calls and reopen it themselves; `close` releases it and may be called twice."""
 
-    def send(self, envelope_from: str, rcpt: str, message_bytes: bytes, /) -> None:
-        """Hand over one message for one recipient or raise a TransportError subclass."""
+    def send(self, envelope_from: str, rcpt: str, message_bytes: bytes, /, *, deadline: float | None = None) -> None:
+        """Hand over one message for one recipient, within `deadline`, or raise a TransportError subclass."""
         ...
 
     def close(self) -> None: ...

@@ -1,0 +1,117 @@
+"""Send outcomes recorded as they happen, in small groups, by one send task.
+
+A task used to write the outcomes of its whole chunk (up to 500 messages) in one go at the end, and
+never retried that write: a database blip at that moment, or a killed worker before it, left every
+row `sending` until its lease ran out, and the whole chunk went out again. Now:
+
+1. Each outcome joins the open group; the group is written when it holds `group_size` outcomes or
+   is `group_seconds` old, whichever comes first (50 and 250 ms by default), so a kill or a blip
+   costs at most one group of re-sends.
+2. A write that fails because the database is away (OperationalError, InterfaceError, a dropped
+   connection) is retried with exponential back-off, and the task sends nothing new meanwhile.
+3. Retrying stops `give_up_at` (shortly before the lease ends): past it another dispatcher may own
+   the rows, so the task is abandoned; its unwritten group is re-sent after the lease, nothing more.
+
+The write itself is a callback (the ledger's record() in a transaction): this module decides when,
+the ledger decides what.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+
+from course.ledger import Outcome
+
+log = logging.getLogger(__name__)
+
+RETRY_FIRST_SECONDS = 0.05
+RETRY_MAX_SECONDS = 2.0
+
+
+def outcome_size(outcome: Outcome) -> int:
+    """Rows an outcome holds, over all its lists (sent, retry, failed, ...)."""
+    return sum(len(value) for value in (getattr(outcome, f.name) for f in fields(outcome)) if isinstance(value, list))
+
+
+def is_database_away(exc: BaseException) -> bool:
+    """Errors worth waiting out: the server restarting, down, or the connection cut."""
+    if isinstance(exc, (OperationalError, InterfaceError)):
+        return True
+    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
+
+
+@dataclass
+class GroupWriter:
+    write: Callable[[Outcome], None]
+    give_up_at: float  # time.monotonic() value
+    group_size: int = 50
+    group_seconds: float = 0.25
+    monotonic: Callable[[], float] = time.monotonic
+    sleep: Callable[[float], None] = time.sleep
+    on_write: Callable[[str], None] = lambda result: None  # "ok", "retried", "abandoned" (metrics)
+    new_group: Callable[[], Outcome] = Outcome  # an empty group (the sender's carries its provider)
+
+    group: Outcome = field(default_factory=Outcome)
+    opened_at: float | None = None
+    written: int = 0
+    statements: int = 0  # flushes, for the bench's statements-per-email figure
+    abandoned: bool = False
+
+    def __post_init__(self) -> None:
+        self.group = self.new_group()
+
+    @property
+    def open_count(self) -> int:
+        return outcome_size(self.group)
+
+    def added(self) -> bool:
+        """Call after adding outcomes to `group`. Writes the group when it is full or old enough.
+        Returns False once the task must stop (its outcomes could not be written in time)."""
+        if self.opened_at is None:
+            self.opened_at = self.monotonic()
+        if self.open_count >= self.group_size or self.monotonic() - self.opened_at >= self.group_seconds:
+            return self.flush()
+        return not self.abandoned
+
+    def flush(self) -> bool:
+        """Write the open group now, retrying while the database is away and time remains."""
+        if self.abandoned:
+            return False
+        if self.open_count == 0:
+            self.opened_at = None
+            return True
+        delay = RETRY_FIRST_SECONDS
+        tries = 0
+        while True:
+            tries += 1
+            try:
+                self.write(self.group)
+            except Exception as exc:
+                if not is_database_away(exc):
+                    raise
+                remaining = self.give_up_at - self.monotonic()
+                if remaining <= 0:
+                    self.abandoned = True
+                    self.on_write("abandoned")
+                    log.error(
+                        "abandoning a send task: %d outcomes could not be written before its lease ends "
+                        "(%d tries; last error: %s); those rows are sent again after the lease",
+                        self.open_count, tries, str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+                    )  # fmt: skip
+                    return False
+                if tries == 1:
+                    log.warning("cannot write %d outcomes, retrying until the lease ends: %s", self.open_count, str(exc).splitlines()[0] if str(exc) else exc)
+                self.sleep(min(delay, remaining))
+                delay = min(delay * 2, RETRY_MAX_SECONDS)
+                continue
+            self.written += self.open_count
+            self.statements += 1
+            self.on_write("ok" if tries == 1 else "retried")
+            self.group = self.new_group()
+            self.opened_at = None
+            return True

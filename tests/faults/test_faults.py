@@ -1,0 +1,68 @@
+"""The fault suite (marker `fault`): each scenario of issue #11 against real processes — a
+PostgreSQL cluster and a redis-server of the test's own, a recording SMTP server, two `celery`
+workers of two processes each and beat — with a campaign of ROWS due rows. Each run ends with
+`course audit --sink-log` passing (no lease left behind, nothing overdue, every row consistent,
+every row recorded sent received) and the duplicates counted by Message-ID within the bound.
+
+The bound is what is in flight when the fault strikes: one message per SMTP connection (four
+processes), plus, for a fault that kills a process or cuts the database off, the outcome group
+that process had not yet recorded (docs/reliability.md).
+
+`pytest -m "not fault"` leaves the suite out; `make soak` runs it big (tests/faults/measure.py)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.faults.scenarios import BY_NAME, run_scenario
+from tests.support.fault_stack import FaultStack, PostgresCluster
+from tests.support.services import unavailable
+
+pytestmark = [pytest.mark.fault, pytest.mark.timeout(420)]
+
+ROWS = int(os.environ.get("COURSE_FAULT_ROWS", "2000"))
+PROCESSES = 4  # two workers × two processes: one SMTP connection each
+OUTCOME_GROUP = 50  # COURSE_OUTCOME_GROUP_SIZE's default
+
+# scenario -> duplicates allowed
+BOUNDS = {
+    "pg-fast-restart": PROCESSES * OUTCOME_GROUP,
+    "pg-immediate-restart": PROCESSES * OUTCOME_GROUP,
+    "pg-down-10s": PROCESSES * OUTCOME_GROUP,
+    "worker-sigkill": 2 * OUTCOME_GROUP,  # the killed worker's two processes
+    "smtp-timeout-after-data": 3,  # the three hung messages, sent again after their back-off
+    "smtp-slow-replies": PROCESSES,
+    "smtp-421-outage": 0,
+    "redis-restart": 0,
+    "beat-sigkill": 0,
+    "two-beats": 0,
+}
+
+
+@pytest.fixture(scope="module")
+def postgres_cluster() -> Iterator[PostgresCluster]:
+    for tool in ("pg_config", "redis-server"):
+        if not __import__("shutil").which(tool):
+            unavailable(f"{tool} is not installed: the fault suite starts its own PostgreSQL and Redis")
+    cluster = PostgresCluster()
+    cluster.init()
+    yield cluster
+    cluster.destroy()
+
+
+@pytest.mark.parametrize("name", list(BOUNDS))
+def test_fault(name: str, postgres_cluster: PostgresCluster, tmp_path: Path) -> None:
+    scenario = BY_NAME[name]
+    with FaultStack(tmp_path / "stack", rows=ROWS, postgres=postgres_cluster) as stack:
+        result = run_scenario(stack, scenario)
+        logs = stack.logs()
+    summary = f"{scenario.title}: {result.duplicates} duplicates, states {result.states}, {result.seconds:.0f}s"
+    print(summary)
+    assert result.audit_exit == 0, f"{summary}\n{result.audit_output}\n{logs}"
+    assert result.states.get("sent", 0) == ROWS, f"{summary}: every row must end sent\n{result.audit_output}\n{logs}"
+    assert result.distinct_received == ROWS, summary
+    assert result.duplicates <= BOUNDS[name], summary
