@@ -422,6 +422,7 @@ class CourseHeader:
     title: str
     sender_name: str
     sender_email: str
+    language: str = "en"  # of the email frame around the lesson (course.i18n)
 
 
 @dataclass(frozen=True)
@@ -507,7 +508,9 @@ def _batch_of(session: Session, rows: Sequence[Any]) -> Batch:
     course_ids = {job.course_id for job in batch.jobs if job.course_id is not None}
     if course_ids:
         batch.courses = {
-            course.id: CourseHeader(course.id, course.slug, course.title, course.sender_name, course.sender_email)
+            course.id: CourseHeader(
+                course.id, course.slug, course.title, course.sender_name, course.sender_email, course.language
+            )
             for course in session.scalars(select(Course).where(Course.id.in_(course_ids)))
         }
     lesson_ids = {job.lesson_id for job in batch.jobs if job.lesson_id is not None}

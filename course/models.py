@@ -177,6 +177,8 @@ class Course(Base):
     sender_name: Mapped[str] = mapped_column(String(200))
     sender_email: Mapped[str] = mapped_column(String(320))
     target_words: Mapped[int] = mapped_column(Integer, default=300)
+    # The language of the email and page frame around the publisher's words (course.i18n).
+    language: Mapped[str] = mapped_column(String(8), default="en", server_default="en")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 

@@ -39,6 +39,7 @@ def project_errors() -> tuple[type[Exception], ...]:
     from course.cli.local_stack import StackError
     from course.content.article import ArticleError
     from course.content.definition import CourseDefinitionError
+    from course.content.feeds import FeedError
     from course.content.guides import GuideCatalogueError
     from course.devtools.bench.config import BenchError
     from course.devtools.mailsink import MailSinkError
@@ -48,6 +49,7 @@ def project_errors() -> tuple[type[Exception], ...]:
         CommandError,
         ArticleError,
         CourseDefinitionError,
+        FeedError,
         GuideCatalogueError,
         SubscriptionError,
         UnknownTimeZone,

@@ -18,6 +18,7 @@ from course.audience.enrollment import enroll, get_or_create_subscriber
 from course.cli.errors import CommandError, clear_errors, err_console
 from course.clock import get_clock
 from course.content.article import load_article
+from course.content.blocks import block_to_dict, inline_texts
 from course.content.guides import find_references, load_guides
 from course.content.split import DEFAULT_TARGET_WORDS, split_article
 from course.db import transaction
@@ -77,6 +78,33 @@ def import_(directory: Annotated[Path | None, typer.Argument(help="content folde
     _print_imports(_migrate_and_import(content_dir))
 
 
+@app.command("import-feed")
+@clear_errors
+def import_feed(
+    source: Annotated[str, typer.Argument(help="the feed's http(s) URL or a file")],
+    course: Annotated[str, typer.Option("--course", help="slug of the course the entries join")],
+    directory: Annotated[Path | None, typer.Option("--content", help="content folder (default: content/)")] = None,
+) -> None:
+    """Add a feed's new entries (RSS or Atom) to a course as articles, then import (idempotent: an
+    entry already imported is skipped, by its id)."""
+    from course.content.definition import load_course_definitions
+    from course.content.feeds import load_feed_record, parse_feed, plan_feed_import, read_feed_source, write_feed_import
+
+    content_dir = directory or get_settings().content_dir
+    if not content_dir.is_dir():
+        raise CommandError(f"no content folder at {content_dir}")
+    slugs = [definition.slug for definition in load_course_definitions(content_dir)]
+    if course not in slugs:
+        raise CommandError(f"unknown course {course!r}; courses in {content_dir}: {', '.join(slugs) or 'none'}")
+    known = load_feed_record(content_dir, course)
+    planned = plan_feed_import(parse_feed(read_feed_source(source), source), course, known, source)
+    write_feed_import(content_dir, course, known, planned)
+    for item in planned:
+        console.print(f"{course}: added {item.entry.title!r} as {item.record.article}")
+    console.print(f"{course}: {len(planned)} new entr{'y' if len(planned) == 1 else 'ies'}, {len(known)} imported before")
+    _print_imports(_migrate_and_import(content_dir))
+
+
 @app.command()
 @clear_errors
 def split(
@@ -84,23 +112,30 @@ def split(
     words: Annotated[int, typer.Option("--words", min=50, help="target words per lesson")] = DEFAULT_TARGET_WORDS,
     as_json: Annotated[bool, typer.Option("--json", help="print the plan as JSON")] = False,
     guides: Annotated[Path | None, typer.Option(help="guide catalogue (default: content/guides.toml)")] = None,
+    language: Annotated[str, typer.Option(help="the article's language, for cutting long paragraphs between sentences")] = "en",
 ) -> None:
-    """Show how an article splits into lessons."""
+    """Show how an article splits into lessons: each lesson's title, blocks (kind, heading level) and
+    guide links."""
     article = load_article(path)
     catalogue_path = guides or get_settings().content_dir / "guides.toml"
     catalogue = load_guides(catalogue_path) if catalogue_path.exists() else None
-    lessons = split_article(article, words)
+    lessons = split_article(article, words, language=language)
     plan = {
         "title": article.title,
         "lessons": [
             {
                 "title": lesson.title,
                 "words": lesson.words,
-                "paragraphs": list(lesson.paragraphs),
+                "minutes": lesson.reading_minutes,
+                # The heading the lesson is titled by is marked: the email leaves it out of the body.
+                "blocks": [
+                    block_to_dict(block) | ({"title": True} if index == lesson.title_heading else {})
+                    for index, block in enumerate(lesson.body)
+                ],
                 "references": [
                     {"text": ref.text, "guide": ref.guide.key if ref.guide else None}
-                    for paragraph in lesson.paragraphs
-                    for ref in (find_references(paragraph, catalogue) if catalogue else [])
+                    for text in inline_texts(lesson.body)
+                    for ref in (find_references(text, catalogue) if catalogue else [])
                 ],
             }
             for lesson in lessons
@@ -114,10 +149,14 @@ def split(
     table.add_column("lesson")
     table.add_column("words", justify="right")
     table.add_column("min", justify="right")
+    table.add_column("blocks")
     table.add_column("guide links")
     for number, (lesson, planned) in enumerate(zip(lessons, plan["lessons"], strict=True), start=1):
         links = ", ".join(ref["guide"] or f"unmatched: {ref['text']}" for ref in planned["references"])
-        table.add_row(str(number), lesson.title, str(lesson.words), str(lesson.reading_minutes), links)
+        kinds = " ".join(
+            f"h{block['level']}" if block["kind"] == "heading" else block["kind"] for block in planned["blocks"]
+        )
+        table.add_row(str(number), lesson.title, str(lesson.words), str(lesson.reading_minutes), kinds, links)
     console.print(table)
 
 

@@ -16,6 +16,7 @@ Example::
     sender_name = "The Sourdough Letter"
     sender_email = "lessons@example.com"
     target_words = 300
+    language = "en"                                  # "en", "de" or "fr": the email and page frame
 """
 
 from __future__ import annotations
@@ -26,9 +27,12 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from course.content.article import MARKDOWN_SUFFIXES, TEXT_SUFFIXES, load_article
-from course.content.guides import GuideCatalogue, Reference, find_references
+from course.content.article import HTML_SUFFIXES, MARKDOWN_SUFFIXES, TEXT_SUFFIXES, load_article
+from course.content.feeds import FEEDS_DIR, FeedError, feed_article_paths
+from course.content.blocks import Block, map_inline
+from course.content.guides import GuideCatalogue, Reference, find_references, link_markdown
 from course.content.split import DEFAULT_TARGET_WORDS, LessonPlan, split_article
+from course.i18n import DEFAULT_LANGUAGE, SUPPORTED_LANGUAGES
 
 _SLUG = re.compile(r"[a-z0-9][a-z0-9-]*")
 _SEND_TIME = re.compile(r"(?P<hour>[01]\d|2[0-3]):(?P<minute>[0-5]\d)")
@@ -60,6 +64,7 @@ _KNOWN_KEYS = frozenset(
         "sender_name",
         "sender_email",
         "target_words",
+        "language",
     }
 )
 DEFAULT_SEND_TIME = datetime.time(9, 0)
@@ -81,6 +86,7 @@ class CourseDefinition:
     sender_name: str
     sender_email: str
     target_words: int
+    language: str = DEFAULT_LANGUAGE  # of the email and page frame, and for cutting sentences
 
 
 @dataclass(frozen=True)
@@ -88,7 +94,10 @@ class PlannedLesson:
     position: int  # 1-based across the whole course
     article_source: str
     plan: LessonPlan
-    references: tuple[tuple[int, Reference], ...]  # (index of paragraph within plan.paragraphs, reference)
+    # What the reader gets: the blocks shown under the title with guide links written in, and every
+    # guide reference found in them (matched or not), in reading order.
+    body: tuple[Block, ...]
+    found: tuple[Reference, ...]
 
 
 @dataclass(frozen=True)
@@ -98,12 +107,7 @@ class CoursePlan:
 
     @property
     def unmatched_references(self) -> tuple[Reference, ...]:
-        return tuple(
-            reference
-            for lesson in self.lessons
-            for _, reference in lesson.references
-            if reference.guide is None
-        )
+        return tuple(reference for lesson in self.lessons for reference in lesson.found if reference.guide is None)
 
 
 def load_course_definition(path: Path) -> CourseDefinition:
@@ -140,13 +144,14 @@ def load_course_definition(path: Path) -> CourseDefinition:
         slug=slug,
         title=_header_text(path, document, "title", required=True),
         description=_description(path, document),
-        articles=_articles(path, document, content_dir),
+        articles=_articles(path, document, content_dir) + _feed_articles(path, slug, content_dir),
         days_between_lessons=_positive_int(path, document, "days_between_lessons", default=1),
         send_time=_send_time(path, document),
         weekdays=_weekdays(path, document),
         sender_name=_header_text(path, document, "sender_name", required=True),
         sender_email=_sender_email(path, document),
         target_words=_positive_int(path, document, "target_words", default=DEFAULT_TARGET_WORDS),
+        language=_language(path, document),
     )
 
 
@@ -164,25 +169,35 @@ def load_course_definitions(content_dir: Path) -> list[CourseDefinition]:
 def plan_course(definition: CourseDefinition, catalogue: GuideCatalogue) -> CoursePlan:
     """Turn a definition into numbered lessons.
 
-    For each article in order: load it, split it with ``definition.target_words``, and number its
-    lessons after the previous article's; in every lesson paragraph, find the guide references and
-    record them with the paragraph's index so the renderer can link them.
+    For each article in order: load it, split it with ``definition.target_words`` (sentences cut in
+    ``definition.language``), and number its lessons after the previous article's; in the blocks each
+    lesson shows, find the guide references and write the matched ones in as links
+    (:func:`link_lesson`).
     """
     lessons: list[PlannedLesson] = []
     for article_path in definition.articles:
         article = load_article(article_path)
-        for plan in split_article(article, definition.target_words):
-            references = tuple(
-                (paragraph_index, reference)
-                for paragraph_index, paragraph in enumerate(plan.paragraphs)
-                for reference in find_references(paragraph, catalogue)
-            )
+        for plan in split_article(article, definition.target_words, language=definition.language):
+            body, found = link_lesson(plan, catalogue)
             lessons.append(
                 PlannedLesson(
-                    position=len(lessons) + 1, article_source=article.source, plan=plan, references=references
+                    position=len(lessons) + 1, article_source=article.source, plan=plan, body=body, found=found
                 )
             )
     return CoursePlan(definition=definition, lessons=tuple(lessons))
+
+
+def link_lesson(plan: LessonPlan, catalogue: GuideCatalogue) -> tuple[tuple[Block, ...], tuple[Reference, ...]]:
+    """The blocks a reader sees in ``plan`` (:attr:`LessonPlan.shown`), with every matched guide
+    reference turned into a link (an existing link is never linked again), and the references found."""
+    found: list[Reference] = []
+
+    def link(text: str) -> str:
+        references = find_references(text, catalogue)
+        found.extend(references)
+        return link_markdown(text, references)
+
+    return tuple(map_inline(block, link) for block in plan.shown), tuple(found)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -236,8 +251,10 @@ def _articles(path: Path, document: dict[str, object], content_dir: Path) -> tup
             raise CourseDefinitionError(
                 f"{where}: {entry!r} points outside the content directory {content_dir}"
             )
-        if article_path.suffix.lower() not in MARKDOWN_SUFFIXES + TEXT_SUFFIXES:
-            raise CourseDefinitionError(f"{where}: {entry!r} is not a .md, .markdown, .txt or .text article")
+        if article_path.suffix.lower() not in MARKDOWN_SUFFIXES + TEXT_SUFFIXES + HTML_SUFFIXES:
+            raise CourseDefinitionError(
+                f"{where}: {entry!r} is not a .md, .markdown, .txt, .text, .html or .htm article"
+            )
         if not article_path.is_file():
             raise CourseDefinitionError(f"{where}: {entry!r} does not exist (looked for {article_path})")
         if article_path in resolved:
@@ -246,6 +263,20 @@ def _articles(path: Path, document: dict[str, object], content_dir: Path) -> tup
             )
         resolved.append(article_path)
     return tuple(resolved)
+
+
+def _feed_articles(path: Path, slug: str, content_dir: Path) -> tuple[Path, ...]:
+    """The articles ``course import-feed`` added to this course (``content/feeds/<slug>.toml``)."""
+    try:
+        paths = feed_article_paths(content_dir, slug)
+    except FeedError as exc:
+        raise CourseDefinitionError(f"{path}: {exc}") from exc
+    for article_path in paths:
+        if not article_path.is_relative_to(content_dir) or not article_path.is_file():
+            raise CourseDefinitionError(
+                f"{path}: the feed record {FEEDS_DIR}/{slug}.toml lists {article_path}, which does not exist"
+            )
+    return tuple(paths)
 
 
 def _positive_int(path: Path, document: dict[str, object], key: str, *, default: int) -> int:
@@ -289,6 +320,15 @@ def _weekdays(path: Path, document: dict[str, object]) -> frozenset[int]:
             )
         numbers.add(_WEEKDAY_NUMBERS[entry.strip().lower()])
     return frozenset(numbers)
+
+
+def _language(path: Path, document: dict[str, object]) -> str:
+    value = document.get("language", DEFAULT_LANGUAGE)
+    if not isinstance(value, str) or value.strip().lower() not in SUPPORTED_LANGUAGES:
+        raise CourseDefinitionError(
+            f"{path}: key 'language' must be one of {', '.join(SUPPORTED_LANGUAGES)}, got {value!r}"
+        )
+    return value.strip().lower()
 
 
 def _sender_email(path: Path, document: dict[str, object]) -> str:

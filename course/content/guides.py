@@ -22,10 +22,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-# A reference matches a guide when the Dice coefficient of their distinctive words reaches this.
-# 0.5 accepts "what let-down is and how to encourage it" for a guide phrased "what let-down is"
-# (2 shared words of 3 and 2: 0.8) and rejects a reference that shares one word of four with a guide.
+from course.content.blocks import inline_link_spans, inline_plain, link_destination
+
+# A reference matches a guide when its distinctive words and those of one of the guide's phrases (or
+# its title) overlap this much: shared words / the larger of the two sets. 0.5 accepts "what let-down
+# is and how to encourage it" for a guide phrased "what let-down is" (2 of 3) and rejects "the event
+# guide" for a guide phrased "event planning checklist" (1 of 3), which a symmetric score let through.
 MATCH_THRESHOLD = 0.5
+
+# Words that frame a reference rather than name its topic: "our complete guide to X", "the
+# beginner's guide on X", "our latest article". They may stand between "our/the" and the noun.
+FRAMING_WORDS = (
+    "complete ultimate full comprehensive in-depth step-by-step beginner's beginners' short quick "
+    "detailed definitive latest new handy free little practical earlier previous popular own whole "
+    "updated illustrated"
+).split()
 
 # Words that carry no topic: function words, plus the words that frame a reference ("our guide on",
 # "the … page") so "the glossary page" and a guide titled "Glossary" compare on "glossary" alone.
@@ -37,12 +48,19 @@ STOPWORDS = frozenset(
     would will may might must shall not no so if then than too very just also more most some any all
     each every other such own same up out off again once
     see read learn check visit find guide guides page pages article articles post posts primer
-    tutorial tutorials explainer walkthrough lesson lessons handbook series
+    tutorial tutorials explainer walkthrough lesson lessons handbook series piece pieces overview
+    introduction write-up
     """.split()
+    + FRAMING_WORDS
+    + ["step", "depth"]
 )
 
-# What the referent is called: the noun in "our guide on X" / "the X page".
-_REFERENCE_NOUN = r"(?:guide|article|post|page|primer|tutorial|explainer|walkthrough|handbook)"
+# What the referent is called: the noun in "our guide on X" / "the X page", singular or plural.
+_REFERENCE_NOUN = (
+    r"(?:guides?|articles?|posts?|pages?|pieces?|primers?|tutorials?|explainers?|walkthroughs?|handbooks?"
+    r"|overviews?|introductions?|write-ups?)"
+)
+_FRAMING = r"(?:(?:" + "|".join(re.escape(word) for word in FRAMING_WORDS) + r")\s+){0,3}"
 # One word of a referent: letters, digits, inner hyphens and apostrophes.
 _WORD = r"[^\W_][\w'’-]*"
 # Where a referent after "on"/"to"/"about" ends: sentence or clause punctuation, a dash, a
@@ -51,9 +69,13 @@ _WORD = r"[^\W_][\w'’-]*"
 # topics contain one ("what let-down is and how to encourage it"); "is a/the/where …" does.
 _REFERENT_END = (
     r"(?=[.!?](?:\s|$)|[,;:()\[\]\n]|\s[—–]\s|\s-\s|$"
-    r"|\s(?:and for|and then|and see|but|which|where|so that|if you|when you)\b"
-    r"|\s(?:explains|shows|covers|walks|describes|goes|takes|tells|gives|lists|helps|has|have|will|can"
-    r"|should|may|might|would|are|is\s+(?:a|an|the|where|also|worth|full|packed))\b)"
+    r"|\s(?:and for|and then|and see|but|which|where|so that|if|when|before|after|because|while|unless"
+    r"|in our|in the)\b"
+    # The verb whose subject the reference is, singular or plural ("our guides on X cover …").
+    r"|\s(?:explains?|shows?|covers?|walks?|describes?|goes|go|takes?|tells?|gives?|lists?|helps?|has|have"
+    r"|will|can"
+    r"|should|may|might|would|are|went|was|were|is\s+(?:a|an|the|where|also|worth|full|packed|short|new|in|on"
+    r"|coming|linked|out|here|live))\b)"
 )
 # Referents after "on"/"to" longer than this are runaway matches, not topics.
 MAX_REFERENT_WORDS = 14
@@ -70,15 +92,16 @@ _OBJECT_AFTER_VERB = frozenset(
 # into a clause ("the nurse will page you"), determiners mean the title started later.
 _NOT_IN_TITLE = (
     r"(?:the|a|an|our|your|their|this|that|will|would|can|could|should|may|might|must|to|is|are|was|were"
-    r"|who|which)"
+    r"|who|which|on|in|at|of|for|from|with)"
 )
 
 _PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
-    # "our guide on X", "the article about X", "our guide to X": the whole phrase is the link text.
+    # "our guide on X", "the article about X", "our complete guide to X", "our guides on X": the whole
+    # phrase is the link text.
     (
         "noun-on-topic",
         re.compile(
-            rf"\b(?P<text>(?:our|the)\s+{_REFERENCE_NOUN}\s+(?:on|to|about|for)\s+"
+            rf"\b(?P<text>(?:our|the)\s+{_FRAMING}{_REFERENCE_NOUN}\s+(?:on|to|about|for)\s+"
             rf"(?P<topic>.+?){_REFERENT_END})",
             re.IGNORECASE,
         ),
@@ -88,13 +111,23 @@ _PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
         "titled-noun",
         re.compile(
             rf"\b(?P<text>(?:our|the)\s+"
-            rf"(?P<topic>(?:(?!{_NOT_IN_TITLE}\b){_WORD}\s+){{1,6}}){_REFERENCE_NOUN})\b"
+            rf"(?P<topic>(?:(?!{_NOT_IN_TITLE}\b){_WORD}\s+|of\s+){{1,6}}){_REFERENCE_NOUN})\b"
             # Peek at the next word without consuming it, to spot a verb ("the rangers guide you").
             rf"(?=\s+(?P<after>{_WORD})|)",
             re.IGNORECASE,
         ),
     ),
-    # "read more in X", "learn more about X": X is the link text.
+    # "See Shaping a Round Loaf (https://…)": a title the author followed with its address.
+    (
+        "title-and-url",
+        re.compile(
+            r"\b(?:see|read|visit|try|check out)\s+(?P<text>(?P<topic>[A-Z][^()\[\]\n]{2,80}?)\s+"
+            r"\((?P<url>https?://[^\s()]+)\))",
+            re.IGNORECASE,
+        ),
+    ),
+    # "read more in X", "learn more about X": X is the link text. Only kept when X names a guide, since
+    # "learn more about the weather" is no reference at all.
     (
         "read-more",
         re.compile(
@@ -104,6 +137,8 @@ _PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
         ),
     ),
 )
+_TITLE_AND_URL = re.compile(r"^(?P<label>.*\S)\s+\((?P<url>https?://[^\s()]+)\)$", re.DOTALL)
+_MARKDOWN_LINK = re.compile(r"^!?\[(?P<label>.*)\]\((?P<url>[^\s)]*)(?:\s+\"[^\"]*\")?\)$", re.DOTALL)
 
 
 class GuideCatalogueError(ValueError):
@@ -129,9 +164,10 @@ class GuideCatalogue:
         """Return the guide that ``reference_text`` most likely points to, or None.
 
         1. Reduce the reference and each of a guide's phrases and its title to distinctive words
-           (:func:`distinctive_words`).
-        2. Score each pair with the Dice coefficient ``2·|shared| / (|reference| + |phrase|)``; a
-           guide's score is its best phrase (or title).
+           (:func:`distinctive_words`): articles, framing words ("our complete guide to") and plurals
+           are normalised away.
+        2. Score each pair by ``|shared| / max(|reference|, |phrase|)``: both sides must be mostly
+           covered, so one shared word in three is no match; a guide's score is its best phrase.
         3. Return the best-scoring guide if it reaches ``MATCH_THRESHOLD``; on a tie the guide listed
            first in the catalogue wins.
         """
@@ -146,10 +182,21 @@ class GuideCatalogue:
                 if not phrase_words:
                     continue
                 shared = len(reference_words & phrase_words)
-                score = 2 * shared / (len(reference_words) + len(phrase_words))
+                score = shared / max(len(reference_words), len(phrase_words))
                 if score > best_score:
                     best_guide, best_score = guide, score
         return best_guide if best_score >= MATCH_THRESHOLD else None
+
+    def by_url(self, url: str) -> Guide | None:
+        """The guide at ``url`` (ignoring a trailing slash, the scheme's case and a fragment)."""
+        wanted = _normal_url(url)
+        return next((guide for guide in self.guides if _normal_url(guide.url) == wanted), None)
+
+
+def _normal_url(url: str) -> str:
+    url = url.split("#", 1)[0].strip()
+    scheme, separator, rest = url.partition("://")
+    return scheme.lower() + separator + rest.rstrip("/")
 
 
 @dataclass(frozen=True)
@@ -159,6 +206,9 @@ class Reference:
     start: int  # offset of `text` in the paragraph
     end: int
     guide: Guide | None  # None when no guide matched
+    # True when the article already links these words: they count for "further reading" but are
+    # never linked a second time.
+    linked: bool = False
 
 
 def distinctive_words(text: str) -> frozenset[str]:
@@ -170,7 +220,10 @@ def distinctive_words(text: str) -> frozenset[str]:
     """
     words = set()
     for raw_word in re.split(r"[\s\-–—/]+", text.lower().replace("’", "'")):
-        word = re.sub(r"[^\w']", "", raw_word).removesuffix("'s").strip("'")
+        cleaned = re.sub(r"[^\w']", "", raw_word)
+        if cleaned in STOPWORDS:  # "beginner's" frames a guide; "beginners" names a topic
+            continue
+        word = cleaned.removesuffix("'s").strip("'")
         if not word or word in STOPWORDS:
             continue
         if len(word) > 3 and word.endswith("ies"):
@@ -183,17 +236,34 @@ def distinctive_words(text: str) -> frozenset[str]:
 
 
 def find_references(paragraph: str, catalogue: GuideCatalogue) -> list[Reference]:
-    """Find the phrases in ``paragraph`` that point readers to a guide, matched against ``catalogue``.
+    """Find the phrases in ``paragraph`` (inline Markdown) that point readers to a guide.
 
-    1. Run the reference patterns in priority order: "our guide on X" (most explicit), then
-       "the X page" / "our X guide", then "read more in X".
-    2. Reject false positives: a topic without distinctive words ("the next page", "our guide to
-       it"), a positional "the X page", and "guide"/"page" used as a verb ("the rangers guide you").
-    3. Keep a candidate only if it does not overlap one already kept, so "read more in our guide on
+    1. Links already in the paragraph are references when their address is a guide's, or when their
+       text reads like one ("[our guide on shaping](…)"); they come back with ``linked=True``, and
+       every link or code span is closed to the patterns, so an existing link is never linked again.
+    2. Run the reference patterns in priority order: "our guide on X" (most explicit; framing words
+       such as "complete" allowed), "the X page" / "our X guide", "See Title (url)", "read more in X".
+    3. Reject false positives: a topic without distinctive words ("the next page", "our guide to
+       it", "our latest article"), a positional "the X page", "guide"/"page" used as a verb ("the
+       rangers guide you"), and a "read more in X" or "See X (url)" that names no guide.
+    4. Keep a candidate only if it does not overlap one already kept, so "read more in our guide on
        X" yields one reference.
-    4. Match each kept reference's text to the catalogue; return them in paragraph order.
+    5. Match each kept reference's text to the catalogue; return them in paragraph order.
     """
-    kept: list[tuple[int, int]] = []
+    references: list[Reference] = []
+    closed: list[tuple[int, int]] = []
+    for start, end in inline_link_spans(paragraph):
+        closed.append((start, end))
+        link = _MARKDOWN_LINK.match(paragraph[start:end])
+        if link is None or paragraph[start] == "!":
+            continue
+        label = inline_plain(link.group("label"))
+        guide = catalogue.by_url(link.group("url"))
+        if guide is None and any(pattern.search(label) for _, pattern in _PATTERNS[:2]):
+            guide = catalogue.match(label)
+        if guide is not None:
+            references.append(Reference(paragraph[start:end], start, end, guide, linked=True))
+
     for pattern_name, pattern in _PATTERNS:
         for found in pattern.finditer(paragraph):
             start, end = found.span("text")
@@ -204,14 +274,19 @@ def find_references(paragraph: str, catalogue: GuideCatalogue) -> list[Reference
                 continue
             if not distinctive_words(topic):
                 continue
-            if any(start < kept_end and kept_start < end for kept_start, kept_end in kept):
+            if any(start < closed_end and closed_start < end for closed_start, closed_end in closed):
                 continue
-            kept.append((start, end))
-    kept.sort()
-    return [
-        Reference(text=(text := paragraph[start:end]), start=start, end=end, guide=catalogue.match(text))
-        for start, end in kept
-    ]
+            text = paragraph[start:end]
+            if pattern_name == "title-and-url":
+                guide = catalogue.by_url(found.group("url")) or catalogue.match(topic)
+            else:
+                guide = catalogue.match(text)
+            if guide is None and pattern_name in ("read-more", "title-and-url"):
+                continue
+            closed.append((start, end))
+            references.append(Reference(text=text, start=start, end=end, guide=guide))
+    references.sort(key=lambda reference: reference.start)
+    return references
 
 
 def _is_titled_reference(topic: str, word_after: str | None) -> bool:
@@ -226,32 +301,46 @@ def _is_titled_reference(topic: str, word_after: str | None) -> bool:
 def link_markdown(paragraph: str, references: Sequence[Reference]) -> str:
     """Return ``paragraph`` with each matched reference as a Markdown link ``[text](url)``.
 
-    Backslashes and square brackets in the link text are escaped; parentheses and spaces in the URL
+    References already linked, and any that overlap a link or code span of the paragraph, stay as
+    they are: a link is never linked again. "Title (url)" becomes ``[Title](guide url)``. Square
+    brackets and stray backslashes in the link text are escaped; parentheses and spaces in the URL
     are percent-encoded so they cannot close the link early. Unmatched references stay plain text.
     """
+    protected = inline_link_spans(paragraph)
 
-    def markdown_link(reference: Reference, guide: Guide) -> str:
-        text = re.sub(r"([\\\[\]])", r"\\\1", reference.text)
-        url = guide.url.replace(" ", "%20").replace("(", "%28").replace(")", "%29")
-        return f"[{text}]({url})"
+    def markdown_link(reference: Reference, guide: Guide) -> str | None:
+        if reference.linked or any(reference.start < end and start < reference.end for start, end in protected):
+            return None
+        titled = _TITLE_AND_URL.match(reference.text)
+        label = titled.group("label") if titled else reference.text
+        label = re.sub(r"\\(?![\\`*_\[\]!&<~])", r"\\\\", label)  # a backslash that escapes nothing
+        label = re.sub(r"(?<!\\)([\[\]])", r"\\\1", label)
+        return f"[{label}]({link_destination(guide.url)})"
 
     return _replace_references(paragraph, references, markdown_link)
 
 
 def link_plain(paragraph: str, references: Sequence[Reference]) -> str:
-    """Return ``paragraph`` with each matched reference followed by its URL: ``text (url)``."""
-    return _replace_references(
-        paragraph, references, lambda reference, guide: f"{reference.text} ({guide.url})"
-    )
+    """Return ``paragraph`` with each matched reference followed by its URL: ``text (url)``.
+
+    A reference that already carries an address ("Title (url)", or a link) is left as it is."""
+
+    def plain_link(reference: Reference, guide: Guide) -> str | None:
+        if reference.linked or _TITLE_AND_URL.match(reference.text):
+            return None
+        return f"{reference.text} ({guide.url})"
+
+    return _replace_references(paragraph, references, plain_link)
 
 
 def _replace_references(
-    paragraph: str, references: Sequence[Reference], render: Callable[[Reference, Guide], str]
+    paragraph: str, references: Sequence[Reference], render: Callable[[Reference, Guide], str | None]
 ) -> str:
     """Splice ``render(reference, guide)`` over each matched reference span, checking the spans.
 
     References must belong to this paragraph (their text at their offsets) and must not overlap:
-    either mistake would corrupt the paragraph, so it raises ValueError instead.
+    either mistake would corrupt the paragraph, so it raises ValueError instead. A render that
+    returns None leaves its reference as it is.
     """
     pieces: list[str] = []
     position = 0
@@ -265,8 +354,11 @@ def _replace_references(
             raise ValueError(f"reference {reference.text!r} overlaps the previous reference")
         if reference.guide is None:
             continue
+        rendered = render(reference, reference.guide)
+        if rendered is None:
+            continue
         pieces.append(paragraph[position : reference.start])
-        pieces.append(render(reference, reference.guide))
+        pieces.append(rendered)
         position = reference.end
     pieces.append(paragraph[position:])
     return "".join(pieces)

@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 
 from course.content.definition import CoursePlan, PlannedLesson, load_course_definitions, plan_course
 from course.content.guides import load_guides
-from course.content.lesson_body import Block, LessonBody, StoredReference
+from course.content.lesson_body import LessonBody, StoredReference
 from course.ledger import cancel_lesson_rows
 from course.models import Course, Lesson, weekday_mask
 
@@ -70,10 +70,8 @@ def plan_content(content_dir: Path, on_progress: ProgressCallback = no_progress)
 
 
 def lesson_body(planned: PlannedLesson) -> LessonBody:
-    return LessonBody(
-        blocks=tuple(Block(heading=block.heading, paragraphs=tuple(block.paragraphs)) for block in planned.plan.blocks),
-        references=tuple(StoredReference.of(index, ref) for index, ref in planned.references),
-    )
+    """What a reader gets: the lesson's shown blocks with guide links written in, and its references."""
+    return LessonBody(blocks=planned.body, references=tuple(StoredReference.of(ref) for ref in planned.found))
 
 
 def _content_hash(title: str, body: dict[str, Any]) -> str:
@@ -98,6 +96,7 @@ def import_course(session: Session, plan: CoursePlan, *, now: datetime) -> Cours
         "sender_name": definition.sender_name,
         "sender_email": definition.sender_email,
         "target_words": definition.target_words,
+        "language": definition.language,
     }
     if any(getattr(course, name) != value for name, value in fields.items()):
         for name, value in fields.items():

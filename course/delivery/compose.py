@@ -24,14 +24,16 @@ from course.clock import Clock, get_clock
 from course.delivery.links import LinkPurpose, Signer, signer_from_settings
 from course.delivery.mime import OutgoingMessage, build_message
 from course.delivery.render import RenderedEmail, Renderer, Template, greeting_for
+from course.i18n import DEFAULT_LANGUAGE, translate
 from course.ledger import Batch, CampaignContent, CourseHeader, DeliveryJob, LessonContent, message_id_for
 from course.models import Campaign, CampaignStatus, Course, DeliveryKind, Lesson, Subscriber, SubscriberStatus
 from course.settings import Settings
 
-# Account mail: template name -> (subject, purpose of the signed link in its `action_url` slot).
+# Account mail: template name -> (subject, purpose of the signed link in its `action_url` slot). The
+# subject is a message of the catalogues (course/locales), translated into the course's language.
 TRANSACTIONAL_MAIL: dict[str, tuple[str, LinkPurpose]] = {
-    "confirm": ("Please confirm your place in {course}", LinkPurpose.CONFIRM),
-    "already_enrolled": ("You are already enrolled in {course}", LinkPurpose.PREFERENCES),
+    "confirm": ("Please confirm your place in %(course)s", LinkPurpose.CONFIRM),
+    "already_enrolled": ("You are already enrolled in %(course)s", LinkPurpose.PREFERENCES),
 }
 
 
@@ -141,6 +143,7 @@ class Composer:
             list_id=f"{course.title} <{course.slug}.{self.settings.list_id_domain}>",
             unsubscribe_url=self.signer.url(LinkPurpose.UNSUBSCRIBE, recipient.subscriber_id, course.course_id),
             account_links_to=account_links_to,
+            language=course.language,
         )
 
     def campaign(
@@ -192,7 +195,7 @@ class Composer:
         if template is None:
             template = cache[key] = self.renderer.transactional_template(
                 template_name,
-                subject=subject_format.format(course=course.title),
+                subject=translate(course.language, subject_format, course=course.title),
                 context={"course": course, "link_valid_days": self.settings.confirm_link_max_age_days},
             )
         return self._compose(
@@ -202,6 +205,7 @@ class Composer:
             list_id="",
             unsubscribe_url=self.signer.url(LinkPurpose.UNSUBSCRIBE, recipient.subscriber_id, course.course_id),
             action_url=self.signer.url(purpose, recipient.subscriber_id, course.course_id, *_names_its_signup(purpose, recipient)),
+            language=course.language,
         )
 
     # --- shared by every kind ------------------------------------------------------------------
@@ -216,11 +220,12 @@ class Composer:
         unsubscribe_url: str,
         action_url: str | None = None,
         account_links_to: str | None = None,
+        language: str = DEFAULT_LANGUAGE,
     ) -> ComposedEmail:
         """`account_links_to`: for a copy anyone may hold (the view-in-browser page), the URL the
         preferences and unsubscribe links lead to instead of the reader's signed ones."""
         values = {
-            "greeting": greeting_for(recipient.name),
+            "greeting": greeting_for(recipient.name, language),
             "view_url": self.signer.url(LinkPurpose.VIEW, recipient.delivery_id),
             "preferences_url": account_links_to or self.signer.url(LinkPurpose.PREFERENCES, recipient.subscriber_id),
             "unsubscribe_url": account_links_to or unsubscribe_url,
@@ -262,7 +267,9 @@ def _templates(templates: TemplateCache | None) -> dict[tuple[str, int], Templat
 
 
 def course_header(course: Course) -> CourseHeader:
-    return CourseHeader(course.id, course.slug, course.title, course.sender_name, course.sender_email)
+    # A Course not yet flushed has no language until its column default applies.
+    language = course.language or DEFAULT_LANGUAGE
+    return CourseHeader(course.id, course.slug, course.title, course.sender_name, course.sender_email, language)
 
 
 def lesson_content(lesson: Lesson, *, lesson_count: int | None) -> LessonContent:

@@ -10,8 +10,7 @@ Rendering is split in two so a batch of thousands costs one template render per 
 from __future__ import annotations
 
 import re
-import textwrap
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from pathlib import Path
@@ -23,8 +22,9 @@ import nh3
 from markdown_it import MarkdownIt
 from markupsafe import Markup, escape
 
-from course.content.guides import Reference, link_markdown, link_plain
+from course.i18n import DEFAULT_LANGUAGE, gettext_callables, translate
 from course.content.lesson_body import LessonBody
+from course.delivery.blocks_render import TEXT_WIDTH, blocks_html, blocks_text
 
 # Placeholders survive Jinja (no markup characters) and CSS inlining (plain text and attributes).
 SLOTS = ("greeting", "view_url", "preferences_url", "unsubscribe_url", "action_url")
@@ -36,14 +36,19 @@ def _slot(name: str) -> str:
 
 @lru_cache
 def template_environment(templates_dir: Path) -> Environment:
-    return Environment(
+    environment = Environment(
         loader=FileSystemLoader(str(templates_dir)),
         autoescape=select_autoescape(["html"], default_for_string=False),
         undefined=StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=True,
+        extensions=["jinja2.ext.i18n"],
     )
+    # English by default; a render in another language passes that language's gettext callables
+    # (course.i18n.gettext_callables) in its context, which take precedence over these globals.
+    environment.globals.update(gettext_callables(DEFAULT_LANGUAGE))
+    return environment
 
 
 # Article Markdown is the publisher's, but raw HTML in it is still not passed through.
@@ -99,58 +104,20 @@ def _ascii_html(html: str) -> str:
     return html if html.isascii() else html.encode("ascii", "xmlcharrefreplace").decode("ascii")
 
 
-def greeting_for(name: str) -> str:
+def greeting_for(name: str, language: str = DEFAULT_LANGUAGE) -> str:
     first = name.split()[0] if name.split() else ""
-    return f"Hi {first}," if first else "Hi there,"
-
-
-def references_of(body: LessonBody) -> dict[int, list[Reference]]:
-    """The stored references of a lesson body, grouped by paragraph index."""
-    by_paragraph: dict[int, list[Reference]] = {}
-    for ref in body.references:
-        by_paragraph.setdefault(ref.paragraph, []).append(ref.to_reference())
-    return by_paragraph
-
-
-def further_reading(body: LessonBody) -> list[dict[str, str]]:
-    seen: dict[str, dict[str, str]] = {}
-    for ref in body.references:
-        if ref.guide and ref.guide not in seen:
-            seen[ref.guide] = {"title": ref.title or "", "url": ref.url or ""}
-    return list(seen.values())
-
-
-def _blocks(body: LessonBody) -> Iterator[tuple[str | None, list[tuple[str, list[Reference]]]]]:
-    """Each block's heading and its paragraphs, each with the guide references found in it."""
-    references = references_of(body)
-    index = 0
-    for block in body.blocks:
-        paragraphs = []
-        for paragraph in block.paragraphs:
-            paragraphs.append((paragraph, references.get(index, [])))
-            index += 1
-        yield block.heading, paragraphs
+    return translate(language, "Hi %(name)s,", name=first) if first else translate(language, "Hi there,")
 
 
 def body_html(body: LessonBody) -> Markup:
-    parts: list[str] = []
-    for heading, paragraphs in _blocks(body):
-        if heading:
-            parts.append(f"<h2>{escape(heading)}</h2>")
-        parts.extend(_markdown.render(link_markdown(text, refs)) for text, refs in paragraphs)
-    return Markup("\n".join(parts))
+    """The HTML part of a lesson's body, from its blocks."""
+    return blocks_html(body.blocks)
 
 
-def body_text(body: LessonBody, width: int = 72) -> str:
-    parts: list[str] = []
-    for heading, paragraphs in _blocks(body):
-        if heading:
-            parts.append(f"{heading}\n{'-' * len(heading)}")
-        parts.extend(
-            textwrap.fill(link_plain(text, refs), width=width, break_long_words=False, break_on_hyphens=False)
-            for text, refs in paragraphs
-        )
-    return "\n\n".join(parts)
+def body_text(body: LessonBody, width: int = TEXT_WIDTH) -> str:
+    """The plain-text part of a lesson's body, from the same blocks: lines of at most ``width``
+    characters except code and URLs."""
+    return blocks_text(body.blocks, width)
 
 
 def markdown_html(text: str) -> Markup:
@@ -163,30 +130,45 @@ def campaign_html(text: str) -> Markup:
     return Markup(nh3.clean(_campaign_markdown.render(text), link_rel="noopener noreferrer"))
 
 
+def course_language(course: Any) -> str:
+    """The language of a course's email frame: its ``language`` attribute, English when it has none."""
+    return getattr(course, "language", None) or DEFAULT_LANGUAGE
+
+
 class Renderer:
     def __init__(self, templates_dir: Path) -> None:
         self.environment = template_environment(templates_dir)
 
-    def _render_pair(self, name: str, subject: str, context: Mapping[str, Any]) -> Template:
+    def _render_pair(
+        self, name: str, subject: str, context: Mapping[str, Any], language: str = DEFAULT_LANGUAGE
+    ) -> Template:
+        """Render templates/email/<name>.html and .txt; the frame's words are in ``language``."""
         slots = {slot: _slot(slot) for slot in SLOTS}
-        html = self.environment.get_template(f"email/{name}.html").render(subject=subject, **context, **slots)
-        text = self.environment.get_template(f"email/{name}.txt").render(subject=subject, **context, **slots)
+        values = {**gettext_callables(language), **context, **slots, "subject": subject}
+        html = self.environment.get_template(f"email/{name}.html").render(values)
+        text = self.environment.get_template(f"email/{name}.txt").render(values)
         return Template(subject=subject, text=text, html=_ascii_html(_inliner.inline(html)))
 
     def lesson_template(self, *, course: Any, lesson: Any) -> Template:
-        """`course` has .title; `lesson` has .position, .lesson_count, .title, .reading_minutes, .body
-        (a LessonBody or its stored JSON; a body of another shape raises LessonBodyError)."""
+        """`course` has .title (and .language, English when absent); `lesson` has .position,
+        .lesson_count, .title, .reading_minutes, .body (a LessonBody or its stored JSON; a body of
+        another shape raises LessonBodyError)."""
+        language = course_language(course)
         body = lesson.body if isinstance(lesson.body, LessonBody) else LessonBody.from_json(lesson.body)
         return self._render_pair(
             "lesson",
-            f"Lesson {lesson.position} of {lesson.lesson_count}: {lesson.title}",
+            translate(
+                language, "Lesson %(position)s of %(count)s: %(title)s",
+                position=lesson.position, count=lesson.lesson_count, title=lesson.title,
+            ),
             {
                 "course": course,
                 "lesson": lesson,
                 "body_html": body_html(body),
                 "body_text": body_text(body),
-                "further_reading": further_reading(body),
+                "further_reading": body.further_reading(),
             },
+            language,
         )
 
     def campaign_template(self, *, subject: str, body_markdown: str, sender_name: str, preheader: str = "") -> Template:
@@ -203,5 +185,5 @@ class Renderer:
 
     def transactional_template(self, name: str, *, subject: str, context: Mapping[str, Any]) -> Template:
         """Account mail (confirmation and the like): templates/email/<name>.html and .txt, whose
-        main link is the `action_url` slot."""
-        return self._render_pair(name, subject, context)
+        main link is the `action_url` slot. The frame is in the language of ``context["course"]``."""
+        return self._render_pair(name, subject, context, course_language(context.get("course")))

@@ -14,7 +14,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from course.clock import get_clock
 from course.delivery.links import MAX_ID, InvalidLink, LinkPurpose, Signer
-from course.delivery.render import Renderer
+from course.delivery.render import Renderer, course_language
+from course.i18n import gettext_callables
 from course.settings import Settings
 from course.web.security import CSRF_COOKIE, CSRF_FIELD, CsrfTokens
 
@@ -71,8 +72,14 @@ class Site:
         **context: Any,
     ) -> HTMLResponse:
         tokens = CsrfTokens(self.settings.secret_key, request)
+        # A page about one course speaks its language (a `language` value, else the course's own).
+        language = context.pop("language", None) or course_language(context.get("course"))
         html = self.environment.get_template(f"web/{template}").render(
-            csrf_token=tokens.field, csrf_field=CSRF_FIELD, base_url=self.settings.base_url.rstrip("/"), **context
+            **gettext_callables(language),
+            csrf_token=tokens.field,
+            csrf_field=CSRF_FIELD,
+            base_url=self.settings.base_url.rstrip("/"),
+            **context,
         )
         response = HTMLResponse(html, status_code=status, headers=headers)
         if tokens.used and tokens.is_new:

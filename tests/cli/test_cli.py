@@ -19,9 +19,10 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from course.content.article import load_article
+from course.content.blocks import BLOCK_KINDS, block_from_dict, join_pieces
 from course.db import make_engine
 from course.audience.enrollment import unsubscribe
-from course.models import Delivery, Subscriber
+from course.models import Delivery, Lesson, Subscriber
 from tests.support.services import seed_article_path
 from tests.support.content_fixtures import SEED_GUIDES
 from tests.support.pipeline_fixtures import snapshot
@@ -174,7 +175,7 @@ def test_subscribe_refuses_a_bounced_address(folder: Path, db_of: Callable[[Path
     ]
 
 
-def test_split_json_matches_the_documented_shape_and_keeps_every_paragraph(tmp_path: Path) -> None:
+def test_split_json_shows_blocks_with_kind_and_level_and_keeps_every_block(tmp_path: Path) -> None:
     seed = seed_article_path()
     guides = tmp_path / "guides.toml"
     guides.write_text(SEED_GUIDES)
@@ -184,18 +185,63 @@ def test_split_json_matches_the_documented_shape_and_keeps_every_paragraph(tmp_p
     assert set(plan) == {"title", "lessons"} and isinstance(plan["title"], str)
     assert len(plan["lessons"]) >= 2
     for lesson in plan["lessons"]:
-        assert set(lesson) == {"title", "words", "paragraphs", "references"}
-        assert isinstance(lesson["title"], str) and lesson["title"]
+        assert set(lesson) == {"title", "words", "minutes", "blocks", "references"}
+        assert isinstance(lesson["title"], str) and lesson["title"] and not re.search(r"Part \d", lesson["title"])
         assert isinstance(lesson["words"], int) and lesson["words"] > 0
-        assert lesson["paragraphs"] and all(isinstance(p, str) for p in lesson["paragraphs"])
+        assert lesson["blocks"] and all(block["kind"] in BLOCK_KINDS for block in lesson["blocks"])
+        for block in lesson["blocks"]:
+            if block["kind"] == "heading":
+                assert block["level"] == 2
+                assert block.get("title", False) == (block["text"] == lesson["title"])
         for reference in lesson["references"]:
             assert set(reference) == {"text", "guide"}
             assert isinstance(reference["text"], str) and (reference["guide"] is None or isinstance(reference["guide"], str))
     article = load_article(seed)
     assert plan["title"] == article.title
-    assert [p for lesson in plan["lessons"] for p in lesson["paragraphs"]] == list(article.paragraphs)
+    blocks = [block_from_dict({k: v for k, v in block.items() if k != "title"}) for lesson in plan["lessons"] for block in lesson["blocks"]]
+    assert join_pieces(blocks) == list(article.blocks)
     guides_found = {ref["guide"] for lesson in plan["lessons"] for ref in lesson["references"]}
     assert {"let-down", "anr-benefits"} <= guides_found
+
+
+def test_import_feed_adds_entries_once_and_they_become_lessons(
+    folder: Path, db_of: Callable[[Path], sessionmaker[Session]]
+) -> None:
+    content = folder / "content"
+    shutil.copytree(Path(__file__).resolve().parents[2] / "content", content)
+    feed = Path(__file__).resolve().parents[1] / "content" / "data" / "feeds" / "garden-rss.xml"
+    first = run_in(folder, "import-feed", str(feed), "--course", SLUG, "--content", str(content))
+    assert first.returncode == 0, first.stderr
+    assert f"{SLUG}: 2 new entries, 0 imported before" in first.stdout
+    assert re.search(rf"{SLUG}: updated \(lessons: [1-9]\d* added", first.stdout), first.stdout
+    with db_of(folder)() as session:
+        lessons_after_first = session.scalar(select(func.count()).select_from(Lesson))
+    again = run_in(folder, "import-feed", str(feed), "--course", SLUG, "--content", str(content))
+    assert again.returncode == 0, again.stderr
+    assert f"{SLUG}: 0 new entries, 2 imported before" in again.stdout
+    assert f"{SLUG}: unchanged" in again.stdout
+    with db_of(folder)() as session:
+        assert session.scalar(select(func.count()).select_from(Lesson)) == lessons_after_first
+        titles = session.scalars(select(Lesson.title).order_by(Lesson.position)).all()
+    assert titles[-2:] == ["Growing Tomatoes on a Balcony", "Saving Seeds From Your Tomatoes"]
+
+
+def test_import_feed_with_bad_input_prints_one_error_line(tmp_path: Path) -> None:
+    content = tmp_path / "content"
+    shutil.copytree(Path(__file__).resolve().parents[2] / "content", content)
+    not_a_feed = tmp_path / "page.xml"
+    not_a_feed.write_text("<html><body>hello</body></html>")
+    cases = [
+        (["import-feed", str(not_a_feed), "--course", SLUG, "--content", str(content)], "not an RSS or Atom feed"),
+        (["import-feed", str(not_a_feed), "--course", "nope", "--content", str(content)], "unknown course 'nope'"),
+        (["import-feed", str(tmp_path / "missing.xml"), "--course", SLUG, "--content", str(content)], "cannot read the feed"),
+    ]
+    for args, expected in cases:
+        result = run_in(tmp_path, *args)
+        assert result.returncode == 1, result.stdout
+        [line] = result.stderr.strip().splitlines()
+        assert line.startswith("error:") and expected in line
+    assert not (content / "feeds").exists()
 
 
 def test_split_a_broken_file_prints_one_error_line(tmp_path: Path) -> None:

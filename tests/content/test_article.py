@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from course.content.article import Article, ArticleError, Section, load_article, parse_article
+from course.content.blocks import Code, Heading, ListBlock, Paragraph, Quote
 from tests.support.services import seed_article_path
 from tests.support.content_fixtures import SEED_HEADINGS
 
@@ -168,16 +169,23 @@ keep   spacing
 """
 
 
-def test_markdown_front_matter_title_sections_and_blocks() -> None:
+def test_markdown_front_matter_title_and_blocks() -> None:
     article = parse_article(MARKDOWN, source="flour.md")
     assert article.title == "Flour and Water"
     assert dict(article.meta) == {"author": "Jo Baker", "summary": "Quoted: value"}
+    assert article.blocks == (
+        Paragraph("The lede, wrapped over two lines."),
+        Heading("Mixing", 2),
+        Paragraph("Mix the flour and the water."),
+        ListBlock(ordered=False, items=((Paragraph("flour"),), (Paragraph("water"),))),
+        Quote((Paragraph("A quotation over two lines."),)),
+        Heading("Resting", 3),
+        Code("# not a heading\nkeep   spacing"),
+    )
+    # The old sectioned view is still there, each block as Markdown.
     assert article.sections == (
         Section(None, ("The lede, wrapped over two lines.",)),
-        Section(
-            "Mixing",
-            ("Mix the flour and the water.", "- flour\n- water", "> A quotation\n> over two lines."),
-        ),
+        Section("Mixing", ("Mix the flour and the water.", "- flour\n- water", "> A quotation over two lines.")),
         Section("Resting", ("```\n# not a heading\nkeep   spacing\n```",)),
     )
     assert article.paragraphs == tuple(p for section in article.sections for p in section.paragraphs)
@@ -193,7 +201,7 @@ def test_markdown_title_from_front_matter_and_repeated_h1_is_not_a_section() -> 
 def test_markdown_without_front_matter_and_with_closing_hashes() -> None:
     article = parse_article("# Title #\nLede.\n## Section ##\nBody.\n", source="x.md")
     assert article.title == "Title"
-    assert article.sections == (Section(None, ("Lede.",)), Section("Section", ("Body.",)))
+    assert article.blocks == (Paragraph("Lede."), Heading("Section", 2), Paragraph("Body."))
 
 
 def test_meta_is_read_only_and_article_is_hashable_and_picklable() -> None:
@@ -221,8 +229,8 @@ def test_load_article_reads_markdown_and_text_files(tmp_path: Path) -> None:
     markdown_path.write_text("\ufeff# Title\n\nBody.\n", encoding="utf-8")
     text_path = tmp_path / "b.txt"
     text_path.write_text("Title\nBody.\n", encoding="utf-8")
-    assert load_article(markdown_path) == Article("Title", (Section(None, ("Body.",)),), str(markdown_path))
-    assert load_article(text_path).paragraphs == ("Body.",)
+    assert load_article(markdown_path) == Article("Title", (Paragraph("Body."),), str(markdown_path))
+    assert load_article(text_path).blocks == (Paragraph("Body."),)
 
 
 # --- errors ----------------------------------------------------------------------------------------------
@@ -240,7 +248,8 @@ def test_load_article_reads_markdown_and_text_files(tmp_path: Path) -> None:
         ("only-headings.md", b"# Title\n\n## A\n\n## B\n", "no paragraphs"),
         ("only-title.txt", b"Just A Title\n\n", "no paragraphs"),
         ("unterminated.md", b"---\ntitle: T\n\n# T\n\nBody.\n", "never closed"),
-        ("bad-front.md", b"---\nthis is not a pair\n---\n# T\n\nBody.\n", "2: front matter line"),
+        ("bad-front.md", b"---\nthis is not a pair\n---\n# T\n\nBody.\n", "2: front matter must be 'key: value' lines"),
+        ("bad-yaml.md", b"---\ntitle: [unclosed\n---\n# T\n\nBody.\n", "front matter is not valid YAML"),
         ("empty-heading.md", b"# T\n\nBody.\n\n##\n\nMore.\n", "5: empty heading"),
         ("fence.md", b"# T\n\n```\ncode\n", "3: code fence"),
         ("article.docx", b"Title\nBody.\n", "unknown article extension"),

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from course.content.article import load_article
+from course.content.blocks import inline_texts, join_pieces
 from course.content.definition import (
     CourseDefinitionError,
     load_course_definition,
@@ -59,22 +60,24 @@ def test_plan_of_shipped_course_links_every_reference() -> None:
 
     assert plan.unmatched_references == ()
     assert [lesson.position for lesson in plan.lessons] == list(range(1, len(plan.lessons) + 1))
-    # Lessons follow the articles in order and carry all their paragraphs.
+    # Lessons follow the articles in order and carry all their blocks.
     for article_path in definition.articles:
         article = load_article(article_path)
         lessons = [lesson for lesson in plan.lessons if lesson.article_source == article.source]
         assert len(lessons) >= 2
-        assert [p for lesson in lessons for p in lesson.plan.paragraphs] == list(article.paragraphs)
+        assert join_pieces(block for lesson in lessons for block in lesson.plan.body) == list(article.blocks)
     sources = [lesson.article_source for lesson in plan.lessons]
     assert sources == sorted(sources, key=[str(path) for path in definition.articles].index)
-    # Each article points to guides, and each reference sits where its index says.
+    # Each article points to guides, and each matched reference is a link in the body shown.
     linked_keys = set()
     for lesson in plan.lessons:
-        for paragraph_index, reference in lesson.references:
-            paragraph = lesson.plan.paragraphs[paragraph_index]
-            assert paragraph[reference.start : reference.end] == reference.text
+        shown = " ".join(inline_texts(lesson.body))
+        for reference in lesson.found:
             assert reference.guide is not None
+            assert f"]({reference.guide.url})" in shown
             linked_keys.add(reference.guide.key)
+        # The body is what the plan shows, the title's heading left out, links apart.
+        assert [block.kind for block in lesson.body] == [block.kind for block in lesson.plan.shown]
     assert len(linked_keys) >= 4
 
 
@@ -152,6 +155,8 @@ def test_content_dir_without_courses_has_none(tmp_path: Path) -> None:
         (MINIMAL.replace('["articles/a.md"]', "[]"), "articles"),
         (MINIMAL + 'send_tme = "09:00"\n', "send_tme"),
         (MINIMAL + "title = \n", "invalid TOML"),
+        (MINIMAL + 'language = "xx"\n', "language"),
+        (MINIMAL + "language = 7\n", "language"),
     ],
 )
 def test_invalid_definition_names_file_and_key(tmp_path: Path, content: str, key: str) -> None:
@@ -160,6 +165,13 @@ def test_invalid_definition_names_file_and_key(tmp_path: Path, content: str, key
         load_course_definition(course_path)
     assert str(course_path) in str(raised.value)
     assert key in str(raised.value)
+
+
+def test_language_defaults_to_english_and_accepts_the_shipped_ones(tmp_path: Path) -> None:
+    assert load_course_definition(make_content(tmp_path, MINIMAL)).language == "en"
+    for language in ("de", "fr", "DE"):
+        course_path = make_content(tmp_path, MINIMAL + f'language = "{language}"\n')
+        assert load_course_definition(course_path).language == language.lower()
 
 
 def test_invalid_slug_is_rejected(tmp_path: Path) -> None:

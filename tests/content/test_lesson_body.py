@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
+from course.content.blocks import Heading, ListBlock, Paragraph, Table
 from course.content.guides import Guide, Reference
-from course.content.lesson_body import Block, LessonBody, LessonBodyError, StoredReference
+from course.content.lesson_body import LessonBody, LessonBodyError, StoredReference
 
 GUIDE = Guide(key="starter", title="Feeding a starter", url="https://example.org/starter", phrases=("feeding a starter",))
 PARAGRAPHS = ("First, see our guide on feeding a starter.", "Then bake.")
@@ -31,28 +32,60 @@ def stored() -> dict[str, Any]:
     }  # fmt: skip
 
 
-def test_the_stored_shape_reads_back_unchanged() -> None:
+def test_the_first_stored_shape_reads_into_blocks_with_its_links() -> None:
     body = LessonBody.from_json(stored())
-    assert body.blocks == (Block(None, (PARAGRAPHS[0],)), Block("Baking", (PARAGRAPHS[1],)))
-    assert list(body.paragraphs()) == list(enumerate(PARAGRAPHS))
-    assert body.to_json() == stored()
-    # Through real JSON too, and with the same bytes under the importer's hash (sort_keys).
-    assert json.dumps(LessonBody.from_json(json.loads(json.dumps(stored()))).to_json(), sort_keys=True) == json.dumps(
-        stored(), sort_keys=True
+    assert body.blocks == (
+        Paragraph("First, see [our guide on feeding a starter](https://example.org/starter)."),
+        Heading("Baking", 2),
+        Paragraph("Then bake."),
     )
+    assert body.references == (
+        StoredReference("our guide on feeding a starter", "starter", "Feeding a starter", "https://example.org/starter"),
+        StoredReference("bake"),
+    )
+    assert body.further_reading() == [{"title": "Feeding a starter", "url": "https://example.org/starter"}]
     assert LessonBody.from_json({"blocks": []}) == LessonBody(blocks=())
+    # Lists and other Markdown kept in a first-shape paragraph become their blocks.
+    listed = LessonBody.from_json({"blocks": [{"heading": None, "paragraphs": ["- flour\n- water"]}]})
+    assert listed.blocks == (ListBlock(False, ((Paragraph("flour"),), (Paragraph("water"),))),)
 
 
-def test_references_convert_both_ways() -> None:
+def test_the_block_shape_reads_back_unchanged() -> None:
+    body = LessonBody(
+        blocks=(Heading("Baking", 3), Paragraph("See [the guide](https://example.org/g)."), Table(("a",), (("1",),), ("",))),
+        references=(StoredReference("the guide", "g", "The Guide", "https://example.org/g"), StoredReference("x")),
+    )
+    stored_json = body.to_json()
+    assert stored_json["version"] == 2
+    assert LessonBody.from_json(json.loads(json.dumps(stored_json))) == body
+    assert json.dumps(LessonBody.from_json(stored_json).to_json(), sort_keys=True) == json.dumps(stored_json, sort_keys=True)
+
+
+def test_references_are_stored_from_what_the_plan_found() -> None:
     start = PARAGRAPHS[0].index("our guide")
     found = Reference(text="our guide on feeding a starter", start=start, end=start + 30, guide=GUIDE)
-    kept = StoredReference.of(0, found)
-    assert (kept.guide, kept.title, kept.url) == ("starter", "Feeding a starter", "https://example.org/starter")
-    back = kept.to_reference()
-    assert (back.text, back.start, back.end) == (found.text, found.start, found.end)
-    assert back.guide is not None and (back.guide.key, back.guide.url) == ("starter", GUIDE.url)
-    unmatched = StoredReference.of(1, Reference(text="bake", start=5, end=9, guide=None))
-    assert unmatched.to_reference().guide is None and unmatched.guide is None
+    kept = StoredReference.of(found)
+    assert (kept.text, kept.guide, kept.title, kept.url) == (found.text, "starter", "Feeding a starter", GUIDE.url)
+    unmatched = StoredReference.of(Reference(text="bake", start=5, end=9, guide=None))
+    assert unmatched == StoredReference("bake")
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"version": 3, "blocks": []}, "unknown version 3"),
+        ({"version": 2, "blocks": [], "extra": 1}, "unknown keys: extra"),
+        ({"version": 2, "blocks": [{"kind": "video"}]}, "block 0 \\('video'\\) is malformed: unknown block kind"),
+        ({"version": 2, "blocks": [{"kind": "paragraph"}]}, "block 0 \\('paragraph'\\) is malformed"),
+        ({"version": 2, "blocks": ["text"]}, "block 0 must be an object"),
+        ({"version": 2, "blocks": [], "references": [{"text": 1}]}, "reference 0: 'text' must be text"),
+        ({"version": 2, "blocks": [], "references": [{"text": "x", "guide": "g"}]}, "guide 'g' needs its 'title' and 'url'"),
+        ({"version": 2, "blocks": [], "references": [{"text": "x", "page": 1}]}, "reference 0 has unknown keys: page"),
+    ],
+)
+def test_a_block_body_of_another_shape_is_refused_by_name(data: Any, message: str) -> None:
+    with pytest.raises(LessonBodyError, match=message):
+        LessonBody.from_json(data)
 
 
 def _with(path: tuple[Any, ...], value: Any) -> dict[str, Any]:

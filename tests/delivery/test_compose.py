@@ -11,7 +11,8 @@ from email.message import EmailMessage
 import pytest
 
 from course.clock import ManualClock
-from course.content.lesson_body import Block, LessonBody, LessonBodyError
+from course.content.blocks import Heading, Paragraph
+from course.content.lesson_body import LessonBody, LessonBodyError
 from course.delivery.compose import (
     Composer,
     NothingToCompose,
@@ -29,7 +30,7 @@ from course.settings import PROJECT_ROOT, Settings
 NOW = datetime(2026, 3, 5, 12, 0, tzinfo=timezone.utc)
 SIGNER = Signer(secret="test-secret", base_url="https://courses.example.org")
 COURSE = CourseHeader(7, "bread", "Bread at Home", "The Letter", "lessons@example.com")
-BODY = LessonBody(blocks=(Block(heading="Flour", paragraphs=("Use strong flour.",)),)).to_json()
+BODY = LessonBody(blocks=(Heading("Flour", 2), Paragraph("Use strong flour."))).to_json()
 LESSON = LessonContent(11, COURSE, 2, 5, "Flour first", BODY, 3, False)
 CAMPAIGN = CampaignContent(21, "nov", "November news", "Some **news**.", "The Paper", "news@example.com", False)
 ANN = Recipient(delivery_id=101, subscriber_id=5, name="Ann Lee", email="ann@example.org")

@@ -12,7 +12,8 @@ import pytest
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from course.content.lesson_body import Block, LessonBody
+from course.content.blocks import Paragraph, escape_inline
+from course.content.lesson_body import LessonBody
 from course.db import make_engine
 from course.audience.enrollment import enroll, get_or_create_subscriber
 from course.models import Base, Course, Delivery, Enrollment, Lesson, Subscriber
@@ -37,7 +38,7 @@ def pg(pg_database_url: str) -> Iterator[sessionmaker[Session]]:
 
 
 def lesson_body(text_: str) -> dict[str, Any]:
-    return LessonBody(blocks=(Block(heading=None, paragraphs=(text_,)),)).to_json()
+    return LessonBody(blocks=(Paragraph(escape_inline(text_)),)).to_json()
 
 
 def make_course(

@@ -9,7 +9,8 @@ from typing import Any
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
-from course.content.lesson_body import Block, LessonBody
+from course.content.blocks import Heading, Paragraph
+from course.content.lesson_body import LessonBody
 from course.ledger import insert_lesson_rows
 from course.models import DeliveryState, Enrollment
 
@@ -27,7 +28,11 @@ PARAGRAPH = (
 
 def _lesson_body(index: int) -> dict[str, Any]:
     return LessonBody(
-        blocks=(Block(None, (PARAGRAPH, PARAGRAPH)), Block(f"Part {index}: what to try", (PARAGRAPH,) * 3))
+        blocks=(
+            *(Paragraph(PARAGRAPH),) * 2,
+            Heading(f"Part {index}: what to try", 2),
+            *(Paragraph(PARAGRAPH),) * 3,
+        )
     ).to_json()
 
 

@@ -6,8 +6,13 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
+from babel.dates import get_day_names
+from babel.lists import format_list
+
 from course.audience.subscriptions import check_signup
 from course.content.catalogue import find_course, list_courses, live_lessons
+from course.delivery.render import course_language
+from course.i18n import translate
 from course.models import Course
 from course.web.public.forms import SiteDep, TextField, csrf_failed, zone_names_for_list
 from course.web.public.signups import (
@@ -99,7 +104,7 @@ def _signup(
         course = find_course(session, slug)
         if course is None:
             raise PageError(404, "Course not found", "There is no course at this address. See the list of courses.")
-        course_id, course_title = course.id, course.title
+        course_id, course_title, language = course.id, course.title, course_language(course)
     if not ip_limit_allows(site, request):
         raise too_many_signups(site)
     answer = {
@@ -108,6 +113,7 @@ def _signup(
         "email": email.strip()[:320],
         "confirm_days": site.settings.confirm_link_max_age_days,
         "embedded": embedded,
+        "language": language,
     }
     if not proof_of_work_passes(site, proof_of_work):
         form = {"email": email[:320], "name": name[:200], "timezone": timezone[:64]}
@@ -169,12 +175,13 @@ def signup_from_elsewhere(
 
 
 def _send_days(course: Course) -> str:
-    """The course's sending days in words: "every weekday", "every day", "on Mon, Wed and Fri"."""
-    names = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+    """The course's sending days in words, in its language: "every weekday", "every day", "on Mon,
+    Wed and Fri" ("jeden Tag", "mo., mi. und fr." …)."""
+    language = course_language(course)
     days = sorted(course.weekdays)
     if days == list(range(7)):
-        return "every day"
+        return translate(language, "every day")
     if days == list(range(5)):
-        return "every weekday"
-    listed = [names[day] for day in days]
-    return "on " + (", ".join(listed[:-1]) + " and " + listed[-1] if len(listed) > 1 else listed[0])
+        return translate(language, "every weekday")
+    names = get_day_names("abbreviated", locale=language)  # 0 = Monday, like Course.weekdays
+    return translate(language, "on %(days)s", days=format_list([names[day] for day in days], locale=language))

@@ -1,0 +1,100 @@
+"""Guide references measured on a labelled set of wordings: precision and recall, printed and floored.
+
+``data/references.toml`` holds a small guide catalogue and sentences written for this test, each
+with the guides it refers to, the references that must be reported as unmatched, and whether it
+already links them.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from course.content.blocks import inline_link_spans, inline_plain
+from course.content.guides import Guide, GuideCatalogue, find_references, link_markdown
+
+LABELLED = Path(__file__).parent / "data" / "references.toml"
+MIN_PRECISION = 0.95
+MIN_RECALL = 0.90
+
+
+def labelled() -> tuple[GuideCatalogue, list[dict[str, object]]]:
+    document = tomllib.loads(LABELLED.read_text(encoding="utf-8"))
+    catalogue = GuideCatalogue(
+        tuple(Guide(g["key"], g["title"], g["url"], tuple(g["phrases"])) for g in document["guide"])
+    )
+    return catalogue, document["case"]
+
+
+def test_labelled_set_has_at_least_forty_wordings() -> None:
+    _, cases = labelled()
+    assert len(cases) >= 40
+    assert sum(1 for case in cases if not case["guides"]) >= 10  # decoys that must match nothing
+
+
+def test_reference_precision_and_recall(capsys: pytest.CaptureFixture[str]) -> None:
+    catalogue, cases = labelled()
+    true_positives = false_positives = false_negatives = 0
+    mistakes: list[str] = []
+    for case in cases:
+        text = str(case["text"])
+        references = find_references(text, catalogue)
+        found = {reference.guide.key for reference in references if reference.guide}
+        expected = set(case["guides"])  # type: ignore[arg-type]
+        true_positives += len(found & expected)
+        false_positives += len(found - expected)
+        false_negatives += len(expected - found)
+        if found != expected:
+            mistakes.append(f"  {text!r}: found {sorted(found)}, expected {sorted(expected)}")
+        unmatched = [reference.text for reference in references if reference.guide is None]
+        for wording in case.get("unmatched", []):  # type: ignore[attr-defined]
+            if wording not in unmatched:
+                mistakes.append(f"  {text!r}: {wording!r} not reported as unmatched (got {unmatched})")
+                false_negatives += 1
+    precision = true_positives / (true_positives + false_positives)
+    recall = true_positives / (true_positives + false_negatives)
+    with capsys.disabled():
+        print(
+            f"\nguide references on {len(cases)} labelled wordings: precision {precision:.3f}  recall {recall:.3f}"
+            f"  ({true_positives} right, {false_positives} wrong, {false_negatives} missed)"
+        )
+        if mistakes:
+            print("\n".join(mistakes))
+    assert precision >= MIN_PRECISION, "\n".join(mistakes)
+    assert recall >= MIN_RECALL, "\n".join(mistakes)
+
+
+def test_linking_never_links_an_existing_link_again() -> None:
+    catalogue, cases = labelled()
+    for case in cases:
+        text = str(case["text"])
+        linked = link_markdown(text, find_references(text, catalogue))
+        # Every link of the result is a link of the source, or a new link over words that were
+        # plain text: none sits inside another, and the words read the same.
+        assert inline_plain(linked) == inline_plain(text) or "(http" in text
+        spans = inline_link_spans(linked)
+        for (start, end), (next_start, _) in zip(spans, spans[1:]):
+            assert end <= next_start
+        if case.get("linked"):
+            for start, end in inline_link_spans(text):
+                assert text[start:end] in linked
+            assert linked.count("](") == len(catalogue.guides) * 0 + linked.count("](")
+            for start, end in spans:
+                assert "](" not in linked[start + 1 : end].split("](", 1)[0]
+
+
+def test_title_and_url_becomes_one_link_with_the_title_as_text() -> None:
+    catalogue, _ = labelled()
+    text = "See Shaping a Round Loaf (https://example.com/guides/shaping) for the folds."
+    assert link_markdown(text, find_references(text, catalogue)) == (
+        "See [Shaping a Round Loaf](https://example.com/guides/shaping) for the folds."
+    )
+
+
+def test_complete_guide_to_is_one_reference_not_our_complete_guide() -> None:
+    catalogue, _ = labelled()
+    [reference] = find_references("Our complete guide to feeding a starter has the full schedule.", catalogue)
+    assert reference.text == "Our complete guide to feeding a starter"
+    assert reference.guide is not None and reference.guide.key == "feeding-a-starter"

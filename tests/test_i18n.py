@@ -1,0 +1,113 @@
+"""The email frame in the course's language: complete catalogues, translated renders, locale dates."""
+
+from __future__ import annotations
+
+import datetime
+import html
+import re
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from babel.messages.extract import extract_from_dir
+from babel.messages.pofile import read_po
+
+from course.delivery.render import Renderer
+from course.i18n import LOCALES_DIR, SUPPORTED_LANGUAGES, UnknownLanguageError, gettext_callables, translate
+from course.settings import PROJECT_ROOT
+
+TEMPLATES = PROJECT_ROOT / "templates"
+
+
+def source_messages() -> set[str]:
+    """Every msgid of the email and page templates and of translate(language, "…") calls in course/
+    (a plural message counts by its singular)."""
+    options = {"extensions": "jinja2.ext.i18n"}
+    patterns = ["email/**.html", "email/**.txt", "web/**.html"]
+    messages = {
+        message if isinstance(message, str) else message[0]
+        for _, _, message, _, _ in extract_from_dir(
+            str(TEMPLATES), [(pattern, "jinja2") for pattern in patterns],
+            options_map={pattern: options for pattern in patterns},
+        )
+    }
+    messages |= {
+        message
+        for _, _, message, _, _ in extract_from_dir(
+            str(PROJECT_ROOT / "course"), [("**.py", "python")], keywords={"translate": (2,)}
+        )
+        if isinstance(message, str)
+    }
+    return messages
+
+
+def catalogue(language: str) -> dict[str, str]:
+    """msgid -> translation (a plural message by its singular, with all its forms joined)."""
+    with (LOCALES_DIR / language / "LC_MESSAGES" / "messages.po").open("rb") as po_file:
+        entries = [message for message in read_po(po_file) if message.id]
+    return {
+        (entry.id if isinstance(entry.id, str) else entry.id[0]): (
+            entry.string if isinstance(entry.string, str) else " ".join(entry.string) if all(entry.string) else ""
+        )
+        for entry in entries
+    }
+
+
+def test_source_strings_are_found() -> None:
+    messages = source_messages()
+    assert {"Lesson %(position)s of %(count)s", "View in browser", "Unsubscribe", "Hi %(name)s,"} <= messages
+    assert len(messages) >= 25
+
+
+@pytest.mark.parametrize("language", [language for language in SUPPORTED_LANGUAGES if language != "en"])
+def test_every_source_string_is_translated_with_the_same_placeholders(language: str) -> None:
+    translations = catalogue(language)
+    missing = sorted(source_messages() - {message for message, text in translations.items() if text})
+    assert not missing, f"{language}: untranslated: {missing}"
+    for message, text in translations.items():
+        assert set(re.findall(r"%\(\w+\)s", message)) == set(re.findall(r"%\(\w+\)s", text)), message
+        assert ("<strong>" in message) == ("<strong>" in text), message
+        assert ("<a href" in message) == ("<a href" in text), message
+
+
+def lesson() -> SimpleNamespace:
+    return SimpleNamespace(
+        position=2, lesson_count=5, title="Warum Wiederholung wirkt", reading_minutes=3,
+        body={"blocks": [{"heading": None, "paragraphs": ["Ein Absatz."]}], "references": []},
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("language", "in_both", "in_html", "in_text"),
+    [
+        ("en", ["Lesson 2 of 5", "3 min read", "Manage preferences", "Unsubscribe"], "View in browser", "View in a browser:"),
+        ("de", ["Lektion 2 von 5", "3 Min. Lesezeit", "Einstellungen verwalten", "Abmelden"], "Im Browser ansehen", "Im Browser ansehen:"),
+        ("fr", ["Leçon 2 sur 5", "Lecture : 3 min", "Gérer mes préférences", "Se désabonner"], "Voir dans le navigateur", "Voir dans un navigateur :"),
+    ],
+)
+def test_lesson_email_frame_is_in_the_course_language(
+    language: str, in_both: list[str], in_html: str, in_text: str
+) -> None:
+    renderer = Renderer(TEMPLATES)
+    template = renderer.lesson_template(course=SimpleNamespace(title="Brot", language=language), lesson=lesson())
+    email = template.fill({"greeting": "", "view_url": "https://x.example/v", "preferences_url": "https://x.example/p", "unsubscribe_url": "https://x.example/u"})
+    html_words = html.unescape(re.sub(r"<[^>]+>", "", email.html))
+    for phrase in in_both:
+        assert phrase in email.text and phrase in html_words, phrase
+    assert in_html in html_words and in_text in email.text
+    assert email.subject.startswith(in_both[0])
+    assert f'<html lang="{language}"' in email.html
+
+
+def test_translate_fills_placeholders_and_refuses_unknown_languages() -> None:
+    assert translate("de", "Hi %(name)s,", name="Ann") == "Hallo Ann,"
+    assert translate("en", "Hi there,") == "Hi there,"
+    with pytest.raises(UnknownLanguageError, match="supported: en, de, fr"):
+        translate("xx", "Hi there,")
+
+
+def test_dates_are_formatted_for_the_locale() -> None:
+    day = datetime.date(2024, 3, 3)
+    assert gettext_callables("en")["format_date"](day) == "March 3, 2024"
+    assert gettext_callables("de")["format_date"](day) == "3. März 2024"
+    assert gettext_callables("fr")["format_date"](day) == "3 mars 2024"
