@@ -99,7 +99,7 @@ def _web_server(host: str, port: int) -> Iterator[None]:
 
     from course.web.app import create_app
 
-    server = uvicorn.Server(uvicorn.Config(create_app(), host=host, port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(create_app(), host=host, port=port, log_level="warning", http="httptools", loop="uvloop"))
     thread = threading.Thread(target=server.run, name="web", daemon=True)
     thread.start()
     deadline = time.monotonic() + 15

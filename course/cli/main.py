@@ -212,11 +212,12 @@ def web(
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port to listen on")] = 8000,
     workers: Annotated[int, typer.Option(help="uvicorn worker processes")] = 1,
+    access_log: Annotated[bool, typer.Option(help="log every request (off: the proxy in front logs them)")] = False,
 ) -> None:
     """Serve the signup, confirmation, preference and unsubscribe pages (and the JSON API)."""
-    import uvicorn
+    from course.web.server import serve
 
-    uvicorn.run("course.web.app:create_app", factory=True, host=host, port=port, workers=workers, proxy_headers=True)
+    serve(host=host, port=port, workers=workers, access_log=access_log)
 
 
 @app.command()
