@@ -7,6 +7,8 @@ both serve through `serve`, so the benchmark measures exactly what production ru
 
 from __future__ import annotations
 
+from typing import Any
+
 APP_FACTORY = "course.web.app:create_app"
 
 
@@ -27,3 +29,18 @@ def serve(
         access_log=access_log,
         log_level="warning" if not access_log else "info",
     )
+
+
+def bare_app() -> Any:
+    """A Starlette app with one route ("hi") and no middleware: the ceiling `course bench --scenario
+    web` serves through `serve` next to the real app, so every figure has this server's own limit
+    on this machine beside it."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    async def hi(_request: Request) -> PlainTextResponse:
+        return PlainTextResponse("hi")
+
+    return Starlette(routes=[Route("/", hi)])
