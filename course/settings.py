@@ -97,6 +97,9 @@ class Settings(BaseSettings):
     # (several: separated by commas or spaces). Empty: no cross-origin browser calls; server-to-server
     # calls need no CORS at all.
     api_cors_origins: str = ""
+    # How often a web process asks whether `course import` changed the catalogue it caches (course
+    # pages, the list, the embed page, course ids for signups): a page is at most this old.
+    catalogue_recheck_seconds: float = Field(1.0, ge=0)
 
     @field_validator("providers")
     @classmethod

@@ -27,7 +27,6 @@ from course.audience.enrollment import (
     clean_name,
     enroll,
     find_subscriber,
-    get_or_create_subscriber,
     normalize_email,
     resume,
     schedule_lessons,
@@ -35,7 +34,6 @@ from course.audience.enrollment import (
 from course.audience.schedule import next_send_slot, parse_timezone
 from course.ledger import add_account_mail
 from course.models import (
-    Course,
     Delivery,
     Enrollment,
     EnrollmentStatus,
@@ -100,7 +98,7 @@ def find_enrollment(session: Session, subscriber_id: int, course_id: int) -> Enr
 
 def sign_up(
     session: Session,
-    course: Course,
+    course_id: int,
     details: SignupDetails,
     *,
     now: datetime,
@@ -113,17 +111,24 @@ def sign_up(
     3. Every mail to one address counts against address_limit, so the form cannot be used to
        flood someone's inbox; over the limit, nothing is sent.
     4. Enrolled already (active, paused or done): queue "already_enrolled" with a preferences link.
-       Otherwise the enrollment is (re)set to pending and "confirm" is queued."""
+       Otherwise the enrollment is (re)set to pending and "confirm" is queued.
+
+    Statements for a new address: find the address, insert the subscriber, count the address,
+    insert the enrollment, insert the confirmation row (5; a known address reads its enrollment
+    instead of assuming none). The course is given by id: the caller knows it from its cache, and
+    the enrollment's foreign key is what checks it still exists."""
     subscriber = find_subscriber(session, details.email)
+    is_new = subscriber is None
     if subscriber is None:
-        subscriber = get_or_create_subscriber(
-            session,
-            details.email,
+        subscriber = Subscriber(
+            email=details.email,
             name=details.name,
-            timezone_name=details.timezone,
-            now=now,
+            timezone=details.timezone,
             status=SubscriberStatus.PENDING,
+            created_at=now,
         )
+        session.add(subscriber)
+        session.flush()
     elif subscriber.status == SubscriberStatus.PENDING:
         subscriber.name = details.name
         subscriber.timezone = details.timezone
@@ -131,11 +136,19 @@ def sign_up(
         return SignupOutcome.SUPPRESSED
     if not take_rate_limit(session, address_limit, address_key, now=now):
         return SignupOutcome.ADDRESS_LIMITED
-    enrollment = find_enrollment(session, subscriber.id, course.id)
+    enrollment = None if is_new else find_enrollment(session, subscriber.id, course_id)
     if enrollment is not None and enrollment.status in CONFIRMED_ENROLLMENT_STATES:
         queue_account_mail(session, enrollment, "already_enrolled", now=now)
         return SignupOutcome.ALREADY_ENROLLED_QUEUED
-    enrollment = enroll(session, subscriber, course, now=now, status=EnrollmentStatus.PENDING)
+    if enrollment is None:
+        # Pending until confirmed: no lesson rows yet (confirm() enrolls through enroll()).
+        enrollment = Enrollment(
+            subscriber_id=subscriber.id, course_id=course_id, status=EnrollmentStatus.PENDING, enrolled_at=now
+        )
+        session.add(enrollment)
+        session.flush()
+    else:
+        enrollment.status = EnrollmentStatus.PENDING
     queue_account_mail(session, enrollment, "confirm", now=now)
     return SignupOutcome.CONFIRMATION_QUEUED
 

@@ -17,6 +17,7 @@ from course.delivery.links import signer_from_settings
 from course.delivery.render import Renderer, template_environment
 from course.settings import DEFAULT_SECRET, Settings, get_settings
 from course.web.public import api, confirm, courses, preferences, unsubscribe, view
+from course.web.cache import CatalogueCache
 from course.web.security import ApiCors, ASGIApp, BodySizeLimit, SecurityHeaders
 from course.web.site import PageError, Site
 
@@ -46,12 +47,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if settings.env == "production" and settings.secret_key == DEFAULT_SECRET:
         # Every signed link would be forgeable by anyone who has read our source.
         raise InsecureConfiguration("refusing to start in production with the default secret: set COURSE_SECRET_KEY")
+    sessions = session_factory(settings)
     site = Site(
         settings=settings,
-        sessions=session_factory(settings),
+        sessions=sessions,
         signer=signer_from_settings(settings),
         renderer=Renderer(settings.templates_dir),
         environment=template_environment(settings.templates_dir),
+        catalogue=CatalogueCache(sessions, recheck_seconds=settings.catalogue_recheck_seconds),
     )
     # The interactive docs pages load script from a CDN, which our CSP forbids; the schema is enough.
     app = _WebApp(

@@ -3,6 +3,8 @@ a signup form posts to."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
@@ -23,39 +25,43 @@ HONEYPOT_FIELD = "leave_blank"
 
 @router.get("/", response_class=HTMLResponse)
 def index(request: Request, site: SiteDep) -> HTMLResponse:
-    with site.sessions.begin() as session:
-        return site.page(request, "index.html", courses=list_courses(session))
+    def context() -> dict[str, Any]:
+        with site.sessions.begin() as session:
+            return {"courses": list_courses(session)}
+
+    return site.cached_page(request, ("index",), "index.html", context)
 
 
-def _course_page(
-    site: Site,
-    request: Request,
-    slug: str,
-    *,
-    template: str,
-    status: int = 200,
-    form: dict[str, str] | None = None,
-    errors: dict[str, str] | None = None,
-) -> HTMLResponse:
+def _course_not_found() -> PageError:
+    return PageError(404, "Course not found", "There is no course at this address. See the list of courses.")
+
+
+def _course_context(
+    site: Site, slug: str, template: str, form: dict[str, str] | None = None, errors: dict[str, str] | None = None
+) -> dict[str, Any]:
     with site.sessions.begin() as session:
         course = find_course(session, slug)
         if course is None:
-            raise PageError(404, "Course not found", "There is no course at this address. See the list of courses.")
-        embedded = template == "embed.html"
-        return site.page(
-            request,
-            template,
-            status=status,
-            csp=embed_csp(site.settings.embed_frame_ancestors) if embedded else None,
-            course=course,
-            lessons=live_lessons(session, course),
-            send_days=_send_days(course),
-            form=form or {"email": "", "name": "", "timezone": ""},
-            errors=errors or {},
-            honeypot_field=HONEYPOT_FIELD,
-            timezone_names=zone_names_for_list(),
-            confirm_days=site.settings.confirm_link_max_age_days,
-        )
+            raise _course_not_found()
+        return {
+            "course": course,
+            "lessons": live_lessons(session, course),
+            "send_days": _send_days(course),
+            "form": form or {"email": "", "name": "", "timezone": ""},
+            "errors": errors or {},
+            "honeypot_field": HONEYPOT_FIELD,
+            "timezone_names": zone_names_for_list(),
+            "confirm_days": site.settings.confirm_link_max_age_days,
+        }
+
+
+def _course_page(site: Site, request: Request, slug: str, *, template: str) -> HTMLResponse:
+    """The page as every visitor first sees it: from the catalogue cache, with this visitor's token.
+    An unknown slug is not cached (the catalogue cache asks the database, and says 404)."""
+    if site.catalogue.course(slug) is None:
+        raise _course_not_found()
+    csp = embed_csp(site.settings.embed_frame_ancestors) if template == "embed.html" else None
+    return site.cached_page(request, (template, slug), template, lambda: _course_context(site, slug, template), csp=csp)
 
 
 @router.get("/courses/{slug}", response_class=HTMLResponse)
@@ -83,30 +89,32 @@ def _signup(
     """1. Count the attempt per IP; over the limit: 429.
     2. Honeypot filled: the usual answer, nothing stored.
     3. Bad fields: the form again, with a message per field (422).
-    4. Sign up, then the one "check your inbox" page for every outcome."""
+    4. Sign up, then the one "check your inbox" page for every outcome.
+    Steps 1 to 4 are one transaction (one commit); the course comes from the catalogue cache."""
     embedded = template == "embed.html"
     csp = embed_csp(site.settings.embed_frame_ancestors) if embedded else None
-    with site.sessions.begin() as session:
-        course = find_course(session, slug)
-        if course is None:
-            raise PageError(404, "Course not found", "There is no course at this address. See the list of courses.")
-        course_id, course_title = course.id, course.title
-    if not ip_limit_allows(site, request):
-        raise too_many_signups(site)
+    course = site.catalogue.course(slug)
+    if course is None:
+        raise _course_not_found()
     answer = {
-        "course_title": course_title,
+        "course_title": course.title,
         "course_slug": slug,
         "email": email.strip()[:320],
         "confirm_days": site.settings.confirm_link_max_age_days,
         "embedded": embedded,
     }
-    if honeypot:
-        return site.page(request, "check_inbox.html", csp=csp, **answer)
-    details, errors = check_signup(email, name, timezone.strip() or "UTC")
+    with site.sessions.begin() as session:
+        if not ip_limit_allows(session, site, request):
+            raise too_many_signups(site)
+        if honeypot:
+            return site.page(request, "check_inbox.html", csp=csp, **answer)
+        details, errors = check_signup(email, name, timezone.strip() or "UTC")
+        if details is not None:
+            register(session, site, course.id, details)
     if details is None:
         form = {"email": email[:320], "name": name[:200], "timezone": timezone[:64]}
-        return _course_page(site, request, slug, template=template, status=422, form=form, errors=errors)
-    register(site, course_id, details)
+        context = _course_context(site, slug, template, form, errors)
+        return site.page(request, template, status=422, csp=csp, **context)
     answer["email"] = details.email
     return site.page(request, "check_inbox.html", csp=csp, **answer)
 
