@@ -147,11 +147,14 @@ request = function()
 end
 """
 
+# A GET as a browser sends it: accepting gzip, so the figures include compressing the page.
+_BROWSER_GET = 'METHOD, HEADERS, BODY = "GET", {["Accept-Encoding"] = "gzip"}, nil'
+
 # endpoint -> (description, script body, Lua globals)
 ENDPOINTS: dict[str, tuple[str, str, str]] = {
-    "bare": ("GET / on the bare Starlette app", _LUA_PATHS, 'METHOD, HEADERS, BODY = "GET", nil, nil'),
-    "static": ("GET /static/site.css", _LUA_PATHS, 'METHOD, HEADERS, BODY = "GET", nil, nil'),
-    "course": (f"GET /courses/{COURSE_SLUG}", _LUA_PATHS, 'METHOD, HEADERS, BODY = "GET", nil, nil'),
+    "bare": ("GET / on the bare Starlette app", _LUA_PATHS, _BROWSER_GET),
+    "static": ("GET /static/site.<hash>.css (the address pages link)", _LUA_PATHS, _BROWSER_GET),
+    "course": (f"GET /courses/{COURSE_SLUG}", _LUA_PATHS, _BROWSER_GET),
     "api-signup": (
         "POST /api/subscriptions (new addresses)",
         _LUA_SIGNUP,
@@ -171,7 +174,7 @@ ENDPOINTS: dict[str, tuple[str, str, str]] = {
         'METHOD = "POST"\nHEADERS = {["Content-Type"] = "application/x-www-form-urlencoded"}\n'
         'BODY = "List-Unsubscribe=One-Click"',
     ),
-    "preferences": ("GET /preferences/{token}", _LUA_PATHS, 'METHOD, HEADERS, BODY = "GET", nil, nil'),
+    "preferences": ("GET /preferences/{token}", _LUA_PATHS, _BROWSER_GET),
 }
 
 
@@ -257,6 +260,8 @@ def run_web_benchmark(config: WebBenchConfig, progress: Progress) -> dict[str, A
     from course import schema
     from course.db import make_engine
     from course.devtools.bench.harness import BenchConfig, drop_database, free_port, recreate_database
+    from course.web.app import STATIC_DIR
+    from course.web.static_assets import StaticAssets
 
     if not Path(WRK).exists():
         raise BenchError(f"{WRK} not found: install Debian's wrk (scripts/services.sh does)")
@@ -279,7 +284,7 @@ def run_web_benchmark(config: WebBenchConfig, progress: Progress) -> dict[str, A
         schema.upgrade(engine)
         unsubscribe_paths, preference_paths = _seed(engine, config.readers, BENCH_SECRET)
         path_files = {
-            "bare": ["/"], "static": ["/static/site.css"], "course": [f"/courses/{COURSE_SLUG}"],
+            "bare": ["/"], "static": [StaticAssets(STATIC_DIR).url("site.css")], "course": [f"/courses/{COURSE_SLUG}"],
             "unsubscribe": unsubscribe_paths, "preferences": preference_paths,
         }
         env = {
