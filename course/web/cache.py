@@ -12,8 +12,10 @@ assignment, so two threads filling the same key at once render it twice and keep
 
 from __future__ import annotations
 
+import struct
 import threading
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -35,6 +37,43 @@ class CourseCard:
     title: str
 
 
+# A gzip member header: deflate, no name, no time, unknown OS (RFC 1952).
+_GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
+
+
+def _deflate(data: bytes, *, last: bool) -> bytes:
+    """Raw deflate of data that another piece may follow: a full flush ends the piece on a byte
+    boundary with the dictionary reset, so pieces compressed apart concatenate into one valid
+    stream (the way pigz compresses in parallel)."""
+    compressor = zlib.compressobj(6, zlib.DEFLATED, -15)
+    return compressor.compress(data) + compressor.flush(zlib.Z_FINISH if last else zlib.Z_FULL_FLUSH)
+
+
+@dataclass(frozen=True)
+class PreparedPage:
+    """A rendered page with a hole wherever a per-visitor value goes, kept both plain and
+    compressed. Serving it gzipped costs compressing the visitor's value (a few dozen bytes) and
+    one CRC of the page, not compressing the whole page (about 1 ms for a 25 KB course page)."""
+
+    pieces: tuple[bytes, ...]  # the page split at each hole
+    deflated: tuple[bytes, ...]  # each piece compressed apart; the last one ends the stream
+
+    @classmethod
+    def build(cls, html: str, hole: str) -> PreparedPage:
+        pieces = tuple(piece.encode() for piece in html.split(hole))
+        deflated = tuple(_deflate(piece, last=index == len(pieces) - 1) for index, piece in enumerate(pieces))
+        return cls(pieces, deflated)
+
+    def plain(self, value: str) -> bytes:
+        return value.encode().join(self.pieces)
+
+    def gzipped(self, value: str) -> bytes:
+        filler = _deflate(value.encode(), last=False)
+        whole = self.plain(value)
+        trailer = struct.pack("<II", zlib.crc32(whole), len(whole) & 0xFFFFFFFF)
+        return _GZIP_HEADER + filler.join(self.deflated) + trailer
+
+
 class CatalogueCache:
     def __init__(self, sessions: sessionmaker[Session], *, recheck_seconds: float) -> None:
         self.sessions = sessions
@@ -44,7 +83,7 @@ class CatalogueCache:
         self._generation = -1
         self._next_check = 0.0
         self._courses: dict[str, CourseCard] = {}
-        self._pages: dict[tuple[str, ...], str] = {}
+        self._pages: dict[tuple[str, ...], PreparedPage] = {}
         self.version_checks = 0  # how often the database was asked (tests read it)
 
     def _refresh(self) -> None:
@@ -78,12 +117,13 @@ class CatalogueCache:
             self._courses[slug] = card
         return card
 
-    def page(self, key: tuple[str, ...], render: Callable[[], str]) -> str:
-        """The page cached under key, rendered by render() the first time after each change."""
+    def page(self, key: tuple[str, ...], render: Callable[[], str], *, hole: str) -> PreparedPage:
+        """The page cached under key, rendered by render() the first time after each change, with a
+        hole wherever `hole` appears in it."""
         self._refresh()
-        html = self._pages.get(key)
-        if html is None:
-            html = render()
+        page = self._pages.get(key)
+        if page is None:
+            page = PreparedPage.build(render(), hole)
             if len(self._pages) < MAX_PAGES:
-                self._pages[key] = html
-        return html
+                self._pages[key] = page
+        return page

@@ -90,11 +90,17 @@ class Site:
         page, embed page): rendered once per catalogue change (CatalogueCache) with a placeholder
         where the token goes, which each request fills in with its own. context() is only called
         to render, so it is where the page's queries belong."""
-        html = self.catalogue.page(key, lambda: self._render(template, lambda: CSRF_PLACEHOLDER, context()))
+        page = self.catalogue.page(
+            key, lambda: self._render(template, lambda: CSRF_PLACEHOLDER, context()), hole=CSRF_PLACEHOLDER
+        )
         tokens = CsrfTokens(self.settings.secret_key, request)
-        if CSRF_PLACEHOLDER in html:
-            html = html.replace(CSRF_PLACEHOLDER, tokens.field())
-        return self._respond(html, tokens, status=200, csp=csp, headers=None)
+        token = tokens.field() if len(page.pieces) > 1 else ""
+        if "gzip" in request.headers.get("accept-encoding", ""):
+            response = self._respond(page.gzipped(token), tokens, status=200, csp=csp, headers=None)
+            response.headers["content-encoding"] = "gzip"  # GZipMiddleware leaves it as it is
+            response.headers["vary"] = "Accept-Encoding"
+            return response
+        return self._respond(page.plain(token), tokens, status=200, csp=csp, headers=None)
 
     def _render(self, template: str, csrf_token: Callable[[], str], context: dict[str, Any]) -> str:
         return self.environment.get_template(f"web/{template}").render(
@@ -102,7 +108,7 @@ class Site:
         )
 
     def _respond(
-        self, html: str, tokens: CsrfTokens, *, status: int, csp: str | None, headers: dict[str, str] | None
+        self, html: str | bytes, tokens: CsrfTokens, *, status: int, csp: str | None, headers: dict[str, str] | None
     ) -> HTMLResponse:
         response = HTMLResponse(html, status_code=status, headers=headers)
         if tokens.used and tokens.is_new:

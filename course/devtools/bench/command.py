@@ -98,4 +98,4 @@ def _web(config: BenchConfig, err: Any, *, as_json: bool, seconds: float, connec
     if as_json:
         sys.stdout.write(json.dumps(report, indent=2, default=str) + "\n")
     else:
-        Console(soft_wrap=True).print(web_report_table(report))
+        Console(soft_wrap=True, width=max(170, Console().width)).print(web_report_table(report))
