@@ -12,11 +12,12 @@ One run:
    connections, closed loop: each connection sends its next request when the answer arrives) for
    `seconds`. A Lua script gives every signup a new address and cycles through signed
    unsubscribe and preferences links; it also counts 4xx and 5xx answers.
-4. Reads, per run: requests/s, p50/p99/max latency (wrk's own histogram), SQL statements per request
-   (the app's counters: every statement any engine in a web process executes) and commits per
-   request (pg_stat_database's xact_commit for the database, flushed about once a second).
+4. Reads, per run: requests/s, p50/p99/max latency (wrk's own histogram), and SQL statements and
+   commits per request from the app's own counters: every statement and every commit any engine in
+   a web process executes. (pg_stat_database's xact_commit was tried first: a backend that goes
+   idle flushes its counts up to ten seconds later, too late for a short run.)
 
-The counters live in one 8-byte memory-mapped file per web process (COURSE_BENCH_STATS_DIR/web-<pid>),
+The counters live in one 16-byte memory-mapped file per web process (COURSE_BENCH_STATS_DIR/web-<pid>),
 so counting costs a memory write and no system call."""
 
 from __future__ import annotations
@@ -80,25 +81,33 @@ def probe_app() -> Any:
     stats_dir = os.environ.get("COURSE_BENCH_STATS_DIR")
     if stats_dir:
         path = Path(stats_dir) / f"web-{os.getpid()}"
-        path.write_bytes(bytes(8))
+        path.write_bytes(bytes(16))
         with path.open("r+b") as handle:
-            counter = mmap.mmap(handle.fileno(), 8)
-        count = [0]
+            counter = mmap.mmap(handle.fileno(), 16)
+        counts = [0, 0]  # statements, commits
 
         @event.listens_for(Engine, "before_cursor_execute")
-        def _count(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
-            count[0] += len(parameters) if executemany and parameters else 1
-            struct.pack_into("<Q", counter, 0, count[0])
+        def _statement(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
+            counts[0] += len(parameters) if executemany and parameters else 1
+            struct.pack_into("<QQ", counter, 0, *counts)
+
+        @event.listens_for(Engine, "commit")
+        def _commit(conn: Any) -> None:
+            counts[1] += 1
+            struct.pack_into("<QQ", counter, 0, *counts)
 
     return create_app()
 
 
-def statements_so_far(stats_dir: Path) -> int:
-    total = 0
+def counted_so_far(stats_dir: Path) -> tuple[int, int]:
+    """(statements, commits) of every web process so far."""
+    statements = commits = 0
     for path in stats_dir.glob("web-*"):
         with contextlib.suppress(OSError, struct.error):
-            total += struct.unpack("<Q", path.read_bytes()[:8])[0]
-    return total
+            more_statements, more_commits = struct.unpack("<QQ", path.read_bytes()[:16])
+            statements += more_statements
+            commits += more_commits
+    return statements, commits
 
 
 # --- wrk ------------------------------------------------------------------------------------------
@@ -315,15 +324,11 @@ def run_web_benchmark(config: WebBenchConfig, progress: Progress) -> dict[str, A
             else:
                 args = [f"{level}x{step}"]  # keeps every run's addresses new
             port = bare_port if name == "bare" else app_port
-            statements_before = statements_so_far(stats_dir)
-            with engine.connect() as connection:
-                commits_before = _commits(connection, config.database)
+            statements_before, commits_before = counted_so_far(stats_dir)
             measured = run_wrk(f"http://127.0.0.1:{port}", script, args, connections=level,
                                threads=config.threads, seconds=config.seconds)
-            time.sleep(1.1)  # pg_stat_database is flushed about once a second
-            with engine.connect() as connection:
-                commits = _commits(connection, config.database) - commits_before - 1  # our own read
-            statements = statements_so_far(stats_dir) - statements_before
+            statements_after, commits_after = counted_so_far(stats_dir)
+            statements, commits = statements_after - statements_before, commits_after - commits_before
             requests = measured["requests"]
             runs.append({
                 "endpoint": name, "description": description, "connections": level, "requests": requests,
@@ -332,7 +337,7 @@ def run_web_benchmark(config: WebBenchConfig, progress: Progress) -> dict[str, A
                 "max_ms": measured["max_us"] / 1000,
                 "status_4xx": measured["c4"], "status_5xx": measured["c5"], "socket_errors": measured["socket_errors"],
                 "statements_per_request": round(statements / requests, 2) if requests else None,
-                "commits_per_request": round(max(commits, 0) / requests, 2) if requests else None,
+                "commits_per_request": round(commits / requests, 2) if requests else None,
             })
         progress("done", len(steps), len(steps))
         with engine.connect() as connection:
@@ -348,14 +353,6 @@ def run_web_benchmark(config: WebBenchConfig, progress: Progress) -> dict[str, A
             with contextlib.suppress(Exception):
                 drop_database(database)
         shutil.rmtree(work_dir, ignore_errors=True)
-
-
-def _commits(connection: Any, database: str) -> int:
-    from sqlalchemy import text
-
-    connection.execute(text("SELECT pg_stat_clear_snapshot()"))
-    return int(connection.execute(text("SELECT xact_commit FROM pg_stat_database WHERE datname = :name"),
-                                  {"name": database}).scalar())
 
 
 def _report(config: WebBenchConfig, runs: list[dict[str, Any]], load: tuple[float, float, float], postgres: str) -> dict[str, Any]:
