@@ -105,6 +105,12 @@ class CatalogueCache:
                 self._generation = generation
             self._next_check = now + self.recheck_seconds
 
+    def holds(self, page_key: tuple[str, ...], slug: str | None = None) -> bool:
+        """Whether course(slug) and page(page_key) would answer from memory alone, without asking
+        the database (so an async handler may call them on the event loop)."""
+        fresh = local_generation() == self._generation and time.monotonic() < self._next_check
+        return fresh and page_key in self._pages and (slug is None or slug in self._courses)
+
     def course(self, slug: str) -> CourseCard | None:
         self._refresh()
         card = self._courses.get(slug)

@@ -153,6 +153,7 @@ def ids_from(payload: list[Any], *, required: int, optional: int = 0, nullable_t
     return list(payload)
 
 
-def get_site(request: Request) -> Site:
+async def get_site(request: Request) -> Site:
+    # async: FastAPI runs a plain-def dependency in its thread pool, a hop every request would pay.
     site: Site = request.app.state.site
     return site

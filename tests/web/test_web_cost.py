@@ -112,6 +112,9 @@ def test_course_pages_come_from_the_cache_until_the_catalogue_changes(
     counter.start()
     pages = {path: client.get(path) for path in ("/", f"/courses/{COURSE_SLUG}", f"/courses/{COURSE_SLUG}/embed")}
     assert counter.statements == [] and counter.commits == 0
+    app_site = client.app.state.site  # type: ignore[attr-defined]
+    assert app_site.catalogue.holds(("index",)) and app_site.catalogue.holds(("course.html", COURSE_SLUG), COURSE_SLUG)
+    assert not app_site.catalogue.holds(("course.html", "no-such-course"), "no-such-course")
     assert all(page.status_code == 200 for page in pages.values())
     assert "Sourdough from Scratch" in pages[f"/courses/{COURSE_SLUG}"].text
     # Each visitor still gets a CSRF token of its own in the cached page.

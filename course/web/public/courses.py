@@ -7,6 +7,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
+from starlette.concurrency import run_in_threadpool
 
 from course.audience.subscriptions import check_signup
 from course.content.catalogue import find_course, list_courses, live_lessons
@@ -24,7 +25,13 @@ HONEYPOT_FIELD = "leave_blank"
 
 
 @router.get("/", response_class=HTMLResponse)
-def index(request: Request, site: SiteDep) -> HTMLResponse:
+async def index(request: Request, site: SiteDep) -> HTMLResponse:
+    if site.catalogue.holds(("index",)):
+        return _index(request, site)
+    return await run_in_threadpool(_index, request, site)
+
+
+def _index(request: Request, site: Site) -> HTMLResponse:
     def context() -> dict[str, Any]:
         with site.sessions.begin() as session:
             return {"courses": list_courses(session)}
@@ -64,15 +71,25 @@ def _course_page(site: Site, request: Request, slug: str, *, template: str) -> H
     return site.cached_page(request, (template, slug), template, lambda: _course_context(site, slug, template), csp=csp)
 
 
+# The course page is the one a viral article sends everyone to. Served from the catalogue cache it
+# needs no database and no thread: the handler answers on the event loop, and goes to the thread
+# pool only when the cache must ask the database (a page not rendered yet, or the once-a-second
+# version check due).
 @router.get("/courses/{slug}", response_class=HTMLResponse)
-def course_page(slug: str, request: Request, site: SiteDep) -> HTMLResponse:
-    return _course_page(site, request, slug, template="course.html")
+async def course_page(slug: str, request: Request, site: SiteDep) -> HTMLResponse:
+    return await _cached_course_page(site, request, slug, template="course.html")
 
 
 @router.get("/courses/{slug}/embed", response_class=HTMLResponse)
-def embed_page(slug: str, request: Request, site: SiteDep) -> HTMLResponse:
+async def embed_page(slug: str, request: Request, site: SiteDep) -> HTMLResponse:
     """The signup form alone, for publishers to put in an <iframe>: the one framable page."""
-    return _course_page(site, request, slug, template="embed.html")
+    return await _cached_course_page(site, request, slug, template="embed.html")
+
+
+async def _cached_course_page(site: Site, request: Request, slug: str, *, template: str) -> HTMLResponse:
+    if site.catalogue.holds((template, slug), slug):
+        return _course_page(site, request, slug, template=template)
+    return await run_in_threadpool(_course_page, site, request, slug, template=template)
 
 
 def _signup(
