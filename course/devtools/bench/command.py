@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -15,7 +15,7 @@ from course.devtools.bench.harness import run_benchmark
 from course.devtools.bench.report import report_table
 
 def bench_command(
-    scenario: Annotated[str, typer.Option("--scenario", help="lesson-day or campaign")] = "lesson-day",
+    scenario: Annotated[str, typer.Option("--scenario", help="lesson-day, campaign or web")] = "lesson-day",
     subscribers: Annotated[int, typer.Option("--subscribers", min=1, help="recipients")] = 100_000,
     workers: Annotated[int, typer.Option("--workers", min=0, help="send worker processes (default: one per core)")] = 0,
     pool: Annotated[str, typer.Option("--pool", help="solo, prefork or threads")] = "solo",
@@ -25,6 +25,11 @@ def bench_command(
         bool, typer.Option("--keep-database", help="leave the database in place after the run")
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
+    seconds: Annotated[float, typer.Option("--seconds", min=1, help="web: seconds per endpoint and level")] = 10,
+    connections: Annotated[
+        str, typer.Option("--connections", help="web: comma-separated keep-alive connection counts")
+    ] = "16,64",
+    endpoints: Annotated[str, typer.Option("--endpoints", help="web: comma-separated subset (default: all)")] = "",
 ) -> None:
     """Measure the sending pipeline on real parts against smtp-source's ceiling on this machine."""
     from rich.console import Console
@@ -37,6 +42,9 @@ def bench_command(
         keep_database=keep_database,
     )
     err = Console(stderr=True)
+    if scenario == "web":
+        _web(config, err, as_json=as_json, seconds=seconds, connections=connections, endpoints=endpoints)
+        return
     with Bar(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
              console=err, transient=as_json) as bar:
         task = bar.add_task("starting", total=1)
@@ -53,3 +61,41 @@ def bench_command(
         sys.stdout.write(json.dumps(report, indent=2, default=str) + "\n")
     else:
         Console(soft_wrap=True).print(report_table(report))
+
+
+def _web(config: BenchConfig, err: Any, *, as_json: bool, seconds: float, connections: str, endpoints: str) -> None:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress as Bar, TextColumn, TimeElapsedColumn
+
+    from course.devtools.bench.web import WebBenchConfig, run_web_benchmark, web_report_table
+
+    try:
+        levels = tuple(int(level) for level in connections.split(",") if level.strip())
+    except ValueError:
+        err.print(f"[red]error:[/red] --connections must be numbers separated by commas, not {connections!r}")
+        raise typer.Exit(1) from None
+    if not levels or min(levels) < 1:
+        err.print("[red]error:[/red] --connections needs at least one count of 1 or more")
+        raise typer.Exit(1)
+    web_config = WebBenchConfig(
+        admin_url=config.admin_url,
+        database=config.database if config.database != BenchConfig.database else WebBenchConfig.database,
+        seconds=seconds, connections=levels, keep_database=config.keep_database,
+        endpoints=tuple(name.strip() for name in endpoints.split(",") if name.strip()),
+    )
+    with Bar(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+             console=err, transient=as_json) as bar:
+        task = bar.add_task("starting", total=1)
+
+        def show(phase: str, done: int, total: int) -> None:
+            bar.update(task, description=phase, completed=done, total=max(total, 1))
+
+        try:
+            report = run_web_benchmark(web_config, show)
+        except BenchError as exc:
+            err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
+    if as_json:
+        sys.stdout.write(json.dumps(report, indent=2, default=str) + "\n")
+    else:
+        Console(soft_wrap=True, width=max(170, Console().width)).print(web_report_table(report))
