@@ -146,12 +146,16 @@ request = function()
 end
 """
 
+# Every signup from a reader of its own: a new address, and a client address of its own in
+# X-Forwarded-For (the servers trust 127.0.0.1 as a proxy, uvicorn's default), as a viral article's
+# readers arrive. From one address, every signup would queue on that address's rate-limit row.
 _LUA_SIGNUP = r"""
 local tag
 init = function(args) tag = args[1] end
 request = function()
   sequence = sequence + 1
   local email = "r" .. tag .. "-" .. id .. "-" .. sequence .. "@example.org"
+  HEADERS["X-Forwarded-For"] = string.format("10.%d.%d.%d", id % 256, math.floor(sequence / 256) % 256, sequence % 256)
   return wrk.format("POST", PATH, HEADERS, string.format(BODY, email))
 end
 """
