@@ -147,7 +147,7 @@ end
 """
 
 # Every signup from a reader of its own: a new address, and a client address of its own in
-# X-Forwarded-For (the servers trust 127.0.0.1 as a proxy, uvicorn's default), as a viral article's
+# X-Forwarded-For (the app servers list 127.0.0.1 in COURSE_TRUSTED_PROXIES), as a viral article's
 # readers arrive. From one address, every signup would queue on that address's rate-limit row.
 _LUA_SIGNUP = r"""
 local tag
@@ -307,6 +307,9 @@ def run_web_benchmark(config: WebBenchConfig, progress: Progress) -> dict[str, A
             "COURSE_VAR_DIR": str(work_dir / "var"),
             "COURSE_SIGNUP_LIMIT_PER_IP": str(10**9),
             "COURSE_SIGNUP_LIMIT_PER_ADDRESS": str(10**9),
+            # wrk is the local proxy here: its X-Forwarded-For gives each signup a client address
+            # of its own (the app believes forwarded headers only from listed proxies).
+            "COURSE_TRUSTED_PROXIES": "127.0.0.1",
             "COURSE_BENCH_STATS_DIR": str(stats_dir),
             **config.extra_env,
         }
