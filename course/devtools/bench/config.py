@@ -6,7 +6,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-SCENARIOS = ("lesson-day", "campaign")
+# The sending pipeline's scenarios (harness.run_benchmark), then the audience count (audience.py).
+PIPELINE_SCENARIOS = ("lesson-day", "campaign")
+
+SCENARIOS = (*PIPELINE_SCENARIOS, "audience")
 
 SMTP_SINK = "/usr/sbin/smtp-sink"
 
