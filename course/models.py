@@ -334,6 +334,37 @@ class RateLimitHit(Base):
     hits: Mapped[int] = mapped_column(Integer, default=0)
 
 
+class SignupRequest(Base):
+    """A signup as it was made. The web request only inserts this row (the same one statement for
+    every address, known or not, so neither the answer nor its timing says anything); a worker
+    handles it (course.audience.signup_requests). It stays until the subscriber is purged or the
+    retention passes, because the confirmation link confirms exactly these details: a later signup
+    for the same address never changes what an earlier link confirms."""
+
+    __tablename__ = "signup_requests"
+    __table_args__ = (
+        # The worker's queue: rows not handled yet, oldest first.
+        Index(
+            "ix_signup_requests_unhandled",
+            "id",
+            postgresql_where=text("handled_at IS NULL"),
+            sqlite_where=text("handled_at IS NULL"),
+        ),
+        Index("ix_signup_requests_confirm_delivery", "confirm_delivery_id", unique=True),
+        Index("ix_signup_requests_requested_at", "requested_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    course_id: Mapped[int] = mapped_column(ForeignKey("courses.id", ondelete="CASCADE"))
+    email: Mapped[str] = mapped_column(String(320))
+    name: Mapped[str] = mapped_column(String(200), default="")
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    requested_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    handled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The confirmation mail this signup caused, if any: its link names this row's details.
+    confirm_delivery_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("deliveries.id", ondelete="CASCADE"))
+
+
 class Heartbeat(Base):
     """The last sign of life of each long-running part (one row per component): the dispatcher
     writes one after every run, each worker and beat every few seconds. `course status`, the web

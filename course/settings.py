@@ -4,10 +4,13 @@ when ``REDIS_URL`` answers."""
 
 from __future__ import annotations
 
+import ipaddress
+import math
 import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -113,16 +116,35 @@ class Settings(BaseSettings):
 
     # Subscriber web (course/web, course/subscriptions.py).
     confirm_link_max_age_days: int = 7
+    # Preference links stop working this long after the mail that carried them; every mail signs
+    # a fresh one, so a reader who still gets mail always holds a working link.
+    preference_link_max_age_days: int = 90
     unconfirmed_retention_days: int = 30  # pending subscribers older than this are purged
     signup_limit_per_ip: int = 20  # signups per IP address per rate_limit_window_seconds
-    signup_limit_per_address: int = 3  # confirmation mails per address per window
+    signup_limit_per_address: int = 3  # mails per address (lower-case, +tag removed) per window
+    # Confirmation mails the whole site sends per hour, at most: what a flood of signups from many
+    # addresses and networks can cost the sending reputation. Past it, signups get no mail (logged).
+    confirmation_mails_per_hour: int = 500
     rate_limit_window_seconds: int = 3600
+    # Proof of work on the signup form for sites under attack (course/web/proof_of_work.py): the
+    # browser finds a number up to this by brute force (~N/2 SHA-256s: 100000 is about a second).
+    # 0: off.
+    signup_proof_of_work: int = 0
     max_request_bytes: int = 64 * 1024  # larger bodies get 413 before they are parsed
     embed_frame_ancestors: str = "*"  # CSP frame-ancestors of the embeddable form, e.g. "https://blog.example.com"
     # Origins whose pages may call the JSON API from a browser, e.g. "https://blog.example.com"
     # (several: separated by commas or spaces). Empty: no cross-origin browser calls; server-to-server
     # calls need no CORS at all.
     api_cors_origins: str = ""
+    # Proxies whose X-Forwarded-For / X-Forwarded-Proto are believed: addresses or networks
+    # ("10.0.0.5", "10.0.0.0/8", several separated by commas or spaces). Empty: forwarded headers
+    # are ignored and the client is whoever opened the connection.
+    trusted_proxies: str = ""
+    # A client must send a request's head within this many seconds of its first byte (or of the
+    # connection opening), and its body within body_timeout_seconds after the head: slow clients
+    # cannot hold connections open.
+    header_timeout_seconds: float = 10.0
+    body_timeout_seconds: float = 30.0
 
     @field_validator("providers")
     @classmethod
@@ -162,6 +184,10 @@ class Settings(BaseSettings):
         return [origin.rstrip("/") for origin in self.api_cors_origins.replace(",", " ").split()]
 
     @property
+    def trusted_proxy_list(self) -> list[str]:
+        return self.trusted_proxies.replace(",", " ").split()
+
+    @property
     def sqlalchemy_url(self) -> str:
         return self.database_url or f"sqlite:///{self.var_dir / 'course.db'}"
 
@@ -173,3 +199,108 @@ class Settings(BaseSettings):
 @lru_cache
 def get_settings() -> Settings:
     return Settings()
+
+
+# --- what production refuses -------------------------------------------------------------------
+
+MIN_SECRET_BYTES = 32
+
+
+class InsecureConfiguration(RuntimeError):
+    """Production settings that would make the service unsafe; one line per problem."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("refusing to start in production:\n" + "\n".join(f"  {line}" for line in problems))
+        self.problems = problems
+
+
+def secret_entropy_bytes(secret: str) -> float:
+    """An upper estimate of a secret's entropy: its length times the bits per character of the
+    smallest alphabet it is drawn from (hex digits, letters, digits, punctuation). Generous for
+    random strings, which are what a secret should be; a repeated character or a short word is
+    caught by the distinct-character floor."""
+    if len(set(secret)) < 8:
+        return 0.0
+    if all(char in "0123456789abcdef" for char in secret) or all(char in "0123456789ABCDEF" for char in secret):
+        alphabet = 16
+    else:
+        alphabet = 0
+        alphabet += 10 if any(char.isdigit() for char in secret) else 0
+        alphabet += 26 if any(char.islower() for char in secret) else 0
+        alphabet += 26 if any(char.isupper() for char in secret) else 0
+        alphabet += 33 if any(not char.isalnum() for char in secret) else 0
+    return len(secret) * math.log2(max(alphabet, 2)) / 8
+
+
+def _is_local_host(host: str) -> bool:
+    """localhost and its subdomains, .localdomain names, names without a dot, and loopback or
+    unspecified addresses: nothing a mail provider or a reader elsewhere can reach."""
+    host = host.strip().strip("[]").rstrip(".").lower()
+    if not host:
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return "." not in host or host.endswith((".localhost", ".localdomain"))
+    return address.is_loopback or address.is_unspecified or address.is_link_local
+
+
+def production_problems(settings: Settings) -> list[str]:
+    """Everything about these settings that production refuses, one line each naming the variable
+    to change. Pure: `course check-config` prints the list, every process start refuses on it."""
+    problems: list[str] = []
+    secret = settings.secret_key
+    if secret == DEFAULT_SECRET:
+        problems.append(
+            "COURSE_SECRET_KEY is unset (the development default): every signed link would be forgeable; "
+            "make one with `python3 -c 'import secrets; print(secrets.token_urlsafe(32))'`"
+        )
+    elif secret_entropy_bytes(secret) < MIN_SECRET_BYTES:
+        problems.append(
+            f"COURSE_SECRET_KEY is too weak (about {secret_entropy_bytes(secret):.0f} of the {MIN_SECRET_BYTES} bytes "
+            "of entropy needed): make one with `python3 -c 'import secrets; print(secrets.token_urlsafe(32))'`"
+        )
+    base = urlsplit(settings.base_url)
+    if base.scheme != "https" or not base.hostname:
+        problems.append(
+            f"COURSE_BASE_URL must be an https:// address readers can reach (it is {settings.base_url!r}): "
+            "links and List-Unsubscribe would travel in clear"
+        )
+    elif _is_local_host(base.hostname):
+        problems.append(f"COURSE_BASE_URL points at a local host ({base.hostname}): links in mail would not work")
+    _, at, mailto_domain = settings.unsubscribe_mailto.rpartition("@")
+    if not at or _is_local_host(mailto_domain):
+        problems.append(
+            f"COURSE_UNSUBSCRIBE_MAILTO must be an address at your own domain (it is {settings.unsubscribe_mailto!r}): "
+            "mail providers send unsubscribe requests there"
+        )
+    if _is_local_host(settings.list_id_domain):
+        problems.append(
+            f"COURSE_LIST_ID_DOMAIN must be your own domain (it is {settings.list_id_domain!r}): "
+            "it names every List-Id and Message-ID"
+        )
+    problems.extend(configuration_errors(settings))
+    return problems
+
+
+def configuration_errors(settings: Settings) -> list[str]:
+    """Settings no environment can run with (checked in development too)."""
+    errors: list[str] = []
+    for entry in settings.trusted_proxy_list:
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            errors.append(f"COURSE_TRUSTED_PROXIES lists {entry!r}, which is not an IP address or network (e.g. 10.0.0.0/8)")
+    for name in ("header_timeout_seconds", "body_timeout_seconds", "preference_link_max_age_days"):
+        if getattr(settings, name) <= 0:
+            errors.append(f"COURSE_{name.upper()} must be positive")
+    return errors
+
+
+def refuse_unsafe(settings: Settings) -> None:
+    """Raise InsecureConfiguration when these settings must not run: in production, anything
+    production_problems finds; in any environment, a setting that cannot work at all. The web app,
+    the worker and beat all call this before they start."""
+    problems = production_problems(settings) if settings.env == "production" else configuration_errors(settings)
+    if problems:
+        raise InsecureConfiguration(problems)

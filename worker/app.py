@@ -4,15 +4,25 @@ from __future__ import annotations
 
 from celery import Celery
 
-from course.settings import get_settings
+from typing import Any
+
+from course.settings import get_settings, refuse_unsafe
 from worker.config import celery_config, resolve_broker_url
+
+
+def _configuration() -> dict[str, Any]:
+    settings = get_settings()
+    # A worker or beat started any way at all (`course worker`, `celery -A worker.app beat`) reads
+    # this first: in production, unsafe settings stop it here, as they stop the web app.
+    refuse_unsafe(settings)
+    return celery_config(settings, resolve_broker_url(settings))
 
 
 def create_app() -> Celery:
     celery = Celery("course")
     # Resolved when the configuration is first read, not at import: importing the tasks (tests,
     # the CLI's help) must not ping Redis or create files.
-    celery.add_defaults(lambda: celery_config(get_settings(), resolve_broker_url(get_settings())))
+    celery.add_defaults(_configuration)
     return celery
 
 

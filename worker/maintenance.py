@@ -9,6 +9,7 @@ from datetime import timedelta
 from course.clock import get_clock
 from course.db import session_factory
 from course.settings import get_settings
+from course.audience.signup_requests import purge_signups
 from course.audience.subscriptions import purge_unconfirmed
 from course.ratelimit import purge_rate_limits
 from worker.app import app
@@ -23,8 +24,13 @@ def purge_unconfirmed_subscribers() -> dict[str, int]:
     settings = get_settings()
     now = get_clock(settings).now()
     with session_factory(settings).begin() as session:
-        purged = purge_unconfirmed(session, now=now, older_than=timedelta(days=settings.unconfirmed_retention_days))
-        counters = purge_rate_limits(session, before=now - timedelta(seconds=2 * settings.rate_limit_window_seconds))
+        retention = timedelta(days=settings.unconfirmed_retention_days)
+        purged = purge_unconfirmed(session, now=now, older_than=retention)
+        purge_signups(session, before=now - retention)
+        # Two windows of the longest limit (the hourly confirmation cap included): a sliding window
+        # reads the previous one.
+        longest = max(settings.rate_limit_window_seconds, 3600)
+        counters = purge_rate_limits(session, before=now - timedelta(seconds=2 * longest))
     if purged:
         log.info("purged %d unconfirmed subscribers", purged)
     return {"subscribers": purged, "rate_limit_windows": counters}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from functools import lru_cache
 
+from course.audience.signup_requests import SignupLimits, handle_signups
 from course.clock import get_clock
 from course.db import session_factory
 from course.delivery.dispatch import DispatchReport, dispatch_due
@@ -46,7 +47,18 @@ def enqueue_send(delivery_ids: list[int], token: str, urgent: bool) -> None:
 
 @app.task(name="course.dispatch", ignore_result=True)
 def dispatch() -> dict[str, int]:
+    """Handle the signups the web queued (their confirmation rows are due at once), then claim and
+    hand out every due row."""
     settings = get_settings()
+    try:
+        signups = handle_signups(
+            session_factory(settings), limits=SignupLimits.from_settings(settings), now=get_clock(settings).now()
+        )
+    except Exception:  # noqa: BLE001 - the signups wait for the next run; the due mail must not
+        log.exception("handling queued signups failed; dispatching anyway")
+    else:
+        if signups:
+            log.info("handled %d signups: %s", sum(signups.values()), dict(signups))
     report: DispatchReport = dispatch_due(
         session_factory(settings), settings=settings, clock=get_clock(settings), enqueue=enqueue_send
     )

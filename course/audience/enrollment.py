@@ -60,10 +60,17 @@ def normalize_email(raw: str) -> str:
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
 
 
+# An RFC 2047 encoded word ("=?utf-8?q?…?="): a mail client decodes it in To:, into anything at all
+# (CR/LF, another address). The mail code encodes names itself; a name never needs to bring one.
+_ENCODED_WORD_START = re.compile(r"=\s*\?")
+
+
 def clean_name(raw: str) -> str:
     """A display name safe for headers and pages: control characters (CR/LF included) become
-    spaces, white space collapses, length is capped."""
+    spaces, white space collapses, what could start an encoded word ("=?") loses its "=", length
+    is capped."""
     text = unicodedata.normalize("NFC", _CONTROL.sub(" ", raw))
+    text = _ENCODED_WORD_START.sub("?", text)
     return " ".join(text.split())[:MAX_NAME_LENGTH]
 
 

@@ -5,12 +5,14 @@ counted by course.ratelimit), so the web pages, the JSON API and the worker shar
 
 Double opt-in, step by step:
 
-1. A signup stores the address as a pending subscriber with a pending enrollment (no lesson rows)
-   and puts a "confirm" transactional row in the ledger, due now, ahead of bulk mail.
+1. A signup is queued as it was typed (signup_requests); a worker stores the address as a pending
+   subscriber with a pending enrollment (no lesson rows) and puts a "confirm" transactional row in
+   the ledger, due now, ahead of bulk mail.
 2. An address already enrolled in the course gets an "already_enrolled" mail instead; the person
    signing up sees the same page either way, so the form never tells who is subscribed.
-3. Confirming (signed, expiring link) activates the subscriber and the enrollment through
-   course.enrollment.enroll, which writes the lesson rows with lesson 1 due at once.
+3. Confirming (signed, expiring link) activates the subscriber, with the name and time zone of the
+   signup that link was sent for, and the enrollment through course.enrollment.enroll, which
+   writes the lesson rows with lesson 1 due at once.
 4. Pending subscribers who never confirm are deleted after unconfirmed_retention_days.
 """
 
@@ -21,13 +23,13 @@ from datetime import datetime, time, timedelta
 from enum import StrEnum
 
 from sqlalchemy import delete, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from course.audience.enrollment import (
     clean_name,
     enroll,
     find_subscriber,
-    get_or_create_subscriber,
     normalize_email,
     resume,
     schedule_lessons,
@@ -39,6 +41,7 @@ from course.models import (
     Delivery,
     Enrollment,
     EnrollmentStatus,
+    SignupRequest,
     Subscriber,
     SubscriberStatus,
 )
@@ -58,6 +61,8 @@ class SignupOutcome(StrEnum):
     ALREADY_ENROLLED_QUEUED = "already_enrolled_queued"
     ADDRESS_LIMITED = "address_limited"  # too many mails to this address lately: nothing sent
     SUPPRESSED = "suppressed"  # the address bounced: nothing sent
+    CAPPED = "capped"  # the site-wide cap of confirmation mails per hour was reached: nothing sent
+    FAILED = "failed"  # could not be handled (logged): nothing sent
 
 
 @dataclass(frozen=True)
@@ -106,38 +111,51 @@ def sign_up(
     now: datetime,
     address_limit: RateLimit,
     address_key: str,
-) -> SignupOutcome:
-    """1. A new address becomes a pending subscriber; a pending one takes the details typed last
-       (nothing about it was confirmed, so nothing is lost).
+    confirmation_cap: RateLimit | None = None,
+    cap_key: str = "",
+) -> tuple[SignupOutcome, Delivery | None]:
+    """Handle one signup (a worker does, from the queue the web fills: course.audience.signup_requests).
+    Returns what happened and the confirmation row it queued, if any.
+
+    1. A new address becomes a pending subscriber with no name (names are shown only after
+       confirmation) in one race-free insert; a known one is left exactly as it is: a pending
+       signup is never overwritten, each confirmation link confirms its own signup's details.
     2. A bounced address gets nothing: mailing it again would hurt the sender's reputation.
-    3. Every mail to one address counts against address_limit, so the form cannot be used to
-       flood someone's inbox; over the limit, nothing is sent.
+    3. Every mail to one canonical address counts against address_limit, so the form cannot be
+       used to flood someone's inbox; over the limit, nothing is sent.
     4. Enrolled already (active, paused or done): queue "already_enrolled" with a preferences link.
-       Otherwise the enrollment is (re)set to pending and "confirm" is queued."""
-    subscriber = find_subscriber(session, details.email)
-    if subscriber is None:
-        subscriber = get_or_create_subscriber(
-            session,
-            details.email,
-            name=details.name,
-            timezone_name=details.timezone,
-            now=now,
-            status=SubscriberStatus.PENDING,
-        )
-    elif subscriber.status == SubscriberStatus.PENDING:
-        subscriber.name = details.name
-        subscriber.timezone = details.timezone
+    5. Otherwise, within the site-wide cap of confirmation mails per hour (confirmation_cap), the
+       enrollment is (re)set to pending and "confirm" is queued."""
+    subscriber = insert_pending_subscriber(session, details.email, timezone_name=details.timezone, now=now)
     if subscriber.status == SubscriberStatus.BOUNCED:
-        return SignupOutcome.SUPPRESSED
+        return SignupOutcome.SUPPRESSED, None
     if not take_rate_limit(session, address_limit, address_key, now=now):
-        return SignupOutcome.ADDRESS_LIMITED
+        return SignupOutcome.ADDRESS_LIMITED, None
     enrollment = find_enrollment(session, subscriber.id, course.id)
     if enrollment is not None and enrollment.status in CONFIRMED_ENROLLMENT_STATES:
-        queue_account_mail(session, enrollment, "already_enrolled", now=now)
-        return SignupOutcome.ALREADY_ENROLLED_QUEUED
+        return SignupOutcome.ALREADY_ENROLLED_QUEUED, queue_account_mail(session, enrollment, "already_enrolled", now=now)
+    if confirmation_cap is not None and not take_rate_limit(session, confirmation_cap, cap_key, now=now):
+        return SignupOutcome.CAPPED, None
     enrollment = enroll(session, subscriber, course, now=now, status=EnrollmentStatus.PENDING)
-    queue_account_mail(session, enrollment, "confirm", now=now)
-    return SignupOutcome.CONFIRMATION_QUEUED
+    return SignupOutcome.CONFIRMATION_QUEUED, queue_account_mail(session, enrollment, "confirm", now=now)
+
+
+def insert_pending_subscriber(session: Session, email: str, *, timezone_name: str, now: datetime) -> Subscriber:
+    """The subscriber with this address, inserted as pending (no name) if there is none: one
+    INSERT … ON CONFLICT DO NOTHING, so two signups of one new address at once both find the one
+    row instead of one of them failing on the unique index."""
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    session.execute(
+        insert(Subscriber)
+        .values(
+            email=email, name="", timezone=parse_timezone(timezone_name).key, status=SubscriberStatus.PENDING, created_at=now
+        )
+        .on_conflict_do_nothing()
+    )
+    subscriber = find_subscriber(session, email)
+    assert subscriber is not None, "inserted or already there"
+    return subscriber
 
 
 class ConfirmOutcome(StrEnum):
@@ -153,9 +171,15 @@ class Confirmation:
     enrollment: Enrollment | None = None
 
 
-def confirm(session: Session, subscriber_id: int, course_id: int, *, now: datetime) -> Confirmation:
+def confirm(
+    session: Session, subscriber_id: int, course_id: int, *, now: datetime, signup: SignupRequest | None = None
+) -> Confirmation:
     """Activate a pending enrollment (and its subscriber). Only a pending enrollment is activated:
-    an old confirmation link must not bring back someone who unsubscribed after using it."""
+    an old confirmation link must not bring back someone who unsubscribed after using it.
+
+    `signup` is the signup the link was sent for (course.audience.signup_requests.signup_of): a
+    subscriber confirmed for the first time takes its name and time zone, which nobody saw or
+    used before; an address confirmed earlier keeps the settings its owner chose."""
     enrollment = find_enrollment(session, subscriber_id, course_id)
     if enrollment is None:
         return Confirmation(ConfirmOutcome.NOT_FOUND)
@@ -166,6 +190,9 @@ def confirm(session: Session, subscriber_id: int, course_id: int, *, now: dateti
     subscriber = enrollment.subscriber
     if subscriber.status == SubscriberStatus.BOUNCED:
         return Confirmation(ConfirmOutcome.NOT_FOUND)
+    if signup is not None and subscriber.confirmed_at is None:
+        subscriber.name = clean_name(signup.name)
+        subscriber.timezone = parse_timezone(signup.timezone).key
     # Confirming is a fresh opt-in, also for someone who once unsubscribed from everything.
     subscriber.status = SubscriberStatus.ACTIVE
     subscriber.confirmed_at = now

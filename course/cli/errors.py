@@ -17,6 +17,8 @@ from rich.console import Console
 from rich.markup import escape
 from sqlalchemy.exc import SQLAlchemyError
 
+from course.settings import InsecureConfiguration
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 err_console = Console(stderr=True)
@@ -73,6 +75,10 @@ def clear_errors(command: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return command(*args, **kwargs)
+        except InsecureConfiguration as exc:
+            for problem in exc.problems:  # one line each, naming the variable to set
+                print_error(problem)
+            raise typer.Exit(1) from None
         except project_errors() as exc:
             print_error(str(exc))
             raise typer.Exit(1) from None

@@ -143,8 +143,10 @@ def _web_server(host: str, port: int) -> Iterator[None]:
     import uvicorn
 
     from course.web.app import create_app
+    from course.web.server import uvicorn_options
 
-    server = uvicorn.Server(uvicorn.Config(create_app(), host=host, port=port, log_level="warning"))
+    config = uvicorn.Config(create_app(), host=host, port=port, log_level="warning", **uvicorn_options(get_settings()))
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="web", daemon=True)
     thread.start()
     deadline = time.monotonic() + 15

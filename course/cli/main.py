@@ -22,7 +22,7 @@ from course.content.guides import find_references, load_guides
 from course.content.split import DEFAULT_TARGET_WORDS, split_article
 from course.db import transaction
 from course.models import Course, Delivery, DeliveryState, Enrollment, Subscriber, SubscriberStatus
-from course.settings import get_settings
+from course.settings import get_settings, refuse_unsafe
 
 app = typer.Typer(help="Email courses: articles become drip lessons sent by Celery workers.", no_args_is_help=True)
 console = Console(soft_wrap=True)
@@ -184,6 +184,7 @@ def status() -> None:
 
 
 @app.command()
+@clear_errors
 def worker(
     concurrency: Annotated[int, typer.Option(help="send processes (default: number of cores)")] = 0,
     pool: Annotated[str, typer.Option(help="prefork, threads or solo")] = "prefork",
@@ -197,6 +198,8 @@ def worker(
     prepare_worker_metrics()  # before Celery (and prometheus_client) are imported
     from worker.app import app as celery_app
 
+    refuse_unsafe(get_settings())
+
     argv = ["worker", f"--loglevel={loglevel}", f"--pool={pool}", f"--queues={queues}"]
     if concurrency:
         argv.append(f"--concurrency={concurrency}")
@@ -206,14 +209,18 @@ def worker(
 
 
 @app.command()
+@clear_errors
 def beat(loglevel: str = "INFO") -> None:
     """Run Celery beat: it starts the dispatcher every few seconds. Run exactly one."""
     from worker.app import app as celery_app
+
+    refuse_unsafe(get_settings())
 
     celery_app.start(["beat", f"--loglevel={loglevel}"])
 
 
 @app.command()
+@clear_errors
 def web(
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port to listen on")] = 8000,
@@ -222,7 +229,11 @@ def web(
     """Serve the signup, confirmation, preference and unsubscribe pages (and the JSON API)."""
     import uvicorn
 
-    uvicorn.run("course.web.app:create_app", factory=True, host=host, port=port, workers=workers, proxy_headers=True)
+    from course.web.server import uvicorn_options
+
+    settings = get_settings()
+    refuse_unsafe(settings)  # create_app checks again; this way the refusal is one clean line
+    uvicorn.run("course.web.app:create_app", factory=True, host=host, port=port, workers=workers, **uvicorn_options(settings))
 
 
 @app.command()
@@ -251,8 +262,10 @@ def run(
 
 def _register_bench_and_campaigns() -> None:
     from course.cli.campaigns import campaign_app, tag_command
+    from course.cli.config_check import check_config_command
     from course.devtools.bench.command import bench_command
 
+    app.command("check-config")(check_config_command)
     app.command("bench")(bench_command)
     app.add_typer(campaign_app, name="campaign", help="Schedule and list newsletter campaigns.")
     app.command("tag")(tag_command)

@@ -25,7 +25,7 @@ from course.delivery.links import LinkPurpose, Signer, signer_from_settings
 from course.delivery.mime import OutgoingMessage, build_message
 from course.delivery.render import RenderedEmail, Renderer, Template, greeting_for
 from course.ledger import Batch, CampaignContent, CourseHeader, DeliveryJob, LessonContent, message_id_for
-from course.models import Campaign, CampaignStatus, Course, DeliveryKind, Lesson, Subscriber
+from course.models import Campaign, CampaignStatus, Course, DeliveryKind, Lesson, Subscriber, SubscriberStatus
 from course.settings import Settings
 
 # Account mail: template name -> (subject, purpose of the signed link in its `action_url` slot).
@@ -50,7 +50,10 @@ class Recipient:
 
     @classmethod
     def of_job(cls, job: DeliveryJob) -> Recipient:
-        return cls(job.delivery_id, job.subscriber_id, job.name, job.email)
+        # A name is shown only once its owner confirmed it: a pending signup's name was typed by
+        # whoever filled in the form, so mail to an unconfirmed address greets no one.
+        name = job.name if job.subscriber_status == SubscriberStatus.ACTIVE else ""
+        return cls(job.delivery_id, job.subscriber_id, name, job.email)
 
     @classmethod
     def of_subscriber(cls, subscriber: Subscriber, *, delivery_id: int) -> Recipient:
@@ -115,7 +118,14 @@ class Composer:
             return self.account_mail(recipient, job.template, batch.courses[job.course_id], templates)
         raise NothingToCompose(f"delivery {job.delivery_id} ({job.kind}, template {job.template!r}) has nothing to send")
 
-    def lesson(self, recipient: Recipient, lesson: LessonContent, templates: TemplateCache | None = None) -> ComposedEmail:
+    def lesson(
+        self,
+        recipient: Recipient,
+        lesson: LessonContent,
+        templates: TemplateCache | None = None,
+        *,
+        account_links_to: str | None = None,
+    ) -> ComposedEmail:
         course = lesson.course
         cache = _templates(templates)
         key = ("lesson", lesson.lesson_id)
@@ -128,10 +138,16 @@ class Composer:
             sender=(course.sender_name, course.sender_email),
             list_id=f"{course.title} <{course.slug}.{self.settings.list_id_domain}>",
             unsubscribe_url=self.signer.url(LinkPurpose.UNSUBSCRIBE, recipient.subscriber_id, course.course_id),
+            account_links_to=account_links_to,
         )
 
     def campaign(
-        self, recipient: Recipient, campaign: CampaignContent, templates: TemplateCache | None = None
+        self,
+        recipient: Recipient,
+        campaign: CampaignContent,
+        templates: TemplateCache | None = None,
+        *,
+        account_links_to: str | None = None,
     ) -> ComposedEmail:
         cache = _templates(templates)
         key = ("campaign", campaign.campaign_id)
@@ -146,6 +162,7 @@ class Composer:
             sender=(campaign.sender_name, campaign.sender_email),
             list_id=f"{campaign.sender_name} <newsletter.{self.settings.list_id_domain}>",
             unsubscribe_url=self.signer.url(LinkPurpose.UNSUBSCRIBE, recipient.subscriber_id, None),
+            account_links_to=account_links_to,
         )
 
     def account_mail(
@@ -172,7 +189,7 @@ class Composer:
             sender=(course.sender_name, course.sender_email),
             list_id="",
             unsubscribe_url=self.signer.url(LinkPurpose.UNSUBSCRIBE, recipient.subscriber_id, course.course_id),
-            action_url=self.signer.url(purpose, recipient.subscriber_id, course.course_id),
+            action_url=self.signer.url(purpose, recipient.subscriber_id, course.course_id, *_names_its_signup(purpose, recipient)),
         )
 
     # --- shared by every kind ------------------------------------------------------------------
@@ -186,12 +203,15 @@ class Composer:
         list_id: str,
         unsubscribe_url: str,
         action_url: str | None = None,
+        account_links_to: str | None = None,
     ) -> ComposedEmail:
+        """`account_links_to`: for a copy anyone may hold (the view-in-browser page), the URL the
+        preferences and unsubscribe links lead to instead of the reader's signed ones."""
         values = {
             "greeting": greeting_for(recipient.name),
             "view_url": self.signer.url(LinkPurpose.VIEW, recipient.delivery_id),
-            "preferences_url": self.signer.url(LinkPurpose.PREFERENCES, recipient.subscriber_id),
-            "unsubscribe_url": unsubscribe_url,
+            "preferences_url": account_links_to or self.signer.url(LinkPurpose.PREFERENCES, recipient.subscriber_id),
+            "unsubscribe_url": account_links_to or unsubscribe_url,
         }
         if action_url is not None:
             values["action_url"] = action_url
@@ -214,6 +234,12 @@ class Composer:
                 unsubscribe_mailto=self.settings.unsubscribe_mailto,
             ),
         )
+
+
+def _names_its_signup(purpose: LinkPurpose, recipient: Recipient) -> list[int]:
+    """A confirmation link names its own mail, and so the signup whose details it confirms
+    (course.audience.signup_requests): a later signup never changes what an earlier link confirms."""
+    return [recipient.delivery_id] if purpose == LinkPurpose.CONFIRM else []
 
 
 def _templates(templates: TemplateCache | None) -> dict[tuple[str, int], Template]:

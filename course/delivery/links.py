@@ -2,21 +2,39 @@
 
 Each purpose has its own salt, so a token made for one purpose is worthless for another, and all
 are signed with the settings' secret (itsdangerous, HMAC-SHA1 over a compact payload and a
-timestamp). Unsubscribe and preference links never expire (a years-old email must still let its
-reader leave); confirmation links do."""
+timestamp). The timestamp comes from the project's Clock, so tests and the fast demo calendar
+age links as they age everything else.
+
+How long each purpose lives (settings; Signer.max_ages):
+- unsubscribe: for ever (a years-old email must still let its reader leave);
+- view: for ever, but it shows the lesson only (no account links: it is the link people forward);
+- preferences: preference_link_max_age_days (90) after the mail that carried it; every mail signs
+  a fresh one, so a reader who still receives mail always holds a working link;
+- confirm: confirm_link_max_age_days (7).
+
+A token is accepted only in the exact form we issue: three base64url parts in canonical encoding.
+(base64 decoding ignores stray characters and the spare bits of the last character, so without
+this check one token would have many spellings that all verify.)"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from functools import lru_cache
+import re
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
-from itsdangerous.encoding import base64_encode
+from itsdangerous import BadData, BadSignature, SignatureExpired, TimestampSigner, URLSafeTimedSerializer
+from itsdangerous.encoding import base64_decode, base64_encode
 from itsdangerous.url_safe import URLSafeSerializerMixin
 
+from course.clock import get_clock
 from course.settings import Settings
+
+# Ids in link payloads are database keys: BIGINT at most. Anything larger is not a link of ours
+# (and would overflow the database driver).
+MAX_ID = 2**63 - 1
 
 
 class LinkPurpose(StrEnum):
@@ -43,6 +61,18 @@ class InvalidLink(ValueError):
         self.expired = expired
 
 
+class _ClockSigner(TimestampSigner):
+    """itsdangerous's timestamp signer, reading the time from `now` (Unix seconds) instead of
+    time.time(): both when it stamps a token and when it checks a token's age."""
+
+    def __init__(self, *args: Any, now: Callable[[], float], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.now = now
+
+    def get_timestamp(self) -> int:
+        return int(self.now())
+
+
 class _LinkSerializer(URLSafeTimedSerializer):
     """itsdangerous's URL-safe timed serializer without the zlib attempt when dumping.
 
@@ -57,26 +87,51 @@ class _LinkSerializer(URLSafeTimedSerializer):
         return base64_encode(super(URLSafeSerializerMixin, self).dump_payload(obj))
 
 
-@lru_cache(maxsize=64)
-def _serializer(secret: str, purpose: LinkPurpose) -> URLSafeTimedSerializer:
-    # Built once per purpose rather than once per link: a send batch signs three links a message.
-    return _LinkSerializer(secret, salt=f"course.{purpose}")
+_CANONICAL_SHAPE = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
+
+
+def is_canonical(token: str) -> bool:
+    """Whether `token` is spelled exactly as we issue tokens: payload, timestamp and signature in
+    base64url without padding, each part re-encoding to itself."""
+    if not _CANONICAL_SHAPE.fullmatch(token):
+        return False
+    try:
+        return all(base64_encode(base64_decode(part)).decode() == part for part in token.split("."))
+    except BadData:
+        return False
 
 
 @dataclass(frozen=True)
 class Signer:
     secret: str
     base_url: str
+    # Where "now" comes from, in Unix seconds: the project's Clock (signer_from_settings).
+    now: Callable[[], float] = time.time
+    # How long a token of each purpose is valid, in seconds; a purpose not listed never expires.
+    max_ages: Mapping[LinkPurpose, int] = field(default_factory=dict)
+    _serializers: dict[LinkPurpose, URLSafeTimedSerializer] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Built once per purpose rather than once per link: a send batch signs three links a message.
+        for purpose in LinkPurpose:
+            self._serializers[purpose] = _LinkSerializer(
+                self.secret, salt=f"course.{purpose}", signer=_ClockSigner, signer_kwargs={"now": self.now}
+            )
 
     def token(self, purpose: LinkPurpose, *payload: Any) -> str:
-        return _serializer(self.secret, purpose).dumps(list(payload))
+        return self._serializers[purpose].dumps(list(payload))
 
     def url(self, purpose: LinkPurpose, *payload: Any) -> str:
         return f"{self.base_url.rstrip('/')}{PATHS[purpose]}{self.token(purpose, *payload)}"
 
     def read(self, purpose: LinkPurpose, token: str, *, max_age_seconds: int | None = None) -> list[Any]:
+        """The payload of a token of this purpose, or InvalidLink: tampered, not canonical, made
+        for another purpose, or older than max_age_seconds (default: this purpose's max age)."""
+        if not is_canonical(token):
+            raise InvalidLink(f"this {purpose} link is not valid")
+        max_age = max_age_seconds if max_age_seconds is not None else self.max_ages.get(purpose)
         try:
-            payload = _serializer(self.secret, purpose).loads(token, max_age=max_age_seconds)
+            payload = self._serializers[purpose].loads(token, max_age=max_age)
         except SignatureExpired as exc:
             raise InvalidLink(f"this {purpose} link has expired", expired=True) from exc
         except BadSignature as exc:
@@ -87,4 +142,16 @@ class Signer:
 
 
 def signer_from_settings(settings: Settings) -> Signer:
-    return Signer(secret=settings.secret_key, base_url=settings.base_url)
+    def now() -> float:
+        # Asked per token, so a test's ManualClock or the demo's fast clock applies.
+        return get_clock(settings).now().timestamp()
+
+    return Signer(
+        secret=settings.secret_key,
+        base_url=settings.base_url,
+        now=now,
+        max_ages={
+            LinkPurpose.CONFIRM: settings.confirm_link_max_age_days * 86400,
+            LinkPurpose.PREFERENCES: settings.preference_link_max_age_days * 86400,
+        },
+    )

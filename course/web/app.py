@@ -11,14 +11,17 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from course.db import session_factory
 from course.delivery.links import signer_from_settings
 from course.delivery.render import Renderer, template_environment
-from course.settings import DEFAULT_SECRET, Settings, get_settings
+from course.settings import InsecureConfiguration, Settings, get_settings, refuse_unsafe
 from course.web import ops
 from course.web.public import api, confirm, courses, preferences, unsubscribe, view
-from course.web.security import ApiCors, ASGIApp, BodySizeLimit, SecurityHeaders
+from course.web.security import ApiCors, ASGIApp, BodySizeLimit, RefuseControlCharacters, Scope, SecurityHeaders
+from course.web.server import install_access_log_masking
 from course.web.site import PageError, Site
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -29,24 +32,30 @@ _STATUS_TITLES = {
 }
 
 
-class InsecureConfiguration(RuntimeError):
-    pass
+__all__ = ["InsecureConfiguration", "create_app"]
 
 
 class _WebApp(FastAPI):
     """Starlette puts its ServerErrorMiddleware, which answers an unhandled error with a 500, outside
     every middleware added with add_middleware. The security headers go outside it instead, so that
-    answer carries them too."""
+    answer carries them too; forwarded headers are read outermost, from trusted proxies only."""
+
+    hsts = False
+    trusted_proxies: list[str] = []
 
     def build_middleware_stack(self) -> ASGIApp:
-        return SecurityHeaders(super().build_middleware_stack())
+        stack: ASGIApp = SecurityHeaders(super().build_middleware_stack(), hsts=self.hsts)
+        if self.trusted_proxies:
+            # X-Forwarded-For is believed only when the connection comes from a listed proxy, and
+            # then only its entries up to the first untrusted hop (uvicorn's middleware).
+            stack = ProxyHeadersMiddleware(stack, trusted_hosts=self.trusted_proxies)  # type: ignore[arg-type]
+        return stack
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
-    if settings.env == "production" and settings.secret_key == DEFAULT_SECRET:
-        # Every signed link would be forgeable by anyone who has read our source.
-        raise InsecureConfiguration("refusing to start in production with the default secret: set COURSE_SECRET_KEY")
+    # In production: a weak secret, an http base URL, localhost mail domains (settings.production_problems).
+    refuse_unsafe(settings)
     site = Site(
         settings=settings,
         sessions=session_factory(settings),
@@ -63,11 +72,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
     )
     app.state.site = site
+    app.hsts = settings.env == "production"
+    app.trusted_proxies = settings.trusted_proxy_list
+    install_access_log_masking()
     for pages in (courses, confirm, preferences, unsubscribe, view):
         app.include_router(pages.router)
     app.include_router(api.router)
     app.include_router(ops.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    def refuse_control_characters(scope: Scope) -> ASGIApp:
+        request = Request(scope)
+        if _is_api(request):
+            return JSONResponse({"detail": "control characters are not allowed in a request"}, status_code=400)
+        return site.error_page(
+            request, PageError(400, "Something is not right", "That address or form had characters no link or form of ours sends.")
+        )
+
+    # Inner first: the body is bounded (BodySizeLimit) before it is searched for control characters.
+    app.add_middleware(RefuseControlCharacters, refusal=refuse_control_characters)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
     if settings.api_cors_origin_list:
         app.add_middleware(ApiCors, origins=settings.api_cors_origin_list)
@@ -79,10 +102,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> Response:
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["allow"] = _allowed_methods(app, request.scope)
         if _is_api(request):
-            return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+            return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=headers)
         title, message = _STATUS_TITLES.get(exc.status_code, ("Something is not right", str(exc.detail)))
-        return site.error_page(request, PageError(exc.status_code, title, message))
+        response = site.error_page(request, PageError(exc.status_code, title, message))
+        response.headers.update(headers)
+        return response
 
     @app.exception_handler(Exception)
     async def server_error(request: Request, exc: Exception) -> Response:
@@ -104,6 +132,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
 
     return app
+
+
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def _allowed_methods(app: FastAPI, scope: Scope) -> str:
+    """Every method some route at this path answers (Starlette names only the first route's):
+    asked of the router one method at a time, so included routers answer for their routes."""
+    allowed = [
+        method
+        for method in _METHODS
+        if any(route.matches({**scope, "method": method})[0] == Match.FULL for route in app.router.routes)
+    ]
+    return ", ".join(allowed)
 
 
 def _is_api(request: Request) -> bool:

@@ -1,19 +1,26 @@
-"""Request hygiene for every route, in one place: body size limit, security headers, CSRF tokens.
+"""Request hygiene for every route, in one place: body size limit, control characters, security
+headers, CSRF tokens.
 
-CSRF uses a signed double-submit cookie: the page sets a random cookie and puts an HMAC of it
-(keyed with the settings' secret) in each form; a POST is accepted only when the two match. Another
-site can make a browser post, but cannot read our cookie, so it cannot produce the matching field.
+CSRF uses a signed double-submit cookie: the page sets a cookie the server minted (a random nonce
+and its HMAC, so a cookie an attacker planted through a sibling subdomain or a cookie-injection bug
+is never adopted) and puts an HMAC of it (keyed with the settings' secret) in each form; a POST is
+accepted only when the two match. Another site can make a browser post, but cannot read our
+cookie, so it cannot produce the matching field.
 Two routes are exempt on purpose, each said where it is defined: the RFC 8058 one-click unsubscribe
 (mail providers post it with no cookie) and the signup endpoint that forms on publishers' sites
 post to (no cookie can be there; double opt-in makes a forged signup cost one rate-limited mail)."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
+import json
 import secrets
-from collections.abc import Awaitable, Callable, MutableMapping
+import unicodedata
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from typing import Any
+from urllib.parse import parse_qsl
 
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
@@ -55,12 +62,17 @@ SECURITY_HEADERS = {
 }
 
 
+# Production only (it is served over https there): browsers refuse plain http for a year.
+HSTS = "max-age=31536000; includeSubDomains"
+
+
 class SecurityHeaders:
     """Adds the security headers to every response. A route that needs another CSP (the embed
     form, the email view) sets its own, which is kept; X-Frame-Options follows the CSP."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, *, hsts: bool = False) -> None:
         self.app = app
+        self.hsts = hsts
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -77,6 +89,8 @@ class SecurityHeaders:
                 if b"content-security-policy" not in present:
                     headers.append((b"content-security-policy", PAGE_CSP.encode()))
                     headers.append((b"x-frame-options", b"DENY"))
+                if self.hsts:
+                    headers.append((b"strict-transport-security", HSTS.encode()))
                 message["headers"] = headers
             await send(message)
 
@@ -162,18 +176,98 @@ class BodySizeLimit:
         await send({"type": "http.response.body", "body": body})
 
 
+# Tab, line feed and carriage return are allowed in body fields (a pasted value may carry them and
+# every consumer treats them as white space); nothing else of Unicode's control category anywhere.
+_BODY_WHITESPACE = frozenset("\t\n\r")
+
+
+def control_character_in(text: str, *, allowed: frozenset[str] = frozenset()) -> bool:
+    """NUL, the other C0 controls, DEL and the C1 controls: never part of a slug, an address, a
+    name or a token; a NUL in particular is refused by PostgreSQL itself (a 500 if it got there)."""
+    return any(unicodedata.category(char) == "Cc" and char not in allowed for char in text)
+
+
+def _json_strings(value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield key
+            yield from _json_strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _json_strings(item)
+
+
+def body_has_control_characters(content_type: str, body: bytes) -> bool:
+    """Whether a form or JSON body has a control character in any field name or value (decoded:
+    %00 in a form and \\u0000 in JSON count). Other bodies are not parsed by any route."""
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    if media_type == "application/x-www-form-urlencoded":
+        text = body.decode("utf-8", errors="replace")
+        fields = parse_qsl(text, keep_blank_values=True, encoding="utf-8", errors="replace")
+        return any(control_character_in(part, allowed=_BODY_WHITESPACE) for field in fields for part in field)
+    if media_type == "application/json" or media_type.endswith("+json"):
+        try:
+            document = json.loads(body)
+        except ValueError:
+            return False  # not JSON at all: the route's own validation answers 422
+        return any(control_character_in(text, allowed=_BODY_WHITESPACE) for text in _json_strings(document))
+    return False
+
+
+class RefuseControlCharacters:
+    """Answers 400 to a request with a control character in its path, its query string or any
+    form or JSON field, before any route (or the database) sees it. Sits inside BodySizeLimit, so
+    the body it reads is already bounded; it buffers that body and replays it to the app.
+    `refusal(scope)` builds the answer (the app's error page, or JSON under /api)."""
+
+    def __init__(self, app: ASGIApp, *, refusal: Callable[[Scope], ASGIApp]) -> None:
+        self.app = app
+        self.refusal = refusal
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        query = scope.get("query_string", b"").decode("latin-1")
+        query_fields = parse_qsl(query, keep_blank_values=True, encoding="utf-8", errors="replace")
+        if control_character_in(scope["path"]) or any(control_character_in(part) for field in query_fields for part in field):
+            await self.refusal(scope)(scope, receive, send)
+            return
+        if scope["method"] not in ("POST", "PUT", "PATCH"):
+            await self.app(scope, receive, send)
+            return
+        buffered: list[Message] = []
+        while True:
+            message = await receive()
+            buffered.append(message)
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                break
+        body = b"".join(message.get("body", b"") for message in buffered if message["type"] == "http.request")
+        content_type = dict(scope.get("headers", [])).get(b"content-type", b"").decode("latin-1")
+        if body_has_control_characters(content_type, body):
+            await self.refusal(scope)(scope, receive, send)
+            return
+
+        async def replay() -> Message:
+            return buffered.pop(0) if buffered else await receive()
+
+        await self.app(scope, replay, send)
+
+
 def csrf_field_for(secret: str, cookie_value: str) -> str:
     return hmac.new(secret.encode(), f"csrf:{cookie_value}".encode(), hashlib.sha256).hexdigest()
 
 
 class CsrfTokens:
-    """The CSRF pair for one request: the cookie it came with (or a new one) and the form field.
-    `issued` says whether the response must set the cookie."""
+    """The CSRF pair for one request: the cookie it came with when the server minted it (else a
+    new one) and the form field. `is_new` says whether the response must set the cookie."""
 
     def __init__(self, secret: str, request: Request) -> None:
         self.secret = secret
         existing = request.cookies.get(CSRF_COOKIE, "")
-        self.cookie_value = existing if _looks_like_token(existing) else secrets.token_urlsafe(32)
+        self.cookie_value = existing if minted_here(secret, existing) else mint_csrf_cookie(secret)
         self.is_new = self.cookie_value != existing
         self.used = False
 
@@ -182,12 +276,26 @@ class CsrfTokens:
         return csrf_field_for(self.secret, self.cookie_value)
 
 
-def _looks_like_token(value: str) -> bool:
-    return 32 <= len(value) <= 64 and all(ch.isalnum() or ch in "-_" for ch in value)
+def _cookie_signature(secret: str, nonce: str) -> str:
+    digest = hmac.new(secret.encode(), f"csrf-cookie:{nonce}".encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+def mint_csrf_cookie(secret: str) -> str:
+    """A new cookie value: a random nonce and the server's signature of it."""
+    nonce = secrets.token_urlsafe(24)
+    return f"{nonce}.{_cookie_signature(secret, nonce)}"
+
+
+def minted_here(secret: str, cookie_value: str) -> bool:
+    nonce, dot, signature = cookie_value.partition(".")
+    if not dot or len(cookie_value) > 100 or not nonce:
+        return False
+    return hmac.compare_digest(_cookie_signature(secret, nonce), signature)
 
 
 def csrf_is_valid(secret: str, request: Request, submitted: str) -> bool:
     cookie_value = request.cookies.get(CSRF_COOKIE, "")
-    if not _looks_like_token(cookie_value) or not submitted:
+    if not minted_here(secret, cookie_value) or not submitted:
         return False
     return hmac.compare_digest(csrf_field_for(secret, cookie_value), submitted)

@@ -13,7 +13,7 @@ from jinja2 import Environment
 from sqlalchemy.orm import Session, sessionmaker
 
 from course.clock import get_clock
-from course.delivery.links import InvalidLink, LinkPurpose, Signer
+from course.delivery.links import MAX_ID, InvalidLink, LinkPurpose, Signer
 from course.delivery.render import Renderer
 from course.settings import Settings
 from course.web.security import CSRF_COOKIE, CSRF_FIELD, CsrfTokens
@@ -33,6 +33,10 @@ class PageError(Exception):
 # What a person reading an email can do about a link that failed, per purpose.
 _EXPIRED_HELP = {
     LinkPurpose.CONFIRM: "Confirmation links work for {days} days. Sign up again and we will send you a fresh one.",
+    LinkPurpose.PREFERENCES: (
+        "Links to your preferences work for {days} days after the email that carried them. Open the link in "
+        "your latest email; the unsubscribe link in any of our emails always works."
+    ),
 }
 _INVALID_HELP = (
     "The link may have been cut short or changed on its way here. Open it straight from the email, "
@@ -94,7 +98,11 @@ class Site:
             return self.signer.read(purpose, token, max_age_seconds=max_age_seconds)
         except InvalidLink as exc:
             if exc.expired:
-                days = self.settings.confirm_link_max_age_days
+                days = (
+                    self.settings.preference_link_max_age_days
+                    if purpose == LinkPurpose.PREFERENCES
+                    else self.settings.confirm_link_max_age_days
+                )
                 help_text = _EXPIRED_HELP.get(purpose, "Ask for a new link.").format(days=days)
                 raise PageError(410, "This link has expired", help_text) from exc
             raise PageError(400, "This link does not work", _INVALID_HELP) from exc
@@ -108,7 +116,7 @@ def ids_from(payload: list[Any], *, required: int, optional: int = 0, nullable_t
     for position, value in enumerate(payload):
         if value is None and nullable_tail and position >= required:
             continue
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_ID:
             raise PageError(400, "This link does not work", _INVALID_HELP)
     return list(payload)
 

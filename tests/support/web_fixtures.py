@@ -21,6 +21,7 @@ from sqlalchemy import Engine, create_engine, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from course import schema
+from course.audience.signup_requests import SignupLimits, handle_signups
 from course.clock import ManualClock, set_clock
 from course.db import get_engine
 from course.delivery.dispatch import dispatch_due
@@ -68,7 +69,9 @@ class WebStack:
     _delivered: int = field(default=0)
 
     def deliver(self) -> list[EmailMessage]:
-        """One dispatcher cycle with the real sender; returns the messages it sent."""
+        """One dispatcher cycle with the real sender, after handling the queued signups as the
+        dispatch task does; returns the messages it sent."""
+        self.handle_signups()
         transport = SMTPTransport(SMTPConfig(self.smtp.host, self.smtp.port))
         sender = Sender(
             self.settings,
@@ -91,6 +94,11 @@ class WebStack:
         new = received[self._delivered :]
         self._delivered = len(received)
         return [mail.message for mail in new]
+
+    def handle_signups(self) -> dict[str, int]:
+        """What the worker does with the signups the pages queued (before every dispatch)."""
+        outcomes = handle_signups(self.sessions, limits=SignupLimits.from_settings(self.settings), now=self.clock.now())
+        return {str(outcome): count for outcome, count in outcomes.items()}
 
     def course_id(self) -> int:
         with self.sessions() as session:

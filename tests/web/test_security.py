@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from course.models import Delivery, Enrollment, RateLimitHit, Subscriber, SubscriberStatus
+from course.models import Delivery, Enrollment, RateLimitHit, SignupRequest, Subscriber, SubscriberStatus
 from course.settings import DEFAULT_SECRET, get_settings
 from course.web.app import InsecureConfiguration, create_app
 from tests.support.web_fixtures import COURSE_SLUG, WebStack, csrf_token_of, web_settings
@@ -67,12 +67,18 @@ def test_a_flood_of_signups_from_one_ip_gets_429(web_stack: WebStack) -> None:
         api = flooder.post("/api/subscriptions", json={"course": COURSE_SLUG, "email": "api@example.org"})
     assert codes == [200] * 5 + [429] * 3
     assert api.status_code == 429 and int(api.headers["retry-after"]) > 0
+    web_stack.handle_signups()
     with web_stack.sessions() as session:
         assert session.scalar(select(func.count()).select_from(Subscriber)) == 5
         stored_keys = session.scalars(select(RateLimitHit.key)).all()
     assert all("testclient" not in key and len(key) == 64 for key in stored_keys), "keys are HMACs, not addresses"
 
-    # The window passes: signups are welcome again.
+    # The window slides: an hour later the last hour's attempts still count (no fresh limit at
+    # the top of the hour); once they have slid out, signups are welcome again.
+    web_stack.clock.advance(timedelta(seconds=settings.rate_limit_window_seconds))
+    with TestClient(create_app(settings), base_url="http://testserver") as soon:
+        token = csrf_token_of(soon.get(COURSE_URL).text)
+        assert soon.post(COURSE_URL, data={"email": "soon@example.org", "csrf_token": token}).status_code == 429
     web_stack.clock.advance(timedelta(seconds=settings.rate_limit_window_seconds))
     with TestClient(create_app(settings), base_url="http://testserver") as later:
         token = csrf_token_of(later.get(COURSE_URL).text)
@@ -130,11 +136,20 @@ def test_without_listed_origins_the_api_has_no_cors(client: TestClient) -> None:
     assert "access-control-allow-origin" not in response.headers
 
 
-def test_production_refuses_the_default_secret(tmp_path: Path) -> None:
-    settings = web_settings(tmp_path, f"sqlite:///{tmp_path / 't.db'}", env="production", secret_key=DEFAULT_SECRET)
+def test_production_refuses_the_default_secret(web_stack: WebStack) -> None:
+    settings = web_stack.settings.model_copy(update={"env": "production", "secret_key": DEFAULT_SECRET})
     with pytest.raises(InsecureConfiguration, match="COURSE_SECRET_KEY"):
         create_app(settings)
-    create_app(settings.model_copy(update={"secret_key": "a-real-secret"}))
+    safe = {
+        "secret_key": "kq3V9x-2LmZpR7tYw0bNc4HsJf8GdA1eQx7uTn5Wr2P",
+        "base_url": "https://courses.example.com",
+        "unsubscribe_mailto": "unsubscribe@example.com",
+        "list_id_domain": "courses.example.com",
+    }
+    with TestClient(create_app(settings.model_copy(update=safe)), base_url="https://courses.example.com") as production:
+        response = production.get("/")
+    assert response.headers["strict-transport-security"].startswith("max-age=31536000")
+    assert "server" not in response.headers
 
 
 def test_purge_task_removes_only_old_unconfirmed_signups(
@@ -145,11 +160,13 @@ def test_purge_task_removes_only_old_unconfirmed_signups(
 
     client.post("/api/subscriptions", json={"course": COURSE_SLUG, "email": "old@example.org"})
     client.post("/api/subscriptions", json={"course": COURSE_SLUG, "email": "old-but-confirmed@example.org"})
+    web_stack.handle_signups()
     with web_stack.sessions.begin() as session:
         confirmed = session.scalars(select(Subscriber).where(Subscriber.email == "old-but-confirmed@example.org")).one()
         confirmed.status = SubscriberStatus.ACTIVE
     web_stack.clock.advance(timedelta(days=29))
     client.post("/api/subscriptions", json={"course": COURSE_SLUG, "email": "new@example.org"})
+    web_stack.handle_signups()
     web_stack.clock.advance(timedelta(days=2))
 
     # The task reads its settings from the environment, as a real worker does.
@@ -163,6 +180,7 @@ def test_purge_task_removes_only_old_unconfirmed_signups(
     with web_stack.sessions() as session:
         left = set(session.scalars(select(Subscriber.email)))
         assert left == {"old-but-confirmed@example.org", "new@example.org"}
+        assert set(session.scalars(select(SignupRequest.email))) == {"new@example.org"}, "old signups go too"
         orphans = session.scalar(
             select(func.count()).select_from(Delivery).where(Delivery.subscriber_id.not_in(select(Subscriber.id)))
         )

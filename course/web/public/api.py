@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 
 from course.audience.subscriptions import check_signup
 from course.content.catalogue import find_course
-from course.web.public.signups import ip_limit_allows, register
+from course.web.public.signups import ip_limit_allows, proof_of_work_challenge, proof_of_work_passes, register
 from course.web.site import PageError, Site, get_site
 
 router = APIRouter(prefix="/api", tags=["subscriptions"])
@@ -25,6 +25,20 @@ class SubscriptionRequest(BaseModel):
     timezone: str = Field(
         "UTC", max_length=64, description="IANA time zone the lessons follow, e.g. Europe/Berlin.", examples=["Europe/Berlin"]
     )
+    altcha: str = Field(
+        "",
+        max_length=2000,
+        description="Only when the site asks for a proof of work (GET /api/proof-of-work answers 200): "
+        "the solved challenge, ALTCHA v1 payload in base64. Each solution is good for one signup.",
+    )
+
+
+class ProofOfWorkChallenge(BaseModel):
+    algorithm: str = Field(examples=["SHA-256"])
+    challenge: str = Field(description="SHA-256 (hex) of salt + the number to find.")
+    maxNumber: int = Field(description="The number is at most this.")  # noqa: N815 - ALTCHA's field name
+    salt: str
+    signature: str
 
 
 class SubscriptionAccepted(BaseModel):
@@ -84,6 +98,11 @@ def create_subscription(
             429, "too many signups from this address; try again later",
             headers={"Retry-After": str(site.settings.rate_limit_window_seconds)},
         )
+    if not proof_of_work_passes(site, body.altcha):
+        return JSONResponse(
+            {"detail": [{"loc": ["body", "altcha"], "msg": "a solved, unspent proof-of-work challenge is required", "type": "value_error"}]},
+            status_code=422,
+        )
     details, errors = check_signup(body.email, body.name, body.timezone.strip() or "UTC")
     if details is None:
         return JSONResponse(
@@ -98,3 +117,18 @@ def create_subscription(
         status="confirmation_sent",
         message="If the address can receive mail, a confirmation link is on its way to it.",
     )
+
+
+@router.get(
+    "/proof-of-work",
+    response_model=ProofOfWorkChallenge,
+    responses={404: {"model": Problem, "description": "This site asks for no proof of work."}},
+    summary="A proof-of-work challenge for one signup (when the site asks for one)",
+)
+def proof_of_work(site: Annotated[Site, Depends(get_site)]) -> ProofOfWorkChallenge:
+    """ALTCHA v1: find the number n (0 <= n <= maxNumber) with SHA-256(salt + n) == challenge and
+    send {algorithm, challenge, number, salt, signature} as base64 JSON in the signup's `altcha`."""
+    challenge = proof_of_work_challenge(site)
+    if challenge is None:
+        raise HTTPException(404, "this site asks for no proof of work")
+    return ProofOfWorkChallenge.model_validate(challenge)

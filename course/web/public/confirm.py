@@ -6,9 +6,10 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
+from course.audience.signup_requests import signup_of
 from course.audience.subscriptions import ConfirmOutcome, confirm, find_enrollment
 from course.delivery.links import LinkPurpose
-from course.models import Enrollment, EnrollmentStatus
+from course.models import Enrollment, EnrollmentStatus, Subscriber
 from course.web.public.forms import SiteDep, TextField, csrf_failed
 from course.web.security import csrf_is_valid
 from course.web.site import PageError, Site, ids_from
@@ -16,20 +17,22 @@ from course.web.site import PageError, Site, ids_from
 router = APIRouter(include_in_schema=False)
 
 
-def _confirm_ids(site: Site, token: str) -> tuple[int, int]:
+def _confirm_ids(site: Site, token: str) -> tuple[int, int, int | None]:
+    """[subscriber, course, confirmation mail]: the third names the signup whose details the
+    confirmation applies (links sent before it was added have two ids)."""
     payload = site.read_link(
         LinkPurpose.CONFIRM, token, max_age_seconds=site.settings.confirm_link_max_age_days * 86400
     )
-    subscriber_id, course_id = ids_from(payload, required=2)
+    subscriber_id, course_id, *mail = ids_from(payload, required=2, optional=1)
     assert subscriber_id is not None and course_id is not None  # required ids are never None
-    return subscriber_id, course_id
+    return subscriber_id, course_id, (mail[0] if mail else None)
 
 
 @router.get("/confirm/{token}", response_class=HTMLResponse)
 def confirm_page(token: str, request: Request, site: SiteDep) -> HTMLResponse:
     """A page with one button, not the confirmation itself: mail scanners open every link, and a
     signup someone else typed must not confirm itself that way."""
-    subscriber_id, course_id = _confirm_ids(site, token)
+    subscriber_id, course_id, _ = _confirm_ids(site, token)
     with site.sessions.begin() as session:
         enrollment = find_enrollment(session, subscriber_id, course_id)
         if enrollment is None:
@@ -47,11 +50,17 @@ def confirm_page(token: str, request: Request, site: SiteDep) -> HTMLResponse:
 
 @router.post("/confirm/{token}", response_class=HTMLResponse)
 def confirm_submit(token: str, request: Request, site: SiteDep, csrf_token: TextField = "") -> HTMLResponse:
-    subscriber_id, course_id = _confirm_ids(site, token)
+    subscriber_id, course_id, confirm_mail_id = _confirm_ids(site, token)
     if not csrf_is_valid(site.settings.secret_key, request, csrf_token):
         raise csrf_failed()
     with site.sessions.begin() as session:
-        result = confirm(session, subscriber_id, course_id, now=site.now())
+        subscriber = session.get(Subscriber, subscriber_id)
+        signup = (
+            signup_of(session, confirm_mail_id, subscriber_email=subscriber.email, course_id=course_id)
+            if subscriber is not None and confirm_mail_id is not None
+            else None
+        )
+        result = confirm(session, subscriber_id, course_id, now=site.now(), signup=signup)
         if result.enrollment is None:
             raise _signup_gone()
         return _confirmed_page(site, request, result.enrollment, result.outcome)

@@ -10,7 +10,13 @@ from course.audience.subscriptions import check_signup
 from course.content.catalogue import find_course, list_courses, live_lessons
 from course.models import Course
 from course.web.public.forms import SiteDep, TextField, csrf_failed, zone_names_for_list
-from course.web.public.signups import ip_limit_allows, register, too_many_signups
+from course.web.public.signups import (
+    ip_limit_allows,
+    proof_of_work_challenge,
+    proof_of_work_passes,
+    register,
+    too_many_signups,
+)
 from course.web.security import csrf_is_valid, embed_csp
 from course.web.site import PageError, Site
 
@@ -55,6 +61,7 @@ def _course_page(
             honeypot_field=HONEYPOT_FIELD,
             timezone_names=zone_names_for_list(),
             confirm_days=site.settings.confirm_link_max_age_days,
+            proof_of_work=proof_of_work_challenge(site),
         )
 
 
@@ -79,11 +86,13 @@ def _signup(
     timezone: str,
     honeypot: str,
     template: str,
+    proof_of_work: str = "",
 ) -> HTMLResponse:
     """1. Count the attempt per IP; over the limit: 429.
-    2. Honeypot filled: the usual answer, nothing stored.
-    3. Bad fields: the form again, with a message per field (422).
-    4. Sign up, then the one "check your inbox" page for every outcome."""
+    2. When the site asks for a proof of work and none came (or a spent one): the form again (422).
+    3. Honeypot filled: the usual answer, nothing stored.
+    4. Bad fields: the form again, with a message per field (422).
+    5. Queue the signup, then the one "check your inbox" page for every outcome."""
     embedded = template == "embed.html"
     csp = embed_csp(site.settings.embed_frame_ancestors) if embedded else None
     with site.sessions.begin() as session:
@@ -100,6 +109,10 @@ def _signup(
         "confirm_days": site.settings.confirm_link_max_age_days,
         "embedded": embedded,
     }
+    if not proof_of_work_passes(site, proof_of_work):
+        form = {"email": email[:320], "name": name[:200], "timezone": timezone[:64]}
+        message = "Your browser's check did not come through. Please send the form again."
+        return _course_page(site, request, slug, template=template, status=422, form=form, errors={"email": message})
     if honeypot:
         return site.page(request, "check_inbox.html", csp=csp, **answer)
     details, errors = check_signup(email, name, timezone.strip() or "UTC")
@@ -121,13 +134,15 @@ def signup_form(
     timezone: TextField = "",
     csrf_token: TextField = "",
     leave_blank: TextField = "",
+    altcha: TextField = "",
 ) -> HTMLResponse:
     """The form on our own course page: CSRF-checked like every form we serve."""
     if not csrf_is_valid(site.settings.secret_key, request, csrf_token):
         raise csrf_failed()
     return _signup(
-        site, request, slug, email=email, name=name, timezone=timezone, honeypot=leave_blank, template="course.html"
-    )
+        site, request, slug, email=email, name=name, timezone=timezone, honeypot=leave_blank, template="course.html",
+        proof_of_work=altcha,
+    )  # fmt: skip
 
 
 @router.post("/courses/{slug}/subscribe", response_class=HTMLResponse)
@@ -140,6 +155,7 @@ def signup_from_elsewhere(
     timezone: TextField = "",
     embedded: TextField = "",
     leave_blank: TextField = "",
+    altcha: TextField = "",
 ) -> HTMLResponse:
     """Where the embeddable form and the snippet pasted into publishers' pages post. No CSRF
     token by design: the snippet is static HTML on another site and a framed page gets no cookie
@@ -147,8 +163,9 @@ def signup_from_elsewhere(
     limits are what guard it."""
     template = "embed.html" if embedded else "course.html"
     return _signup(
-        site, request, slug, email=email, name=name, timezone=timezone, honeypot=leave_blank, template=template
-    )
+        site, request, slug, email=email, name=name, timezone=timezone, honeypot=leave_blank, template=template,
+        proof_of_work=altcha,
+    )  # fmt: skip
 
 
 def _send_days(course: Course) -> str:

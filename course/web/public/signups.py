@@ -1,5 +1,6 @@
 """The signup steps the course pages and the JSON API share: count the attempt against the per-IP
-limit, and register the signup (course.audience.subscriptions.sign_up)."""
+limit, and queue the signup (course.audience.signup_requests): the request does the same database
+work whatever the address's state, and a worker does the rest."""
 
 from __future__ import annotations
 
@@ -7,15 +8,16 @@ from datetime import timedelta
 
 from fastapi import Request
 
-from course.audience.subscriptions import SignupDetails, sign_up
-from course.models import Course
+from course.audience.signup_requests import queue_signup
+from course.audience.subscriptions import SignupDetails
+from course.web.proof_of_work import CHALLENGE_LIFETIME, proof_of_work_from_settings
 from course.ratelimit import RateLimit, rate_limit_key, take_rate_limit
 from course.web.site import PageError, Site
 
 
 def client_address(request: Request) -> str:
-    # Behind a proxy, uvicorn's proxy_headers (on in `course web`) has already put the real
-    # client here for trusted proxies; an untrusted X-Forwarded-For is ignored.
+    # Behind a proxy listed in COURSE_TRUSTED_PROXIES the app (web/app.py) has already put the
+    # real client here; otherwise X-Forwarded-For is ignored and this is the connection's peer.
     return request.client.host if request.client else "unknown"
 
 
@@ -41,21 +43,28 @@ def too_many_signups(site: Site) -> PageError:
 
 
 def register(site: Site, course_id: int, details: SignupDetails) -> None:
-    """Sign up in one transaction. The outcome is deliberately dropped: whoever signs up sees the
-    same answer whether or not the address is known."""
-    settings = site.settings
-    address_rule = RateLimit(
-        "signup-address", settings.signup_limit_per_address, timedelta(seconds=settings.rate_limit_window_seconds)
-    )
+    """Queue the signup: one INSERT, for a new, pending, enrolled or bounced address alike. The
+    worker decides what, if anything, to send; whoever signs up sees the same answer, as fast."""
     with site.sessions.begin() as session:
-        course = session.get(Course, course_id)
-        if course is None:  # deleted a moment ago
-            raise PageError(404, "Course not found", "This course is no longer offered.")
-        sign_up(
-            session,
-            course,
-            details,
-            now=site.now(),
-            address_limit=address_rule,
-            address_key=rate_limit_key(settings.secret_key, details.email),
-        )
+        queue_signup(session, course_id, details, now=site.now())
+
+
+def proof_of_work_challenge(site: Site) -> dict[str, object] | None:
+    """A fresh challenge for a signup form, or None when the site asks for none (the default)."""
+    work = proof_of_work_from_settings(site.settings)
+    return work.challenge(now=site.now()) if work is not None else None
+
+
+def proof_of_work_passes(site: Site, answer: str) -> bool:
+    """True when the site asks for no proof of work, or `answer` solves one of our challenges that
+    has not been spent: each solution buys one signup (spent in the rate-limit table, keyed by an
+    HMAC of the challenge, for longer than a challenge lives)."""
+    work = proof_of_work_from_settings(site.settings)
+    if work is None:
+        return True
+    challenge = work.verify(answer, now=site.now())
+    if challenge is None:
+        return False
+    spent = RateLimit("pow-spent", 1, 2 * CHALLENGE_LIFETIME)
+    with site.sessions.begin() as session:
+        return take_rate_limit(session, spent, rate_limit_key(site.settings.secret_key, challenge), now=site.now())

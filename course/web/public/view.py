@@ -1,5 +1,10 @@
 """"View in browser": a sent lesson or newsletter as its recipient got it, built by the same
-composer as the message the sender sent (course.delivery.compose)."""
+composer as the message the sender sent (course.delivery.compose), less the reader's account.
+
+A view link never expires and is the link readers forward, so its page carries nothing of the
+reader's account: no name in the greeting, and the email's preferences and unsubscribe links point
+to a page that says to use the links in the email itself (those work only for the reader it was
+sent to, and a preference link expires)."""
 
 from __future__ import annotations
 
@@ -17,6 +22,22 @@ from course.web.site import PageError, ids_from
 
 router = APIRouter(include_in_schema=False)
 
+ACCOUNT_LINKS_PATH = "/links-in-your-email"
+
+
+@router.get(ACCOUNT_LINKS_PATH, response_class=HTMLResponse)
+def account_links_help(request: Request, site: SiteDep) -> HTMLResponse:
+    """Where the account links of a page seen in the browser lead."""
+    return site.page(
+        request,
+        "message.html",
+        title="Use the links in your email",
+        message=(
+            "This copy of the email is for reading only, so it can be shared. To change your "
+            "preferences or to unsubscribe, use the links at the bottom of the email itself."
+        ),
+    )
+
 
 @router.get("/view/{token}", response_class=HTMLResponse)
 def view_in_browser(token: str, request: Request, site: SiteDep) -> HTMLResponse:
@@ -29,18 +50,22 @@ def view_in_browser(token: str, request: Request, site: SiteDep) -> HTMLResponse
             raise PageError(404, "Nothing to show", "This email is not available to view any more.")
         subscriber = session.get(Subscriber, delivery.subscriber_id)
         assert subscriber is not None  # the foreign key cascades
-        recipient = Recipient.of_subscriber(subscriber, delivery_id=delivery.id)
+        # Nobody's name: whoever holds the link may not be the reader.
+        recipient = Recipient(delivery.id, subscriber.id, "", subscriber.email)
+        account_links = site.settings.base_url.rstrip("/") + ACCOUNT_LINKS_PATH
         if delivery.kind == DeliveryKind.LESSON and delivery.lesson_id is not None:
             lesson = session.get(Lesson, delivery.lesson_id)
             assert lesson is not None
             lesson_count = session.scalar(
                 select(func.count()).where(Lesson.course_id == lesson.course_id, Lesson.retired_at.is_(None))
             )
-            composed = composer.lesson(recipient, lesson_content(lesson, lesson_count=lesson_count))
+            composed = composer.lesson(
+                recipient, lesson_content(lesson, lesson_count=lesson_count), account_links_to=account_links
+            )
         elif delivery.kind == DeliveryKind.CAMPAIGN and delivery.campaign_id is not None:
             campaign = session.get(Campaign, delivery.campaign_id)
             assert campaign is not None
-            composed = composer.campaign(recipient, campaign_content(campaign))
+            composed = composer.campaign(recipient, campaign_content(campaign), account_links_to=account_links)
         else:
             raise PageError(404, "Nothing to show", "Only lessons and newsletters can be viewed in a browser.")
     response = HTMLResponse(composed.email.html, headers={"cache-control": "no-store", "x-robots-tag": "noindex"})
