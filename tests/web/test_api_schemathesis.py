@@ -41,12 +41,8 @@ def test_every_api_route_has_no_server_errors_and_matches_its_schema(api_stack: 
         )
     )
     schema = schemathesis.openapi.from_asgi("/api/openapi.json", app)
-    # The admin API (/api/admin/, behind tokens) has its own run: tests/web/admin/test_admin_api.py.
-    operations = [
-        operation
-        for operation in (result.ok() for result in schema.get_all_operations())
-        if not operation.path.startswith("/api/admin/")
-    ]
+    # The admin API (/api/admin/…) needs a token and has its own run: tests/web/admin/test_admin_api.py.
+    operations = [op for op in (result.ok() for result in schema.get_all_operations()) if not op.path.startswith("/api/admin/")]
     assert {(operation.method.upper(), operation.path) for operation in operations} == {
         ("POST", "/api/subscriptions"),
         ("GET", "/api/proof-of-work"),

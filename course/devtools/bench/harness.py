@@ -48,7 +48,7 @@ import redis
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.orm import sessionmaker
 
-from course.devtools.bench.config import BENCH_SECRET, SCENARIOS, SMTP_SINK, SMTP_SOURCE, BenchConfig, BenchError
+from course.devtools.bench.config import BENCH_SECRET, PIPELINE_SCENARIOS, SMTP_SINK, SMTP_SOURCE, BenchConfig, BenchError
 from course.devtools.bench.measure import (
     StatementCounter,
     child_pids,
@@ -180,8 +180,9 @@ def stop_workers(workers: list[WorkerProcess]) -> None:
 
 
 def run_benchmark(config: BenchConfig, progress: Progress = _quiet) -> dict[str, Any]:
-    if config.scenario not in SCENARIOS:
-        raise BenchError(f"unknown scenario {config.scenario!r} (known: {', '.join(SCENARIOS)})")
+    if config.scenario not in PIPELINE_SCENARIOS:
+        raise BenchError(f"unknown pipeline scenario {config.scenario!r} (known: {', '.join(PIPELINE_SCENARIOS)}; "
+                         "audience runs through audience.run_audience_benchmark)")
     from course import schema
     from course.db import make_engine
     from course.settings import Settings
