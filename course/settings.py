@@ -155,6 +155,10 @@ class Settings(BaseSettings):
     # Who campaigns may come from: "Name <address>" entries separated by commas or new lines.
     campaign_senders: str = "Newsletter <newsletter@example.org>"
 
+    # How often a web process asks whether `course import` changed the catalogue it caches (course
+    # pages, the list, the embed page, course ids for signups): a page is at most this old.
+    catalogue_recheck_seconds: float = Field(1.0, ge=0)
+
     @field_validator("providers")
     @classmethod
     def _provider_names(cls, providers: dict[str, ProviderSettings]) -> dict[str, ProviderSettings]:

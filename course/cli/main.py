@@ -264,15 +264,14 @@ def web(
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port to listen on")] = 8000,
     workers: Annotated[int, typer.Option(help="uvicorn worker processes")] = 1,
+    access_log: Annotated[bool, typer.Option(help="log every request (off: the proxy in front logs them)")] = False,
 ) -> None:
     """Serve the signup, confirmation, preference and unsubscribe pages (and the JSON API)."""
-    import uvicorn
-
-    from course.web.server import uvicorn_options
+    from course.web.server import serve
 
     settings = get_settings()
     refuse_unsafe(settings)  # create_app checks again; this way the refusal is one clean line
-    uvicorn.run("course.web.app:create_app", factory=True, host=host, port=port, workers=workers, **uvicorn_options(settings))
+    serve(host=host, port=port, workers=workers, access_log=access_log, settings=settings)
 
 
 @app.command()

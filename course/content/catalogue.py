@@ -1,5 +1,6 @@
 """What the course pages read about the imported courses: the list with lesson counts, one course
-by its slug, and its live (not retired) lessons in order."""
+by its slug, its live (not retired) lessons in order, and the catalogue's version, by which the web
+processes know when what they cached from all this is out of date."""
 
 from __future__ import annotations
 
@@ -38,3 +39,31 @@ def live_lessons(session: Session, course: Course) -> list[Lesson]:
             select(Lesson).where(Lesson.course_id == course.id, Lesson.retired_at.is_(None)).order_by(Lesson.position)
         )
     )
+
+
+# Bumped by the importer in this process, so this process's caches drop at once what it changed;
+# other processes see the change through catalogue_version.
+_generation = 0
+
+
+def catalogue_changed() -> None:
+    global _generation
+    _generation += 1
+
+
+def local_generation() -> int:
+    return _generation
+
+
+def catalogue_version(session: Session) -> tuple[object, ...]:
+    """What changes whenever an import changes a course or a lesson (each sets its updated_at, and a
+    new course or lesson changes the counts): one SELECT over two small tables."""
+    row = session.execute(
+        select(
+            select(func.count(Course.id)).scalar_subquery(),
+            select(func.max(Course.updated_at)).scalar_subquery(),
+            select(func.count(Lesson.id)).scalar_subquery(),
+            select(func.max(Lesson.updated_at)).scalar_subquery(),
+        )
+    ).one()
+    return tuple(row)

@@ -23,6 +23,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from course.content.catalogue import catalogue_changed
 from course.content.definition import CoursePlan, PlannedLesson, load_course_definitions, plan_course
 from course.content.guides import load_guides
 from course.content.lesson_body import LessonBody, StoredReference
@@ -146,4 +147,5 @@ def import_course(session: Session, plan: CoursePlan, *, now: datetime) -> Cours
     session.flush()
     result.deliveries_cancelled = cancel_lesson_rows(session, [lesson.id for lesson in gone])
     result.gained_lessons = appeared and not result.created
+    catalogue_changed()
     return result

@@ -1,5 +1,11 @@
-"""How the web app is served: uvicorn with the options that keep it safe on the open internet.
+"""How the web app is served: uvicorn with httptools and uvloop (uvicorn[standard]), in factory
+mode, with the options that keep it safe on the open internet.
 
+- The HTTP stack is named, not left to "auto": the plain uvicorn install runs h11 on asyncio's
+  loop, where every keep-alive response waited about 40 ms on a delayed ACK; with httptools and
+  uvloop named, a missing extra fails at start instead of silently bringing that floor back.
+  `course web`, `course run` and the web benchmark all serve through these options, so the
+  benchmark measures exactly what production runs.
 - No `server` banner (nothing to fingerprint) and no proxy-header handling in uvicorn: forwarded
   headers are the app's business and believed only from COURSE_TRUSTED_PROXIES (web/app.py).
 - Read time-outs: a client must finish sending a request's head within header_timeout_seconds of
@@ -18,6 +24,7 @@ from typing import Any
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from course.settings import Settings, get_settings
 
@@ -129,12 +136,147 @@ class TimedH11Protocol(H11Protocol):
         self.transport.close()
 
 
+# The longest request head accepted (request line and headers).
+MAX_HEAD_BYTES = 16 * 1024
+
+
+class HeadTooLarge(Exception):
+    """Raised from a parser callback: httptools turns it into an HttpParserError, and uvicorn then
+    answers 400 and closes the connection (as h11 does past h11_max_incomplete_event_size)."""
+
+
+class TimedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol (the one `course web` runs) with the same read deadlines as
+    TimedH11Protocol, and the same limit on a request head's size.
+
+    1. When the connection opens, and when the first byte of a new request arrives (the parser's
+       on_message_begin), a head timer starts (header_timeout).
+    2. When the head is complete a body timer starts (body_timeout); it stops when the message is
+       complete, which for a request without a body is at once.
+    3. A timer that fires closes the connection; before any response has started, with a 408.
+    Idle time between requests stays uvicorn's keep-alive time-out."""
+
+    header_timeout: float | None = None
+    body_timeout: float | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        settings = get_settings()
+        self._header_timeout = self.header_timeout or settings.header_timeout_seconds
+        self._body_timeout = self.body_timeout or settings.body_timeout_seconds
+        self._read_timer: asyncio.TimerHandle | None = None
+        self._reading: str | None = None
+        self._head_bytes = 0
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm("head")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._head_bytes = 0
+        self._arm("head")
+
+    def on_url(self, url: bytes) -> None:
+        self._count_head(len(url))
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count_head(len(name) + len(value) + 4)
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self._arm("body")
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._disarm()
+        super().on_message_complete()
+
+    def _count_head(self, size: int) -> None:
+        self._head_bytes += size
+        if self._head_bytes > MAX_HEAD_BYTES:
+            raise HeadTooLarge(f"request head over {MAX_HEAD_BYTES} bytes")
+
+    def _arm(self, what: str) -> None:
+        if self._reading == what:
+            return  # a deadline runs from the start of what it times, not from the latest byte
+        self._disarm()
+        timeout = self._header_timeout if what == "head" else self._body_timeout
+        self._reading = what
+        self._read_timer = self.loop.call_later(timeout, self._read_timed_out)
+
+    def _disarm(self) -> None:
+        if self._read_timer is not None:
+            self._read_timer.cancel()
+        self._read_timer = None
+        self._reading = None
+
+    def _read_timed_out(self) -> None:
+        self._read_timer = None
+        if self.transport.is_closing():
+            return
+        cycle = self.cycle
+        if cycle is None or cycle.response_complete or not cycle.response_started:
+            self.transport.write(_REQUEST_TIMEOUT)
+        self.logger.info("closed a connection from %s: request %s not received in time", self.client, self._reading)
+        self._reading = None
+        self.transport.close()
+
+
+APP_FACTORY = "course.web.app:create_app"
+
+
 def uvicorn_options(settings: Settings) -> dict[str, Any]:
-    """Keyword arguments for uvicorn.run / uvicorn.Config, the same for `course web` and `course run`."""
+    """Keyword arguments for uvicorn.run / uvicorn.Config, the same for `course web`, `course run`
+    and `course bench --scenario web`: httptools on uvloop with the read deadlines above."""
     return {
-        "http": TimedH11Protocol,
+        "http": TimedHttpToolsProtocol,
+        "loop": "uvloop",
         "server_header": False,
         "proxy_headers": False,  # the app reads forwarded headers from settings.trusted_proxies only
         "timeout_keep_alive": 5,
-        "h11_max_incomplete_event_size": 16 * 1024,  # the longest request head accepted
+        "h11_max_incomplete_event_size": MAX_HEAD_BYTES,  # when a test serves through TimedH11Protocol
     }
+
+
+def serve(
+    *,
+    host: str,
+    port: int,
+    workers: int = 1,
+    access_log: bool = False,
+    factory: str = APP_FACTORY,
+    settings: Settings | None = None,
+) -> None:
+    import uvicorn
+
+    uvicorn.run(
+        factory,
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        access_log=access_log,
+        log_level="warning" if not access_log else "info",
+        **uvicorn_options(settings or get_settings()),
+    )
+
+
+def bare_app() -> Any:
+    """A Starlette app with one route ("hi") and no middleware: the ceiling `course bench --scenario
+    web` serves through `serve` next to the real app, so every figure has this server's own limit
+    on this machine beside it."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    async def hi(_request: Request) -> PlainTextResponse:
+        return PlainTextResponse("hi")
+
+    return Starlette(routes=[Route("/", hi)])

@@ -3,6 +3,7 @@ one template environment, and how a page or a friendly error is rendered."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -17,7 +18,12 @@ from course.delivery.links import MAX_ID, InvalidLink, LinkPurpose, Signer
 from course.delivery.render import Renderer, course_language
 from course.i18n import gettext_callables
 from course.settings import Settings
+from course.web.cache import CatalogueCache
 from course.web.security import CSRF_COOKIE, CSRF_FIELD, CsrfTokens
+
+
+# Stands in for the visitor's CSRF token in a cached page: letters only, so escaping leaves it as is.
+CSRF_PLACEHOLDER = "csrfPlaceholderQ7vX2kLm9Tz4"
 
 
 class PageError(Exception):
@@ -52,6 +58,7 @@ class Site:
     signer: Signer
     renderer: Renderer
     environment: Environment
+    catalogue: CatalogueCache
 
     def now(self) -> datetime:
         # Asked per request, so a test's ManualClock or the demo's fast clock applies.
@@ -72,21 +79,55 @@ class Site:
         **context: Any,
     ) -> HTMLResponse:
         tokens = CsrfTokens(self.settings.secret_key, request)
+        html = self._render(template, tokens.field, context)
+        return self._respond(html, tokens, status=status, csp=csp, headers=headers)
+
+    def cached_page(
+        self,
+        request: Request,
+        key: tuple[str, ...],
+        template: str,
+        context: Callable[[], dict[str, Any]],
+        *,
+        csp: str | None = None,
+    ) -> HTMLResponse:
+        """A page that is the same for every visitor but for its CSRF token (course list, course
+        page, embed page): rendered once per catalogue change (CatalogueCache) with a placeholder
+        where the token goes, which each request fills in with its own. context() is only called
+        to render, so it is where the page's queries belong."""
+        page = self.catalogue.page(
+            key, lambda: self._render(template, lambda: CSRF_PLACEHOLDER, context()), hole=CSRF_PLACEHOLDER
+        )
+        tokens = CsrfTokens(self.settings.secret_key, request)
+        token = tokens.field() if len(page.pieces) > 1 else ""
+        if "gzip" in request.headers.get("accept-encoding", ""):
+            response = self._respond(page.gzipped(token), tokens, status=200, csp=csp, headers=None)
+            response.headers["content-encoding"] = "gzip"  # GZipMiddleware leaves it as it is
+            response.headers["vary"] = "Accept-Encoding"
+            return response
+        return self._respond(page.plain(token), tokens, status=200, csp=csp, headers=None)
+
+    def _render(self, template: str, csrf_token: Callable[[], str], context: dict[str, Any]) -> str:
         # A page about one course speaks its language (a `language` value, else the course's own).
+        context = dict(context)
         language = context.pop("language", None) or course_language(context.get("course"))
-        html = self.environment.get_template(f"web/{template}").render(
+        return self.environment.get_template(f"web/{template}").render(
             **gettext_callables(language),
-            csrf_token=tokens.field,
+            csrf_token=csrf_token,
             csrf_field=CSRF_FIELD,
             base_url=self.settings.base_url.rstrip("/"),
             **context,
         )
+
+    def _respond(
+        self, html: str | bytes, tokens: CsrfTokens, *, status: int, csp: str | None, headers: dict[str, str] | None
+    ) -> HTMLResponse:
         response = HTMLResponse(html, status_code=status, headers=headers)
         if tokens.used and tokens.is_new:
             response.set_cookie(
                 CSRF_COOKIE, tokens.cookie_value, httponly=True, samesite="lax", secure=self.secure_cookies, path="/"
             )
-        # Pages carry signed links and personal details: no shared cache keeps them.
+        # Pages carry signed links, personal details or a visitor's CSRF token: no shared cache keeps them.
         response.headers["cache-control"] = "no-store"
         response.headers["x-robots-tag"] = "noindex"
         if csp:
@@ -128,6 +169,7 @@ def ids_from(payload: list[Any], *, required: int, optional: int = 0, nullable_t
     return list(payload)
 
 
-def get_site(request: Request) -> Site:
+async def get_site(request: Request) -> Site:
+    # async: FastAPI runs a plain-def dependency in its thread pool, a hop every request would pay.
     site: Site = request.app.state.site
     return site

@@ -8,6 +8,7 @@ import html
 from fastapi.testclient import TestClient
 from sqlalchemy import update
 
+from course.content.catalogue import catalogue_changed
 from course.models import Course
 from tests.support.web_fixtures import COURSE_SLUG, WebStack, csrf_token_of, link_in
 
@@ -17,6 +18,7 @@ COURSE_URL = f"/courses/{COURSE_SLUG}"
 def speak(stack: WebStack, language: str) -> None:
     with stack.sessions.begin() as session:
         session.execute(update(Course).where(Course.slug == COURSE_SLUG).values(language=language))
+    catalogue_changed()  # as `course import` does: the web app's cached course pages are dropped
 
 
 def words(page: str) -> str:

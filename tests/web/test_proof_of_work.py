@@ -120,6 +120,10 @@ def test_the_form_needs_a_fresh_solution_when_asked(web_stack: WebStack) -> None
         stranger = {"email": "pow2@example.org", "embedded": "1", "altcha": solve(challenge_in(embed))}
         assert browser.post(f"{COURSE_URL}/subscribe", data=stranger).status_code == 200
         assert queued(web_stack) == 2
+        # The course pages are cached for everyone but, with a proof of work asked for, each
+        # visitor's form carries a challenge of its own: a shared one could buy one signup only.
+        salts = {challenge_in(browser.get(path).text)["salt"] for path in (COURSE_URL, COURSE_URL, f"{COURSE_URL}/embed")}
+        assert len(salts) == 3
 
 
 def test_the_api_hands_out_challenges_and_needs_a_solution(web_stack: WebStack) -> None:

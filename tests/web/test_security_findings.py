@@ -329,9 +329,9 @@ def test_9_no_banner_and_slow_clients_are_cut_off(stack: WebStack) -> None:
 
     import uvicorn
 
-    from course.web.server import TimedH11Protocol, uvicorn_options
+    from course.web.server import TimedHttpToolsProtocol, uvicorn_options
 
-    class Quick(TimedH11Protocol):
+    class Quick(TimedHttpToolsProtocol):  # what `course web` serves with, deadlines shortened
         header_timeout = 0.5
         body_timeout = 0.5
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -16,7 +16,9 @@ from course.devtools.bench.harness import run_benchmark
 from course.devtools.bench.report import report_table
 
 def bench_command(
-    scenario: Annotated[str, typer.Option("--scenario", help="lesson-day, campaign or audience")] = "lesson-day",
+    scenario: Annotated[
+        str, typer.Option("--scenario", help="lesson-day, campaign, audience or web")
+    ] = "lesson-day",
     subscribers: Annotated[
         int | None, typer.Option("--subscribers", min=1, help="recipients (default 100,000; audience: 1,000,000)")
     ] = None,
@@ -29,9 +31,15 @@ def bench_command(
     ] = False,
     runs: Annotated[int, typer.Option("--runs", min=1, help="audience: timed runs of each shape")] = 7,
     as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
+    seconds: Annotated[float, typer.Option("--seconds", min=1, help="web: seconds per endpoint and level")] = 10,
+    connections: Annotated[
+        str, typer.Option("--connections", help="web: comma-separated keep-alive connection counts")
+    ] = "16,64",
+    endpoints: Annotated[str, typer.Option("--endpoints", help="web: comma-separated subset (default: all)")] = "",
 ) -> None:
-    """Measure the sending pipeline on real parts against smtp-source's ceiling on this machine, or
-    (--scenario audience) the audience count against a plain count(*) of the active subscribers."""
+    """Measure the sending pipeline on real parts against smtp-source's ceiling on this machine,
+    (--scenario audience) the audience count against a plain count(*) of the active subscribers, or
+    (--scenario web) the public web against a bare endpoint on the same server."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress as Bar, TextColumn, TimeElapsedColumn
 
@@ -47,6 +55,9 @@ def bench_command(
         keep_database=keep_database,
     )
     err = Console(stderr=True)
+    if scenario == "web":
+        _web(config, err, as_json=as_json, seconds=seconds, connections=connections, endpoints=endpoints)
+        return
     with Bar(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
              console=err, transient=as_json) as bar:
         task = bar.add_task("starting", total=1)
@@ -66,3 +77,41 @@ def bench_command(
         sys.stdout.write(json.dumps(report, indent=2, default=str) + "\n")
     else:
         Console(soft_wrap=True).print(audience_table(report) if scenario == "audience" else report_table(report))
+
+
+def _web(config: BenchConfig, err: Any, *, as_json: bool, seconds: float, connections: str, endpoints: str) -> None:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress as Bar, TextColumn, TimeElapsedColumn
+
+    from course.devtools.bench.web import WebBenchConfig, run_web_benchmark, web_report_table
+
+    try:
+        levels = tuple(int(level) for level in connections.split(",") if level.strip())
+    except ValueError:
+        err.print(f"[red]error:[/red] --connections must be numbers separated by commas, not {connections!r}")
+        raise typer.Exit(1) from None
+    if not levels or min(levels) < 1:
+        err.print("[red]error:[/red] --connections needs at least one count of 1 or more")
+        raise typer.Exit(1)
+    web_config = WebBenchConfig(
+        admin_url=config.admin_url,
+        database=config.database if config.database != BenchConfig.database else WebBenchConfig.database,
+        seconds=seconds, connections=levels, keep_database=config.keep_database,
+        endpoints=tuple(name.strip() for name in endpoints.split(",") if name.strip()),
+    )
+    with Bar(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+             console=err, transient=as_json) as bar:
+        task = bar.add_task("starting", total=1)
+
+        def show(phase: str, done: int, total: int) -> None:
+            bar.update(task, description=phase, completed=done, total=max(total, 1))
+
+        try:
+            report = run_web_benchmark(web_config, show)
+        except BenchError as exc:
+            err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
+    if as_json:
+        sys.stdout.write(json.dumps(report, indent=2, default=str) + "\n")
+    else:
+        Console(soft_wrap=True, width=max(170, Console().width)).print(web_report_table(report))

@@ -6,10 +6,11 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-# The sending pipeline's scenarios (harness.run_benchmark), then the audience count (audience.py).
+# The sending pipeline's scenarios (harness.run_benchmark), then the audience count (audience.py)
+# and the public web (web.py).
 PIPELINE_SCENARIOS = ("lesson-day", "campaign")
 
-SCENARIOS = (*PIPELINE_SCENARIOS, "audience")
+SCENARIOS = (*PIPELINE_SCENARIOS, "audience", "web")
 
 SMTP_SINK = "/usr/sbin/smtp-sink"
 

@@ -9,7 +9,6 @@ from fastapi.responses import Response
 from course.web.admin import accounts, api, campaigns, editor, login
 from course.web.admin.auth import PASSWORD_PATH, AdminPageError, PasswordChangeRequired, SignInRequired, login_url
 from course.web.admin.views import error_page, see_other
-from course.web.site import get_site
 
 
 def install(app: FastAPI) -> None:
@@ -27,4 +26,4 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(AdminPageError)
     async def admin_refusal(request: Request, exc: AdminPageError) -> Response:
-        return error_page(get_site(request), request, exc)
+        return error_page(request.app.state.site, request, exc)

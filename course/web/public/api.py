@@ -11,9 +11,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from course.audience.subscriptions import check_signup
-from course.content.catalogue import find_course
 from course.web.public.signups import ip_limit_allows, proof_of_work_challenge, proof_of_work_passes, register
-from course.web.site import PageError, Site, get_site
+from course.web.site import Site, get_site
 
 router = APIRouter(prefix="/api", tags=["subscriptions"])
 
@@ -88,31 +87,32 @@ def create_subscription(
     """Sends a confirmation link to the address; lessons start once it is followed. The answer is
     the same whether or not the address is already subscribed, so the API cannot be used to find
     out who is."""
+    course = site.catalogue.course(body.course)
+    if course is None:
+        raise HTTPException(404, f"no course {body.course!r}")
+    # One transaction: the per-IP count, the proof of work (when asked for), then the queued
+    # signup. A 422 commits (the attempt counts, a spent proof stays spent); a 429 rolls back,
+    # which changes nothing as the count is over the limit already.
     with site.sessions.begin() as session:
-        course = find_course(session, body.course)
-        if course is None:
-            raise HTTPException(404, f"no course {body.course!r}")
-        course_id = course.id
-    if not ip_limit_allows(site, request):
-        raise HTTPException(
-            429, "too many signups from this address; try again later",
-            headers={"Retry-After": str(site.settings.rate_limit_window_seconds)},
-        )
-    if not proof_of_work_passes(site, body.altcha):
-        return JSONResponse(
-            {"detail": [{"loc": ["body", "altcha"], "msg": "a solved, unspent proof-of-work challenge is required", "type": "value_error"}]},
-            status_code=422,
-        )
-    details, errors = check_signup(body.email, body.name, body.timezone.strip() or "UTC")
-    if details is None:
-        return JSONResponse(
-            {"detail": [{"loc": ["body", field], "msg": message, "type": "value_error"} for field, message in errors.items()]},
-            status_code=422,
-        )
-    try:
-        register(site, course_id, details)
-    except PageError as exc:
-        raise HTTPException(exc.status, exc.message) from exc
+        if not ip_limit_allows(session, site, request):
+            raise HTTPException(
+                429, "too many signups from this address; try again later",
+                headers={"Retry-After": str(site.settings.rate_limit_window_seconds)},
+            )
+        if not proof_of_work_passes(session, site, body.altcha):
+            return JSONResponse(
+                {"detail": [{"loc": ["body", "altcha"], "msg": "a solved, unspent proof-of-work challenge is required",
+                             "type": "value_error"}]},
+                status_code=422,
+            )
+        details, errors = check_signup(body.email, body.name, body.timezone.strip() or "UTC")
+        if details is None:
+            return JSONResponse(
+                {"detail": [{"loc": ["body", field], "msg": message, "type": "value_error"}
+                            for field, message in errors.items()]},
+                status_code=422,
+            )
+        register(session, site, course.id, details)
     return SubscriptionAccepted(
         status="confirmation_sent",
         message="If the address can receive mail, a confirmation link is on its way to it.",

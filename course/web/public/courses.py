@@ -3,13 +3,16 @@ a signup form posts to."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
+from starlette.concurrency import run_in_threadpool
 
 from babel.dates import get_day_names
 from babel.lists import format_list
 
-from course.audience.subscriptions import check_signup
+from course.audience.subscriptions import SignupDetails, check_signup
 from course.content.catalogue import find_course, list_courses, live_lessons
 from course.delivery.render import course_language
 from course.i18n import translate
@@ -33,52 +36,98 @@ HONEYPOT_FIELD = "leave_blank"
 
 
 @router.get("/", response_class=HTMLResponse)
-def index(request: Request, site: SiteDep) -> HTMLResponse:
+async def index(request: Request, site: SiteDep) -> HTMLResponse:
+    if site.catalogue.holds(("index",)):
+        return _index(request, site)
+    return await run_in_threadpool(_index, request, site)
+
+
+def _index(request: Request, site: Site) -> HTMLResponse:
+    def context() -> dict[str, Any]:
+        with site.sessions.begin() as session:
+            return {"courses": list_courses(session)}
+
+    return site.cached_page(request, ("index",), "index.html", context)
+
+
+def _course_not_found() -> PageError:
+    return PageError(404, "Course not found", "There is no course at this address. See the list of courses.")
+
+
+def _course_context(
+    site: Site, slug: str, template: str, form: dict[str, str] | None = None, errors: dict[str, str] | None = None
+) -> dict[str, Any]:
     with site.sessions.begin() as session:
-        return site.page(request, "index.html", courses=list_courses(session))
+        course = find_course(session, slug)
+        if course is None:
+            raise _course_not_found()
+        return {
+            "course": course,
+            "lessons": live_lessons(session, course),
+            "send_days": _send_days(course),
+            "form": form or {"email": "", "name": "", "timezone": ""},
+            "errors": errors or {},
+            "honeypot_field": HONEYPOT_FIELD,
+            "timezone_names": zone_names_for_list(),
+            "confirm_days": site.settings.confirm_link_max_age_days,
+        }
 
 
-def _course_page(
+def _course_page(site: Site, request: Request, slug: str, *, template: str) -> HTMLResponse:
+    """The page as every visitor first sees it: from the catalogue cache, with this visitor's token.
+    An unknown slug is not cached (the catalogue cache asks the database, and says 404). When the
+    site asks for a proof of work, each visitor's form carries a challenge of its own (a shared one
+    could be spent once only), so the page is rendered per request instead."""
+    if site.catalogue.course(slug) is None:
+        raise _course_not_found()
+    csp = embed_csp(site.settings.embed_frame_ancestors) if template == "embed.html" else None
+    if _asks_proof_of_work(site):
+        return _form_page(site, request, slug, template=template, csp=csp)
+    return site.cached_page(request, (template, slug), template, lambda: _course_context(site, slug, template), csp=csp)
+
+
+def _form_page(
     site: Site,
     request: Request,
     slug: str,
     *,
     template: str,
+    csp: str | None,
     status: int = 200,
     form: dict[str, str] | None = None,
     errors: dict[str, str] | None = None,
 ) -> HTMLResponse:
-    with site.sessions.begin() as session:
-        course = find_course(session, slug)
-        if course is None:
-            raise PageError(404, "Course not found", "There is no course at this address. See the list of courses.")
-        embedded = template == "embed.html"
-        return site.page(
-            request,
-            template,
-            status=status,
-            csp=embed_csp(site.settings.embed_frame_ancestors) if embedded else None,
-            course=course,
-            lessons=live_lessons(session, course),
-            send_days=_send_days(course),
-            form=form or {"email": "", "name": "", "timezone": ""},
-            errors=errors or {},
-            honeypot_field=HONEYPOT_FIELD,
-            timezone_names=zone_names_for_list(),
-            confirm_days=site.settings.confirm_link_max_age_days,
-            proof_of_work=proof_of_work_challenge(site),
-        )
+    """The course or embed page rendered for this request alone: the form sent back with what was
+    typed and a message per field, or any form when a proof of work is asked for (a fresh challenge)."""
+    context = _course_context(site, slug, template, form, errors)
+    return site.page(
+        request, template, status=status, csp=csp, proof_of_work=proof_of_work_challenge(site), **context
+    )
 
 
+def _asks_proof_of_work(site: Site) -> bool:
+    return site.settings.signup_proof_of_work > 0
+
+
+# The course page is the one a viral article sends everyone to. Served from the catalogue cache it
+# needs no database and no thread: the handler answers on the event loop, and goes to the thread
+# pool only when the cache must ask the database (a page not rendered yet, or the once-a-second
+# version check due).
 @router.get("/courses/{slug}", response_class=HTMLResponse)
-def course_page(slug: str, request: Request, site: SiteDep) -> HTMLResponse:
-    return _course_page(site, request, slug, template="course.html")
+async def course_page(slug: str, request: Request, site: SiteDep) -> HTMLResponse:
+    return await _cached_course_page(site, request, slug, template="course.html")
 
 
 @router.get("/courses/{slug}/embed", response_class=HTMLResponse)
-def embed_page(slug: str, request: Request, site: SiteDep) -> HTMLResponse:
+async def embed_page(slug: str, request: Request, site: SiteDep) -> HTMLResponse:
     """The signup form alone, for publishers to put in an <iframe>: the one framable page."""
-    return _course_page(site, request, slug, template="embed.html")
+    return await _cached_course_page(site, request, slug, template="embed.html")
+
+
+async def _cached_course_page(site: Site, request: Request, slug: str, *, template: str) -> HTMLResponse:
+    if not _asks_proof_of_work(site) and site.catalogue.holds((template, slug), slug):
+        return _course_page(site, request, slug, template=template)
+    return await run_in_threadpool(_course_page, site, request, slug, template=template)
 
 
 def _signup(
@@ -97,35 +146,41 @@ def _signup(
     2. When the site asks for a proof of work and none came (or a spent one): the form again (422).
     3. Honeypot filled: the usual answer, nothing stored.
     4. Bad fields: the form again, with a message per field (422).
-    5. Queue the signup, then the one "check your inbox" page for every outcome."""
+    5. Queue the signup, then the one "check your inbox" page for every outcome.
+    Steps 1 to 5 are one transaction (one commit: the per-IP count, the spent proof of work when
+    one is asked for, the one INSERT into the signup queue); the course comes from the catalogue
+    cache, and the pages are rendered after the commit."""
     embedded = template == "embed.html"
     csp = embed_csp(site.settings.embed_frame_ancestors) if embedded else None
-    with site.sessions.begin() as session:
-        course = find_course(session, slug)
-        if course is None:
-            raise PageError(404, "Course not found", "There is no course at this address. See the list of courses.")
-        course_id, course_title, language = course.id, course.title, course_language(course)
-    if not ip_limit_allows(site, request):
-        raise too_many_signups(site)
+    course = site.catalogue.course(slug)
+    if course is None:
+        raise _course_not_found()
     answer = {
-        "course_title": course_title,
+        "course_title": course.title,
         "course_slug": slug,
         "email": email.strip()[:320],
         "confirm_days": site.settings.confirm_link_max_age_days,
         "embedded": embedded,
-        "language": language,
+        "language": course.language,
     }
-    if not proof_of_work_passes(site, proof_of_work):
-        form = {"email": email[:320], "name": name[:200], "timezone": timezone[:64]}
+    form = {"email": email[:320], "name": name[:200], "timezone": timezone[:64]}
+    details: SignupDetails | None = None
+    errors: dict[str, str] = {}
+    with site.sessions.begin() as session:
+        if not ip_limit_allows(session, site, request):
+            raise too_many_signups(site)
+        proven = proof_of_work_passes(session, site, proof_of_work)
+        if proven and not honeypot:
+            details, errors = check_signup(email, name, timezone.strip() or "UTC")
+            if details is not None:
+                register(session, site, course.id, details)
+    if not proven:
         message = "Your browser's check did not come through. Please send the form again."
-        return _course_page(site, request, slug, template=template, status=422, form=form, errors={"email": message})
+        return _form_page(site, request, slug, template=template, csp=csp, status=422, form=form, errors={"email": message})
     if honeypot:
         return site.page(request, "check_inbox.html", csp=csp, **answer)
-    details, errors = check_signup(email, name, timezone.strip() or "UTC")
     if details is None:
-        form = {"email": email[:320], "name": name[:200], "timezone": timezone[:64]}
-        return _course_page(site, request, slug, template=template, status=422, form=form, errors=errors)
-    register(site, course_id, details)
+        return _form_page(site, request, slug, template=template, csp=csp, status=422, form=form, errors=errors)
     answer["email"] = details.email
     return site.page(request, "check_inbox.html", csp=csp, **answer)
 

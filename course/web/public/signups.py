@@ -1,12 +1,15 @@
 """The signup steps the course pages and the JSON API share: count the attempt against the per-IP
-limit, and queue the signup (course.audience.signup_requests): the request does the same database
-work whatever the address's state, and a worker does the rest."""
+limit, spend the proof of work when the site asks for one, and queue the signup
+(course.audience.signup_requests): the request does the same database work whatever the address's
+state, and a worker does the rest. All of them run in the one transaction the handler opens, so a
+signup request costs one commit."""
 
 from __future__ import annotations
 
 from datetime import timedelta
 
 from fastapi import Request
+from sqlalchemy.orm import Session
 
 from course.audience.signup_requests import queue_signup
 from course.audience.subscriptions import SignupDetails
@@ -21,15 +24,13 @@ def client_address(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-def ip_limit_allows(site: Site, request: Request) -> bool:
-    """Count this signup attempt against the per-IP limit, in its own transaction, so rejected
-    and invalid attempts count too."""
+def ip_limit_allows(session: Session, site: Site, request: Request) -> bool:
+    """Count this signup attempt against the per-IP limit. The caller runs it first in the signup's
+    transaction and commits it whatever the outcome, so rejected and invalid attempts count too
+    (over the limit it may roll back: the count is over the limit already)."""
     settings = site.settings
     rule = RateLimit("signup-ip", settings.signup_limit_per_ip, timedelta(seconds=settings.rate_limit_window_seconds))
-    with site.sessions.begin() as session:
-        return take_rate_limit(
-            session, rule, rate_limit_key(settings.secret_key, client_address(request)), now=site.now()
-        )
+    return take_rate_limit(session, rule, rate_limit_key(settings.secret_key, client_address(request)), now=site.now())
 
 
 def too_many_signups(site: Site) -> PageError:
@@ -42,11 +43,11 @@ def too_many_signups(site: Site) -> PageError:
     )
 
 
-def register(site: Site, course_id: int, details: SignupDetails) -> None:
-    """Queue the signup: one INSERT, for a new, pending, enrolled or bounced address alike. The
-    worker decides what, if anything, to send; whoever signs up sees the same answer, as fast."""
-    with site.sessions.begin() as session:
-        queue_signup(session, course_id, details, now=site.now())
+def register(session: Session, site: Site, course_id: int, details: SignupDetails) -> None:
+    """Queue the signup, in the caller's transaction: one INSERT, for a new, pending, enrolled or
+    bounced address alike. The worker decides what, if anything, to send; whoever signs up sees the
+    same answer, as fast."""
+    queue_signup(session, course_id, details, now=site.now())
 
 
 def proof_of_work_challenge(site: Site) -> dict[str, object] | None:
@@ -55,10 +56,11 @@ def proof_of_work_challenge(site: Site) -> dict[str, object] | None:
     return work.challenge(now=site.now()) if work is not None else None
 
 
-def proof_of_work_passes(site: Site, answer: str) -> bool:
-    """True when the site asks for no proof of work, or `answer` solves one of our challenges that
-    has not been spent: each solution buys one signup (spent in the rate-limit table, keyed by an
-    HMAC of the challenge, for longer than a challenge lives)."""
+def proof_of_work_passes(session: Session, site: Site, answer: str) -> bool:
+    """True when the site asks for no proof of work (no statement then), or `answer` solves one of
+    our challenges that has not been spent: each solution buys one signup (spent in the rate-limit
+    table, in the caller's transaction, keyed by an HMAC of the challenge, for longer than a
+    challenge lives)."""
     work = proof_of_work_from_settings(site.settings)
     if work is None:
         return True
@@ -66,5 +68,4 @@ def proof_of_work_passes(site: Site, answer: str) -> bool:
     if challenge is None:
         return False
     spent = RateLimit("pow-spent", 1, 2 * CHALLENGE_LIFETIME)
-    with site.sessions.begin() as session:
-        return take_rate_limit(session, spent, rate_limit_key(site.settings.secret_key, challenge), now=site.now())
+    return take_rate_limit(session, spent, rate_limit_key(site.settings.secret_key, challenge), now=site.now())

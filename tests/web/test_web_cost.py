@@ -1,0 +1,217 @@
+"""What each public request costs the database, counted on PostgreSQL: statements (every one the
+app's engine executes) and commits. A signup request is one transaction of the same statements for
+every address (the queued signup); the course pages come from the
+catalogue cache until an import changes the catalogue; preferences and one-click unsubscribe cost
+the same however many courses the reader takes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import time as clock_time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine, event, select, update
+
+from course.clock import ManualClock
+from course.content.catalogue import catalogue_changed
+from course.db import get_engine
+from course.delivery.links import LinkPurpose, signer_from_settings
+from course.models import Course, Enrollment, EnrollmentStatus, Subscriber, SubscriberStatus
+from course.web.app import create_app
+from tests.support.smtp_server import RecordingSMTPServer
+from tests.support.web_fixtures import COURSE_SLUG, START, WebStack, csrf_token_of, prepare, web_settings
+
+pytestmark = pytest.mark.postgres
+
+
+@dataclass
+class DatabaseCounter:
+    """Statements and commits on one engine, between start() and the read."""
+
+    statements: list[str] = field(default_factory=list)
+    commits: int = 0
+
+    def __post_init__(self) -> None:
+        self.counting = False
+
+    def attach(self, engine: Engine) -> None:
+        event.listen(engine, "before_cursor_execute", self._statement)
+        event.listen(engine, "commit", self._commit)
+
+    def _statement(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if self.counting:
+            self.statements.append(statement.split("\n", 1)[0][:80])
+
+    def _commit(self, conn: Any) -> None:
+        if self.counting:
+            self.commits += 1
+
+    def start(self) -> DatabaseCounter:
+        self.statements, self.commits, self.counting = [], 0, True
+        return self
+
+
+@pytest.fixture
+def costed(
+    tmp_path: Path, pg_web_database_url: str, web_clock: ManualClock, web_smtp: RecordingSMTPServer
+) -> Iterator[tuple[WebStack, TestClient, DatabaseCounter]]:
+    # A recheck interval longer than the test: every version check seen below is one we caused.
+    settings = web_settings(tmp_path, pg_web_database_url, smtp_host=web_smtp.host, smtp_port=web_smtp.port,
+                            catalogue_recheck_seconds=3600)
+    stack = prepare(settings, web_clock, web_smtp)
+    counter = DatabaseCounter()
+    counter.attach(get_engine(settings))
+    with TestClient(create_app(settings), base_url="http://testserver") as client:
+        yield stack, client, counter
+    get_engine(settings).dispose()
+
+
+def api_signup(client: TestClient, email: str) -> int:
+    body = {"course": COURSE_SLUG, "email": email, "name": "Ann", "timezone": "Europe/Berlin"}
+    return client.post("/api/subscriptions", json=body).status_code
+
+
+# What a signup request runs, in one transaction, whatever the address's state (the worker does the
+# rest: course.audience.signup_requests): the per-IP count (one upsert of the current window, then
+# the previous window's count for the sliding window) and the one INSERT into the signup queue.
+SIGNUP_STATEMENTS = [
+    "INSERT INTO rate_limit_hits",
+    "SELECT rate_limit_hits.hits",
+    "INSERT INTO signup_requests",
+]
+
+
+def statement_kinds(counter: DatabaseCounter) -> list[str]:
+    return [next((kind for kind in SIGNUP_STATEMENTS if statement.startswith(kind)), statement)
+            for statement in counter.statements]
+
+
+def test_a_signup_is_one_transaction_of_three_statements_whatever_the_address(
+    costed: tuple[WebStack, TestClient, DatabaseCounter],
+) -> None:
+    stack, client, counter = costed
+    assert api_signup(client, "first@example.org") == 202  # fills the catalogue cache
+    counter.start()
+    assert api_signup(client, "second@example.org") == 202
+    assert statement_kinds(counter) == SIGNUP_STATEMENTS, counter.statements
+    assert counter.commits == 1
+    form = {"email": "third@example.org", "name": "Cy", "timezone": "Europe/Berlin"}
+    counter.start()
+    assert client.post(f"/courses/{COURSE_SLUG}/subscribe", data=form).status_code == 200
+    assert statement_kinds(counter) == SIGNUP_STATEMENTS and counter.commits == 1, counter.statements
+    stack.handle_signups()
+    with stack.sessions() as session:
+        third = session.scalars(select(Subscriber).where(Subscriber.email == "third@example.org")).one()
+        assert third.status == SubscriberStatus.PENDING
+        (enrollment,) = session.scalars(select(Enrollment).where(Enrollment.subscriber_id == third.id))
+        assert enrollment.status == EnrollmentStatus.PENDING
+        session.execute(update(Enrollment).where(Enrollment.id == enrollment.id).values(status=EnrollmentStatus.ACTIVE))
+        session.commit()
+    # A pending address and an enrolled one cost the request exactly what a new one did.
+    for email in ("second@example.org", "third@example.org"):
+        counter.start()
+        assert api_signup(client, email) == 202
+        assert statement_kinds(counter) == SIGNUP_STATEMENTS and counter.commits == 1, (email, counter.statements)
+
+
+def test_an_invalid_signup_still_counts_against_the_ip_limit_in_its_one_commit(
+    costed: tuple[WebStack, TestClient, DatabaseCounter],
+) -> None:
+    _, client, counter = costed
+    assert api_signup(client, "warm@example.org") == 202
+    counter.start()
+    assert api_signup(client, "not an address") == 422
+    assert statement_kinds(counter) == SIGNUP_STATEMENTS[:2] and counter.commits == 1, counter.statements
+
+
+def test_course_pages_come_from_the_cache_until_the_catalogue_changes(
+    costed: tuple[WebStack, TestClient, DatabaseCounter],
+) -> None:
+    stack, client, counter = costed
+    for path in ("/", f"/courses/{COURSE_SLUG}", f"/courses/{COURSE_SLUG}/embed"):
+        assert client.get(path).status_code == 200
+    counter.start()
+    pages = {path: client.get(path) for path in ("/", f"/courses/{COURSE_SLUG}", f"/courses/{COURSE_SLUG}/embed")}
+    assert counter.statements == [] and counter.commits == 0
+    app_site = client.app.state.site  # type: ignore[attr-defined]
+    assert app_site.catalogue.holds(("index",)) and app_site.catalogue.holds(("course.html", COURSE_SLUG), COURSE_SLUG)
+    assert not app_site.catalogue.holds(("course.html", "no-such-course"), "no-such-course")
+    assert all(page.status_code == 200 for page in pages.values())
+    assert "Sourdough from Scratch" in pages[f"/courses/{COURSE_SLUG}"].text
+    # Each visitor still gets a CSRF token of its own in the cached page.
+    stranger = TestClient(client.app, base_url="http://testserver")
+    theirs = stranger.get(f"/courses/{COURSE_SLUG}")
+    assert "csrfPlaceholder" not in theirs.text and "csrfPlaceholder" not in pages[f"/courses/{COURSE_SLUG}"].text
+    assert csrf_token_of(theirs.text) != csrf_token_of(pages[f"/courses/{COURSE_SLUG}"].text)
+    assert csrf_token_of(theirs.text) == csrf_token_of(stranger.get(f"/courses/{COURSE_SLUG}").text)  # its cookie's
+
+    with stack.sessions.begin() as session:  # what an import in this process does to the course
+        session.execute(update(Course).where(Course.slug == COURSE_SLUG).values(title="Sourdough, Renamed"))
+    assert "Sourdough, Renamed" not in client.get(f"/courses/{COURSE_SLUG}").text  # cached, not yet told
+    catalogue_changed()
+    assert "Sourdough, Renamed" in client.get(f"/courses/{COURSE_SLUG}").text
+    assert "Sourdough, Renamed" in client.get("/").text
+
+
+def test_another_process_import_shows_within_the_recheck_interval(
+    tmp_path: Path, pg_web_database_url: str, web_clock: ManualClock, web_smtp: RecordingSMTPServer
+) -> None:
+    settings = web_settings(tmp_path, pg_web_database_url, smtp_host=web_smtp.host, smtp_port=web_smtp.port,
+                            catalogue_recheck_seconds=0)
+    stack = prepare(settings, web_clock, web_smtp)
+    with TestClient(create_app(settings), base_url="http://testserver") as client:
+        assert "Sourdough from Scratch" in client.get(f"/courses/{COURSE_SLUG}").text
+        # An import elsewhere: only the database changes (updated_at moves, as the importer sets it).
+        with stack.sessions.begin() as session:
+            session.execute(update(Course).values(title="Bread Again", updated_at=START.replace(year=2031)))
+        assert "Bread Again" in client.get(f"/courses/{COURSE_SLUG}").text
+    get_engine(settings).dispose()
+
+
+def _reader_in_courses(stack: WebStack, email: str, courses: int) -> int:
+    """A confirmed reader enrolled in the sample course and courses - 1 more."""
+    with stack.sessions.begin() as session:
+        sample = session.scalars(select(Course).where(Course.slug == COURSE_SLUG)).one()
+        reader = Subscriber(email=email, name="R", timezone="Europe/Berlin", status=SubscriberStatus.ACTIVE,
+                            created_at=START, confirmed_at=START)
+        session.add(reader)
+        session.flush()
+        for index in range(courses):
+            course = sample if index == 0 else Course(
+                slug=f"extra-{email.split('@')[0]}-{index}", title=f"Extra {index}", description="",
+                days_between_lessons=1, send_time=clock_time(9), weekday_mask=0b11111, sender_name="S",
+                sender_email="s@example.org", target_words=300, created_at=START, updated_at=START,
+            )
+            session.add(course)
+            session.flush()
+            session.add(Enrollment(subscriber_id=reader.id, course_id=course.id, status=EnrollmentStatus.ACTIVE,
+                                   enrolled_at=START))
+        return reader.id
+
+
+def test_preferences_and_one_click_unsubscribe_cost_the_same_for_one_course_or_four(
+    costed: tuple[WebStack, TestClient, DatabaseCounter],
+) -> None:
+    stack, client, counter = costed
+    signer = signer_from_settings(stack.settings)
+    costs = {}
+    for courses in (1, 4):
+        reader = _reader_in_courses(stack, f"r{courses}@example.org", courses)
+        counter.start()
+        page = client.get(f"/preferences/{signer.token(LinkPurpose.PREFERENCES, reader)}")
+        assert page.status_code == 200
+        preferences = len(counter.statements)
+        counter.start()
+        answer = client.post(f"/u/{signer.token(LinkPurpose.UNSUBSCRIBE, reader)}",
+                             data={"List-Unsubscribe": "One-Click"})
+        assert answer.status_code == 200
+        costs[courses] = (preferences, len(counter.statements), counter.commits)
+        with stack.sessions() as session:
+            statuses = set(session.scalars(select(Enrollment.status).where(Enrollment.subscriber_id == reader)))
+        assert statuses == {EnrollmentStatus.UNSUBSCRIBED}
+    assert costs[1] == costs[4], costs
+    assert costs[1][2] == 1  # one commit for the unsubscribe
