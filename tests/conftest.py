@@ -31,7 +31,7 @@ from tests.support.services import (
 from tests.support.smtp_server import RecordingSMTPServer
 
 # Fixtures shared by several packages of tests live in these modules; test modules never import them.
-pytest_plugins = ["tests.support.pipeline_fixtures", "tests.support.web_fixtures"]
+pytest_plugins = ["tests.support.pipeline_fixtures", "tests.support.web_fixtures", "tests.support.browser"]
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,6 @@ critical accessibility problem. Screenshots land in COURSE_TEST_ARTEFACTS (or py
 from __future__ import annotations
 
 import base64
-import os
 import struct
 import zlib
 from pathlib import Path
@@ -20,11 +19,10 @@ from course.content.split import split_article
 from course.content.lesson_body import LessonBody, StoredReference
 from course.delivery.render import Renderer
 from course.settings import PROJECT_ROOT
+from tests.support.browser import chromium, serious_axe_violations
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 CATALOGUE = GuideCatalogue(
     (Guide("knives", "Sharpening Knives", "https://guides.example.com/sharpening", ("sharpening knives",)),)
 )
@@ -97,16 +95,6 @@ def wide_png(path: Path, width: int = 1024, height: int = 384) -> None:
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
 
 
-@pytest.fixture
-def artefacts(tmp_path_factory: pytest.TempPathFactory, capsys: pytest.CaptureFixture[str]) -> Path:
-    configured = os.environ.get("COURSE_TEST_ARTEFACTS")
-    folder = Path(configured).resolve() if configured else tmp_path_factory.mktemp("screenshots")
-    folder.mkdir(parents=True, exist_ok=True)
-    with capsys.disabled():
-        print(f"\nlesson screenshots: {folder}")
-    return folder
-
-
 def rendered_lesson(language: str, image: Path) -> str:
     # A data: URL, as Markdown refuses file: links; the browser gets the real 1024-pixel PNG.
     data_url = "data:image/png;base64," + base64.b64encode(image.read_bytes()).decode("ascii")
@@ -124,39 +112,25 @@ def rendered_lesson(language: str, image: Path) -> str:
 
 @pytest.mark.parametrize("language", ["en", "de"])
 def test_rendered_lesson_fits_the_card_at_600_and_375_px(tmp_path: Path, artefacts: Path, language: str) -> None:
-    sync_api = pytest.importorskip("playwright.sync_api")
-    from axe_playwright_python.sync_playwright import Axe
-
-    if not CHROMIUM.exists():
-        pytest.skip("Debian's chromium is not installed (scripts/services.sh installs it)")
     image = tmp_path / "knife.png"
     wide_png(image)
     page_file = tmp_path / f"lesson-{language}.html"
     page_file.write_text(rendered_lesson(language, image), encoding="utf-8")
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
-        try:
-            for width in (600, 375):
-                page = browser.new_page(viewport={"width": width, "height": 900})
-                page.goto(page_file.as_uri())
-                page.wait_for_load_state("load")
-                page.screenshot(path=artefacts / f"lesson-{language}-{width}.png", full_page=True)
-                # Nothing wider than the window: no sideways scrolling of the whole email.
-                assert page.evaluate("document.documentElement.scrollWidth") <= width
-                card = page.evaluate("document.querySelector('.card').getBoundingClientRect().width")
-                image_box = page.evaluate("(() => { const r = document.querySelector('img.image').getBoundingClientRect(); return [r.width, r.height]; })()")
-                assert 0 < image_box[0] <= card and image_box[1] > 0  # scaled to the card, loaded
-                assert page.evaluate("document.querySelector('img.image').naturalWidth") == 1024
-                code_box = page.evaluate("(() => { const e = document.querySelector('pre.code'); return [e.scrollWidth, e.clientWidth]; })()")
-                assert code_box[0] <= code_box[1]  # code wraps instead of overflowing
-                assert page.locator("ol.list > li").count() >= 2 and page.locator("table.table th").count() >= 2
-                results = Axe().run(page)
-                serious = [
-                    violation["id"]
-                    for violation in results.response["violations"]
-                    if violation.get("impact") in ("serious", "critical")
-                ]
-                assert not serious, serious
-                page.close()
-        finally:
-            browser.close()
+    with chromium() as browser:
+        for width in (600, 375):
+            page = browser.new_page(viewport={"width": width, "height": 900})
+            page.goto(page_file.as_uri())
+            page.wait_for_load_state("load")
+            page.screenshot(path=artefacts / f"lesson-{language}-{width}.png", full_page=True)
+            # Nothing wider than the window: no sideways scrolling of the whole email.
+            assert page.evaluate("document.documentElement.scrollWidth") <= width
+            card = page.evaluate("document.querySelector('.card').getBoundingClientRect().width")
+            image_box = page.evaluate("(() => { const r = document.querySelector('img.image').getBoundingClientRect(); return [r.width, r.height]; })()")
+            assert 0 < image_box[0] <= card and image_box[1] > 0  # scaled to the card, loaded
+            assert page.evaluate("document.querySelector('img.image').naturalWidth") == 1024
+            code_box = page.evaluate("(() => { const e = document.querySelector('pre.code'); return [e.scrollWidth, e.clientWidth]; })()")
+            assert code_box[0] <= code_box[1]  # code wraps instead of overflowing
+            assert page.locator("ol.list > li").count() >= 2 and page.locator("table.table th").count() >= 2
+            serious = serious_axe_violations(page, f"lesson-{language}@{width}")
+            assert not serious, serious
+            page.close()

@@ -11,163 +11,127 @@ Any console error fails the test: that is how a CSP violation shows up."""
 
 from __future__ import annotations
 
-import os
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-import uvicorn
 from sqlalchemy import select
 
 from course.clock import ManualClock
 from course.db import get_engine
 from course.models import Delivery, DeliveryState, Subscriber
 from course.web.app import create_app
+from tests.support.browser import chromium, held_port, served
 from tests.support.smtp_server import RecordingSMTPServer
 from tests.support.web_fixtures import COURSE_SLUG, WebStack, link_in, prepare, web_settings
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-
-
-@pytest.fixture
-def artefacts(tmp_path_factory: pytest.TempPathFactory, capsys: pytest.CaptureFixture[str]) -> Path:
-    """Where the screenshots go, printed past pytest's capture so a person can open them."""
-    configured = os.environ.get("COURSE_TEST_ARTEFACTS")
-    folder = Path(configured).resolve() if configured else tmp_path_factory.mktemp("screenshots")
-    folder.mkdir(parents=True, exist_ok=True)
-    with capsys.disabled():
-        print(f"\nbrowser screenshots: {folder}")
-    return folder
-
 
 @pytest.fixture
 def live_stack(tmp_path: Path, web_clock: ManualClock, web_smtp: RecordingSMTPServer) -> Iterator[WebStack]:
     """The app under uvicorn in a thread, on a port it already holds (no race for a free one)."""
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    listener.bind(("127.0.0.1", 0))
-    port = listener.getsockname()[1]
+    listener = held_port()
     settings = web_settings(
         tmp_path,
         f"sqlite:///{tmp_path / 't.db'}",
-        base_url=f"http://127.0.0.1:{port}",
+        base_url=f"http://127.0.0.1:{listener.getsockname()[1]}",
         smtp_host=web_smtp.host,
         smtp_port=web_smtp.port,
     )
     stack = prepare(settings, web_clock, web_smtp)
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError(f"uvicorn did not start on port {port}")
-        time.sleep(0.02)
-    yield stack
-    server.should_exit = True
-    thread.join(timeout=10)
-    listener.close()
+    with served(create_app(settings), listener):
+        yield stack
     get_engine(settings).dispose()
 
 
 def test_signup_confirm_preferences_unsubscribe_in_chromium(live_stack: WebStack, artefacts: Path) -> None:
-    if not CHROMIUM.exists():
-        pytest.skip(f"Debian's Chromium is not installed at {CHROMIUM} (apt-get install chromium)")
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     base_url = live_stack.settings.base_url
     course_url = f"{base_url}/courses/{COURSE_SLUG}"
     console_errors: list[str] = []
 
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
-        try:
-            phone = browser.new_context(
-                viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True, timezone_id="Europe/Berlin"
-            )
-            phone_page = phone.new_page()
-            phone_page.on("console", lambda message: message.type == "error" and console_errors.append(message.text))
-            phone_page.goto(course_url)
-            expect(phone_page.locator("#signup-timezone")).to_have_value("Europe/Berlin")
-            phone_page.screenshot(path=artefacts / "course-mobile.png", full_page=True)
-            phone.close()
+    with chromium() as browser:
+        phone = browser.new_context(
+            viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True, timezone_id="Europe/Berlin"
+        )
+        phone_page = phone.new_page()
+        phone_page.on("console", lambda message: message.type == "error" and console_errors.append(message.text))
+        phone_page.goto(course_url)
+        expect(phone_page.locator("#signup-timezone")).to_have_value("Europe/Berlin")
+        phone_page.screenshot(path=artefacts / "course-mobile.png", full_page=True)
+        phone.close()
 
-            context = browser.new_context(viewport={"width": 1280, "height": 900}, timezone_id="Europe/Berlin")
-            page = context.new_page()
-            page.set_default_timeout(10_000)
-            page.on("console", lambda message: message.type == "error" and console_errors.append(message.text))
+        context = browser.new_context(viewport={"width": 1280, "height": 900}, timezone_id="Europe/Berlin")
+        page = context.new_page()
+        page.set_default_timeout(10_000)
+        page.on("console", lambda message: message.type == "error" and console_errors.append(message.text))
 
-            page.goto(base_url + "/")
-            page.screenshot(path=artefacts / "index.png", full_page=True)
-            page.goto(f"{course_url}/embed")
-            page.screenshot(path=artefacts / "embed.png", full_page=True)
+        page.goto(base_url + "/")
+        page.screenshot(path=artefacts / "index.png", full_page=True)
+        page.goto(f"{course_url}/embed")
+        page.screenshot(path=artefacts / "embed.png", full_page=True)
 
-            # 1. The course page: the script fills the time zone; the person fills the rest.
-            page.goto(course_url)
-            expect(page.locator("h1")).to_have_text("Sourdough from Scratch")
-            expect(page.locator("#signup-timezone")).to_have_value("Europe/Berlin")
-            page.screenshot(path=artefacts / "course-desktop.png", full_page=True)
-            page.fill("#signup-email", "rosa@example.org")
-            page.fill("#signup-name", "Rosa")
-            page.click("button[type=submit]")
-            expect(page.locator("h1")).to_have_text("Check your inbox")
-            page.screenshot(path=artefacts / "check-inbox.png", full_page=True)
+        # 1. The course page: the script fills the time zone; the person fills the rest.
+        page.goto(course_url)
+        expect(page.locator("h1")).to_have_text("Sourdough from Scratch")
+        expect(page.locator("#signup-timezone")).to_have_value("Europe/Berlin")
+        page.screenshot(path=artefacts / "course-desktop.png", full_page=True)
+        page.fill("#signup-email", "rosa@example.org")
+        page.fill("#signup-name", "Rosa")
+        page.click("button[type=submit]")
+        expect(page.locator("h1")).to_have_text("Check your inbox")
+        page.screenshot(path=artefacts / "check-inbox.png", full_page=True)
 
-            # 2. The confirmation mail, and the page its link opens.
-            (confirmation,) = live_stack.deliver()
-            # The name is shown only once confirmed: the confirmation mail greets no one.
-            assert confirmation["To"] == "rosa@example.org" and "Rosa" not in confirmation.as_string()
-            page.goto(link_in(confirmation, "/confirm/"))
-            page.screenshot(path=artefacts / "confirm.png", full_page=True)
-            page.click("text=Yes, start the course")
-            expect(page.locator("h1")).to_have_text("You are in")
-            page.screenshot(path=artefacts / "confirmed.png", full_page=True)
+        # 2. The confirmation mail, and the page its link opens.
+        (confirmation,) = live_stack.deliver()
+        # The name is shown only once confirmed: the confirmation mail greets no one.
+        assert confirmation["To"] == "rosa@example.org" and "Rosa" not in confirmation.as_string()
+        page.goto(link_in(confirmation, "/confirm/"))
+        page.screenshot(path=artefacts / "confirm.png", full_page=True)
+        page.click("text=Yes, start the course")
+        expect(page.locator("h1")).to_have_text("You are in")
+        page.screenshot(path=artefacts / "confirmed.png", full_page=True)
 
-            # 3. Lesson 1 comes at the next dispatch; its preferences link changes the send time.
-            live_stack.clock.advance(timedelta(minutes=1))
-            (lesson,) = live_stack.deliver()
-            assert lesson["Subject"].startswith("Lesson 1 of")
-            assert lesson["To"] == "Rosa <rosa@example.org>", "confirmed: the signup's name is the reader's now"
-            page.goto(link_in(lesson, "/preferences/"))
-            expect(page.locator("h1")).to_have_text("Your courses")
-            page.fill("input[name=send_time]", "18:30")
-            page.click("button[value=send_time]")
-            expect(page.locator(".notice-ok")).to_contain_text("Saved")
-            page.screenshot(path=artefacts / "preferences.png", full_page=True)
-            with live_stack.sessions() as session:
-                subscriber = session.scalars(select(Subscriber).where(Subscriber.email == "rosa@example.org")).one()
-                due = session.scalars(
-                    select(Delivery.due_at).where(
-                        Delivery.subscriber_id == subscriber.id, Delivery.state == DeliveryState.PENDING
-                    )
-                ).all()
-            assert due and all(moment.astimezone(ZoneInfo("Europe/Berlin")).strftime("%H:%M") == "18:30" for moment in due)
+        # 3. Lesson 1 comes at the next dispatch; its preferences link changes the send time.
+        live_stack.clock.advance(timedelta(minutes=1))
+        (lesson,) = live_stack.deliver()
+        assert lesson["Subject"].startswith("Lesson 1 of")
+        assert lesson["To"] == "Rosa <rosa@example.org>", "confirmed: the signup's name is the reader's now"
+        page.goto(link_in(lesson, "/preferences/"))
+        expect(page.locator("h1")).to_have_text("Your courses")
+        page.fill("input[name=send_time]", "18:30")
+        page.click("button[value=send_time]")
+        expect(page.locator(".notice-ok")).to_contain_text("Saved")
+        page.screenshot(path=artefacts / "preferences.png", full_page=True)
+        with live_stack.sessions() as session:
+            subscriber = session.scalars(select(Subscriber).where(Subscriber.email == "rosa@example.org")).one()
+            due = session.scalars(
+                select(Delivery.due_at).where(
+                    Delivery.subscriber_id == subscriber.id, Delivery.state == DeliveryState.PENDING
+                )
+            ).all()
+        assert due and all(moment.astimezone(ZoneInfo("Europe/Berlin")).strftime("%H:%M") == "18:30" for moment in due)
 
-            page.goto(link_in(lesson, "/view/"))
-            expect(page.locator("h1")).to_contain_text(lesson["Subject"].split(": ", 1)[1])
-            page.screenshot(path=artefacts / "view-lesson.png", full_page=True)
+        page.goto(link_in(lesson, "/view/"))
+        expect(page.locator("h1")).to_contain_text(lesson["Subject"].split(": ", 1)[1])
+        page.screenshot(path=artefacts / "view-lesson.png", full_page=True)
 
-            # 4. Unsubscribe from the lesson's own link: one page, one button.
-            page.goto(link_in(lesson, "/u/"))
-            page.screenshot(path=artefacts / "unsubscribe.png", full_page=True)
-            page.click("button[type=submit]")
-            expect(page.locator("h1")).to_have_text("You are unsubscribed")
-            page.screenshot(path=artefacts / "unsubscribed.png", full_page=True)
+        # 4. Unsubscribe from the lesson's own link: one page, one button.
+        page.goto(link_in(lesson, "/u/"))
+        page.screenshot(path=artefacts / "unsubscribe.png", full_page=True)
+        page.click("button[type=submit]")
+        expect(page.locator("h1")).to_have_text("You are unsubscribed")
+        page.screenshot(path=artefacts / "unsubscribed.png", full_page=True)
 
-            assert console_errors == [], console_errors
-            page.goto(base_url + "/confirm/not-a-real-token")  # its 400 is logged to the console, as it should be
-            expect(page.locator("h1")).to_have_text("This link does not work")
-            page.screenshot(path=artefacts / "bad-link.png", full_page=True)
-            context.close()
-        finally:
-            browser.close()
+        assert console_errors == [], console_errors
+        page.goto(base_url + "/confirm/not-a-real-token")  # its 400 is logged to the console, as it should be
+        expect(page.locator("h1")).to_have_text("This link does not work")
+        page.screenshot(path=artefacts / "bad-link.png", full_page=True)
+        context.close()
 
     # 5. Days pass and the dispatcher runs: nothing more is sent.
     live_stack.clock.advance(timedelta(days=5))

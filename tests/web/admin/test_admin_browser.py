@@ -6,17 +6,11 @@ A console error (how a CSP violation shows up) fails the test."""
 
 from __future__ import annotations
 
-import os
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
-import uvicorn
 from sqlalchemy import update
 
 from course.campaigns.service import fan_out, refresh_campaign_status, schedule_campaign, tag_subscribers
@@ -25,47 +19,21 @@ from course.db import get_engine
 from course.models import AdminRole, Campaign, CampaignStatus, Delivery, DeliveryState, Subscriber
 from course.web.app import create_app
 from tests.support.admin_fixtures import PASSWORD, make_admin, make_token
+from tests.support.browser import VIEWPORTS, chromium, held_port, new_context, serious_axe_violations, served
 from tests.support.smtp_server import RecordingSMTPServer
 from tests.support.web_fixtures import WebStack, prepare, web_settings
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-VIEWPORTS = {"desktop": {"width": 1280, "height": 900}, "phone": {"width": 390, "height": 844}}
-
-
-@pytest.fixture
-def artefacts(tmp_path_factory: pytest.TempPathFactory, capsys: pytest.CaptureFixture[str]) -> Path:
-    configured = os.environ.get("COURSE_TEST_ARTEFACTS")
-    folder = (Path(configured).resolve() / "admin") if configured else tmp_path_factory.mktemp("admin-screenshots")
-    folder.mkdir(parents=True, exist_ok=True)
-    with capsys.disabled():
-        print(f"\nadmin screenshots: {folder}")
-    return folder
-
-
 @pytest.fixture
 def admin_live_stack(tmp_path: Path, web_clock: ManualClock, web_smtp: RecordingSMTPServer) -> Iterator[WebStack]:
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    listener.bind(("127.0.0.1", 0))
-    port = listener.getsockname()[1]
+    listener = held_port()
     settings = web_settings(
-        tmp_path, f"sqlite:///{tmp_path / 't.db'}", base_url=f"http://127.0.0.1:{port}", smtp_host=web_smtp.host, smtp_port=web_smtp.port
+        tmp_path, f"sqlite:///{tmp_path / 't.db'}", base_url=f"http://127.0.0.1:{listener.getsockname()[1]}", smtp_host=web_smtp.host, smtp_port=web_smtp.port
     )
     stack = prepare(settings, web_clock, web_smtp)
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError(f"uvicorn did not start on port {port}")
-        time.sleep(0.02)
-    yield stack
-    server.should_exit = True
-    thread.join(timeout=10)
-    listener.close()
+    with served(create_app(settings), listener):
+        yield stack
     get_engine(settings).dispose()
 
 
@@ -101,21 +69,8 @@ def seed_campaigns(stack: WebStack) -> dict[str, int]:
     return ids
 
 
-def check_accessibility(page: Any, name: str) -> list[str]:
-    from axe_playwright_python.sync_playwright import Axe
-
-    results = Axe().run(page)
-    return [
-        f"{name}: {violation['id']} ({violation['impact']}): {violation['help']} — {[node['target'] for node in violation['nodes']][:3]}"
-        for violation in results.response["violations"]
-        if violation["impact"] in ("serious", "critical")
-    ]
-
-
 def test_admin_pages_in_chromium_look_right_and_pass_axe(admin_live_stack: WebStack, artefacts: Path) -> None:
-    if not CHROMIUM.exists():
-        pytest.skip(f"Debian's Chromium is not installed at {CHROMIUM} (apt-get install chromium)")
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     stack = admin_live_stack
     ids = seed_campaigns(stack)
@@ -127,97 +82,93 @@ def test_admin_pages_in_chromium_look_right_and_pass_axe(admin_live_stack: WebSt
     problems: list[str] = []
     console_errors: list[str] = []
 
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
-        try:
-            for label, viewport in VIEWPORTS.items():
-                context = browser.new_context(viewport=viewport, device_scale_factor=1 if label == "desktop" else 2, is_mobile=label == "phone")
-                page = context.new_page()
-                page.set_default_timeout(10_000)
-                page.on("console", lambda message: message.type == "error" and console_errors.append(message.text))
+    with chromium() as browser:
+        for label in VIEWPORTS:
+            context = new_context(browser, label)
+            page = context.new_page()
+            page.set_default_timeout(10_000)
+            page.on("console", lambda message: message.type == "error" and console_errors.append(message.text))
 
-                def visit(name: str) -> None:
-                    page.screenshot(path=artefacts / f"{name}-{label}.png", full_page=True)
-                    problems.extend(check_accessibility(page, f"{name}@{label}"))
+            def visit(name: str) -> None:
+                page.screenshot(path=artefacts / f"{name}-{label}.png", full_page=True)
+                problems.extend(serious_axe_violations(page, f"{name}@{label}"))
 
-                page.goto(f"{base}/admin/campaigns")
-                expect(page).to_have_url(f"{base}/admin/login?next=/admin/campaigns")
-                visit("login")
-                page.fill("#email", "owner@example.org")
-                page.fill("#password", "wrong password here")
-                page.click("button[type=submit]")
-                expect(page.locator("[role=alert]")).to_contain_text("do not match")
-                visit("login-error")
-                page.fill("#password", PASSWORD)
-                page.click("button[type=submit]")
-                expect(page.locator("h1")).to_have_text("Campaigns")
-                expect(page.locator("tbody tr")).to_have_count(4 if label == "desktop" else 5)
-                visit("campaigns")
-                page.click("text=Rye week")
-                expect(page.locator("h1")).to_contain_text("Rye week")
-                visit("campaign")
-                if label == "desktop":
-                    # Live progress: rows settle while the page is open; the numbers follow, no reload.
-                    rye = ids["Rye week"]
-                    with stack.sessions.begin() as session:
-                        session.execute(update(Delivery).where(Delivery.campaign_id == rye, Delivery.state == DeliveryState.PENDING).values(state=DeliveryState.SENT, sent_at=now))
-                        refresh_campaign_status(session, rye)
-                    expect(page.locator("[data-progress=sent]")).to_have_text("20", timeout=15_000)
-                    expect(page.locator("[data-progress-status] .badge")).to_have_text("done")
-                    expect(page.locator("[data-progress-note]")).to_contain_text("Finished")
-                page.goto(f"{base}/admin/campaigns/{ids['October digest']}")
-                page.click("text=Preview")
-                expect(page.locator("h1")).to_have_text("Preview")
-                page.fill("#subscriber", "reader3@example.org")
-                page.click("text=Show")
-                expect(page.locator(".envelope")).to_contain_text("Reader 3 <reader3@example.org>")
-                expect(page.frame_locator(".email-frame").locator("h1").first).to_have_text("What we baked in October")
-                if label == "desktop":
-                    page.fill("#test_address", "me@example.net")
-                    page.click("text=Send test")
-                    expect(page.locator("[role=status]").first).to_contain_text("A test is on its way to me@example.net")
-                    (test_mail,) = stack.deliver()
-                    assert test_mail["Subject"] == "[Test] What we baked in October"
-                visit("preview")
-                page.goto(f"{base}/admin/campaigns/new")
-                expect(page.locator("h1")).to_have_text("New campaign")
-                visit("compose")
-                page.fill("#name", f"Spring letter {label}")
-                page.fill("#subject", "")
-                page.fill("#body_markdown", "Hello <script>alert(1)</script>")
-                page.fill("#tags_any", "bakers")
-                page.locator("#subject").evaluate("element => element.removeAttribute('required')")
-                page.click("button[value=save]")
-                expect(page.locator("[role=alert]")).to_contain_text("Nothing was saved")
-                visit("compose-errors")
-                page.fill("#subject", "Spring is here")
-                page.fill("#body_markdown", "# Spring\n\nNew loaves every **Friday**.")
-                page.click("button[value=count]")
-                expect(page.locator("[role=status]").last).to_contain_text("20 subscribers would get this campaign")
-                page.click("button[value=schedule]")
-                expect(page.locator("#schedule-title")).to_have_text("Schedule")
-                visit("campaign-draft")
-                page.goto(f"{base}/admin/admins")
-                visit("admins")
-                page.goto(f"{base}/admin/tokens")
-                visit("tokens")
-                page.fill("#token-name", "Publishing hook")
-                page.click("text=Create token")
-                expect(page.locator("#secret-value")).to_contain_text("course_")
-                visit("token-created")
-                page.goto(f"{base}/admin/account")
-                visit("account")
-                page.click("text=Set up an authenticator")
-                expect(page.locator("h1")).to_have_text("Set up an authenticator")
-                visit("totp-setup")
-                page.goto(f"{base}/admin/campaigns/{ids['Rye week'] + 100}")
-                visit("not-found")
-                page.goto(f"{base}/admin/campaigns")
-                page.click("text=Sign out")
-                expect(page).to_have_url(f"{base}/admin/login")
-                context.close()
-        finally:
-            browser.close()
+            page.goto(f"{base}/admin/campaigns")
+            expect(page).to_have_url(f"{base}/admin/login?next=/admin/campaigns")
+            visit("login")
+            page.fill("#email", "owner@example.org")
+            page.fill("#password", "wrong password here")
+            page.click("button[type=submit]")
+            expect(page.locator("[role=alert]")).to_contain_text("do not match")
+            visit("login-error")
+            page.fill("#password", PASSWORD)
+            page.click("button[type=submit]")
+            expect(page.locator("h1")).to_have_text("Campaigns")
+            expect(page.locator("tbody tr")).to_have_count(4 if label == "desktop" else 5)
+            visit("campaigns")
+            page.click("text=Rye week")
+            expect(page.locator("h1")).to_contain_text("Rye week")
+            visit("campaign")
+            if label == "desktop":
+                # Live progress: rows settle while the page is open; the numbers follow, no reload.
+                rye = ids["Rye week"]
+                with stack.sessions.begin() as session:
+                    session.execute(update(Delivery).where(Delivery.campaign_id == rye, Delivery.state == DeliveryState.PENDING).values(state=DeliveryState.SENT, sent_at=now))
+                    refresh_campaign_status(session, rye)
+                expect(page.locator("[data-progress=sent]")).to_have_text("20", timeout=15_000)
+                expect(page.locator("[data-progress-status] .badge")).to_have_text("done")
+                expect(page.locator("[data-progress-note]")).to_contain_text("Finished")
+            page.goto(f"{base}/admin/campaigns/{ids['October digest']}")
+            page.click("text=Preview")
+            expect(page.locator("h1")).to_have_text("Preview")
+            page.fill("#subscriber", "reader3@example.org")
+            page.click("text=Show")
+            expect(page.locator(".envelope")).to_contain_text("Reader 3 <reader3@example.org>")
+            expect(page.frame_locator(".email-frame").locator("h1").first).to_have_text("What we baked in October")
+            if label == "desktop":
+                page.fill("#test_address", "me@example.net")
+                page.click("text=Send test")
+                expect(page.locator("[role=status]").first).to_contain_text("A test is on its way to me@example.net")
+                (test_mail,) = stack.deliver()
+                assert test_mail["Subject"] == "[Test] What we baked in October"
+            visit("preview")
+            page.goto(f"{base}/admin/campaigns/new")
+            expect(page.locator("h1")).to_have_text("New campaign")
+            visit("compose")
+            page.fill("#name", f"Spring letter {label}")
+            page.fill("#subject", "")
+            page.fill("#body_markdown", "Hello <script>alert(1)</script>")
+            page.fill("#tags_any", "bakers")
+            page.locator("#subject").evaluate("element => element.removeAttribute('required')")
+            page.click("button[value=save]")
+            expect(page.locator("[role=alert]")).to_contain_text("Nothing was saved")
+            visit("compose-errors")
+            page.fill("#subject", "Spring is here")
+            page.fill("#body_markdown", "# Spring\n\nNew loaves every **Friday**.")
+            page.click("button[value=count]")
+            expect(page.locator("[role=status]").last).to_contain_text("20 subscribers would get this campaign")
+            page.click("button[value=schedule]")
+            expect(page.locator("#schedule-title")).to_have_text("Schedule")
+            visit("campaign-draft")
+            page.goto(f"{base}/admin/admins")
+            visit("admins")
+            page.goto(f"{base}/admin/tokens")
+            visit("tokens")
+            page.fill("#token-name", "Publishing hook")
+            page.click("text=Create token")
+            expect(page.locator("#secret-value")).to_contain_text("course_")
+            visit("token-created")
+            page.goto(f"{base}/admin/account")
+            visit("account")
+            page.click("text=Set up an authenticator")
+            expect(page.locator("h1")).to_have_text("Set up an authenticator")
+            visit("totp-setup")
+            page.goto(f"{base}/admin/campaigns/{ids['Rye week'] + 100}")
+            visit("not-found")
+            page.goto(f"{base}/admin/campaigns")
+            page.click("text=Sign out")
+            expect(page).to_have_url(f"{base}/admin/login")
+            context.close()
 
     assert problems == [], "\n".join(problems)
     # The wrong password (401), the missing campaign (404) and the refused draft (422) log their status, as any such answer
