@@ -5,7 +5,8 @@ course page (time zone filled by the page's script) -> signup -> confirmation ma
 lesson 1 -> preferences (new send time) -> view in browser -> unsubscribe from the lesson's link
 -> days later, nothing more arrives.
 
-Screenshots of every page (desktop, and a 390 px phone for the course page) land in the folder named
+Every page is screenshotted at 1280 and 390 px and checked by axe-core (no serious or critical
+violation, colour contrast included); the screenshots land in the folder named
 by COURSE_TEST_ARTEFACTS, or else in pytest's temporary folder for the run; the test prints where.
 Any console error fails the test: that is how a CSP violation shows up."""
 
@@ -23,7 +24,7 @@ from course.clock import ManualClock
 from course.db import get_engine
 from course.models import Delivery, DeliveryState, Subscriber
 from course.web.app import create_app
-from tests.support.browser import chromium, held_port, served
+from tests.support.browser import VIEWPORTS, chromium, held_port, serious_axe_violations, served
 from tests.support.smtp_server import RecordingSMTPServer
 from tests.support.web_fixtures import COURSE_SLUG, WebStack, link_in, prepare, web_settings
 
@@ -53,6 +54,7 @@ def test_signup_confirm_preferences_unsubscribe_in_chromium(live_stack: WebStack
     base_url = live_stack.settings.base_url
     course_url = f"{base_url}/courses/{COURSE_SLUG}"
     console_errors: list[str] = []
+    problems: list[str] = []
 
     with chromium() as browser:
         phone = browser.new_context(
@@ -62,39 +64,48 @@ def test_signup_confirm_preferences_unsubscribe_in_chromium(live_stack: WebStack
         phone_page.on("console", lambda message: message.type == "error" and console_errors.append(message.text))
         phone_page.goto(course_url)
         expect(phone_page.locator("#signup-timezone")).to_have_value("Europe/Berlin")
-        phone_page.screenshot(path=artefacts / "course-mobile.png", full_page=True)
+        phone_page.screenshot(path=artefacts / "course-phone-touch.png", full_page=True)
+        problems.extend(serious_axe_violations(phone_page, "course@phone-touch"))
         phone.close()
 
-        context = browser.new_context(viewport={"width": 1280, "height": 900}, timezone_id="Europe/Berlin")
+        context = browser.new_context(viewport=VIEWPORTS["desktop"], timezone_id="Europe/Berlin")
         page = context.new_page()
         page.set_default_timeout(10_000)
         page.on("console", lambda message: message.type == "error" and console_errors.append(message.text))
 
+        def look(name: str) -> None:
+            """The page as it is now, at 1280 and at 390 px: a screenshot of each, and axe-core's verdict."""
+            for label, viewport in VIEWPORTS.items():
+                page.set_viewport_size(viewport)
+                page.screenshot(path=artefacts / f"{name}-{label}.png", full_page=True)
+                problems.extend(serious_axe_violations(page, f"{name}@{label}"))
+            page.set_viewport_size(VIEWPORTS["desktop"])
+
         page.goto(base_url + "/")
-        page.screenshot(path=artefacts / "index.png", full_page=True)
+        look("index")
         page.goto(f"{course_url}/embed")
-        page.screenshot(path=artefacts / "embed.png", full_page=True)
+        look("embed")
 
         # 1. The course page: the script fills the time zone; the person fills the rest.
         page.goto(course_url)
         expect(page.locator("h1")).to_have_text("Sourdough from Scratch")
         expect(page.locator("#signup-timezone")).to_have_value("Europe/Berlin")
-        page.screenshot(path=artefacts / "course-desktop.png", full_page=True)
+        look("course")
         page.fill("#signup-email", "rosa@example.org")
         page.fill("#signup-name", "Rosa")
         page.click("button[type=submit]")
         expect(page.locator("h1")).to_have_text("Check your inbox")
-        page.screenshot(path=artefacts / "check-inbox.png", full_page=True)
+        look("check-inbox")
 
         # 2. The confirmation mail, and the page its link opens.
         (confirmation,) = live_stack.deliver()
         # The name is shown only once confirmed: the confirmation mail greets no one.
         assert confirmation["To"] == "rosa@example.org" and "Rosa" not in confirmation.as_string()
         page.goto(link_in(confirmation, "/confirm/"))
-        page.screenshot(path=artefacts / "confirm.png", full_page=True)
+        look("confirm")
         page.click("text=Yes, start the course")
         expect(page.locator("h1")).to_have_text("You are in")
-        page.screenshot(path=artefacts / "confirmed.png", full_page=True)
+        look("confirmed")
 
         # 3. Lesson 1 comes at the next dispatch; its preferences link changes the send time.
         live_stack.clock.advance(timedelta(minutes=1))
@@ -106,7 +117,7 @@ def test_signup_confirm_preferences_unsubscribe_in_chromium(live_stack: WebStack
         page.fill("input[name=send_time]", "18:30")
         page.click("button[value=send_time]")
         expect(page.locator(".notice-ok")).to_contain_text("Saved")
-        page.screenshot(path=artefacts / "preferences.png", full_page=True)
+        look("preferences")
         with live_stack.sessions() as session:
             subscriber = session.scalars(select(Subscriber).where(Subscriber.email == "rosa@example.org")).one()
             due = session.scalars(
@@ -118,20 +129,22 @@ def test_signup_confirm_preferences_unsubscribe_in_chromium(live_stack: WebStack
 
         page.goto(link_in(lesson, "/view/"))
         expect(page.locator("h1")).to_contain_text(lesson["Subject"].split(": ", 1)[1])
-        page.screenshot(path=artefacts / "view-lesson.png", full_page=True)
+        look("view-lesson")
 
         # 4. Unsubscribe from the lesson's own link: one page, one button.
         page.goto(link_in(lesson, "/u/"))
-        page.screenshot(path=artefacts / "unsubscribe.png", full_page=True)
+        look("unsubscribe")
         page.click("button[type=submit]")
         expect(page.locator("h1")).to_have_text("You are unsubscribed")
-        page.screenshot(path=artefacts / "unsubscribed.png", full_page=True)
+        look("unsubscribed")
 
         assert console_errors == [], console_errors
         page.goto(base_url + "/confirm/not-a-real-token")  # its 400 is logged to the console, as it should be
         expect(page.locator("h1")).to_have_text("This link does not work")
-        page.screenshot(path=artefacts / "bad-link.png", full_page=True)
+        look("bad-link")
         context.close()
+
+    assert problems == [], "\n".join(problems)
 
     # 5. Days pass and the dispatcher runs: nothing more is sent.
     live_stack.clock.advance(timedelta(days=5))
