@@ -32,6 +32,9 @@ from course.ledger import add_campaign_test, hold_campaign_rows, release_campaig
 from course.models import Campaign, CampaignStatus, Subscriber
 
 MAX_BODY_CHARS = 50_000  # a long newsletter is 5,000 words; this is ten of them
+MAX_NAME_CHARS = 200
+MAX_SUBJECT_CHARS = 300
+MAX_PREHEADER_CHARS = 200
 EDITABLE = (CampaignStatus.DRAFT, CampaignStatus.SCHEDULED)
 _LINE_BREAK = re.compile(r"[\r\n\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
 _CONTROL = re.compile(r"[\x00-\x08\x0e-\x1f\x7f]")  # NUL and friends: no database or mail wants them
@@ -106,9 +109,9 @@ def check_draft(
 ) -> Draft:
     """Pure: every field checked at once; EditError carries a message per bad field."""
     errors: dict[str, str] = {}
-    clean_name, errors["name"] = _line(name, label="name", limit=200)
-    clean_subject, errors["subject"] = _line(subject, label="subject", limit=300)
-    clean_preheader, errors["preheader"] = _line(preheader, label="preheader", limit=200, required=False)
+    clean_name, errors["name"] = _line(name, label="name", limit=MAX_NAME_CHARS)
+    clean_subject, errors["subject"] = _line(subject, label="subject", limit=MAX_SUBJECT_CHARS)
+    clean_preheader, errors["preheader"] = _line(preheader, label="preheader", limit=MAX_PREHEADER_CHARS, required=False)
     chosen = next((s for s in senders if sender.strip() in (s.email, s.label)), None)
     errors["sender"] = "" if chosen else "Choose a sender from the list."
     body = body_markdown.replace("\r\n", "\n")

@@ -100,7 +100,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     # Inner first: the body is bounded (BodySizeLimit) before it is searched for control characters.
     app.add_middleware(RefuseControlCharacters, refusal=refuse_control_characters)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+    admin_limit = max(settings.max_admin_request_bytes, settings.max_request_bytes)
+    app.add_middleware(
+        BodySizeLimit, max_bytes=settings.max_request_bytes, larger_under={"/admin/": admin_limit, "/api/admin/": admin_limit}
+    )
     if settings.api_cors_origin_list:
         app.add_middleware(ApiCors, origins=settings.api_cors_origin_list)
     # Pages are 5 to 40 KB of HTML (the time zone list) and shrink about sixfold; level 6 costs a

@@ -118,19 +118,25 @@ class ApiCors:
 class BodySizeLimit:
     """Refuses request bodies over `max_bytes` with 413 before any route parses them: by the
     declared Content-Length when there is one, else by counting while buffering (the body is at
-    most max_bytes, so buffering it costs little) and replaying it to the app."""
+    most max_bytes, so buffering it costs little) and replaying it to the app. `larger_under` maps
+    path prefixes to a limit of their own (the admin, whose campaign bodies are long)."""
 
-    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, *, max_bytes: int, larger_under: dict[str, int] | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.larger_under = larger_under or {}
+
+    def limit_for(self, path: str) -> int:
+        return next((limit for prefix, limit in self.larger_under.items() if path.startswith(prefix)), self.max_bytes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        max_bytes = self.limit_for(scope.get("path", ""))
         declared = dict(scope.get("headers", [])).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
-            await self._reject(scope, send)
+        if declared is not None and (not declared.isdigit() or int(declared) > max_bytes):
+            await self._reject(scope, send, max_bytes)
             return
         buffered: list[Message] = []
         total = 0
@@ -140,8 +146,8 @@ class BodySizeLimit:
             if message["type"] != "http.request":
                 break  # the client went away; let the app see it
             total += len(message.get("body", b""))
-            if total > self.max_bytes:
-                await self._reject(scope, send)
+            if total > max_bytes:
+                await self._reject(scope, send, max_bytes)
                 return
             if not message.get("more_body", False):
                 break
@@ -151,8 +157,8 @@ class BodySizeLimit:
 
         await self.app(scope, replay, send)
 
-    async def _reject(self, scope: Scope, send: Send) -> None:
-        limit_kb = self.max_bytes // 1024
+    async def _reject(self, scope: Scope, send: Send, max_bytes: int) -> None:
+        limit_kb = max_bytes // 1024
         if scope.get("path", "").startswith("/api/"):
             body = f'{{"detail":"request body larger than {limit_kb} KB"}}'.encode()
             content_type = b"application/json"

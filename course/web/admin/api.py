@@ -19,11 +19,19 @@ from course.campaigns.timing import ScheduleError, parse_schedule
 from course.models import AdminRole
 from course.web.admin.auth import Actor, EditorToken, OwnerToken, SiteDep, ViewerToken
 
-router = APIRouter(prefix="/api/admin", tags=["admin"])
 
 class ErrorOut(BaseModel):
     detail: str
     fields: dict[str, str] = Field(default_factory=dict, description="a message per refused field, when there are any")
+
+
+# What any request may get before a route sees it (course.web.security): a control character in the
+# path, query or a body field is refused, and so is a body over COURSE_MAX_ADMIN_REQUEST_BYTES.
+_ANY_REQUEST: dict[int | str, dict[str, object]] = {
+    400: {"model": ErrorOut, "description": "a control character in the path, the query or a body field"},
+    413: {"model": ErrorOut, "description": "a body larger than the admin's limit (1 MB by default)"},
+}
+router = APIRouter(prefix="/api/admin", tags=["admin"], responses=_ANY_REQUEST)
 
 
 _UNAUTHORIZED: dict[int | str, dict[str, object]] = {
@@ -77,16 +85,17 @@ class AudienceIn(BaseModel):
 
 
 class CampaignIn(BaseModel):
-    name: str = Field(max_length=1000)
-    subject: str = Field(max_length=1000)
-    preheader: str = Field("", max_length=1000)
+    # The limits are the editor's own (course.campaigns.editor), so a longer value is refused here.
+    name: str = Field(max_length=editor.MAX_NAME_CHARS)
+    subject: str = Field(max_length=editor.MAX_SUBJECT_CHARS)
+    preheader: str = Field("", max_length=editor.MAX_PREHEADER_CHARS)
     sender: str = Field(max_length=400, description="an address from COURSE_CAMPAIGN_SENDERS")
-    body_markdown: str = Field(max_length=60_000)
+    body_markdown: str = Field(max_length=editor.MAX_BODY_CHARS, description="Markdown; some HTML allowed, sanitised")
     audience: AudienceIn = Field(default_factory=AudienceIn)
 
 
 class CampaignDetailOut(CampaignOut):
-    unsubscribed_within_7_days: int = Field(description="recipients who unsubscribed within a week of its fan-out")
+    unsubscribed_within_7_days: int = Field(description="recipients who unsubscribed within a week of their own send")
     preheader: str
     body_markdown: str
     audience: AudienceIn

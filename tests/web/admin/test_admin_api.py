@@ -4,6 +4,7 @@ breaks the schema, whatever schemathesis sends."""
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
 import schemathesis
@@ -15,6 +16,7 @@ from course.campaigns.service import fan_out, schedule_campaign, tag_subscribers
 from sqlalchemy import update
 
 from course.accounts.credentials import token_hash
+from course.campaigns.editor import MAX_BODY_CHARS
 from course.models import AdminRole, ApiToken, Subscriber
 from course.web.app import create_app
 from tests.support.admin_fixtures import make_token
@@ -101,6 +103,30 @@ def test_admin_api_has_no_server_errors_and_matches_its_schema(web_stack: WebSta
     run()
     assert max(statuses) < 500
     assert {200, 201, 400, 404, 409, 422} <= statuses, statuses
+
+
+def test_every_admin_operation_documents_the_refusals_any_request_may_get(client: TestClient) -> None:
+    """The middleware's answers (a control character: 400; a body over the limit: 413) are in the
+    description of every admin operation, so a client generated from it knows them."""
+    paths = client.get("/api/openapi.json").json()["paths"]
+    operations = [(path, method, operation) for path, item in paths.items() if path.startswith("/api/admin/") for method, operation in item.items()]
+    assert len(operations) >= 15
+    undocumented = [f"{method} {path}" for path, method, operation in operations if not {"400", "401", "403", "413"} <= set(operation["responses"])]
+    assert undocumented == []
+
+
+def test_a_long_non_ascii_campaign_fits_the_admin_body_limit(web_stack: WebStack, client: TestClient) -> None:
+    """A body at the editor's limit, in a script JSON escapes to six bytes a character (300 KB on the
+    wire), is accepted; one over it is refused by the schema (422), and 2 MB by the body limit (413)."""
+    _seed(web_stack)
+    api = TestClient(client.app, base_url=TEST_BASE_URL, headers={"Authorization": f"Bearer {make_token(web_stack.sessions, AdminRole.EDITOR, now=web_stack.clock.now())}"})
+    body = {"name": "Long", "subject": "Long", "sender": "newsletter@example.org", "body_markdown": "ж" * MAX_BODY_CHARS}
+    created = api.post("/api/admin/campaigns", content=json.dumps(body, ensure_ascii=True), headers={"Content-Type": "application/json"})
+    assert created.status_code == 201 and len(created.json()["body_markdown"]) == MAX_BODY_CHARS
+    longer = api.post("/api/admin/campaigns", json={**body, "body_markdown": "ж" * (MAX_BODY_CHARS + 1)})
+    assert longer.status_code == 422
+    huge = api.post("/api/admin/campaigns", json={**body, "body_markdown": "x" * (2 * 1024 * 1024)})
+    assert huge.status_code == 413 and "larger than" in huge.json()["detail"]
 
 
 def test_an_editor_token_composes_counts_schedules_pauses_and_cancels(web_stack: WebStack, client: TestClient) -> None:
