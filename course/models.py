@@ -420,6 +420,9 @@ class Admin(Base):
     password_must_change: Mapped[bool] = mapped_column(Boolean, default=False)
     role: Mapped[str] = mapped_column(String(20), default=AdminRole.VIEWER)
     totp_secret: Mapped[str | None] = mapped_column(String(64))  # base32; set = second factor on
+    # The 30-second TOTP step of the last code accepted (sign-in or setup): a code at or before it
+    # is refused, so a code seen over someone's shoulder cannot be used again within its window.
+    totp_last_step: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # cannot sign in; sessions end

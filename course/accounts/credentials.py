@@ -5,6 +5,7 @@ parameter wherever time matters."""
 from __future__ import annotations
 
 import hashlib
+import hmac
 import re
 import secrets
 from datetime import datetime
@@ -115,13 +116,19 @@ def totp_uri(secret: str, email: str) -> str:
     return pyotp.TOTP(secret).provisioning_uri(name=email, issuer_name=TOTP_ISSUER)
 
 
-def totp_code_is_valid(secret: str, code: str, *, now: datetime) -> bool:
-    """A six-digit code from the authenticator app; one 30-second step either side is accepted
-    for clock drift."""
+def totp_step_of(secret: str, code: str, *, now: datetime, after_step: int | None = None) -> int | None:
+    """The 30-second time-step a six-digit authenticator code belongs to, or None when it matches
+    none. One step either side of now is accepted for clock drift; a step at or before `after_step`
+    (the last one this admin used) is not: a code works once, however fast it is replayed."""
     digits = re.sub(r"\s", "", code)
     if not re.fullmatch(r"\d{6}", digits):
-        return False
-    return pyotp.TOTP(secret).verify(digits, for_time=now, valid_window=1)
+        return None
+    totp = pyotp.TOTP(secret)
+    current = totp.timecode(now)
+    for step in (current - 1, current, current + 1):
+        if (after_step is None or step > after_step) and hmac.compare_digest(totp.generate_otp(step), digits):
+            return step
+    return None
 
 
 def new_recovery_codes() -> list[str]:

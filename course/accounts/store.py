@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from email_validator import EmailNotValidError, validate_email
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from course.accounts.credentials import (
@@ -27,7 +27,7 @@ from course.accounts.credentials import (
     normalize_recovery_code,
     recovery_code_matches,
     token_hash,
-    totp_code_is_valid,
+    totp_step_of,
     verify_password,
 )
 from course.ratelimit import RateLimit, rate_limit_key, take_rate_limit, window_start
@@ -262,12 +262,30 @@ def complete_second_factor(
     throttled = _throttle(session, limits, admin.email.lower(), client_ip, now)
     if throttled:
         return throttled
-    if not (totp_code_is_valid(admin.totp_secret, code, now=now) or _use_recovery_code(session, admin.id, code, now)):
+    if not (_claim_totp_step(session, admin, admin.totp_secret, code, now) or _use_recovery_code(session, admin.id, code, now)):
         _count_failure(session, limits, admin.email.lower(), client_ip, now)
         return SignIn(SignInOutcome.INVALID)
     session.delete(found)
     admin.last_login_at = now
     return SignIn(SignInOutcome.SIGNED_IN, session_token=_start_session(session, admin, pending=False, now=now))
+
+
+def _claim_totp_step(session: Session, admin: Admin, secret: str, code: str, now: datetime) -> bool:
+    """Whether `code` is a fresh authenticator code for `secret`, and if so, spend its time-step:
+    1. find the step the code belongs to, later than the admin's last accepted one;
+    2. record it with a conditional UPDATE (only if the stored step is still earlier);
+    3. one row updated: the code is this request's. None: a concurrent request used the same
+       code (or a later one) first, and this one is a replay."""
+    step = totp_step_of(secret, code, now=now, after_step=admin.totp_last_step)
+    if step is None:
+        return False
+    claimed = session.execute(
+        update(Admin)
+        .where(Admin.id == admin.id, or_(Admin.totp_last_step.is_(None), Admin.totp_last_step < step))
+        .values(totp_last_step=step)
+        .execution_options(synchronize_session="fetch")
+    ).rowcount
+    return claimed == 1
 
 
 def _use_recovery_code(session: Session, admin_id: int, code: str, now: datetime) -> bool:
@@ -358,7 +376,7 @@ def enable_totp(session: Session, admin_id: int, *, secret: str, code: str, now:
     """Turn the second factor on once the admin has shown a code from the new secret. Returns the
     recovery codes, in clear for the one time they are shown."""
     admin = _get_admin(session, admin_id)
-    if not totp_code_is_valid(secret, code, now=now):
+    if not _claim_totp_step(session, admin, secret, code, now):
         raise AccountError("that code does not match: check the authenticator app's clock and try the next code")
     admin.totp_secret = secret
     return replace_recovery_codes(session, admin_id)

@@ -4,7 +4,7 @@ that an owner always remains."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 import pyotp
 import pytest
@@ -168,6 +168,9 @@ def test_second_factor_with_totp_and_single_use_recovery_codes(
 
     pending = password_step()
     assert code_step(pending, "123456").outcome == SignInOutcome.INVALID
+    # The code that enabled it is spent: the same code again is a replay, even within its step.
+    assert code_step(pending, pyotp.TOTP(secret).at(clock.now())).outcome == SignInOutcome.INVALID
+    clock.advance(timedelta(seconds=30))
     done = code_step(pending, pyotp.TOTP(secret).at(clock.now()))
     assert done.outcome == SignInOutcome.SIGNED_IN and done.session_token != pending
     with sessions.begin() as session:
@@ -185,6 +188,50 @@ def test_second_factor_with_totp_and_single_use_recovery_codes(
     pending = password_step()
     clock.advance(timedelta(minutes=6))  # the code step waits five minutes at most
     assert code_step(pending, pyotp.TOTP(secret).at(clock.now())).outcome == SignInOutcome.INVALID
+
+
+def test_a_totp_code_is_accepted_once(sessions: sessionmaker[Session], clock: ManualClock, limits: AccountLimits) -> None:
+    """A code seen over a shoulder cannot be used again: neither within its own 30 seconds, nor an
+    earlier code still inside the drift window, nor to enable the second factor twice."""
+    owner_id = _owner(sessions, clock)
+    totp = pyotp.TOTP(credentials.new_totp_secret())
+    with sessions.begin() as session:
+        enable_totp(session, owner_id, secret=totp.secret, code=totp.at(clock.now()), now=clock.now())
+    with sessions.begin() as session, pytest.raises(AccountError, match="does not match"):
+        enable_totp(session, owner_id, secret=totp.secret, code=totp.at(clock.now()), now=clock.now())
+
+    def code_step(code: str) -> SignInOutcome:
+        with sessions.begin() as session:
+            first = sign_in(session, email="owner@example.org", password=PASSWORD, client_ip="127.0.0.1", limits=limits, now=clock.now())
+        with sessions.begin() as session:
+            return complete_second_factor(
+                session, pending_token=first.session_token or "", code=code, client_ip="127.0.0.1", limits=limits, now=clock.now()
+            ).outcome
+
+    clock.advance(timedelta(seconds=30))
+    now_code = totp.at(clock.now())
+    assert code_step(now_code) == SignInOutcome.SIGNED_IN
+    clock.advance(timedelta(seconds=10))
+    assert code_step(now_code) == SignInOutcome.INVALID  # replayed within its own step
+    clock.advance(timedelta(seconds=30))
+    assert code_step(now_code) == SignInOutcome.INVALID  # the step before now: still in the drift window, still spent
+    next_code = totp.at(clock.now())
+    assert code_step(next_code) == SignInOutcome.SIGNED_IN  # a new step's code works, once
+    with sessions() as session:
+        admin = session.get(Admin, owner_id)
+        assert admin is not None and admin.totp_last_step == totp.timecode(clock.now())
+
+
+def test_totp_steps_are_pure() -> None:
+    totp = pyotp.TOTP(credentials.new_totp_secret())
+    now = datetime(2026, 3, 2, 9, 0, 15, tzinfo=timezone.utc)
+    step = totp.timecode(now)
+    assert credentials.totp_step_of(totp.secret, totp.at(now), now=now) == step
+    assert credentials.totp_step_of(totp.secret, totp.at(now - timedelta(seconds=30)), now=now) == step - 1  # clock drift
+    assert credentials.totp_step_of(totp.secret, totp.at(now - timedelta(seconds=90)), now=now) is None  # too old
+    assert credentials.totp_step_of(totp.secret, totp.at(now), now=now, after_step=step) is None  # already used
+    assert credentials.totp_step_of(totp.secret, totp.at(now), now=now, after_step=step - 1) == step
+    assert credentials.totp_step_of(totp.secret, "12 34 5x", now=now) is None
 
 
 def test_api_tokens_are_stored_hashed_carry_a_role_and_can_be_revoked(sessions: sessionmaker[Session], clock: ManualClock) -> None:

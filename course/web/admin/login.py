@@ -132,8 +132,8 @@ def code_submit(
     if result.outcome != SignInOutcome.SIGNED_IN or result.session_token is None:
         return admin_page(
             site, request, "login_code.html", actor=None, status=401, next_path=safe_next(next),
-            error="That code is not right, or the sign-in took longer than five minutes. Try the current code, "
-            "a recovery code, or sign in again.",
+            error="That code is not right, was used already, or the sign-in took longer than five minutes. Try the "
+            "next code, a recovery code, or sign in again.",
         )  # fmt: skip
     response = see_other(safe_next(next))
     set_session_cookie(site, response, result.session_token)

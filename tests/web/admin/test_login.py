@@ -5,6 +5,7 @@ authenticator step, sign-out, and the owner pages that make admins and API token
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 
 import pyotp
 from fastapi.testclient import TestClient
@@ -118,9 +119,13 @@ def test_authenticator_setup_then_sign_in_with_a_code(web_stack: WebStack, clien
     code_page = browser.get("/admin/login/code?next=/admin/tokens")
     bad = browser.post("/admin/login/code", data={"code": "111111", "next": "/admin/tokens", "csrf_token": csrf_of(browser, "/admin/login")})
     assert bad.status_code == 401 and "not right" in bad.text and code_page.status_code == 200
+    # The code that turned the authenticator on is spent: it does not sign anyone in.
+    replayed = browser.post("/admin/login/code", data={"code": pyotp.TOTP(secret).at(now), "next": "/admin/tokens", "csrf_token": csrf_of(browser, "/admin/login")})
+    assert replayed.status_code == 401
+    web_stack.clock.advance(timedelta(seconds=30))
     good = browser.post(
         "/admin/login/code",
-        data={"code": pyotp.TOTP(secret).at(now), "next": "/admin/tokens", "csrf_token": csrf_of(browser, "/admin/login")},
+        data={"code": pyotp.TOTP(secret).at(web_stack.clock.now()), "next": "/admin/tokens", "csrf_token": csrf_of(browser, "/admin/login")},
         follow_redirects=False,
     )
     assert good.headers["location"] == "/admin/tokens"
