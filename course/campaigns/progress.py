@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import exists, func, select
+from sqlalchemy import Interval, exists, func, literal, select
 from sqlalchemy.orm import Session
 
 from course.models import (
@@ -21,7 +22,7 @@ from course.models import (
 )
 
 RATE_WINDOW = timedelta(minutes=1)  # the "current rate" is what was sent in the last minute
-UNSUBSCRIBE_WINDOW = timedelta(days=7)  # "unsubscribed after it": within a week of the campaign's fan-out
+UNSUBSCRIBE_WINDOW = timedelta(days=7)  # "unsubscribed after it": within a week of each recipient's own send
 
 
 @dataclass(frozen=True)
@@ -101,8 +102,9 @@ class CampaignSummary:
 
 
 def unsubscribed_after(session: Session, campaign: Campaign) -> int:
-    """Recipients it was sent to who have unsubscribed from everything since, within a week of its
-    fan-out (the campaign's unsubscribe link leaves every list)."""
+    """Recipients it was sent to who unsubscribed from everything (the campaign's unsubscribe link
+    leaves every list) within a week of their own send: each row's sent_at, not the fan-out, which
+    can be a day or more earlier for a campaign sent at a local time in each subscriber's zone."""
     if campaign.fanned_out_at is None:
         return 0
     return session.scalar(
@@ -110,15 +112,23 @@ def unsubscribed_after(session: Session, campaign: Campaign) -> int:
         .select_from(Subscriber)
         .where(
             Subscriber.status == SubscriberStatus.UNSUBSCRIBED,
-            Subscriber.unsubscribed_at >= campaign.fanned_out_at,
-            Subscriber.unsubscribed_at < campaign.fanned_out_at + UNSUBSCRIBE_WINDOW,
             exists().where(
                 Delivery.campaign_id == campaign.id,
                 Delivery.subscriber_id == Subscriber.id,
                 Delivery.state == DeliveryState.SENT,
+                Subscriber.unsubscribed_at >= Delivery.sent_at,
+                Subscriber.unsubscribed_at < _later(session, Delivery.sent_at, UNSUBSCRIBE_WINDOW),
             ),
         )
     ) or 0
+
+
+def _later(session: Session, moment: Any, by: timedelta) -> Any:
+    """`moment + by` in SQL. SQLite stores UTC datetimes as text ("2026-03-05 12:00:00.000000"):
+    strftime gives the same layout to the millisecond, so the text comparison orders them."""
+    if session.get_bind().dialect.name == "sqlite":
+        return func.strftime("%Y-%m-%d %H:%M:%f", moment, f"+{int(by.total_seconds())} seconds")
+    return moment + literal(by, type_=Interval())
 
 
 def campaign_summaries(session: Session, *, now: datetime, status: str | None = None) -> list[CampaignSummary]:
