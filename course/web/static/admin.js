@@ -1,5 +1,6 @@
 // The web admin's only script (the CSP allows no inline script). Everything works without it:
 // - copy buttons for secrets shown once;
+// - "Insert" buttons by the catalogue's guides in the composer: a Markdown link at the body's cursor;
 // - live progress on a campaign page: polls /admin/campaigns/<id>/progress.json every few seconds
 //   and updates the numbers in place, until the campaign is done or cancelled.
 (function () {
@@ -15,6 +16,24 @@
         button.textContent = "Copied";
         window.setTimeout(function () { button.textContent = label; }, 1600);
       });
+    });
+  });
+
+  // Guide links: [title](url) at the cursor, or [selected words](url) around a selection.
+  var insertStatus = document.querySelector("[data-insert-status]");
+  document.querySelectorAll("button[data-insert-target]").forEach(function (button) {
+    var body = document.getElementById(button.getAttribute("data-insert-target"));
+    if (!body || typeof body.setRangeText !== "function") { return; }
+    button.hidden = false;
+    document.querySelectorAll("[data-insert-hint]").forEach(function (hint) { hint.hidden = false; });
+    document.querySelectorAll("[data-copy-hint]").forEach(function (hint) { hint.hidden = true; });
+    button.addEventListener("click", function () {
+      var start = body.selectionStart, end = body.selectionEnd;
+      var words = body.value.slice(start, end).trim() || button.getAttribute("data-insert-title");
+      var link = "[" + words.replace(/[\[\]]/g, "") + "](" + button.getAttribute("data-insert-url") + ")";
+      body.setRangeText(link, start, end, "end");
+      body.focus();
+      if (insertStatus) { insertStatus.textContent = "Inserted a link to " + button.getAttribute("data-insert-title") + "."; }
     });
   });
 

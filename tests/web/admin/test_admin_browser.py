@@ -6,6 +6,8 @@ A console error (how a CSP violation shows up) fails the test."""
 
 from __future__ import annotations
 
+import re
+
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -135,6 +137,17 @@ def test_admin_pages_in_chromium_look_right_and_pass_axe(admin_live_stack: WebSt
             page.goto(f"{base}/admin/campaigns/new")
             expect(page.locator("h1")).to_have_text("New campaign")
             visit("compose")
+            # The catalogue's guides: Insert puts a Markdown link around the selected words (or at the cursor).
+            body = page.locator("#body_markdown")
+            body.fill("Read our guide first. ")
+            body.evaluate("element => element.setSelectionRange(5, 14)")
+            page.locator(".guide-list button", has_text="Insert").first.click()
+            expect(body).to_have_value("Read [our guide](https://example.com/guides/feeding-a-starter) first. ")
+            body.evaluate("element => element.setSelectionRange(element.value.length, element.value.length)")
+            page.locator(".guide-list button", has_text="Insert").nth(1).click()
+            expect(body).to_have_value(re.compile(r"first\. \[Sourdough Glossary\]\(https://[^)]+\)$"))
+            expect(page.locator("[data-insert-status]")).to_have_text("Inserted a link to Sourdough Glossary.")
+            visit("compose-guide-links")
             page.fill("#name", f"Spring letter {label}")
             page.fill("#subject", "")
             page.fill("#body_markdown", "Hello <script>alert(1)</script>")
@@ -146,7 +159,7 @@ def test_admin_pages_in_chromium_look_right_and_pass_axe(admin_live_stack: WebSt
             page.fill("#subject", "Spring is here")
             page.fill("#body_markdown", "# Spring\n\nNew loaves every **Friday**.")
             page.click("button[value=count]")
-            expect(page.locator("[role=status]").last).to_contain_text("20 subscribers would get this campaign")
+            expect(page.locator(".notice[role=status]").last).to_contain_text("20 subscribers would get this campaign")
             page.click("button[value=schedule]")
             expect(page.locator("#schedule-title")).to_have_text("Schedule")
             visit("campaign-draft")

@@ -67,6 +67,17 @@ def test_bad_input_comes_back_with_messages_and_stores_nothing(web_stack: WebSta
     assert _campaigns(web_stack) == 0
 
 
+def test_the_composer_lists_the_catalogues_guides_as_markdown_links(web_stack: WebStack, client: TestClient) -> None:
+    """Without script the guides are Markdown to copy; the Insert buttons stay hidden until
+    /static/admin.js shows them (browser test: test_admin_browser)."""
+    make_admin(web_stack.sessions, "ed@example.org", AdminRole.EDITOR, now=web_stack.clock.now())
+    sign_in(client, "ed@example.org")
+    page = client.get("/admin/campaigns/new").text
+    assert '<code class="copyable">[Feeding a Sourdough Starter](https://example.com/guides/feeding-a-starter)</code>' in page
+    assert 'hidden data-insert-target="body_markdown" data-insert-title="Feeding a Sourdough Starter"' in page
+    assert "<script>" not in page and "onclick" not in page
+
+
 def test_compose_count_schedule_pause_resume_cancel(web_stack: WebStack, client: TestClient) -> None:
     _readers(web_stack, 3)
     make_admin(web_stack.sessions, "ed@example.org", AdminRole.EDITOR, now=web_stack.clock.now())
