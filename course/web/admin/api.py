@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Body, HTTPException, Path
+from fastapi import APIRouter, Body, HTTPException, Path, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
@@ -18,6 +18,7 @@ from course.campaigns.audience import Audience, AudienceError, build_audience, t
 from course.campaigns.timing import ScheduleError, parse_schedule
 from course.models import AdminRole
 from course.web.admin.auth import Actor, EditorToken, OwnerToken, SiteDep, ViewerToken
+from course.web.admin.editor import compose_preview
 
 
 class ErrorOut(BaseModel):
@@ -386,6 +387,34 @@ def resume_campaign(campaign_id: CampaignId, site: SiteDep, actor: EditorToken) 
 def cancel_campaign(campaign_id: CampaignId, site: SiteDep, actor: EditorToken) -> CampaignDetailOut | JSONResponse:
     """Settle every unsent row as cancelled."""
     return _state_change(site, campaign_id, "cancel")
+
+
+class PreviewOut(BaseModel):
+    shown_as: str = Field(description="the subscriber whose name and links it carries")
+    note: str = Field(description="why someone else stands in for the subscriber asked for (else empty)")
+    sender: str
+    to: str
+    subject: str
+    html: str = Field(description="the HTML part, exactly as sent")
+    text: str = Field(description="the plain-text part, exactly as sent")
+
+
+@router.get("/campaigns/{campaign_id}/preview", response_model=PreviewOut, responses={**_UNAUTHORIZED, **_NOT_FOUND})
+def preview_campaign(
+    campaign_id: CampaignId, site: SiteDep, actor: ViewerToken,
+    subscriber: Annotated[str, Query(max_length=320, description="the subscriber's address (blank: the audience's first)")] = "",
+) -> PreviewOut:  # fmt: skip
+    """The campaign exactly as a subscriber receives it: subject, HTML and text, their name and links."""
+    preview = compose_preview(site, campaign_id, subscriber)
+    if preview is None:
+        raise HTTPException(404, f"no campaign with id {campaign_id}")
+    _, composed, note, _ = preview
+    message = composed.message
+    return PreviewOut(
+        shown_as=message.recipient_address, note=note, sender=f"{message.sender_name} <{message.sender_address}>",
+        to=f"{message.recipient_name} <{message.recipient_address}>" if message.recipient_name else message.recipient_address,
+        subject=message.subject, html=message.html, text=message.text,
+    )  # fmt: skip
 
 
 class TestIn(BaseModel):

@@ -290,10 +290,19 @@ def _detail(site: Site, request: Request, actor: Actor, campaign_id: int, *, sta
 
 
 def _preview(site: Site, campaign_id: int, subscriber: str) -> tuple[Campaign, Any, str, list[Any]]:
+    preview = compose_preview(site, campaign_id, subscriber)
+    if preview is None:
+        raise AdminPageError(404, "No such campaign", f"There is no campaign with id {campaign_id}.")
+    return preview
+
+
+def compose_preview(site: Site, campaign_id: int, subscriber: str) -> tuple[Campaign, Any, str, list[Any]] | None:
     """The campaign composed exactly as `subscriber` (an address) would get it: the same composer
     the sender uses, with their name and their signed links (the view-in-browser link, tied to a
     delivery, is left unusable: there is none yet). Without an address, or with one that
-    is not a subscriber, the first subscriber of its audience (or a sample reader) stands in."""
+    is not a subscriber, the first subscriber of its audience (or a sample reader) stands in.
+    Returns (campaign, composed email, a note on who stands in, sample subscribers); None: no such
+    campaign. The preview page and the API's preview both show this."""
     from sqlalchemy import select
 
     from course.audience.enrollment import find_subscriber
@@ -304,7 +313,7 @@ def _preview(site: Site, campaign_id: int, subscriber: str) -> tuple[Campaign, A
     with site.sessions.begin() as session:
         campaign = session.get(Campaign, campaign_id)
         if campaign is None:
-            raise AdminPageError(404, "No such campaign", f"There is no campaign with id {campaign_id}.")
+            return None
         audience = editor.audience_of(campaign)
         sample_ids = recipients(audience, resolve_course(session, audience)).order_by(Subscriber.id).limit(8)
         samples = list(session.scalars(select(Subscriber).where(Subscriber.id.in_(sample_ids)).order_by(Subscriber.id)))

@@ -49,6 +49,13 @@ def test_a_token_reads_campaigns_progress_and_tags(web_stack: WebStack, client: 
     assert api.get(f"/api/admin/campaigns/{campaign_id}/progress").json()["total"] == 5
     assert api.get("/api/admin/campaigns/999").status_code == 404
     assert api.get("/api/admin/tags").json() == [{"tag": "readers", "active_subscribers": 5}]
+    preview = api.get(f"/api/admin/campaigns/{campaign_id}/preview", params={"subscriber": "r3@example.org"}).json()
+    assert preview["shown_as"] == "r3@example.org" and preview["note"] == "" and preview["subject"] == "News"
+    assert preview["sender"] == "Bakery <news@example.org>" and "Hello" in preview["html"] and "Hello" in preview["text"]
+    assert "/u/" in preview["text"]  # their own signed unsubscribe link
+    stand_in = api.get(f"/api/admin/campaigns/{campaign_id}/preview", params={"subscriber": "nobody@example.org"}).json()
+    assert stand_in["shown_as"] == "r0@example.org" and "nobody@example.org" in stand_in["note"]
+    assert api.get("/api/admin/campaigns/999/preview").status_code == 404
 
 
 def test_admin_api_has_no_server_errors_and_matches_its_schema(web_stack: WebStack) -> None:
