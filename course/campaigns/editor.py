@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from email.utils import getaddresses
 
-from sqlalchemy import select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from course.audience.enrollment import SubscriptionError, find_subscriber, normalize_email
@@ -29,7 +29,7 @@ from course.campaigns.audience import (
 from course.campaigns.service import CampaignError, cancel_campaign
 from course.campaigns.timing import PAST_TOLERANCE, Schedule, recipient_zones, zone_moments
 from course.ledger import add_campaign_test, hold_campaign_rows, release_campaign_rows
-from course.models import Campaign, CampaignStatus, Subscriber
+from course.models import Campaign, CampaignStatus, Delivery, Subscriber
 
 MAX_BODY_CHARS = 50_000  # a long newsletter is 5,000 words; this is ten of them
 MAX_NAME_CHARS = 200
@@ -284,6 +284,28 @@ def unschedule(session: Session, campaign_id: int, *, now: datetime) -> None:
     campaign = _editable(session, campaign_id)
     campaign.status = CampaignStatus.DRAFT
     campaign.updated_at = now
+
+
+def delete_draft(session: Session, campaign_id: int) -> str:
+    """Delete a draft that never reached the ledger. A campaign with any delivery row (a test send
+    included) stays: those rows are the record of what was sent; cancel or keep it instead.
+    Returns the deleted draft's name."""
+    campaign = session.scalars(select(Campaign).where(Campaign.id == campaign_id).with_for_update()).first()
+    if campaign is None:
+        raise CampaignMissing(f"no campaign with id {campaign_id}")
+    if campaign.status != CampaignStatus.DRAFT:
+        raise EditError(f"campaign {campaign_id} is {campaign.status}: only a draft can be deleted (cancel it instead)")
+    in_ledger = session.scalar(
+        select(func.count()).select_from(Delivery).where(or_(Delivery.campaign_id == campaign_id, Delivery.test_campaign_id == campaign_id))
+    )
+    if in_ledger:
+        raise EditError(
+            f"campaign {campaign_id} has {in_ledger} message{'s' if in_ledger != 1 else ''} in the delivery ledger "
+            "(test sends included), kept as the record of what was sent: it cannot be deleted"
+        )
+    name = campaign.name
+    session.delete(campaign)
+    return name
 
 
 def _change_status(session: Session, campaign_id: int, allowed: tuple[CampaignStatus, ...], verb: str) -> Campaign:

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Body, HTTPException, Path, Query
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
 from course.accounts.credentials import CredentialError, parse_role
@@ -316,6 +316,17 @@ def update_campaign(
     except (editor.EditError, AudienceError) as exc:
         return _refused(exc)
     return _detail(_summary(site, campaign_id))
+
+
+@router.delete("/campaigns/{campaign_id}", status_code=204, responses=_EDIT_ERRORS)
+def delete_campaign(campaign_id: CampaignId, site: SiteDep, actor: EditorToken) -> Response:
+    """Delete a draft that never reached the ledger; any other campaign (or one with test sends): 409."""
+    try:
+        with site.sessions.begin() as session:
+            editor.delete_draft(session, campaign_id)
+    except editor.EditError as exc:
+        return _refused(exc)
+    return Response(status_code=204)
 
 
 @router.post("/campaigns/{campaign_id}/duplicate", response_model=CampaignDetailOut, status_code=201, responses=_EDIT_ERRORS)

@@ -39,6 +39,7 @@ NOTICES = {
     "paused": "Paused. Nothing more is sent until you resume; messages already handed to the mail server still go out.",
     "resumed": "Resumed: the held messages are being sent, each once.",
     "cancelled": "Cancelled. Every message not yet sent is settled as cancelled.",
+    "deleted": "Draft deleted.",
 }
 
 
@@ -253,6 +254,18 @@ def resume_campaign(campaign_id: int, request: Request, site: SiteDep, actor: Ed
 @router.post("/admin/campaigns/{campaign_id}/cancel", response_class=HTMLResponse)
 def cancel_campaign(campaign_id: int, request: Request, site: SiteDep, actor: EditorPage, csrf_token: TextField = "") -> Response:
     return _state_change(site, request, campaign_id, csrf_token, "cancel")
+
+
+@router.post("/admin/campaigns/{campaign_id}/delete", response_class=HTMLResponse)
+def delete_campaign(campaign_id: int, request: Request, site: SiteDep, actor: EditorPage, csrf_token: TextField = "") -> Response:
+    """Delete a draft that never reached the ledger (else 409 with the reason)."""
+    check_csrf(site, request, csrf_token)
+    try:
+        with site.sessions.begin() as session:
+            editor.delete_draft(session, campaign_id)
+    except editor.EditError as exc:
+        raise _refusal(exc) from None
+    return see_other("/admin/campaigns?notice=deleted")
 
 
 @router.post("/admin/campaigns/{campaign_id}/unschedule", response_class=HTMLResponse)

@@ -168,6 +168,10 @@ def test_an_editor_token_composes_counts_schedules_pauses_and_cancels(web_stack:
     assert cancelled["status"] == "cancelled" and cancelled["progress"]["cancelled"] == 5
     copy = editor_api.post(f"/api/admin/campaigns/{campaign['id']}/duplicate")
     assert copy.status_code == 201 and copy.json()["status"] == "draft" and copy.json()["name"] == "Copy of API letter"
+    assert editor_api.delete(f"/api/admin/campaigns/{campaign['id']}").status_code == 409  # it was sent (cancelled)
+    assert viewer_api.delete(f"/api/admin/campaigns/{copy.json()['id']}").status_code == 403
+    assert editor_api.delete(f"/api/admin/campaigns/{copy.json()['id']}").status_code == 204
+    assert editor_api.get(f"/api/admin/campaigns/{copy.json()['id']}").status_code == 404
     assert editor_api.post("/api/admin/campaigns/9999/pause").status_code == 404
 
 

@@ -78,6 +78,24 @@ def test_the_composer_lists_the_catalogues_guides_as_markdown_links(web_stack: W
     assert "<script>" not in page and "onclick" not in page
 
 
+def test_a_draft_is_deleted_once_and_a_campaign_with_test_sends_is_kept(web_stack: WebStack, client: TestClient) -> None:
+    _readers(web_stack, 3)
+    make_admin(web_stack.sessions, "ed@example.org", AdminRole.EDITOR, now=web_stack.clock.now())
+    sign_in(client, "ed@example.org")
+    drafts = []
+    for _ in range(2):
+        created = client.post("/admin/campaigns/new", data=_form(client, "/admin/campaigns/new"), follow_redirects=False)
+        drafts.append(re.search(r"/admin/campaigns/(\d+)", created.headers["location"]).group(1))  # type: ignore[union-attr]
+    first, second = (f"/admin/campaigns/{number}" for number in drafts)
+    assert "Delete draft" in client.get(first).text
+    deleted = client.post(f"{first}/delete", data={"csrf_token": csrf_of(client, first)})
+    assert deleted.status_code == 200 and "Draft deleted." in deleted.text and _campaigns(web_stack) == 1
+    assert client.post(f"{first}/delete", data={"csrf_token": csrf_of(client, second)}).status_code == 404
+    client.post(f"{second}/test", data={"test_address": "me@example.net", "preview_as": "", "csrf_token": csrf_of(client, second)})
+    kept = client.post(f"{second}/delete", data={"csrf_token": csrf_of(client, second)})
+    assert kept.status_code == 409 and "delivery ledger" in kept.text and _campaigns(web_stack) == 1
+
+
 def test_compose_count_schedule_pause_resume_cancel(web_stack: WebStack, client: TestClient) -> None:
     _readers(web_stack, 3)
     make_admin(web_stack.sessions, "ed@example.org", AdminRole.EDITOR, now=web_stack.clock.now())
