@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
+import pyotp
 import pytest
 from sqlalchemy import update
 
@@ -20,7 +21,7 @@ from course.clock import ManualClock
 from course.db import get_engine
 from course.models import AdminRole, Campaign, CampaignStatus, Delivery, DeliveryState, Subscriber
 from course.web.app import create_app
-from tests.support.admin_fixtures import PASSWORD, make_admin, make_token
+from tests.support.admin_fixtures import PASSWORD, make_admin, make_token, must_change_password
 from tests.support.browser import VIEWPORTS, chromium, held_port, new_context, serious_axe_violations, served
 from tests.support.smtp_server import RecordingSMTPServer
 from tests.support.web_fixtures import WebStack, prepare, web_settings
@@ -181,6 +182,37 @@ def test_admin_pages_in_chromium_look_right_and_pass_axe(admin_live_stack: WebSt
             page.goto(f"{base}/admin/campaigns")
             page.click("text=Sign out")
             expect(page).to_have_url(f"{base}/admin/login")
+
+            # An editor with a one-time password: chooses their own, turns on an authenticator, gets
+            # recovery codes, then signs in with password and code.
+            editor_email = f"editor-{label}@example.org"
+            must_change_password(stack.sessions, make_admin(stack.sessions, editor_email, AdminRole.EDITOR, now=now))
+            page.fill("#email", editor_email)
+            page.fill("#password", PASSWORD)
+            page.click("button[type=submit]")
+            expect(page.locator("h1")).to_have_text("Choose your password")
+            visit("password")
+            page.fill("#current_password", PASSWORD)
+            page.fill("#new_password", "an editor's own long password")
+            page.fill("#repeat_password", "an editor's own long password")
+            page.click("text=Save password")
+            page.goto(f"{base}/admin/account")
+            page.click("text=Set up an authenticator")
+            totp = pyotp.TOTP(page.locator("#totp-key").inner_text().strip())
+            page.fill("#code", totp.at(stack.clock.now()))
+            page.click("text=Turn on")
+            expect(page.locator("h1")).to_have_text("Your recovery codes")
+            visit("recovery-codes")
+            page.click("text=Sign out")
+            page.fill("#email", editor_email)
+            page.fill("#password", "an editor's own long password")
+            page.click("button[type=submit]")
+            expect(page.locator("h1")).to_have_text("Authenticator code")
+            visit("login-code")
+            stack.clock.advance(timedelta(seconds=30))  # the code that turned it on is spent
+            page.fill("#code", totp.at(stack.clock.now()))
+            page.click("text=Continue")
+            expect(page.locator("h1")).to_have_text("Campaigns")
             context.close()
 
     assert problems == [], "\n".join(problems)
