@@ -15,6 +15,15 @@ from course.web.site import Site, ids_from
 router = APIRouter(include_in_schema=False)
 
 
+def subscriber_language(site: Site, subscriber: Subscriber | None, course: Course | None) -> str:
+    """The course's language when the link is about one course; for "all email", the one language
+    all the subscriber's courses share, else the site's."""
+    if course is not None:
+        return course.language
+    languages = {enrollment.course.language for enrollment in subscriber.enrollments} if subscriber else set()
+    return languages.pop() if len(languages) == 1 else site.settings.site_language
+
+
 def _unsubscribe_ids(site: Site, token: str) -> tuple[int, int | None]:
     ids = ids_from(site.read_link(LinkPurpose.UNSUBSCRIBE, token), required=1, optional=1, nullable_tail=True)
     subscriber_id = ids[0]
@@ -34,6 +43,7 @@ def unsubscribe_page(token: str, request: Request, site: SiteDep) -> HTMLRespons
             "unsubscribe.html",
             email=subscriber.email if subscriber else None,
             course=course,
+            language=subscriber_language(site, subscriber, course),
             action=f"/u/{token}",
         )
 
@@ -54,5 +64,6 @@ def unsubscribe_submit(token: str, request: Request, site: SiteDep) -> HTMLRespo
             "unsubscribed.html",
             email=subscriber.email if subscriber else None,
             course=course,
+            language=subscriber_language(site, subscriber, course),
             preferences_url=site.signer.url(LinkPurpose.PREFERENCES, subscriber_id, *([course_id] if course_id else [])),
         )
