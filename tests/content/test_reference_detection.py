@@ -1,6 +1,7 @@
 """Guide references measured on a labelled set of wordings: precision and recall, printed and floored.
 
-``data/references.toml`` holds a small guide catalogue and sentences written for this test, each
+``data/references.toml`` holds a small guide catalogue (English, German and French guides) and
+sentences written for this test (English, and at least 20 each in German and French), each
 with the guides it refers to, the references that must be reported as unmatched, and whether it
 already links them.
 """
@@ -32,6 +33,9 @@ def test_labelled_set_has_at_least_forty_wordings() -> None:
     _, cases = labelled()
     assert len(cases) >= 40
     assert sum(1 for case in cases if not case["guides"]) >= 10  # decoys that must match nothing
+    for language in ("de", "fr"):  # German and French wordings, decoys among them
+        in_language = [case for case in cases if case.get("language") == language]
+        assert len(in_language) >= 20 and sum(1 for case in in_language if not case["guides"]) >= 5, language
 
 
 def test_reference_precision_and_recall(capsys: pytest.CaptureFixture[str]) -> None:
