@@ -52,7 +52,7 @@ FRAMING_WORDS_FR = (
 ).split()
 STOPWORDS_DE = (
     "der die das den dem des ein eine einen einem einer eines und oder aber zu zum zur über für mit "
-    "von vom im in ins am auf aus bei nach vor um wie wo warum wann ist sind sein es sich unser unsere "
+    "von vom im in ins am auf aus bei beim nach vor um wie wo warum wann ist sind sein es sich unser unsere "
     "unseren unserem unserer unseres ihr ihre ihren ihrem dein deine sie wir nicht auch noch nur dann "
     "wenn dass ob hier dort lesen lies siehe thema rund leitfaden leitfadens ratgeber ratgebers "
     "anleitung anleitungen artikel artikels beitrag beitrags beiträge beiträgen seite seiten "
@@ -106,7 +106,7 @@ _REFERENT_END = (
     # The verb whose subject the reference is, singular or plural ("our guides on X cover …").
     r"|\s(?:explains?|shows?|covers?|walks?|describes?|goes|go|takes?|tells?|gives?|lists?|helps?|has|have"
     r"|will|can"
-    r"|should|may|might|would|are|went|was|were|is\s+(?:a|an|the|where|also|worth|full|packed|short|new|in|on"
+    r"|should|may|might|would|are|went|was|were|is\s+(?:a|an|the|where|also|still|being|not|worth|full|packed|short|new|in|on"
     r"|coming|linked|out|here|live))\b)"
 )
 # Referents after "on"/"to" longer than this are runaway matches, not topics.
@@ -152,7 +152,7 @@ _REFERENT_END_DE_FR = (
     r"(?=[.!?](?:\s|$)|[,;:()\[\]\n]|\s[—–]\s|\s-\s|$"
     # German puts the verb second: "im Beitrag über X sehen Sie …" ends at the verb before its subject.
     # ("du" is left out: in French it is an article).
-    r"|\s[^\W\d_]+\s+(?:(?-i:Sie)|man|wir)\b"
+    r"|\s[^\W\d_]+\s+(?:(?-i:Sie|Ihnen)|man|wir)\b"
     r"|\s(?:und\s+(?:dann|für|sehen|lesen)|aber|sondern|denn|weil|wenn|bevor|nachdem|erklärt|zeigt|beschreibt"
     r"|hilft|ist|sind|hat|haben|wird|werden|kann|können|enthält|gibt|lohnt|bietet|erscheint|erscheinen|folgt"
     r"|folgen|kommt|kommen|steht|stehen|liegt|paraîtra|paraît|arrive|arrivera|sortira|suivra|attend|tient"
