@@ -93,6 +93,23 @@ def markdown_blocks(text: str, source: str = "<fragment>") -> tuple[Block, ...]:
     return tuple(_blocks_of(SyntaxTreeNode(tokens).children, source, text.split("\n")))
 
 
+def newsletter_blocks(text: str) -> tuple[Block, ...]:
+    """A newsletter's Markdown body in the lessons' document model (raw HTML in it converted like an
+    HTML article's, so a <table> becomes a table block and tags without a block meaning drop out).
+
+    A newsletter has no front matter: a body opening with ``---`` starts with a rule, so the body is
+    read after a blank line, where the front-matter rule never applies. Raises ArticleError (an
+    unclosed code fence, an empty heading), which the campaign editor reports on the body field."""
+    try:
+        return markdown_blocks("\n" + text, source="<body>")
+    except ArticleError as exc:
+        # "<body>:4: code fence …" counted the blank line read first: say "line 3 of the body: …".
+        where = re.match(r"<body>:(\d+): ", str(exc))
+        if where is None:
+            raise ArticleError(str(exc).replace("<body>", "the body")) from None
+        raise ArticleError(f"line {int(where.group(1)) - 1} of the body: {str(exc)[where.end():]}") from None
+
+
 def _front_matter(token: Token, source: str) -> FrozenMeta:
     """YAML front matter → read-only meta of strings and tuples of strings."""
     try:
