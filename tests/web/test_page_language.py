@@ -1,4 +1,5 @@
-"""Every subscriber page in German and French: the course list, check-inbox, confirm, confirmed,
+"""Every subscriber page in German and French: the course list, the course page and its embed
+(publisher snippets included), check-inbox, confirm, confirmed,
 preferences (with a saved notice and a locale date), unsubscribe and unsubscribed (one course and
 all email) and the message page of an error, with no English frame string left on any of them.
 
@@ -22,7 +23,7 @@ from course.content.catalogue import catalogue_changed
 from course.delivery.links import LinkPurpose, signer_from_settings
 from course.db import get_engine
 from course.i18n import SUPPORTED_LANGUAGES
-from course.models import Course, Subscriber
+from course.models import Course, Lesson, Subscriber
 from course.web.app import create_app
 from tests.support.web_fixtures import (
     COURSE_SLUG,
@@ -106,11 +107,13 @@ def test_every_subscriber_page_speaks_the_course_or_site_language(speaking: tupl
     with stack.sessions() as session:
         course = session.scalars(select(Course).where(Course.slug == COURSE_SLUG)).one()
         publisher_words = [course.title, course.description]
+        publisher_words += list(session.scalars(select(Lesson.title).where(Lesson.course_id == course.id)))
     pages: dict[str, str] = {}
 
     pages["index"] = client.get("/").text
     pages["course not found"] = client.get("/courses/no-such-course").text
-    course_page = client.get(COURSE_URL).text
+    course_page = pages["course"] = client.get(COURSE_URL).text
+    pages["embed"] = client.get(f"{COURSE_URL}/embed").text
     form = {"email": "anna@example.org", "name": "Anna", "timezone": "Europe/Berlin", "csrf_token": csrf_token_of(course_page)}
     pages["check inbox"] = client.post(COURSE_URL, data=form).text
     [confirmation] = stack.deliver()
