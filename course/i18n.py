@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from babel import Locale
-from babel.dates import format_date, format_datetime
+from babel.dates import format_date, format_datetime, format_skeleton
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 from babel.support import NullTranslations, Translations
@@ -71,14 +71,26 @@ def gettext_callables(language: str) -> dict[str, Any]:
     def date_time(value: datetime.datetime, format: str = "medium") -> str:  # noqa: A002
         return format_datetime(value, format=format, locale=locale, tzinfo=value.tzinfo)
 
+    def day_and_time(value: datetime.datetime) -> str:
+        # "Wed, Nov 25, 09:00" / "Mi., 25. Nov., 09:00" / "mer. 25 nov., 09:00": a near date, no year.
+        day = format_skeleton("MMMEd", value, locale=locale, tzinfo=value.tzinfo)
+        return f"{day}, {format_datetime(value, 'HH:mm', locale=locale, tzinfo=value.tzinfo)}"
+
     return {
         "gettext": catalogue.gettext,
         "ngettext": catalogue.ngettext,
         "_": catalogue.gettext,
         "format_date": date,
         "format_datetime": date_time,
+        "format_day_and_time": day_and_time,
         "language": language,
     }
+
+
+def N_(message: str) -> str:  # noqa: N802 - gettext's conventional name
+    """Mark ``message`` for the catalogue without translating it yet (it is translated when the
+    language is known, with :func:`translate`)."""
+    return message
 
 
 def translate(language: str, message: str, **values: Any) -> str:

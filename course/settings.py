@@ -115,6 +115,9 @@ class Settings(BaseSettings):
     clock_origin: float = 0.0
 
     # Subscriber web (course/web, course/subscriptions.py).
+    # The language of pages about no one course (the course list, an error, preferences spanning
+    # courses in several languages): "en", "de" or "fr". A page about a course speaks the course's.
+    site_language: str = "en"
     confirm_link_max_age_days: int = 7
     # Preference links stop working this long after the mail that carried them; every mail signs
     # a fresh one, so a reader who still gets mail always holds a working link.
@@ -161,6 +164,13 @@ class Settings(BaseSettings):
     # How often a web process asks whether `course import` changed the catalogue it caches (course
     # pages, the list, the embed page, course ids for signups): a page is at most this old.
     catalogue_recheck_seconds: float = Field(1.0, ge=0)
+
+    @field_validator("site_language")
+    @classmethod
+    def _site_language(cls, language: str) -> str:
+        from course.i18n import check_language  # course.i18n needs no settings; imported late all the same
+
+        return check_language(language.strip().lower())
 
     @field_validator("providers")
     @classmethod

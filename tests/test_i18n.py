@@ -20,8 +20,8 @@ TEMPLATES = PROJECT_ROOT / "templates"
 
 
 def source_messages() -> set[str]:
-    """Every msgid of the email and page templates and of translate(language, "…") calls in course/
-    (a plural message counts by its singular)."""
+    """Every msgid of the email and page templates, of translate(language, "…") calls and of N_("…")
+    marks in course/ (a plural message counts by its singular)."""
     options = {"extensions": "jinja2.ext.i18n"}
     patterns = ["email/**.html", "email/**.txt", "web/**.html"]
     messages = {
@@ -34,7 +34,7 @@ def source_messages() -> set[str]:
     messages |= {
         message
         for _, _, message, _, _ in extract_from_dir(
-            str(PROJECT_ROOT / "course"), [("**.py", "python")], keywords={"translate": (2,)}
+            str(PROJECT_ROOT / "course"), [("**.py", "python")], keywords={"translate": (2,), "N_": None}
         )
         if isinstance(message, str)
     }

@@ -8,6 +8,7 @@ to ask three queries per enrollment)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -24,12 +25,14 @@ class EnrollmentView:
     course_id: int
     course_title: str
     course_slug: str
+    course_language: str  # the page about this subscriber speaks it when all their courses do
     status: str
     send_time: str  # "09:00", local
     own_send_time: bool  # False: the course's default
     lessons_sent: int
     lesson_count: int
     next_due_local: str | None
+    next_due_at: datetime | None  # the same moment, aware, in the subscriber's zone (for locale formats)
 
 
 def enrollment_views(session: Session, subscriber: Subscriber, first_course_id: int | None = None) -> list[EnrollmentView]:
@@ -65,12 +68,14 @@ def enrollment_views(session: Session, subscriber: Subscriber, first_course_id: 
             course_id=course.id,
             course_title=course.title,
             course_slug=course.slug,
+            course_language=course.language,
             status=enrollment.status,
             send_time=(enrollment.send_time or course.send_time).strftime("%H:%M"),
             own_send_time=enrollment.send_time is not None,
             lessons_sent=sent or 0,
             lesson_count=count or 0,
             next_due_local=due.astimezone(zone).strftime("%a %-d %b, %H:%M") if due else None,
+            next_due_at=due.astimezone(zone) if due else None,
         )
         for enrollment, course, sent, due, count in rows
     ]

@@ -28,6 +28,8 @@ from course.campaigns.audience import (
 )
 from course.campaigns.service import CampaignError, cancel_campaign
 from course.campaigns.timing import PAST_TOLERANCE, Schedule, recipient_zones, zone_moments
+from course.content.article import ArticleError
+from course.content.markdown_reader import newsletter_blocks
 from course.ledger import add_campaign_test, hold_campaign_rows, release_campaign_rows
 from course.models import Campaign, CampaignStatus, Delivery, Subscriber
 
@@ -126,6 +128,13 @@ def check_draft(
             f"The body contains HTML that email cannot carry safely ({match.group(0).strip()!r}): scripts, "
             "frames, forms, styles and event handlers are not allowed. Remove it and use Markdown."
         )
+    else:
+        # The body is sent as lessons are: read into blocks (course.delivery.render), which refuses
+        # what would swallow the rest of the message, such as a code fence never closed.
+        try:
+            newsletter_blocks(body)
+        except ArticleError as exc:
+            errors["body_markdown"] = f"{str(exc)[0].upper()}{str(exc)[1:]}."
     errors = {field: message for field, message in errors.items() if message}
     if errors:
         raise EditError("the campaign has mistakes: " + " ".join(errors.values()), errors)

@@ -1,7 +1,8 @@
 """Find the places where an article points readers to another guide, and link them.
 
 Articles end with sentences like "see our guide on feeding a starter" or "the glossary page is a good
-place to start". In an email those words should be a link. This module
+place to start" — or, in German and French, "unser Leitfaden zum Füttern des Sauerteigs" and "notre
+guide sur le levain". In an email those words should be a link. This module
 
 1. finds such references in a paragraph by their wording (:func:`find_references`),
 2. matches each one to a guide of the publisher's catalogue (``content/guides.toml``) by word overlap
@@ -38,6 +39,33 @@ FRAMING_WORDS = (
     "updated illustrated"
 ).split()
 
+# German and French: the words that frame a reference or carry no topic. German adjectives come in
+# every case ending, so they are listed by stem and matched with an optional ending.
+FRAMING_STEMS_DE = (
+    "ausführlich kurz neu groß klein praktisch detailliert letzt früher beliebt umfassend vollständig "
+    "komplett einfach schnell ganz"
+).split()
+FRAMING_WORDS_FR = (
+    "complet complète complets complètes détaillé détaillée détaillés petit petite nouveau nouvel "
+    "nouvelle dernier dernière précédent précédente pratique pratiques illustré illustrée ultime "
+    "essentiel rapide grand grande long longue"
+).split()
+STOPWORDS_DE = (
+    "der die das den dem des ein eine einen einem einer eines und oder aber zu zum zur über für mit "
+    "von vom im in ins am auf aus bei beim nach vor um wie wo warum wann ist sind sein es sich unser unsere "
+    "unseren unserem unserer unseres ihr ihre ihren ihrem dein deine sie wir nicht auch noch nur dann "
+    "wenn dass ob hier dort lesen lies siehe thema rund leitfaden leitfadens ratgeber ratgebers "
+    "anleitung anleitungen artikel artikels beitrag beitrags beiträge beiträgen seite seiten "
+    "einführung überblick übersicht handbuch"
+).split()
+STOPWORDS_FR = (
+    "le la les l un une des du de d au aux et ou mais à en dans sur pour par avec sans sous ce cet "
+    "cette ces qui que qu quoi dont où comment pourquoi quand est sont être il elle nous vous notre nos "
+    "votre vos leur leurs sa ses se ne pas très aussi lire lisez voir voyez consultez propos sujet "
+    "consacré consacrée consacrés consacrées guide article articles fiche fiches tutoriel tutoriels "
+    "dossier dossiers billet billets présentation aperçu"
+).split()
+
 # Words that carry no topic: function words, plus the words that frame a reference ("our guide on",
 # "the … page") so "the glossary page" and a guide titled "Glossary" compare on "glossary" alone.
 STOPWORDS = frozenset(
@@ -53,6 +81,10 @@ STOPWORDS = frozenset(
     """.split()
     + FRAMING_WORDS
     + ["step", "depth"]
+    + STOPWORDS_DE
+    + [f"{stem}{ending}" for stem in FRAMING_STEMS_DE for ending in ("", "e", "en", "em", "er", "es")]
+    + STOPWORDS_FR
+    + FRAMING_WORDS_FR
 )
 
 # What the referent is called: the noun in "our guide on X" / "the X page", singular or plural.
@@ -74,7 +106,7 @@ _REFERENT_END = (
     # The verb whose subject the reference is, singular or plural ("our guides on X cover …").
     r"|\s(?:explains?|shows?|covers?|walks?|describes?|goes|go|takes?|tells?|gives?|lists?|helps?|has|have"
     r"|will|can"
-    r"|should|may|might|would|are|went|was|were|is\s+(?:a|an|the|where|also|worth|full|packed|short|new|in|on"
+    r"|should|may|might|would|are|went|was|were|is\s+(?:a|an|the|where|also|still|being|not|worth|full|packed|short|new|in|on"
     r"|coming|linked|out|here|live))\b)"
 )
 # Referents after "on"/"to" longer than this are runaway matches, not topics.
@@ -93,6 +125,45 @@ _OBJECT_AFTER_VERB = frozenset(
 _NOT_IN_TITLE = (
     r"(?:the|a|an|our|your|their|this|that|will|would|can|could|should|may|might|must|to|is|are|was|were"
     r"|who|which|on|in|at|of|for|from|with)"
+)
+
+# German: "unser Leitfaden zum Füttern", "unseren Ratgeber über Tomaten", "im Artikel über X", "die
+# Seite zum Glossar". A determiner or possessive in any case, up to two framing adjectives, the noun in
+# any case, then zu/zum/zur/über/für/rund um/zum Thema.
+_DETERMINER_DE = r"(?:unser(?:e|en|em|er|es)?|der|die|das|den|dem|des|im|diese[nmrs]?)"
+_FRAMING_DE = r"(?:(?:" + "|".join(FRAMING_STEMS_DE) + r")(?:e|en|em|er|es)?\s+){0,2}"
+_REFERENCE_NOUN_DE = (
+    r"(?:Leitfad(?:en|ens)|Ratgebers?|Anleitung(?:en)?|Artikels?|Beitr(?:ag|ags|äge|ägen)|Seiten?"
+    r"|Einführung|Überblicks?|Übersicht|Handbuchs?|Tutorials?)"
+)
+_CONNECTOR_DE = r"(?:zum\s+Thema|rund\s+um|zu|zum|zur|über|für)"
+# French: "notre guide sur le levain", "l'article sur le compost", "nos fiches consacrées à X", "notre
+# guide complet du compostage". The noun may carry framing adjectives before and after it. After a
+# possessive ("notre/nos") "de/du/des" also introduce the topic; after "le/la/l'" they do not, since
+# "le guide de montagne" is a person and "la page de garde" a part of a book.
+_FRAMING_FR = r"(?:(?:" + "|".join(FRAMING_WORDS_FR) + r")\s+){0,2}"
+_REFERENCE_NOUN_FR = (
+    r"(?:guides?|articles?|pages?|fiches?|tutoriels?|dossiers?|billets?|introduction|présentation|aperçu)"
+)
+_TOPIC_FR = r"(?:sur|à\s+propos\s+(?:de|du|des|d['’])|au\s+sujet\s+(?:de|du|des|d['’])|consacrée?s?\s+(?:à|au|aux))"
+_POSSESSIVE_TOPIC_FR = r"(?:de|du|des|d['’]|pour)"
+# Where a referent ends in German and French: punctuation as in English, or a clause's verb.
+_REFERENT_END_DE_FR = (
+    r"(?=[.!?](?:\s|$)|[,;:()\[\]\n]|\s[—–]\s|\s-\s|$"
+    # German puts the verb second: "im Beitrag über X sehen Sie …" ends at the verb before its subject.
+    # ("du" is left out: in French it is an article).
+    r"|\s[^\W\d_]+\s+(?:(?-i:Sie|Ihnen)|man|wir)\b"
+    r"|\s(?:und\s+(?:dann|für|sehen|lesen)|aber|sondern|denn|weil|wenn|bevor|nachdem|erklärt|zeigt|beschreibt"
+    r"|hilft|ist|sind|hat|haben|wird|werden|kann|können|enthält|gibt|lohnt|bietet|erscheint|erscheinen|folgt"
+    r"|folgen|kommt|kommen|steht|stehen|liegt|paraîtra|paraît|arrive|arrivera|sortira|suivra|attend|tient"
+    r"|et\s+(?:pour|ensuite|puis)|mais|avant|après|parce|quand|lorsque|si|qui|explique|montre|décrit|aide"
+    r"|présente|donne|contient|vous|est|sont|a|ont|sera|peut|pourra|vaut)\b)"
+)
+# Words that make "die nächste Seite" / "la page suivante" positional rather than a title.
+_POSITIONAL_DE_FR = frozenset(
+    "nächste nächsten vorige vorigen vorherige vorherigen letzte letzten erste ersten folgende folgenden "
+    "gleiche gleichen selbe selben andere anderen hintere hinteren vordere vorderen linke linken rechte "
+    "rechten suivante précédente dernière première même autre d'accueil blanche".split()
 )
 
 _PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
@@ -123,6 +194,54 @@ _PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
         re.compile(
             r"\b(?:see|read|visit|try|check out)\s+(?P<text>(?P<topic>[A-Z][^()\[\]\n]{2,80}?)\s+"
             r"\((?P<url>https?://[^\s()]+)\))",
+            re.IGNORECASE,
+        ),
+    ),
+    # German: "unser Leitfaden zum Füttern des Sauerteigs", "im Artikel über Tomaten im Topf".
+    (
+        "noun-on-topic-de",
+        re.compile(
+            rf"(?<!\w)(?P<text>{_DETERMINER_DE}\s+{_FRAMING_DE}{_REFERENCE_NOUN_DE}\s+{_CONNECTOR_DE}\s+"
+            rf"(?P<topic>.+?)){_REFERENT_END_DE_FR}",
+            re.IGNORECASE,
+        ),
+    ),
+    # French: "notre guide sur le levain", "l'article consacré au compost", "notre guide complet du
+    # compostage".
+    (
+        "noun-on-topic-fr",
+        re.compile(
+            rf"(?<!\w)(?P<text>(?:(?:notre|nos|le|la|les|ce|cet|cette|ces)\s+|l['’]){_FRAMING_FR}{_REFERENCE_NOUN_FR}"
+            rf"\s+{_FRAMING_FR}{_TOPIC_FR}\s*(?P<topic>.+?)){_REFERENT_END_DE_FR}",
+            re.IGNORECASE,
+        ),
+    ),
+    (
+        "possessive-noun-de-fr",
+        re.compile(
+            rf"(?<!\w)(?P<text>(?:notre|nos)\s+{_FRAMING_FR}{_REFERENCE_NOUN_FR}\s+{_FRAMING_FR}"
+            rf"{_POSSESSIVE_TOPIC_FR}\s*(?P<topic>.+?)){_REFERENT_END_DE_FR}",
+            re.IGNORECASE,
+        ),
+    ),
+    # A quoted title after the noun: 'unseren Artikel „Brot formen“', 'notre guide « Nourrir le
+    # levain »', 'our article "Shaping a Round Loaf"'. The quotation marks are part of the link text.
+    (
+        "noun-quoted-title",
+        re.compile(
+            rf"(?<!\w)(?P<text>(?:{_DETERMINER_DE}|our|the|notre|nos|le|la|les|l['’])\s*"
+            rf"(?:{_FRAMING_DE}{_REFERENCE_NOUN_DE}|{_FRAMING}{_REFERENCE_NOUN}|{_FRAMING_FR}{_REFERENCE_NOUN_FR})\s+"
+            r"(?:[„“\"«‚]\s?(?P<topic>[^„“”\"«»‚‘\n]{2,80}?)\s?[“”\"»‘]))",
+            re.IGNORECASE,
+        ),
+    ),
+    # German compounds: "unsere Glossar-Seite", "die Sauerteig-Anleitung", "unser Formen-Leitfaden".
+    # Kept only when they name a guide ("die Web-Seite" names none).
+    (
+        "compound-de",
+        re.compile(
+            rf"(?<!\w)(?P<text>{_DETERMINER_DE}\s+{_FRAMING_DE}(?P<topic>[^\W\d_][\w]*(?:-[^\W\d_]\w*)*)-"
+            rf"{_REFERENCE_NOUN_DE})(?!\w)",
             re.IGNORECASE,
         ),
     ),
@@ -221,11 +340,15 @@ def distinctive_words(text: str) -> frozenset[str]:
     words = set()
     for raw_word in re.split(r"[\s\-–—/]+", text.lower().replace("’", "'")):
         cleaned = re.sub(r"[^\w']", "", raw_word)
+        # French elision: "l'article" → "article", "d'arrosage" → "arrosage".
+        cleaned = re.sub(r"^(?:l|d|qu|j|n|s|c|m|t)'(?=\w)", "", cleaned)
         if cleaned in STOPWORDS:  # "beginner's" frames a guide; "beginners" names a topic
             continue
         word = cleaned.removesuffix("'s").strip("'")
         if not word or word in STOPWORDS:
             continue
+        if len(word) > 5 and word.endswith("en"):  # German plurals and cases: "Fachbegriffen", "Tomaten"
+            word = word[:-1]
         if len(word) > 3 and word.endswith("ies"):
             word = word[:-3] + "y"
         elif len(word) > 3 and word.endswith("s") and not word.endswith("ss"):
@@ -270,6 +393,8 @@ def find_references(paragraph: str, catalogue: GuideCatalogue) -> list[Reference
             topic = found.group("topic").strip()
             if pattern_name == "titled-noun" and not _is_titled_reference(topic, found.group("after")):
                 continue
+            if pattern_name.startswith("noun-on-topic-") and topic.split()[0].lower() in _POSITIONAL_DE_FR:
+                continue
             if pattern_name != "titled-noun" and len(topic.split()) > MAX_REFERENT_WORDS:
                 continue
             if not distinctive_words(topic):
@@ -281,7 +406,7 @@ def find_references(paragraph: str, catalogue: GuideCatalogue) -> list[Reference
                 guide = catalogue.by_url(found.group("url")) or catalogue.match(topic)
             else:
                 guide = catalogue.match(text)
-            if guide is None and pattern_name in ("read-more", "title-and-url"):
+            if guide is None and pattern_name in ("read-more", "title-and-url", "compound-de"):
                 continue
             closed.append((start, end))
             references.append(Reference(text=text, start=start, end=end, guide=guide))

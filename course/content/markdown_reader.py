@@ -46,6 +46,10 @@ _parser = (
 
 _HTML_COMMENT = re.compile(r"\s*(?:<!--.*?-->\s*)+", re.DOTALL)
 _BREAK_TAG = re.compile(r"<br\s*/?>", re.IGNORECASE)
+# Inline HTML with a Markdown meaning ("A <b>bold</b> word" in a newsletter or an exported post):
+# written as the Markdown emphasis it stands for, so it survives as <strong>/<em>/<s> in HTML.
+_EMPHASIS_TAG = re.compile(r"<(/?)(b|strong|i|em|s|del|strike)(?:\s[^>]*)?>", re.IGNORECASE)
+_EMPHASIS_MARKER = {"b": "**", "strong": "**", "i": "*", "em": "*", "s": "~~", "del": "~~", "strike": "~~"}
 _CLOSING_FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})\s*$")
 
 
@@ -91,6 +95,23 @@ def markdown_blocks(text: str, source: str = "<fragment>") -> tuple[Block, ...]:
     """The blocks of a Markdown fragment that has no title (a stored paragraph, a newsletter body)."""
     tokens = _parser.parse(text, {})
     return tuple(_blocks_of(SyntaxTreeNode(tokens).children, source, text.split("\n")))
+
+
+def newsletter_blocks(text: str) -> tuple[Block, ...]:
+    """A newsletter's Markdown body in the lessons' document model (raw HTML in it converted like an
+    HTML article's, so a <table> becomes a table block and tags without a block meaning drop out).
+
+    A newsletter has no front matter: a body opening with ``---`` starts with a rule, so the body is
+    read after a blank line, where the front-matter rule never applies. Raises ArticleError (an
+    unclosed code fence, an empty heading), which the campaign editor reports on the body field."""
+    try:
+        return markdown_blocks("\n" + text, source="<body>")
+    except ArticleError as exc:
+        # "<body>:4: code fence …" counted the blank line read first: say "line 3 of the body: …".
+        where = re.match(r"<body>:(\d+): ", str(exc))
+        if where is None:
+            raise ArticleError(str(exc).replace("<body>", "the body")) from None
+        raise ArticleError(f"line {int(where.group(1)) - 1} of the body: {str(exc)[where.end():]}") from None
 
 
 def _front_matter(token: Token, source: str) -> FrozenMeta:
@@ -275,13 +296,20 @@ def inline_markdown(tokens: list[Token]) -> str:
 
     Emphasis ``*``, strong ``**``, strikethrough ``~~``, code spans with a fence longer than any
     backtick run inside, links and images inline with their resolved destination, ``<br>`` and hard
-    breaks as a backslash-newline, footnote references as ``[n]``, other inline HTML tags dropped
+    breaks as a backslash-newline, ``<b>``/``<strong>``, ``<i>``/``<em>`` and ``<s>``/``<del>`` as
+    the emphasis they stand for, footnote references as ``[n]``, other inline HTML tags dropped
     (their text stays). Whitespace runs become one space.
     """
     parts: list[str] = []
     open_links: list[Token] = []  # links do not nest in CommonMark, so this holds at most one
+    opened_marker = ""  # an emphasis tag just opened: space after it moves before its marker
+    open_emphasis: list[tuple[str, int]] = []  # (marker, its index in parts) of tags not yet closed
     for token in tokens:
         kind = token.type
+        if opened_marker and kind in ("text", "text_special") and token.content[:1].isspace():
+            parts[-1] = " " + parts[-1]  # "<b> bold" → " **bold": Markdown wants no space inside
+            token = token.copy(content=token.content.lstrip())
+        opened_marker = ""
         if kind in ("text", "text_special"):
             parts.append(_escape_keeping_edges(token.content))
         elif kind == "softbreak":
@@ -311,14 +339,33 @@ def inline_markdown(tokens: list[Token]) -> str:
             title_part = ' "' + title.replace('"', '\\"') + '"' if title else ""
             parts.append(f"![{alt}]({link_destination(str(token.attrs.get('src', '')))}{title_part})")
         elif kind == "html_inline":
+            emphasis = _EMPHASIS_TAG.fullmatch(token.content.strip())
             if _BREAK_TAG.fullmatch(token.content.strip()):
                 parts.append("\\\n")
+            elif emphasis and not emphasis.group(1):
+                opened_marker = _EMPHASIS_MARKER[emphasis.group(2).lower()]
+                open_emphasis.append((opened_marker, len(parts)))
+                parts.append(opened_marker)
+            elif emphasis and any(marker == _EMPHASIS_MARKER[emphasis.group(2).lower()] for marker, _ in open_emphasis):
+                marker = _EMPHASIS_MARKER[emphasis.group(2).lower()]
+                innermost = max(i for i, (open_marker, _) in enumerate(open_emphasis) if open_marker == marker)
+                del open_emphasis[innermost]
+                if parts[-1].strip() == marker:  # "<b></b>": nothing to emphasise
+                    parts[-1] = parts[-1].replace(marker, "")
+                else:
+                    # "bold </b>" → "bold** ": Markdown wants no space inside the closing marker.
+                    last = parts[-1]
+                    trailing = last[len(last.rstrip()) :]
+                    parts[-1] = last.rstrip()
+                    parts.append(marker + trailing)
         elif kind == "footnote_ref":
             parts.append(f"\\[{int(token.meta.get('id', 0)) + 1}\\]")
         elif token.children:
             parts.append(inline_markdown(token.children))
         elif token.content:
             parts.append(_escape_keeping_edges(token.content))
+    for marker, index in open_emphasis:  # "<b>never closed": the tag is dropped, its text stays
+        parts[index] = parts[index].replace(marker, "")
     # Collapse spaces that markup removal left doubled, but keep hard breaks.
     return re.sub(r"(?<!\\) {2,}", " ", "".join(parts))
 

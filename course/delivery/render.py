@@ -23,7 +23,10 @@ from markdown_it import MarkdownIt
 from markupsafe import Markup, escape
 
 from course.i18n import DEFAULT_LANGUAGE, gettext_callables, translate
+from course.content.article import ArticleError
+from course.content.blocks import Block
 from course.content.lesson_body import LessonBody
+from course.content.markdown_reader import newsletter_blocks
 from course.delivery.blocks_render import TEXT_WIDTH, blocks_html, blocks_text
 
 # Placeholders survive Jinja (no markup characters) and CSS inlining (plain text and attributes).
@@ -124,10 +127,41 @@ def markdown_html(text: str) -> Markup:
     return Markup(_markdown.render(text))
 
 
+# What the blocks' HTML may keep through nh3: the classes the email's CSS styles (inlined per message),
+# a table cell's alignment, an image's width, a code block's language.
+_BLOCK_ATTRIBUTES = {
+    **nh3.ALLOWED_ATTRIBUTES,
+    **{tag: {*nh3.ALLOWED_ATTRIBUTES.get(tag, set()), "class"} for tag in ("ul", "ol", "blockquote", "div", "p", "figure", "hr")},
+    "table": {*nh3.ALLOWED_ATTRIBUTES.get("table", set()), "class", "cellpadding", "cellspacing"},
+    "pre": {*nh3.ALLOWED_ATTRIBUTES.get("pre", set()), "class", "data-language"},
+    "img": {*nh3.ALLOWED_ATTRIBUTES.get("img", set()), "class", "style", "title"},
+    "th": {*nh3.ALLOWED_ATTRIBUTES.get("th", set()), "scope", "style"},
+    "td": {*nh3.ALLOWED_ATTRIBUTES.get("td", set()), "style"},
+}
+
+
+def campaign_blocks(text: str) -> tuple[Block, ...] | None:
+    """A newsletter body read into blocks, as a lesson's article is; None for a body the reader
+    refuses (saved before the editor checked it), which is then sent the way it was before."""
+    try:
+        return newsletter_blocks(text)
+    except ArticleError:
+        return None
+
+
 def campaign_html(text: str) -> Markup:
     """A campaign's Markdown as HTML, raw HTML in it sanitised (course.campaigns.editor refuses the
     worst of it before it is saved; this is what holds whatever else gets through)."""
-    return Markup(nh3.clean(_campaign_markdown.render(text), link_rel="noopener noreferrer"))
+    blocks = campaign_blocks(text)
+    html = str(blocks_html(blocks)) if blocks is not None else _campaign_markdown.render(text)
+    return Markup(nh3.clean(html, attributes=_BLOCK_ATTRIBUTES, link_rel="noopener noreferrer"))
+
+
+def campaign_text(text: str, width: int = TEXT_WIDTH) -> str:
+    """A campaign's plain-text part from the same blocks as its HTML: lists, quotes, code and tables
+    read as a lesson's do."""
+    blocks = campaign_blocks(text)
+    return blocks_text(blocks, width) if blocks is not None else text
 
 
 def course_language(course: Any) -> str:
@@ -179,7 +213,7 @@ class Renderer:
                 "sender_name": sender_name,
                 "preheader": preheader,
                 "body_html": campaign_html(body_markdown),
-                "body_text": body_markdown,
+                "body_text": campaign_text(body_markdown),
             },
         )
 

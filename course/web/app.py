@@ -17,6 +17,7 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from course.db import session_factory
 from course.delivery.links import signer_from_settings
 from course.delivery.render import Renderer, template_environment
+from course.i18n import N_
 from course.settings import InsecureConfiguration, Settings, get_settings, refuse_unsafe
 from course.web import ops
 from course.web import admin
@@ -30,8 +31,8 @@ from course.web.static_assets import StaticAssets
 STATIC_DIR = Path(__file__).parent / "static"
 
 _STATUS_TITLES = {
-    404: ("Page not found", "There is nothing at this address. Check the link, or start from the list of courses."),
-    405: ("Not allowed", "This page cannot be used that way."),
+    404: (N_("Page not found"), N_("There is nothing at this address. Check the link, or start from the list of courses.")),
+    405: (N_("Not allowed"), N_("This page cannot be used that way.")),
 }
 
 
@@ -95,7 +96,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if _is_api(request):
             return JSONResponse({"detail": "control characters are not allowed in a request"}, status_code=400)
         return site.error_page(
-            request, PageError(400, "Something is not right", "That address or form had characters no link or form of ours sends.")
+            request, PageError(400, N_("Something is not right"), N_("That address or form had characters no link or form of ours sends."))
         )
 
     # Inner first: the body is bounded (BodySizeLimit) before it is searched for control characters.
@@ -123,7 +124,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             headers["allow"] = _allowed_methods(app, request.scope)
         if _is_api(request):
             return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=headers)
-        title, message = _STATUS_TITLES.get(exc.status_code, ("Something is not right", str(exc.detail)))
+        title, message = _STATUS_TITLES.get(exc.status_code, (N_("Something is not right"), str(exc.detail)))
         response = site.error_page(request, PageError(exc.status_code, title, message))
         response.headers.update(headers)
         return response
@@ -136,7 +137,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             return JSONResponse({"detail": "internal error"}, status_code=500)
         return site.error_page(
             request,
-            PageError(500, "Something went wrong on our side", "Nothing you did caused it. Please try again in a few minutes."),
+            PageError(500, N_("Something went wrong on our side"), N_("Nothing you did caused it. Please try again in a few minutes.")),
         )
 
     @app.exception_handler(RequestValidationError)
@@ -144,7 +145,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if _is_api(request):
             return await request_validation_exception_handler(request, exc)
         return site.error_page(
-            request, PageError(400, "Something is not right", "That request was not one our pages send. Go back and try again.")
+            request, PageError(400, N_("Something is not right"), N_("That request was not one our pages send. Go back and try again."))
         )
 
     return app

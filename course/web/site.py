@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from course.clock import get_clock
 from course.delivery.links import MAX_ID, InvalidLink, LinkPurpose, Signer
 from course.delivery.render import Renderer, course_language
-from course.i18n import gettext_callables
+from course.i18n import N_, gettext_callables, translate
 from course.settings import Settings
 from course.web.cache import CatalogueCache
 from course.web.security import CSRF_COOKIE, CSRF_FIELD, CsrfTokens
@@ -27,25 +27,42 @@ CSRF_PLACEHOLDER = "csrfPlaceholderQ7vX2kLm9Tz4"
 
 
 class PageError(Exception):
-    """A request we cannot serve, said in words fit for the person who made it."""
+    """A request we cannot serve, said in words fit for the person who made it.
 
-    def __init__(self, status: int, title: str, message: str, *, retry_after: int | None = None) -> None:
-        super().__init__(f"{status} {title}: {message}")
+    ``title`` and ``message`` are English catalogue msgids (marked with ``N_``), translated when the
+    page is rendered: into ``language`` when the error is about a course, else the site's language.
+    ``values`` fill the message's ``%(name)s`` placeholders."""
+
+    def __init__(
+        self,
+        status: int,
+        title: str,
+        message: str,
+        *,
+        retry_after: int | None = None,
+        values: dict[str, Any] | None = None,
+        language: str | None = None,
+    ) -> None:
+        self.values = values or {}
+        super().__init__(f"{status} {title}: {message % self.values if self.values else message}")
         self.status = status
         self.title = title
         self.message = message
         self.retry_after = retry_after
+        self.language = language
 
 
 # What a person reading an email can do about a link that failed, per purpose.
 _EXPIRED_HELP = {
-    LinkPurpose.CONFIRM: "Confirmation links work for {days} days. Sign up again and we will send you a fresh one.",
-    LinkPurpose.PREFERENCES: (
-        "Links to your preferences work for {days} days after the email that carried them. Open the link in "
+    LinkPurpose.CONFIRM: N_(
+        "Confirmation links work for %(days)s days. Sign up again and we will send you a fresh one."
+    ),
+    LinkPurpose.PREFERENCES: N_(
+        "Links to your preferences work for %(days)s days after the email that carried them. Open the link in "
         "your latest email; the unsubscribe link in any of our emails always works."
     ),
 }
-_INVALID_HELP = (
+_INVALID_HELP = N_(
     "The link may have been cut short or changed on its way here. Open it straight from the email, "
     "or copy the whole address into your browser."
 )
@@ -108,9 +125,13 @@ class Site:
         return self._respond(page.plain(token), tokens, status=200, csp=csp, headers=None)
 
     def _render(self, template: str, csrf_token: Callable[[], str], context: dict[str, Any]) -> str:
-        # A page about one course speaks its language (a `language` value, else the course's own).
+        # A page about one course speaks its language (a `language` value, else the course's own);
+        # a page about no one course speaks the site's.
         context = dict(context)
-        language = context.pop("language", None) or course_language(context.get("course"))
+        course = context.get("course")
+        language = context.pop("language", None) or (
+            course_language(course) if course is not None else self.settings.site_language
+        )
         return self.environment.get_template(f"web/{template}").render(
             **gettext_callables(language),
             csrf_token=csrf_token,
@@ -136,8 +157,15 @@ class Site:
 
     def error_page(self, request: Request, error: PageError) -> HTMLResponse:
         headers = {"retry-after": str(error.retry_after)} if error.retry_after else None
+        language = error.language or self.settings.site_language
         return self.page(
-            request, "message.html", status=error.status, headers=headers, title=error.title, message=error.message
+            request,
+            "message.html",
+            status=error.status,
+            headers=headers,
+            title=translate(language, error.title),
+            message=translate(language, error.message, **error.values),
+            language=language,
         )
 
     def read_link(self, purpose: LinkPurpose, token: str, *, max_age_seconds: int | None = None) -> list[Any]:
@@ -151,21 +179,21 @@ class Site:
                     if purpose == LinkPurpose.PREFERENCES
                     else self.settings.confirm_link_max_age_days
                 )
-                help_text = _EXPIRED_HELP.get(purpose, "Ask for a new link.").format(days=days)
-                raise PageError(410, "This link has expired", help_text) from exc
-            raise PageError(400, "This link does not work", _INVALID_HELP) from exc
+                help_text = _EXPIRED_HELP.get(purpose, N_("Ask for a new link."))
+                raise PageError(410, N_("This link has expired"), help_text, values={"days": days}) from exc
+            raise PageError(400, N_("This link does not work"), _INVALID_HELP) from exc
 
 
 def ids_from(payload: list[Any], *, required: int, optional: int = 0, nullable_tail: bool = False) -> list[int | None]:
     """Check a link payload's shape: `required` ids, then up to `optional` more (None allowed in
     those when nullable_tail). Signed payloads are ours, but an old format must not become a 500."""
     if not required <= len(payload) <= required + optional:
-        raise PageError(400, "This link does not work", _INVALID_HELP)
+        raise PageError(400, N_("This link does not work"), _INVALID_HELP)
     for position, value in enumerate(payload):
         if value is None and nullable_tail and position >= required:
             continue
         if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_ID:
-            raise PageError(400, "This link does not work", _INVALID_HELP)
+            raise PageError(400, N_("This link does not work"), _INVALID_HELP)
     return list(payload)
 
 

@@ -75,6 +75,8 @@ def test_senders_come_from_the_configured_list() -> None:
         ({"body_markdown": "[click](javascript:alert(1))"}, "body_markdown", "javascript"),
         ({"body_markdown": "x" * (2 * 1024 * 1024)}, "body_markdown", f"the most a campaign can have is {MAX_BODY_CHARS:,}"),
         ({"body_markdown": "\n\n"}, "body_markdown", "The body is empty."),
+        ({"body_markdown": "News.\n\n```\nfeed 1:1:1"}, "body_markdown", "Line 3 of the body: code fence '```' is never closed."),
+        ({"body_markdown": "News.\n\n## \n\nMore."}, "body_markdown", "Line 3 of the body: empty heading"),
     ],
 )
 def test_bad_drafts_are_refused_field_by_field(changes: dict[str, object], field: str, message: str) -> None:

@@ -154,6 +154,17 @@ def test_inline_html_and_markdown_characters_in_text_stay_text() -> None:
     assert "<b>" not in inline_html(paragraph.text)
 
 
+def test_inline_emphasis_tags_become_the_emphasis_they_mean() -> None:
+    """<b>, <i>, <s> and their synonyms are written as Markdown emphasis (spaces moved outside the
+    markers); an empty or unclosed one is dropped, a stray closing one ignored: the words never change."""
+    source = "# T\n\nA <b>bold</b> and <i> spaced </i> word, <b></b>empty, </b>stray, <del>old</del>, <b>open.\n"
+    [paragraph] = parse_article(source, source="t.md").blocks
+    assert isinstance(paragraph, Paragraph)
+    assert paragraph.text == "A **bold** and *spaced* word, empty, stray, ~~old~~, open."
+    assert inline_html(paragraph.text) == "A <strong>bold</strong> and <em>spaced</em> word, empty, stray, <s>old</s>, open."
+    assert inline_plain(paragraph.text) == "A bold and spaced word, empty, stray, old, open."
+
+
 def test_blocks_round_trip_through_json_and_markdown() -> None:
     article = parse_article(RICH_MARKDOWN, source="knives.md")
     assert tuple(block_from_dict(block_to_dict(block)) for block in article.blocks) == article.blocks

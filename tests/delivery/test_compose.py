@@ -76,6 +76,57 @@ def test_a_newsletter_unsubscribes_from_everything(composer: Composer) -> None:
     assert parsed(composed.message_bytes())["list-id"] == "The Paper <newsletter.course.test>"
 
 
+NEWSLETTER = """Three things this month:
+
+1. The **spring course** opens on Monday.
+2. A new guide: [shaping a loaf](https://example.com/shaping).
+
+> Bread is a conversation between flour and time.
+
+| Month | Topic |
+|:------|------:|
+| March | Starters |
+
+```
+feed 1:1:1 at 9 and 21
+    (keep the indent)
+```
+
+<table><tr><th>Day</th><th>Bake</th></tr><tr><td>Fri</td><td>Rye</td></tr></table>
+
+![A finished loaf](https://example.com/loaf.jpg)
+"""
+
+
+def test_a_newsletter_is_read_into_blocks_like_a_lesson(composer: Composer) -> None:
+    """Both parts of a newsletter come from the lessons' blocks: the text part has numbered items,
+    "> " quotes, aligned tables, code verbatim and links as "text (url)", not raw Markdown."""
+    composed = composer.campaign(BEN, CampaignContent(22, "mar", "March", NEWSLETTER, "The Paper", "news@example.com", False))
+    text, html = composed.email.text, composed.email.html
+    for line in [
+        "1. The spring course opens on Monday.",
+        "2. A new guide: shaping a loaf (https://example.com/shaping).",
+        "> Bread is a conversation between flour and time.",
+        "Month     Topic",
+        "March  Starters",
+        "feed 1:1:1 at 9 and 21\n    (keep the indent)",
+        "Day  Bake\n---  ----\nFri  Rye",  # the raw HTML table, too
+        "[Image: A finished loaf] https://example.com/loaf.jpg",
+    ]:
+        assert line in text, line
+    assert "**" not in text and "```" not in text and "](" not in text and "|" not in text
+    assert '<ol class="list"' in html and "<blockquote" in html and html.count("<table") == 2
+    assert '<pre class="code"' in html and 'rel="noopener noreferrer"' in html and "max-width: 544px" in html
+    assert "border-left: 3px" in html and "white-space: pre-wrap" in html  # the lessons' styles reach the newsletter (inlined from the template)
+
+
+def test_a_newsletter_body_the_reader_refuses_is_sent_as_before(composer: Composer) -> None:
+    """A body saved before the editor checked fences (the editor refuses this one now) still sends."""
+    body = "Before.\n\n```\nnever closed"
+    composed = composer.campaign(BEN, CampaignContent(23, "old", "Old", body, "The Paper", "news@example.com", False))
+    assert "never closed" in composed.email.text and "never closed" in composed.email.html
+
+
 def test_account_mail_carries_its_signed_action_link(composer: Composer) -> None:
     composed = composer.account_mail(ANN, "confirm", COURSE)
     assert composed.email.subject == "Please confirm your place in Bread at Home"

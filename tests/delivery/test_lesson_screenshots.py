@@ -17,7 +17,7 @@ from course.content.definition import link_lesson
 from course.content.guides import Guide, GuideCatalogue
 from course.content.split import split_article
 from course.content.lesson_body import LessonBody, StoredReference
-from course.delivery.render import Renderer
+from course.delivery.render import Renderer, greeting_for
 from course.settings import PROJECT_ROOT
 from tests.support.browser import chromium, serious_axe_violations
 
@@ -106,7 +106,8 @@ def rendered_lesson(language: str, image: Path) -> str:
         course=SimpleNamespace(title="Kitchen Basics", language=language), lesson=lesson
     )
     return template.fill(
-        {"greeting": "Hi Ann,", "view_url": "https://x.example/v", "preferences_url": "https://x.example/p", "unsubscribe_url": "https://x.example/u"}
+        # The greeting the composer writes, in the course's language (not a fixed English one).
+        {"greeting": greeting_for("Ann", language), "view_url": "https://x.example/v", "preferences_url": "https://x.example/p", "unsubscribe_url": "https://x.example/u"}
     ).html
 
 

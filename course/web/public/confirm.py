@@ -12,6 +12,7 @@ from course.delivery.links import LinkPurpose
 from course.models import Enrollment, EnrollmentStatus, Subscriber
 from course.web.public.forms import SiteDep, TextField, csrf_failed
 from course.web.security import csrf_is_valid
+from course.i18n import N_
 from course.web.site import PageError, Site, ids_from
 
 router = APIRouter(include_in_schema=False)
@@ -69,9 +70,11 @@ def confirm_submit(token: str, request: Request, site: SiteDep, csrf_token: Text
 def _signup_gone() -> PageError:
     return PageError(
         410,
-        "This signup has expired",
-        "We could not find this signup any more: unconfirmed signups are removed after a while. "
-        "Sign up again on the course page.",
+        N_("This signup has expired"),
+        N_(
+            "We could not find this signup any more: unconfirmed signups are removed after a while. "
+            "Sign up again on the course page."
+        ),
     )
 
 

@@ -15,7 +15,7 @@ from babel.lists import format_list
 from course.audience.subscriptions import SignupDetails, check_signup
 from course.content.catalogue import find_course, list_courses, live_lessons
 from course.delivery.render import course_language
-from course.i18n import translate
+from course.i18n import N_, translate
 from course.models import Course
 from course.web.public.forms import SiteDep, TextField, csrf_failed, zone_names_for_list
 from course.web.public.signups import (
@@ -51,7 +51,7 @@ def _index(request: Request, site: Site) -> HTMLResponse:
 
 
 def _course_not_found() -> PageError:
-    return PageError(404, "Course not found", "There is no course at this address. See the list of courses.")
+    return PageError(404, N_("Course not found"), N_("There is no course at this address. See the list of courses."))
 
 
 def _course_context(

@@ -9,6 +9,7 @@ from zoneinfo import available_timezones
 
 from fastapi import Depends, Form
 
+from course.i18n import N_
 from course.web.site import PageError, Site, get_site
 
 SiteDep = Annotated[Site, Depends(get_site)]
@@ -18,8 +19,8 @@ TextField = Annotated[str, Form()]
 def csrf_failed() -> PageError:
     return PageError(
         403,
-        "Please try that again",
-        "This form had been open too long or your browser blocked our cookie. Reload the page and send it again.",
+        N_("Please try that again"),
+        N_("This form had been open too long or your browser blocked our cookie. Reload the page and send it again."),
     )
 
 

@@ -11,10 +11,11 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy.orm import Session
 
 from course.audience.enrollment import pause, resume, unsubscribe
-from course.audience.preferences import enrollment_views
+from course.audience.preferences import EnrollmentView, enrollment_views
 from course.audience.schedule import UnknownTimeZone
 from course.audience.subscriptions import change_send_time, change_timezone, send_next_now
 from course.delivery.links import LinkPurpose
+from course.i18n import N_, translate
 from course.models import Enrollment, EnrollmentStatus, Subscriber, SubscriberStatus
 from course.web.public.forms import SiteDep, TextField, csrf_failed, zone_names_for_list
 from course.web.security import csrf_is_valid
@@ -34,20 +35,30 @@ def _preferences_ids(site: Site, token: str) -> tuple[int, int | None]:
 
 def _subscriber_gone() -> PageError:
     return PageError(
-        410, "Nothing to manage here", "We hold no subscription for this link any more, so we send you nothing."
+        410, N_("Nothing to manage here"), N_("We hold no subscription for this link any more, so we send you nothing.")
     )
 
 
 SAVED_MESSAGES = {
-    "pause": "Paused. We will hold your lessons until you resume.",
-    "resume": "Resumed. Your next lesson comes at your next send time.",
-    "send_next": "Your next lesson is on its way.",
-    "send_time": "Saved. Your lessons now arrive at the new time.",
-    "timezone": "Saved. Your lessons now follow your new time zone.",
-    "unsubscribe_course": "Unsubscribed from that course. You will get no more lessons from it.",
-    "unsubscribe_all": "Unsubscribed from everything. You will get no more email from us.",
-    "nothing": "There was nothing left to send: you have had every lesson.",
+    "pause": N_("Paused. We will hold your lessons until you resume."),
+    "resume": N_("Resumed. Your next lesson comes at your next send time."),
+    "send_next": N_("Your next lesson is on its way."),
+    "send_time": N_("Saved. Your lessons now arrive at the new time."),
+    "timezone": N_("Saved. Your lessons now follow your new time zone."),
+    "unsubscribe_course": N_("Unsubscribed from that course. You will get no more lessons from it."),
+    "unsubscribe_all": N_("Unsubscribed from everything. You will get no more email from us."),
+    "nothing": N_("There was nothing left to send: you have had every lesson."),
 }
+
+
+def page_language(site: Site, enrollments: list[EnrollmentView], course_id: int | None) -> str:
+    """The page speaks the language of the course whose mail led here, else the one language all
+    the subscriber's courses share, else the site's."""
+    by_course = {view.course_id: view.course_language for view in enrollments}
+    if course_id in by_course:
+        return by_course[course_id]
+    languages = set(by_course.values())
+    return languages.pop() if len(languages) == 1 else site.settings.site_language
 
 
 @router.get("/preferences/{token}", response_class=HTMLResponse)
@@ -59,21 +70,24 @@ def preferences_page(
         subscriber = session.get(Subscriber, subscriber_id)
         if subscriber is None:
             raise _subscriber_gone()
+        enrollments = enrollment_views(session, subscriber, course_id)
+        language = page_language(site, enrollments, course_id)
         return site.page(
             request,
             "preferences.html",
             subscriber=subscriber,
-            enrollments=enrollment_views(session, subscriber, course_id),
-            saved_message=SAVED_MESSAGES.get(saved, ""),
-            error_message=PREFERENCE_ERRORS.get(error, ""),
+            enrollments=enrollments,
+            language=language,
+            saved_message=translate(language, SAVED_MESSAGES[saved]) if saved in SAVED_MESSAGES else "",
+            error_message=translate(language, PREFERENCE_ERRORS[error]) if error in PREFERENCE_ERRORS else "",
             action=f"/preferences/{token}",
             timezone_names=zone_names_for_list(),
         )
 
 
 PREFERENCE_ERRORS = {
-    "send_time": "Please give a time like 07:30.",
-    "timezone": "Please choose a time zone from the list, like Europe/Berlin.",
+    "send_time": N_("Please give a time like 07:30."),
+    "timezone": N_("Please choose a time zone from the list, like Europe/Berlin."),
 }
 
 
@@ -109,7 +123,7 @@ def preferences_submit(
             return RedirectResponse(f"{page_url}?saved=unsubscribe_all", status_code=303)
         enrollment = next((e for e in subscriber.enrollments if str(e.course_id) == course_id.strip()), None)
         if enrollment is None:
-            raise PageError(400, "Nothing changed", "That course is not one of yours. Go back and try again.")
+            raise PageError(400, N_("Nothing changed"), N_("That course is not one of yours. Go back and try again."))
         saved = _apply_course_action(session, subscriber, enrollment, action, send_time, now=now)
     return RedirectResponse(f"{page_url}?{saved}", status_code=303)
 
@@ -139,7 +153,9 @@ def _apply_course_action(
             return "error=send_time"
         change_send_time(session, enrollment, chosen, now=now)
         return "saved=send_time"
-    raise PageError(400, "Nothing changed", "That change does not apply to this course right now. Go back and reload.")
+    raise PageError(
+        400, N_("Nothing changed"), N_("That change does not apply to this course right now. Go back and reload.")
+    )
 
 
 def _parse_clock_time(raw: str) -> time | None:

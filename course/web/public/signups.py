@@ -15,6 +15,7 @@ from course.audience.signup_requests import queue_signup
 from course.audience.subscriptions import SignupDetails
 from course.web.proof_of_work import CHALLENGE_LIFETIME, proof_of_work_from_settings
 from course.ratelimit import RateLimit, rate_limit_key, take_rate_limit
+from course.i18n import N_
 from course.web.site import PageError, Site
 
 
@@ -37,8 +38,9 @@ def too_many_signups(site: Site) -> PageError:
     minutes = max(1, site.settings.rate_limit_window_seconds // 60)
     return PageError(
         429,
-        "Too many signups",
-        f"We have had a lot of signups from your network just now. Please try again in {minutes} minutes.",
+        N_("Too many signups"),
+        N_("We have had a lot of signups from your network just now. Please try again in %(minutes)s minutes."),
+        values={"minutes": minutes},
         retry_after=site.settings.rate_limit_window_seconds,
     )
 

@@ -5,14 +5,33 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
+from sqlalchemy import select
+from sqlalchemy.orm import object_session
 
 from course.audience.enrollment import unsubscribe
 from course.delivery.links import LinkPurpose
-from course.models import Course, Subscriber
+from course.models import Course, Enrollment, Subscriber
 from course.web.public.forms import SiteDep
 from course.web.site import Site, ids_from
 
 router = APIRouter(include_in_schema=False)
+
+
+def subscriber_language(site: Site, subscriber: Subscriber | None, course: Course | None) -> str:
+    """The course's language when the link is about one course; for "all email", the one language
+    all the subscriber's courses share, else the site's."""
+    if course is not None:
+        return course.language
+    if subscriber is None:
+        return site.settings.site_language
+    session = object_session(subscriber)
+    assert session is not None
+    # One statement however many courses: the page costs the same for a reader in one or in ten.
+    languages = session.scalars(
+        select(Course.language).join(Enrollment, Enrollment.course_id == Course.id)
+        .where(Enrollment.subscriber_id == subscriber.id).distinct().limit(2)
+    ).all()
+    return languages[0] if len(languages) == 1 else site.settings.site_language
 
 
 def _unsubscribe_ids(site: Site, token: str) -> tuple[int, int | None]:
@@ -34,6 +53,7 @@ def unsubscribe_page(token: str, request: Request, site: SiteDep) -> HTMLRespons
             "unsubscribe.html",
             email=subscriber.email if subscriber else None,
             course=course,
+            language=subscriber_language(site, subscriber, course),
             action=f"/u/{token}",
         )
 
@@ -54,5 +74,6 @@ def unsubscribe_submit(token: str, request: Request, site: SiteDep) -> HTMLRespo
             "unsubscribed.html",
             email=subscriber.email if subscriber else None,
             course=course,
+            language=subscriber_language(site, subscriber, course),
             preferences_url=site.signer.url(LinkPurpose.PREFERENCES, subscriber_id, *([course_id] if course_id else [])),
         )

@@ -18,6 +18,7 @@ from course.delivery.links import LinkPurpose
 from course.models import Campaign, Delivery, DeliveryKind, DeliveryState, Lesson, Subscriber
 from course.web.public.forms import SiteDep
 from course.web.security import EMAIL_VIEW_CSP
+from course.i18n import N_
 from course.web.site import PageError, ids_from
 
 router = APIRouter(include_in_schema=False)
@@ -47,7 +48,7 @@ def view_in_browser(token: str, request: Request, site: SiteDep) -> HTMLResponse
     with site.sessions.begin() as session:
         delivery = session.get(Delivery, delivery_id)
         if delivery is None or delivery.state != DeliveryState.SENT:
-            raise PageError(404, "Nothing to show", "This email is not available to view any more.")
+            raise PageError(404, N_("Nothing to show"), N_("This email is not available to view any more."))
         subscriber = session.get(Subscriber, delivery.subscriber_id)
         assert subscriber is not None  # the foreign key cascades
         # Nobody's name: whoever holds the link may not be the reader.
@@ -67,7 +68,7 @@ def view_in_browser(token: str, request: Request, site: SiteDep) -> HTMLResponse
             assert campaign is not None
             composed = composer.campaign(recipient, campaign_content(campaign), account_links_to=account_links)
         else:
-            raise PageError(404, "Nothing to show", "Only lessons and newsletters can be viewed in a browser.")
+            raise PageError(404, N_("Nothing to show"), N_("Only lessons and newsletters can be viewed in a browser."))
     response = HTMLResponse(composed.email.html, headers={"cache-control": "no-store", "x-robots-tag": "noindex"})
     response.headers["content-security-policy"] = EMAIL_VIEW_CSP
     return response
