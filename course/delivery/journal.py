@@ -1,0 +1,121 @@
+"""The send journal: which deliveries the relay has accepted, written the instant it says 250.
+
+The ledger learns a send task's outcomes a group at a time (course/delivery/outcomes.py), so a worker
+killed, or a database away past the lease, leaves up to a group of rows `sending` that were in fact
+accepted. Whoever takes those rows over after the lease used to send them all again. The journal
+closes that window down to the message in flight:
+
+1. Right after the relay accepts a message, the sender writes one short-lived Redis key for it
+   (`course:accepted:<delivery id>`, one SET, one round trip), before it starts the next message.
+2. A sender that takes over rows already attempted before (attempts > 1: a lease that ran out, a
+   retry) asks the journal about them in one MGET and settles the ones it holds as sent, through
+   the ledger, without sending them again.
+
+The journal is an accelerator, never the record: PostgreSQL stays the source of truth, and a journal
+that is missing (no Redis configured), down or emptied (a Redis restart without persistence) only
+means those rows fall back to the group bound, re-sent at most once each. It can never lose mail: a
+key is written only after a 250, and a key only ever turns a re-send into "already sent".
+
+A key lives `send_journal_ttl_seconds` (two days by default): it is needed only until the row's
+outcome is in the ledger or its lease has run out and another task has taken it over (lease_seconds
+plus a dispatcher cycle); the margin covers a whole system stopped for a day with rows leased.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+from course.settings import Settings
+
+log = logging.getLogger(__name__)
+
+KEY_PREFIX = "course:accepted:"
+# After a failed write or read, the journal is not asked again for this long: a Redis that is down
+# must not cost a connection time-out per message.
+PAUSE_AFTER_ERROR_SECONDS = 5.0
+
+
+def journal_key(delivery_id: int) -> str:
+    return f"{KEY_PREFIX}{delivery_id}"
+
+
+class SendJournal(Protocol):
+    def accepted(self, delivery_id: int) -> bool:
+        """Note that the relay accepted this delivery. False when it could not be noted."""
+        ...
+
+    def accepted_among(self, delivery_ids: Sequence[int]) -> set[int]:
+        """Those of `delivery_ids` noted as accepted (empty when the journal cannot be read)."""
+        ...
+
+
+class NoJournal:
+    """No Redis to keep a journal in (the embedded broker of `make run`): every outcome waits for
+    its group write, as before the journal."""
+
+    def accepted(self, delivery_id: int) -> bool:
+        return False
+
+    def accepted_among(self, delivery_ids: Sequence[int]) -> set[int]:
+        return set()
+
+
+class RedisJournal:
+    def __init__(self, client: object, *, ttl_seconds: int, monotonic: Callable[[], float] = time.monotonic) -> None:
+        self.client = client  # a redis.Redis
+        self.ttl_seconds = ttl_seconds
+        self.monotonic = monotonic
+        self._paused_until = 0.0
+
+    def accepted(self, delivery_id: int) -> bool:
+        if self._paused():
+            return False
+        try:
+            self.client.set(journal_key(delivery_id), int(time.time()), ex=self.ttl_seconds)  # type: ignore[attr-defined]
+        except Exception as exc:  # noqa: BLE001 - any Redis failure: fall back to the group write
+            self._pause(f"cannot note delivery {delivery_id} as accepted", exc)
+            return False
+        return True
+
+    def accepted_among(self, delivery_ids: Sequence[int]) -> set[int]:
+        ids = list(delivery_ids)
+        if not ids or self._paused():
+            return set()
+        try:
+            values = self.client.mget([journal_key(i) for i in ids])  # type: ignore[attr-defined]
+        except Exception as exc:  # noqa: BLE001 - unread, the rows are sent again (the group bound)
+            self._pause(f"cannot read the journal for {len(ids)} retaken deliveries", exc)
+            return set()
+        return {delivery_id for delivery_id, value in zip(ids, values, strict=True) if value is not None}
+
+    def _paused(self) -> bool:
+        return self.monotonic() < self._paused_until
+
+    def _pause(self, what: str, exc: Exception) -> None:
+        self._paused_until = self.monotonic() + PAUSE_AFTER_ERROR_SECONDS
+        log.warning(
+            "send journal: %s (%s); outcomes wait for their group write for the next %.0f s",
+            what, str(exc).splitlines()[0] if str(exc) else type(exc).__name__, PAUSE_AFTER_ERROR_SECONDS,
+        )  # fmt: skip
+
+
+def journal_url(settings: Settings) -> str:
+    """The Redis the journal lives in: COURSE_REDIS_URL, else a Redis broker; '' for none."""
+    for url in (settings.redis_url, settings.broker_url):
+        if url.startswith(("redis://", "rediss://")):
+            return url
+    return ""
+
+
+def journal_from_settings(settings: Settings) -> SendJournal:
+    url = journal_url(settings)
+    if not url or settings.send_journal_ttl_seconds <= 0:
+        return NoJournal()
+    import redis
+
+    # Short time-outs: a journal write sits between two messages on the send path.
+    client = redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+    return RedisJournal(client, ttl_seconds=int(settings.send_journal_ttl_seconds))
