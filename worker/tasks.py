@@ -36,13 +36,14 @@ def sender() -> Sender:
     """The sender for this process: one session factory, renderer and provider connection, reused.
     Every delivery goes through the default provider until routing by provider is built."""
     settings = get_settings()
+    clock = get_clock(settings)  # one for the whole task, the links' time stamps included
     return Sender(
         settings,
         sessions=session_factory(settings),
         transport=shared_transport(settings, DEFAULT_PROVIDER),
         renderer=_renderer(),
-        signer=signer_from_settings(settings),
-        clock=get_clock(settings),
+        signer=signer_from_settings(settings, clock=clock),
+        clock=clock,
         provider=DEFAULT_PROVIDER,
         journal=_journal(),
     )

@@ -86,7 +86,10 @@ class GroupWriter:
         could not note. Hands the group over when it is full or old enough. Returns False once the
         task must stop (its outcomes could not be written in time)."""
         if not journaled:
+            # An earlier note may be missing too: it may sit in the group being written.
             self.unjournaled += 1
+            if not self._wait_for_previous():
+                return False
         if self.opened_at is None:
             self.opened_at = self.monotonic()
         if self.open_count >= self.group_size or self.monotonic() - self.opened_at >= self.group_seconds:
