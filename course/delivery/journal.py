@@ -154,8 +154,15 @@ def journal_from_settings(settings: Settings) -> SendJournal:
     url = journal_url(settings)
     if not url or settings.send_journal_ttl_seconds <= 0:
         return NoJournal()
-    import redis
+    return RedisJournal(journal_client(url), ttl_seconds=int(settings.send_journal_ttl_seconds))
 
-    # Short time-outs: a journal write sits between two messages on the send path.
-    client = redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
-    return RedisJournal(client, ttl_seconds=int(settings.send_journal_ttl_seconds))
+
+def journal_client(url: str) -> object:
+    """A Redis client for the journal: short time-outs and no retries (redis-py's default retries
+    with back-off for seconds), since a note sits between two messages on the send path. A Redis
+    that does not answer pauses the journal instead (PAUSE_AFTER_ERROR_SECONDS)."""
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    return redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 0))
