@@ -11,7 +11,11 @@ row `sending` until its lease ran out, and the whole chunk went out again. Now:
    connection) is retried with exponential back-off, and the task sends nothing new meanwhile.
 3. Retrying stops `give_up_at` (shortly before the lease ends): past it another dispatcher may own
    the rows, so the task is abandoned; its unwritten group is re-sent after the lease, nothing more.
-4. With `in_background`, a full group is written by a second thread while the send loop fills the
+4. A group whose every sent outcome is in the send journal is written by age, or at
+   `journaled_group_size` (a send task's chunk), rather than every `group_size`: a kill re-sends
+   what the journal lacks, not what the group holds, and the fewer writes are what the send rate
+   needs (docs/reliability.md, "What it costs").
+5. With `in_background`, a full group is written by a second thread while the send loop fills the
    next one, so sending never waits on a commit; the loop waits only when the next group is full
    before the previous one is written (or while its write is retried). That leaves up to two
    groups unrecorded at a kill, which is safe only because every sent outcome in them is in the send
@@ -64,6 +68,9 @@ class GroupWriter:
     on_write: Callable[[str], None] = lambda result: None  # "ok", "retried", "abandoned" (metrics)
     new_group: Callable[[], Outcome] = Outcome  # an empty group (the sender's carries its provider)
     in_background: bool = False  # write full groups from a second thread (step 4)
+    # A group whose sent outcomes are all in the send journal may grow to this many before it is
+    # written (its age still bounds it): the journal, not the group, bounds what a kill re-sends.
+    journaled_group_size: int | None = None
 
     group: Outcome = field(default_factory=Outcome)
     opened_at: float | None = None
@@ -92,7 +99,8 @@ class GroupWriter:
                 return False
         if self.opened_at is None:
             self.opened_at = self.monotonic()
-        if self.open_count >= self.group_size or self.monotonic() - self.opened_at >= self.group_seconds:
+        size = self.group_size if self.unjournaled or self.journaled_group_size is None else self.journaled_group_size
+        if self.open_count >= size or self.monotonic() - self.opened_at >= self.group_seconds:
             return self._hand_over(wait=not self.in_background or self.unjournaled > 0)
         return not self.abandoned
 

@@ -153,6 +153,7 @@ class Sender:
             on_write=lambda result: metrics.OUTCOME_WRITES.labels(result).inc(),
             new_group=lambda: Outcome(provider=self.provider),
             in_background=True,
+            journaled_group_size=max(self.settings.outcome_group_size, self.settings.send_chunk_size),
         )
         retaken = [job.delivery_id for job in batch.jobs if job.attempts > 1]
         already_sent = self.journal.accepted_among(retaken) if retaken else set()

@@ -92,6 +92,22 @@ def test_a_group_holding_an_unjournaled_send_is_written_before_the_loop_goes_on(
     writer.close()
 
 
+def test_a_journaled_group_grows_to_its_own_size_and_a_send_the_journal_lacks_cuts_it() -> None:
+    groups: list[list[int]] = []
+    writer = GroupWriter(
+        write=lambda group: groups.append(list(group.sent)),
+        give_up_at=time.monotonic() + 30, group_size=2, journaled_group_size=5, group_seconds=60,
+    )  # fmt: skip
+    for delivery_id in (1, 2, 3, 4):
+        writer.group.sent.append(delivery_id)
+        assert writer.added()
+    assert groups == []  # four journaled sends: not yet
+    writer.group.sent.append(5)
+    assert writer.added(journaled=False)
+    assert groups == [[1, 2, 3, 4, 5]]  # one unjournaled: the group bound is group_size again
+    writer.close()
+
+
 def test_rows_accepted_before_their_worker_was_lost_are_settled_as_sent_not_sent_again(
     sessions: sessionmaker[Session], settings: Settings, clock: ManualClock, smtp_server: RecordingSMTPServer, client: redis.Redis
 ) -> None:
