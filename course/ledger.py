@@ -180,6 +180,15 @@ def add_campaign_test(
     return row
 
 
+def _rows_with_constants(
+    source: Select[Any], source_columns: list[str], **constants: ColumnElement[Any]
+) -> tuple[list[str], Select[Any]]:
+    """The column list and SELECT of an `INSERT INTO deliveries (...) SELECT`: the columns `source`
+    yields (named by `source_columns`, in its order), then one column per keyword, each the same
+    for every row (a typed literal, or an expression over `source`'s tables)."""
+    return [*source_columns, *constants], source.add_columns(*constants.values())
+
+
 def fan_out_campaign_rows(
     session: Session,
     campaign_id: int,
@@ -196,16 +205,17 @@ def fan_out_campaign_rows(
     (subscriber, campaign) makes a repeated or concurrent fan-out harmless. Writing
     `analyze_after_rows` rows or more refreshes the planner statistics. Returns how many rows were
     written."""
-    rows = recipients.add_columns(
-        literal(DeliveryKind.CAMPAIGN.value, String),
-        literal(campaign_id, Integer),
-        literal(int(DeliveryPriority.BULK), SmallInteger),
-        literal(due_at, UTCDateTime()) if isinstance(due_at, datetime) else due_at,
-        literal(DeliveryState.PENDING.value, String),
-        literal(0, Integer),
-        literal(now, UTCDateTime()),
+    columns, rows = _rows_with_constants(
+        recipients,
+        ["subscriber_id"],
+        kind=literal(DeliveryKind.CAMPAIGN.value, String),
+        campaign_id=literal(campaign_id, Integer),
+        priority=literal(int(DeliveryPriority.BULK), SmallInteger),
+        due_at=literal(due_at, UTCDateTime()) if isinstance(due_at, datetime) else due_at,
+        state=literal(DeliveryState.PENDING.value, String),
+        attempts=literal(0, Integer),
+        created_at=literal(now, UTCDateTime()),
     )
-    columns = ["subscriber_id", "kind", "campaign_id", "priority", "due_at", "state", "attempts", "created_at"]
     dialect_insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
     statement = (
         dialect_insert(Delivery)
@@ -224,7 +234,6 @@ def fan_out_campaign_rows(
     return written
 
 
-
 def insert_lesson_rows(
     session: Session,
     lesson_id: int,
@@ -239,18 +248,18 @@ def insert_lesson_rows(
     same lesson at once (the benchmark's lesson day). A row inserted `sent` counts one attempt,
     sent at its due time. Returns how many rows were written."""
     sent = state == DeliveryState.SENT
-    rows = enrollments.add_columns(
-        literal(DeliveryKind.LESSON.value, String),
-        literal(lesson_id, Integer),
-        literal(int(DeliveryPriority.BULK), SmallInteger),
-        literal(due_at, UTCDateTime()),
-        literal(state.value, String),
-        literal(1 if sent else 0, Integer),
-        literal(due_at if sent else None, UTCDateTime()),
-        literal(now, UTCDateTime()),
+    columns, rows = _rows_with_constants(
+        enrollments,
+        ["enrollment_id", "subscriber_id"],
+        kind=literal(DeliveryKind.LESSON.value, String),
+        lesson_id=literal(lesson_id, Integer),
+        priority=literal(int(DeliveryPriority.BULK), SmallInteger),
+        due_at=literal(due_at, UTCDateTime()),
+        state=literal(state.value, String),
+        attempts=literal(1 if sent else 0, Integer),
+        sent_at=literal(due_at if sent else None, UTCDateTime()),
+        created_at=literal(now, UTCDateTime()),
     )
-    columns = ["enrollment_id", "subscriber_id", "kind", "lesson_id", "priority", "due_at", "state", "attempts",
-               "sent_at", "created_at"]
     statement = insert(Delivery).from_select(columns, rows).execution_options(preserve_rowcount=True)
     return session.execute(statement).rowcount
 

@@ -97,6 +97,10 @@ class Settings(BaseSettings):
     # this old, whichever comes first (course/delivery/outcomes.py).
     outcome_group_size: int = 50
     outcome_group_seconds: float = 0.25
+    # Each message the relay accepts is noted at once in Redis for this long, so a task that takes
+    # over rows after a lost worker settles them as sent instead of sending them again
+    # (course/delivery/journal.py). 0 turns the journal off.
+    send_journal_ttl_seconds: int = 2 * 86400
     retry_base_seconds: float = 60.0
     retry_max_seconds: float = 6 * 3600.0
 

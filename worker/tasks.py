@@ -9,6 +9,7 @@ from course.audience.signup_requests import SignupLimits, handle_signups
 from course.clock import get_clock
 from course.db import session_factory
 from course.delivery.dispatch import DispatchReport, dispatch_due
+from course.delivery.journal import SendJournal, journal_from_settings
 from course.delivery.links import signer_from_settings
 from course.delivery.render import Renderer
 from course.delivery.sending import Sender, SendReport
@@ -26,18 +27,25 @@ def _renderer() -> Renderer:
     return Renderer(get_settings().templates_dir)
 
 
+@lru_cache
+def _journal() -> SendJournal:
+    return journal_from_settings(get_settings())
+
+
 def sender() -> Sender:
     """The sender for this process: one session factory, renderer and provider connection, reused.
     Every delivery goes through the default provider until routing by provider is built."""
     settings = get_settings()
+    clock = get_clock(settings)  # one for the whole task, the links' time stamps included
     return Sender(
         settings,
         sessions=session_factory(settings),
         transport=shared_transport(settings, DEFAULT_PROVIDER),
         renderer=_renderer(),
-        signer=signer_from_settings(settings),
-        clock=get_clock(settings),
+        signer=signer_from_settings(settings, clock=clock),
+        clock=clock,
         provider=DEFAULT_PROVIDER,
+        journal=_journal(),
     )
 
 
@@ -72,8 +80,9 @@ def send_deliveries(delivery_ids: list[int], token: str) -> dict[str, int]:
     report: SendReport = sender().send_claimed(delivery_ids, token)
     if report.taken:
         log.info(
-            "sent %d of %d (retry %d, failed %d, bounced %d, skipped %d, released %d)",
+            "sent %d of %d (retry %d, failed %d, bounced %d, skipped %d, released %d, already sent %d)",
             report.sent, report.taken, report.retried, report.failed, report.bounced, report.skipped, report.released,
+            report.already_sent,
         )
     for error in report.errors:
         log.warning("delivery error: %s", error)

@@ -1,8 +1,11 @@
 """The sender: batch control only. It takes over a claimed batch, checks each row is still wanted,
 has the composer (course.delivery.compose) build each message, hands it to the provider's transport
 (one kept-open connection) and records the outcomes, with the provider's name, as they happen, a
-small group at a time (course/delivery/outcomes.py), so a killed worker or a database blip costs at
-most one group.
+small group at a time (course/delivery/outcomes.py), written by a second thread while the next
+group is sent. Each message the relay accepts is noted at once in the send journal
+(course/delivery/journal.py), and rows taken over again are checked against it: a killed worker or
+a database blip costs the messages in flight at that instant, or at most one group when the journal
+is unavailable.
 
 Failures are handled where they happen:
 - a 4xx reply, a time-out or a dropped connection puts the row back to pending with exponential
@@ -29,6 +32,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from course import metrics
 from course.clock import Clock, wall_duration
 from course.delivery.compose import Composer, TemplateCache
+from course.delivery.journal import NoJournal, SendJournal
 from course.delivery.links import Signer
 from course.delivery.outcomes import GroupWriter
 from course.delivery.render import Renderer
@@ -59,6 +63,7 @@ class SendReport:
     skipped: int = 0  # cancelled or held at send time
     released: int = 0
     abandoned: bool = False  # outcomes could not be written before the lease ended
+    already_sent: int = 0  # taken over again, found in the send journal: settled as sent, not re-sent
     outcome_writes: int = 0  # groups written
     errors: list[str] = field(default_factory=list)
 
@@ -102,10 +107,12 @@ class Sender:
         signer: Signer,
         clock: Clock,
         provider: str = DEFAULT_PROVIDER,
+        journal: SendJournal | None = None,
     ) -> None:
         self.settings = settings
         self.sessions = sessions
         self.transport = transport
+        self.journal = journal or NoJournal()
         self.provider = provider  # recorded with every outcome that went through `transport`
         self.composer = Composer(settings, renderer=renderer, signer=signer, clock=clock)
         self.clock = clock
@@ -115,9 +122,13 @@ class Sender:
         2. Derive three deadlines from the lease (wall-clock seconds from now): no new message after
            `stop_at`; no SMTP transaction past `smtp_deadline`; outcome writes retried until
            `give_up_at`. Past the lease another dispatcher may own the rows.
-        3. Send one by one, recording outcomes as they happen in small groups (GroupWriter).
-        4. If a group cannot be written before give_up_at, stop: the rows not recorded stay
-           `sending` and come back when the lease expires (at most one group is sent twice)."""
+        3. Rows attempted before (attempts > 1) that the send journal holds were accepted by the
+           relay under a lease that ran out before their outcome was written: settle them as sent.
+        4. Send the others one by one, noting each accepted message in the journal at once and
+           recording outcomes in small groups (GroupWriter), written by a second thread.
+        5. If a group cannot be written before give_up_at, stop: the rows not recorded stay
+           `sending` and come back when the lease expires; the journal keeps those already accepted
+           from going out again (without it, at most one group is sent twice)."""
         now = self.clock.now()
         lease = wall_duration(self.clock, self.settings.lease_seconds)
         with self.sessions.begin() as session:
@@ -141,11 +152,19 @@ class Sender:
             group_seconds=self.settings.outcome_group_seconds,
             on_write=lambda result: metrics.OUTCOME_WRITES.labels(result).inc(),
             new_group=lambda: Outcome(provider=self.provider),
+            in_background=True,
+            journaled_group_size=max(self.settings.outcome_group_size, self.settings.send_chunk_size),
         )
+        retaken = [job.delivery_id for job in batch.jobs if job.attempts > 1]
+        already_sent = self.journal.accepted_among(retaken) if retaken else set()
         everything = Outcome(provider=self.provider)
-        self._send_batch(batch, stop_at, deadlines, writer, everything)
-        if not writer.abandoned:
-            writer.flush()
+        try:
+            self._send_batch(batch, stop_at, deadlines, writer, everything, already_sent)
+            if not writer.abandoned:
+                writer.flush()
+        finally:
+            writer.close()
+        report.already_sent = len(already_sent)
         report.sent = len(everything.sent)
         report.retried = len(everything.retry)
         report.failed = len(everything.failed)
@@ -161,15 +180,23 @@ class Sender:
         with self.sessions.begin() as session:
             record(session, group, token=token, now=self.clock.now(), message_id_domain=self.settings.list_id_domain)
 
-    def _send_batch(self, batch: Batch, stop_at: datetime, deadlines: _Deadlines, writer: GroupWriter, everything: Outcome) -> None:
-        def note(kind: str, item: object) -> bool:
+    def _send_batch(
+        self, batch: Batch, stop_at: datetime, deadlines: _Deadlines, writer: GroupWriter, everything: Outcome, already_sent: set[int]
+    ) -> None:
+        def note(kind: str, item: object, *, journaled: bool = True) -> bool:
             getattr(writer.group, kind).append(item)
             getattr(everything, kind).append(item)
-            return writer.added()
+            return writer.added(journaled=journaled)
 
         templates = TemplateCache()  # each lesson rendered and its CSS inlined once per batch
         sendable = []
         for job in batch.jobs:
+            if job.delivery_id in already_sent:
+                # The relay accepted it under an earlier lease whose outcome was never written (a
+                # lost worker, a database away past the lease): it is sent, whatever changed since.
+                log.info("%s was accepted before its worker was lost (send journal): settled as sent, not sent again", _about(job), extra=_fields(job))
+                note("sent", job.delivery_id)
+                continue
             verdict = _still_wanted(job, batch)
             if verdict == "cancel":
                 note("cancelled", job.delivery_id)
@@ -230,10 +257,13 @@ class Sender:
                 self._retry_or_fail(writer.group, job, f"cannot build message: {exc!r}", also=everything)
                 writer.added()
             else:
+                # Noted before anything else: from here until its group is written, only the
+                # journal keeps this message from being sent again by whoever retakes the row.
+                journaled = self.journal.accepted(job.delivery_id)
                 metrics.SMTP_REPLIES.labels("2xx").inc()
                 if job.due_at is not None:
                     metrics.SEND_LATENCY.labels(job.kind).observe(max((self.clock.now() - job.due_at).total_seconds(), 0.0) / self.clock.speed)
-                note("sent", job.delivery_id)
+                note("sent", job.delivery_id, journaled=journaled)
 
     def _retry_or_fail(self, outcome: Outcome, job: DeliveryJob, reason: str, *, also: Outcome | None = None) -> None:
         """Transient failure: back-off with jitter, until retry_window_seconds after the first

@@ -16,6 +16,7 @@ import os
 import re
 import socket
 import tempfile
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.parser import BytesParser
@@ -117,15 +118,56 @@ def _tsv_field(value: str) -> str:
     return " ".join(value.split()) if value else ""
 
 
-def _decoded_subject(raw_message: bytes) -> str:
+def _decoded_subject(message: ReceivedMessage) -> str:
     try:
-        headers = BytesParser(policy=email.policy.default).parsebytes(raw_message, headersonly=True)
-        return str(headers.get("subject", ""))
+        return str(message.parsed(headers_only=True).get("subject", ""))
     except Exception:  # a mangled header must not lose the message
         return ""
 
 
-class MailDirHandler:
+@dataclass(frozen=True)
+class ReceivedMessage:
+    """One message as an SMTP server took it at the end of DATA."""
+
+    envelope_from: str
+    recipients: list[str]
+    data: bytes  # exactly as received after DATA
+    received_at: datetime
+
+    @classmethod
+    def from_envelope(cls, envelope: Envelope) -> ReceivedMessage:
+        return cls(
+            envelope_from=envelope.mail_from or "",
+            recipients=list(envelope.rcpt_tos),
+            data=envelope.original_content or b"",
+            received_at=datetime.now(UTC),
+        )
+
+    def parsed(self, *, headers_only: bool = False) -> EmailMessage:
+        message = BytesParser(policy=email.policy.default).parsebytes(self.data, headersonly=headers_only)
+        assert isinstance(message, EmailMessage)  # always so with policy.default
+        return message
+
+
+class DataHandler:
+    """The end of DATA for an aiosmtpd handler, done once: `refusal` may answer first (a scripted
+    4xx/5xx, a delay), else the message read from the envelope goes to `accept`, whose return is
+    the reply. The sink below, the tests' recording server and the fault runs' server extend it."""
+
+    async def refusal(self, envelope: Envelope) -> str | None:
+        return None
+
+    async def accept(self, message: ReceivedMessage) -> str:
+        raise NotImplementedError
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        reply = await self.refusal(envelope)
+        if reply is not None:
+            return reply
+        return await self.accept(ReceivedMessage.from_envelope(envelope))
+
+
+class MailDirHandler(DataHandler):
     """aiosmtpd handler that stores each message in `mail_dir` and appends it to the index."""
 
     def __init__(self, mail_dir: Path) -> None:
@@ -144,21 +186,19 @@ class MailDirHandler:
                 highest = max(highest, int(match["counter"]))
         return highest
 
-    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        raw_message = envelope.original_content or b""
-        recipients = list(envelope.rcpt_tos)
-        received_at = datetime.now(UTC)
+    async def accept(self, message: ReceivedMessage) -> str:
+        recipients = message.recipients
         file_name = (
-            f"{received_at:%Y%m%dT%H%M%S}-{next(self._counter):06d}-"
+            f"{message.received_at:%Y%m%dT%H%M%S}-{next(self._counter):06d}-"
             f"{sanitise_for_file_name(recipients[0] if recipients else '')}.eml"
         )
         try:
-            self._write_atomically(self.mail_dir / file_name, raw_message)
+            self._write_atomically(self.mail_dir / file_name, message.data)
             self._append_index_line(
-                received_at=received_at.isoformat(timespec="seconds"),
-                envelope_from=envelope.mail_from or "",
+                received_at=message.received_at.isoformat(timespec="seconds"),
+                envelope_from=message.envelope_from,
                 recipients=",".join(recipients),
-                subject=_decoded_subject(raw_message),
+                subject=_decoded_subject(message),
                 file=file_name,
             )
         except OSError as error:

@@ -40,7 +40,7 @@ from sqlalchemy.exc import OperationalError
 from course.campaigns.service import fan_out, schedule_campaign
 from course.db import make_engine
 from course import schema
-from course.devtools.mailsink import BoundPortController, start_controller
+from course.devtools.mailsink import BoundPortController, DataHandler, ReceivedMessage, start_controller
 from course.models import Delivery, DeliveryState
 from course.settings import PROJECT_ROOT
 
@@ -252,7 +252,7 @@ class FaultySMTPServer:
             self._sink.write(f"{datetime.now(UTC).isoformat()} {message_id}\n")
 
 
-class _FaultyHandler:
+class _FaultyHandler(DataHandler):
     def __init__(self, server: FaultySMTPServer) -> None:
         self.server = server
 
@@ -268,7 +268,7 @@ class _FaultyHandler:
         envelope.rcpt_options.extend(options)
         return "250 OK"
 
-    async def handle_DATA(self, smtp: SMTP, session: SMTPSession, envelope: Envelope) -> str:
+    async def refusal(self, envelope: Envelope) -> str | None:
         server = self.server
         await server._maybe_delay()
         if server.base_delay:
@@ -280,8 +280,11 @@ class _FaultyHandler:
             if time.monotonic() < until and random.random() < probability:
                 server.refused += 1
                 return reply
-        data = envelope.original_content or b""
-        server._record(data)
+        return None
+
+    async def accept(self, message: ReceivedMessage) -> str:
+        server = self.server
+        server._record(message.data)
         if server._hang_left > 0:
             server._hang_left -= 1
             server.hung += 1

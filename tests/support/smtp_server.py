@@ -12,22 +12,20 @@ provider does (550 permanent, 451 try later, 421 going away).
 from __future__ import annotations
 
 import asyncio
-import email.policy
 import fnmatch
 import threading
 import time
 import weakref
 from collections import deque
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from email.message import EmailMessage
-from email.parser import BytesParser
 from types import TracebackType
 from typing import Literal
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from course.devtools.mailsink import BoundPortController, start_controller
+from course.devtools.mailsink import BoundPortController, DataHandler, ReceivedMessage, start_controller
 
 FailureStage = Literal["RCPT", "DATA"]
 
@@ -194,10 +192,9 @@ class RecordingSMTPServer:
             self._lock.notify_all()
 
 
-class _RecordingHandler:
+class _RecordingHandler(DataHandler):
     def __init__(self, server: RecordingSMTPServer) -> None:
         self.recording_server = server
-        self._parser = BytesParser(policy=email.policy.default)
         # The RCPT failure scripted for each transaction, taken at its first RCPT. aiosmtpd makes a
         # new Envelope after each DATA and RSET, so keying on it scopes a failure to one message.
         self._rcpt_reply_by_envelope: weakref.WeakKeyDictionary[Envelope, str | None] = (
@@ -225,25 +222,24 @@ class _RecordingHandler:
         envelope.rcpt_options.extend(rcpt_options)
         return "250 OK"
 
-    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+    async def refusal(self, envelope: Envelope) -> str | None:
         if self.recording_server.data_delay_seconds:  # a slow provider: lets a test act mid-send
             await asyncio.sleep(self.recording_server.data_delay_seconds)
-        raw_message = envelope.original_content or b""
         reply = self.recording_server._take_scripted_failure("DATA")
         if reply is not None:
             self.recording_server._record_refusal(
                 f"DATA from {envelope.mail_from} to {','.join(envelope.rcpt_tos)} -> {reply}"
             )
-            return reply
-        parsed = self._parser.parsebytes(raw_message)
-        assert isinstance(parsed, EmailMessage)  # always so with policy.default
+        return reply
+
+    async def accept(self, message: ReceivedMessage) -> str:
         self.recording_server._record(
             ReceivedMail(
-                envelope_from=envelope.mail_from or "",
-                envelope_to=list(envelope.rcpt_tos),
-                data=raw_message,
-                message=parsed,
-                received_at=datetime.now(UTC),
+                envelope_from=message.envelope_from,
+                envelope_to=message.recipients,
+                data=message.data,
+                message=message.parsed(),
+                received_at=message.received_at,
             )
         )
         return "250 2.0.0 OK"

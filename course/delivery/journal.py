@@ -1,0 +1,168 @@
+"""The send journal: which deliveries the relay has accepted, written the instant it says 250.
+
+The ledger learns a send task's outcomes a group at a time (course/delivery/outcomes.py), so a worker
+killed, or a database away past the lease, leaves up to a group of rows `sending` that were in fact
+accepted. Whoever takes those rows over after the lease used to send them all again. The journal
+closes that window down to the message in flight:
+
+1. Right after the relay accepts a message, the sender writes one short-lived Redis key for it
+   (`course:accepted:<delivery id>`, one SET), before it starts the next message. The SET is
+   written to the socket at once and its reply read while the next message goes out.
+2. A sender that takes over rows already attempted before (attempts > 1: a lease that ran out, a
+   retry) asks the journal about them in one MGET and settles the ones it holds as sent, through
+   the ledger, without sending them again.
+
+The journal is an accelerator, never the record: PostgreSQL stays the source of truth, and a journal
+that is missing (no Redis configured), down or emptied (a Redis restart without persistence) only
+means those rows fall back to the group bound, re-sent at most once each. It can never lose mail: a
+key is written only after a 250, and a key only ever turns a re-send into "already sent".
+
+A key lives `send_journal_ttl_seconds` (two days by default): it is needed only until the row's
+outcome is in the ledger or its lease has run out and another task has taken it over (lease_seconds
+plus a dispatcher cycle); the margin covers a whole system stopped for a day with rows leased.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+from course.settings import Settings
+
+log = logging.getLogger(__name__)
+
+KEY_PREFIX = "course:accepted:"
+# After a failed write or read, the journal is not asked again for this long: a Redis that is down
+# must not cost a connection time-out per message.
+PAUSE_AFTER_ERROR_SECONDS = 5.0
+
+
+def journal_key(delivery_id: int) -> str:
+    return f"{KEY_PREFIX}{delivery_id}"
+
+
+class SendJournal(Protocol):
+    def accepted(self, delivery_id: int) -> bool:
+        """Note that the relay accepted this delivery. False when it could not be noted."""
+        ...
+
+    def accepted_among(self, delivery_ids: Sequence[int]) -> set[int]:
+        """Those of `delivery_ids` noted as accepted (empty when the journal cannot be read)."""
+        ...
+
+
+class NoJournal:
+    """No Redis to keep a journal in (the embedded broker of `make run`): every outcome waits for
+    its group write, as before the journal."""
+
+    def accepted(self, delivery_id: int) -> bool:
+        return False
+
+    def accepted_among(self, delivery_ids: Sequence[int]) -> set[int]:
+        return set()
+
+
+class RedisJournal:
+    """The journal in Redis. A note is one SET written to the journal's own connection right after
+    the relay's 250; its reply is read later, while the next message goes out, so the send loop
+    never waits a round trip for it. A command written to the socket survives the worker being
+    killed (the kernel delivers what was written), so an unread reply costs nothing but the
+    knowledge that Redis stored it: a reply that says it did not, or a connection that broke,
+    makes a later `accepted` return False and pauses the journal."""
+
+    MAX_UNREAD = 64  # replies left unread before the journal waits for the oldest
+
+    def __init__(self, client: object, *, ttl_seconds: int, monotonic: Callable[[], float] = time.monotonic) -> None:
+        self.client = client  # a redis.Redis
+        self.ttl_seconds = ttl_seconds
+        self.monotonic = monotonic
+        self._paused_until = 0.0
+        self._connection: object | None = None  # a redis.connection.Connection of our own
+        self._unread: list[int] = []  # deliveries whose SET is written and whose reply is not read
+
+    def accepted(self, delivery_id: int) -> bool:
+        """Write the note and return at once. False when it could not be written, or when an
+        earlier note turned out not to be stored (the caller then writes its outcomes at once)."""
+        if self._paused():
+            return False
+        try:
+            stored = self._read_replies(wait=len(self._unread) >= self.MAX_UNREAD)
+            connection = self._connection
+            if connection is None:
+                connection = self._connection = self.client.connection_pool.get_connection()  # type: ignore[attr-defined]
+            connection.send_command("SET", journal_key(delivery_id), int(time.time()), "EX", self.ttl_seconds)  # type: ignore[attr-defined]
+            self._unread.append(delivery_id)
+        except Exception as exc:  # noqa: BLE001 - any Redis failure: fall back to the group write
+            self._drop(f"cannot note delivery {delivery_id} as accepted", exc)
+            return False
+        return stored
+
+    def accepted_among(self, delivery_ids: Sequence[int]) -> set[int]:
+        ids = list(delivery_ids)
+        if not ids or self._paused():
+            return set()
+        try:
+            values = self.client.mget([journal_key(i) for i in ids])  # type: ignore[attr-defined]
+        except Exception as exc:  # noqa: BLE001 - unread, the rows are sent again (the group bound)
+            self._drop(f"cannot read the journal for {len(ids)} retaken deliveries", exc)
+            return set()
+        return {delivery_id for delivery_id, value in zip(ids, values, strict=True) if value is not None}
+
+    def _read_replies(self, *, wait: bool) -> bool:
+        """Read the replies that have arrived (and, with `wait`, the oldest one in any case).
+        False when one of them is an error."""
+        stored = True
+        connection = self._connection
+        while self._unread and connection is not None and (wait or connection.can_read(timeout=0)):  # type: ignore[attr-defined]
+            delivery_id = self._unread.pop(0)
+            wait = False
+            reply = connection.read_response(disconnect_on_error=True)  # type: ignore[attr-defined]
+            if isinstance(reply, Exception):
+                stored = False
+                log.warning("send journal: delivery %d was not noted: %s", delivery_id, reply)
+        return stored
+
+    def _paused(self) -> bool:
+        return self.monotonic() < self._paused_until
+
+    def _drop(self, what: str, exc: Exception) -> None:
+        connection, self._connection = self._connection, None
+        self._unread.clear()
+        if connection is not None:
+            try:
+                connection.disconnect()  # type: ignore[attr-defined]
+            except Exception:  # noqa: BLE001 - it is being thrown away
+                pass
+        self._paused_until = self.monotonic() + PAUSE_AFTER_ERROR_SECONDS
+        log.warning(
+            "send journal: %s (%s); outcomes wait for their group write for the next %.0f s",
+            what, str(exc).splitlines()[0] if str(exc) else type(exc).__name__, PAUSE_AFTER_ERROR_SECONDS,
+        )  # fmt: skip
+
+
+def journal_url(settings: Settings) -> str:
+    """The Redis the journal lives in: COURSE_REDIS_URL, else a Redis broker; '' for none."""
+    for url in (settings.redis_url, settings.broker_url):
+        if url.startswith(("redis://", "rediss://")):
+            return url
+    return ""
+
+
+def journal_from_settings(settings: Settings) -> SendJournal:
+    url = journal_url(settings)
+    if not url or settings.send_journal_ttl_seconds <= 0:
+        return NoJournal()
+    return RedisJournal(journal_client(url), ttl_seconds=int(settings.send_journal_ttl_seconds))
+
+
+def journal_client(url: str) -> object:
+    """A Redis client for the journal: short time-outs and no retries (redis-py's default retries
+    with back-off for seconds), since a note sits between two messages on the send path. A Redis
+    that does not answer pauses the journal instead (PAUSE_AFTER_ERROR_SECONDS)."""
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    return redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 0))
