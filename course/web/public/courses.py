@@ -3,9 +3,10 @@ a signup form posts to."""
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -130,18 +131,31 @@ async def _cached_course_page(site: Site, request: Request, slug: str, *, templa
     return await run_in_threadpool(_course_page, site, request, slug, template=template)
 
 
-def _signup(
-    site: Site,
-    request: Request,
-    slug: str,
-    *,
-    email: str,
-    name: str,
-    timezone: str,
-    honeypot: str,
-    template: str,
-    proof_of_work: str = "",
-) -> HTMLResponse:
+@dataclass(frozen=True)
+class SignupFields:
+    """What both signup forms send (ours and the embeddable one)."""
+
+    email: str
+    name: str
+    timezone: str
+    honeypot: str  # HONEYPOT_FIELD
+    proof_of_work: str  # the solved ALTCHA challenge, when the site asks for one
+
+
+def signup_fields(
+    email: TextField = "",
+    name: TextField = "",
+    timezone: TextField = "",
+    leave_blank: TextField = "",
+    altcha: TextField = "",
+) -> SignupFields:
+    return SignupFields(email=email, name=name, timezone=timezone, honeypot=leave_blank, proof_of_work=altcha)
+
+
+SignupFieldsDep = Annotated[SignupFields, Depends(signup_fields)]
+
+
+def _signup(site: Site, request: Request, slug: str, fields: SignupFields, *, template: str) -> HTMLResponse:
     """1. Count the attempt per IP; over the limit: 429.
     2. When the site asks for a proof of work and none came (or a spent one): the form again (422).
     3. Honeypot filled: the usual answer, nothing stored.
@@ -150,6 +164,7 @@ def _signup(
     Steps 1 to 5 are one transaction (one commit: the per-IP count, the spent proof of work when
     one is asked for, the one INSERT into the signup queue); the course comes from the catalogue
     cache, and the pages are rendered after the commit."""
+    email, name, timezone, honeypot = fields.email, fields.name, fields.timezone, fields.honeypot
     embedded = template == "embed.html"
     csp = embed_csp(site.settings.embed_frame_ancestors) if embedded else None
     course = site.catalogue.course(slug)
@@ -169,7 +184,7 @@ def _signup(
     with site.sessions.begin() as session:
         if not ip_limit_allows(session, site, request):
             raise too_many_signups(site)
-        proven = proof_of_work_passes(session, site, proof_of_work)
+        proven = proof_of_work_passes(session, site, fields.proof_of_work)
         if proven and not honeypot:
             details, errors = check_signup(email, name, timezone.strip() or "UTC")
             if details is not None:
@@ -187,46 +202,23 @@ def _signup(
 
 @router.post("/courses/{slug}", response_class=HTMLResponse)
 def signup_form(
-    slug: str,
-    request: Request,
-    site: SiteDep,
-    email: TextField = "",
-    name: TextField = "",
-    timezone: TextField = "",
-    csrf_token: TextField = "",
-    leave_blank: TextField = "",
-    altcha: TextField = "",
+    slug: str, request: Request, site: SiteDep, fields: SignupFieldsDep, csrf_token: TextField = ""
 ) -> HTMLResponse:
     """The form on our own course page: CSRF-checked like every form we serve."""
     if not csrf_is_valid(site.settings.secret_key, request, csrf_token):
         raise csrf_failed()
-    return _signup(
-        site, request, slug, email=email, name=name, timezone=timezone, honeypot=leave_blank, template="course.html",
-        proof_of_work=altcha,
-    )  # fmt: skip
+    return _signup(site, request, slug, fields, template="course.html")
 
 
 @router.post("/courses/{slug}/subscribe", response_class=HTMLResponse)
 def signup_from_elsewhere(
-    slug: str,
-    request: Request,
-    site: SiteDep,
-    email: TextField = "",
-    name: TextField = "",
-    timezone: TextField = "",
-    embedded: TextField = "",
-    leave_blank: TextField = "",
-    altcha: TextField = "",
+    slug: str, request: Request, site: SiteDep, fields: SignupFieldsDep, embedded: TextField = ""
 ) -> HTMLResponse:
     """Where the embeddable form and the snippet pasted into publishers' pages post. No CSRF
     token by design: the snippet is static HTML on another site and a framed page gets no cookie
     (third-party). It holds no one's standing to abuse: double opt-in, the honeypot and both rate
     limits are what guard it."""
-    template = "embed.html" if embedded else "course.html"
-    return _signup(
-        site, request, slug, email=email, name=name, timezone=timezone, honeypot=leave_blank, template=template,
-        proof_of_work=altcha,
-    )  # fmt: skip
+    return _signup(site, request, slug, fields, template="embed.html" if embedded else "course.html")
 
 
 def _send_days(course: Course) -> str:
