@@ -5,7 +5,9 @@ Why: a signup used to do different work for a new, a pending, an enrolled and a 
 for a bounced address against 22 ms for a new one). Now every signup costs the request the same
 one INSERT into signup_requests, whatever the address's state, and the worker does the rest.
 
-1. queue_signup (web): insert the signup as typed, after validation and the per-IP limit.
+1. queue_signup (web): insert the signup as typed, after validation and the per-IP limit; on
+   PostgreSQL count_and_queue does both in one statement (the per-IP count, the previous window's
+   count, and the INSERT only when the sliding count allows it and the signup is valid).
 2. handle_signups (worker, before each dispatch): claim unhandled rows (SKIP LOCKED, so several
    workers take disjoint ones), run subscriptions.sign_up on each in a savepoint (a unique-index
    race with another worker is retried once: by then the other row is visible), record the
@@ -20,14 +22,16 @@ import logging
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import Boolean, Connection, Float, Integer, String, bindparam, delete, func, insert, select
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from course.audience.subscriptions import SignupDetails, SignupOutcome, sign_up
-from course.models import Course, SignupRequest
-from course.ratelimit import RateLimit, canonical_address, rate_limit_key
+from course.models import Course, RateLimitHit, SignupRequest, UTCDateTime
+from course.ratelimit import RateLimit, canonical_address, previous_window_weight, rate_limit_key, window_start
 from course.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -61,6 +65,90 @@ def queue_signup(session: Session, course_id: int, details: SignupDetails, *, no
         insert(SignupRequest).values(
             course_id=course_id, email=details.email, name=details.name, timezone=details.timezone, requested_at=now
         )
+    )
+
+
+def _count_and_queue_statement() -> Any:
+    """One PostgreSQL statement (data-modifying CTEs), built and compiled once per process:
+    1. `hit`: the per-IP upsert of the current window's counter, returning its count;
+    2. `allowed`: that count plus the previous window's, weighted by its share still inside the
+       sliding window (ratelimit.sliding_count), within the limit;
+    3. `queued`: the signup row, inserted only when allowed and :enqueue (a valid signup, not the
+       honeypot). Every valid signup runs the same statement whatever the address's state."""
+    scope, key = bindparam("ip_scope", type_=String), bindparam("ip_key", type_=String)
+    hit = (
+        postgresql.insert(RateLimitHit)
+        .values(scope=scope, key=key, window_start=bindparam("current_start", type_=UTCDateTime), hits=1)
+        .on_conflict_do_update(
+            index_elements=["scope", "key", "window_start"], set_={"hits": RateLimitHit.hits + 1}
+        )
+        .returning(RateLimitHit.hits)
+        .cte("hit")
+    )
+    previous = (
+        select(RateLimitHit.hits)
+        .where(
+            RateLimitHit.scope == scope,
+            RateLimitHit.key == key,
+            RateLimitHit.window_start == bindparam("previous_start", type_=UTCDateTime),
+        )
+        .scalar_subquery()
+    )
+    sliding = hit.c.hits + func.coalesce(previous, 0) * bindparam("previous_weight", type_=Float)
+    allowed = select((sliding <= bindparam("limit", type_=Integer)).label("ok")).select_from(hit).cte("allowed")
+    queued = (
+        insert(SignupRequest)
+        .from_select(
+            ["course_id", "email", "name", "timezone", "requested_at"],
+            select(
+                bindparam("course_id", type_=Integer),
+                bindparam("email", type_=String),
+                bindparam("name", type_=String),
+                bindparam("timezone", type_=String),
+                bindparam("requested_at", type_=UTCDateTime),
+            ).where(allowed.c.ok, bindparam("enqueue", type_=Boolean)),
+        )
+        .returning(SignupRequest.id)
+        .cte("queued")
+    )
+    return select(allowed.c.ok).add_cte(queued)
+
+
+_COUNT_AND_QUEUE = _count_and_queue_statement()
+
+
+def count_and_queue(
+    connection: Connection,
+    *,
+    ip_limit: RateLimit,
+    ip_key: str,
+    course_id: int,
+    details: SignupDetails | None,
+    now: datetime,
+) -> bool:
+    """A signup request's whole database work on PostgreSQL, in one statement (on a connection in
+    autocommit, it is its own transaction: one round trip): count the attempt against the per-IP
+    limit and, when that allows it and `details` is a valid signup, queue it. Returns whether the
+    per-IP limit allowed the attempt. Same result as take_rate_limit followed by queue_signup."""
+    current_start = window_start(now, ip_limit.window)
+    return bool(
+        connection.execute(
+            _COUNT_AND_QUEUE,
+            {
+                "ip_scope": ip_limit.scope,
+                "ip_key": ip_key,
+                "current_start": current_start,
+                "previous_start": current_start - ip_limit.window,
+                "previous_weight": previous_window_weight(now, current_start, ip_limit.window),
+                "limit": ip_limit.limit,
+                "enqueue": details is not None,
+                "course_id": course_id,
+                "email": details.email if details else "",
+                "name": details.name if details else "",
+                "timezone": details.timezone if details else "",
+                "requested_at": now,
+            },
+        ).scalar_one()
     )
 
 

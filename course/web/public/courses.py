@@ -20,10 +20,12 @@ from course.i18n import translate
 from course.models import Course
 from course.web.public.forms import SiteDep, TextField, csrf_failed, zone_names_for_list
 from course.web.public.signups import (
+    count_and_queue_in_one,
     ip_limit_allows,
     proof_of_work_challenge,
     proof_of_work_passes,
     register,
+    signs_up_in_one_statement,
     too_many_signups,
 )
 from course.web.security import csrf_is_valid, embed_csp
@@ -161,8 +163,10 @@ def _signup(site: Site, request: Request, slug: str, fields: SignupFields, *, te
     3. Honeypot filled: the usual answer, nothing stored.
     4. Bad fields: the form again, with a message per field (422).
     5. Queue the signup, then the one "check your inbox" page for every outcome.
-    Steps 1 to 5 are one transaction (one commit: the per-IP count, the spent proof of work when
-    one is asked for, the one INSERT into the signup queue); the course comes from the catalogue
+    On PostgreSQL without a proof of work (the default), steps 1, 3, 4 and 5 are one statement in
+    autocommit (signups.count_and_queue_in_one: the fields are checked first, in Python); otherwise
+    steps 1 to 5 are one transaction (one commit: the per-IP count, the spent proof of work when
+    one is asked for, the one INSERT into the signup queue). The course comes from the catalogue
     cache, and the pages are rendered after the commit."""
     email, name, timezone, honeypot = fields.email, fields.name, fields.timezone, fields.honeypot
     embedded = template == "embed.html"
@@ -181,14 +185,21 @@ def _signup(site: Site, request: Request, slug: str, fields: SignupFields, *, te
     form = {"email": email[:320], "name": name[:200], "timezone": timezone[:64]}
     details: SignupDetails | None = None
     errors: dict[str, str] = {}
-    with site.sessions.begin() as session:
-        if not ip_limit_allows(session, site, request):
-            raise too_many_signups(site)
-        proven = proof_of_work_passes(session, site, fields.proof_of_work)
-        if proven and not honeypot:
+    proven = True
+    if signs_up_in_one_statement(site):
+        if not honeypot:
             details, errors = check_signup(email, name, timezone.strip() or "UTC")
-            if details is not None:
-                register(session, site, course.id, details)
+        if not count_and_queue_in_one(site, request, course.id, details):
+            raise too_many_signups(site)
+    else:
+        with site.sessions.begin() as session:
+            if not ip_limit_allows(session, site, request):
+                raise too_many_signups(site)
+            proven = proof_of_work_passes(session, site, fields.proof_of_work)
+            if proven and not honeypot:
+                details, errors = check_signup(email, name, timezone.strip() or "UTC")
+                if details is not None:
+                    register(session, site, course.id, details)
     if not proven:
         message = "Your browser's check did not come through. Please send the form again."
         return _form_page(site, request, slug, template=template, csp=csp, status=422, form=form, errors={"email": message})
