@@ -96,7 +96,11 @@ def probe_app() -> Any:
             counts[1] += 1
             struct.pack_into("<QQ", counter, 0, *counts)
 
-    return create_app()
+    from course.web.server import freeze_startup_objects
+
+    app = create_app()
+    freeze_startup_objects()  # as course.web.server.served_app does for `course web`
+    return app
 
 
 def counted_so_far(stats_dir: Path) -> tuple[int, int]:
