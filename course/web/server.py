@@ -18,7 +18,6 @@ mode, with the options that keep it safe on the open internet.
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import re
 from typing import Any
@@ -147,26 +146,7 @@ class TimedHttpToolsProtocol(HttpToolsProtocol):
         self.transport.close()
 
 
-APP_FACTORY = "course.web.server:served_app"
-
-
-def served_app() -> Any:
-    """create_app() as each server process runs it, then every object alive at start (modules,
-    routes, templates, the SQLAlchemy and pydantic machinery: ~125,000 of them) moved out of the
-    garbage collector's sight (gc.freeze). Otherwise each full collection walks them all: measured
-    130 ms on this project's 2-core machine, a pause every request in flight waits out, which was
-    the course page's p99 under load; after the freeze a full collection sees only what requests
-    made since."""
-    from course.web.app import create_app
-
-    app = create_app()
-    freeze_startup_objects()
-    return app
-
-
-def freeze_startup_objects() -> None:
-    gc.collect()  # free what start-up left behind first: frozen objects are never collected
-    gc.freeze()
+APP_FACTORY = "course.web.app:create_app"
 
 
 def uvicorn_options(settings: Settings) -> dict[str, Any]:

@@ -5,7 +5,6 @@ banner, read time-outs for slow clients and tokens masked in the access log."""
 
 from __future__ import annotations
 
-import gc
 import logging
 import socket
 import threading
@@ -24,14 +23,7 @@ from course.db import get_engine
 from course.models import Subscriber
 from course.web.app import create_app
 from course.web.security import CSRF_COOKIE, csrf_field_for, mint_csrf_cookie
-from course.web.server import (
-    APP_FACTORY,
-    MAX_HEAD_BYTES,
-    TimedHttpToolsProtocol,
-    mask_tokens,
-    served_app,
-    uvicorn_options,
-)
+from course.web.server import MAX_HEAD_BYTES, TimedHttpToolsProtocol, mask_tokens, uvicorn_options
 from tests.support.smtp_server import RecordingSMTPServer
 from tests.support.web_fixtures import COURSE_SLUG, WebStack, csrf_token_of, prepare, web_settings
 
@@ -207,19 +199,6 @@ def test_course_web_serves_httptools_on_uvloop_with_the_deadlines(web_stack: Web
     options = uvicorn_options(web_stack.settings)
     assert options["http"] is TimedHttpToolsProtocol and options["loop"] == "uvloop"
     assert options["server_header"] is False and options["proxy_headers"] is False
-
-
-def test_the_served_app_keeps_its_start_up_objects_out_of_the_collector(web_stack: WebStack,
-                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("course.web.server.get_settings", lambda: web_stack.settings)
-    monkeypatch.setattr("course.web.app.get_settings", lambda: web_stack.settings)
-    assert APP_FACTORY == "course.web.server:served_app"
-    try:
-        app = served_app()
-        assert app.state.site.settings is web_stack.settings
-        assert gc.get_freeze_count() > 10_000
-    finally:
-        gc.unfreeze()
 
 
 @pytest.fixture
