@@ -18,7 +18,7 @@ from course.delivery.render import Renderer
 from course.delivery.sending import Sender, SendReport
 from course.delivery.transports.base import DEFAULT_PROVIDER
 from course.delivery.transports.registry import shared_transport
-from course.settings import Settings, get_settings
+from course.settings import get_settings
 from worker.app import app
 from worker.config import BULK_QUEUE, PRIORITY_QUEUE
 
@@ -55,28 +55,12 @@ def enqueue_send(delivery_ids: list[int], token: str, urgent: bool) -> None:
 @app.task(name="course.dispatch", ignore_result=True)
 def dispatch() -> dict[str, int]:
     """Handle the signups the web queued (their confirmation rows are due at once), then claim and
-    hand out every due row. Signups queued while that ran (claiming a large send takes seconds)
-    are handled at the end, and their confirmations claimed, instead of a whole interval later."""
+    hand out every due row."""
     settings = get_settings()
-    claimed = tasks = 0
-    for round_ in (1, 2):
-        signups = _handle_queued_signups(settings)
-        if round_ == 2 and not signups:
-            break
-        report: DispatchReport = dispatch_due(
-            session_factory(settings), settings=settings, clock=get_clock(settings), enqueue=enqueue_send
-        )
-        claimed, tasks = claimed + report.claimed, tasks + report.tasks
-    if claimed:
-        log.info("dispatched %d deliveries in %d tasks", claimed, tasks)
-    return {"claimed": claimed, "tasks": tasks}
-
-
-def _handle_queued_signups(settings: Settings) -> int:
-    """Every signup queued so far, up to SIGNUP_BATCHES_PER_DISPATCH batches: a burst queues more
-    than one batch between two runs, and handling one batch a run would let the queue grow."""
     signups: Counter[SignupOutcome] = Counter()
     try:
+        # A burst queues more than one batch between two runs: handle them all now (up to a bound,
+        # so the due mail is not starved), or the queue would grow by the excess every interval.
         for _ in range(SIGNUP_BATCHES_PER_DISPATCH):
             handled = handle_signups(
                 session_factory(settings), limits=SignupLimits.from_settings(settings), now=get_clock(settings).now()
@@ -88,7 +72,12 @@ def _handle_queued_signups(settings: Settings) -> int:
         log.exception("handling queued signups failed; dispatching anyway")
     if signups:
         log.info("handled %d signups: %s", sum(signups.values()), dict(signups))
-    return sum(signups.values())
+    report: DispatchReport = dispatch_due(
+        session_factory(settings), settings=settings, clock=get_clock(settings), enqueue=enqueue_send
+    )
+    if report.claimed:
+        log.info("dispatched %d deliveries in %d tasks", report.claimed, report.tasks)
+    return {"claimed": report.claimed, "tasks": report.tasks}
 
 
 @app.task(name="course.send", acks_late=True, ignore_result=True)
