@@ -159,6 +159,28 @@ def add_account_mail(
     return row
 
 
+def add_account_mails(session: Session, enrollments: list[tuple[int, int]], *, template: str, now: datetime) -> dict[int, int]:
+    """add_account_mail for many (subscriber_id, enrollment_id) pairs in one INSERT (PostgreSQL):
+    returns each enrollment's new delivery id. The worker queues a batch of confirmations so."""
+    if not enrollments:
+        return {}
+    rows = session.execute(
+        text(
+            "INSERT INTO deliveries (subscriber_id, enrollment_id, kind, template, priority, due_at, state, attempts, "
+            "created_at) SELECT s, e, :kind, :template, :priority, :now, :state, 0, :now "
+            "FROM unnest(CAST(:subscribers AS bigint[]), CAST(:enrollments AS bigint[])) AS t(s, e) "
+            "RETURNING id, enrollment_id"
+        ),
+        {
+            "kind": str(DeliveryKind.TRANSACTIONAL), "template": template, "priority": int(DeliveryPriority.URGENT),
+            "now": now, "state": str(DeliveryState.PENDING),
+            "subscribers": [subscriber for subscriber, _ in enrollments],
+            "enrollments": [enrollment for _, enrollment in enrollments],
+        },
+    ).all()
+    return {enrollment_id: delivery_id for delivery_id, enrollment_id in rows}
+
+
 def add_campaign_test(
     session: Session, *, campaign_id: int, subscriber_id: int, address: str, now: datetime
 ) -> Delivery:

@@ -70,8 +70,12 @@ def take_rate_limit(session: Session, rule: RateLimit, key: str, *, now: datetim
 def sliding_count(current: int, previous: int, *, now: datetime, current_start: datetime, window: timedelta) -> float:
     """The hits in the `window` before `now`, estimated from two fixed windows' counts (hits of the
     previous window assumed evenly spread over it)."""
-    elapsed = (now - current_start) / window
-    return current + previous * (1.0 - elapsed)
+    return current + previous * previous_window_weight(now, current_start, window)
+
+
+def previous_window_weight(now: datetime, current_start: datetime, window: timedelta) -> float:
+    """The share of the previous fixed window that still lies within the sliding window."""
+    return 1.0 - (now - current_start) / window
 
 
 def canonical_address(email: str) -> str:

@@ -85,6 +85,10 @@ class Settings(BaseSettings):
     # lease_seconds, or queued rows would outlive their lease.
     dispatch_max_in_flight: int = 50_000
     send_chunk_size: int = 500  # deliveries per send task: 5 statements and 2 Redis commands a task (docs/performance.md)
+    # Urgent rows (confirmations) per send task: small, so a burst of signups is spread over every
+    # send worker at once and each row's sent_at is written soon after its own message, not after
+    # 500 others (course bench --scenario mixed).
+    urgent_chunk_size: int = 50
     lease_seconds: int = 300
     # A row whose worker died on this many attempts in a row is given up (a message that crashes its
     # worker must not crash-loop the fleet). Transient SMTP failures are bounded by time instead:

@@ -64,8 +64,13 @@ def celery_config(settings: Settings, broker_url: str) -> dict[str, Any]:
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
         "broker_connection_retry_on_startup": True,
-        # Redis re-delivers unacknowledged tasks after this long; keep it past the lease.
-        "broker_transport_options": {"visibility_timeout": settings.lease_seconds * 2} if is_redis else {},
+        # Redis re-delivers unacknowledged tasks after this long; keep it past the lease. Queues are
+        # read in the order a worker names them (priority first), not round-robin: round-robin
+        # gave a confirmation task one turn in two, behind a 500-email bulk task each time, and a
+        # signup burst during a newsletter waited 100+ s for its confirmations (bench --scenario mixed).
+        "broker_transport_options": (
+            {"visibility_timeout": settings.lease_seconds * 2, "queue_order_strategy": "priority"} if is_redis else {}
+        ),
         "task_default_queue": BULK_QUEUE,
         "task_routes": {"course.dispatch": {"queue": DISPATCH_QUEUE}},
         "beat_schedule": {

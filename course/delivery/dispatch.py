@@ -44,7 +44,8 @@ def dispatch_due(sessions: sessionmaker[Session], *, settings: Settings, clock: 
        be claimed again for nothing. Confirmations (the priority queue) are claimed even then.
     3. Claim a batch of due rows (committed before anything is enqueued, so a send task can never
        run before its rows are visible as leased).
-    4. Split it into chunks of send_chunk_size, urgent ones first, and enqueue one task per chunk.
+    4. Split it into chunks (urgent_chunk_size for urgent rows, send_chunk_size for bulk), urgent
+       ones first, and enqueue one task per chunk.
     5. Repeat while batches come back full, up to dispatch_max_batches per run.
     If the broker is down, stop: the rows stay leased and are claimed again after the lease."""
     report = DispatchReport()
@@ -67,7 +68,7 @@ def dispatch_due(sessions: sessionmaker[Session], *, settings: Settings, clock: 
         in_flight += claim.size
         try:
             for urgent, ids in ((True, claim.urgent_ids), (False, claim.bulk_ids)):
-                for chunk in chunks(ids, settings.send_chunk_size):
+                for chunk in chunks(ids, settings.urgent_chunk_size if urgent else settings.send_chunk_size):
                     enqueue(chunk, claim.token, urgent)
                     report.tasks += 1
         except Exception:

@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.middleware.gzip import GZipMiddleware
 from starlette.exceptions import HTTPException
 from starlette.routing import Match
+from starlette.types import Receive, Send
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from course.db import session_factory
@@ -54,6 +55,19 @@ class _WebApp(FastAPI):
             # then only its entries up to the first untrusted hop (uvicorn's middleware).
             stack = ProxyHeadersMiddleware(stack, trusted_hosts=self.trusted_proxies)  # type: ignore[arg-type]
         return stack
+
+
+class PublicGZip(GZipMiddleware):
+    """GZip for everything but the admin pages. Compressing a page that holds a secret (the admin
+    pages carry session-bound CSRF tokens and a signed-in editor's data) next to text an attacker
+    can choose is what BREACH reads the secret through, one guessed byte at a time from the
+    compressed length; the admin is a few people on fast links, where compression buys nothing."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith(("/admin", "/api/admin")):
+            await self.app(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -110,7 +124,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Pages are 5 to 40 KB of HTML (the time zone list) and shrink about sixfold; level 6 costs a
     # fraction of level 9's time for nearly its size. Small API answers are sent as they are, and
     # static files come gzipped already (StaticAssets), which the middleware leaves alone.
-    app.add_middleware(GZipMiddleware, minimum_size=1024, compresslevel=6)
+    app.add_middleware(PublicGZip, minimum_size=1024, compresslevel=6)
     # SecurityHeaders wraps everything, 413s, static files and 500s included: see _WebApp.
 
     @app.exception_handler(PageError)

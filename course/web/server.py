@@ -22,8 +22,6 @@ import logging
 import re
 from typing import Any
 
-import h11
-from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from course.settings import Settings, get_settings
@@ -56,98 +54,18 @@ def install_access_log_masking() -> None:
 _REQUEST_TIMEOUT = b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
 
 
-class TimedH11Protocol(H11Protocol):
-    """uvicorn's h11 protocol with a deadline on reading each request's head and body.
-
-    1. When the connection opens, and whenever the first bytes of a new request head arrive, a
-       head timer starts (header_timeout). It stops once h11 has parsed the whole head.
-    2. When the head is complete and a body follows, a body timer starts (body_timeout). It stops
-       once the body is complete.
-    3. A timer that fires closes the connection; before any response has started, with a 408.
-    Idle time between requests stays uvicorn's keep-alive time-out."""
-
-    # Read from the settings when None; a test sets short ones on a subclass.
-    header_timeout: float | None = None
-    body_timeout: float | None = None
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        settings = get_settings()
-        self._header_timeout = self.header_timeout or settings.header_timeout_seconds
-        self._body_timeout = self.body_timeout or settings.body_timeout_seconds
-        self._read_timer: asyncio.TimerHandle | None = None
-        self._reading: str | None = None  # "head" or "body": what the armed timer is for
-
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
-        self._arm("head")
-
-    def data_received(self, data: bytes) -> None:
-        super().data_received(data)
-        self._follow_request()
-
-    def on_response_complete(self) -> None:
-        super().on_response_complete()
-        self._follow_request()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm()
-        super().connection_lost(exc)
-
-    def _follow_request(self) -> None:
-        if self.transport.is_closing():
-            self._disarm()
-            return
-        state = self.conn.their_state
-        if state is h11.IDLE:
-            # Between requests uvicorn's keep-alive timer runs until a byte arrives; from then
-            # (a head has begun: the keep-alive timer is gone) the head must come in time.
-            if self.timeout_keep_alive_task is None and (self.conn.trailing_data[0] or self._reading == "head"):
-                self._arm("head")
-            elif self.timeout_keep_alive_task is not None:
-                self._disarm()
-        elif state is h11.SEND_BODY:
-            self._arm("body")
-        else:
-            self._disarm()
-
-    def _arm(self, what: str) -> None:
-        if self._reading == what:
-            return  # a deadline runs from the start of what it times, not from the latest byte
-        self._disarm()
-        timeout = self._header_timeout if what == "head" else self._body_timeout
-        self._reading = what
-        self._read_timer = self.loop.call_later(timeout, self._read_timed_out)
-
-    def _disarm(self) -> None:
-        if self._read_timer is not None:
-            self._read_timer.cancel()
-        self._read_timer = None
-        self._reading = None
-
-    def _read_timed_out(self) -> None:
-        self._read_timer = None
-        if self.transport.is_closing():
-            return
-        if self.cycle is None or not self.cycle.response_started:
-            self.transport.write(_REQUEST_TIMEOUT)
-        self.logger.info("closed a connection from %s: request %s not received in time", self.client, self._reading)
-        self._reading = None
-        self.transport.close()
-
-
 # The longest request head accepted (request line and headers).
 MAX_HEAD_BYTES = 16 * 1024
 
 
 class HeadTooLarge(Exception):
     """Raised from a parser callback: httptools turns it into an HttpParserError, and uvicorn then
-    answers 400 and closes the connection (as h11 does past h11_max_incomplete_event_size)."""
+    answers 400 and closes the connection."""
 
 
 class TimedHttpToolsProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol (the one `course web` runs) with the same read deadlines as
-    TimedH11Protocol, and the same limit on a request head's size.
+    """uvicorn's httptools protocol (the one `course web`, `course run` and the benchmark serve
+    through; nothing serves h11) with deadlines on reading each request, and a limit on its head's size.
 
     1. When the connection opens, and when the first byte of a new request arrives (the parser's
        on_message_begin), a head timer starts (header_timeout).
@@ -240,7 +158,6 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
         "server_header": False,
         "proxy_headers": False,  # the app reads forwarded headers from settings.trusted_proxies only
         "timeout_keep_alive": 5,
-        "h11_max_incomplete_event_size": MAX_HEAD_BYTES,  # when a test serves through TimedH11Protocol
     }
 
 

@@ -56,3 +56,17 @@ def test_dispatch_stops_at_max_in_flight_but_still_claims_urgent_mail(
     assert third.claimed == 5
     assert {i for ids, _, _ in tasks for i in ids} == {urgent_id, *bulk_ids[:4]}
     assert leased(db) == 6  # the five just handed out, and one expired row waiting for its turn
+
+
+def test_urgent_rows_go_out_in_chunks_of_their_own_size_ahead_of_bulk(
+    db: sessionmaker[Session], clock: ManualClock, tmp_path: Path, database_url: str  # noqa: F811
+) -> None:
+    settings = make_settings(tmp_path, database_url, send_chunk_size=4, urgent_chunk_size=2)
+    with db.begin() as session:
+        bulk_ids = add_rows(session, clock.now(), [timedelta(seconds=-n) for n in range(5, 0, -1)])
+        urgent_ids = add_rows(session, clock.now(), [timedelta(0)] * 5, priority=10)
+    tasks: list[tuple[list[int], bool]] = []
+    dispatch_due(db, settings=settings, clock=clock, enqueue=lambda ids, _token, urgent: tasks.append((ids, urgent)))
+    assert [(len(ids), urgent) for ids, urgent in tasks] == [(2, True), (2, True), (1, True), (4, False), (1, False)]
+    assert sorted(i for ids, urgent in tasks if urgent for i in ids) == sorted(urgent_ids)
+    assert sorted(i for ids, urgent in tasks if not urgent for i in ids) == sorted(bulk_ids)

@@ -23,7 +23,7 @@ from course.db import get_engine
 from course.models import Subscriber
 from course.web.app import create_app
 from course.web.security import CSRF_COOKIE, csrf_field_for, mint_csrf_cookie
-from course.web.server import MAX_HEAD_BYTES, TimedH11Protocol, TimedHttpToolsProtocol, mask_tokens, uvicorn_options
+from course.web.server import MAX_HEAD_BYTES, TimedHttpToolsProtocol, mask_tokens, uvicorn_options
 from tests.support.smtp_server import RecordingSMTPServer
 from tests.support.web_fixtures import COURSE_SLUG, WebStack, csrf_token_of, prepare, web_settings
 
@@ -195,25 +195,15 @@ class ShortTimeouts(TimedHttpToolsProtocol):
     body_timeout = 0.6
 
 
-class ShortTimeoutsH11(TimedH11Protocol):
-    header_timeout = 0.6
-    body_timeout = 0.6
-
-
 def test_course_web_serves_httptools_on_uvloop_with_the_deadlines(web_stack: WebStack) -> None:
     options = uvicorn_options(web_stack.settings)
     assert options["http"] is TimedHttpToolsProtocol and options["loop"] == "uvloop"
     assert options["server_header"] is False and options["proxy_headers"] is False
 
 
-@pytest.fixture(params=[ShortTimeouts, ShortTimeoutsH11], ids=["httptools", "h11"])
-def served(web_stack: WebStack, request: pytest.FixtureRequest) -> Iterator[tuple[str, int]]:
-    yield from _serve(web_stack, request.param)
-
-
 @pytest.fixture
-def served_httptools(web_stack: WebStack) -> Iterator[tuple[str, int]]:
-    """Only what `course web` runs: the head size limit and keep-alive deadlines are its own."""
+def served(web_stack: WebStack) -> Iterator[tuple[str, int]]:
+    """The app served as `course web` serves it, with ShortTimeouts' deadlines."""
     yield from _serve(web_stack, ShortTimeouts)
 
 
@@ -287,8 +277,7 @@ def test_a_slow_body_is_cut_off_and_a_prompt_one_is_not(served: tuple[str, int],
     assert subscriber_count(web_stack) == 1
 
 
-def test_an_oversized_request_head_is_refused(served_httptools: tuple[str, int]) -> None:
-    served = served_httptools
+def test_an_oversized_request_head_is_refused(served: tuple[str, int]) -> None:
     big = b"x-big: " + b"a" * (MAX_HEAD_BYTES + 1024) + b"\r\n"
     answer, _ = exchange(served, b"GET /static/site.css HTTP/1.1\r\nhost: x\r\n" + big + b"connection: close\r\n\r\n")
     assert answer.startswith(b"HTTP/1.1 4"), answer[:100]
@@ -296,8 +285,7 @@ def test_an_oversized_request_head_is_refused(served_httptools: tuple[str, int])
     assert answer.startswith(b"HTTP/1.1 200")
 
 
-def test_a_keep_alive_connection_serves_several_requests_and_then_times_a_slow_head(served_httptools: tuple[str, int]) -> None:
-    served = served_httptools
+def test_a_keep_alive_connection_serves_several_requests_and_then_times_a_slow_head(served: tuple[str, int]) -> None:
     request = b"GET /static/site.css HTTP/1.1\r\nhost: x\r\n\r\n"
     answer, elapsed = exchange(served, request, request, b"GET / HTTP/1.1\r\n", pause=0.1)
     assert answer.count(b"HTTP/1.1 200") == 2, answer[:200]

@@ -59,6 +59,15 @@ def test_html_pages_are_gzipped_when_asked_and_small_answers_are_not(client: Tes
     assert small.status_code == 404 and "content-encoding" not in small.headers
 
 
+def test_admin_pages_are_never_compressed(client: TestClient) -> None:
+    """BREACH: the admin pages carry CSRF tokens next to text an attacker may choose."""
+    page = client.get("/admin/login", headers={"accept-encoding": "gzip"})
+    assert page.status_code == 200 and len(page.content) > 1024
+    assert "content-encoding" not in page.headers
+    error = client.get("/admin/no-such-page", headers={"accept-encoding": "gzip"})
+    assert "content-encoding" not in error.headers
+
+
 def test_assets_are_read_once_at_start(tmp_path: Path) -> None:
     (tmp_path / "a.css").write_text("body{}" * 400)
     (tmp_path / "tiny.js").write_text("x")

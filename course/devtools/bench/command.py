@@ -17,7 +17,7 @@ from course.devtools.bench.report import report_table
 
 def bench_command(
     scenario: Annotated[
-        str, typer.Option("--scenario", help="lesson-day, campaign, audience or web")
+        str, typer.Option("--scenario", help="lesson-day, campaign, audience, web or mixed")
     ] = "lesson-day",
     subscribers: Annotated[
         int | None, typer.Option("--subscribers", min=1, help="recipients (default 100,000; audience: 1,000,000)")
@@ -36,10 +36,13 @@ def bench_command(
         str, typer.Option("--connections", help="web: comma-separated keep-alive connection counts")
     ] = "16,64",
     endpoints: Annotated[str, typer.Option("--endpoints", help="web: comma-separated subset (default: all)")] = "",
+    signups: Annotated[int, typer.Option("--signups", min=1, help="mixed: signups in the burst")] = 10_000,
+    burst_seconds: Annotated[float, typer.Option("--burst-seconds", min=1, help="mixed: the burst's length")] = 60,
 ) -> None:
     """Measure the sending pipeline on real parts against smtp-source's ceiling on this machine,
     (--scenario audience) the audience count against a plain count(*) of the active subscribers, or
-    (--scenario web) the public web against a bare endpoint on the same server."""
+    (--scenario web) the public web against a bare endpoint on the same server, or (--scenario mixed)
+    how fast confirmation mails arrive during a signup burst while a campaign sends."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress as Bar, TextColumn, TimeElapsedColumn
 
@@ -57,6 +60,9 @@ def bench_command(
     err = Console(stderr=True)
     if scenario == "web":
         _web(config, err, as_json=as_json, seconds=seconds, connections=connections, endpoints=endpoints)
+        return
+    if scenario == "mixed":
+        _mixed(config, err, as_json=as_json, signups=signups, burst_seconds=burst_seconds)
         return
     with Bar(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
              console=err, transient=as_json) as bar:
@@ -115,3 +121,33 @@ def _web(config: BenchConfig, err: Any, *, as_json: bool, seconds: float, connec
         sys.stdout.write(json.dumps(report, indent=2, default=str) + "\n")
     else:
         Console(soft_wrap=True, width=max(170, Console().width)).print(web_report_table(report))
+
+
+def _mixed(config: BenchConfig, err: Any, *, as_json: bool, signups: int, burst_seconds: float) -> None:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress as Bar, TextColumn, TimeElapsedColumn
+
+    from course.devtools.bench.mixed import MixedBenchConfig, mixed_report_table, run_mixed_benchmark
+
+    mixed_config = MixedBenchConfig(
+        admin_url=config.admin_url,
+        database=config.database if config.database != BenchConfig.database else MixedBenchConfig.database,
+        redis_url=config.redis_url, subscribers=config.subscribers, signups=signups, burst_seconds=burst_seconds,
+        workers=config.workers, keep_database=config.keep_database,
+    )
+    with Bar(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+             console=err, transient=as_json) as bar:
+        task = bar.add_task("starting", total=1)
+
+        def show(phase: str, done: int, total: int) -> None:
+            bar.update(task, description=phase, completed=done, total=max(total, 1))
+
+        try:
+            report = run_mixed_benchmark(mixed_config, show)
+        except BenchError as exc:
+            err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
+    if as_json:
+        sys.stdout.write(json.dumps(report, indent=2, default=str) + "\n")
+    else:
+        Console(soft_wrap=True).print(mixed_report_table(report))

@@ -6,11 +6,11 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-# The sending pipeline's scenarios (harness.run_benchmark), then the audience count (audience.py)
-# and the public web (web.py).
+# The sending pipeline's scenarios (harness.run_benchmark), then the audience count (audience.py),
+# the public web (web.py) and a signup burst during a campaign (mixed.py).
 PIPELINE_SCENARIOS = ("lesson-day", "campaign")
 
-SCENARIOS = (*PIPELINE_SCENARIOS, "audience", "web")
+SCENARIOS = (*PIPELINE_SCENARIOS, "audience", "web", "mixed")
 
 SMTP_SINK = "/usr/sbin/smtp-sink"
 

@@ -11,7 +11,14 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from course.audience.subscriptions import check_signup
-from course.web.public.signups import ip_limit_allows, proof_of_work_challenge, proof_of_work_passes, register
+from course.web.public.signups import (
+    count_and_queue_in_one,
+    ip_limit_allows,
+    proof_of_work_challenge,
+    proof_of_work_passes,
+    register,
+    signs_up_in_one_statement,
+)
 from course.web.site import Site, get_site
 
 router = APIRouter(prefix="/api", tags=["subscriptions"])
@@ -90,15 +97,20 @@ def create_subscription(
     course = site.catalogue.course(body.course)
     if course is None:
         raise HTTPException(404, f"no course {body.course!r}")
+    if signs_up_in_one_statement(site):
+        # One statement: the per-IP count and, when allowed and valid, the queued signup.
+        details, errors = check_signup(body.email, body.name, body.timezone.strip() or "UTC")
+        if not count_and_queue_in_one(site, request, course.id, details):
+            raise _too_many_signups(site)
+        if details is None:
+            return _invalid(errors)
+        return _ACCEPTED
     # One transaction: the per-IP count, the proof of work (when asked for), then the queued
     # signup. A 422 commits (the attempt counts, a spent proof stays spent); a 429 rolls back,
     # which changes nothing as the count is over the limit already.
     with site.sessions.begin() as session:
         if not ip_limit_allows(session, site, request):
-            raise HTTPException(
-                429, "too many signups from this address; try again later",
-                headers={"Retry-After": str(site.settings.rate_limit_window_seconds)},
-            )
+            raise _too_many_signups(site)
         if not proof_of_work_passes(session, site, body.altcha):
             return JSONResponse(
                 {"detail": [{"loc": ["body", "altcha"], "msg": "a solved, unspent proof-of-work challenge is required",
@@ -107,15 +119,28 @@ def create_subscription(
             )
         details, errors = check_signup(body.email, body.name, body.timezone.strip() or "UTC")
         if details is None:
-            return JSONResponse(
-                {"detail": [{"loc": ["body", field], "msg": message, "type": "value_error"}
-                            for field, message in errors.items()]},
-                status_code=422,
-            )
+            return _invalid(errors)
         register(session, site, course.id, details)
-    return SubscriptionAccepted(
-        status="confirmation_sent",
-        message="If the address can receive mail, a confirmation link is on its way to it.",
+    return _ACCEPTED
+
+
+_ACCEPTED = SubscriptionAccepted(
+    status="confirmation_sent",
+    message="If the address can receive mail, a confirmation link is on its way to it.",
+)
+
+
+def _too_many_signups(site: Site) -> HTTPException:
+    return HTTPException(
+        429, "too many signups from this address; try again later",
+        headers={"Retry-After": str(site.settings.rate_limit_window_seconds)},
+    )
+
+
+def _invalid(errors: dict[str, str]) -> JSONResponse:
+    return JSONResponse(
+        {"detail": [{"loc": ["body", field], "msg": message, "type": "value_error"} for field, message in errors.items()]},
+        status_code=422,
     )
 
 

@@ -3,9 +3,10 @@ a signup form posts to."""
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -19,10 +20,12 @@ from course.i18n import N_, translate
 from course.models import Course
 from course.web.public.forms import SiteDep, TextField, csrf_failed, zone_names_for_list
 from course.web.public.signups import (
+    count_and_queue_in_one,
     ip_limit_allows,
     proof_of_work_challenge,
     proof_of_work_passes,
     register,
+    signs_up_in_one_statement,
     too_many_signups,
 )
 from course.web.security import csrf_is_valid, embed_csp
@@ -130,26 +133,42 @@ async def _cached_course_page(site: Site, request: Request, slug: str, *, templa
     return await run_in_threadpool(_course_page, site, request, slug, template=template)
 
 
-def _signup(
-    site: Site,
-    request: Request,
-    slug: str,
-    *,
-    email: str,
-    name: str,
-    timezone: str,
-    honeypot: str,
-    template: str,
-    proof_of_work: str = "",
-) -> HTMLResponse:
+@dataclass(frozen=True)
+class SignupFields:
+    """What both signup forms send (ours and the embeddable one)."""
+
+    email: str
+    name: str
+    timezone: str
+    honeypot: str  # HONEYPOT_FIELD
+    proof_of_work: str  # the solved ALTCHA challenge, when the site asks for one
+
+
+def signup_fields(
+    email: TextField = "",
+    name: TextField = "",
+    timezone: TextField = "",
+    leave_blank: TextField = "",
+    altcha: TextField = "",
+) -> SignupFields:
+    return SignupFields(email=email, name=name, timezone=timezone, honeypot=leave_blank, proof_of_work=altcha)
+
+
+SignupFieldsDep = Annotated[SignupFields, Depends(signup_fields)]
+
+
+def _signup(site: Site, request: Request, slug: str, fields: SignupFields, *, template: str) -> HTMLResponse:
     """1. Count the attempt per IP; over the limit: 429.
     2. When the site asks for a proof of work and none came (or a spent one): the form again (422).
     3. Honeypot filled: the usual answer, nothing stored.
     4. Bad fields: the form again, with a message per field (422).
     5. Queue the signup, then the one "check your inbox" page for every outcome.
-    Steps 1 to 5 are one transaction (one commit: the per-IP count, the spent proof of work when
-    one is asked for, the one INSERT into the signup queue); the course comes from the catalogue
+    On PostgreSQL without a proof of work (the default), steps 1, 3, 4 and 5 are one statement in
+    autocommit (signups.count_and_queue_in_one: the fields are checked first, in Python); otherwise
+    steps 1 to 5 are one transaction (one commit: the per-IP count, the spent proof of work when
+    one is asked for, the one INSERT into the signup queue). The course comes from the catalogue
     cache, and the pages are rendered after the commit."""
+    email, name, timezone, honeypot = fields.email, fields.name, fields.timezone, fields.honeypot
     embedded = template == "embed.html"
     csp = embed_csp(site.settings.embed_frame_ancestors) if embedded else None
     course = site.catalogue.course(slug)
@@ -166,14 +185,21 @@ def _signup(
     form = {"email": email[:320], "name": name[:200], "timezone": timezone[:64]}
     details: SignupDetails | None = None
     errors: dict[str, str] = {}
-    with site.sessions.begin() as session:
-        if not ip_limit_allows(session, site, request):
-            raise too_many_signups(site)
-        proven = proof_of_work_passes(session, site, proof_of_work)
-        if proven and not honeypot:
+    proven = True
+    if signs_up_in_one_statement(site):
+        if not honeypot:
             details, errors = check_signup(email, name, timezone.strip() or "UTC")
-            if details is not None:
-                register(session, site, course.id, details)
+        if not count_and_queue_in_one(site, request, course.id, details):
+            raise too_many_signups(site)
+    else:
+        with site.sessions.begin() as session:
+            if not ip_limit_allows(session, site, request):
+                raise too_many_signups(site)
+            proven = proof_of_work_passes(session, site, fields.proof_of_work)
+            if proven and not honeypot:
+                details, errors = check_signup(email, name, timezone.strip() or "UTC")
+                if details is not None:
+                    register(session, site, course.id, details)
     if not proven:
         message = "Your browser's check did not come through. Please send the form again."
         return _form_page(site, request, slug, template=template, csp=csp, status=422, form=form, errors={"email": message})
@@ -187,46 +213,23 @@ def _signup(
 
 @router.post("/courses/{slug}", response_class=HTMLResponse)
 def signup_form(
-    slug: str,
-    request: Request,
-    site: SiteDep,
-    email: TextField = "",
-    name: TextField = "",
-    timezone: TextField = "",
-    csrf_token: TextField = "",
-    leave_blank: TextField = "",
-    altcha: TextField = "",
+    slug: str, request: Request, site: SiteDep, fields: SignupFieldsDep, csrf_token: TextField = ""
 ) -> HTMLResponse:
     """The form on our own course page: CSRF-checked like every form we serve."""
     if not csrf_is_valid(site.settings.secret_key, request, csrf_token):
         raise csrf_failed()
-    return _signup(
-        site, request, slug, email=email, name=name, timezone=timezone, honeypot=leave_blank, template="course.html",
-        proof_of_work=altcha,
-    )  # fmt: skip
+    return _signup(site, request, slug, fields, template="course.html")
 
 
 @router.post("/courses/{slug}/subscribe", response_class=HTMLResponse)
 def signup_from_elsewhere(
-    slug: str,
-    request: Request,
-    site: SiteDep,
-    email: TextField = "",
-    name: TextField = "",
-    timezone: TextField = "",
-    embedded: TextField = "",
-    leave_blank: TextField = "",
-    altcha: TextField = "",
+    slug: str, request: Request, site: SiteDep, fields: SignupFieldsDep, embedded: TextField = ""
 ) -> HTMLResponse:
     """Where the embeddable form and the snippet pasted into publishers' pages post. No CSRF
     token by design: the snippet is static HTML on another site and a framed page gets no cookie
     (third-party). It holds no one's standing to abuse: double opt-in, the honeypot and both rate
     limits are what guard it."""
-    template = "embed.html" if embedded else "course.html"
-    return _signup(
-        site, request, slug, email=email, name=name, timezone=timezone, honeypot=leave_blank, template=template,
-        proof_of_work=altcha,
-    )  # fmt: skip
+    return _signup(site, request, slug, fields, template="embed.html" if embedded else "course.html")
 
 
 def _send_days(course: Course) -> str:
