@@ -94,11 +94,11 @@ class Composer:
     @classmethod
     def from_settings(cls, settings: Settings, *, renderer: Renderer | None = None, clock: Clock | None = None) -> Composer:
         """A composer signing with the settings' secret; pass the caller's renderer to share its
-        template environment, and its clock for the messages' Date."""
+        template environment, and its clock for the messages' Date and their links' time stamps."""
         return cls(
             settings,
             renderer=renderer or Renderer(settings.templates_dir),
-            signer=signer_from_settings(settings),
+            signer=signer_from_settings(settings, clock=clock),
             clock=clock or get_clock(settings),
         )
 

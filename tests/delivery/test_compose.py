@@ -28,7 +28,8 @@ from course.models import Campaign, Course, DeliveryKind, Lesson
 from course.settings import PROJECT_ROOT, Settings
 
 NOW = datetime(2026, 3, 5, 12, 0, tzinfo=timezone.utc)
-SIGNER = Signer(secret="test-secret", base_url="https://courses.example.org")
+# Stamped by the tests' fixed NOW, as a composer built from settings with that clock stamps its links.
+SIGNER = Signer(secret="test-secret", base_url="https://courses.example.org", now=lambda: NOW.timestamp())
 COURSE = CourseHeader(7, "bread", "Bread at Home", "The Letter", "lessons@example.com")
 BODY = LessonBody(blocks=(Heading("Flour", 2), Paragraph("Use strong flour."))).to_json()
 LESSON = LessonContent(11, COURSE, 2, 5, "Flour first", BODY, 3, False)
