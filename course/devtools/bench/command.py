@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import typer
@@ -14,6 +15,10 @@ from course.devtools.bench.audience import audience_table, run_audience_benchmar
 from course.devtools.bench.config import SCENARIOS, BenchConfig, BenchError
 from course.devtools.bench.harness import run_benchmark
 from course.devtools.bench.report import report_table
+
+# What a scenario calls as it goes: (phase, done, total).
+Progress = Callable[[str, int, int], None]
+
 
 def bench_command(
     scenario: Annotated[
@@ -87,8 +92,6 @@ def bench_command(
 
 def _web(config: BenchConfig, err: Any, *, as_json: bool, seconds: float, connections: str, endpoints: str) -> None:
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress as Bar, TextColumn, TimeElapsedColumn
-
     from course.devtools.bench.web import WebBenchConfig, run_web_benchmark, web_report_table
 
     try:
@@ -105,18 +108,7 @@ def _web(config: BenchConfig, err: Any, *, as_json: bool, seconds: float, connec
         seconds=seconds, connections=levels, keep_database=config.keep_database,
         endpoints=tuple(name.strip() for name in endpoints.split(",") if name.strip()),
     )
-    with Bar(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-             console=err, transient=as_json) as bar:
-        task = bar.add_task("starting", total=1)
-
-        def show(phase: str, done: int, total: int) -> None:
-            bar.update(task, description=phase, completed=done, total=max(total, 1))
-
-        try:
-            report = run_web_benchmark(web_config, show)
-        except BenchError as exc:
-            err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
-            raise typer.Exit(1) from None
+    report = _with_progress(err, as_json, lambda show: run_web_benchmark(web_config, show))
     if as_json:
         sys.stdout.write(json.dumps(report, indent=2, default=str) + "\n")
     else:
@@ -125,8 +117,6 @@ def _web(config: BenchConfig, err: Any, *, as_json: bool, seconds: float, connec
 
 def _mixed(config: BenchConfig, err: Any, *, as_json: bool, signups: int, burst_seconds: float) -> None:
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress as Bar, TextColumn, TimeElapsedColumn
-
     from course.devtools.bench.mixed import MixedBenchConfig, mixed_report_table, run_mixed_benchmark
 
     mixed_config = MixedBenchConfig(
@@ -135,6 +125,18 @@ def _mixed(config: BenchConfig, err: Any, *, as_json: bool, signups: int, burst_
         redis_url=config.redis_url, subscribers=config.subscribers, signups=signups, burst_seconds=burst_seconds,
         workers=config.workers, keep_database=config.keep_database,
     )
+    report = _with_progress(err, as_json, lambda show: run_mixed_benchmark(mixed_config, show))
+    if as_json:
+        sys.stdout.write(json.dumps(report, indent=2, default=str) + "\n")
+    else:
+        Console(soft_wrap=True).print(mixed_report_table(report))
+
+
+def _with_progress(err: Any, as_json: bool, run: Callable[[Progress], dict[str, Any]]) -> dict[str, Any]:
+    """Runs a scenario that reports `(phase, done, total)` under a progress bar; a BenchError ends
+    the command with one error line."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress as Bar, TextColumn, TimeElapsedColumn
+
     with Bar(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
              console=err, transient=as_json) as bar:
         task = bar.add_task("starting", total=1)
@@ -143,11 +145,7 @@ def _mixed(config: BenchConfig, err: Any, *, as_json: bool, signups: int, burst_
             bar.update(task, description=phase, completed=done, total=max(total, 1))
 
         try:
-            report = run_mixed_benchmark(mixed_config, show)
+            return run(show)
         except BenchError as exc:
             err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
-    if as_json:
-        sys.stdout.write(json.dumps(report, indent=2, default=str) + "\n")
-    else:
-        Console(soft_wrap=True).print(mixed_report_table(report))

@@ -176,6 +176,14 @@ def stop_workers(workers: list[WorkerProcess]) -> None:
             worker.process.wait()
 
 
+def stop_sink(sink: subprocess.Popen[bytes]) -> None:
+    sink.send_signal(signal.SIGTERM)
+    try:
+        sink.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        sink.kill()
+
+
 # --- the run --------------------------------------------------------------------------------------
 
 
@@ -347,11 +355,7 @@ def run_benchmark(config: BenchConfig, progress: Progress = _quiet) -> dict[str,
                             sink_accepted=accepted_by_sink)
     finally:
         stop_workers(workers)
-        sink.send_signal(signal.SIGTERM)
-        try:
-            sink.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            sink.kill()
+        stop_sink(sink)
         if engine is not None:
             engine.dispose()
         if not config.keep_database:

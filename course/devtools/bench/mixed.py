@@ -33,7 +33,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import threading
@@ -196,6 +195,7 @@ def run_mixed_benchmark(config: MixedBenchConfig, progress: Progress) -> dict[st
         recreate_database,
         start_sink,
         start_workers,
+        stop_sink,
         stop_workers,
     )
     from course.devtools.bench.measure import sink_accepted
@@ -333,11 +333,7 @@ def run_mixed_benchmark(config: MixedBenchConfig, progress: Progress) -> dict[st
         if server is not None:
             stop_server(server)
         stop_workers(workers)
-        sink.send_signal(signal.SIGTERM)
-        try:
-            sink.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            sink.kill()
+        stop_sink(sink)
         if engine is not None:
             engine.dispose()
         if not config.keep_database:
