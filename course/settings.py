@@ -101,6 +101,10 @@ class Settings(BaseSettings):
     # this old, whichever comes first (course/delivery/outcomes.py).
     outcome_group_size: int = 50
     outcome_group_seconds: float = 0.25
+    # A group whose every sent message is in the send journal may grow to a send task's chunk, or
+    # this old: a kill re-sends only what the journal lacks, so these groups only bound how stale
+    # the ledger's view of a running task is.
+    outcome_journaled_group_seconds: float = 2.0
     # Each message the relay accepts is noted at once in Redis for this long, so a task that takes
     # over rows after a lost worker settles them as sent instead of sending them again
     # (course/delivery/journal.py). 0 turns the journal off.

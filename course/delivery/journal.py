@@ -7,7 +7,9 @@ closes that window down to the message in flight:
 
 1. Right after the relay accepts a message, the sender writes one short-lived Redis key for it
    (`course:accepted:<delivery id>`, one SET), before it starts the next message. The SET is
-   written to the socket at once and its reply read while the next message goes out.
+   written to the socket at once; the replies are read a few dozen at a time, by when they have
+   long arrived, so a note costs one small socket write (about 8 µs, against 27 µs for redis-py's
+   send_command and a poll for the reply per message).
 2. A sender that takes over rows already attempted before (attempts > 1: a lease that ran out, a
    retry) asks the journal about them in one MGET and settles the ones it holds as sent, through
    the ledger, without sending them again.
@@ -65,14 +67,15 @@ class NoJournal:
 
 
 class RedisJournal:
-    """The journal in Redis. A note is one SET written to the journal's own connection right after
-    the relay's 250; its reply is read later, while the next message goes out, so the send loop
-    never waits a round trip for it. A command written to the socket survives the worker being
-    killed (the kernel delivers what was written), so an unread reply costs nothing but the
-    knowledge that Redis stored it: a reply that says it did not, or a connection that broke,
-    makes a later `accepted` return False and pauses the journal."""
+    """The journal in Redis. A note is one SET, packed here and written to the journal's own
+    connection right after the relay's 250; the replies are read MAX_UNREAD at a time, so the
+    send loop never waits a round trip for them. A command written to the socket survives the
+    worker being killed (the kernel delivers what was written), so an unread reply costs nothing
+    but the knowledge that Redis stored it: a reply that says it did not, or a connection that
+    broke, makes a later `accepted` return False and pauses the journal. A refused note is thus
+    seen at most MAX_UNREAD messages late; the sender then writes its outcomes at once."""
 
-    MAX_UNREAD = 64  # replies left unread before the journal waits for the oldest
+    MAX_UNREAD = 32  # replies left unread before the journal reads them all
 
     def __init__(self, client: object, *, ttl_seconds: int, monotonic: Callable[[], float] = time.monotonic) -> None:
         self.client = client  # a redis.Redis
@@ -81,23 +84,34 @@ class RedisJournal:
         self._paused_until = 0.0
         self._connection: object | None = None  # a redis.connection.Connection of our own
         self._unread: list[int] = []  # deliveries whose SET is written and whose reply is not read
+        ttl = str(int(ttl_seconds)).encode()
+        self._tail = b"\r\n$2\r\nEX\r\n$%d\r\n%s\r\n" % (len(ttl), ttl)
+
+    def _packed_set(self, delivery_id: int) -> bytes:
+        """SET course:accepted:<id> <unix time> EX <ttl>, in the protocol's own framing (RESP)."""
+        key = journal_key(delivery_id).encode()
+        value = str(int(time.time())).encode()
+        return b"*5\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n%s%s" % (len(key), key, len(value), value, self._tail)
 
     def accepted(self, delivery_id: int) -> bool:
         """Write the note and return at once. False when it could not be written, or when an
-        earlier note turned out not to be stored (the caller then writes its outcomes at once)."""
+        earlier note turned out not to be stored (then the journal pauses, and the caller writes
+        its outcomes at once)."""
         if self._paused():
             return False
         try:
-            stored = self._read_replies(wait=len(self._unread) >= self.MAX_UNREAD)
+            if len(self._unread) >= self.MAX_UNREAD and not self._read_replies():
+                self._paused_until = self.monotonic() + PAUSE_AFTER_ERROR_SECONDS
+                return False
             connection = self._connection
             if connection is None:
                 connection = self._connection = self.client.connection_pool.get_connection()  # type: ignore[attr-defined]
-            connection.send_command("SET", journal_key(delivery_id), int(time.time()), "EX", self.ttl_seconds)  # type: ignore[attr-defined]
+            connection.send_packed_command([self._packed_set(delivery_id)], check_health=False)  # type: ignore[attr-defined]
             self._unread.append(delivery_id)
         except Exception as exc:  # noqa: BLE001 - any Redis failure: fall back to the group write
             self._drop(f"cannot note delivery {delivery_id} as accepted", exc)
             return False
-        return stored
+        return True
 
     def accepted_among(self, delivery_ids: Sequence[int]) -> set[int]:
         ids = list(delivery_ids)
@@ -110,18 +124,20 @@ class RedisJournal:
             return set()
         return {delivery_id for delivery_id, value in zip(ids, values, strict=True) if value is not None}
 
-    def _read_replies(self, *, wait: bool) -> bool:
-        """Read the replies that have arrived (and, with `wait`, the oldest one in any case).
-        False when one of them is an error."""
+    def _read_replies(self) -> bool:
+        """Read every reply still unread (Redis answered them long ago). False when one of them
+        says the note was not stored; a broken connection raises."""
+        from redis.exceptions import ResponseError
+
         stored = True
         connection = self._connection
-        while self._unread and connection is not None and (wait or connection.can_read(timeout=0)):  # type: ignore[attr-defined]
-            delivery_id = self._unread.pop(0)
-            wait = False
-            reply = connection.read_response(disconnect_on_error=True)  # type: ignore[attr-defined]
-            if isinstance(reply, Exception):
+        unread, self._unread = self._unread, []
+        for delivery_id in unread if connection is not None else ():
+            try:
+                connection.read_response(disconnect_on_error=True)  # type: ignore[attr-defined]
+            except ResponseError as exc:  # an error reply: out of memory, a read-only replica
                 stored = False
-                log.warning("send journal: delivery %d was not noted: %s", delivery_id, reply)
+                log.warning("send journal: delivery %d was not noted: %s", delivery_id, exc)
         return stored
 
     def _paused(self) -> bool:

@@ -72,6 +72,15 @@ class _ClockSigner(TimestampSigner):
     def get_timestamp(self) -> int:
         return int(self.now())
 
+    def derive_key(self, secret_key: str | bytes | None = None) -> bytes:
+        # The key depends only on the secret and the salt: derived once, not for every token (the
+        # stock signer runs an extra HMAC for each link it signs or checks).
+        cache: dict[str | bytes | None, bytes] = self.__dict__.setdefault("_derived", {})
+        key = cache.get(secret_key)
+        if key is None:
+            key = cache[secret_key] = super().derive_key(secret_key)
+        return key
+
 
 class _LinkSerializer(URLSafeTimedSerializer):
     """itsdangerous's URL-safe timed serializer without the zlib attempt when dumping.
@@ -81,6 +90,14 @@ class _LinkSerializer(URLSafeTimedSerializer):
     links a message that was more than a third of a send worker's time. A link's payload is a few
     ids, which compression does not shorten anyway. The tokens are exactly what the stock
     serializer makes for an incompressible payload, and load with it unchanged."""
+
+    def make_signer(self, salt: str | bytes | None = None) -> TimestampSigner:
+        # One signer per salt, kept: the stock serializer builds a new one for every token.
+        cache: dict[str | bytes | None, TimestampSigner] = self.__dict__.setdefault("_signers", {})
+        signer = cache.get(salt)
+        if signer is None:
+            signer = cache[salt] = super().make_signer(salt)  # type: ignore[assignment]
+        return signer
 
     def dump_payload(self, obj: Any) -> bytes:
         # Serializer.dump_payload (the JSON), base64 as URLSafeSerializerMixin does, no zlib.

@@ -11,17 +11,18 @@ row `sending` until its lease ran out, and the whole chunk went out again. Now:
    connection) is retried with exponential back-off, and the task sends nothing new meanwhile.
 3. Retrying stops `give_up_at` (shortly before the lease ends): past it another dispatcher may own
    the rows, so the task is abandoned; its unwritten group is re-sent after the lease, nothing more.
-4. A group whose every sent outcome is in the send journal is written by age, or at
-   `journaled_group_size` (a send task's chunk), rather than every `group_size`: a kill re-sends
+4. A group whose every sent outcome is in the send journal is written at `journaled_group_size`
+   (a send task's chunk) or `journaled_group_seconds` old (2 s), rather than every `group_size` or
+   `group_seconds`: a kill re-sends
    what the journal lacks, not what the group holds, and the fewer writes are what the send rate
-   needs (docs/reliability.md, "What it costs").
-5. With `in_background`, a full group is written by a second thread while the send loop fills the
-   next one, so sending never waits on a commit; the loop waits only when the next group is full
-   before the previous one is written (or while its write is retried). That leaves up to two
-   groups unrecorded at a kill, which is safe only because every sent outcome in them is in the send
-   journal (course/delivery/journal.py): a group holding a sent outcome the journal could not note
-   is written before the loop goes on, as without the second thread, so the rows that may be sent
-   twice stay within one group whatever happens to Redis.
+   needs (docs/reliability.md, "What it costs"). A sent outcome the journal could not note cuts
+   the group back to `group_size`, so the rows that may be sent twice stay within one group
+   whatever happens to Redis.
+
+Groups are written by the send loop itself, between two messages. A second thread writing one
+group while the loop sent the next was tried and measured slower: the writer's Python (building
+the UPDATE for hundreds of ids) competes with the send loop for the GIL, and every SMTP reply the
+loop waited for then also waited for the interpreter (docs/reliability.md, "What it costs").
 
 The write itself is a callback (the ledger's record() in a transaction): this module decides when,
 the ledger decides what.
@@ -32,7 +33,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
 
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
@@ -45,9 +45,12 @@ RETRY_FIRST_SECONDS = 0.05
 RETRY_MAX_SECONDS = 2.0
 
 
+_LISTS = tuple(f.name for f in fields(Outcome) if f.name != "provider")
+
+
 def outcome_size(outcome: Outcome) -> int:
     """Rows an outcome holds, over all its lists (sent, retry, failed, ...)."""
-    return sum(len(value) for value in (getattr(outcome, f.name) for f in fields(outcome)) if isinstance(value, list))
+    return sum(len(getattr(outcome, name)) for name in _LISTS)
 
 
 def is_database_away(exc: BaseException) -> bool:
@@ -67,10 +70,10 @@ class GroupWriter:
     sleep: Callable[[float], None] = time.sleep
     on_write: Callable[[str], None] = lambda result: None  # "ok", "retried", "abandoned" (metrics)
     new_group: Callable[[], Outcome] = Outcome  # an empty group (the sender's carries its provider)
-    in_background: bool = False  # write full groups from a second thread (step 4)
     # A group whose sent outcomes are all in the send journal may grow to this many before it is
     # written (its age still bounds it): the journal, not the group, bounds what a kill re-sends.
     journaled_group_size: int | None = None
+    journaled_group_seconds: float | None = None  # and this old (default: group_seconds)
 
     group: Outcome = field(default_factory=Outcome)
     opened_at: float | None = None
@@ -78,8 +81,6 @@ class GroupWriter:
     written: int = 0
     statements: int = 0  # flushes, for the bench's statements-per-email figure
     abandoned: bool = False
-    _writing: Future[bool] | None = None  # the group the second thread is writing
-    _thread: ThreadPoolExecutor | None = None
 
     def __post_init__(self) -> None:
         self.group = self.new_group()
@@ -90,37 +91,23 @@ class GroupWriter:
 
     def added(self, *, journaled: bool = True) -> bool:
         """Call after adding an outcome to `group`; `journaled=False` for a sent one the journal
-        could not note. Hands the group over when it is full or old enough. Returns False once the
+        could not note. Writes the group when it is full or old enough. Returns False once the
         task must stop (its outcomes could not be written in time)."""
         if not journaled:
-            # An earlier note may be missing too: it may sit in the group being written.
             self.unjournaled += 1
-            if not self._wait_for_previous():
-                return False
         if self.opened_at is None:
             self.opened_at = self.monotonic()
-        size = self.group_size if self.unjournaled or self.journaled_group_size is None else self.journaled_group_size
-        if self.open_count >= size or self.monotonic() - self.opened_at >= self.group_seconds:
-            return self._hand_over(wait=not self.in_background or self.unjournaled > 0)
+        if self.unjournaled or self.journaled_group_size is None:
+            size, seconds = self.group_size, self.group_seconds
+        else:
+            size, seconds = self.journaled_group_size, self.journaled_group_seconds or self.group_seconds
+        if self.open_count >= size or self.monotonic() - self.opened_at >= seconds:
+            return self.flush()
         return not self.abandoned
 
     def flush(self) -> bool:
-        """Write the open group now and wait for every write, retrying while the database is away
-        and time remains."""
-        return self._hand_over(wait=True)
-
-    def close(self) -> None:
-        """Wait for a write still running and stop the second thread (a task's end)."""
-        try:
-            self._wait_for_previous()
-        finally:
-            if self._thread is not None:
-                self._thread.shutdown(wait=True)
-                self._thread = None
-
-    def _hand_over(self, *, wait: bool) -> bool:
-        # One write at a time, in order: the previous group first.
-        if not self._wait_for_previous():
+        """Write the open group now, retrying while the database is away and time remains."""
+        if self.abandoned:
             return False
         if self.open_count == 0:
             self.opened_at = None
@@ -128,18 +115,7 @@ class GroupWriter:
         group, self.group = self.group, self.new_group()
         self.opened_at = None
         self.unjournaled = 0
-        if wait:
-            return self._write(group)
-        if self._thread is None:
-            self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="outcome-writer")
-        self._writing = self._thread.submit(self._write, group)
-        return True
-
-    def _wait_for_previous(self) -> bool:
-        writing, self._writing = self._writing, None
-        if writing is not None:
-            writing.result()  # a bug in the write (not the database being away) is raised here
-        return not self.abandoned
+        return self._write(group)
 
     def _write(self, group: Outcome) -> bool:
         """Write one group, retrying while the database is away and time remains."""

@@ -1,8 +1,7 @@
 """The sender: batch control only. It takes over a claimed batch, checks each row is still wanted,
 has the composer (course.delivery.compose) build each message, hands it to the provider's transport
 (one kept-open connection) and records the outcomes, with the provider's name, as they happen, a
-small group at a time (course/delivery/outcomes.py), written by a second thread while the next
-group is sent. Each message the relay accepts is noted at once in the send journal
+small group at a time (course/delivery/outcomes.py), between two messages. Each message the relay accepts is noted at once in the send journal
 (course/delivery/journal.py), and rows taken over again are checked against it: a killed worker or
 a database blip costs the messages in flight at that instant, or at most one group when the journal
 is unavailable.
@@ -26,6 +25,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -125,7 +125,7 @@ class Sender:
         3. Rows attempted before (attempts > 1) that the send journal holds were accepted by the
            relay under a lease that ran out before their outcome was written: settle them as sent.
         4. Send the others one by one, noting each accepted message in the journal at once and
-           recording outcomes in small groups (GroupWriter), written by a second thread.
+           recording outcomes in small groups (GroupWriter).
         5. If a group cannot be written before give_up_at, stop: the rows not recorded stay
            `sending` and come back when the lease expires; the journal keeps those already accepted
            from going out again (without it, at most one group is sent twice)."""
@@ -152,18 +152,15 @@ class Sender:
             group_seconds=self.settings.outcome_group_seconds,
             on_write=lambda result: metrics.OUTCOME_WRITES.labels(result).inc(),
             new_group=lambda: Outcome(provider=self.provider),
-            in_background=True,
             journaled_group_size=max(self.settings.outcome_group_size, self.settings.send_chunk_size),
+            journaled_group_seconds=max(self.settings.outcome_group_seconds, self.settings.outcome_journaled_group_seconds),
         )
         retaken = [job.delivery_id for job in batch.jobs if job.attempts > 1]
         already_sent = self.journal.accepted_among(retaken) if retaken else set()
         everything = Outcome(provider=self.provider)
-        try:
-            self._send_batch(batch, stop_at, deadlines, writer, everything, already_sent)
-            if not writer.abandoned:
-                writer.flush()
-        finally:
-            writer.close()
+        self._send_batch(batch, stop_at, deadlines, writer, everything, already_sent)
+        if not writer.abandoned:
+            writer.flush()
         report.already_sent = len(already_sent)
         report.sent = len(everything.sent)
         report.retried = len(everything.retry)
@@ -189,6 +186,8 @@ class Sender:
             return writer.added(journaled=journaled)
 
         templates = TemplateCache()  # each lesson rendered and its CSS inlined once per batch
+        accepted = metrics.SMTP_REPLIES.labels("2xx")  # the metrics of the success path, looked up once
+        latencies: dict[str, Any] = {}
         sendable = []
         for job in batch.jobs:
             if job.delivery_id in already_sent:
@@ -260,9 +259,12 @@ class Sender:
                 # Noted before anything else: from here until its group is written, only the
                 # journal keeps this message from being sent again by whoever retakes the row.
                 journaled = self.journal.accepted(job.delivery_id)
-                metrics.SMTP_REPLIES.labels("2xx").inc()
+                accepted.inc()
                 if job.due_at is not None:
-                    metrics.SEND_LATENCY.labels(job.kind).observe(max((self.clock.now() - job.due_at).total_seconds(), 0.0) / self.clock.speed)
+                    latency = latencies.get(job.kind)
+                    if latency is None:
+                        latency = latencies[job.kind] = metrics.SEND_LATENCY.labels(job.kind)
+                    latency.observe(max((self.clock.now() - job.due_at).total_seconds(), 0.0) / self.clock.speed)
                 note("sent", job.delivery_id, journaled=journaled)
 
     def _retry_or_fail(self, outcome: Outcome, job: DeliveryJob, reason: str, *, also: Outcome | None = None) -> None:

@@ -5,10 +5,10 @@ and sends nothing twice more than without the journal."""
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 import redis
@@ -26,6 +26,7 @@ from course.delivery.transports.smtp import SMTPConfig, SMTPTransport
 from course.ledger import Outcome, message_id_for, take_over
 from course.models import Delivery, DeliveryState
 from course.settings import Settings
+from tests.support.fault_stack import RedisServer
 from tests.support.pipeline_fixtures import enroll_people, make_course
 from tests.support.smtp_server import RecordingSMTPServer
 
@@ -41,7 +42,7 @@ def test_a_note_is_kept_for_its_time_and_read_back_in_one_go(client: redis.Redis
     journal = RedisJournal(client, ttl_seconds=600)
     assert journal.accepted(11) and journal.accepted(13)
     assert journal.accepted_among([11, 12, 13]) == {11, 13}
-    journal.accepted(14)  # its reply is read by the next note, or not at all: the SET is out
+    journal.accepted(14)  # its reply is read with the next MAX_UNREAD, or not at all: the SET is out
     assert journal.accepted_among([14]) == {14}
     assert 590 < client.ttl(journal_key(11)) <= 600
 
@@ -57,39 +58,37 @@ def test_a_redis_that_is_away_costs_no_waiting_per_message() -> None:
     assert time.monotonic() - started < 1.0  # one failed connection, then paused
 
 
-def test_the_background_writer_writes_while_the_next_group_fills() -> None:
-    threads: list[str] = []
-    release = threading.Event()
-
-    def write(group: Outcome) -> None:
-        threads.append(threading.current_thread().name)
-        release.wait(2)
-
-    writer = GroupWriter(write=write, give_up_at=time.monotonic() + 30, group_size=2, group_seconds=60, in_background=True)
-    for delivery_id in (1, 2):
-        writer.group.sent.append(delivery_id)
-        assert writer.added()
-    # The first group is being written by the second thread; the loop goes on with the next.
-    writer.group.sent.append(3)
-    assert writer.added() and writer.open_count == 1
-    release.set()
-    assert writer.flush()
-    writer.close()
-    assert writer.written == 3 and threads[0].startswith("outcome-writer") and threads[1] == threading.current_thread().name
+def test_a_note_redis_refuses_is_seen_within_max_unread_notes_and_pauses_the_journal(tmp_path: Path) -> None:
+    server = RedisServer(tmp_path)
+    server.start()
+    try:
+        client = journal_client(server.url)
+        journal = RedisJournal(client, ttl_seconds=60)
+        assert journal.accepted(1)
+        client.config_set("maxmemory", 1)  # every write refused from here: "-OOM command not allowed"
+        answers = [journal.accepted(n) for n in range(2, 2 + RedisJournal.MAX_UNREAD + 2)]
+        assert answers[: RedisJournal.MAX_UNREAD - 1] == [True] * (RedisJournal.MAX_UNREAD - 1)  # replies not read yet
+        assert answers[RedisJournal.MAX_UNREAD - 1 :] == [False] * 3  # read: refused, then paused
+        client.config_set("maxmemory", 0)
+        assert journal.accepted_among([1, 2]) == set()  # paused: reads wait out the pause too
+        assert client.exists(journal_key(1)) and not client.exists(journal_key(2))
+    finally:
+        server.stop()
 
 
-def test_a_group_holding_an_unjournaled_send_is_written_before_the_loop_goes_on() -> None:
-    threads: list[str] = []
+def test_a_group_holding_an_unjournaled_send_is_written_at_the_group_size() -> None:
+    groups: list[list[int]] = []
     writer = GroupWriter(
-        write=lambda group: threads.append(threading.current_thread().name),
-        give_up_at=time.monotonic() + 30, group_size=2, group_seconds=60, in_background=True,
+        write=lambda group: groups.append(list(group.sent)),
+        give_up_at=time.monotonic() + 30, group_size=2, journaled_group_size=10, group_seconds=60,
     )  # fmt: skip
     writer.group.sent.append(1)
     assert writer.added(journaled=False)
     writer.group.sent.append(2)
     assert writer.added()
-    assert threads == [threading.current_thread().name] and writer.written == 2  # written at once, here
-    writer.close()
+    assert groups == [[1, 2]]  # written at once, in the send loop, before the next message
+    writer.group.sent.append(3)
+    assert writer.added() and groups == [[1, 2]]  # the next group is journaled again: it may grow
 
 
 def test_a_journaled_group_grows_to_its_own_size_and_a_send_the_journal_lacks_cuts_it() -> None:
@@ -105,7 +104,6 @@ def test_a_journaled_group_grows_to_its_own_size_and_a_send_the_journal_lacks_cu
     writer.group.sent.append(5)
     assert writer.added(journaled=False)
     assert groups == [[1, 2, 3, 4, 5]]  # one unjournaled: the group bound is group_size again
-    writer.close()
 
 
 def test_rows_accepted_before_their_worker_was_lost_are_settled_as_sent_not_sent_again(
