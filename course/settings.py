@@ -79,6 +79,9 @@ class Settings(BaseSettings):
 
     # Dispatcher and sender limits: one place, with defaults.
     dispatch_interval_seconds: float = 5.0
+    # Queued signups are handled, and their confirmations handed to the priority queue, this often
+    # between two dispatch runs (a reader waits for that mail).
+    signup_interval_seconds: float = 1.0
     dispatch_batch_size: int = 1000
     dispatch_max_batches: int = 50  # per dispatcher run, so one run cannot starve the beat
     # Rows handed to workers and not yet sent, at most: keep it well under what the fleet sends in

@@ -72,13 +72,19 @@ def celery_config(settings: Settings, broker_url: str) -> dict[str, Any]:
             {"visibility_timeout": settings.lease_seconds * 2, "queue_order_strategy": "priority"} if is_redis else {}
         ),
         "task_default_queue": BULK_QUEUE,
-        "task_routes": {"course.dispatch": {"queue": DISPATCH_QUEUE}},
+        "task_routes": {"course.dispatch": {"queue": DISPATCH_QUEUE}, "course.signups": {"queue": DISPATCH_QUEUE}},
         "beat_schedule": {
             "dispatch-due-deliveries": {
                 "task": "course.dispatch",
                 "schedule": settings.dispatch_interval_seconds,
                 # A dispatch that waited longer than one interval is stale: the next one is coming.
                 "options": {"expires": settings.dispatch_interval_seconds * 2},
+            },
+            # Queued signups and their confirmations, between two dispatch runs (worker/tasks.py).
+            "handle-queued-signups": {
+                "task": "course.signups",
+                "schedule": settings.signup_interval_seconds,
+                "options": {"expires": settings.signup_interval_seconds * 2},
             },
             # Signups never confirmed are deleted after settings.unconfirmed_retention_days.
             "purge-unconfirmed-subscribers": {

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import logging
-from functools import lru_cache
-
 from collections import Counter
+from functools import lru_cache
 
 from course.audience.signup_requests import BATCH_SIZE as SIGNUP_BATCH_SIZE
 from course.audience.signup_requests import SignupLimits, handle_signups
@@ -60,26 +59,43 @@ def enqueue_send(delivery_ids: list[int], token: str, urgent: bool) -> None:
     send_deliveries.apply_async(args=(delivery_ids, token), queue=PRIORITY_QUEUE if urgent else BULK_QUEUE)
 
 
+def _handle_queued_signups() -> Counter[SignupOutcome]:
+    """The signups the web queued, in batches: a burst queues more than one batch between two runs,
+    so handle them all now (up to a bound, so due mail is not starved)."""
+    settings = get_settings()
+    signups: Counter[SignupOutcome] = Counter()
+    for _ in range(SIGNUP_BATCHES_PER_DISPATCH):
+        handled = handle_signups(session_factory(settings), limits=SignupLimits.from_settings(settings), now=get_clock(settings).now())
+        signups += handled
+        if sum(handled.values()) < SIGNUP_BATCH_SIZE:
+            break
+    if signups:
+        log.info("handled %d signups: %s", sum(signups.values()), dict(signups))
+    return signups
+
+
+@app.task(name="course.signups", ignore_result=True)
+def signups() -> dict[str, int]:
+    """Between two dispatcher runs (every signup_interval_seconds): handle the queued signups and
+    hand their confirmations to the priority queue at once, so a reader waits about a second for
+    the mail, not a whole dispatch interval behind a campaign's claims. An idle run is one query."""
+    settings = get_settings()
+    handled = sum(_handle_queued_signups().values())
+    if not handled:
+        return {"signups": 0, "claimed": 0}
+    report = dispatch_due(session_factory(settings), settings=settings, clock=get_clock(settings), enqueue=enqueue_send, urgent_only=True)
+    return {"signups": handled, "claimed": report.claimed}
+
+
 @app.task(name="course.dispatch", ignore_result=True)
 def dispatch() -> dict[str, int]:
     """Handle the signups the web queued (their confirmation rows are due at once), then claim and
     hand out every due row."""
     settings = get_settings()
-    signups: Counter[SignupOutcome] = Counter()
     try:
-        # A burst queues more than one batch between two runs: handle them all now (up to a bound,
-        # so the due mail is not starved), or the queue would grow by the excess every interval.
-        for _ in range(SIGNUP_BATCHES_PER_DISPATCH):
-            handled = handle_signups(
-                session_factory(settings), limits=SignupLimits.from_settings(settings), now=get_clock(settings).now()
-            )
-            signups += handled
-            if sum(handled.values()) < SIGNUP_BATCH_SIZE:
-                break
+        _handle_queued_signups()
     except Exception:  # noqa: BLE001 - the signups wait for the next run; the due mail must not
         log.exception("handling queued signups failed; dispatching anyway")
-    if signups:
-        log.info("handled %d signups: %s", sum(signups.values()), dict(signups))
     report: DispatchReport = dispatch_due(
         session_factory(settings), settings=settings, clock=get_clock(settings), enqueue=enqueue_send
     )

@@ -36,7 +36,9 @@ def chunks(ids: list[int], size: int) -> list[list[int]]:
     return [ids[i : i + size] for i in range(0, len(ids), size)]
 
 
-def dispatch_due(sessions: sessionmaker[Session], *, settings: Settings, clock: Clock, enqueue: Enqueue) -> DispatchReport:
+def dispatch_due(
+    sessions: sessionmaker[Session], *, settings: Settings, clock: Clock, enqueue: Enqueue, urgent_only: bool = False
+) -> DispatchReport:
     """1. Give up on rows whose workers died on every attempt.
     2. Back-pressure: count the rows already handed out whose lease still runs. Claim only up to
        dispatch_max_in_flight of them, so a burst of a million due rows is fed to the workers as
@@ -47,16 +49,20 @@ def dispatch_due(sessions: sessionmaker[Session], *, settings: Settings, clock: 
     4. Split it into chunks (urgent_chunk_size for urgent rows, send_chunk_size for bulk), urgent
        ones first, and enqueue one task per chunk.
     5. Repeat while batches come back full, up to dispatch_max_batches per run.
-    If the broker is down, stop: the rows stay leased and are claimed again after the lease."""
+    If the broker is down, stop: the rows stay leased and are claimed again after the lease.
+    `urgent_only` (the signups task between two runs) claims only urgent rows, and skips steps 1-2."""
     report = DispatchReport()
-    with sessions.begin() as session:
-        report.given_up = fail_exhausted_leases(session, now=clock.now(), max_attempts=settings.max_attempts)
-        in_flight = count_in_flight(session, now=clock.now())
+    in_flight = 0
+    if not urgent_only:
+        with sessions.begin() as session:
+            report.given_up = fail_exhausted_leases(session, now=clock.now(), max_attempts=settings.max_attempts)
+            in_flight = count_in_flight(session, now=clock.now())
+    only_urgent = urgent_only
     lease = wall_duration(clock, settings.lease_seconds)
     for _ in range(settings.dispatch_max_batches):
         room = settings.dispatch_max_in_flight - in_flight
-        urgent_only = room <= 0
-        if urgent_only and not report.throttled:
+        urgent_only = only_urgent or room <= 0
+        if urgent_only and not only_urgent and not report.throttled:
             report.throttled = True
             log.info("%d deliveries in flight (limit %d): only urgent mail this run", in_flight, settings.dispatch_max_in_flight)
         limit = settings.dispatch_batch_size if urgent_only else min(settings.dispatch_batch_size, room)

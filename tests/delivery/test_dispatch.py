@@ -70,3 +70,20 @@ def test_urgent_rows_go_out_in_chunks_of_their_own_size_ahead_of_bulk(
     assert [(len(ids), urgent) for ids, urgent in tasks] == [(2, True), (2, True), (1, True), (4, False), (1, False)]
     assert sorted(i for ids, urgent in tasks if urgent for i in ids) == sorted(urgent_ids)
     assert sorted(i for ids, urgent in tasks if not urgent for i in ids) == sorted(bulk_ids)
+
+
+def test_the_signups_task_claims_only_urgent_rows_and_counts_nothing_else(
+    db: sessionmaker[Session], clock: ManualClock, tmp_path: Path, database_url: str  # noqa: F811
+) -> None:
+    settings = make_settings(tmp_path, database_url, urgent_chunk_size=2)
+    with db.begin() as session:
+        bulk_ids = add_rows(session, clock.now(), [timedelta(seconds=-n) for n in range(3, 0, -1)])
+        urgent_ids = add_rows(session, clock.now(), [timedelta(0)] * 3, priority=10)
+    tasks: list[tuple[list[int], bool]] = []
+    report = dispatch_due(db, settings=settings, clock=clock, enqueue=lambda ids, _token, urgent: tasks.append((ids, urgent)), urgent_only=True)
+    assert report.claimed == 3 and not report.throttled
+    assert [(len(ids), urgent) for ids, urgent in tasks] == [(2, True), (1, True)]
+    assert sorted(i for ids, _ in tasks for i in ids) == sorted(urgent_ids)
+    with db() as session:
+        states = set(session.scalars(select(Delivery.state).where(Delivery.id.in_(bulk_ids))))
+    assert states == {DeliveryState.PENDING}  # the bulk rows wait for the dispatcher's own run

@@ -11,7 +11,8 @@ One run:
    web app exactly as `course web --workers 2` serves it (web.start_server).
 2. Seeds N tagged subscribers and the course the readers sign up for, schedules a campaign to them
    for now and fans it out (as the campaign beat task does).
-3. Plays beat (a `course.dispatch` every dispatch_interval_seconds) and at once starts the burst:
+3. Plays beat (a `course.dispatch` every dispatch_interval_seconds, a `course.signups` every
+   signup_interval_seconds between them) and at once starts the burst:
    `signups` POSTs to /api/subscriptions, each a new address from a client address of its own
    (X-Forwarded-For through the trusted local proxy), sent on a fixed schedule (an open loop:
    signup i is due at start + i × burst_seconds / signups, whether or not earlier answers came
@@ -267,14 +268,19 @@ def run_mixed_benchmark(config: MixedBenchConfig, progress: Progress) -> dict[st
         with sessions.begin() as session:
             campaign_rows = fan_out(session, campaign_id, now=datetime.now(timezone.utc))
 
-        # Play beat, as `celery beat` would publish the dispatch.
+        # Play beat, as `celery beat` would publish the dispatch and the signups task.
         publisher = Celery("bench", broker=config.redis_url)
-        interval = settings.dispatch_interval_seconds
+        interval, signup_interval = settings.dispatch_interval_seconds, settings.signup_interval_seconds
 
         def play_beat() -> None:
+            next_dispatch = time.monotonic()
             while not finished.is_set():
-                publisher.send_task("course.dispatch", queue="dispatch", expires=interval * 2)
-                finished.wait(interval)
+                if time.monotonic() >= next_dispatch:
+                    publisher.send_task("course.dispatch", queue="dispatch", expires=interval * 2)
+                    next_dispatch += interval
+                else:
+                    publisher.send_task("course.signups", queue="dispatch", expires=signup_interval * 2)
+                finished.wait(min(signup_interval, max(next_dispatch - time.monotonic(), 0.0)))
 
         beat = threading.Thread(target=play_beat, name="bench-beat", daemon=True)
         beat.start()
