@@ -14,7 +14,7 @@ import unicodedata
 from datetime import datetime
 
 from email_validator import EmailNotValidError, validate_email
-from sqlalchemy import func, select
+from sqlalchemy import case, func, literal, select, update
 from sqlalchemy.orm import Session
 
 from course.ledger import (
@@ -192,20 +192,29 @@ def resume(session: Session, enrollment: Enrollment, *, now: datetime, immediate
 
 
 def unsubscribe(session: Session, subscriber: Subscriber, *, course_id: int | None, now: datetime) -> int:
-    """Stop one course (course_id) or everything (None). Returns how many rows were cancelled."""
-    query = select(Enrollment).where(Enrollment.subscriber_id == subscriber.id)
+    """Stop one course (course_id) or everything (None). Returns how many rows were cancelled.
+    However many enrollments: two statements for one course (the enrollments' UPDATE ... RETURNING,
+    the rows' cancel), three for everything (and the subscriber's own UPDATE)."""
+    stop = update(Enrollment).where(Enrollment.subscriber_id == subscriber.id)
     if course_id is not None:
-        query = query.where(Enrollment.course_id == course_id)
-    enrollments = list(session.scalars(query))
-    for enrollment in enrollments:
-        if enrollment.status != EnrollmentStatus.COMPLETED:
-            enrollment.status = EnrollmentStatus.UNSUBSCRIBED
-    cancelled = cancel_enrollment_rows(session, [e.id for e in enrollments])
-    if course_id is None:
-        subscriber.status = SubscriberStatus.UNSUBSCRIBED
-        subscriber.unsubscribed_at = now
-        cancelled += cancel_subscriber_rows(session, [subscriber.id])
-    return cancelled
+        stop = stop.where(Enrollment.course_id == course_id)
+    # A completed enrollment stays completed: it has nothing left to send anyway.
+    enrollment_ids = list(
+        session.scalars(
+            stop.values(
+                status=case(
+                    (Enrollment.status == EnrollmentStatus.COMPLETED, Enrollment.status),
+                    else_=literal(EnrollmentStatus.UNSUBSCRIBED.value),
+                )
+            ).returning(Enrollment.id)
+        )
+    )
+    if course_id is not None:
+        return cancel_enrollment_rows(session, enrollment_ids)
+    subscriber.status = SubscriberStatus.UNSUBSCRIBED
+    subscriber.unsubscribed_at = now
+    # Every open row of the subscriber: the enrollments' and any campaign's.
+    return cancel_subscriber_rows(session, [subscriber.id])
 
 
 def extend_enrollments(session: Session, course_id: int, *, now: datetime) -> int:

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from course.content.catalogue import catalogue_version, find_course, local_generation
 from course.delivery.render import course_language
+from course.models import Course
 
 # Unknown slugs are not remembered (a scan of made-up addresses must not grow the cache), and
 # the pages kept are bounded all the same.
@@ -85,6 +86,7 @@ class CatalogueCache:
         self._generation = -1
         self._next_check = 0.0
         self._courses: dict[str, CourseCard] = {}
+        self._by_id: dict[int, CourseCard | None] = {}
         self._pages: dict[tuple[str, ...], PreparedPage] = {}
         self.version_checks = 0  # how often the database was asked (tests read it)
 
@@ -102,6 +104,7 @@ class CatalogueCache:
             self.version_checks += 1
             if version != self._version or generation != self._generation:
                 self._courses = {}
+                self._by_id = {}
                 self._pages = {}
                 self._version = version
                 self._generation = generation
@@ -123,6 +126,21 @@ class CatalogueCache:
                     return None
                 card = CourseCard(id=course.id, slug=course.slug, title=course.title, language=course_language(course))
             self._courses[slug] = card
+        return card
+
+    def course_by_id(self, course_id: int) -> CourseCard | None:
+        """The course a signed link names (its id was signed by us, so a miss is remembered too:
+        the id of a deleted course)."""
+        self._refresh()
+        if course_id in self._by_id:
+            return self._by_id[course_id]
+        with self.sessions() as session:
+            course = session.get(Course, course_id)
+            card = None if course is None else CourseCard(
+                id=course.id, slug=course.slug, title=course.title, language=course_language(course)
+            )
+        if len(self._by_id) < MAX_PAGES:
+            self._by_id[course_id] = card
         return card
 
     def page(self, key: tuple[str, ...], render: Callable[[], str], *, hole: str) -> PreparedPage:

@@ -89,6 +89,12 @@ class Site:
             return None
         return engine.execution_options(isolation_level="AUTOCOMMIT")
 
+    def reading(self) -> Session:
+        """A session for a request that only reads (use it in a `with`). On PostgreSQL its
+        statements run on the autocommit engine: no BEGIN and no COMMIT round trip, each statement
+        seeing what was committed when it ran."""
+        return self.sessions(bind=self.autocommit) if self.autocommit is not None else self.sessions()
+
     def now(self) -> datetime:
         # Asked per request, so a test's ManualClock or the demo's fast clock applies.
         return get_clock(self.settings).now()

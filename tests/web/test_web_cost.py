@@ -246,6 +246,7 @@ def test_preferences_and_one_click_unsubscribe_cost_the_same_for_one_course_or_f
         page = client.get(f"/preferences/{signer.token(LinkPurpose.PREFERENCES, reader)}")
         assert page.status_code == 200
         preferences = len(counter.statements)
+        assert counter.commits == 0  # read-only: autocommit, no BEGIN and no COMMIT round trip
         counter.start()
         answer = client.post(f"/u/{signer.token(LinkPurpose.UNSUBSCRIBE, reader)}",
                              data={"List-Unsubscribe": "One-Click"})
@@ -255,4 +256,30 @@ def test_preferences_and_one_click_unsubscribe_cost_the_same_for_one_course_or_f
             statuses = set(session.scalars(select(Enrollment.status).where(Enrollment.subscriber_id == reader)))
         assert statuses == {EnrollmentStatus.UNSUBSCRIBED}
     assert costs[1] == costs[4], costs
-    assert costs[1][2] == 1  # one commit for the unsubscribe
+    # Preferences: the subscriber, then the enrollments with their counts. Unsubscribe from
+    # everything: the subscriber, the enrollments' UPDATE ... RETURNING, the subscriber's UPDATE,
+    # the cancel of every open row, the language of the page; one commit.
+    assert costs[1] == (2, 5, 1), costs
+
+
+def test_unsubscribing_from_one_course_is_three_statements_and_the_course_comes_from_the_cache(
+    costed: tuple[WebStack, TestClient, DatabaseCounter],
+) -> None:
+    stack, client, counter = costed
+    signer = signer_from_settings(stack.settings)
+    readers = [_reader_in_courses(stack, f"one{n}@example.org", 2) for n in range(2)]
+    course_id = stack.course_id()
+    for reader in readers:
+        counter.start()
+        answer = client.post(f"/u/{signer.token(LinkPurpose.UNSUBSCRIBE, reader, course_id)}",
+                             data={"List-Unsubscribe": "One-Click"})
+        assert answer.status_code == 200 and "Sourdough from Scratch" in answer.text
+        cost = (list(counter.statements), counter.commits)
+        with stack.sessions() as session:
+            statuses = dict(session.execute(select(Enrollment.course_id, Enrollment.status).where(Enrollment.subscriber_id == reader)).all())
+            assert session.get(Subscriber, reader).status == SubscriberStatus.ACTIVE  # type: ignore[union-attr]
+        assert statuses[course_id] == EnrollmentStatus.UNSUBSCRIBED
+        assert {status for course, status in statuses.items() if course != course_id} == {EnrollmentStatus.ACTIVE}
+    # The second reader's: the subscriber, the enrollment's UPDATE ... RETURNING, the cancel of its
+    # open rows (the course's title and language were cached by the first).
+    assert len(cost[0]) == 3 and cost[1] == 1, cost

@@ -18,7 +18,7 @@ from course.content.catalogue import find_course, list_courses, live_lessons
 from course.delivery.render import course_language
 from course.i18n import N_, translate
 from course.models import Course
-from course.web.public.forms import SiteDep, TextField, csrf_failed, zone_names_for_list
+from course.web.public.forms import SiteDep, TextField, csrf_failed, zone_options
 from course.web.public.signups import (
     count_and_queue_in_one,
     ip_limit_allows,
@@ -71,7 +71,7 @@ def _course_context(
             "form": form or {"email": "", "name": "", "timezone": ""},
             "errors": errors or {},
             "honeypot_field": HONEYPOT_FIELD,
-            "timezone_names": zone_names_for_list(),
+            "timezone_options": zone_options(),
             "confirm_days": site.settings.confirm_link_max_age_days,
         }
 

@@ -17,7 +17,7 @@ from course.audience.subscriptions import change_send_time, change_timezone, sen
 from course.delivery.links import LinkPurpose
 from course.i18n import N_, translate
 from course.models import Enrollment, EnrollmentStatus, Subscriber, SubscriberStatus
-from course.web.public.forms import SiteDep, TextField, csrf_failed, zone_names_for_list
+from course.web.public.forms import SiteDep, TextField, csrf_failed, zone_options
 from course.web.security import csrf_is_valid
 from course.web.site import PageError, Site, ids_from
 
@@ -66,7 +66,7 @@ def preferences_page(
     token: str, request: Request, site: SiteDep, saved: str = "", error: str = ""
 ) -> HTMLResponse:
     subscriber_id, course_id = _preferences_ids(site, token)
-    with site.sessions.begin() as session:
+    with site.reading() as session:
         subscriber = session.get(Subscriber, subscriber_id)
         if subscriber is None:
             raise _subscriber_gone()
@@ -81,7 +81,7 @@ def preferences_page(
             saved_message=translate(language, SAVED_MESSAGES[saved]) if saved in SAVED_MESSAGES else "",
             error_message=translate(language, PREFERENCE_ERRORS[error]) if error in PREFERENCE_ERRORS else "",
             action=f"/preferences/{token}",
-            timezone_names=zone_names_for_list(),
+            timezone_options=zone_options(),
         )
 
 

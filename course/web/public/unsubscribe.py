@@ -12,12 +12,13 @@ from course.audience.enrollment import unsubscribe
 from course.delivery.links import LinkPurpose
 from course.models import Course, Enrollment, Subscriber
 from course.web.public.forms import SiteDep
+from course.web.cache import CourseCard
 from course.web.site import Site, ids_from
 
 router = APIRouter(include_in_schema=False)
 
 
-def subscriber_language(site: Site, subscriber: Subscriber | None, course: Course | None) -> str:
+def subscriber_language(site: Site, subscriber: Subscriber | None, course: CourseCard | None) -> str:
     """The course's language when the link is about one course; for "all email", the one language
     all the subscriber's courses share, else the site's."""
     if course is not None:
@@ -45,9 +46,9 @@ def _unsubscribe_ids(site: Site, token: str) -> tuple[int, int | None]:
 def unsubscribe_page(token: str, request: Request, site: SiteDep) -> HTMLResponse:
     """One button and no change: link scanners fetch every URL in a message."""
     subscriber_id, course_id = _unsubscribe_ids(site, token)
-    with site.sessions.begin() as session:
+    with site.reading() as session:
         subscriber = session.get(Subscriber, subscriber_id)
-        course = session.get(Course, course_id) if course_id else None
+        course = site.catalogue.course_by_id(course_id) if course_id else None
         return site.page(
             request,
             "unsubscribe.html",
@@ -66,7 +67,7 @@ def unsubscribe_submit(token: str, request: Request, site: SiteDep) -> HTMLRespo
     subscriber_id, course_id = _unsubscribe_ids(site, token)
     with site.sessions.begin() as session:
         subscriber = session.get(Subscriber, subscriber_id)
-        course = session.get(Course, course_id) if course_id else None
+        course = site.catalogue.course_by_id(course_id) if course_id else None
         if subscriber is not None:
             unsubscribe(session, subscriber, course_id=course_id, now=site.now())
         return site.page(
