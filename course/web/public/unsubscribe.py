@@ -46,9 +46,10 @@ def _unsubscribe_ids(site: Site, token: str) -> tuple[int, int | None]:
 def unsubscribe_page(token: str, request: Request, site: SiteDep) -> HTMLResponse:
     """One button and no change: link scanners fetch every URL in a message."""
     subscriber_id, course_id = _unsubscribe_ids(site, token)
+    # Before the request's own session: a cache miss takes a pooled connection of its own.
+    course = site.catalogue.course_by_id(course_id) if course_id else None
     with site.reading() as session:
         subscriber = session.get(Subscriber, subscriber_id)
-        course = site.catalogue.course_by_id(course_id) if course_id else None
         return site.page(
             request,
             "unsubscribe.html",
@@ -65,9 +66,10 @@ def unsubscribe_submit(token: str, request: Request, site: SiteDep) -> HTMLRespo
     No CSRF token and no cookie: mail providers post `List-Unsubscribe=One-Click` from their
     servers. Only the signed link decides, and unsubscribing twice is harmless."""
     subscriber_id, course_id = _unsubscribe_ids(site, token)
+    # Before the request's own session: a cache miss takes a pooled connection of its own.
+    course = site.catalogue.course_by_id(course_id) if course_id else None
     with site.sessions.begin() as session:
         subscriber = session.get(Subscriber, subscriber_id)
-        course = site.catalogue.course_by_id(course_id) if course_id else None
         if subscriber is not None:
             unsubscribe(session, subscriber, course_id=course_id, now=site.now())
         return site.page(
