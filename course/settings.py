@@ -179,6 +179,9 @@ class Settings(BaseSettings):
     # How often a web process asks whether `course import` changed the catalogue it caches (course
     # pages, the list, the embed page, course ids for signups): a page is at most this old.
     catalogue_recheck_seconds: float = Field(1.0, ge=0)
+    # Requests a web process runs at once in its thread pool (each holds one of the process's 10
+    # pooled database connections); more wait in the event loop, in arrival order.
+    web_threads: int = Field(8, ge=1)
 
     @field_validator("site_language")
     @classmethod

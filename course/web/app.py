@@ -3,8 +3,11 @@ with their own settings."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
+from anyio import to_thread
 from fastapi import FastAPI, Request
 from fastapi.exception_handlers import request_validation_exception_handler
 from fastapi.exceptions import RequestValidationError
@@ -87,7 +90,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         catalogue=CatalogueCache(sessions, recheck_seconds=settings.catalogue_recheck_seconds),
     )
     # The interactive docs pages load script from a CDN, which our CSP forbids; the schema is enough.
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        # Sync handlers run in anyio's thread pool, 40 threads by default, each holding a pooled
+        # database connection (10 a process) while it runs: past 10 the extra threads only wait
+        # for the pool, unfairly, and compete for the GIL. A limit under the pool's size keeps the
+        # queue in the event loop, first come first served, with room for a cache miss's own
+        # connection.
+        to_thread.current_default_thread_limiter().total_tokens = settings.web_threads
+        yield
+
     app = _WebApp(
+        lifespan=lifespan,
         title="Email course signup API",
         version="1",
         openapi_url="/api/openapi.json",

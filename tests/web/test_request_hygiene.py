@@ -307,3 +307,29 @@ def test_mask_tokens_keeps_other_paths() -> None:
     assert mask_tokens("/courses/sourdough?x=1") == "/courses/sourdough?x=1"
     assert mask_tokens("/u/abc") == "/u/abc"  # too short to be a token: nothing to hide
     assert mask_tokens("/preferences/WzEsMl0.x.y?saved=1") == "/preferences/WzEsMl…?saved=1"
+
+
+def test_a_web_process_runs_at_most_web_threads_requests_at_once(web_stack: WebStack) -> None:
+    app = create_app(web_stack.settings.model_copy(update={"web_threads": 2}))
+    running, most = [0], [0]
+    lock = threading.Lock()
+
+    def slow() -> dict[str, int]:  # a sync handler, as the pages are: it runs in the thread pool
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.15)
+        with lock:
+            running[0] -= 1
+        return {"ok": 1}
+
+    app.add_api_route("/api/slow-for-test", slow)
+    with TestClient(app) as client:  # the lifespan sets the limit
+        answers: list[int] = []
+        threads = [threading.Thread(target=lambda: answers.append(client.get("/api/slow-for-test").status_code)) for _ in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(10)
+    assert answers == [200] * 6
+    assert most[0] == 2  # the other four waited their turn in the event loop
