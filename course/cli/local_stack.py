@@ -142,10 +142,10 @@ def _worker_process(log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
 def _web_server(host: str, port: int) -> Iterator[None]:
     import uvicorn
 
-    from course.web.app import create_app
+    from course.web.server import served_app
     from course.web.server import uvicorn_options
 
-    config = uvicorn.Config(create_app(), host=host, port=port, log_level="warning", **uvicorn_options(get_settings()))
+    config = uvicorn.Config(served_app(), host=host, port=port, log_level="warning", **uvicorn_options(get_settings()))
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="web", daemon=True)
     thread.start()

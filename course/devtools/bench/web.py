@@ -71,12 +71,12 @@ class WebBenchConfig:
 
 
 def probe_app() -> Any:
-    """create_app() as `course web` builds it, plus a passive count of the SQL statements this
+    """served_app() as `course web` builds it, plus a passive count of the SQL statements this
     process executes (an executemany counts once per parameter set, as the server sees it)."""
     from sqlalchemy import event
     from sqlalchemy.engine import Engine
 
-    from course.web.app import create_app
+    from course.web.server import served_app
 
     stats_dir = os.environ.get("COURSE_BENCH_STATS_DIR")
     if stats_dir:
@@ -96,7 +96,7 @@ def probe_app() -> Any:
             counts[1] += 1
             struct.pack_into("<QQ", counter, 0, *counts)
 
-    return create_app()
+    return served_app()
 
 
 def counted_so_far(stats_dir: Path) -> tuple[int, int]:
