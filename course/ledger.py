@@ -25,7 +25,7 @@ twice:
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -409,18 +409,56 @@ def claim_due(
     )
 
 
-def fail_exhausted_leases(session: Session, *, now: datetime, max_attempts: int) -> int:
+def _no_journal(delivery_ids: Sequence[int]) -> set[int]:
+    return set()
+
+
+def fail_exhausted_leases(
+    session: Session,
+    *,
+    now: datetime,
+    max_attempts: int,
+    accepted: Callable[[Sequence[int]], set[int]] = _no_journal,
+    message_id_domain: str = "",
+) -> int:
     """Rows whose worker died on every one of max_attempts tries are given up on rather than
-    reclaimed again: a message that crashes its worker must not crash-loop the fleet."""
-    return session.execute(
-        update(Delivery)
-        .where(
-            Delivery.state.in_(IN_FLIGHT_DELIVERY_STATES),
-            Delivery.lease_expires_at < now,
-            Delivery.attempts >= max_attempts,
+    reclaimed again: a message that crashes its worker must not crash-loop the fleet. Those that
+    `accepted` (the send journal) says the relay took are settled as sent instead: a worker that
+    died after the 250, every time, still sent the message. Returns how many rows failed."""
+    exhausted = list(
+        session.scalars(
+            select(Delivery.id)
+            .where(
+                Delivery.state.in_(IN_FLIGHT_DELIVERY_STATES),
+                Delivery.lease_expires_at < now,
+                Delivery.attempts >= max_attempts,
+            )
+            .with_for_update(skip_locked=True)
         )
-        .values(state=DeliveryState.FAILED, last_error="lease expired on every attempt (worker lost)")
-    ).rowcount
+    )
+    if not exhausted:
+        return 0
+    sent = accepted(exhausted) & set(exhausted)
+    if sent:
+        session.execute(
+            update(Delivery)
+            .where(Delivery.id.in_(sorted(sent)))
+            .values(
+                state=DeliveryState.SENT, sent_at=now, last_error=None, lease_token=None, lease_expires_at=None,
+                message_id=_message_id_sql(message_id_domain),
+            )
+            .execution_options(synchronize_session=False)
+        )
+        _complete_finished_enrollments(session, sorted(sent), now=now)
+    failed = [delivery_id for delivery_id in exhausted if delivery_id not in sent]
+    if failed:
+        session.execute(
+            update(Delivery)
+            .where(Delivery.id.in_(failed))
+            .values(state=DeliveryState.FAILED, last_error="lease expired on every attempt (worker lost)")
+            .execution_options(synchronize_session=False)
+        )
+    return len(failed)
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 import pytest
@@ -234,3 +235,26 @@ def test_insert_lesson_rows_gives_a_cohort_one_row_each(db: sessionmaker[Session
     assert [row.subscriber_id for row in rows] == [person.id for person in people]
     assert {(row.state, row.kind, row.attempts, row.sent_at) for row in rows} == {(DeliveryState.PENDING, DeliveryKind.LESSON, 0, None)}
     assert all(row.due_at == due for row in rows)
+
+
+def test_an_exhausted_lease_the_journal_holds_is_settled_as_sent_not_failed(db: sessionmaker[Session], clock: ManualClock) -> None:
+    now = clock.now()
+    with db.begin() as session:
+        lost, accepted = (add_rows(session, now, [timedelta(minutes=-10)], state=DeliveryState.SENDING)[0] for _ in range(2))
+        session.execute(
+            update(Delivery).where(Delivery.id.in_([lost, accepted])).values(attempts=3, lease_expires_at=now - timedelta(seconds=1))
+        )
+    asked: list[list[int]] = []
+
+    def journal(ids: Sequence[int]) -> set[int]:
+        asked.append(sorted(ids))
+        return {accepted, 999_999}  # an id the journal holds that is not exhausted changes nothing
+
+    with db.begin() as session:
+        assert fail_exhausted_leases(session, now=now, max_attempts=3, accepted=journal, message_id_domain="example.org") == 1
+    assert asked == [sorted([lost, accepted])]
+    with db() as session:
+        rows = {row.id: row for row in session.scalars(select(Delivery))}
+    assert rows[lost].state == DeliveryState.FAILED
+    assert rows[accepted].state == DeliveryState.SENT and rows[accepted].sent_at is not None
+    assert rows[accepted].message_id == f"<delivery.{accepted}@example.org>" and rows[accepted].lease_token is None

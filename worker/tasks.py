@@ -97,7 +97,7 @@ def dispatch() -> dict[str, int]:
     except Exception:  # noqa: BLE001 - the signups wait for the next run; the due mail must not
         log.exception("handling queued signups failed; dispatching anyway")
     report: DispatchReport = dispatch_due(
-        session_factory(settings), settings=settings, clock=get_clock(settings), enqueue=enqueue_send
+        session_factory(settings), settings=settings, clock=get_clock(settings), enqueue=enqueue_send, journal=_journal()
     )
     if report.claimed:
         log.info("dispatched %d deliveries in %d tasks", report.claimed, report.tasks)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from sqlalchemy.orm import Session, sessionmaker
 
 from course.clock import Clock, wall_duration
+from course.delivery.journal import NoJournal, SendJournal
 from course.ledger import claim_due, count_in_flight, fail_exhausted_leases
 from course.settings import Settings
 
@@ -37,9 +38,16 @@ def chunks(ids: list[int], size: int) -> list[list[int]]:
 
 
 def dispatch_due(
-    sessions: sessionmaker[Session], *, settings: Settings, clock: Clock, enqueue: Enqueue, urgent_only: bool = False
+    sessions: sessionmaker[Session],
+    *,
+    settings: Settings,
+    clock: Clock,
+    enqueue: Enqueue,
+    urgent_only: bool = False,
+    journal: SendJournal | None = None,
 ) -> DispatchReport:
-    """1. Give up on rows whose workers died on every attempt.
+    """1. Give up on rows whose workers died on every attempt (those the send journal holds were
+       accepted by the relay before their worker died: they are settled as sent).
     2. Back-pressure: count the rows already handed out whose lease still runs. Claim only up to
        dispatch_max_in_flight of them, so a burst of a million due rows is fed to the workers as
        they keep up instead of being queued in the broker, where rows would outlive their lease and
@@ -52,10 +60,14 @@ def dispatch_due(
     If the broker is down, stop: the rows stay leased and are claimed again after the lease.
     `urgent_only` (the signups task between two runs) claims only urgent rows, and skips steps 1-2."""
     report = DispatchReport()
+    journal = journal or NoJournal()
     in_flight = 0
     if not urgent_only:
         with sessions.begin() as session:
-            report.given_up = fail_exhausted_leases(session, now=clock.now(), max_attempts=settings.max_attempts)
+            report.given_up = fail_exhausted_leases(
+                session, now=clock.now(), max_attempts=settings.max_attempts,
+                accepted=journal.accepted_among, message_id_domain=settings.list_id_domain,
+            )  # fmt: skip
             in_flight = count_in_flight(session, now=clock.now())
     only_urgent = urgent_only
     lease = wall_duration(clock, settings.lease_seconds)
