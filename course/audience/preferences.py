@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import Select, bindparam, func, select
 from sqlalchemy.orm import Session
@@ -69,7 +69,30 @@ def _enrollments_statement() -> Select[Any]:
     )
 
 
-def enrollment_views(session: Session, subscriber: Subscriber, first_course_id: int | None = None) -> list[EnrollmentView]:
+class SubscriberRef(Protocol):
+    """What the read model needs of a subscriber: a Subscriber, or a row of its columns."""
+
+    @property
+    def id(self) -> int: ...
+
+    @property
+    def timezone(self) -> str: ...
+
+
+@cache
+def _subscriber_statement() -> Select[Any]:
+    """The preferences page's subscriber, as columns (built once, like the enrollments')."""
+    return select(Subscriber.id, Subscriber.email, Subscriber.status, Subscriber.timezone).where(
+        Subscriber.id == bindparam("subscriber_id")
+    )
+
+
+def subscriber_row(session: Session, subscriber_id: int) -> Any | None:
+    """id, email, status and timezone of a subscriber, or None: what the page shows of them."""
+    return session.execute(_subscriber_statement(), {"subscriber_id": subscriber_id}).first()
+
+
+def enrollment_views(session: Session, subscriber: SubscriberRef, first_course_id: int | None = None) -> list[EnrollmentView]:
     """The subscriber's enrollments, the course `first_course_id` first (the one whose mail led
     here), then in the order they were made."""
     rows = session.execute(_enrollments_statement(), {"subscriber_id": subscriber.id}).all()

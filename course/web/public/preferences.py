@@ -11,7 +11,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy.orm import Session
 
 from course.audience.enrollment import pause, resume, unsubscribe
-from course.audience.preferences import EnrollmentView, enrollment_views
+from course.audience.preferences import EnrollmentView, enrollment_views, subscriber_row
 from course.audience.schedule import UnknownTimeZone
 from course.audience.subscriptions import change_send_time, change_timezone, send_next_now
 from course.delivery.links import LinkPurpose
@@ -67,7 +67,7 @@ def preferences_page(
 ) -> HTMLResponse:
     subscriber_id, course_id = _preferences_ids(site, token)
     with site.reading() as session:
-        subscriber = session.get(Subscriber, subscriber_id)
+        subscriber = subscriber_row(session, subscriber_id)
         if subscriber is None:
             raise _subscriber_gone()
         enrollments = enrollment_views(session, subscriber, course_id)
