@@ -12,9 +12,10 @@ from __future__ import annotations
 import re
 import unicodedata
 from datetime import datetime
+from typing import Any
 
 from email_validator import EmailNotValidError, validate_email
-from sqlalchemy import case, func, literal, select, update
+from sqlalchemy import Row, case, func, literal, select, update
 from sqlalchemy.orm import Session
 
 from course.ledger import (
@@ -191,7 +192,7 @@ def resume(session: Session, enrollment: Enrollment, *, now: datetime, immediate
     schedule_lessons(session, enrollment, first_due=first_due, now=now)
 
 
-def unsubscribe(session: Session, subscriber: Subscriber, *, course_id: int | None, now: datetime) -> int:
+def unsubscribe(session: Session, subscriber: Subscriber | Row[Any], *, course_id: int | None, now: datetime) -> int:
     """Stop one course (course_id) or everything (None). Returns how many rows were cancelled.
     However many enrollments: two statements for one course (the enrollments' UPDATE ... RETURNING,
     the rows' cancel), three for everything (and the subscriber's own UPDATE)."""
@@ -211,8 +212,11 @@ def unsubscribe(session: Session, subscriber: Subscriber, *, course_id: int | No
     )
     if course_id is not None:
         return cancel_enrollment_rows(session, enrollment_ids)
-    subscriber.status = SubscriberStatus.UNSUBSCRIBED
-    subscriber.unsubscribed_at = now
+    # An UPDATE, not attributes: `subscriber` may be a row of columns (the one-click endpoint reads
+    # no ORM object); a Subscriber loaded in this session gets the new values too.
+    session.execute(
+        update(Subscriber).where(Subscriber.id == subscriber.id).values(status=SubscriberStatus.UNSUBSCRIBED, unsubscribed_at=now)
+    )
     # Every open row of the subscriber: the enrollments' and any campaign's.
     return cancel_subscriber_rows(session, [subscriber.id])
 

@@ -3,12 +3,15 @@ RFC 8058 one-click endpoint that mail providers post to, which are the same URL.
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
-from sqlalchemy import select
-from sqlalchemy.orm import object_session
+from sqlalchemy import Row, select
+from sqlalchemy.orm import Session
 
 from course.audience.enrollment import unsubscribe
+from course.audience.preferences import subscriber_row
 from course.delivery.links import LinkPurpose
 from course.models import Course, Enrollment, Subscriber
 from course.web.public.forms import SiteDep
@@ -18,15 +21,15 @@ from course.web.site import Site, ids_from
 router = APIRouter(include_in_schema=False)
 
 
-def subscriber_language(site: Site, subscriber: Subscriber | None, course: CourseCard | None) -> str:
+def subscriber_language(
+    site: Site, session: Session, subscriber: Subscriber | Row[Any] | None, course: CourseCard | None
+) -> str:
     """The course's language when the link is about one course; for "all email", the one language
     all the subscriber's courses share, else the site's."""
     if course is not None:
         return course.language
     if subscriber is None:
         return site.settings.site_language
-    session = object_session(subscriber)
-    assert session is not None
     # One statement however many courses: the page costs the same for a reader in one or in ten.
     languages = session.scalars(
         select(Course.language).join(Enrollment, Enrollment.course_id == Course.id)
@@ -49,13 +52,13 @@ def unsubscribe_page(token: str, request: Request, site: SiteDep) -> HTMLRespons
     # Before the request's own session: a cache miss takes a pooled connection of its own.
     course = site.catalogue.course_by_id(course_id) if course_id else None
     with site.reading() as session:
-        subscriber = session.get(Subscriber, subscriber_id)
+        subscriber = subscriber_row(session, subscriber_id)
         return site.page(
             request,
             "unsubscribe.html",
             email=subscriber.email if subscriber else None,
             course=course,
-            language=subscriber_language(site, subscriber, course),
+            language=subscriber_language(site, session, subscriber, course),
             action=f"/u/{token}",
         )
 
@@ -69,7 +72,7 @@ def unsubscribe_submit(token: str, request: Request, site: SiteDep) -> HTMLRespo
     # Before the request's own session: a cache miss takes a pooled connection of its own.
     course = site.catalogue.course_by_id(course_id) if course_id else None
     with site.sessions.begin() as session:
-        subscriber = session.get(Subscriber, subscriber_id)
+        subscriber = subscriber_row(session, subscriber_id)
         if subscriber is not None:
             unsubscribe(session, subscriber, course_id=course_id, now=site.now())
         return site.page(
@@ -77,6 +80,6 @@ def unsubscribe_submit(token: str, request: Request, site: SiteDep) -> HTMLRespo
             "unsubscribed.html",
             email=subscriber.email if subscriber else None,
             course=course,
-            language=subscriber_language(site, subscriber, course),
+            language=subscriber_language(site, session, subscriber, course),
             preferences_url=site.signer.url(LinkPurpose.PREFERENCES, subscriber_id, *([course_id] if course_id else [])),
         )
