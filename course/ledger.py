@@ -440,16 +440,7 @@ def fail_exhausted_leases(
         return 0
     sent = accepted(exhausted) & set(exhausted)
     if sent:
-        session.execute(
-            update(Delivery)
-            .where(Delivery.id.in_(sorted(sent)))
-            .values(
-                state=DeliveryState.SENT, sent_at=now, last_error=None, lease_token=None, lease_expires_at=None,
-                message_id=_message_id_sql(message_id_domain),
-            )
-            .execution_options(synchronize_session=False)
-        )
-        _complete_finished_enrollments(session, sorted(sent), now=now)
+        _mark_sent(session, sorted(sent), now=now, message_id_domain=message_id_domain)
     failed = [delivery_id for delivery_id in exhausted if delivery_id not in sent]
     if failed:
         session.execute(
@@ -710,21 +701,7 @@ def record(session: Session, outcome: Outcome, *, token: str, now: datetime, mes
     its lease cannot overwrite what the new holder does."""
     mine = and_(Delivery.lease_token == token, Delivery.state == DeliveryState.SENDING)
     if outcome.sent:
-        session.execute(
-            update(Delivery)
-            .where(Delivery.id.in_(outcome.sent), mine)
-            .values(
-                state=DeliveryState.SENT,
-                provider=outcome.provider,
-                sent_at=now,
-                last_error=None,
-                lease_token=None,
-                lease_expires_at=None,
-                message_id=_message_id_sql(message_id_domain),
-            )
-            .execution_options(synchronize_session=False)
-        )
-        _complete_finished_enrollments(session, outcome.sent, now=now)
+        _mark_sent(session, outcome.sent, mine, now=now, message_id_domain=message_id_domain, provider=outcome.provider)
     _update_each(
         session,
         token,
@@ -764,6 +741,28 @@ def record(session: Session, outcome: Outcome, *, token: str, now: datetime, mes
                 .values(state=state, lease_token=None, lease_expires_at=None)
                 .execution_options(synchronize_session=False)
             )
+
+
+def _mark_sent(
+    session: Session, ids: Sequence[int], *guards: ColumnElement[bool], now: datetime, message_id_domain: str, **values: Any
+) -> None:
+    """Rows the relay accepted: sent, with their Message-ID, out of any lease; an enrollment with
+    nothing left to send is completed."""
+    session.execute(
+        update(Delivery)
+        .where(Delivery.id.in_(ids), *guards)
+        .values(
+            state=DeliveryState.SENT,
+            sent_at=now,
+            last_error=None,
+            lease_token=None,
+            lease_expires_at=None,
+            message_id=_message_id_sql(message_id_domain),
+            **values,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    _complete_finished_enrollments(session, ids, now=now)
 
 
 def _update_each(session: Session, token: str, params: list[dict[str, Any]], **values: Any) -> None:

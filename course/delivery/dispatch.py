@@ -69,17 +69,17 @@ def dispatch_due(
                 accepted=journal.accepted_among, message_id_domain=settings.list_id_domain,
             )  # fmt: skip
             in_flight = count_in_flight(session, now=clock.now())
-    only_urgent = urgent_only
     lease = wall_duration(clock, settings.lease_seconds)
     for _ in range(settings.dispatch_max_batches):
         room = settings.dispatch_max_in_flight - in_flight
-        urgent_only = only_urgent or room <= 0
-        if urgent_only and not only_urgent and not report.throttled:
+        full = not urgent_only and room <= 0
+        if full and not report.throttled:
             report.throttled = True
             log.info("%d deliveries in flight (limit %d): only urgent mail this run", in_flight, settings.dispatch_max_in_flight)
-        limit = settings.dispatch_batch_size if urgent_only else min(settings.dispatch_batch_size, room)
+        only_urgent = urgent_only or full
+        limit = settings.dispatch_batch_size if only_urgent else min(settings.dispatch_batch_size, room)
         with sessions.begin() as session:
-            claim = claim_due(session, now=clock.now(), limit=limit, lease=lease, urgent_only=urgent_only)
+            claim = claim_due(session, now=clock.now(), limit=limit, lease=lease, urgent_only=only_urgent)
         if claim is None:
             break
         report.claimed += claim.size

@@ -1,10 +1,10 @@
 """The sender: batch control only. It takes over a claimed batch, checks each row is still wanted,
 has the composer (course.delivery.compose) build each message, hands it to the provider's transport
 (one kept-open connection) and records the outcomes, with the provider's name, as they happen, a
-small group at a time (course/delivery/outcomes.py), between two messages. Each message the relay accepts is noted at once in the send journal
-(course/delivery/journal.py), and rows taken over again are checked against it: a killed worker or
-a database blip costs the messages in flight at that instant, or at most one group when the journal
-is unavailable.
+small group at a time (course/delivery/outcomes.py), between two messages. Each message the relay
+accepts is noted at once in the send journal (course/delivery/journal.py), and rows taken over again
+are checked against it: a killed worker or a database blip costs the messages in flight at that
+instant, or at most one group when the journal is unavailable.
 
 Failures are handled where they happen:
 - a 4xx reply, a time-out or a dropped connection puts the row back to pending with exponential

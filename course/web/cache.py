@@ -39,6 +39,10 @@ class CourseCard:
     title: str
     language: str  # the course's language (course.delivery.render.course_language)
 
+    @classmethod
+    def of(cls, course: Course) -> CourseCard:
+        return cls(id=course.id, slug=course.slug, title=course.title, language=course_language(course))
+
 
 # A gzip member header: deflate, no name, no time, unknown OS (RFC 1952).
 _GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
@@ -124,7 +128,7 @@ class CatalogueCache:
                 course = find_course(session, slug)
                 if course is None:
                     return None
-                card = CourseCard(id=course.id, slug=course.slug, title=course.title, language=course_language(course))
+                card = CourseCard.of(course)
             self._courses[slug] = card
         return card
 
@@ -136,9 +140,7 @@ class CatalogueCache:
             return self._by_id[course_id]
         with self.sessions() as session:
             course = session.get(Course, course_id)
-            card = None if course is None else CourseCard(
-                id=course.id, slug=course.slug, title=course.title, language=course_language(course)
-            )
+            card = None if course is None else CourseCard.of(course)
         if len(self._by_id) < MAX_PAGES:
             self._by_id[course_id] = card
         return card
