@@ -35,6 +35,7 @@ from sqlalchemy import (
     ColumnElement,
     Integer,
     Select,
+    Update,
     SmallInteger,
     String,
     and_,
@@ -295,6 +296,21 @@ def _set_state(session: Session, where: ColumnElement[bool], states: Iterable[De
         .where(where, Delivery.state.in_(list(states)))
         .values(state=state, lease_token=None, lease_expires_at=None)
     ).rowcount  # synchronize_session stays "auto": rows loaded in this session see the new state
+
+
+def cancelling(where: Callable[[Any], ColumnElement[bool]]) -> Update:
+    """The UPDATE that cancel_*_rows runs, not executed: for a caller that makes it a part of one
+    larger statement (audience.enrollment.unsubscribe_in_one's data-modifying CTE). `where` gets
+    the deliveries table's columns (Core, no ORM attributes: the statement stays a plain one, with
+    none of the ORM's bookkeeping per execution) and says which rows; only open ones are cancelled.
+    It RETURNs each cancelled row's id."""
+    columns = Delivery.__table__.c
+    return (
+        update(Delivery.__table__)
+        .where(where(columns), columns.state.in_([str(state) for state in OPEN_DELIVERY_STATES]))
+        .values(state=DeliveryState.CANCELLED.value, lease_token=None, lease_expires_at=None)
+        .returning(columns.id)
+    )
 
 
 def hold_enrollment_rows(session: Session, enrollment_ids: Sequence[int]) -> int:

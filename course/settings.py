@@ -49,6 +49,8 @@ class Settings(BaseSettings):
     var_dir: Path = PROJECT_ROOT / "var"
     content_dir: Path = PROJECT_ROOT / "content"
     templates_dir: Path = PROJECT_ROOT / "templates"
+    # Re-read a template when its file changed (for someone editing them); off, each is read once.
+    template_reload: bool = False
 
     database_url: str = ""  # empty: SQLite at var/course.db
     # REDIS_URL is the conventional name; COURSE_REDIS_URL works too.

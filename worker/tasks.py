@@ -30,7 +30,8 @@ SIGNUP_BATCHES_PER_DISPATCH = 20
 
 @lru_cache
 def _renderer() -> Renderer:
-    return Renderer(get_settings().templates_dir)
+    settings = get_settings()
+    return Renderer(settings.templates_dir, auto_reload=settings.template_reload)
 
 
 @lru_cache

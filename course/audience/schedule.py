@@ -4,6 +4,7 @@ the course's cadence. No I/O, no clock: callers pass the moments in."""
 from __future__ import annotations
 
 from datetime import date, datetime, time, timedelta, timezone
+from functools import cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 ALL_WEEKDAYS = frozenset(range(7))
@@ -20,9 +21,18 @@ def parse_timezone(name: str) -> ZoneInfo:
     if not cleaned or cleaned not in _zone_names():
         raise UnknownTimeZone(f"unknown time zone {name!r}: use an IANA name such as Europe/Berlin")
     try:
-        return ZoneInfo(cleaned)
+        return _zone(cleaned)
     except (ZoneInfoNotFoundError, ValueError) as exc:  # pragma: no cover - guarded by the set above
         raise UnknownTimeZone(f"unknown time zone {name!r}") from exc
+
+
+@cache
+def _zone(name: str) -> ZoneInfo:
+    """ZoneInfo keeps only the last eight zones it made for sure (the rest are weakly held), and
+    makes a zone again by reading and parsing its file: readers in many zones (a preferences page
+    each, a schedule each) made it read a file per call. Only names of _zone_names() get here,
+    so this holds at most the ~600 zones there are."""
+    return ZoneInfo(name)
 
 
 _ZONES: frozenset[str] | None = None

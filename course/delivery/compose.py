@@ -97,7 +97,7 @@ class Composer:
         template environment, and its clock for the messages' Date and their links' time stamps."""
         return cls(
             settings,
-            renderer=renderer or Renderer(settings.templates_dir),
+            renderer=renderer or Renderer(settings.templates_dir, auto_reload=settings.template_reload),
             signer=signer_from_settings(settings, clock=clock),
             clock=clock or get_clock(settings),
         )

@@ -38,9 +38,13 @@ def _slot(name: str) -> str:
 
 
 @lru_cache
-def template_environment(templates_dir: Path) -> Environment:
+def template_environment(templates_dir: Path, *, auto_reload: bool = False) -> Environment:
+    """The one Jinja2 environment of a process's pages or mails. Templates are read once; with
+    auto_reload (COURSE_TEMPLATE_RELOAD, for someone editing them) every render first checks each
+    template's file for changes, a stat per template and its parents (~70 µs a page)."""
     environment = Environment(
         loader=FileSystemLoader(str(templates_dir)),
+        auto_reload=auto_reload,
         autoescape=select_autoescape(["html"], default_for_string=False),
         undefined=StrictUndefined,
         trim_blocks=True,
@@ -170,8 +174,8 @@ def course_language(course: Any) -> str:
 
 
 class Renderer:
-    def __init__(self, templates_dir: Path) -> None:
-        self.environment = template_environment(templates_dir)
+    def __init__(self, templates_dir: Path, *, auto_reload: bool = False) -> None:
+        self.environment = template_environment(templates_dir, auto_reload=auto_reload)
 
     def _render_pair(
         self, name: str, subject: str, context: Mapping[str, Any], language: str = DEFAULT_LANGUAGE

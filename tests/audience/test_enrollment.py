@@ -27,6 +27,7 @@ from course.audience.enrollment import (
     pause,
     resume,
     unsubscribe,
+    unsubscribe_in_one,
 )
 from course.models import Delivery, DeliveryState, Enrollment, EnrollmentStatus, Subscriber, SubscriberStatus
 from course.audience.schedule import lesson_due_times
@@ -83,7 +84,21 @@ def test_the_same_address_in_another_case_is_the_same_subscriber(db: sessionmake
         session.flush()
 
 
-def test_unsubscribing_from_one_course_leaves_the_other_running(db: sessionmaker[Session], clock: ManualClock) -> None:
+def _unsubscribe_in_one_statement(
+    db: sessionmaker[Session], subscriber_id: int, course_id: int | None, clock: ManualClock
+) -> str | None:
+    """unsubscribe_in_one as the one-click endpoint runs it: on an autocommit connection."""
+    engine = db.kw["bind"]
+    if engine.dialect.name != "postgresql":
+        pytest.skip("one statement on PostgreSQL only (SQLite has no UPDATE in WITH)")
+    with engine.execution_options(isolation_level="AUTOCOMMIT").connect() as connection:
+        return unsubscribe_in_one(connection, subscriber_id, course_id=course_id, now=clock.now())
+
+
+@pytest.mark.parametrize("one_statement", [False, True], ids=["orm", "one-statement"])
+def test_unsubscribing_from_one_course_leaves_the_other_running(
+    db: sessionmaker[Session], clock: ManualClock, one_statement: bool
+) -> None:
     with db.begin() as session:
         bread = make_course(session, now=clock.now(), slug="bread", lessons=3)
         cheese = make_course(session, now=clock.now(), slug="cheese", lessons=2)
@@ -92,7 +107,11 @@ def test_unsubscribing_from_one_course_leaves_the_other_running(db: sessionmaker
         for person in (ann, ben):
             enroll(session, person, bread, now=clock.now())
         enroll(session, ann, cheese, now=clock.now())
-        assert unsubscribe(session, ann, course_id=bread.id, now=clock.now()) == 3
+        if not one_statement:
+            assert unsubscribe(session, ann, course_id=bread.id, now=clock.now()) == 3
+    if one_statement:
+        assert _unsubscribe_in_one_statement(db, ann.id, bread.id, clock) == "ann@example.org"
+        assert _unsubscribe_in_one_statement(db, 10**9, bread.id, clock) is None  # no such subscriber
     with db() as session:
         by_course = {
             (email, slug): (status, sorted(states))
@@ -119,7 +138,10 @@ def _enrollment_states(session: Session) -> list[tuple[str, str, str, list[str]]
     return result
 
 
-def test_unsubscribing_from_everything_cancels_every_open_row(db: sessionmaker[Session], clock: ManualClock) -> None:
+@pytest.mark.parametrize("one_statement", [False, True], ids=["orm", "one-statement"])
+def test_unsubscribing_from_everything_cancels_every_open_row(
+    db: sessionmaker[Session], clock: ManualClock, one_statement: bool
+) -> None:
     with db.begin() as session:
         bread = make_course(session, now=clock.now(), slug="bread", lessons=3)
         cheese = make_course(session, now=clock.now(), slug="cheese", lessons=2)
@@ -131,9 +153,12 @@ def test_unsubscribing_from_everything_cancels_every_open_row(db: sessionmaker[S
         second = rows_of(session, session.scalars(select(Enrollment).where(Enrollment.course_id == bread.id)).one())[1]
         second.state, second.lease_token = DeliveryState.LEASED, "t" * 32  # claimed, not yet taken over
     clock.advance(timedelta(minutes=1))
-    with db.begin() as session:
-        ann = session.scalars(select(Subscriber)).one()
-        assert unsubscribe(session, ann, course_id=None, now=clock.now()) == 4
+    if one_statement:
+        assert _unsubscribe_in_one_statement(db, ann.id, None, clock) == "ann@example.org"
+    else:
+        with db.begin() as session:
+            ann = session.scalars(select(Subscriber)).one()
+            assert unsubscribe(session, ann, course_id=None, now=clock.now()) == 4
     with db() as session:
         ann = session.scalars(select(Subscriber)).one()
         assert (ann.status, ann.unsubscribed_at) == (SubscriberStatus.UNSUBSCRIBED, clock.now())

@@ -1,5 +1,6 @@
-"""A cached page served gzipped: the pieces compressed apart and the visitor's value compressed per
-request must make one valid gzip stream, whatever the value and wherever the holes are."""
+"""A cached page served gzipped: the pieces compressed apart and the visitor's value in a stored
+block of its own per request must make one valid gzip stream, whatever the value and wherever the
+holes are."""
 
 from __future__ import annotations
 
