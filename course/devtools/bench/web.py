@@ -10,8 +10,10 @@ One run:
    endpoint that answers "hi", the ceiling of this server on this machine.
 3. For each endpoint and each concurrency level, runs Debian's `wrk` (2 threads, keep-alive
    connections, closed loop: each connection sends its next request when the answer arrives) for
-   `seconds`. A Lua script gives every signup a new address and cycles through signed
-   unsubscribe and preferences links; it also counts 4xx and 5xx answers.
+   `seconds`, after driving each endpoint once for `warmup_seconds`, unmeasured (a process's
+   first render and first connections; the warm-up's slowest answer is in the report). A Lua
+   script gives every signup a new address and cycles through signed unsubscribe and preferences
+   links; it also counts 4xx and 5xx answers.
 4. Reads, per run: requests/s, p50/p99/max latency (wrk's own histogram), and SQL statements and
    commits per request from the app's own counters: every statement and every commit any engine in
    a web process executes. (pg_stat_database's xact_commit was tried first: a backend that goes
@@ -61,6 +63,10 @@ class WebBenchConfig:
     endpoints: tuple[str, ...] = ()  # empty: all of ENDPOINTS
     keep_database: bool = False
     extra_env: dict[str, str] = field(default_factory=dict)
+    # Each endpoint is driven this long, unmeasured, before its first measured run: what a process
+    # does once (its first page render, its first connections to the database) is not what it
+    # does per request. The warm-up's own slowest answer is reported apart.
+    warmup_seconds: float = 2.0
 
     @property
     def database_url(self) -> str:
@@ -318,6 +324,7 @@ def run_web_benchmark(config: WebBenchConfig, progress: Progress) -> dict[str, A
         servers.append(start_server(BARE_FACTORY, bare_port, env, config.web_workers, work_dir / "bare.log"))
         servers.append(start_server(PROBE_FACTORY, app_port, env, config.web_workers, work_dir / "app.log"))
         runs: list[dict[str, Any]] = []
+        warmup: dict[str, float] = {}
         steps = [(name, level) for level in config.connections for name in endpoints]
         for step, (name, level) in enumerate(steps):
             progress(f"{name} × {level} connections", step, len(steps))
@@ -331,6 +338,11 @@ def run_web_benchmark(config: WebBenchConfig, progress: Progress) -> dict[str, A
             else:
                 args = [f"{level}x{step}"]  # keeps every run's addresses new
             port = bare_port if name == "bare" else app_port
+            if name not in warmup and config.warmup_seconds > 0:
+                warm_args = args if name in path_files else [f"warmup{step}"]
+                warmed = run_wrk(f"http://127.0.0.1:{port}", script, warm_args, connections=level,
+                                 threads=config.threads, seconds=config.warmup_seconds)
+                warmup[name] = warmed["max_us"] / 1000
             statements_before, commits_before = counted_so_far(stats_dir)
             measured = run_wrk(f"http://127.0.0.1:{port}", script, args, connections=level,
                                threads=config.threads, seconds=config.seconds)
@@ -350,7 +362,7 @@ def run_web_benchmark(config: WebBenchConfig, progress: Progress) -> dict[str, A
         with engine.connect() as connection:
             load = os.getloadavg()
             postgres = connection.execute(text("SHOW server_version")).scalar()
-        return _report(config, runs, load, postgres)
+        return _report(config, runs, load, postgres, warmup)
     finally:
         for server in servers:
             stop_server(server)
@@ -362,7 +374,10 @@ def run_web_benchmark(config: WebBenchConfig, progress: Progress) -> dict[str, A
         shutil.rmtree(work_dir, ignore_errors=True)
 
 
-def _report(config: WebBenchConfig, runs: list[dict[str, Any]], load: tuple[float, float, float], postgres: str) -> dict[str, Any]:
+def _report(
+    config: WebBenchConfig, runs: list[dict[str, Any]], load: tuple[float, float, float], postgres: str,
+    warmup: dict[str, float],
+) -> dict[str, Any]:
     bare = {run["connections"]: run["requests_per_second"] for run in runs if run["endpoint"] == "bare"}
     for run in runs:
         ceiling = bare.get(run["connections"])
@@ -371,7 +386,7 @@ def _report(config: WebBenchConfig, runs: list[dict[str, Any]], load: tuple[floa
         "scenario": "web", "web_workers": config.web_workers, "wrk_threads": config.threads,
         "seconds_per_run": config.seconds, "connections": list(config.connections), "readers": config.readers,
         "load_average": [round(value, 2) for value in load], "cpus": os.cpu_count(), "postgres": postgres,
-        "runs": runs,
+        "warmup_seconds": config.warmup_seconds, "warmup_max_ms": warmup, "runs": runs,
     }
 
 
@@ -392,6 +407,9 @@ def web_report_table(report: dict[str, Any]) -> Any:
         )
     table.caption = "; ".join(f"{name}: {description}" for name, (description, _, _) in ENDPOINTS.items()
                               if any(run["endpoint"] == name for run in report["runs"]))
+    if report["warmup_max_ms"]:
+        table.caption += (f". Each endpoint warmed up {report['warmup_seconds']:g} s before its first run, unmeasured; "
+                          "its slowest answer then: " + ", ".join(f"{name} {ms:,.0f} ms" for name, ms in report["warmup_max_ms"].items()))
     return table
 
 
