@@ -38,11 +38,20 @@ router = APIRouter(include_in_schema=False)
 HONEYPOT_FIELD = "leave_blank"
 
 
-@router.get("/", response_class=HTMLResponse)
-async def index(request: Request, site: SiteDep) -> HTMLResponse:
+# The cached pages (the course list, a course's page and its embeddable form) are Starlette routes,
+# not FastAPI ones: they take no parameter but the path's, and FastAPI's per-request work (solving
+# dependencies, validating parameters) was half of what such a page cost. Errors still reach the
+# app's exception handlers, which sit outside every route.
+
+
+async def index(request: Request) -> HTMLResponse:
+    site: Site = request.app.state.site
     if site.catalogue.holds(("index",)):
         return _index(request, site)
     return await run_in_threadpool(_index, request, site)
+
+
+router.add_route("/", index, methods=["GET"], include_in_schema=False)
 
 
 def _index(request: Request, site: Site) -> HTMLResponse:
@@ -116,18 +125,22 @@ def _asks_proof_of_work(site: Site) -> bool:
 # needs no database and no thread: the handler answers on the event loop, and goes to the thread
 # pool only when the cache must ask the database (a page not rendered yet, or the once-a-second
 # version check due).
-@router.get("/courses/{slug}", response_class=HTMLResponse)
-async def course_page(slug: str, request: Request, site: SiteDep) -> HTMLResponse:
-    return await _cached_course_page(site, request, slug, template="course.html")
+async def course_page(request: Request) -> HTMLResponse:
+    return await _cached_course_page(request, template="course.html")
 
 
-@router.get("/courses/{slug}/embed", response_class=HTMLResponse)
-async def embed_page(slug: str, request: Request, site: SiteDep) -> HTMLResponse:
+async def embed_page(request: Request) -> HTMLResponse:
     """The signup form alone, for publishers to put in an <iframe>: the one framable page."""
-    return await _cached_course_page(site, request, slug, template="embed.html")
+    return await _cached_course_page(request, template="embed.html")
 
 
-async def _cached_course_page(site: Site, request: Request, slug: str, *, template: str) -> HTMLResponse:
+router.add_route("/courses/{slug}", course_page, methods=["GET"], include_in_schema=False)
+router.add_route("/courses/{slug}/embed", embed_page, methods=["GET"], include_in_schema=False)
+
+
+async def _cached_course_page(request: Request, *, template: str) -> HTMLResponse:
+    site: Site = request.app.state.site
+    slug: str = request.path_params["slug"]
     if not _asks_proof_of_work(site) and site.catalogue.holds((template, slug), slug):
         return _course_page(site, request, slug, template=template)
     return await run_in_threadpool(_course_page, site, request, slug, template=template)
