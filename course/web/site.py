@@ -125,13 +125,14 @@ class Site:
         context: Callable[[], dict[str, Any]],
         *,
         csp: str | None = None,
+        check: bool = True,
     ) -> HTMLResponse:
         """A page that is the same for every visitor but for its CSRF token (course list, course
         page, embed page): rendered once per catalogue change (CatalogueCache) with a placeholder
         where the token goes, which each request fills in with its own. context() is only called
-        to render, so it is where the page's queries belong."""
+        to render, so it is where the page's queries belong. check: CatalogueCache.page's."""
         page = self.catalogue.page(
-            key, lambda: self._render(template, lambda: CSRF_PLACEHOLDER, context()), hole=CSRF_PLACEHOLDER
+            key, lambda: self._render(template, lambda: CSRF_PLACEHOLDER, context()), hole=CSRF_PLACEHOLDER, check=check
         )
         tokens = CsrfTokens(self.settings.secret_key, request)
         token = tokens.field() if len(page.pieces) > 1 else ""

@@ -198,6 +198,35 @@ def test_course_pages_come_from_the_cache_until_the_catalogue_changes(
     assert "Sourdough, Renamed" in client.get("/").text
 
 
+def test_while_one_request_checks_the_catalogue_the_others_are_served_from_memory(
+    costed: tuple[WebStack, TestClient, DatabaseCounter],
+) -> None:
+    stack, client, counter = costed
+    assert client.get(f"/courses/{COURSE_SLUG}").status_code == 200
+    catalogue = client.app.state.site.catalogue  # type: ignore[attr-defined]
+    key = ("course.html", COURSE_SLUG)
+    assert catalogue.holds(key, COURSE_SLUG)
+    catalogue._next_check = 0.0  # the once-a-second version check is due
+    # The first request to ask is the one to check (in the thread pool, where course() checks) ...
+    assert not catalogue.holds(key, COURSE_SLUG)
+    # ... and until it has, the event loop serves the others from memory, with no SQL.
+    counter.start()
+    assert catalogue.holds(key, COURSE_SLUG) and catalogue.holds(key, COURSE_SLUG)
+    assert catalogue.course(COURSE_SLUG, check=False).slug == COURSE_SLUG  # type: ignore[union-attr]
+    assert len(catalogue.page(key, lambda: "never rendered", hole="x", check=False).pieces) > 1
+    assert client.get(f"/courses/{COURSE_SLUG}").status_code == 200
+    assert counter.statements == []
+    checks = catalogue.version_checks
+    assert catalogue.course(COURSE_SLUG).slug == COURSE_SLUG  # type: ignore[union-attr]  # the claimer's check
+    assert catalogue.version_checks == checks + 1 and len(counter.statements) == 1
+    catalogue._next_check = 0.0
+    assert not catalogue.holds(key, COURSE_SLUG)  # the claim ended with that check: the next one is new
+    catalogue._check_claimed_until = 0.0  # a claimer that never checked: its claim runs out ...
+    page = client.get(f"/courses/{COURSE_SLUG}")  # ... and the next request claims and checks
+    assert page.status_code == 200 and "Sourdough from Scratch" in page.text
+    assert catalogue.version_checks == checks + 2 and catalogue.holds(key, COURSE_SLUG)
+
+
 def test_another_process_import_shows_within_the_recheck_interval(
     tmp_path: Path, pg_web_database_url: str, web_clock: ManualClock, web_smtp: RecordingSMTPServer
 ) -> None:

@@ -47,19 +47,21 @@ HONEYPOT_FIELD = "leave_blank"
 async def index(request: Request) -> HTMLResponse:
     site: Site = request.app.state.site
     if site.catalogue.holds(("index",)):
-        return _index(request, site)
+        return _index(request, site, check=False)
     return await run_in_threadpool(_index, request, site)
 
 
 router.add_route("/", index, methods=["GET"], include_in_schema=False)
 
 
-def _index(request: Request, site: Site) -> HTMLResponse:
+def _index(request: Request, site: Site, *, check: bool = True) -> HTMLResponse:
+    """check=False: on the event loop, from memory (CatalogueCache.holds said so)."""
+
     def context() -> dict[str, Any]:
         with site.sessions.begin() as session:
             return {"courses": list_courses(session)}
 
-    return site.cached_page(request, ("index",), "index.html", context)
+    return site.cached_page(request, ("index",), "index.html", context, check=check)
 
 
 def _course_not_found() -> PageError:
@@ -85,17 +87,20 @@ def _course_context(
         }
 
 
-def _course_page(site: Site, request: Request, slug: str, *, template: str) -> HTMLResponse:
+def _course_page(site: Site, request: Request, slug: str, *, template: str, check: bool = True) -> HTMLResponse:
     """The page as every visitor first sees it: from the catalogue cache, with this visitor's token.
     An unknown slug is not cached (the catalogue cache asks the database, and says 404). When the
     site asks for a proof of work, each visitor's form carries a challenge of its own (a shared one
-    could be spent once only), so the page is rendered per request instead."""
-    if site.catalogue.course(slug) is None:
+    could be spent once only), so the page is rendered per request instead. check=False: on the
+    event loop, from memory (CatalogueCache.holds said so)."""
+    if site.catalogue.course(slug, check=check) is None:
         raise _course_not_found()
     csp = embed_csp(site.settings.embed_frame_ancestors) if template == "embed.html" else None
     if _asks_proof_of_work(site):
         return _form_page(site, request, slug, template=template, csp=csp)
-    return site.cached_page(request, (template, slug), template, lambda: _course_context(site, slug, template), csp=csp)
+    return site.cached_page(
+        request, (template, slug), template, lambda: _course_context(site, slug, template), csp=csp, check=check
+    )
 
 
 def _form_page(
@@ -142,7 +147,7 @@ async def _cached_course_page(request: Request, *, template: str) -> HTMLRespons
     site: Site = request.app.state.site
     slug: str = request.path_params["slug"]
     if not _asks_proof_of_work(site) and site.catalogue.holds((template, slug), slug):
-        return _course_page(site, request, slug, template=template)
+        return _course_page(site, request, slug, template=template, check=False)
     return await run_in_threadpool(_course_page, site, request, slug, template=template)
 
 
