@@ -295,6 +295,14 @@ def unschedule(session: Session, campaign_id: int, *, now: datetime) -> None:
     campaign.updated_at = now
 
 
+def ledger_rows_of(session: Session, campaign_id: int) -> int:
+    """The campaign's rows in the delivery ledger, its test sends included: a campaign with any
+    cannot be deleted (delete_draft), and its page offers to cancel it instead."""
+    return session.scalar(
+        select(func.count()).select_from(Delivery).where(or_(Delivery.campaign_id == campaign_id, Delivery.test_campaign_id == campaign_id))
+    ) or 0
+
+
 def delete_draft(session: Session, campaign_id: int) -> str:
     """Delete a draft that never reached the ledger. A campaign with any delivery row (a test send
     included) stays: those rows are the record of what was sent; cancel or keep it instead.
@@ -304,9 +312,7 @@ def delete_draft(session: Session, campaign_id: int) -> str:
         raise CampaignMissing(f"no campaign with id {campaign_id}")
     if campaign.status != CampaignStatus.DRAFT:
         raise EditError(f"campaign {campaign_id} is {campaign.status}: only a draft can be deleted (cancel it instead)")
-    in_ledger = session.scalar(
-        select(func.count()).select_from(Delivery).where(or_(Delivery.campaign_id == campaign_id, Delivery.test_campaign_id == campaign_id))
-    )
+    in_ledger = ledger_rows_of(session, campaign_id)
     if in_ledger:
         raise EditError(
             f"campaign {campaign_id} has {in_ledger} message{'s' if in_ledger != 1 else ''} in the delivery ledger "

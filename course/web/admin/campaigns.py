@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
-from course.campaigns.editor import EDITABLE, audience_of
+from course.campaigns.editor import EDITABLE, audience_of, ledger_rows_of
 from course.campaigns.progress import campaign_summaries, campaign_summary, status_counts
 from course.models import AdminRole, CampaignStatus
 from course.web.admin.auth import Actor, AdminPageError, SiteDep, ViewerPage
@@ -56,8 +56,12 @@ def detail_page(site: Site, request: Request, actor: Actor, campaign_id: int, *,
             raise AdminPageError(404, "No such campaign", f"There is no campaign with id {campaign_id}. It may have been deleted.")
         campaign = summary.campaign
         defaults = {"mode": "now", "day": "", "at": "09:00", "zone": "UTC"}
+        # A draft with nothing in the ledger is deleted, not cancelled; one with test sends (its
+        # progress leaves them out) is kept as their record: it can only be cancelled.
+        deletable = campaign.status == CampaignStatus.DRAFT and ledger_rows_of(session, campaign_id) == 0
         return admin_page(
             site, request, "campaign.html", actor=actor, status=status, summary=summary, campaign=campaign,
+            deletable=deletable,
             progress=summary.progress, audience=audience_of(campaign).describe(), can_edit=actor.may(AdminRole.EDITOR),
             editable=campaign.status in EDITABLE, notice=_notice(request), zones=COMMON_ZONES,
             schedule_form=context.pop("schedule_form", defaults), schedule_error=context.pop("schedule_error", ""),

@@ -87,11 +87,16 @@ def test_a_draft_is_deleted_once_and_a_campaign_with_test_sends_is_kept(web_stac
         created = client.post("/admin/campaigns/new", data=_form(client, "/admin/campaigns/new"), follow_redirects=False)
         drafts.append(re.search(r"/admin/campaigns/(\d+)", created.headers["location"]).group(1))  # type: ignore[union-attr]
     first, second = (f"/admin/campaigns/{number}" for number in drafts)
-    assert "Delete draft" in client.get(first).text
+    # A draft that never reached the ledger is deleted: the page offers that, not a cancel.
+    page = client.get(first).text
+    assert "Delete draft" in page and "Cancel campaign" not in page
     deleted = client.post(f"{first}/delete", data={"csrf_token": csrf_of(client, first)})
     assert deleted.status_code == 200 and "Draft deleted." in deleted.text and _campaigns(web_stack) == 1
     assert client.post(f"{first}/delete", data={"csrf_token": csrf_of(client, second)}).status_code == 404
     client.post(f"{second}/test", data={"test_address": "me@example.net", "preview_as": "", "csrf_token": csrf_of(client, second)})
+    # With a test send in the ledger it is kept as their record: the page offers only the cancel.
+    page = client.get(second).text
+    assert "Delete draft" not in page and "Cancel campaign" in page
     kept = client.post(f"{second}/delete", data={"csrf_token": csrf_of(client, second)})
     assert kept.status_code == 409 and "delivery ledger" in kept.text and _campaigns(web_stack) == 1
 
