@@ -16,7 +16,7 @@ from functools import cache
 from typing import Any
 
 from email_validator import EmailNotValidError, validate_email
-from sqlalchemy import Connection, Row, Select, bindparam, case, func, literal, select, update
+from sqlalchemy import ColumnElement, Connection, Row, Select, bindparam, case, func, literal, select, update
 from sqlalchemy.orm import Session
 
 from course.ledger import (
@@ -194,6 +194,14 @@ def resume(session: Session, enrollment: Enrollment, *, now: datetime, immediate
     schedule_lessons(session, enrollment, first_due=first_due, now=now)
 
 
+def _stopped(status: Any) -> ColumnElement[str]:
+    """An unsubscribed enrollment's new status: unsubscribed, but a completed enrollment stays
+    completed (it has nothing left to send anyway)."""
+    return case(
+        (status == EnrollmentStatus.COMPLETED.value, status), else_=literal(EnrollmentStatus.UNSUBSCRIBED.value)
+    )
+
+
 def unsubscribe(session: Session, subscriber: Subscriber | Row[Any], *, course_id: int | None, now: datetime) -> int:
     """Stop one course (course_id) or everything (None). Returns how many rows were cancelled.
     However many enrollments: two statements for one course (the enrollments' UPDATE ... RETURNING,
@@ -201,17 +209,7 @@ def unsubscribe(session: Session, subscriber: Subscriber | Row[Any], *, course_i
     stop = update(Enrollment).where(Enrollment.subscriber_id == subscriber.id)
     if course_id is not None:
         stop = stop.where(Enrollment.course_id == course_id)
-    # A completed enrollment stays completed: it has nothing left to send anyway.
-    enrollment_ids = list(
-        session.scalars(
-            stop.values(
-                status=case(
-                    (Enrollment.status == EnrollmentStatus.COMPLETED, Enrollment.status),
-                    else_=literal(EnrollmentStatus.UNSUBSCRIBED.value),
-                )
-            ).returning(Enrollment.id)
-        )
-    )
+    enrollment_ids = list(session.scalars(stop.values(status=_stopped(Enrollment.status)).returning(Enrollment.id)))
     if course_id is not None:
         return cancel_enrollment_rows(session, enrollment_ids)
     # An UPDATE, not attributes: `subscriber` may be a row of columns (the one-click endpoint reads
@@ -234,16 +232,7 @@ def _unsubscribe_statement(*, everything: bool) -> Select[Any]:
     stop = update(Enrollment.__table__).where(enrollments.subscriber_id == bindparam("who"))
     if not everything:
         stop = stop.where(enrollments.course_id == bindparam("which_course"))
-    stopped = (
-        stop.values(
-            status=case(
-                (enrollments.status == EnrollmentStatus.COMPLETED.value, enrollments.status),
-                else_=literal(EnrollmentStatus.UNSUBSCRIBED.value),
-            )
-        )
-        .returning(enrollments.id)
-        .cte("stopped")
-    )
+    stopped = stop.values(status=_stopped(enrollments.status)).returning(enrollments.id).cte("stopped")
     if everything:
         gone = (
             update(Subscriber.__table__)
@@ -267,15 +256,9 @@ def unsubscribe_in_one(connection: Connection, subscriber_id: int, *, course_id:
     connection it is its own transaction, one round trip where the ORM version takes five (BEGIN,
     three statements, COMMIT). Returns the subscriber's address, None when there is no such
     subscriber (then nothing changed)."""
-    if course_id is None:
-        row = connection.execute(
-            _unsubscribe_statement(everything=True), {"who": subscriber_id, "when": now}
-        ).one()
-    else:
-        row = connection.execute(
-            _unsubscribe_statement(everything=False), {"who": subscriber_id, "which_course": course_id}
-        ).one()
-    email: str | None = row[0]
+    everything = course_id is None
+    parameters = {"who": subscriber_id, **({"when": now} if everything else {"which_course": course_id})}
+    email: str | None = connection.execute(_unsubscribe_statement(everything=everything), parameters).one()[0]
     return email
 
 

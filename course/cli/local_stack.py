@@ -142,8 +142,7 @@ def _worker_process(log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
 def _web_server(host: str, port: int) -> Iterator[None]:
     import uvicorn
 
-    from course.web.server import served_app
-    from course.web.server import uvicorn_options
+    from course.web.server import served_app, uvicorn_options
 
     config = uvicorn.Config(served_app(), host=host, port=port, log_level="warning", **uvicorn_options(get_settings()))
     server = uvicorn.Server(config)

@@ -14,9 +14,9 @@ row `sending` until its lease ran out, and the whole chunk went out again. Now:
 4. A group whose every sent outcome is in the send journal is written at `journaled_group_size`
    (a send task's chunk) or `journaled_group_seconds` old (2 s), rather than every `group_size` or
    `group_seconds`: a kill re-sends what the journal lacks, not what the group holds, and the fewer
-   writes are what the send rate needs (docs/reliability.md, "What it costs"). A sent outcome the journal could not note cuts
-   the group back to `group_size`, so the rows that may be sent twice stay within one group
-   whatever happens to Redis.
+   writes are what the send rate needs (docs/reliability.md, "What it costs"). A sent outcome the
+   journal could not note cuts the group back to `group_size`, so the rows that may be sent twice
+   stay within one group whatever happens to Redis.
 
 Groups are written by the send loop itself, between two messages. A second thread writing one
 group while the loop sent the next was tried and measured slower: the writer's Python (building
