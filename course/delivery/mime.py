@@ -11,6 +11,7 @@ import binascii
 import re
 import secrets
 from collections.abc import Sequence
+from functools import lru_cache
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.header import Header
@@ -43,11 +44,25 @@ def _encoded_words(value: str, header_name: str) -> str:
     )
 
 
+# Remembered: a batch's From is the same for every message, and its To headers cost a miss each.
+@lru_cache(maxsize=1024)
 def format_address(name: str, address: str) -> str:
     address = _one_line(address)
     if not re.fullmatch(r"[^\s<>@]+@[^\s<>@]+", address):
         raise ValueError(f"not an address: {address!r}")
     return formataddr((_one_line(name), address), charset="utf-8")
+
+
+def _date_header(date: datetime) -> str:
+    """RFC 5322 Date, to the second (the header has no finer unit): messages sent within the
+    same second share one formatting."""
+    # The offset is part of the key: equal instants in two zones compare equal, and print apart.
+    return _date_to_the_second(date.replace(microsecond=0), date.utcoffset())
+
+
+@lru_cache(maxsize=8)
+def _date_to_the_second(date: datetime, _offset: object) -> str:
+    return format_datetime(date)
 
 
 @dataclass(frozen=True)
@@ -84,7 +99,7 @@ def build_message(message: OutgoingMessage) -> bytes:
         ("From", format_address(message.sender_name, message.sender_address)),
         ("To", format_address(message.recipient_name, message.recipient_address)),
         ("Subject", _encoded_words(message.subject, "Subject")),
-        ("Date", format_datetime(message.date)),
+        ("Date", _date_header(message.date)),
         ("Message-ID", _one_line(message.message_id)),
         ("MIME-Version", "1.0"),
     ]

@@ -160,3 +160,21 @@ def test_non_ascii_display_names_are_encoded_and_round_trip(clock: ManualClock) 
 def test_format_address_refuses_what_is_not_one_address(address: str) -> None:
     with pytest.raises(ValueError, match="not an address"):
         format_address("Ann", address)
+
+
+def test_date_header_is_each_messages_own_second_and_zone() -> None:
+    # Formatted once per second and remembered: the same instant in another zone, or the next
+    # second, must still print as itself.
+    from datetime import timedelta, timezone
+
+    utc = datetime(2026, 11, 26, 8, 40, 1, 999_999, tzinfo=timezone.utc)
+    berlin = utc.astimezone(timezone(timedelta(hours=1)))
+    dates = [utc, berlin, utc + timedelta(microseconds=1), utc.replace(microsecond=5)]
+    printed = [parse(build(date))["Date"] for date in dates]
+    assert printed == [
+        "Thu, 26 Nov 2026 08:40:01 +0000",
+        "Thu, 26 Nov 2026 09:40:01 +0100",
+        "Thu, 26 Nov 2026 08:40:02 +0000",
+        "Thu, 26 Nov 2026 08:40:01 +0000",
+    ]
+    assert [parsedate_to_datetime(p) for p in printed] == [d.replace(microsecond=0) for d in dates]
