@@ -21,14 +21,16 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from course.content.catalogue import catalogue_version, find_course, local_generation
 from course.delivery.render import course_language
 from course.models import Course
 
-# Unknown slugs are not remembered (a scan of made-up addresses must not grow the cache), and
-# the pages kept are bounded all the same.
+# Unknown slugs are not remembered one by one (a scan of made-up addresses must not grow the cache):
+# the catalogue's slugs are, as one set read with a single SELECT after each change, so a made-up
+# address is answered 404 from memory too. The pages kept are bounded all the same.
 MAX_PAGES = 2_000
 
 
@@ -111,6 +113,7 @@ class CatalogueCache:
         self._next_check = 0.0
         self._check_claimed_until = 0.0  # see holds()
         self._courses: dict[str, CourseCard] = {}
+        self._slugs: frozenset[str] | None = None  # every course's slug, read when first needed
         self._by_id: dict[int, CourseCard | None] = {}
         self._pages: dict[tuple[str, ...], PreparedPage] = {}
         self.version_checks = 0  # how often the database was asked (tests read it)
@@ -129,6 +132,7 @@ class CatalogueCache:
             self.version_checks += 1
             if version != self._version or generation != self._generation:
                 self._courses = {}
+                self._slugs = None
                 self._by_id = {}
                 self._pages = {}
                 self._version = version
@@ -159,16 +163,23 @@ class CatalogueCache:
         return False
 
     def course(self, slug: str, *, check: bool = True) -> CourseCard | None:
-        """The course's card by slug, None for no such course. check=False: without the version
-        check that may be due (on the event loop, after holds() said yes)."""
+        """The course's card by slug, None for no such course (from the set of slugs: no database
+        for a made-up address, however many are tried). check=False: without the version check
+        that may be due (on the event loop, after holds() said yes)."""
         if check:
             self._refresh()
         card = self._courses.get(slug)
         if card is None:
+            slugs = self._slugs
+            if slugs is None:
+                with self.sessions() as session:
+                    slugs = self._slugs = frozenset(session.scalars(select(Course.slug)))
+            if slug not in slugs:
+                return None
             with self.sessions() as session:
                 course = find_course(session, slug)
                 if course is None:
-                    return None
+                    return None  # deleted since the slugs were read: the next check drops them
                 card = CourseCard.of(course)
             self._courses[slug] = card
         return card

@@ -198,6 +198,31 @@ def test_course_pages_come_from_the_cache_until_the_catalogue_changes(
     assert "Sourdough, Renamed" in client.get("/").text
 
 
+def test_made_up_course_addresses_are_answered_404_from_memory(
+    costed: tuple[WebStack, TestClient, DatabaseCounter],
+) -> None:
+    """A scan of made-up course addresses costs the database nothing: the 404 comes from the
+    catalogue's set of slugs, read once with the first course looked up after a change. A course
+    added later is found once the catalogue says it changed."""
+    stack, client, counter = costed
+    assert client.get(f"/courses/{COURSE_SLUG}").status_code == 200
+    counter.start()
+    for number in range(20):
+        for path in (f"/courses/made-up-{number}", f"/courses/made-up-{number}/embed"):
+            assert client.get(path).status_code == 404
+        assert client.post("/api/subscriptions", json={"course": f"made-up-{number}", "email": f"a{number}@example.org"}).status_code in (404, 422)
+    assert counter.statements == []  # the slugs were read with the first course page, above
+    with stack.sessions.begin() as session:
+        session.add(Course(
+            slug="made-up-3", title="Now Real", description="", days_between_lessons=1, send_time=clock_time(9),
+            weekday_mask=0b11111, sender_name="S", sender_email="s@example.org", target_words=300,
+            created_at=START, updated_at=START,
+        ))  # fmt: skip
+    catalogue_changed()  # what the importer in this process says (another process's: the version check)
+    assert client.get("/courses/made-up-3").status_code == 200
+    assert client.get("/courses/made-up-4").status_code == 404
+
+
 def test_while_one_request_checks_the_catalogue_the_others_are_served_from_memory(
     costed: tuple[WebStack, TestClient, DatabaseCounter],
 ) -> None:

@@ -89,7 +89,7 @@ def _course_context(
 
 def _course_page(site: Site, request: Request, slug: str, *, template: str, check: bool = True) -> HTMLResponse:
     """The page as every visitor first sees it: from the catalogue cache, with this visitor's token.
-    An unknown slug is not cached (the catalogue cache asks the database, and says 404). When the
+    An unknown slug is a 404 from the catalogue cache's set of slugs, with no database. When the
     site asks for a proof of work, each visitor's form carries a challenge of its own (a shared one
     could be spent once only), so the page is rendered per request instead. check=False: on the
     event loop, from memory (CatalogueCache.holds said so)."""
