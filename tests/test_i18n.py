@@ -111,3 +111,26 @@ def test_dates_are_formatted_for_the_locale() -> None:
     assert gettext_callables("en")["format_date"](day) == "March 3, 2024"
     assert gettext_callables("de")["format_date"](day) == "3. März 2024"
     assert gettext_callables("fr")["format_date"](day) == "3 mars 2024"
+
+
+@pytest.mark.parametrize(
+    ("language", "in_both", "in_html", "in_text"),
+    [
+        ("en", ["You are receiving this because you subscribed to The Paper.", "Manage preferences", "Unsubscribe"], "View in browser", "View in a browser:"),
+        ("de", ["Sie erhalten diese E-Mail, weil Sie The Paper abonniert haben.", "Einstellungen verwalten", "Abmelden"], "Im Browser ansehen", "Im Browser ansehen:"),
+        ("fr", ["Vous recevez ce message parce que vous êtes abonné·e à The Paper.", "Gérer mes préférences", "Se désabonner"], "Voir dans le navigateur", "Voir dans un navigateur :"),
+    ],
+)
+def test_newsletter_email_frame_is_in_the_site_language(language: str, in_both: list[str], in_html: str, in_text: str) -> None:
+    """A newsletter belongs to no course: its frame speaks COURSE_SITE_LANGUAGE; its subject and
+    body are the editor's own words, untouched."""
+    template = Renderer(TEMPLATES).campaign_template(
+        subject="November", body_markdown="Some **news**.", sender_name="The Paper", language=language
+    )
+    email = template.fill({"greeting": "", "view_url": "https://x.example/v", "preferences_url": "https://x.example/p", "unsubscribe_url": "https://x.example/u"})
+    html_words = html.unescape(re.sub(r"<[^>]+>", "", email.html))
+    for phrase in in_both:
+        assert phrase in " ".join(email.text.split()) and phrase in " ".join(html_words.split()), phrase
+    assert in_html in html_words and in_text in email.text
+    assert email.subject == "November" and "Some news." in html_words
+    assert f'<html lang="{language}"' in email.html

@@ -163,6 +163,7 @@ class Composer:
                 body_markdown=campaign.body_markdown,
                 sender_name=campaign.sender_name,
                 preheader=campaign.preheader,
+                language=self.settings.site_language,
             )
         return self._compose(
             recipient,
@@ -171,6 +172,7 @@ class Composer:
             list_id=f"{campaign.sender_name} <newsletter.{self.settings.list_id_domain}>",
             unsubscribe_url=self.signer.url(LinkPurpose.UNSUBSCRIBE, recipient.subscriber_id, None),
             account_links_to=account_links_to,
+            language=self.settings.site_language,
         )
 
     def campaign_test(self, recipient: Recipient, campaign: CampaignContent, address: str) -> ComposedEmail:

@@ -209,7 +209,10 @@ class Renderer:
             language,
         )
 
-    def campaign_template(self, *, subject: str, body_markdown: str, sender_name: str, preheader: str = "") -> Template:
+    def campaign_template(
+        self, *, subject: str, body_markdown: str, sender_name: str, preheader: str = "", language: str = DEFAULT_LANGUAGE
+    ) -> Template:
+        """A newsletter belongs to no course: its frame is in ``language`` (the site's)."""
         return self._render_pair(
             "campaign",
             subject,
@@ -219,6 +222,7 @@ class Renderer:
                 "body_html": campaign_html(body_markdown),
                 "body_text": campaign_text(body_markdown),
             },
+            language,
         )
 
     def transactional_template(self, name: str, *, subject: str, context: Mapping[str, Any]) -> Template:

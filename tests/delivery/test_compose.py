@@ -208,3 +208,11 @@ def test_a_composer_from_settings_signs_with_their_secret(composer: Composer) ->
     built = Composer.from_settings(settings, clock=ManualClock(NOW))
     assert (built.signer.secret, built.signer.base_url) == (SIGNER.secret, SIGNER.base_url)
     assert built.lesson(ANN, LESSON).message == composer.lesson(ANN, LESSON).message
+
+
+def test_a_newsletter_speaks_the_site_language() -> None:
+    settings = Settings(secret_key="test-secret", base_url="https://courses.example.org", list_id_domain="course.test", site_language="de")
+    composer = Composer(settings, renderer=Renderer(PROJECT_ROOT / "templates"), signer=SIGNER, clock=ManualClock(NOW))
+    composed = composer.campaign(ANN, CAMPAIGN)
+    assert "Hallo Ann," in composed.email.text and "Abmelden" in composed.email.text
+    assert "Einstellungen verwalten" in composed.email.html and composed.email.subject == "November news"
