@@ -11,11 +11,11 @@ import binascii
 import re
 import secrets
 from collections.abc import Sequence
-from functools import lru_cache
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.header import Header
 from email.utils import format_datetime, formataddr
+from functools import lru_cache
 
 _LINE_BREAKS = re.compile(r"[\r\n\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]+")
 

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, event, select, update
+from sqlalchemy.orm import Session
 
 from course.clock import ManualClock
 from course.content.catalogue import catalogue_changed
@@ -32,6 +33,7 @@ from course.models import (
 )
 from course.ratelimit import window_start
 from course.web.app import create_app
+from course.web.cache import CatalogueCache
 from tests.support.smtp_server import RecordingSMTPServer
 from tests.support.web_fixtures import COURSE_SLUG, START, WebStack, csrf_token_of, prepare, web_settings
 
@@ -338,3 +340,22 @@ def test_unsubscribing_from_one_course_is_one_statement_and_the_course_comes_fro
     # open rows and the subscriber's address: audience.enrollment.unsubscribe_in_one); the course's
     # title and language were cached by the first.
     assert cost == (["WITH stopped AS "], 0), cost
+
+
+def test_a_slug_set_read_while_the_catalogue_changed_is_not_kept(
+    costed: tuple[WebStack, TestClient, DatabaseCounter],
+) -> None:
+    """Another thread's version check may drop everything while this one reads the slugs: that set
+    may predate the change (a course just added missing from it), so it answers this request only."""
+    stack, _, _ = costed
+    cache: CatalogueCache
+
+    def sessions_meanwhile_dropped() -> Session:
+        cache._drops += 1  # what a concurrent _refresh that saw a new version does, with the rest
+        return stack.sessions()
+
+    cache = CatalogueCache(sessions_meanwhile_dropped, recheck_seconds=3600)  # type: ignore[arg-type]
+    cache._refresh = lambda: None  # type: ignore[method-assign]  # only the slug read is under test
+    assert cache.course("made-up") is None and cache._slugs is None
+    steady = CatalogueCache(stack.sessions, recheck_seconds=3600)
+    assert steady.course("made-up") is None and steady._slugs is not None and COURSE_SLUG in steady._slugs
