@@ -114,7 +114,6 @@ class CatalogueCache:
         self._check_claimed_until = 0.0  # see holds()
         self._courses: dict[str, CourseCard] = {}
         self._slugs: frozenset[str] | None = None  # every course's slug, read when first needed
-        self._drops = 0  # how often everything was dropped: a set read across a drop is not kept
         self._by_id: dict[int, CourseCard | None] = {}
         self._pages: dict[tuple[str, ...], PreparedPage] = {}
         self.version_checks = 0  # how often the database was asked (tests read it)
@@ -134,7 +133,6 @@ class CatalogueCache:
             if version != self._version or generation != self._generation:
                 self._courses = {}
                 self._slugs = None
-                self._drops += 1
                 self._by_id = {}
                 self._pages = {}
                 self._version = version
@@ -174,10 +172,12 @@ class CatalogueCache:
         if card is None:
             slugs = self._slugs
             if slugs is None:
-                drops = self._drops
+                # A drop always moves the version or the generation: one that came while the
+                # slugs were read means this set may be older, so it answers this request only.
+                cached_as = (self._version, self._generation)
                 with self.sessions() as session:
                     slugs = frozenset(session.scalars(select(Course.slug)))
-                if drops == self._drops:  # else the catalogue changed meanwhile: this set may be older
+                if cached_as == (self._version, self._generation):
                     self._slugs = slugs
             if slug not in slugs:
                 return None
