@@ -67,7 +67,8 @@ Thanks for reading!
 
 def composed_emails(language: str) -> dict[str, str]:
     """Each kind of email's HTML, as the sender would send it to Ann."""
-    settings = Settings(secret_key="test-secret", base_url="https://courses.example.org", list_id_domain="course.test")
+    # The site's language too: a newsletter's frame speaks it (a lesson's, its course's).
+    settings = Settings(secret_key="test-secret", base_url="https://courses.example.org", list_id_domain="course.test", site_language=language)
     signer = Signer(secret="test-secret", base_url=settings.base_url)
     composer = Composer(settings, renderer=Renderer(PROJECT_ROOT / "templates"), signer=signer, clock=ManualClock(NOW))
     course = CourseHeader(7, "bread", "Bread at Home", "The Bakery", "lessons@example.com", language)
