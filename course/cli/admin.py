@@ -1,8 +1,10 @@
 """`course admin …`: the accounts of the web admin from the command line. The first owner is made
-here (nobody can sign in to make one), and an owner locked out of the web admin gets back in here."""
+here (nobody can sign in to make one), an owner locked out of the web admin gets back in here, and
+scripts and CI get their API tokens here (`course admin token create NAME --role ROLE`)."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated
 
 import typer
@@ -11,12 +13,24 @@ from rich.markup import escape
 from rich.table import Table
 
 from course.accounts.credentials import CredentialError, parse_role
-from course.accounts.store import AccountError, create_admin, disable_totp, find_admin, list_admins, reset_password
-from course.clock import get_clock
+from course.accounts.store import (
+    AccountError,
+    create_admin,
+    create_api_token,
+    disable_totp,
+    find_admin,
+    list_admins,
+    list_api_tokens,
+    reset_password,
+    revoke_api_token,
+)
+from course.clock import SystemClock, get_clock
 from course.db import transaction
 from course.settings import get_settings
 
 admin_app = typer.Typer(help="Web admin accounts: create the first owner, list, reset a password.", no_args_is_help=True)
+token_app = typer.Typer(help="API tokens for scripts and CI: create (shown once), list, revoke.", no_args_is_help=True)
+admin_app.add_typer(token_app, name="token")
 _out = Console(soft_wrap=True)
 _err = Console(stderr=True, soft_wrap=True)
 
@@ -101,3 +115,64 @@ def reset_password_command(
         raise _fail(str(exc)) from None
     _out.print(f"one-time password for {escape(address)}: {escape(one_time)}", highlight=False)
     _out.print(f"sign in at {_admin_url()}")
+
+
+# --- API tokens ----------------------------------------------------------------------------------
+# Their times are wall-clock times, like everything about credentials: never the demo's calendar.
+
+
+def _when(moment: datetime | None) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M UTC") if moment else "never"
+
+
+@token_app.command("create")
+def token_create_command(
+    name: Annotated[str, typer.Argument(help="what uses it, e.g. 'CI deploy'")],
+    role: Annotated[str, typer.Option("--role", help="owner, editor or viewer")] = "viewer",
+) -> None:
+    """Create an API token and print it, this once: only its hash is kept."""
+    from course import schema
+
+    try:
+        chosen_role = parse_role(role)
+        schema.upgrade()
+        with transaction() as session:
+            token, raw = create_api_token(session, name=name, role=chosen_role, created_by=None, now=SystemClock().now())
+            token_id, label, token_role = token.id, token.name, token.role
+    except (AccountError, CredentialError) as exc:
+        raise _fail(str(exc)) from None
+    _out.print(f"token {token_id} “{escape(label)}” created ({token_role}); it is shown only now:", highlight=False)
+    _out.print(escape(raw), highlight=False)
+    _out.print("send it as 'Authorization: Bearer <token>' to /api/admin/", highlight=False)
+
+
+@token_app.command("list")
+def token_list_command() -> None:
+    """Every API token: id, name, role, first characters, created, last used, revoked."""
+    with transaction() as session:
+        table = Table(title="API tokens")
+        for column in ("id", "name", "role", "starts with", "created", "last used", "status"):
+            table.add_column(column)
+        for token in list_api_tokens(session):
+            table.add_row(
+                str(token.id),
+                escape(token.name),
+                token.role,
+                escape(token.prefix) + "…",
+                _when(token.created_at),
+                _when(token.last_used_at),
+                f"revoked {_when(token.revoked_at)}" if token.revoked_at else "active",
+            )
+    _out.print(table)
+
+
+@token_app.command("revoke")
+def token_revoke_command(token_id: Annotated[int, typer.Argument(help="the token's id (course admin token list)")]) -> None:
+    """Revoke an API token: requests with it get 401 from now on."""
+    try:
+        with transaction() as session:
+            token = revoke_api_token(session, token_id, now=SystemClock().now())
+            label = token.name
+    except AccountError as exc:
+        raise _fail(str(exc)) from None
+    _out.print(f"token {token_id} “{escape(label)}” revoked", highlight=False)

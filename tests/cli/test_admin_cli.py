@@ -52,3 +52,34 @@ def test_admin_create_prints_a_one_time_password_that_signs_in(tmp_path: Path) -
     reset = run(tmp_path, "admin", "reset-password", "ed@example.org")
     assert reset.returncode == 0 and re.search(r"one-time password for ed@example.org: \S+", reset.stdout)
     assert run(tmp_path, "admin", "reset-password", "nobody@example.org").returncode == 1
+
+
+def test_admin_token_create_prints_a_token_once_that_calls_the_api_until_revoked(tmp_path: Path) -> None:
+    created = run(tmp_path, "admin", "token", "create", "CI deploy", "--role", "editor")
+    assert created.returncode == 0, created.stderr
+    token = re.search(r"^(course_\S+)$", created.stdout, re.MULTILINE).group(1)  # type: ignore[union-attr]
+    token_id = re.search(r"token (\d+) “CI deploy” created \(editor\)", created.stdout).group(1)  # type: ignore[union-attr]
+
+    listed = run(tmp_path, "admin", "token", "list")
+    assert listed.returncode == 0, listed.stderr
+    assert "CI deploy" in listed.stdout and "editor" in listed.stdout and token[:12] in listed.stdout
+    assert token not in listed.stdout  # shown once: the list has only its first characters
+
+    settings = Settings(database_url=f"sqlite:///{tmp_path / 'course.db'}", var_dir=tmp_path / "var", base_url="http://testserver")
+    with TestClient(create_app(settings), base_url="http://testserver") as api:
+        assert api.get("/api/admin/campaigns", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+        # an editor token: owner operations are refused
+        assert api.get("/api/admin/tokens", headers={"Authorization": f"Bearer {token}"}).status_code == 403
+
+        revoked = run(tmp_path, "admin", "token", "revoke", token_id)
+        assert revoked.returncode == 0 and f"token {token_id} “CI deploy” revoked" in revoked.stdout, revoked.stderr
+        assert api.get("/api/admin/campaigns", headers={"Authorization": f"Bearer {token}"}).status_code == 401
+    assert "revoked" in run(tmp_path, "admin", "token", "list").stdout
+
+    bad_role = run(tmp_path, "admin", "token", "create", "x", "--role", "boss")
+    no_name = run(tmp_path, "admin", "token", "create", " ", "--role", "viewer")
+    unknown = run(tmp_path, "admin", "token", "revoke", "999")
+    for result, message in [(bad_role, "unknown role 'boss'"), (no_name, "a token needs a name"), (unknown, "no API token with id 999")]:
+        assert result.returncode == 1 and result.stderr.count("error:") == 1 and message in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr
+    assert run(tmp_path, "admin", "token", "list").stdout.count("course_") == 1  # nothing half-made
