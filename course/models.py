@@ -426,6 +426,9 @@ class Admin(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # cannot sign in; sessions end
+    # The IANA zone the admin's pages show times in (UTC on hover); None: UTC until the browser's
+    # zone is adopted at sign-in or saved on the account page.
+    time_zone: Mapped[str | None] = mapped_column(String(64))
 
 
 Index("uq_admins_email_lower", func.lower(Admin.email), unique=True)

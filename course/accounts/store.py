@@ -8,6 +8,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cache
+from zoneinfo import available_timezones
 
 from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import delete, func, or_, select, update
@@ -166,6 +168,40 @@ def change_password(session: Session, admin: Admin, *, current: str, new: str, k
     session.execute(
         delete(AdminSession).where(AdminSession.admin_id == admin.id, AdminSession.token_hash != token_hash(keep_session))
     )
+
+
+@cache
+def _zone_names() -> frozenset[str]:
+    return frozenset(available_timezones())
+
+
+def check_time_zone(raw: str) -> str | None:
+    """An IANA zone name as given, None for a blank; anything else is refused."""
+    name = raw.strip()
+    if not name:
+        return None
+    if name not in _zone_names():
+        raise AccountError(f"unknown time zone {raw.strip()[:64]!r}: use an IANA name such as Europe/Berlin")
+    return name
+
+
+def set_time_zone(session: Session, admin_id: int, raw: str) -> Admin:
+    """The zone an admin's pages show times in; a blank clears it (UTC)."""
+    admin = _get_admin(session, admin_id)
+    admin.time_zone = check_time_zone(raw)
+    return admin
+
+
+def adopt_time_zone(session: Session, email: str, raw: str) -> None:
+    """At sign-in: the browser's zone becomes the admin's when they have none yet. A zone the
+    browser got wrong is ignored (the account page says UTC, and the admin can choose)."""
+    admin = find_admin(session, email)
+    if admin is None or admin.time_zone is not None:
+        return
+    try:
+        admin.time_zone = check_time_zone(raw[:64])
+    except AccountError:
+        return
 
 
 # --- signing in ----------------------------------------------------------------------------------
@@ -327,6 +363,7 @@ class SignedIn:
     password_must_change: bool
     second_factor_pending: bool
     has_second_factor: bool
+    time_zone: str | None = None  # the zone their pages show times in; None: UTC
 
 
 def session_admin(session: Session, token: str, *, limits: AccountLimits, now: datetime) -> SignedIn | None:
@@ -349,6 +386,7 @@ def session_admin(session: Session, token: str, *, limits: AccountLimits, now: d
         password_must_change=admin.password_must_change,
         second_factor_pending=found.second_factor_pending,
         has_second_factor=admin.totp_secret is not None,
+        time_zone=admin.time_zone,
     )
 
 

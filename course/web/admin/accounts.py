@@ -26,9 +26,11 @@ from course.accounts.store import (
     revoke_api_token,
     set_disabled,
     set_role,
+    set_time_zone,
     unused_recovery_codes,
 )
 from course.accounts.credentials import verify_password
+from course.web.admin.times import zone_names
 from course.models import Admin, AdminRole
 from course.web.admin.auth import Actor, AdminPageError, OwnerPage, SiteDep, ViewerPage, check_csrf
 from course.web.admin.views import admin_page, see_other
@@ -182,7 +184,7 @@ def _account_page(site: Site, request: Request, actor: Actor, *, status: int = 2
         admin = session.get(Admin, admin_id)
         codes_left = unused_recovery_codes(session, admin_id)
         return admin_page(
-            site, request, "account.html", actor=actor, status=status, admin=admin, codes_left=codes_left,
+            site, request, "account.html", actor=actor, status=status, admin=admin, codes_left=codes_left, zones=zone_names(),
             changed=request.query_params.get("changed", ""), error=context.pop("error", ""), **context,
         )  # fmt: skip
 
@@ -190,6 +192,18 @@ def _account_page(site: Site, request: Request, actor: Actor, *, status: int = 2
 @router.get("/admin/account", response_class=HTMLResponse)
 def account_page(request: Request, site: SiteDep, actor: ViewerPage) -> HTMLResponse:
     return _account_page(site, request, actor)
+
+
+@router.post("/admin/account/time-zone", response_class=HTMLResponse)
+def time_zone_change(request: Request, site: SiteDep, actor: ViewerPage, time_zone: TextField = "", csrf_token: TextField = "") -> Response:
+    """The zone this admin's pages show times in; blank: UTC (the page then offers the browser's)."""
+    check_csrf(site, request, csrf_token)
+    try:
+        with site.sessions.begin() as session:
+            set_time_zone(session, actor.admin.admin_id if actor.admin else 0, time_zone[:100])
+    except AccountError as exc:
+        return _account_page(site, request, actor, status=422, error=f"{str(exc)[:1].upper()}{str(exc)[1:]}: nothing was changed.")
+    return see_other("/admin/account?changed=time-zone")
 
 
 @router.post("/admin/account/second-factor", response_class=HTMLResponse)

@@ -11,6 +11,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from course.accounts.store import (
     AccountError,
+    adopt_time_zone,
     SignIn,
     SignInOutcome,
     change_password,
@@ -86,6 +87,7 @@ def login_submit(
     email: TextField = "",
     password: TextField = "",
     next: TextField = "",
+    time_zone: TextField = "",
     csrf_token: TextField = "",
 ) -> Response:
     check_csrf(site, request, csrf_token)
@@ -93,6 +95,9 @@ def login_submit(
         result = sign_in(
             session, email=email[:320], password=password, client_ip=_client_ip(request), limits=limits_of(site), now=site.now()
         )
+        if result.session_token is not None:
+            # The browser's zone (admin.js fills it in) becomes the admin's if they have none yet.
+            adopt_time_zone(session, email[:320], time_zone)
     if result.outcome == SignInOutcome.THROTTLED:
         raise _throttled(result)
     if result.outcome == SignInOutcome.INVALID or result.session_token is None:

@@ -1,10 +1,17 @@
 // The web admin's only script (the CSP allows no inline script). Everything works without it:
+// - the browser's time zone in empty time zone fields (sign-in form, account page);
 // - copy buttons for secrets shown once;
 // - "Insert" buttons by the catalogue's guides in the composer: a Markdown link at the body's cursor;
 // - live progress on a campaign page: polls /admin/campaigns/<id>/progress.json every few seconds
 //   and updates the numbers in place, until the campaign is done or cancelled.
 (function () {
   "use strict";
+
+  var zone = "";
+  try { zone = Intl.DateTimeFormat().resolvedOptions().timeZone || ""; } catch (error) { zone = ""; }
+  document.querySelectorAll("input[data-fill-timezone]").forEach(function (input) {
+    if (!input.value && zone) { input.value = zone; }
+  });
 
   document.querySelectorAll("button[data-copy-target]").forEach(function (button) {
     button.hidden = false;
