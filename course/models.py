@@ -79,6 +79,7 @@ class DeliveryKind(enum.StrEnum):
     CAMPAIGN = "campaign"
     TRANSACTIONAL = "transactional"  # confirmation and account mail, sent ahead of bulk
     CAMPAIGN_TEST = "campaign_test"  # an editor's test send: a campaign as one subscriber gets it, to another address
+    ADMIN_INVITATION = "admin_invitation"  # an owner invited someone to the admin: no subscriber, urgent
 
 
 class DeliveryState(enum.StrEnum):
@@ -313,7 +314,8 @@ class Delivery(Base):
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscribers.id", ondelete="CASCADE"))
+    # Every kind of mail goes to a subscriber but an admin invitation (invitation_id, test_address).
+    subscriber_id: Mapped[int | None] = mapped_column(ForeignKey("subscribers.id", ondelete="CASCADE"))
     kind: Mapped[str] = mapped_column(String(20))
     enrollment_id: Mapped[int | None] = mapped_column(ForeignKey("enrollments.id", ondelete="CASCADE"))
     lesson_id: Mapped[int | None] = mapped_column(ForeignKey("lessons.id", ondelete="CASCADE"))
@@ -337,6 +339,9 @@ class Delivery(Base):
     # (subscriber, campaign) slot of the real send. A bare id, like campaigns.created_by (0006).
     test_campaign_id: Mapped[int | None] = mapped_column(Integer)
     test_address: Mapped[str | None] = mapped_column(String(320))
+    # An admin invitation's mail: the invitation whose sign-in link it carries (sent to test_address).
+    # A bare id, like test_campaign_id: SQLite would copy the whole table to add a foreign key (0012).
+    invitation_id: Mapped[int | None] = mapped_column(Integer)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
@@ -456,6 +461,27 @@ class AdminSession(Base):
     second_factor_pending: Mapped[bool] = mapped_column(Boolean, default=False)  # password ok, TOTP not yet
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class AdminInvitation(Base):
+    """An owner's invitation of a new admin: mailed through the ledger with a signed sign-in link
+    naming this row and its current `link_nonce` (a re-send replaces the nonce, so only the newest
+    link works). The link works once (accepted_at), until expires_at on the wall clock, and not
+    after it is revoked; the admin is made when it is accepted."""
+
+    __tablename__ = "admin_invitations"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    email: Mapped[str] = mapped_column(String(320))
+    role: Mapped[str] = mapped_column(String(20))
+    link_nonce: Mapped[str] = mapped_column(String(64))
+    invited_by: Mapped[int | None] = mapped_column(ForeignKey("admins.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    sent_at: Mapped[datetime] = mapped_column(UTCDateTime)  # the latest (re-)send
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    accepted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    admin_id: Mapped[int | None] = mapped_column(ForeignKey("admins.id", ondelete="SET NULL"))  # who it became
 
 
 class ApiToken(Base):

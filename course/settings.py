@@ -175,6 +175,7 @@ class Settings(BaseSettings):
     admin_login_limit_per_account: int = 5  # failed sign-ins per account per admin_login_window_seconds
     admin_login_limit_per_ip: int = 20  # failed sign-ins per IP address per window
     admin_login_window_seconds: int = 900
+    admin_invitation_hours: int = 72  # an invitation's sign-in link works once, for this long (wall clock)
     # Who campaigns may come from: "Name <address>" entries separated by commas or new lines.
     campaign_senders: str = "Newsletter <newsletter@example.org>"
 
