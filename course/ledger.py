@@ -3,10 +3,11 @@ function here, so everything the rest of the code may do to a delivery row reads
 and the concurrency rules are visible at a glance. Other modules read rows as they like, but write
 them only through these functions (tests/test_architecture.py checks it).
 
-Writing rows:       schedule_lesson_rows, add_account_mail, fan_out_campaign_rows
+Writing rows:       schedule_lesson_rows, add_account_mail, fan_out_campaign_rows,
+                    add_admin_invitation_mail (mail to no subscriber: an admin invitation)
                     (and the reads they build on: lesson_rows, next_pending_due)
 Stopping rows:      hold_enrollment_rows, cancel_enrollment_rows, cancel_subscriber_rows,
-                    cancel_campaign_rows, cancel_lesson_rows, suppress
+                    cancel_campaign_rows, cancel_lesson_rows, cancel_invitation_rows, suppress
 Sending them:       count_in_flight, claim_due, fail_exhausted_leases, take_over, record
 The Message-ID of a delivery: message_id_for (and its SQL twin, used by record).
 The state groups and priority classes live next to DeliveryState in course.models.
@@ -61,6 +62,7 @@ from course.models import (
     OPEN_DELIVERY_STATES,
     QUEUED_DELIVERY_STATES,
     UNSETTLED_DELIVERY_STATES,
+    AdminInvitation,
     Campaign,
     CampaignStatus,
     Course,
@@ -191,6 +193,25 @@ def add_campaign_test(
         subscriber_id=subscriber_id,
         kind=DeliveryKind.CAMPAIGN_TEST,
         test_campaign_id=campaign_id,
+        test_address=address,
+        priority=int(DeliveryPriority.URGENT),
+        due_at=now,
+        state=DeliveryState.PENDING,
+        attempts=0,
+        created_at=now,
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
+def add_admin_invitation_mail(session: Session, *, invitation_id: int, address: str, now: datetime) -> Delivery:
+    """Queue the mail of an admin invitation, due now in the urgent class, to `address`: it goes to
+    no subscriber (subscriber_id is NULL) and carries the invitation's current sign-in link."""
+    row = Delivery(
+        subscriber_id=None,
+        kind=DeliveryKind.ADMIN_INVITATION,
+        invitation_id=invitation_id,
         test_address=address,
         priority=int(DeliveryPriority.URGENT),
         due_at=now,
@@ -344,6 +365,12 @@ def cancel_campaign_rows(session: Session, campaign_id: int) -> int:
     return _set_state(session, Delivery.campaign_id == campaign_id, OPEN_DELIVERY_STATES, DeliveryState.CANCELLED)
 
 
+def cancel_invitation_rows(session: Session, invitation_id: int) -> int:
+    """Cancel an invitation's unsent mail (revoked, or replaced by a re-send); a row already handed
+    to a worker is caught by the sender's check at send time (the link it would carry is dead)."""
+    return _set_state(session, Delivery.invitation_id == invitation_id, OPEN_DELIVERY_STATES, DeliveryState.CANCELLED)
+
+
 def hold_campaign_rows(session: Session, campaign_id: int) -> int:
     """A paused campaign: its rows not yet taken over by a sender (pending, or leased to a send task
     that has not started them) wait, held. Holding drops the lease token, so a send task that still
@@ -476,10 +503,10 @@ class DeliveryJob:
     kind: str
     template: str | None
     attempts: int
-    subscriber_id: int
-    email: str
-    name: str
-    subscriber_status: str
+    subscriber_id: int | None  # None (and so email, name, status) for an admin invitation
+    email: str | None
+    name: str | None
+    subscriber_status: str | None
     enrollment_id: int | None
     enrollment_status: str | None
     course_id: int | None
@@ -488,7 +515,8 @@ class DeliveryJob:
     due_at: datetime | None = None  # when this attempt fell due (send latency is measured from it)
     first_attempt_at: datetime | None = None  # when the first attempt was taken over (retry window)
     test_campaign_id: int | None = None  # a test send: the campaign it shows
-    test_address: str | None = None  # and where it goes instead of `email`
+    test_address: str | None = None  # and where it goes instead of `email` (an invitation: its only address)
+    invitation_id: int | None = None  # an admin invitation's mail: which invitation
 
 
 @dataclass(frozen=True)
@@ -525,6 +553,18 @@ class CampaignContent:
     preheader: str = ""  # the line inboxes show after the subject
 
 
+@dataclass(frozen=True)
+class InvitationContent:
+    """An admin invitation as its mail needs it: the link names id and nonce; a dead one is not sent."""
+
+    invitation_id: int
+    email: str
+    role: str
+    link_nonce: str
+    expires_at: datetime
+    live: bool  # neither accepted nor revoked
+
+
 @dataclass
 class Batch:
     """A send task's rows and the content they refer to, each piece of content read once."""
@@ -533,6 +573,7 @@ class Batch:
     courses: dict[int, CourseHeader] = field(default_factory=dict)
     lessons: dict[int, LessonContent] = field(default_factory=dict)
     campaigns: dict[int, CampaignContent] = field(default_factory=dict)
+    invitations: dict[int, InvitationContent] = field(default_factory=dict)
 
 
 def _ids_among(session: Session, column: Any, ids: Sequence[int]) -> ColumnElement[bool]:
@@ -617,6 +658,14 @@ def _batch_of(session: Session, rows: Sequence[Any]) -> Batch:
             )
             for c in session.scalars(select(Campaign).where(Campaign.id.in_(campaign_ids)))
         }
+    invitation_ids = {job.invitation_id for job in batch.jobs} - {None}
+    if invitation_ids:
+        batch.invitations = {
+            i.id: InvitationContent(
+                i.id, i.email, i.role, i.link_nonce, i.expires_at, i.accepted_at is None and i.revoked_at is None
+            )
+            for i in session.scalars(select(AdminInvitation).where(AdminInvitation.id.in_(invitation_ids)))
+        }
     return batch
 
 
@@ -634,6 +683,7 @@ _JOB_COLUMNS = (
     Delivery.first_attempt_at,
     Delivery.test_campaign_id,
     Delivery.test_address,
+    Delivery.invitation_id,
 )
 
 
@@ -660,8 +710,10 @@ def _jobs_of(deliveries: Any) -> Select[Any]:
             c.first_attempt_at,
             c.test_campaign_id,
             c.test_address,
+            c.invitation_id,
         )
-        .join_from(deliveries, Subscriber, Subscriber.id == c.subscriber_id)
+        # Outer: an admin invitation's row has no subscriber.
+        .outerjoin_from(deliveries, Subscriber, Subscriber.id == c.subscriber_id)
         .outerjoin(Enrollment, Enrollment.id == c.enrollment_id)
         .order_by(c.id)
     )

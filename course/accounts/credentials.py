@@ -97,6 +97,11 @@ def new_session_token() -> str:
     return secrets.token_urlsafe(32)
 
 
+def new_link_nonce() -> str:
+    """The random part of an invitation link (signed with it): a re-send draws a new one."""
+    return secrets.token_urlsafe(16)
+
+
 def new_api_token() -> str:
     return API_TOKEN_PREFIX + secrets.token_urlsafe(32)
 

@@ -1,5 +1,5 @@
-"""The database side of admin accounts: create and manage admins, sign in (throttled per account
-and per IP address), browser sessions, the second factor, and API tokens. Plain functions over a
+"""The database side of admin accounts: create and manage admins, invite them by email, sign in
+(throttled per account and per IP address), browser sessions, the second factor, and API tokens. Plain functions over a
 Session and `now`; the caller owns the transaction, so a failed sign-in's counters are committed
 with the answer that refuses it."""
 
@@ -24,6 +24,7 @@ from course.accounts.credentials import (
     looks_like_api_token,
     needs_rehash,
     new_api_token,
+    new_link_nonce,
     new_recovery_codes,
     new_session_token,
     normalize_recovery_code,
@@ -32,8 +33,9 @@ from course.accounts.credentials import (
     totp_step_of,
     verify_password,
 )
+from course.ledger import add_admin_invitation_mail, cancel_invitation_rows
 from course.ratelimit import RateLimit, rate_limit_key, take_rate_limit, window_start
-from course.models import Admin, AdminRecoveryCode, AdminRole, AdminSession, ApiToken, RateLimitHit
+from course.models import Admin, AdminInvitation, AdminRecoveryCode, AdminRole, AdminSession, ApiToken, RateLimitHit
 from course.settings import Settings
 
 # Sessions and tokens record their use at most this often: a page view is not a write.
@@ -202,6 +204,148 @@ def adopt_time_zone(session: Session, email: str, raw: str) -> None:
         admin.time_zone = check_time_zone(raw[:64])
     except AccountError:
         return
+
+
+# --- invitations ---------------------------------------------------------------------------------
+#
+# Two clocks meet here: `now` is the wall clock (an invitation's times, its expiry: a security rule),
+# `due_at` the project's clock (when the ledger row of its mail is due, as the dispatcher reads it).
+
+
+class InvitationUnusable(AccountError):
+    """An invitation link that no longer works; `gone` when it once did (used, replaced, revoked,
+    expired), not when it never named an invitation."""
+
+    def __init__(self, message: str, *, gone: bool = True) -> None:
+        super().__init__(message)
+        self.gone = gone
+
+
+def _pending(session: Session, address: str, now: datetime) -> AdminInvitation | None:
+    return session.scalars(
+        select(AdminInvitation).where(
+            func.lower(AdminInvitation.email) == address.lower(),
+            AdminInvitation.accepted_at.is_(None),
+            AdminInvitation.revoked_at.is_(None),
+            AdminInvitation.expires_at > now,
+        )
+    ).first()
+
+
+def invite_admin(
+    session: Session, *, email: str, role: AdminRole, invited_by: int | None, valid_for: timedelta, now: datetime, due_at: datetime
+) -> AdminInvitation:
+    """1. Refuse an address that is an admin already, or has a live invitation (re-send that one).
+    2. Record the invitation with a fresh link nonce, expiring `valid_for` after now (wall clock).
+    3. Queue its mail in the ledger, due at `due_at`; the sender signs the link into it."""
+    address = normalize_admin_email(email)
+    if find_admin(session, address) is not None:
+        raise AccountError(f"there is already an admin with the address {address}")
+    if _pending(session, address, now) is not None:
+        raise AccountError(f"{address} is invited already: re-send that invitation instead")
+    invitation = AdminInvitation(
+        email=address, role=role, link_nonce=new_link_nonce(), invited_by=invited_by,
+        created_at=now, sent_at=now, expires_at=now + valid_for,
+    )  # fmt: skip
+    session.add(invitation)
+    session.flush()
+    add_admin_invitation_mail(session, invitation_id=invitation.id, address=address, now=due_at)
+    return invitation
+
+
+def _get_invitation(session: Session, invitation_id: int) -> AdminInvitation:
+    invitation = session.get(AdminInvitation, invitation_id)
+    if invitation is None or invitation.accepted_at is not None or invitation.revoked_at is not None:
+        raise AccountError(f"no pending invitation with id {invitation_id}")
+    return invitation
+
+
+def resend_invitation(
+    session: Session, invitation_id: int, *, valid_for: timedelta, now: datetime, due_at: datetime
+) -> AdminInvitation:
+    """A new link (new nonce: every earlier link stops working), a new expiry, a new mail; the old
+    mail is cancelled if it has not gone yet."""
+    invitation = _get_invitation(session, invitation_id)
+    invitation.link_nonce = new_link_nonce()
+    invitation.sent_at = now
+    invitation.expires_at = now + valid_for
+    cancel_invitation_rows(session, invitation.id)
+    add_admin_invitation_mail(session, invitation_id=invitation.id, address=invitation.email, now=due_at)
+    return invitation
+
+
+def revoke_invitation(session: Session, invitation_id: int, *, now: datetime) -> AdminInvitation:
+    invitation = _get_invitation(session, invitation_id)
+    invitation.revoked_at = now
+    cancel_invitation_rows(session, invitation.id)
+    return invitation
+
+
+def pending_invitations(session: Session) -> list[AdminInvitation]:
+    """Invitations neither accepted nor revoked, newest first (expired ones too, to re-send)."""
+    return list(
+        session.scalars(
+            select(AdminInvitation)
+            .where(AdminInvitation.accepted_at.is_(None), AdminInvitation.revoked_at.is_(None))
+            .order_by(AdminInvitation.sent_at.desc())
+        )
+    )
+
+
+def open_invitation(session: Session, invitation_id: int, nonce: str, *, now: datetime) -> AdminInvitation:
+    """The invitation a verified link names, if that link still works; else InvitationUnusable
+    saying why."""
+    invitation = session.get(AdminInvitation, invitation_id)
+    if invitation is None:
+        raise InvitationUnusable("this invitation link does not work", gone=False)
+    if invitation.accepted_at is not None:
+        raise InvitationUnusable("this invitation was already used: sign in with the password chosen then")
+    if invitation.revoked_at is not None:
+        raise InvitationUnusable("this invitation was withdrawn by an owner")
+    if invitation.link_nonce != nonce:
+        raise InvitationUnusable("a newer invitation was sent for this address: use the link in the latest email")
+    if invitation.expires_at <= now:
+        raise InvitationUnusable("this invitation has expired: ask an owner to send it again")
+    return invitation
+
+
+def accept_invitation(session: Session, invitation_id: int, nonce: str, *, password: str, now: datetime) -> Admin:
+    """1. The link must still work (open_invitation), the password meet the rules, and the address
+       be no admin's yet: a refusal leaves the link working.
+    2. Spend the invitation with a conditional UPDATE (still unaccepted, unrevoked, this nonce, not
+       expired): two requests racing with one link make one admin.
+    3. Make the admin with the invited role and this password (nothing to change at sign-in)."""
+    invitation = open_invitation(session, invitation_id, nonce, now=now)
+    try:
+        check_password_rules(password, email=invitation.email)
+    except CredentialError as exc:
+        raise AccountError(str(exc)) from None
+    if find_admin(session, invitation.email) is not None:
+        raise InvitationUnusable(f"there is already an admin with the address {invitation.email}: sign in instead")
+    spent = session.execute(
+        update(AdminInvitation)
+        .where(
+            AdminInvitation.id == invitation_id,
+            AdminInvitation.accepted_at.is_(None),
+            AdminInvitation.revoked_at.is_(None),
+            AdminInvitation.link_nonce == nonce,
+            AdminInvitation.expires_at > now,
+        )
+        .values(accepted_at=now)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    if spent != 1:
+        raise InvitationUnusable("this invitation was already used: sign in with the password chosen then")
+    admin, _ = create_admin(session, email=invitation.email, role=AdminRole(invitation.role), password=password, now=now)
+    invitation.admin_id = admin.id
+    return admin
+
+
+def open_session(session: Session, admin_id: int, *, now: datetime) -> str:
+    """A full session for an admin who just proved who they are another way (an invitation link)."""
+    admin = _get_admin(session, admin_id)
+    admin.last_login_at = now
+    return _start_session(session, admin, pending=False, now=now)
 
 
 # --- signing in ----------------------------------------------------------------------------------

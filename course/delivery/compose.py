@@ -6,6 +6,8 @@ One entry per kind of delivery, each from the content the ledger read for it to 
 - `Composer.campaign`: a newsletter, whose unsubscribe link covers every course;
 - `Composer.account_mail`: confirmation and the like (TRANSACTIONAL_MAIL), whose main link is the
   signed `action_url`;
+- `Composer.admin_invitation`: an owner's invitation to the admin, to no subscriber, whose
+  `action_url` is the invitation's one-time sign-in link;
 - `Composer.delivery`: any DeliveryJob of a taken-over Batch, by its kind (the sender's entry).
 
 Each returns a ComposedEmail: the envelope sender, the filled email (subject, text, HTML: what the
@@ -20,12 +22,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
+from course.campaigns.editor import parse_senders
 from course.clock import Clock, get_clock
 from course.delivery.links import LinkPurpose, Signer, signer_from_settings
 from course.delivery.mime import OutgoingMessage, build_message
 from course.delivery.render import RenderedEmail, Renderer, Template, greeting_for
 from course.i18n import DEFAULT_LANGUAGE, translate
-from course.ledger import Batch, CampaignContent, CourseHeader, DeliveryJob, LessonContent, message_id_for
+from course.ledger import Batch, CampaignContent, CourseHeader, DeliveryJob, InvitationContent, LessonContent, message_id_for
 from course.models import Campaign, CampaignStatus, Course, DeliveryKind, Lesson, Subscriber, SubscriberStatus
 from course.settings import Settings
 
@@ -46,7 +49,7 @@ class Recipient:
     """Who a delivery goes to, and the delivery's id (signed into its view link and Message-ID)."""
 
     delivery_id: int
-    subscriber_id: int
+    subscriber_id: int | None  # None: mail to no subscriber (an admin invitation)
     name: str
     email: str
 
@@ -54,8 +57,8 @@ class Recipient:
     def of_job(cls, job: DeliveryJob) -> Recipient:
         # A name is shown only once its owner confirmed it: a pending signup's name was typed by
         # whoever filled in the form, so mail to an unconfirmed address greets no one.
-        name = job.name if job.subscriber_status == SubscriberStatus.ACTIVE else ""
-        return cls(job.delivery_id, job.subscriber_id, name, job.email)
+        name = (job.name or "") if job.subscriber_status == SubscriberStatus.ACTIVE else ""
+        return cls(job.delivery_id, job.subscriber_id, name, job.test_address or job.email or "")
 
     @classmethod
     def of_subscriber(cls, subscriber: Subscriber, *, delivery_id: int) -> Recipient:
@@ -113,6 +116,8 @@ class Composer:
             return self.campaign(recipient, batch.campaigns[job.campaign_id], templates)
         if job.kind == DeliveryKind.CAMPAIGN_TEST and job.test_campaign_id in batch.campaigns and job.test_address:
             return self.campaign_test(recipient, batch.campaigns[job.test_campaign_id], job.test_address)
+        if job.kind == DeliveryKind.ADMIN_INVITATION and job.invitation_id in batch.invitations:
+            return self.admin_invitation(recipient, batch.invitations[job.invitation_id])
         if (
             job.kind == DeliveryKind.TRANSACTIONAL
             and job.template in TRANSACTIONAL_MAIL
@@ -208,6 +213,45 @@ class Composer:
             unsubscribe_url=self.signer.url(LinkPurpose.UNSUBSCRIBE, recipient.subscriber_id, course.course_id),
             action_url=self.signer.url(purpose, recipient.subscriber_id, course.course_id, *_names_its_signup(purpose, recipient)),
             language=course.language,
+        )
+
+    def admin_invitation(self, recipient: Recipient, invitation: InvitationContent) -> ComposedEmail:
+        """An owner's invitation to the web admin: its one action is the signed sign-in link naming
+        the invitation and its current nonce. From the first campaign sender; no list headers, no
+        subscriber links (the invitee is no reader). The admin speaks English."""
+        senders = parse_senders(self.settings.campaign_senders)
+        if not senders:
+            raise NothingToCompose(f"delivery {recipient.delivery_id}: COURSE_CAMPAIGN_SENDERS names no valid sender")
+        sender_name, sender_address = senders[0].name, senders[0].email
+        link = self.signer.url(LinkPurpose.ADMIN_INVITATION, invitation.invitation_id, invitation.link_nonce)
+        template = self.renderer.transactional_template(
+            "admin_invitation",
+            subject="You are invited to the course admin",
+            context={
+                "role": invitation.role,
+                "expires_at": invitation.expires_at,
+                "valid_hours": self.settings.admin_invitation_hours,
+                "admin_url": self.settings.base_url.rstrip("/") + "/admin/",
+            },
+        )
+        email = template.fill({"action_url": link})
+        return ComposedEmail(
+            envelope_from=sender_address,
+            email=email,
+            message=OutgoingMessage(
+                sender_name=sender_name,
+                sender_address=sender_address,
+                recipient_name="",
+                recipient_address=invitation.email,
+                subject=email.subject,
+                text=email.text,
+                html=email.html,
+                message_id=message_id_for(recipient.delivery_id, self.settings.list_id_domain),
+                date=self.clock.now(),
+                list_id="",
+                unsubscribe_url="",
+                unsubscribe_mailto="",
+            ),
         )
 
     # --- shared by every kind ------------------------------------------------------------------

@@ -11,6 +11,9 @@ How long each purpose lives (settings; Signer.max_ages):
 - preferences: preference_link_max_age_days (90) after the mail that carried it; every mail signs
   a fresh one, so a reader who still receives mail always holds a working link;
 - confirm: confirm_link_max_age_days (7).
+- admin invitation: not by its stamp, which is on the project's clock: the invitation row's
+  expires_at on the wall clock (admin_invitation_hours), its nonce (only the newest send's link)
+  and accepted_at (once) decide (course.accounts.store.accept_invitation).
 
 A token is accepted only in the exact form we issue: three base64url parts in canonical encoding.
 (base64 decoding ignores stray characters and the spare bits of the last character, so without
@@ -42,6 +45,7 @@ class LinkPurpose(StrEnum):
     PREFERENCES = "preferences"
     VIEW = "view"
     CONFIRM = "confirm"
+    ADMIN_INVITATION = "admin-invitation"
 
 
 # The path each purpose is served under by the web app.
@@ -50,6 +54,7 @@ PATHS = {
     LinkPurpose.PREFERENCES: "/preferences/",
     LinkPurpose.VIEW: "/view/",
     LinkPurpose.CONFIRM: "/confirm/",
+    LinkPurpose.ADMIN_INVITATION: "/admin/invitation/",
 }
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
-from course.web.admin import accounts, api, campaigns, editor, login
+from course.web.admin import accounts, api, campaigns, editor, invitations, login
 from course.web.admin.auth import PASSWORD_PATH, AdminPageError, PasswordChangeRequired, SignInRequired, login_url
 from course.web.admin.times import install_filter
 from course.web.admin.views import error_page, see_other
@@ -15,7 +15,7 @@ from course.web.admin.views import error_page, see_other
 def install(app: FastAPI) -> None:
     install_filter(app.state.site.environment)
     # editor before campaigns: /admin/campaigns/new must not reach /admin/campaigns/{campaign_id}.
-    for module in (login, editor, campaigns, accounts, api):
+    for module in (login, invitations, editor, campaigns, accounts, api):
         app.include_router(module.router)
 
     @app.exception_handler(SignInRequired)

@@ -1,9 +1,10 @@
-"""Account pages: owners manage admins and API tokens; every admin manages their own password and
-second factor. Secrets (a one-time password, a new token, recovery codes) are shown once, on the
+"""Account pages: owners invite and manage admins and manage API tokens; every admin manages their
+own password, time zone and second factor. Secrets (a one-time password, a new token, recovery codes) are shown once, on the
 page that answers the form, and never stored in clear."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Form, Request
@@ -15,15 +16,18 @@ from markupsafe import Markup, escape
 from course.accounts.credentials import CredentialError, new_totp_secret, parse_role, totp_uri
 from course.accounts.store import (
     AccountError,
-    create_admin,
     create_api_token,
     disable_totp,
     enable_totp,
+    invite_admin,
     list_admins,
     list_api_tokens,
+    pending_invitations,
     replace_recovery_codes,
+    resend_invitation,
     reset_password,
     revoke_api_token,
+    revoke_invitation,
     set_disabled,
     set_role,
     set_time_zone,
@@ -31,6 +35,7 @@ from course.accounts.store import (
 )
 from course.accounts.credentials import verify_password
 from course.web.admin.times import zone_names
+from course.clock import SystemClock
 from course.models import Admin, AdminRole
 from course.web.admin.auth import Actor, AdminPageError, OwnerPage, SiteDep, ViewerPage, check_csrf
 from course.web.admin.views import admin_page, see_other
@@ -51,6 +56,8 @@ def _admins_page(site: Site, request: Request, actor: Actor, *, status: int = 20
         admins = list_admins(session)
         return admin_page(
             site, request, "admins.html", actor=actor, status=status, admins=admins, roles=ROLES,
+            invitations=pending_invitations(session), wall_now=SystemClock().now(),
+            invitation_hours=site.settings.admin_invitation_hours, sent=request.query_params.get("sent", ""),
             form=context.pop("form", {"email": "", "role": "editor"}), error=context.pop("error", ""), **context,
         )  # fmt: skip
 
@@ -60,22 +67,49 @@ def admins_page(request: Request, site: SiteDep, actor: OwnerPage) -> HTMLRespon
     return _admins_page(site, request, actor)
 
 
-@router.post("/admin/admins", response_class=HTMLResponse)
-def admin_create(
+# --- invitations (owner) -------------------------------------------------------------------------
+# An invitation's times are wall-clock times (its link's expiry is a security rule); its mail's
+# ledger row is due on the project's clock, which the dispatcher reads.
+
+
+def _valid_for(site: Site) -> timedelta:
+    return timedelta(hours=site.settings.admin_invitation_hours)
+
+
+@router.post("/admin/invitations", response_class=HTMLResponse)
+def invitation_create(
     request: Request, site: SiteDep, actor: OwnerPage, email: TextField = "", role: TextField = "", csrf_token: TextField = ""
-) -> HTMLResponse:
+) -> Response:
+    """Invite someone by email: they get a one-time sign-in link and choose their own password."""
     check_csrf(site, request, csrf_token)
     try:
         with site.sessions.begin() as session:
-            admin, one_time = create_admin(session, email=email[:320], role=parse_role(role), password=None, now=site.now())
-            created = admin.email
+            invite_admin(
+                session, email=email[:320], role=parse_role(role), invited_by=actor.admin.admin_id if actor.admin else None,
+                valid_for=_valid_for(site), now=SystemClock().now(), due_at=site.now(),
+            )  # fmt: skip
     except (AccountError, CredentialError) as exc:
         return _admins_page(site, request, actor, status=422, error=str(exc), form={"email": email[:320], "role": role})
-    return admin_page(
-        site, request, "secret_once.html", actor=actor, title=f"{created} can sign in",
-        what="one-time password", secret=one_time, back="/admin/admins",
-        note="Give it to them by a channel you trust. They choose their own password at first sign-in; this one is not shown again.",
-    )  # fmt: skip
+    return see_other("/admin/admins?sent=invitation")
+
+
+@router.post("/admin/invitations/{invitation_id}", response_class=HTMLResponse)
+def invitation_change(
+    invitation_id: int, request: Request, site: SiteDep, actor: OwnerPage, change: TextField = "", csrf_token: TextField = ""
+) -> Response:
+    """Re-send (a new link and expiry: earlier links stop working) or revoke a pending invitation."""
+    check_csrf(site, request, csrf_token)
+    try:
+        with site.sessions.begin() as session:
+            if change == "resend":
+                resend_invitation(session, invitation_id, valid_for=_valid_for(site), now=SystemClock().now(), due_at=site.now())
+            elif change == "revoke":
+                revoke_invitation(session, invitation_id, now=SystemClock().now())
+            else:
+                raise AccountError(f"unknown change {change!r}")
+    except AccountError as exc:
+        return _admins_page(site, request, actor, status=422, error=str(exc))
+    return see_other(f"/admin/admins?sent={'invitation' if change == 'resend' else 'revoked'}")
 
 
 def _owner_change(site: Site, request: Request, actor: Actor, change: str, admin_id: int, role: str = "") -> Response:

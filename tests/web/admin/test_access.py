@@ -29,6 +29,9 @@ PUBLIC = {
     ("GET", "/admin/login/code"),
     ("POST", "/admin/login/code"),
     ("POST", "/admin/logout"),
+    # an invitation's link is its own credential (signed, once, expiring)
+    ("GET", "/admin/invitation/{token}"),
+    ("POST", "/admin/invitation/{token}"),
 }
 
 
@@ -53,7 +56,10 @@ def admin_routes(app: FastAPI) -> list[tuple[str, str, RequirePage | RequireToke
 
 
 def _concrete(path: str) -> str:
-    return path.replace("{campaign_id}", "1").replace("{admin_id}", "1").replace("{token_id}", "1")
+    return (
+        path.replace("{campaign_id}", "1").replace("{admin_id}", "1").replace("{token_id}", "1")
+        .replace("{invitation_id}", "1").replace("{token}", "x")
+    )  # fmt: skip
 
 
 def test_every_admin_route_has_a_guard_of_the_right_kind(web_stack: WebStack) -> None:

@@ -4,16 +4,17 @@ authenticator's QR code, times in the admin's own time zone, and invitations of 
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from html import unescape
 from zoneinfo import ZoneInfo
 
 import segno
 from fastapi.testclient import TestClient
+from sqlalchemy import func, select, update
 
-from course.models import AdminRole
+from course.models import Admin, AdminInvitation, AdminRole, Delivery
 from tests.support.admin_fixtures import PASSWORD, csrf_of, make_admin, make_token, sign_in
-from tests.support.web_fixtures import WebStack, csrf_token_of
+from tests.support.web_fixtures import TEST_BASE_URL, WebStack, csrf_token_of, link_in
 from tests.support.web_fixtures import *  # noqa: F403
 
 
@@ -112,3 +113,119 @@ def test_admin_times_show_in_the_admins_zone_from_the_browser_at_first_sign_in_w
     account = client.get("/admin/account").text
     assert all(shown.endswith("UTC") for _, _, shown in _times_on(account))
     assert re.search(r'<input[^>]*name="time_zone" value=""[^>]*data-fill-timezone', account)
+
+
+def _invite(client: TestClient, email: str, role: str = "editor") -> None:
+    answer = client.post("/admin/invitations", data={"email": email, "role": role, "csrf_token": csrf_of(client, "/admin/admins")}, follow_redirects=False)
+    assert answer.status_code == 303, answer.text
+
+
+def _pending_id(web_stack: WebStack, email: str) -> int:
+    with web_stack.sessions() as session:
+        found = session.scalar(select(AdminInvitation.id).where(AdminInvitation.email == email))
+        assert found is not None
+        return found
+
+
+def _accept(owner: TestClient, link: str, password: str = "a new admin's own password"):  # type: ignore[no-untyped-def]
+    """The invitee's own browser (no cookie of the owner's) opens the link and chooses a password."""
+    browser = TestClient(owner.app, base_url=TEST_BASE_URL)
+    path = link.removeprefix(TEST_BASE_URL)
+    page = browser.get(path)
+    if page.status_code != 200:
+        return browser, page
+    answer = browser.post(
+        path, data={"password": password, "repeat_password": password, "csrf_token": csrf_token_of(page.text)}, follow_redirects=False
+    )
+    return browser, answer
+
+
+def test_an_owner_invites_an_admin_by_email_whose_signed_link_works_once_and_leads_to_a_password(
+    web_stack: WebStack, client: TestClient
+) -> None:
+    make_admin(web_stack.sessions, "owner@example.org", AdminRole.OWNER, now=web_stack.clock.now())
+    sign_in(client, "owner@example.org")
+    admins_page = client.get("/admin/admins").text
+    assert "one-time password" not in admins_page  # nobody passes a password along any more
+    bad = client.post("/admin/invitations", data={"email": "not an address", "role": "editor", "csrf_token": csrf_of(client, "/admin/admins")})
+    assert bad.status_code == 422 and "not a valid email" in bad.text
+    taken = client.post("/admin/invitations", data={"email": "owner@example.org", "role": "editor", "csrf_token": csrf_of(client, "/admin/admins")})
+    assert taken.status_code == 422 and "already an admin" in taken.text
+
+    _invite(client, "New.Editor@example.org")
+    listed = client.get("/admin/admins").text
+    assert "Pending invitations" in listed and "New.Editor@example.org" in listed
+    again = client.post("/admin/invitations", data={"email": "new.editor@example.org", "role": "viewer", "csrf_token": csrf_of(client, "/admin/admins")})
+    assert again.status_code == 422 and "invited already" in again.text
+
+    # The mail goes through the ledger and the real sender, urgent, to the invited address.
+    [mail] = web_stack.deliver()
+    assert mail["To"] == "New.Editor@example.org" and "invited" in mail["Subject"]
+    assert "List-Unsubscribe" not in mail and "72 hours" in mail.get_body(preferencelist=("plain",)).get_content()  # type: ignore[union-attr]
+    link = link_in(mail, "/admin/invitation/")
+    html_part = mail.get_body(preferencelist=("html",)).get_content()  # type: ignore[union-attr]
+    assert link in unescape(html_part)
+    with web_stack.sessions() as session:
+        row = session.scalars(select(Delivery).where(Delivery.invitation_id.is_not(None))).one()
+        assert row.subscriber_id is None and row.state == "sent" and row.kind == "admin_invitation"
+
+    # A forged or altered link does nothing.
+    token = link.rsplit("/", 1)[1]
+    forged = token[:-2] + ("AA" if not token.endswith("AA") else "BB")
+    assert _accept(client, f"{TEST_BASE_URL}/admin/invitation/{forged}")[1].status_code == 400
+
+    # The link leads to choosing a password: the rules apply and a refusal keeps the link good.
+    browser = TestClient(client.app, base_url=TEST_BASE_URL)
+    page = browser.get(link.removeprefix(TEST_BASE_URL))
+    assert page.status_code == 200 and "New.Editor@example.org" in page.text and "editor" in page.text
+    short = browser.post(link.removeprefix(TEST_BASE_URL), data={"password": "short", "repeat_password": "short", "csrf_token": csrf_token_of(page.text)})
+    assert short.status_code == 422 and "shorter than 12" in short.text
+    browser, accepted = _accept(client, link)
+    assert accepted.status_code == 303 and accepted.headers["location"] == "/admin/campaigns"
+    assert browser.get("/admin/campaigns", follow_redirects=False).status_code == 200  # signed in, no password change asked
+    assert "New.Editor@example.org" in browser.get("/admin/account").text
+    with web_stack.sessions() as session:
+        assert session.scalar(select(Admin.role).where(Admin.email == "New.Editor@example.org")) == "editor"
+    fresh = TestClient(client.app, base_url=TEST_BASE_URL)
+    assert sign_in(fresh, "new.editor@example.org", "a new admin's own password") == "/admin/campaigns"
+
+    # It works once.
+    used = _accept(client, link, "yet another password here")[1]
+    assert used.status_code == 410 and "already used" in used.text
+    assert "Pending invitations" not in client.get("/admin/admins").text  # accepted: no longer pending
+
+
+def test_invitations_are_resent_revoked_and_expire_on_the_wall_clock(web_stack: WebStack, client: TestClient) -> None:
+    make_admin(web_stack.sessions, "owner@example.org", AdminRole.OWNER, now=web_stack.clock.now())
+    sign_in(client, "owner@example.org")
+    _invite(client, "viewer@example.org", "viewer")
+    [first] = web_stack.deliver()
+    invitation_id = _pending_id(web_stack, "viewer@example.org")
+    client.post(f"/admin/invitations/{invitation_id}", data={"change": "resend", "csrf_token": csrf_of(client, "/admin/admins")})
+    [second] = web_stack.deliver()
+    old_link, new_link = link_in(first, "/admin/invitation/"), link_in(second, "/admin/invitation/")
+    assert old_link != new_link
+    assert _accept(client, old_link)[1].status_code == 410  # a re-send replaces the link
+
+    # The project's calendar running ahead (the demo clock) does not age it: expiry is wall-clock time.
+    web_stack.clock.advance(timedelta(days=30))
+    sign_in(client, "owner@example.org")  # (while admin sessions still follow the project clock)
+    assert TestClient(client.app, base_url=TEST_BASE_URL).get(new_link.removeprefix(TEST_BASE_URL)).status_code == 200
+    with web_stack.sessions.begin() as session:  # 72 hours pass on the wall clock
+        session.execute(update(AdminInvitation).where(AdminInvitation.id == invitation_id).values(
+            expires_at=datetime.now(timezone.utc) - timedelta(seconds=1)))
+    expired = _accept(client, new_link)[1]
+    assert expired.status_code == 410 and "expired" in expired.text
+    assert "expired" in client.get("/admin/admins").text.split("Pending invitations")[-1]
+
+    # Revoked before its mail went out: no mail, and the link would not work anyway.
+    _invite(client, "gone@example.org", "owner")
+    gone_id = _pending_id(web_stack, "gone@example.org")
+    revoked = client.post(f"/admin/invitations/{gone_id}", data={"change": "revoke", "csrf_token": csrf_of(client, "/admin/admins")}, follow_redirects=False)
+    assert revoked.status_code == 303
+    assert web_stack.deliver() == []
+    with web_stack.sessions() as session:
+        assert session.scalar(select(Delivery.state).where(Delivery.invitation_id == gone_id)) == "cancelled"
+    assert "gone@example.org" not in client.get("/admin/admins").text
+    with web_stack.sessions() as session:
+        assert session.scalar(select(func.count()).select_from(Admin)) == 1  # nobody was made
