@@ -28,6 +28,7 @@ from course.campaigns.audience import (
 )
 from course.campaigns.service import CampaignError, cancel_campaign
 from course.campaigns.timing import PAST_TOLERANCE, Schedule, recipient_zones, zone_moments
+from course.content import merge_tags
 from course.content.article import ArticleError
 from course.content.markdown_reader import newsletter_blocks
 from course.ledger import add_campaign_test, hold_campaign_rows, release_campaign_rows
@@ -135,11 +136,28 @@ def check_draft(
             newsletter_blocks(body)
         except ArticleError as exc:
             errors["body_markdown"] = f"{str(exc)[0].upper()}{str(exc)[1:]}."
+    _check_merge_tags(errors, subject=clean_subject, preheader=clean_preheader, body=body, course_known=audience.course is not None)
     errors = {field: message for field, message in errors.items() if message}
     if errors:
         raise EditError("the campaign has mistakes: " + " ".join(errors.values()), errors)
     assert chosen is not None
     return Draft(clean_name, clean_subject, clean_preheader, chosen, body, audience)
+
+
+def _check_merge_tags(errors: dict[str, str], *, subject: str, preheader: str, body: str, course_known: bool) -> None:
+    """A merge tag typed wrong, or one the audience has no value for, is a mistake of its field
+    (where that field has no other): a reader must never get `{{ frist_name }}`."""
+    for field, text, label, links in (
+        ("subject", subject, "subject", False),
+        ("preheader", preheader, "preheader", False),
+        ("body_markdown", body, "body", True),
+    ):
+        if not errors.get(field):
+            found = merge_tags.problems(text, field=label, course_known=course_known, links_allowed=links)
+            if found:
+                errors[field] = " ".join(message + "." for message in found[:5]) + (
+                    f" ({len(found) - 5} more)" if len(found) > 5 else ""
+                )
 
 
 def _apply(campaign: Campaign, draft: Draft, now: datetime) -> None:

@@ -320,7 +320,8 @@ def compose_preview(site: Site, campaign_id: int, subscriber: str) -> tuple[Camp
 
     from course.audience.enrollment import find_subscriber
     from course.campaigns.audience import recipients, resolve_course
-    from course.delivery.compose import Composer, Recipient, campaign_content
+    from course.delivery.compose import Composer, Recipient
+    from course.ledger import read_campaign
     from course.models import Subscriber
 
     with site.sessions.begin() as session:
@@ -341,7 +342,10 @@ def compose_preview(site: Site, campaign_id: int, subscriber: str) -> tuple[Camp
             else Recipient(delivery_id=0, subscriber_id=0, name="Sample Reader", email="reader@example.org")
         )
         composer = Composer.from_settings(site.settings, renderer=site.renderer)
-        composed = composer.campaign(recipient, campaign_content(campaign))
+        read = read_campaign(session, campaign_id, subscriber_ids=[recipient.subscriber_id])
+        assert read is not None
+        content = read.campaigns[campaign_id]
+        composed = composer.campaign(recipient, content, lesson_number=read.lesson_number(content, recipient.subscriber_id))
         session.expunge(campaign)
     return campaign, composed, note, samples
 
