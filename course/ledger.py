@@ -8,7 +8,8 @@ Writing rows:       schedule_lesson_rows, add_account_mail, fan_out_campaign_row
 Stopping rows:      hold_enrollment_rows, cancel_enrollment_rows, cancel_subscriber_rows,
                     cancel_campaign_rows, cancel_lesson_rows, suppress
 Sending them:       count_in_flight, claim_due, fail_exhausted_leases, take_over, record
-Reading content as the sender does, without sending: read_batch, read_campaign (previews)
+Reading content as the sender does, without sending: read_batch, read_campaign,
+                    course_merge_values (previews and the view page)
 The Message-ID of a delivery: message_id_for (and its SQL twin, used by record).
 The state groups and priority classes live next to DeliveryState in course.models.
 
@@ -664,23 +665,36 @@ def _read_course_merge_values(session: Session, batch: Batch, readers: dict[int,
         if not (wants_title or wants_lesson):
             continue
         slug = (session.get(Campaign, campaign_id).audience or {}).get("course")  # type: ignore[union-attr]
-        course = session.scalars(select(Course).where(Course.slug == slug)).first() if slug else None
-        if course is None:
-            continue
-        batch.campaigns[campaign_id] = replace(content, course_id=course.id, course_title=course.title)
-        if wants_lesson and readers.get(campaign_id):
-            last_sent = (
-                select(Delivery.subscriber_id, func.max(Lesson.position))
-                .join(Lesson, Lesson.id == Delivery.lesson_id)
-                .where(
-                    Lesson.course_id == course.id,
-                    Delivery.kind == DeliveryKind.LESSON,
-                    Delivery.state == DeliveryState.SENT,
-                    Delivery.subscriber_id.in_(readers[campaign_id]),
-                )
-                .group_by(Delivery.subscriber_id)
-            )
-            batch.lesson_numbers.update({(course.id, who): position for who, position in session.execute(last_sent)})
+        read = course_merge_values(session, slug, readers.get(campaign_id, set()) if wants_lesson else ())
+        if read is not None:
+            course, lesson_numbers = read
+            batch.campaigns[campaign_id] = replace(content, course_id=course.id, course_title=course.title)
+            batch.lesson_numbers.update({(course.id, who): number for who, number in lesson_numbers.items()})
+
+
+def course_merge_values(
+    session: Session, slug: str | None, subscriber_ids: Iterable[int]
+) -> tuple[Course, dict[int, int]] | None:
+    """The course named `slug` and, for each of these subscribers, the position of the last lesson
+    of it sent to them (absent: none yet). None: no such course. One read each."""
+    course = session.scalars(select(Course).where(Course.slug == slug)).first() if slug else None
+    if course is None:
+        return None
+    readers = list(subscriber_ids)
+    if not readers:
+        return course, {}
+    last_sent = (
+        select(Delivery.subscriber_id, func.max(Lesson.position))
+        .join(Lesson, Lesson.id == Delivery.lesson_id)
+        .where(
+            Lesson.course_id == course.id,
+            Delivery.kind == DeliveryKind.LESSON,
+            Delivery.state == DeliveryState.SENT,
+            Delivery.subscriber_id.in_(readers),
+        )
+        .group_by(Delivery.subscriber_id)
+    )
+    return course, {who: position for who, position in session.execute(last_sent)}
 
 
 # The delivery columns a DeliveryJob needs, read from the row as take_over leaves it.
