@@ -209,6 +209,67 @@ def _refusal(exc: editor.EditError) -> AdminPageError:
     return AdminPageError(409, "That cannot be done now", str(exc).capitalize() + ".")
 
 
+@router.get("/admin/campaigns/{campaign_id}/schedule", response_class=HTMLResponse)
+def confirm_schedule(
+    campaign_id: int, request: Request, site: SiteDep, actor: EditorPage, mode: str = "now", day: str = "",
+    at: str = "", zone: str = "UTC",
+) -> Response:  # fmt: skip
+    """The step before scheduling: what will happen, in one sentence, and a button that does it.
+    Nothing changes here; a schedule that would be refused is shown on the campaign page instead."""
+    chosen = {"mode": mode[:10], "day": day[:20], "at": at[:10], "zone": zone[:64]}
+    try:
+        when = parse_schedule(chosen["mode"], chosen["day"], chosen["at"], chosen["zone"])
+        with site.sessions.begin() as session:
+            planned = editor.plan_schedule(session, campaign_id, when, now=site.now())
+            campaign = session.get(Campaign, campaign_id)
+            session.expunge(campaign)
+    except ScheduleError as exc:
+        return _detail(site, request, actor, campaign_id, status=422, schedule_error=str(exc).capitalize() + ".", schedule_form=chosen)
+    except editor.EditError as exc:
+        if exc.fields or "reach nobody" in str(exc):
+            return _detail(site, request, actor, campaign_id, status=422, schedule_error=str(exc).capitalize() + ".", schedule_form=chosen)
+        raise _refusal(exc) from None
+    return admin_page(
+        site, request, "confirm.html", actor=actor, campaign=campaign, title=f"Schedule “{campaign.name}”?",
+        summary=editor.describe_schedule(planned, when, now=site.now()),
+        details=[f"Subject: {campaign.subject}", "Until its first message is written to the send queue you can still pause it or take it back to draft."],
+        action=f"/admin/campaigns/{campaign_id}/schedule", hidden=chosen, confirm_label="Schedule",
+        back_label="Back", back_anchor="#schedule", danger=False,
+    )  # fmt: skip
+
+
+@router.get("/admin/campaigns/{campaign_id}/cancel", response_class=HTMLResponse)
+def confirm_cancel(campaign_id: int, request: Request, site: SiteDep, actor: EditorPage) -> Response:
+    """The step before cancelling: how many messages will never be sent, and a button that does it."""
+    with site.sessions.begin() as session:
+        summary = campaign_summary(session, campaign_id, now=site.now())
+        if summary is None:
+            raise AdminPageError(404, "No such campaign", f"There is no campaign with id {campaign_id}.")
+        campaign = summary.campaign
+        if campaign.status in (CampaignStatus.DONE, CampaignStatus.CANCELLED):
+            raise AdminPageError(409, "That cannot be done now", f"Campaign {campaign_id} is {campaign.status}: there is nothing left to cancel.")
+        progress = summary.progress
+        if campaign.fanned_out_at is not None:
+            unsent = progress.remaining
+            said = f"{unsent:,} message{'' if unsent == 1 else 's'} not yet sent will be settled as cancelled and never sent."
+            details = [f"The {progress.sent:,} already sent stay sent." if progress.sent else "None has been sent yet."]
+        else:
+            readers = editor.audience_count(session, editor.audience_of(campaign)) if campaign.status != CampaignStatus.DRAFT else 0
+            said = (
+                f"Nobody will get it: it was to go to {readers:,} reader{'' if readers == 1 else 's'}."
+                if campaign.status != CampaignStatus.DRAFT
+                else "It will never be sent; its test sends stay in the record."
+            )
+            details = []
+        session.expunge(campaign)
+    return admin_page(
+        site, request, "confirm.html", actor=actor, campaign=campaign, title=f"Cancel “{campaign.name}”?",
+        summary=said, details=[*details, "This cannot be undone: duplicate the campaign to send it later."],
+        action=f"/admin/campaigns/{campaign_id}/cancel", hidden={}, confirm_label="Cancel campaign",
+        back_label="Keep it", back_anchor="", danger=True,
+    )  # fmt: skip
+
+
 @router.post("/admin/campaigns/{campaign_id}/schedule", response_class=HTMLResponse)
 def schedule_campaign(
     campaign_id: int, request: Request, site: SiteDep, actor: EditorPage, mode: TextField = "now", day: TextField = "",
