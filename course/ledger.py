@@ -9,6 +9,8 @@ Writing rows:       schedule_lesson_rows, add_account_mail, fan_out_campaign_row
 Stopping rows:      hold_enrollment_rows, cancel_enrollment_rows, cancel_subscriber_rows,
                     cancel_campaign_rows, cancel_lesson_rows, cancel_invitation_rows, suppress
 Sending them:       count_in_flight, claim_due, fail_exhausted_leases, take_over, record
+Reading content as the sender does, without sending: read_batch, read_campaign,
+                    course_merge_values (previews and the view page)
 The Message-ID of a delivery: message_id_for (and its SQL twin, used by record).
 The state groups and priority classes live next to DeliveryState in course.models.
 
@@ -27,7 +29,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -551,6 +553,9 @@ class CampaignContent:
     sender_email: str
     cancelled: bool
     preheader: str = ""  # the line inboxes show after the subject
+    # The course its audience is made of, read only when its text names a course merge tag.
+    course_id: int | None = None
+    course_title: str = ""
 
 
 @dataclass(frozen=True)
@@ -574,6 +579,12 @@ class Batch:
     lessons: dict[int, LessonContent] = field(default_factory=dict)
     campaigns: dict[int, CampaignContent] = field(default_factory=dict)
     invitations: dict[int, InvitationContent] = field(default_factory=dict)
+    # (course id, subscriber id) -> the position of the last lesson sent to them in that course,
+    # for the campaigns whose text names `lesson_number`.
+    lesson_numbers: dict[tuple[int, int], int] = field(default_factory=dict)
+
+    def lesson_number(self, campaign: CampaignContent, subscriber_id: int) -> int | None:
+        return self.lesson_numbers.get((campaign.course_id, subscriber_id)) if campaign.course_id else None
 
 
 def _ids_among(session: Session, column: Any, ids: Sequence[int]) -> ColumnElement[bool]:
@@ -645,19 +656,11 @@ def _batch_of(session: Session, rows: Sequence[Any]) -> Batch:
         batch.lessons = _lesson_contents(session, lesson_ids, batch.courses)
     campaign_ids = {job.campaign_id or job.test_campaign_id for job in batch.jobs} - {None}
     if campaign_ids:
-        batch.campaigns = {
-            c.id: CampaignContent(
-                c.id,
-                c.name,
-                c.subject,
-                c.body_markdown,
-                c.sender_name,
-                c.sender_email,
-                c.status == CampaignStatus.CANCELLED,
-                c.preheader or "",
-            )
-            for c in session.scalars(select(Campaign).where(Campaign.id.in_(campaign_ids)))
-        }
+        readers: dict[int, set[int]] = {}
+        for job in batch.jobs:
+            if job.campaign_id or job.test_campaign_id:
+                readers.setdefault(job.campaign_id or job.test_campaign_id, set()).add(job.subscriber_id)  # type: ignore[arg-type]
+        _read_campaigns(session, batch, readers)
     invitation_ids = {job.invitation_id for job in batch.jobs} - {None}
     if invitation_ids:
         batch.invitations = {
@@ -667,6 +670,80 @@ def _batch_of(session: Session, rows: Sequence[Any]) -> Batch:
             for i in session.scalars(select(AdminInvitation).where(AdminInvitation.id.in_(invitation_ids)))
         }
     return batch
+
+
+def read_campaign(session: Session, campaign_id: int, *, subscriber_ids: Sequence[int] = ()) -> Batch | None:
+    """A campaign's content as the sender reads it, with the course merge values of these
+    subscribers (Batch.lesson_number): for the admin's previews and the view-in-browser page,
+    which compose a campaign without taking a row over. None: no such campaign."""
+    batch = Batch(jobs=[])
+    _read_campaigns(session, batch, {campaign_id: set(subscriber_ids)})
+    return batch if campaign_id in batch.campaigns else None
+
+
+def _read_campaigns(session: Session, batch: Batch, readers: dict[int, set[int]]) -> None:
+    """Each campaign's content, once; course merge values for the `readers` of each."""
+    batch.campaigns = {
+        c.id: CampaignContent(
+            c.id,
+            c.name,
+            c.subject,
+            c.body_markdown,
+            c.sender_name,
+            c.sender_email,
+            c.status == CampaignStatus.CANCELLED,
+            c.preheader or "",
+        )
+        for c in session.scalars(select(Campaign).where(Campaign.id.in_(list(readers))))
+    }
+    _read_course_merge_values(session, batch, readers)
+
+
+def _names_course_tag(content: CampaignContent) -> tuple[bool, bool]:
+    """Whether a campaign's text may name course_title / lesson_number (a cheap test on the words:
+    a false yes costs one read, never a wrong value)."""
+    text = content.subject + content.preheader + content.body_markdown
+    return "course_title" in text, "lesson_number" in text
+
+
+def _read_course_merge_values(session: Session, batch: Batch, readers: dict[int, set[int]]) -> None:
+    """For campaigns whose text names a course merge tag: the audience's course title, and each
+    recipient's last lesson sent in it. Nothing is read for a campaign that names neither."""
+    for campaign_id, content in list(batch.campaigns.items()):
+        wants_title, wants_lesson = _names_course_tag(content)
+        if not (wants_title or wants_lesson):
+            continue
+        slug = (session.get(Campaign, campaign_id).audience or {}).get("course")  # type: ignore[union-attr]
+        read = course_merge_values(session, slug, readers.get(campaign_id, set()) if wants_lesson else ())
+        if read is not None:
+            course, lesson_numbers = read
+            batch.campaigns[campaign_id] = replace(content, course_id=course.id, course_title=course.title)
+            batch.lesson_numbers.update({(course.id, who): number for who, number in lesson_numbers.items()})
+
+
+def course_merge_values(
+    session: Session, slug: str | None, subscriber_ids: Iterable[int]
+) -> tuple[Course, dict[int, int]] | None:
+    """The course named `slug` and, for each of these subscribers, the position of the last lesson
+    of it sent to them (absent: none yet). None: no such course. One read each."""
+    course = session.scalars(select(Course).where(Course.slug == slug)).first() if slug else None
+    if course is None:
+        return None
+    readers = list(subscriber_ids)
+    if not readers:
+        return course, {}
+    last_sent = (
+        select(Delivery.subscriber_id, func.max(Lesson.position))
+        .join(Lesson, Lesson.id == Delivery.lesson_id)
+        .where(
+            Lesson.course_id == course.id,
+            Delivery.kind == DeliveryKind.LESSON,
+            Delivery.state == DeliveryState.SENT,
+            Delivery.subscriber_id.in_(readers),
+        )
+        .group_by(Delivery.subscriber_id)
+    )
+    return course, {who: position for who, position in session.execute(last_sent)}
 
 
 # The delivery columns a DeliveryJob needs, read from the row as take_over leaves it.

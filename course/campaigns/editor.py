@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from email.utils import getaddresses
 
 from sqlalchemy import func, or_, select
@@ -28,6 +28,7 @@ from course.campaigns.audience import (
 )
 from course.campaigns.service import CampaignError, cancel_campaign
 from course.campaigns.timing import PAST_TOLERANCE, Schedule, recipient_zones, zone_moments
+from course.content import merge_tags
 from course.content.article import ArticleError
 from course.content.markdown_reader import newsletter_blocks
 from course.ledger import add_campaign_test, hold_campaign_rows, release_campaign_rows
@@ -135,11 +136,28 @@ def check_draft(
             newsletter_blocks(body)
         except ArticleError as exc:
             errors["body_markdown"] = f"{str(exc)[0].upper()}{str(exc)[1:]}."
+    _check_merge_tags(errors, subject=clean_subject, preheader=clean_preheader, body=body, course_known=audience.course is not None)
     errors = {field: message for field, message in errors.items() if message}
     if errors:
         raise EditError("the campaign has mistakes: " + " ".join(errors.values()), errors)
     assert chosen is not None
     return Draft(clean_name, clean_subject, clean_preheader, chosen, body, audience)
+
+
+def _check_merge_tags(errors: dict[str, str], *, subject: str, preheader: str, body: str, course_known: bool) -> None:
+    """A merge tag typed wrong, or one the audience has no value for, is a mistake of its field
+    (where that field has no other): a reader must never get `{{ frist_name }}`."""
+    for field, text, label, links in (
+        ("subject", subject, "subject", False),
+        ("preheader", preheader, "preheader", False),
+        ("body_markdown", body, "body", True),
+    ):
+        if not errors.get(field):
+            found = merge_tags.problems(text, field=label, course_known=course_known, links_allowed=links)
+            if found:
+                errors[field] = " ".join(message + "." for message in found[:5]) + (
+                    f" ({len(found) - 5} more)" if len(found) > 5 else ""
+                )
 
 
 def _apply(campaign: Campaign, draft: Draft, now: datetime) -> None:
@@ -236,15 +254,16 @@ class Scheduled:
     send_at: datetime
     recipients: int
     at_once: int  # subscribers whose moment had already come: they get it at once
+    send_local: datetime | None = None  # for "local": the wall time in each subscriber's zone
 
 
-def schedule(session: Session, campaign_id: int, when: Schedule, *, now: datetime) -> Scheduled:
-    """1. Lock the campaign; only a draft or a scheduled one can be (re)scheduled.
+def plan_schedule(session: Session, campaign_id: int, when: Schedule, *, now: datetime) -> Scheduled:
+    """What `schedule` would do, without doing it (the confirmation before scheduling):
+    1. Lock the campaign; only a draft or a scheduled one can be (re)scheduled.
     2. Count the audience per time zone (one GROUP BY over the audience's SELECT): nobody, refused.
     3. The send time: now; a moment in a zone; or, for "local", the wall time in each recipient's
        zone, the fan-out starting at the earliest of them (zones already past it get it at once).
-       A time in the past is refused: for "local", past in every recipient's zone.
-    The rows are written by the fan-out when send_at comes (course.campaigns.service.fan_out)."""
+       A time in the past is refused: for "local", past in every recipient's zone."""
     campaign = _editable(session, campaign_id)
     audience = audience_of(campaign)
     try:
@@ -280,12 +299,55 @@ def schedule(session: Session, campaign_id: int, when: Schedule, *, now: datetim
         send_at = max(now, min(moments.values()))
         assert when.day is not None and when.at is not None
         send_local = datetime.combine(when.day, when.at)
+    return Scheduled(send_at=send_at, recipients=total, at_once=at_once, send_local=send_local)
+
+
+def schedule(session: Session, campaign_id: int, when: Schedule, *, now: datetime) -> Scheduled:
+    """Schedule the campaign as plan_schedule says. The rows are written by the fan-out when
+    send_at comes (course.campaigns.service.fan_out)."""
+    planned = plan_schedule(session, campaign_id, when, now=now)
+    campaign = session.get(Campaign, campaign_id)
+    assert campaign is not None  # locked by plan_schedule
     campaign.status = CampaignStatus.SCHEDULED
-    campaign.send_at = send_at
-    campaign.send_local = send_local
+    campaign.send_at = planned.send_at
+    campaign.send_local = planned.send_local
     campaign.updated_at = now
     session.flush()
-    return Scheduled(send_at=send_at, recipients=total, at_once=at_once)
+    return planned
+
+
+def _in(delta: timedelta) -> str:
+    minutes = max(0, round(delta.total_seconds() / 60))
+    days, minutes = divmod(minutes, 24 * 60)
+    hours, minutes = divmod(minutes, 60)
+    parts = [f"{days} d"] if days else []
+    parts += [f"{hours} h"] if hours else []
+    parts += [f"{minutes} min"] if minutes or not parts else []
+    return " ".join(parts)
+
+
+def _readers(count: int) -> str:
+    return f"{count:,} reader{'' if count == 1 else 's'}"
+
+
+def describe_schedule(planned: Scheduled, when: Schedule, *, now: datetime) -> str:
+    """Pure: what scheduling will do, in one sentence for the confirmation ("Send to 26,412 readers
+    at 09:00 in each reader's zone on Tue 8 Dec 2026, starting in 3 h 12 min.")."""
+    who = _readers(planned.recipients)
+    if when.mode == "now" or planned.send_at <= now and planned.at_once == planned.recipients:
+        return f"Send to {who} now."
+    assert when.day is not None and when.at is not None
+    day = f"{when.day:%a} {when.day.day} {when.day:%b %Y}"
+    if when.mode == "at":
+        return f"Send to {who} at {when.at:%H:%M} {when.zone} on {day}, starting in {_in(planned.send_at - now)}."
+    sentence = f"Send to {who} at {when.at:%H:%M} in each reader's own time zone on {day}"
+    if planned.at_once:
+        later = planned.recipients - planned.at_once
+        return (
+            f"{sentence}: {_readers(planned.at_once)} at once (that time has passed in their zone)"
+            + (f", the other {later:,} as their zone reaches it." if later else ".")
+        )
+    return f"{sentence}, starting in {_in(planned.send_at - now)}."
 
 
 def unschedule(session: Session, campaign_id: int, *, now: datetime) -> None:

@@ -26,6 +26,7 @@ from course.campaigns.editor import parse_senders
 from course.clock import Clock, get_clock
 from course.delivery.links import LinkPurpose, Signer, signer_from_settings
 from course.delivery.mime import OutgoingMessage, build_message
+from course.content.merge_tags import first_name_of
 from course.delivery.render import RenderedEmail, Renderer, Template, greeting_for
 from course.i18n import DEFAULT_LANGUAGE, translate
 from course.ledger import Batch, CampaignContent, CourseHeader, DeliveryJob, InvitationContent, LessonContent, message_id_for
@@ -113,9 +114,13 @@ class Composer:
         if job.kind == DeliveryKind.LESSON and job.lesson_id is not None and job.lesson_id in batch.lessons:
             return self.lesson(recipient, batch.lessons[job.lesson_id], templates)
         if job.kind == DeliveryKind.CAMPAIGN and job.campaign_id is not None and job.campaign_id in batch.campaigns:
-            return self.campaign(recipient, batch.campaigns[job.campaign_id], templates)
+            campaign = batch.campaigns[job.campaign_id]
+            return self.campaign(recipient, campaign, templates, lesson_number=batch.lesson_number(campaign, job.subscriber_id))
         if job.kind == DeliveryKind.CAMPAIGN_TEST and job.test_campaign_id in batch.campaigns and job.test_address:
-            return self.campaign_test(recipient, batch.campaigns[job.test_campaign_id], job.test_address)
+            campaign = batch.campaigns[job.test_campaign_id]
+            return self.campaign_test(
+                recipient, campaign, job.test_address, lesson_number=batch.lesson_number(campaign, job.subscriber_id)
+            )
         if job.kind == DeliveryKind.ADMIN_INVITATION and job.invitation_id in batch.invitations:
             return self.admin_invitation(recipient, batch.invitations[job.invitation_id])
         if (
@@ -158,7 +163,10 @@ class Composer:
         templates: TemplateCache | None = None,
         *,
         account_links_to: str | None = None,
+        lesson_number: int | None = None,
     ) -> ComposedEmail:
+        """`lesson_number`: the last lesson the recipient was sent in the course the campaign's
+        audience is made of, for its `{{ lesson_number }}` merge tag (None: none, or no such tag)."""
         cache = _templates(templates)
         key = ("campaign", campaign.campaign_id)
         template = cache.get(key)
@@ -178,13 +186,25 @@ class Composer:
             unsubscribe_url=self.signer.url(LinkPurpose.UNSUBSCRIBE, recipient.subscriber_id, None),
             account_links_to=account_links_to,
             language=self.settings.site_language,
+            merge_values=(
+                {
+                    "first_name": first_name_of(recipient.name),
+                    "email": recipient.email,
+                    "course_title": campaign.course_title,
+                    "lesson_number": str(lesson_number) if lesson_number else "",
+                }
+                if template.merge_tags
+                else None
+            ),
         )
 
-    def campaign_test(self, recipient: Recipient, campaign: CampaignContent, address: str) -> ComposedEmail:
+    def campaign_test(
+        self, recipient: Recipient, campaign: CampaignContent, address: str, *, lesson_number: int | None = None
+    ) -> ComposedEmail:
         """A test send: the campaign exactly as `recipient` gets it (their name, their links), to
         `address`, its subject marked "[Test]"."""
         marked = replace(campaign, subject=f"[Test] {campaign.subject}")
-        composed = self.campaign(recipient, marked)
+        composed = self.campaign(recipient, marked, lesson_number=lesson_number)
         return replace(composed, message=replace(composed.message, recipient_address=address))
 
     def account_mail(
@@ -267,9 +287,12 @@ class Composer:
         action_url: str | None = None,
         account_links_to: str | None = None,
         language: str = DEFAULT_LANGUAGE,
+        merge_values: dict[str, str] | None = None,
     ) -> ComposedEmail:
         """`account_links_to`: for a copy anyone may hold (the view-in-browser page), the URL the
-        preferences and unsubscribe links lead to instead of the reader's signed ones."""
+        preferences and unsubscribe links lead to instead of the reader's signed ones.
+        `merge_values`: the recipient's values for a newsletter's merge tags (its links are the
+        preferences and unsubscribe links below)."""
         values = {
             "greeting": greeting_for(recipient.name, language),
             "view_url": self.signer.url(LinkPurpose.VIEW, recipient.delivery_id),
@@ -278,6 +301,8 @@ class Composer:
         }
         if action_url is not None:
             values["action_url"] = action_url
+        if merge_values:
+            values.update(merge_values)
         email = template.fill(values)
         return ComposedEmail(
             envelope_from=sender[1],

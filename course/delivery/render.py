@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ from course.content.article import ArticleError
 from course.content.blocks import Block
 from course.content.lesson_body import LessonBody
 from course.content.markdown_reader import newsletter_blocks
+from course.content.merge_tags import MergeTag, first_name_of, substitute, value_of
 from course.delivery.blocks_render import TEXT_WIDTH, blocks_html, blocks_text
 
 # Placeholders survive Jinja (no markup characters) and CSS inlining (plain text and attributes).
@@ -73,7 +74,9 @@ class RenderedEmail:
     html: str
 
 
-_SLOT_PATTERN = re.compile("@@(" + "|".join(SLOTS) + ")@@")
+# A newsletter's merge tags (course.content.merge_tags) become numbered slots, `@@merge0@@`, whose
+# tag the template keeps: each is filled with the recipient's value, else the tag's default.
+_SLOT_PATTERN = re.compile("@@(" + "|".join(SLOTS) + r"|merge\d+)@@")
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,11 @@ class Template:
     subject: str
     text: str
     html: str
+    merge_tags: tuple[MergeTag, ...] = ()  # slot `merge<i>` holds merge_tags[i]
+
+    @cached_property
+    def _subject_parts(self) -> list[str]:
+        return _SLOT_PATTERN.split(self.subject)
 
     @cached_property
     def _text_parts(self) -> list[str]:
@@ -93,7 +101,10 @@ class Template:
 
     def fill(self, values: Mapping[str, str]) -> RenderedEmail:
         """One join per part instead of a scan of the whole body per slot; the HTML gets each value
-        escaped, the plain text gets it as is. A slot without a value becomes empty."""
+        escaped, the plain text (and the subject) gets it as is. A slot without a value becomes
+        empty; a merge tag's slot gets the tag's value for this recipient, else its default."""
+        if self.merge_tags:
+            values = {**values, **{f"merge{i}": value_of(tag, values) for i, tag in enumerate(self.merge_tags)}}
         text_parts, html_parts = self._text_parts, self._html_parts
         text = list(text_parts)
         for index in range(1, len(text), 2):
@@ -101,7 +112,13 @@ class Template:
         html = list(html_parts)
         for index in range(1, len(html), 2):
             html[index] = _ascii_html(escape(values.get(html_parts[index], "")))
-        return RenderedEmail(subject=self.subject, text="".join(text), html="".join(html))
+        subject = self.subject
+        if self.merge_tags:
+            parts = list(self._subject_parts)
+            for index in range(1, len(parts), 2):
+                parts[index] = values.get(parts[index], "")
+            subject = "".join(parts)
+        return RenderedEmail(subject=subject, text="".join(text), html="".join(html))
 
 
 def _ascii_html(html: str) -> str:
@@ -112,7 +129,7 @@ def _ascii_html(html: str) -> str:
 
 
 def greeting_for(name: str, language: str = DEFAULT_LANGUAGE) -> str:
-    first = name.split()[0] if name.split() else ""
+    first = first_name_of(name)
     return translate(language, "Hi %(name)s,", name=first) if first else translate(language, "Hi there,")
 
 
@@ -212,8 +229,17 @@ class Renderer:
     def campaign_template(
         self, *, subject: str, body_markdown: str, sender_name: str, preheader: str = "", language: str = DEFAULT_LANGUAGE
     ) -> Template:
-        """A newsletter belongs to no course: its frame is in ``language`` (the site's)."""
-        return self._render_pair(
+        """A newsletter belongs to no course: its frame is in ``language`` (the site's). Its merge
+        tags become slots filled per recipient (the text was checked when the draft was saved)."""
+        tags: list[MergeTag] = []
+
+        def slot_for(tag: MergeTag) -> str:
+            if tag not in tags:
+                tags.append(tag)
+            return _slot(f"merge{tags.index(tag)}")
+
+        subject, preheader, body_markdown = (substitute(text, slot_for) for text in (subject, preheader, body_markdown))
+        template = self._render_pair(
             "campaign",
             subject,
             {
@@ -224,6 +250,7 @@ class Renderer:
             },
             language,
         )
+        return replace(template, merge_tags=tuple(tags)) if tags else template
 
     def transactional_template(self, name: str, *, subject: str, context: Mapping[str, Any]) -> Template:
         """Account mail (confirmation and the like): templates/email/<name>.html and .txt, whose

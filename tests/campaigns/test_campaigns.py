@@ -245,3 +245,67 @@ def test_a_large_fan_out_refreshes_the_planner_statistics(
     after = last_analyzed()
     engine.dispose()
     assert after is not None and after != before
+
+
+def test_merge_tags_reach_each_reader_with_their_own_values(
+    sessions: sessionmaker[Session], settings: Settings, clock: ManualClock, sender: Sender, smtp_server: RecordingSMTPServer
+) -> None:
+    """A newsletter to a course's readers names each reader, their course and the last lesson they
+    were sent: the values the sender reads per batch, through the whole pipeline."""
+    from course.audience.enrollment import enroll
+    from course.campaigns import editor
+    from course.campaigns.audience import build_audience
+    from course.campaigns.timing import Schedule
+    from tests.support.pipeline_fixtures import make_course
+
+    with sessions.begin() as session:
+        course = make_course(session, now=clock.now(), lessons=5)
+        ann = get_or_create_subscriber(session, "ann@example.org", name="Ann Lee", now=clock.now())
+        enroll(session, ann, course, now=clock.now())
+    for _ in range(2):
+        dispatch_and_send(sessions, settings, clock, sender)
+        clock.advance(timedelta(days=1))
+    with sessions.begin() as session:
+        ben = get_or_create_subscriber(session, "ben@example.org", name="", now=clock.now())
+        enroll(session, ben, session.get(type(course), course.id), now=clock.now())
+    dispatch_and_send(sessions, settings, clock, sender)
+    lessons = smtp_server.wait_for(4, timeout=10)
+    sent_to = [mail.envelope_to[0] for mail in lessons]
+    assert (sent_to.count("ann@example.org"), sent_to.count("ben@example.org")) == (3, 1)
+    smtp_server.clear()
+    with sessions.begin() as session:
+        draft = editor.check_draft(
+            name="Check-in", subject='How is it going, {{ first_name | default: "baker" }}?', preheader="",
+            sender="letter@example.org",
+            body_markdown="You are at lesson {{ lesson_number }} of *{{ course_title }}* ({{ email }}).",
+            audience=build_audience(course="bread"), senders=editor.parse_senders("The Letter <letter@example.org>"),
+        )  # fmt: skip
+        campaign_id = editor.create_draft(session, draft, author=None, now=clock.now()).id
+        editor.schedule(session, campaign_id, Schedule(mode="now"), now=clock.now())
+    with sessions.begin() as session:
+        fan_out(session, campaign_id, now=clock.now())
+    dispatch_and_send(sessions, settings, clock, sender)
+    received = {mail.envelope_to[0]: mail.message for mail in smtp_server.wait_for(2, timeout=10)}
+    assert received["ann@example.org"]["Subject"] == "How is it going, Ann?"
+    assert received["ben@example.org"]["Subject"] == "How is it going, baker?"
+    ann_text = received["ann@example.org"].get_body(("plain",)).get_content()
+    ben_html = received["ben@example.org"].get_body(("html",)).get_content()
+    assert "You are at lesson 3 of Course bread (ann@example.org)." in " ".join(ann_text.split())
+    assert "lesson 1 of <em>Course bread</em> (ben@example.org)" in ben_html
+
+
+def test_a_mistyped_merge_tag_is_refused_with_its_line() -> None:
+    from course.campaigns import editor
+    from course.campaigns.audience import build_audience
+
+    with pytest.raises(editor.EditError) as refused:
+        editor.check_draft(
+            name="x", subject="{{ course_title }} news", preheader="", sender="letter@example.org",
+            body_markdown="Hello,\n\nHi {{ frist_name }}.", audience=build_audience(tags_any="weekly"),
+            senders=editor.parse_senders("letter@example.org"),
+        )  # fmt: skip
+    assert refused.value.fields == {
+        "subject": "Subject: {{ course_title }} needs an audience of one course's readers (choose a course).",
+        "body_markdown": "Body, line 3: {{ frist_name }} names no merge tag (known: first_name, email, course_title, "
+        "lesson_number, preferences_url, unsubscribe_url).",
+    }

@@ -200,3 +200,24 @@ def test_pause_holds_rows_already_leased_to_a_worker_and_resume_releases_each_on
         assert set(session.scalars(select(Delivery.state).where(Delivery.campaign_id == campaign_id))) == {DeliveryState.CANCELLED}
     with db.begin() as session, pytest.raises(EditError, match="already cancelled"):
         cancel(session, campaign_id)
+
+
+def test_the_confirmation_says_what_scheduling_will_do() -> None:
+    from datetime import date, time
+
+    from course.campaigns.editor import Scheduled, describe_schedule
+
+    later = Scheduled(send_at=NOW + timedelta(hours=3, minutes=12), recipients=26_412, at_once=0)
+    assert describe_schedule(later, Schedule("local", date(2026, 3, 5), time(9)), now=NOW) == (
+        "Send to 26,412 readers at 09:00 in each reader's own time zone on Thu 5 Mar 2026, starting in 3 h 12 min."
+    )
+    part = Scheduled(send_at=NOW, recipients=10, at_once=4)
+    assert describe_schedule(part, Schedule("local", date(2026, 3, 5), time(9)), now=NOW) == (
+        "Send to 10 readers at 09:00 in each reader's own time zone on Thu 5 Mar 2026: 4 readers at once "
+        "(that time has passed in their zone), the other 6 as their zone reaches it."
+    )
+    zoned = Scheduled(send_at=NOW + timedelta(days=2), recipients=1, at_once=0)
+    assert describe_schedule(zoned, Schedule("at", date(2026, 3, 7), time(13), "Europe/Berlin"), now=NOW) == (
+        "Send to 1 reader at 13:00 Europe/Berlin on Sat 7 Mar 2026, starting in 2 d."
+    )
+    assert describe_schedule(Scheduled(NOW, 5, 5), Schedule("now"), now=NOW) == "Send to 5 readers now."

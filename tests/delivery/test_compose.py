@@ -216,3 +216,30 @@ def test_a_newsletter_speaks_the_site_language() -> None:
     composed = composer.campaign(ANN, CAMPAIGN)
     assert "Hallo Ann," in composed.email.text and "Abmelden" in composed.email.text
     assert "Einstellungen verwalten" in composed.email.html and composed.email.subject == "November news"
+
+
+def test_merge_tags_are_filled_per_recipient_in_subject_preheader_and_body(composer: Composer) -> None:
+    content = CampaignContent(
+        22, "dec", 'News for {{ first_name | default: "you" }}', (
+            "Hello {{ first_name | default: \"reader\" }} ({{ email }}), lesson {{ lesson_number }} of {{ course_title }}.\n\n"
+            "[Your settings]({{ preferences_url }})"
+        ), "The Paper", "news@example.com", False, "Only for {{ email }}", course_id=7, course_title="Bread & Home",
+    )  # fmt: skip
+    templates = TemplateCache()
+    ann = composer.campaign(ANN, content, templates, lesson_number=3)
+    ben = composer.campaign(BEN, content, templates)
+    assert len(templates) == 1  # rendered once, filled per recipient
+    assert ann.email.subject == "News for Ann" and ben.email.subject == "News for you"
+    assert parsed(ann.message_bytes())["subject"] == "News for Ann"
+    assert "Hello Ann (ann@example.org), lesson 3 of Bread &amp; Home." in ann.email.html
+    assert "Only for ann@example.org" in ann.email.html
+    assert "Hello reader (ben@example.org), lesson  of Bread & Home." in ben.email.text
+    assert f'href="{SIGNER.url(LinkPurpose.PREFERENCES, 5)}"' in ann.email.html
+    assert f"Your settings ({SIGNER.url(LinkPurpose.PREFERENCES, 6)})" in ben.email.text
+    assert "{{" not in ann.email.html + ann.email.text and "@@" not in ann.email.html + ann.email.text
+
+
+def test_a_merge_value_cannot_inject_markup(composer: Composer) -> None:
+    content = CampaignContent(23, "x", "Hi", "Hi {{ first_name }}!", "The Paper", "news@example.com", False)
+    composed = composer.campaign(Recipient(1, 2, "<b>Eve</b> Smith", "eve@example.org"), content)
+    assert "&lt;b&gt;Eve&lt;/b&gt;" in composed.email.html and "<b>Eve</b>" not in composed.email.html

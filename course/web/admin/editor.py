@@ -8,6 +8,8 @@ from __future__ import annotations
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
+from markupsafe import escape
+
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
@@ -16,7 +18,11 @@ from course.campaigns.audience import AudienceError, build_audience, tag_counts
 from course.campaigns.progress import campaign_summary
 from course.campaigns.timing import ScheduleError, parse_schedule
 from course.content.catalogue import list_courses
+from course.content import merge_tags
 from course.content.guides import GuideCatalogueError, load_guides
+from course.delivery.compose import Composer, campaign_content
+from course.delivery.preview import preview_campaign
+from course.ledger import CampaignContent
 from course.models import AdminRole, Campaign, CampaignStatus
 from course.web.admin.auth import Actor, AdminPageError, EditorPage, SiteDep, ViewerPage, check_csrf
 from course.web.admin.views import admin_page, see_other
@@ -76,7 +82,8 @@ def _compose_page(
             errors=errors or {}, notice=notice, audience_count=audience_count,
             senders=editor.parse_senders(site.settings.campaign_senders), tags=tag_counts(session),
             courses=[listing.course for listing in list_courses(session)], guides=_guides(site),
-            max_body=editor.MAX_BODY_CHARS,
+            max_body=editor.MAX_BODY_CHARS, merge_tags=merge_tags.TAGS, merge_course_tags=merge_tags.COURSE_TAGS,
+            merge_link_tags=merge_tags.URL_TAGS, merge_example=merge_tags.EXAMPLE,
         )  # fmt: skip
 
 
@@ -202,6 +209,67 @@ def _refusal(exc: editor.EditError) -> AdminPageError:
     return AdminPageError(409, "That cannot be done now", str(exc).capitalize() + ".")
 
 
+@router.get("/admin/campaigns/{campaign_id}/schedule", response_class=HTMLResponse)
+def confirm_schedule(
+    campaign_id: int, request: Request, site: SiteDep, actor: EditorPage, mode: str = "now", day: str = "",
+    at: str = "", zone: str = "UTC",
+) -> Response:  # fmt: skip
+    """The step before scheduling: what will happen, in one sentence, and a button that does it.
+    Nothing changes here; a schedule that would be refused is shown on the campaign page instead."""
+    chosen = {"mode": mode[:10], "day": day[:20], "at": at[:10], "zone": zone[:64]}
+    try:
+        when = parse_schedule(chosen["mode"], chosen["day"], chosen["at"], chosen["zone"])
+        with site.sessions.begin() as session:
+            planned = editor.plan_schedule(session, campaign_id, when, now=site.now())
+            campaign = session.get(Campaign, campaign_id)
+            session.expunge(campaign)
+    except ScheduleError as exc:
+        return _detail(site, request, actor, campaign_id, status=422, schedule_error=str(exc).capitalize() + ".", schedule_form=chosen)
+    except editor.EditError as exc:
+        if exc.fields or "reach nobody" in str(exc):
+            return _detail(site, request, actor, campaign_id, status=422, schedule_error=str(exc).capitalize() + ".", schedule_form=chosen)
+        raise _refusal(exc) from None
+    return admin_page(
+        site, request, "confirm.html", actor=actor, campaign=campaign, title=f"Schedule “{campaign.name}”?",
+        summary=editor.describe_schedule(planned, when, now=site.now()),
+        details=[f"Subject: {campaign.subject}", "Until its first message is written to the send queue you can still pause it or take it back to draft."],
+        action=f"/admin/campaigns/{campaign_id}/schedule", hidden=chosen, confirm_label="Schedule",
+        back_label="Back", back_anchor="#schedule", danger=False,
+    )  # fmt: skip
+
+
+@router.get("/admin/campaigns/{campaign_id}/cancel", response_class=HTMLResponse)
+def confirm_cancel(campaign_id: int, request: Request, site: SiteDep, actor: EditorPage) -> Response:
+    """The step before cancelling: how many messages will never be sent, and a button that does it."""
+    with site.sessions.begin() as session:
+        summary = campaign_summary(session, campaign_id, now=site.now())
+        if summary is None:
+            raise AdminPageError(404, "No such campaign", f"There is no campaign with id {campaign_id}.")
+        campaign = summary.campaign
+        if campaign.status in (CampaignStatus.DONE, CampaignStatus.CANCELLED):
+            raise AdminPageError(409, "That cannot be done now", f"Campaign {campaign_id} is {campaign.status}: there is nothing left to cancel.")
+        progress = summary.progress
+        if campaign.fanned_out_at is not None:
+            unsent = progress.remaining
+            said = f"{unsent:,} message{'' if unsent == 1 else 's'} not yet sent will be settled as cancelled and never sent."
+            details = [f"The {progress.sent:,} already sent stay sent." if progress.sent else "None has been sent yet."]
+        else:
+            readers = editor.audience_count(session, editor.audience_of(campaign)) if campaign.status != CampaignStatus.DRAFT else 0
+            said = (
+                f"Nobody will get it: it was to go to {readers:,} reader{'' if readers == 1 else 's'}."
+                if campaign.status != CampaignStatus.DRAFT
+                else "It will never be sent; its test sends stay in the record."
+            )
+            details = []
+        session.expunge(campaign)
+    return admin_page(
+        site, request, "confirm.html", actor=actor, campaign=campaign, title=f"Cancel “{campaign.name}”?",
+        summary=said, details=[*details, "This cannot be undone: duplicate the campaign to send it later."],
+        action=f"/admin/campaigns/{campaign_id}/cancel", hidden={}, confirm_label="Cancel campaign",
+        back_label="Keep it", back_anchor="", danger=True,
+    )  # fmt: skip
+
+
 @router.post("/admin/campaigns/{campaign_id}/schedule", response_class=HTMLResponse)
 def schedule_campaign(
     campaign_id: int, request: Request, site: SiteDep, actor: EditorPage, mode: TextField = "now", day: TextField = "",
@@ -310,40 +378,17 @@ def _preview(site: Site, campaign_id: int, subscriber: str) -> tuple[Campaign, A
 
 
 def compose_preview(site: Site, campaign_id: int, subscriber: str) -> tuple[Campaign, Any, str, list[Any]] | None:
-    """The campaign composed exactly as `subscriber` (an address) would get it: the same composer
-    the sender uses, with their name and their signed links (the view-in-browser link, tied to a
-    delivery, is left unusable: there is none yet). Without an address, or with one that
-    is not a subscriber, the first subscriber of its audience (or a sample reader) stands in.
+    """The saved campaign composed as `subscriber` would get it (course.delivery.preview).
     Returns (campaign, composed email, a note on who stands in, sample subscribers); None: no such
     campaign. The preview page and the API's preview both show this."""
-    from sqlalchemy import select
-
-    from course.audience.enrollment import find_subscriber
-    from course.campaigns.audience import recipients, resolve_course
-    from course.delivery.compose import Composer, Recipient, campaign_content
-    from course.models import Subscriber
-
     with site.sessions.begin() as session:
         campaign = session.get(Campaign, campaign_id)
         if campaign is None:
             return None
-        audience = editor.audience_of(campaign)
-        sample_ids = recipients(audience, resolve_course(session, audience)).order_by(Subscriber.id).limit(8)
-        samples = list(session.scalars(select(Subscriber).where(Subscriber.id.in_(sample_ids)).order_by(Subscriber.id)))
-        chosen = find_subscriber(session, subscriber.strip()) if subscriber.strip() else None
-        note = ""
-        if subscriber.strip() and chosen is None:
-            note = f"No subscriber has the address {subscriber.strip()[:320]}: shown as {samples[0].email if samples else 'a sample reader'} instead."
-        chosen = chosen or (samples[0] if samples else None)
-        recipient = (
-            Recipient.of_subscriber(chosen, delivery_id=0)
-            if chosen is not None
-            else Recipient(delivery_id=0, subscriber_id=0, name="Sample Reader", email="reader@example.org")
-        )
         composer = Composer.from_settings(site.settings, renderer=site.renderer)
-        composed = composer.campaign(recipient, campaign_content(campaign))
+        preview = preview_campaign(session, composer, campaign_content(campaign), editor.audience_of(campaign), subscriber)
         session.expunge(campaign)
-    return campaign, composed, note, samples
+    return campaign, preview.composed, preview.note, preview.samples
 
 
 def _preview_page(
@@ -387,18 +432,57 @@ def send_test(
     return see_other(f"/admin/campaigns/{campaign_id}/preview?{query}")
 
 
-@router.get("/admin/campaigns/{campaign_id}/preview.html", response_class=HTMLResponse)
-def preview_html(campaign_id: int, site: SiteDep, actor: ViewerPage, subscriber: str = "") -> HTMLResponse:
-    """The email's HTML part alone, for the preview page's frame: its own CSP, like the public
-    view-in-browser page (inline styles, remote images, no script), framable by our pages only."""
+def _framed_email(html: str, status: int = 200) -> HTMLResponse:
+    """An email's HTML part alone, for a preview frame: its own CSP, like the public view-in-browser
+    page (inline styles, remote images, no script), framable by our pages only."""
     from course.web.security import EMAIL_VIEW_CSP
 
-    _, composed, _, _ = _preview(site, campaign_id, subscriber[:320])
     return HTMLResponse(
-        composed.email.html,
+        html,
+        status_code=status,
         headers={
             "content-security-policy": EMAIL_VIEW_CSP.replace("frame-ancestors 'none'", "frame-ancestors 'self'"),
             "x-frame-options": "SAMEORIGIN",
             "cache-control": "no-store",
         },
     )
+
+
+@router.get("/admin/campaigns/{campaign_id}/preview.html", response_class=HTMLResponse)
+def preview_html(campaign_id: int, site: SiteDep, actor: ViewerPage, subscriber: str = "") -> HTMLResponse:
+    """The saved campaign's HTML part, for the preview page's frame."""
+    _, composed, _, _ = _preview(site, campaign_id, subscriber[:320])
+    return _framed_email(composed.email.html)
+
+
+@router.post("/admin/campaigns/draft-preview", response_class=HTMLResponse)
+def draft_preview(
+    request: Request, site: SiteDep, actor: EditorPage, name: TextField = "", subject: TextField = "",
+    preheader: TextField = "", sender: TextField = "", body_markdown: TextField = "", tags_any: TextField = "",
+    tags_all: TextField = "", course: TextField = "", course_stage: TextField = "any", min_lesson: TextField = "",
+    exclude_tags: TextField = "", preview_as: TextField = "", csrf_token: TextField = "",
+) -> HTMLResponse:  # fmt: skip
+    """The composer's live preview: the form as it is now, unsaved, composed for `preview_as` (blank:
+    the audience's first reader) into the frame beside it; the composer's script posts the form here
+    as the editor types (without script, the Preview button does). Saves nothing; a draft with
+    mistakes shows them instead, as the save would."""
+    check_csrf(site, request, csrf_token)
+    fields = _fields(name, subject, preheader, sender, body_markdown, tags_any, tags_all, course, course_stage, min_lesson, exclude_tags)
+    if not fields["name"].strip():
+        fields["name"] = "Preview"  # the name is for the admin only: no reason to hold the preview back
+    try:
+        draft = _draft_from(site, fields)
+    except editor.EditError as exc:
+        mistakes = "".join(f"<li>{escape(message)}</li>" for message in (exc.fields or {"": str(exc)}).values())
+        return _framed_email(
+            '<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Preview</title></head>'
+            '<body style="font: 15px/1.5 system-ui, sans-serif; color: #1f2933; margin: 1rem">'
+            f'<main><h1 style="font-size: 1.1rem">Not yet a message</h1><ul>{mistakes}</ul></main></body></html>'
+        )
+    content = CampaignContent(
+        0, draft.name, draft.subject, draft.body_markdown, draft.sender.name, draft.sender.email, False, draft.preheader
+    )
+    with site.sessions.begin() as session:
+        composer = Composer.from_settings(site.settings, renderer=site.renderer)
+        preview = preview_campaign(session, composer, content, draft.audience, preview_as)
+    return _framed_email(preview.composed.email.html)

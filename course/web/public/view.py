@@ -13,9 +13,10 @@ from fastapi.responses import HTMLResponse
 from sqlalchemy import func, select
 
 from course.clock import get_clock
-from course.delivery.compose import Composer, Recipient, campaign_content, lesson_content
+from course.delivery.compose import Composer, Recipient, lesson_content
 from course.delivery.links import LinkPurpose
-from course.models import Campaign, Delivery, DeliveryKind, DeliveryState, Lesson, Subscriber
+from course.ledger import read_campaign
+from course.models import Delivery, DeliveryKind, DeliveryState, Lesson, Subscriber
 from course.web.public.forms import SiteDep
 from course.web.security import EMAIL_VIEW_CSP
 from course.i18n import N_
@@ -51,8 +52,9 @@ def view_in_browser(token: str, request: Request, site: SiteDep) -> HTMLResponse
             raise PageError(404, N_("Nothing to show"), N_("This email is not available to view any more."))
         subscriber = session.get(Subscriber, delivery.subscriber_id)
         assert subscriber is not None  # the foreign key cascades
-        # Nobody's name: whoever holds the link may not be the reader.
-        recipient = Recipient(delivery.id, subscriber.id, "", subscriber.email)
+        # Nobody's name or address (a newsletter's merge tags included): whoever holds the link may
+        # not be the reader.
+        recipient = Recipient(delivery.id, subscriber.id, "", "")
         account_links = site.settings.base_url.rstrip("/") + ACCOUNT_LINKS_PATH
         if delivery.kind == DeliveryKind.LESSON and delivery.lesson_id is not None:
             lesson = session.get(Lesson, delivery.lesson_id)
@@ -64,9 +66,12 @@ def view_in_browser(token: str, request: Request, site: SiteDep) -> HTMLResponse
                 recipient, lesson_content(lesson, lesson_count=lesson_count), account_links_to=account_links
             )
         elif delivery.kind == DeliveryKind.CAMPAIGN and delivery.campaign_id is not None:
-            campaign = session.get(Campaign, delivery.campaign_id)
-            assert campaign is not None
-            composed = composer.campaign(recipient, campaign_content(campaign), account_links_to=account_links)
+            read = read_campaign(session, delivery.campaign_id, subscriber_ids=[subscriber.id])
+            assert read is not None  # the foreign key cascades
+            campaign = read.campaigns[delivery.campaign_id]
+            composed = composer.campaign(
+                recipient, campaign, account_links_to=account_links, lesson_number=read.lesson_number(campaign, subscriber.id)
+            )
         else:
             raise PageError(404, N_("Nothing to show"), N_("Only lessons and newsletters can be viewed in a browser."))
     response = HTMLResponse(composed.email.html, headers={"cache-control": "no-store", "x-robots-tag": "noindex"})

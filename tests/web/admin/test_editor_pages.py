@@ -230,3 +230,36 @@ def test_a_test_send_goes_through_the_ledger_first_marked_and_uncounted(web_stac
     with web_stack.sessions() as session:
         assert session.scalar(select(Subscriber.status).where(Subscriber.email == "r0@example.org")) == "active"
         assert session.scalar(select(Delivery.state).where(Delivery.test_address == "nobody@example.net")) == DeliveryState.FAILED
+
+
+def test_schedule_and_cancel_each_ask_first_and_say_what_will_happen(web_stack: WebStack, client: TestClient) -> None:
+    _readers(web_stack, 3)
+    make_admin(web_stack.sessions, "ed@example.org", AdminRole.EDITOR, now=web_stack.clock.now())
+    sign_in(client, "ed@example.org")
+    client.post("/admin/campaigns/new", data=_form(client, "/admin/campaigns/new"))
+    with web_stack.sessions() as session:
+        campaign_id = session.scalar(select(Campaign.id))
+    detail = f"/admin/campaigns/{campaign_id}"
+    assert f'<form method="get" action="{detail}/schedule">' in client.get(detail).text
+    past = client.get(f"{detail}/schedule", params={"mode": "at", "day": "2026-03-01", "at": "09:00", "zone": "UTC"})
+    assert past.status_code == 422 and "has passed" in past.text  # refused before any confirmation
+
+    asked = client.get(f"{detail}/schedule", params={"mode": "local", "day": "2026-03-03", "at": "10:30", "zone": "UTC"})
+    assert asked.status_code == 200
+    assert "Send to 3 readers at 10:30 in each reader&#39;s own time zone on Tue 3 Mar 2026, starting in 1 d 1 h 30 min." in asked.text
+    with web_stack.sessions() as session:
+        assert session.get(Campaign, campaign_id).status == CampaignStatus.DRAFT  # asking changed nothing
+    hidden = dict(re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)">', asked.text))
+    assert {key: hidden[key] for key in ("mode", "day", "at", "zone")} == {"mode": "local", "day": "2026-03-03", "at": "10:30", "zone": "UTC"}
+    done = client.post(f"{detail}/schedule", data=hidden, follow_redirects=False)
+    assert done.headers["location"] == f"{detail}?scheduled=3&at_once=0"
+
+    cancel_page = client.get(f"{detail}/cancel")
+    assert cancel_page.status_code == 200 and "Nobody will get it: it was to go to 3 readers." in cancel_page.text
+    with web_stack.sessions() as session:
+        assert session.get(Campaign, campaign_id).status == CampaignStatus.SCHEDULED
+    hidden = dict(re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)">', cancel_page.text))
+    cancelled = client.post(f"{detail}/cancel", data=hidden, follow_redirects=False)
+    assert cancelled.headers["location"] == f"{detail}?notice=cancelled"
+    with web_stack.sessions() as session:
+        assert session.get(Campaign, campaign_id).status == CampaignStatus.CANCELLED
