@@ -16,6 +16,8 @@ import base64
 import hashlib
 import hmac
 import json
+import math
+import re
 import secrets
 import unicodedata
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
@@ -193,42 +195,131 @@ def control_character_in(text: str, *, allowed: frozenset[str] = frozenset()) ->
     return any(unicodedata.category(char) == "Cc" and char not in allowed for char in text)
 
 
+# How deep a JSON body may nest. Our deepest (a campaign's audience) is three levels; Python's json
+# and anything that walks the document recurses, so 1,000 levels was a RecursionError (a 500).
+MAX_JSON_DEPTH = 32
+# The integers a field of ours can hold: the database's BIGINT.
+_JSON_INT_LIMIT = 2**63 - 1
+# A JSON string (possessive, so an unclosed one costs one pass) and the brackets outside strings.
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*+"')
+_JSON_BRACKET = re.compile(rb"[\[\]{}]")
+
+
+class RefusedJson(ValueError):
+    """A JSON body no route may see (numbers JSON cannot carry, nesting too deep); the message is
+    fit to show the client."""
+
+
+def _refuse_constant(name: str) -> Any:
+    raise RefusedJson(f"{name} is not a JSON number: send numbers as finite decimals")
+
+
+def _finite_float(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):
+        raise RefusedJson(f"the number {text[:40]} is out of range")
+    return number
+
+
+def _bounded_int(text: str) -> int:
+    # Over 4,300 digits int() raises ValueError itself, which json reports as no JSON at all.
+    number = int(text)
+    if abs(number) > _JSON_INT_LIMIT:
+        raise RefusedJson(f"the number {text[:40]} is out of range (at most 19 digits)")
+    return number
+
+
+def json_nesting(body: bytes) -> int:
+    """How deep the brackets outside strings nest (a pass over the text: no recursion)."""
+    depth = deepest = 0
+    for bracket in _JSON_BRACKET.finditer(_JSON_STRING.sub(b"", body)):
+        depth += 1 if bracket.group() in (b"[", b"{") else -1
+        deepest = max(deepest, depth)
+    return deepest
+
+
+def strict_json(body: bytes) -> Any:
+    """The document in a JSON body, read strictly:
+
+    1. nesting deeper than MAX_JSON_DEPTH is refused before the parser (which recurses) sees it;
+    2. NaN, Infinity and numbers that overflow a float (1e99999) or a BIGINT are refused: none is
+       JSON (RFC 8259), and an error answer that echoes one cannot be serialised;
+    3. text that is no JSON at all raises ValueError (json's own, or UnicodeDecodeError).
+    Raises RefusedJson for 1 and 2."""
+    if json_nesting(body) > MAX_JSON_DEPTH:
+        raise RefusedJson(f"the JSON is nested deeper than {MAX_JSON_DEPTH} levels")
+    return json.loads(body, parse_constant=_refuse_constant, parse_float=_finite_float, parse_int=_bounded_int)
+
+
+def json_safe(value: Any, *, depth: int = MAX_JSON_DEPTH + 8) -> Any:
+    """`value` with everything strict JSON cannot carry made text (NaN, infinities, bytes and other
+    objects), for an error answer that echoes what was sent; nesting past `depth` is cut."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return value
+    if depth <= 0:
+        return "…"
+    if isinstance(value, dict):
+        return {str(key): json_safe(item, depth=depth - 1) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(item, depth=depth - 1) for item in value]
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    return str(value)
+
+
 def _json_strings(value: Any) -> Iterator[str]:
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            yield key
-            yield from _json_strings(item)
-    elif isinstance(value, list):
-        for item in value:
-            yield from _json_strings(item)
+    """Every key and string in a document (iterative: a document is at most MAX_JSON_DEPTH deep,
+    but nothing here needs the call stack for it)."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            yield item
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                yield key
+                pending.append(child)
+        elif isinstance(item, list):
+            pending.extend(item)
 
 
-def body_has_control_characters(content_type: str, body: bytes) -> bool:
-    """Whether a form or JSON body has a control character in any field name or value (decoded:
-    %00 in a form and \\u0000 in JSON count). Other bodies are not parsed by any route."""
+def body_problem(content_type: str, body: bytes) -> str | None:
+    """What is wrong with a form or JSON body before any route reads it, in words for the client,
+    or None: a control character in any field name or value (decoded: %00 in a form and \\u0000
+    in JSON count), or JSON strict_json refuses. Text that is no JSON at all, and other bodies,
+    are left to the route (a 422 says what it expected)."""
     media_type = content_type.split(";", 1)[0].strip().lower()
     if media_type == "application/x-www-form-urlencoded":
         text = body.decode("utf-8", errors="replace")
         fields = parse_qsl(text, keep_blank_values=True, encoding="utf-8", errors="replace")
-        return any(control_character_in(part, allowed=_BODY_WHITESPACE) for field in fields for part in field)
+        if any(control_character_in(part, allowed=_BODY_WHITESPACE) for field in fields for part in field):
+            return CONTROL_CHARACTERS_REFUSED
+        return None
     if media_type == "application/json" or media_type.endswith("+json"):
         try:
-            document = json.loads(body)
+            document = strict_json(body)
+        except RefusedJson as exc:
+            return str(exc)
         except ValueError:
-            return False  # not JSON at all: the route's own validation answers 422
-        return any(control_character_in(text, allowed=_BODY_WHITESPACE) for text in _json_strings(document))
-    return False
+            return None  # not JSON at all: the route's own validation answers 422
+        if any(control_character_in(text, allowed=_BODY_WHITESPACE) for text in _json_strings(document)):
+            return CONTROL_CHARACTERS_REFUSED
+    return None
+
+
+CONTROL_CHARACTERS_REFUSED = "control characters are not allowed in a request"
 
 
 class RefuseControlCharacters:
     """Answers 400 to a request with a control character in its path, its query string or any
-    form or JSON field, before any route (or the database) sees it. Sits inside BodySizeLimit, so
-    the body it reads is already bounded; it buffers that body and replays it to the app.
-    `refusal(scope)` builds the answer (the app's error page, or JSON under /api)."""
+    form or JSON field, or with JSON that strict_json refuses, before any route (or the database)
+    sees it. Sits inside BodySizeLimit, so the body it reads is already bounded; it buffers that
+    body and replays it to the app. `refusal(scope, reason)` builds the answer (the app's error
+    page, or JSON under /api with `reason` as its detail)."""
 
-    def __init__(self, app: ASGIApp, *, refusal: Callable[[Scope], ASGIApp]) -> None:
+    def __init__(self, app: ASGIApp, *, refusal: Callable[[Scope, str], ASGIApp]) -> None:
         self.app = app
         self.refusal = refusal
 
@@ -239,7 +330,7 @@ class RefuseControlCharacters:
         query = scope.get("query_string", b"").decode("latin-1")
         query_fields = parse_qsl(query, keep_blank_values=True, encoding="utf-8", errors="replace")
         if control_character_in(scope["path"]) or any(control_character_in(part) for field in query_fields for part in field):
-            await self.refusal(scope)(scope, receive, send)
+            await self.refusal(scope, CONTROL_CHARACTERS_REFUSED)(scope, receive, send)
             return
         if scope["method"] not in ("POST", "PUT", "PATCH"):
             await self.app(scope, receive, send)
@@ -252,8 +343,9 @@ class RefuseControlCharacters:
                 break
         body = b"".join(message.get("body", b"") for message in buffered if message["type"] == "http.request")
         content_type = dict(scope.get("headers", [])).get(b"content-type", b"").decode("latin-1")
-        if body_has_control_characters(content_type, body):
-            await self.refusal(scope)(scope, receive, send)
+        problem = body_problem(content_type, body)
+        if problem is not None:
+            await self.refusal(scope, problem)(scope, receive, send)
             return
 
         async def replay() -> Message:
