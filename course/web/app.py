@@ -25,9 +25,11 @@ from course.i18n import N_
 from course.settings import InsecureConfiguration, Settings, get_settings, refuse_unsafe
 from course.web import ops
 from course.web import admin
+from course.web.admin.auth import AdminPageError
+from course.web.admin.views import error_page as admin_error_page
 from course.web.public import api, confirm, courses, preferences, unsubscribe, view
 from course.web.cache import CatalogueCache
-from course.web.security import ApiCors, ASGIApp, BodySizeLimit, RefuseControlCharacters, Scope, SecurityHeaders, json_safe
+from course.web.security import ApiCors, ASGIApp, BodySizeLimit, RefuseControlCharacters, SameSiteAdminPosts, Scope, SecurityHeaders, json_safe
 from course.web.server import install_access_log_masking
 from course.web.site import PageError, Site
 from course.web.static_assets import StaticAssets
@@ -129,6 +131,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             request, PageError(400, N_("Something is not right"), N_("That address or form had characters no link or form of ours sends."))
         )
 
+    def refuse_cross_site(scope: Scope) -> ASGIApp:
+        refusal = AdminPageError(
+            403, "Sent from another site",
+            "That form was sent from another site, so nothing was done. Open the admin at its own address and try again.",
+        )  # fmt: skip
+        return admin_error_page(site, Request(scope), refusal)
+
+    # Before any route or session is read: an admin POST that the browser says another site made.
+    app.add_middleware(SameSiteAdminPosts, base_url=settings.base_url, refusal=refuse_cross_site)
     # Inner first: the body is bounded (BodySizeLimit) before it is searched for control characters.
     app.add_middleware(RefuseControlCharacters, refusal=refuse_control_characters)
     admin_limit = max(settings.max_admin_request_bytes, settings.max_request_bytes)

@@ -20,9 +20,9 @@ import math
 import re
 import secrets
 import unicodedata
-from collections.abc import Awaitable, Callable, Iterator, MutableMapping
+from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping, MutableMapping
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlsplit
 
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
@@ -354,24 +354,50 @@ class RefuseControlCharacters:
         await self.app(scope, replay, send)
 
 
-def csrf_field_for(secret: str, cookie_value: str) -> str:
-    return hmac.new(secret.encode(), f"csrf:{cookie_value}".encode(), hashlib.sha256).hexdigest()
+def csrf_field_for(secret: str, cookie_value: str, purpose: str = "csrf") -> str:
+    """The form field that goes with a cookie: an HMAC of it, keyed with the secret, per purpose
+    (so the public pages' field is no key to the admin's sign-in form)."""
+    return hmac.new(secret.encode(), f"{purpose}:{cookie_value}".encode(), hashlib.sha256).hexdigest()
 
 
 class CsrfTokens:
-    """The CSRF pair for one request: the cookie it came with when the server minted it (else a
-    new one) and the form field. `is_new` says whether the response must set the cookie."""
+    """The CSRF pair for one request and what it checks a post against.
 
-    def __init__(self, secret: str, request: Request) -> None:
+    - Bound to a cookie (the public pages, and the admin's sign-in forms, which have no session
+      yet): the cookie `cookie_name` it came with when the server minted it (else a new one, which
+      the response sets: `is_new`), and the field, an HMAC of it.
+    - Bound to a session (`session_token`, a signed-in admin's): the field is an HMAC over the
+      session token's hash and no cookie is involved, so a cookie minted for someone else and
+      planted in the browser is worth nothing."""
+
+    def __init__(
+        self, secret: str, request: Request, *, cookie_name: str = CSRF_COOKIE, purpose: str = "csrf", session_token: str = ""
+    ) -> None:
         self.secret = secret
-        existing = request.cookies.get(CSRF_COOKIE, "")
+        self.cookie_name = cookie_name
+        self.purpose = purpose
+        self.used = False
+        if session_token:
+            self.purpose = f"{purpose}-session"
+            self.cookie_value = hashlib.sha256(session_token.encode()).hexdigest()
+            self.is_new = False
+            self.bound_to_session = True
+            return
+        self.bound_to_session = False
+        existing = request.cookies.get(cookie_name, "")
         self.cookie_value = existing if minted_here(secret, existing) else mint_csrf_cookie(secret)
         self.is_new = self.cookie_value != existing
-        self.used = False
 
     def field(self) -> str:
         self.used = True
-        return csrf_field_for(self.secret, self.cookie_value)
+        return csrf_field_for(self.secret, self.cookie_value, self.purpose)
+
+    def accepts(self, submitted: str) -> bool:
+        """Whether a posted field matches: the request's own session, or a cookie it brought that
+        the server minted (a new one means it brought none)."""
+        if not submitted or self.is_new:
+            return False
+        return hmac.compare_digest(csrf_field_for(self.secret, self.cookie_value, self.purpose), submitted)
 
 
 def _cookie_signature(secret: str, nonce: str) -> str:
@@ -393,7 +419,53 @@ def minted_here(secret: str, cookie_value: str) -> bool:
 
 
 def csrf_is_valid(secret: str, request: Request, submitted: str) -> bool:
-    cookie_value = request.cookies.get(CSRF_COOKIE, "")
-    if not minted_here(secret, cookie_value) or not submitted:
-        return False
-    return hmac.compare_digest(csrf_field_for(secret, cookie_value), submitted)
+    """A public form's field against the request's `csrf` cookie."""
+    return CsrfTokens(secret, request).accepts(submitted)
+
+
+# --- where a post comes from -------------------------------------------------------------------
+
+_SAME_ORIGIN_FETCHES = ("same-origin", "none")  # "none": the person's own action (a bookmark, a reload)
+
+
+def from_another_site(headers: Mapping[str, str], own_origins: Collection[str]) -> bool:
+    """Whether the browser says a request was made by another site: Sec-Fetch-Site other than
+    same-origin (same-site is a sibling subdomain: refused too), or an Origin that is not ours
+    (`null` included). A request with neither header is not judged here: browsers from before
+    2020 send no Origin on a same-origin form post, and scripts send neither; the CSRF field,
+    bound to the session, decides those."""
+    fetch_site = headers.get("sec-fetch-site")
+    if fetch_site is not None and fetch_site.strip().lower() not in _SAME_ORIGIN_FETCHES:
+        return True
+    origin = headers.get("origin")
+    return origin is not None and origin.strip().lower().rstrip("/") not in own_origins
+
+
+def origin_of(url: str) -> str:
+    """`scheme://host[:port]` of an absolute URL, as a browser writes it in Origin."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}".lower() if parts.scheme and parts.netloc else ""
+
+
+class SameSiteAdminPosts:
+    """Refuses every POST (and other unsafe method) under /admin that the browser says another site
+    made (from_another_site), before any route or session sees it: the second line behind the
+    session-bound CSRF field. Ours is the request's own origin (scheme and Host) and `base_url`'s
+    (behind a proxy that terminates TLS, the app sees http where the browser saw https).
+    `refusal(scope)` builds the answer. The admin API is not covered: a bearer token is no
+    cookie, so a browser never sends it for another site."""
+
+    def __init__(self, app: ASGIApp, *, base_url: str, refusal: Callable[[Scope], ASGIApp]) -> None:
+        self.app = app
+        self.base_origin = origin_of(base_url)
+        self.refusal = refusal
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "") if scope["type"] == "http" else ""
+        if (path == "/admin" or path.startswith("/admin/")) and scope["method"] not in ("GET", "HEAD", "OPTIONS"):
+            request = Request(scope)
+            own = {self.base_origin, f"{request.url.scheme}://{request.headers.get('host', '')}".lower()}
+            if from_another_site(request.headers, own):
+                await self.refusal(scope)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
