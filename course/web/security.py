@@ -429,16 +429,21 @@ _SAME_ORIGIN_FETCHES = ("same-origin", "none")  # "none": the person's own actio
 
 
 def from_another_site(headers: Mapping[str, str], own_origins: Collection[str]) -> bool:
-    """Whether the browser says a request was made by another site: Sec-Fetch-Site other than
-    same-origin (same-site is a sibling subdomain: refused too), or an Origin that is not ours
-    (`null` included). A request with neither header is not judged here: browsers from before
-    2020 send no Origin on a same-origin form post, and scripts send neither; the CSRF field,
-    bound to the session, decides those."""
+    """Whether the browser says a request was made by another site.
+
+    1. Sec-Fetch-Site, when the browser sends it (every current one does), decides: anything but
+       same-origin (or none, the person's own action) is refused; same-site is a sibling subdomain,
+       refused too. Origin is not asked then: under our `Referrer-Policy: no-referrer` a browser
+       sends `Origin: null` on its same-origin form posts.
+    2. Without it (browsers from before 2020-2023), an Origin that is not ours is refused.
+    3. Neither, or `Origin: null` alone: not judged here. Older browsers send no Origin, or null,
+       on a same-origin form post, and scripts send neither; the CSRF field, bound to the admin's
+       session, decides those."""
     fetch_site = headers.get("sec-fetch-site")
-    if fetch_site is not None and fetch_site.strip().lower() not in _SAME_ORIGIN_FETCHES:
-        return True
-    origin = headers.get("origin")
-    return origin is not None and origin.strip().lower().rstrip("/") not in own_origins
+    if fetch_site is not None:
+        return fetch_site.strip().lower() not in _SAME_ORIGIN_FETCHES
+    origin = (headers.get("origin") or "null").strip().lower().rstrip("/")
+    return origin != "null" and origin not in own_origins
 
 
 def origin_of(url: str) -> str:
