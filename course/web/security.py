@@ -1,11 +1,14 @@
-"""Request hygiene for every route, in one place: body size limit, control characters, security
-headers, CSRF tokens.
+"""Request hygiene for every route, in one place: body size limit, control characters, strict JSON,
+security headers, CSRF tokens, same-site admin posts.
 
 CSRF uses a signed double-submit cookie: the page sets a cookie the server minted (a random nonce
 and its HMAC, so a cookie an attacker planted through a sibling subdomain or a cookie-injection bug
 is never adopted) and puts an HMAC of it (keyed with the settings' secret) in each form; a POST is
 accepted only when the two match. Another site can make a browser post, but cannot read our
-cookie, so it cannot produce the matching field.
+cookie, so it cannot produce the matching field. A minted cookie can still be planted next to a
+victim's (one the attacker's own visit got), so the admin binds its field to the admin's session
+instead (course.web.admin.auth.admin_csrf), and refuses posts the browser says another site made
+(SameSiteAdminPosts).
 Two routes are exempt on purpose, each said where it is defined: the RFC 8058 one-click unsubscribe
 (mail providers post it with no cookie) and the signup endpoint that forms on publishers' sites
 post to (no cookie can be there; double opt-in makes a forged signup cost one rate-limited mail)."""
