@@ -156,3 +156,17 @@ def test_every_process_refuses_to_start_in_production_with_the_default_secret(tm
     if command[0] == COURSE:
         assert result.stderr.strip().splitlines() == [result.stderr.strip().splitlines()[0]], "one line, no traceback"
         assert result.stderr.startswith("error: COURSE_SECRET_KEY")
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [("COURSE_ENV", "PRODUCTION"), ("COURSE_ENV", "prod"), ("COURSE_SMTP_PORT", "seventy")],
+)
+def test_check_config_names_a_setting_it_cannot_read_in_one_line(tmp_path: Path, variable: str, value: str) -> None:
+    # Issue #22, item 4: a value the settings refuse was a traceback, not one `error:` line.
+    result = run([COURSE, "check-config"], environment(tmp_path, **{variable: value}))
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"error: {variable} ") and repr(value) in lines[0]
+    assert "Traceback" not in result.stderr and result.stdout == ""

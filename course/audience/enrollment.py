@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
 from typing import Any
@@ -225,14 +226,26 @@ def unsubscribe(session: Session, subscriber: Subscriber | Row[Any], *, course_i
 def _unsubscribe_statement(*, everything: bool) -> Select[Any]:
     """unsubscribe() as one statement, built once (PostgreSQL: data-modifying CTEs). Parameters
     `who` (the subscriber's id) and `which_course` (one course) or `when` (everything); it returns
-    one row: the subscriber's address (NULL when there is no such subscriber) and how many rows it
-    cancelled. No parameter is named like a column: SQLAlchemy reads a parameter named after a
+    one row: the subscriber's address (NULL when there is no such subscriber), how many rows it
+    cancelled, and what it stopped (the ids of the enrollments that were active, of those that were
+    paused, and the subscriber's status before): every part of one statement reads the same
+    snapshot, so `before` and `was` see the rows as they were before the UPDATEs. No parameter is named like a column: SQLAlchemy reads a parameter named after a
     column of an UPDATE's table as a value to SET (subscriber_id would have moved rows)."""
     enrollments, subscribers = Enrollment.__table__.c, Subscriber.__table__.c
     stop = update(Enrollment.__table__).where(enrollments.subscriber_id == bindparam("who"))
     if not everything:
         stop = stop.where(enrollments.course_id == bindparam("which_course"))
     stopped = stop.values(status=_stopped(enrollments.status)).returning(enrollments.id).cte("stopped")
+    running = [EnrollmentStatus.ACTIVE.value, EnrollmentStatus.PAUSED.value]
+    before = select(enrollments.id, enrollments.status).where(enrollments.subscriber_id == bindparam("who"), enrollments.status.in_(running))
+    if not everything:
+        before = before.where(enrollments.course_id == bindparam("which_course"))
+    before_cte = before.cte("before")
+
+    def ids_that_were(status: EnrollmentStatus) -> Any:
+        return select(func.array_agg(before_cte.c.id).filter(before_cte.c.status == status.value)).scalar_subquery()
+
+    was = select(subscribers.status).where(subscribers.id == bindparam("who")).scalar_subquery()
     if everything:
         gone = (
             update(Subscriber.__table__)
@@ -248,18 +261,97 @@ def _unsubscribe_statement(*, everything: bool) -> Select[Any]:
         email = select(subscribers.email).where(subscribers.id == bindparam("who")).scalar_subquery()
     # Every CTE runs to completion whether or not the outer SELECT reads it (PostgreSQL's rule for
     # data-modifying ones); add_cte makes sure `stopped` is in the statement when nothing names it.
-    return select(email, select(func.count()).select_from(cancelled).scalar_subquery()).add_cte(stopped)
+    return select(
+        email,
+        select(func.count()).select_from(cancelled).scalar_subquery(),
+        ids_that_were(EnrollmentStatus.ACTIVE),
+        ids_that_were(EnrollmentStatus.PAUSED),
+        was,
+    ).add_cte(stopped)
 
 
-def unsubscribe_in_one(connection: Connection, subscriber_id: int, *, course_id: int | None, now: datetime) -> str | None:
+@dataclass(frozen=True)
+class Stopped:
+    """What one unsubscribe stopped, so that it can be taken back exactly and nothing more: the
+    enrollments that were active, those that were paused, and for "all email" the moment the
+    subscriber's own mail was turned off (None when it was not on: nothing of theirs to restore)."""
+
+    active: tuple[int, ...] = ()
+    paused: tuple[int, ...] = ()
+    subscriber_at: datetime | None = None
+
+    @property
+    def anything(self) -> bool:
+        return bool(self.active or self.paused or self.subscriber_at)
+
+
+def what_unsubscribe_stops(session: Session, subscriber_id: int, *, course_id: int | None, now: datetime) -> Stopped:
+    """What unsubscribe() is about to stop (read before it, in its transaction)."""
+    query = select(Enrollment.id, Enrollment.status).where(
+        Enrollment.subscriber_id == subscriber_id, Enrollment.status.in_([EnrollmentStatus.ACTIVE, EnrollmentStatus.PAUSED])
+    )
+    if course_id is not None:
+        query = query.where(Enrollment.course_id == course_id)
+    rows = session.execute(query).all()
+    status = session.scalar(select(Subscriber.status).where(Subscriber.id == subscriber_id)) if course_id is None else None
+    return Stopped(
+        active=tuple(sorted(row.id for row in rows if row.status == EnrollmentStatus.ACTIVE)),
+        paused=tuple(sorted(row.id for row in rows if row.status == EnrollmentStatus.PAUSED)),
+        subscriber_at=now if status == SubscriberStatus.ACTIVE else None,
+    )
+
+
+def resubscribe(session: Session, subscriber_id: int, stopped: Stopped, *, now: datetime) -> bool:
+    """Take one unsubscribe back: exactly what it stopped, and only while nothing has changed since.
+
+    1. "All email": the subscriber must still be unsubscribed from that very moment (a later
+       unsubscribe, a bounce, anything since: nothing is restored); their mail is on again.
+    2. Otherwise the subscriber must still be active (not bounced or unsubscribed from all since).
+    3. Each listed enrollment still unsubscribed comes back as it was: an active one resumes (its
+       next lesson at the next send time), a paused one is paused again (resume schedules it).
+    Campaign rows cancelled by an "all email" unsubscribe stay cancelled. Returns whether
+    anything was restored."""
+    subscriber = session.get(Subscriber, subscriber_id)
+    if subscriber is None:
+        return False
+    if stopped.subscriber_at is not None:
+        if subscriber.status != SubscriberStatus.UNSUBSCRIBED or subscriber.unsubscribed_at != stopped.subscriber_at:
+            return False
+        subscriber.status = SubscriberStatus.ACTIVE
+        subscriber.unsubscribed_at = None
+    elif subscriber.status != SubscriberStatus.ACTIVE:
+        return False
+    restored = stopped.subscriber_at is not None
+    listed = (*stopped.active, *stopped.paused)
+    for enrollment in session.scalars(
+        select(Enrollment).where(
+            Enrollment.id.in_(listed), Enrollment.subscriber_id == subscriber_id, Enrollment.status == EnrollmentStatus.UNSUBSCRIBED
+        )
+    ):
+        if enrollment.id in stopped.active:
+            resume(session, enrollment, now=now)
+        else:
+            enrollment.status = EnrollmentStatus.PAUSED
+        restored = True
+    return restored
+
+
+def unsubscribe_in_one(
+    connection: Connection, subscriber_id: int, *, course_id: int | None, now: datetime
+) -> tuple[str | None, Stopped]:
     """unsubscribe() in one statement on PostgreSQL, for the one-click endpoint: on an autocommit
     connection it is its own transaction, one round trip where the ORM version takes five (BEGIN,
     three statements, COMMIT). Returns the subscriber's address, None when there is no such
-    subscriber (then nothing changed)."""
+    subscriber (then nothing changed), and what it stopped."""
     everything = course_id is None
     parameters = {"who": subscriber_id, **({"when": now} if everything else {"which_course": course_id})}
-    email: str | None = connection.execute(_unsubscribe_statement(everything=everything), parameters).one()[0]
-    return email
+    email, _, active, paused, was = connection.execute(_unsubscribe_statement(everything=everything), parameters).one()
+    stopped = Stopped(
+        active=tuple(sorted(active or ())),
+        paused=tuple(sorted(paused or ())),
+        subscriber_at=now if everything and was == SubscriberStatus.ACTIVE else None,
+    )
+    return email, stopped
 
 
 def extend_enrollments(session: Session, course_id: int, *, now: datetime) -> int:

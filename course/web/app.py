@@ -9,7 +9,7 @@ from pathlib import Path
 
 from anyio import to_thread
 from fastapi import FastAPI, Request
-from fastapi.exception_handlers import request_validation_exception_handler
+from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.middleware.gzip import GZipMiddleware
@@ -25,9 +25,11 @@ from course.i18n import N_
 from course.settings import InsecureConfiguration, Settings, get_settings, refuse_unsafe
 from course.web import ops
 from course.web import admin
+from course.web.admin.auth import AdminPageError
+from course.web.admin.views import error_page as admin_error_page
 from course.web.public import api, confirm, courses, preferences, unsubscribe, view
 from course.web.cache import CatalogueCache
-from course.web.security import ApiCors, ASGIApp, BodySizeLimit, RefuseControlCharacters, Scope, SecurityHeaders
+from course.web.security import ApiCors, ASGIApp, BodySizeLimit, RefuseControlCharacters, SameSiteAdminPosts, Scope, SecurityHeaders, json_safe
 from course.web.server import install_access_log_masking
 from course.web.site import PageError, Site
 from course.web.static_assets import StaticAssets
@@ -121,14 +123,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(pages.router)
     admin.install(app)
 
-    def refuse_control_characters(scope: Scope) -> ASGIApp:
+    def refuse_control_characters(scope: Scope, reason: str) -> ASGIApp:
         request = Request(scope)
         if _is_api(request):
-            return JSONResponse({"detail": "control characters are not allowed in a request"}, status_code=400)
+            return JSONResponse({"detail": reason}, status_code=400)
         return site.error_page(
             request, PageError(400, N_("Something is not right"), N_("That address or form had characters no link or form of ours sends."))
         )
 
+    def refuse_cross_site(scope: Scope) -> ASGIApp:
+        refusal = AdminPageError(
+            403, "Sent from another site",
+            "That form was sent from another site, so nothing was done. Open the admin at its own address and try again.",
+        )  # fmt: skip
+        return admin_error_page(site, Request(scope), refusal)
+
+    # Before any route or session is read: an admin POST that the browser says another site made.
+    app.add_middleware(SameSiteAdminPosts, base_url=settings.base_url, refusal=refuse_cross_site)
     # Inner first: the body is bounded (BodySizeLimit) before it is searched for control characters.
     app.add_middleware(RefuseControlCharacters, refusal=refuse_control_characters)
     admin_limit = max(settings.max_admin_request_bytes, settings.max_request_bytes)
@@ -173,7 +184,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> Response:
         if _is_api(request):
-            return await request_validation_exception_handler(request, exc)
+            # FastAPI's answer echoes each field's input; json_safe makes whatever that was (a
+            # NaN, bytes) plain JSON, which the stock handler could not serialise (a 500).
+            return JSONResponse({"detail": json_safe(jsonable_encoder(exc.errors()))}, status_code=422)
         return site.error_page(
             request, PageError(400, N_("Something is not right"), N_("That request was not one our pages send. Go back and try again."))
         )

@@ -1,11 +1,14 @@
-"""Request hygiene for every route, in one place: body size limit, control characters, security
-headers, CSRF tokens.
+"""Request hygiene for every route, in one place: body size limit, control characters, strict JSON,
+security headers, CSRF tokens, same-site admin posts.
 
 CSRF uses a signed double-submit cookie: the page sets a cookie the server minted (a random nonce
 and its HMAC, so a cookie an attacker planted through a sibling subdomain or a cookie-injection bug
 is never adopted) and puts an HMAC of it (keyed with the settings' secret) in each form; a POST is
 accepted only when the two match. Another site can make a browser post, but cannot read our
-cookie, so it cannot produce the matching field.
+cookie, so it cannot produce the matching field. A minted cookie can still be planted next to a
+victim's (one the attacker's own visit got), so the admin binds its field to the admin's session
+instead (course.web.admin.auth.admin_csrf), and refuses posts the browser says another site made
+(SameSiteAdminPosts).
 Two routes are exempt on purpose, each said where it is defined: the RFC 8058 one-click unsubscribe
 (mail providers post it with no cookie) and the signup endpoint that forms on publishers' sites
 post to (no cookie can be there; double opt-in makes a forged signup cost one rate-limited mail)."""
@@ -16,11 +19,13 @@ import base64
 import hashlib
 import hmac
 import json
+import math
+import re
 import secrets
 import unicodedata
-from collections.abc import Awaitable, Callable, Iterator, MutableMapping
+from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping, MutableMapping
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlsplit
 
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
@@ -193,42 +198,131 @@ def control_character_in(text: str, *, allowed: frozenset[str] = frozenset()) ->
     return any(unicodedata.category(char) == "Cc" and char not in allowed for char in text)
 
 
+# How deep a JSON body may nest. Our deepest (a campaign's audience) is three levels; Python's json
+# and anything that walks the document recurses, so 1,000 levels was a RecursionError (a 500).
+MAX_JSON_DEPTH = 32
+# The integers a field of ours can hold: the database's BIGINT.
+_JSON_INT_LIMIT = 2**63 - 1
+# A JSON string (possessive, so an unclosed one costs one pass) and the brackets outside strings.
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*+"')
+_JSON_BRACKET = re.compile(rb"[\[\]{}]")
+
+
+class RefusedJson(ValueError):
+    """A JSON body no route may see (numbers JSON cannot carry, nesting too deep); the message is
+    fit to show the client."""
+
+
+def _refuse_constant(name: str) -> Any:
+    raise RefusedJson(f"{name} is not a JSON number: send numbers as finite decimals")
+
+
+def _finite_float(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):
+        raise RefusedJson(f"the number {text[:40]} is out of range")
+    return number
+
+
+def _bounded_int(text: str) -> int:
+    # Over 4,300 digits int() raises ValueError itself, which json reports as no JSON at all.
+    number = int(text)
+    if abs(number) > _JSON_INT_LIMIT:
+        raise RefusedJson(f"the number {text[:40]} is out of range (at most 19 digits)")
+    return number
+
+
+def json_nesting(body: bytes) -> int:
+    """How deep the brackets outside strings nest (a pass over the text: no recursion)."""
+    depth = deepest = 0
+    for bracket in _JSON_BRACKET.finditer(_JSON_STRING.sub(b"", body)):
+        depth += 1 if bracket.group() in (b"[", b"{") else -1
+        deepest = max(deepest, depth)
+    return deepest
+
+
+def strict_json(body: bytes) -> Any:
+    """The document in a JSON body, read strictly:
+
+    1. nesting deeper than MAX_JSON_DEPTH is refused before the parser (which recurses) sees it;
+    2. NaN, Infinity and numbers that overflow a float (1e99999) or a BIGINT are refused: none is
+       JSON (RFC 8259), and an error answer that echoes one cannot be serialised;
+    3. text that is no JSON at all raises ValueError (json's own, or UnicodeDecodeError).
+    Raises RefusedJson for 1 and 2."""
+    if json_nesting(body) > MAX_JSON_DEPTH:
+        raise RefusedJson(f"the JSON is nested deeper than {MAX_JSON_DEPTH} levels")
+    return json.loads(body, parse_constant=_refuse_constant, parse_float=_finite_float, parse_int=_bounded_int)
+
+
+def json_safe(value: Any, *, depth: int = MAX_JSON_DEPTH + 8) -> Any:
+    """`value` with everything strict JSON cannot carry made text (NaN, infinities, bytes and other
+    objects), for an error answer that echoes what was sent; nesting past `depth` is cut."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return value
+    if depth <= 0:
+        return "…"
+    if isinstance(value, dict):
+        return {str(key): json_safe(item, depth=depth - 1) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(item, depth=depth - 1) for item in value]
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    return str(value)
+
+
 def _json_strings(value: Any) -> Iterator[str]:
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            yield key
-            yield from _json_strings(item)
-    elif isinstance(value, list):
-        for item in value:
-            yield from _json_strings(item)
+    """Every key and string in a document (iterative: a document is at most MAX_JSON_DEPTH deep,
+    but nothing here needs the call stack for it)."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            yield item
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                yield key
+                pending.append(child)
+        elif isinstance(item, list):
+            pending.extend(item)
 
 
-def body_has_control_characters(content_type: str, body: bytes) -> bool:
-    """Whether a form or JSON body has a control character in any field name or value (decoded:
-    %00 in a form and \\u0000 in JSON count). Other bodies are not parsed by any route."""
+def body_problem(content_type: str, body: bytes) -> str | None:
+    """What is wrong with a form or JSON body before any route reads it, in words for the client,
+    or None: a control character in any field name or value (decoded: %00 in a form and \\u0000
+    in JSON count), or JSON strict_json refuses. Text that is no JSON at all, and other bodies,
+    are left to the route (a 422 says what it expected)."""
     media_type = content_type.split(";", 1)[0].strip().lower()
     if media_type == "application/x-www-form-urlencoded":
         text = body.decode("utf-8", errors="replace")
         fields = parse_qsl(text, keep_blank_values=True, encoding="utf-8", errors="replace")
-        return any(control_character_in(part, allowed=_BODY_WHITESPACE) for field in fields for part in field)
+        if any(control_character_in(part, allowed=_BODY_WHITESPACE) for field in fields for part in field):
+            return CONTROL_CHARACTERS_REFUSED
+        return None
     if media_type == "application/json" or media_type.endswith("+json"):
         try:
-            document = json.loads(body)
+            document = strict_json(body)
+        except RefusedJson as exc:
+            return str(exc)
         except ValueError:
-            return False  # not JSON at all: the route's own validation answers 422
-        return any(control_character_in(text, allowed=_BODY_WHITESPACE) for text in _json_strings(document))
-    return False
+            return None  # not JSON at all: the route's own validation answers 422
+        if any(control_character_in(text, allowed=_BODY_WHITESPACE) for text in _json_strings(document)):
+            return CONTROL_CHARACTERS_REFUSED
+    return None
+
+
+CONTROL_CHARACTERS_REFUSED = "control characters are not allowed in a request"
 
 
 class RefuseControlCharacters:
     """Answers 400 to a request with a control character in its path, its query string or any
-    form or JSON field, before any route (or the database) sees it. Sits inside BodySizeLimit, so
-    the body it reads is already bounded; it buffers that body and replays it to the app.
-    `refusal(scope)` builds the answer (the app's error page, or JSON under /api)."""
+    form or JSON field, or with JSON that strict_json refuses, before any route (or the database)
+    sees it. Sits inside BodySizeLimit, so the body it reads is already bounded; it buffers that
+    body and replays it to the app. `refusal(scope, reason)` builds the answer (the app's error
+    page, or JSON under /api with `reason` as its detail)."""
 
-    def __init__(self, app: ASGIApp, *, refusal: Callable[[Scope], ASGIApp]) -> None:
+    def __init__(self, app: ASGIApp, *, refusal: Callable[[Scope, str], ASGIApp]) -> None:
         self.app = app
         self.refusal = refusal
 
@@ -239,7 +333,7 @@ class RefuseControlCharacters:
         query = scope.get("query_string", b"").decode("latin-1")
         query_fields = parse_qsl(query, keep_blank_values=True, encoding="utf-8", errors="replace")
         if control_character_in(scope["path"]) or any(control_character_in(part) for field in query_fields for part in field):
-            await self.refusal(scope)(scope, receive, send)
+            await self.refusal(scope, CONTROL_CHARACTERS_REFUSED)(scope, receive, send)
             return
         if scope["method"] not in ("POST", "PUT", "PATCH"):
             await self.app(scope, receive, send)
@@ -252,8 +346,9 @@ class RefuseControlCharacters:
                 break
         body = b"".join(message.get("body", b"") for message in buffered if message["type"] == "http.request")
         content_type = dict(scope.get("headers", [])).get(b"content-type", b"").decode("latin-1")
-        if body_has_control_characters(content_type, body):
-            await self.refusal(scope)(scope, receive, send)
+        problem = body_problem(content_type, body)
+        if problem is not None:
+            await self.refusal(scope, problem)(scope, receive, send)
             return
 
         async def replay() -> Message:
@@ -262,24 +357,50 @@ class RefuseControlCharacters:
         await self.app(scope, replay, send)
 
 
-def csrf_field_for(secret: str, cookie_value: str) -> str:
-    return hmac.new(secret.encode(), f"csrf:{cookie_value}".encode(), hashlib.sha256).hexdigest()
+def csrf_field_for(secret: str, cookie_value: str, purpose: str = "csrf") -> str:
+    """The form field that goes with a cookie: an HMAC of it, keyed with the secret, per purpose
+    (so the public pages' field is no key to the admin's sign-in form)."""
+    return hmac.new(secret.encode(), f"{purpose}:{cookie_value}".encode(), hashlib.sha256).hexdigest()
 
 
 class CsrfTokens:
-    """The CSRF pair for one request: the cookie it came with when the server minted it (else a
-    new one) and the form field. `is_new` says whether the response must set the cookie."""
+    """The CSRF pair for one request and what it checks a post against.
 
-    def __init__(self, secret: str, request: Request) -> None:
+    - Bound to a cookie (the public pages, and the admin's sign-in forms, which have no session
+      yet): the cookie `cookie_name` it came with when the server minted it (else a new one, which
+      the response sets: `is_new`), and the field, an HMAC of it.
+    - Bound to a session (`session_token`, a signed-in admin's): the field is an HMAC over the
+      session token's hash and no cookie is involved, so a cookie minted for someone else and
+      planted in the browser is worth nothing."""
+
+    def __init__(
+        self, secret: str, request: Request, *, cookie_name: str = CSRF_COOKIE, purpose: str = "csrf", session_token: str = ""
+    ) -> None:
         self.secret = secret
-        existing = request.cookies.get(CSRF_COOKIE, "")
+        self.cookie_name = cookie_name
+        self.purpose = purpose
+        self.used = False
+        if session_token:
+            self.purpose = f"{purpose}-session"
+            self.cookie_value = hashlib.sha256(session_token.encode()).hexdigest()
+            self.is_new = False
+            self.bound_to_session = True
+            return
+        self.bound_to_session = False
+        existing = request.cookies.get(cookie_name, "")
         self.cookie_value = existing if minted_here(secret, existing) else mint_csrf_cookie(secret)
         self.is_new = self.cookie_value != existing
-        self.used = False
 
     def field(self) -> str:
         self.used = True
-        return csrf_field_for(self.secret, self.cookie_value)
+        return csrf_field_for(self.secret, self.cookie_value, self.purpose)
+
+    def accepts(self, submitted: str) -> bool:
+        """Whether a posted field matches: the request's own session, or a cookie it brought that
+        the server minted (a new one means it brought none)."""
+        if not submitted or self.is_new:
+            return False
+        return hmac.compare_digest(csrf_field_for(self.secret, self.cookie_value, self.purpose), submitted)
 
 
 def _cookie_signature(secret: str, nonce: str) -> str:
@@ -301,7 +422,58 @@ def minted_here(secret: str, cookie_value: str) -> bool:
 
 
 def csrf_is_valid(secret: str, request: Request, submitted: str) -> bool:
-    cookie_value = request.cookies.get(CSRF_COOKIE, "")
-    if not minted_here(secret, cookie_value) or not submitted:
-        return False
-    return hmac.compare_digest(csrf_field_for(secret, cookie_value), submitted)
+    """A public form's field against the request's `csrf` cookie."""
+    return CsrfTokens(secret, request).accepts(submitted)
+
+
+# --- where a post comes from -------------------------------------------------------------------
+
+_SAME_ORIGIN_FETCHES = ("same-origin", "none")  # "none": the person's own action (a bookmark, a reload)
+
+
+def from_another_site(headers: Mapping[str, str], own_origins: Collection[str]) -> bool:
+    """Whether the browser says a request was made by another site.
+
+    1. Sec-Fetch-Site, when the browser sends it (every current one does), decides: anything but
+       same-origin (or none, the person's own action) is refused; same-site is a sibling subdomain,
+       refused too. Origin is not asked then: under our `Referrer-Policy: no-referrer` a browser
+       sends `Origin: null` on its same-origin form posts.
+    2. Without it (browsers from before 2020-2023), an Origin that is not ours is refused.
+    3. Neither, or `Origin: null` alone: not judged here. Older browsers send no Origin, or null,
+       on a same-origin form post, and scripts send neither; the CSRF field, bound to the admin's
+       session, decides those."""
+    fetch_site = headers.get("sec-fetch-site")
+    if fetch_site is not None:
+        return fetch_site.strip().lower() not in _SAME_ORIGIN_FETCHES
+    origin = (headers.get("origin") or "null").strip().lower().rstrip("/")
+    return origin != "null" and origin not in own_origins
+
+
+def origin_of(url: str) -> str:
+    """`scheme://host[:port]` of an absolute URL, as a browser writes it in Origin."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}".lower() if parts.scheme and parts.netloc else ""
+
+
+class SameSiteAdminPosts:
+    """Refuses every POST (and other unsafe method) under /admin that the browser says another site
+    made (from_another_site), before any route or session sees it: the second line behind the
+    session-bound CSRF field. Ours is the request's own origin (scheme and Host) and `base_url`'s
+    (behind a proxy that terminates TLS, the app sees http where the browser saw https).
+    `refusal(scope)` builds the answer. The admin API is not covered: a bearer token is no
+    cookie, so a browser never sends it for another site."""
+
+    def __init__(self, app: ASGIApp, *, base_url: str, refusal: Callable[[Scope], ASGIApp]) -> None:
+        self.app = app
+        self.base_origin = origin_of(base_url)
+        self.refusal = refusal
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "") if scope["type"] == "http" else ""
+        if (path == "/admin" or path.startswith("/admin/")) and scope["method"] not in ("GET", "HEAD", "OPTIONS"):
+            request = Request(scope)
+            own = {self.base_origin, f"{request.url.scheme}://{request.headers.get('host', '')}".lower()}
+            if from_another_site(request.headers, own):
+                await self.refusal(scope)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)

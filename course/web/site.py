@@ -21,7 +21,7 @@ from course.delivery.render import Renderer, course_language
 from course.i18n import N_, gettext_callables, translate
 from course.settings import Settings
 from course.web.cache import CatalogueCache
-from course.web.security import CSRF_COOKIE, CSRF_FIELD, CsrfTokens
+from course.web.security import CSRF_FIELD, CsrfTokens
 
 
 # Stands in for the visitor's CSRF token in a cached page: letters only, so escaping leaves it as is.
@@ -111,9 +111,11 @@ class Site:
         status: int = 200,
         csp: str | None = None,
         headers: dict[str, str] | None = None,
+        csrf: CsrfTokens | None = None,
         **context: Any,
     ) -> HTMLResponse:
-        tokens = CsrfTokens(self.settings.secret_key, request)
+        # csrf: the admin's own pair (course.web.admin.auth.admin_csrf); else the public pages'.
+        tokens = csrf or CsrfTokens(self.settings.secret_key, request)
         html = self._render(template, tokens.field, context)
         return self._respond(html, tokens, status=status, csp=csp, headers=headers)
 
@@ -165,7 +167,7 @@ class Site:
         response = HTMLResponse(html, status_code=status, headers=headers)
         if tokens.used and tokens.is_new:
             response.set_cookie(
-                CSRF_COOKIE, tokens.cookie_value, httponly=True, samesite="lax", secure=self.secure_cookies, path="/"
+                tokens.cookie_name, tokens.cookie_value, httponly=True, samesite="lax", secure=self.secure_cookies, path="/"
             )
         # Pages carry signed links, personal details or a visitor's CSRF token: no shared cache keeps them.
         response.headers["cache-control"] = "no-store"

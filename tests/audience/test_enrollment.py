@@ -92,7 +92,7 @@ def _unsubscribe_in_one_statement(
     if engine.dialect.name != "postgresql":
         pytest.skip("one statement on PostgreSQL only (SQLite has no UPDATE in WITH)")
     with engine.execution_options(isolation_level="AUTOCOMMIT").connect() as connection:
-        return unsubscribe_in_one(connection, subscriber_id, course_id=course_id, now=clock.now())
+        return unsubscribe_in_one(connection, subscriber_id, course_id=course_id, now=clock.now())[0]
 
 
 @pytest.mark.parametrize("one_statement", [False, True], ids=["orm", "one-statement"])

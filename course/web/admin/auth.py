@@ -8,7 +8,11 @@ Every admin page depends on `RequirePage(role)` and every admin API route on `Re
 - a role below the route's answers 403 (owner > editor > viewer);
 - an admin whose password was chosen by someone else is sent to change it before anything else.
 
-Admin forms carry the same signed double-submit CSRF field as the public ones (`check_csrf`)."""
+Every admin form carries a CSRF field (`admin_csrf`, checked by `check_csrf`): for a signed-in
+admin an HMAC over their session, so only a page of that session can fill it in; the sign-in forms
+(no session yet) get a server-minted cookie of their own, `__Host-`-prefixed on https so that no
+sibling subdomain can set it. Every admin POST from another site is refused before this
+(course.web.security.SameSiteAdminPosts)."""
 
 from __future__ import annotations
 
@@ -22,7 +26,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from course.accounts.credentials import role_allows
 from course.accounts.store import AccountLimits, SignedIn, session_admin, token_role
 from course.models import AdminRole
-from course.web.security import csrf_is_valid
+from course.web.security import CsrfTokens
 from course.web.site import Site, get_site
 
 SESSION_COOKIE = "course_admin"
@@ -133,8 +137,26 @@ class RequireToken:
         return Actor(role=role)
 
 
+def signin_cookie_name(site: Site) -> str:
+    # `__Host-`: the browser takes it only from this very host, Secure, Path=/ and no Domain, so a
+    # sibling subdomain cannot plant one (it needs https, hence the plain name on http).
+    return "__Host-course_signin" if site.secure_cookies else "course_signin"
+
+
+def admin_csrf(site: Site, request: Request) -> CsrfTokens:
+    """The CSRF pair of an admin request: bound to the session the request brings, else to the
+    sign-in cookie. Pages and checks both ask here, so they always agree on which."""
+    return CsrfTokens(
+        site.settings.secret_key,
+        request,
+        cookie_name=signin_cookie_name(site),
+        purpose="admin",
+        session_token=request.cookies.get(SESSION_COOKIE, ""),
+    )
+
+
 def check_csrf(site: Site, request: Request, submitted: str) -> None:
-    if not csrf_is_valid(site.settings.secret_key, request, submitted):
+    if not admin_csrf(site, request).accepts(submitted):
         raise AdminPageError(
             403,
             "Please try that again",

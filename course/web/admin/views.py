@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 
-from course.web.admin.auth import SESSION_COOKIE, SESSION_COOKIE_PATH, Actor, AdminPageError
+from course.web.admin.auth import SESSION_COOKIE, SESSION_COOKIE_PATH, Actor, AdminPageError, admin_csrf
 from course.web.security import PAGE_CSP
 from course.web.site import Site
 
@@ -33,7 +33,9 @@ def admin_page(
         for path, label, role in NAV
         if actor is not None and actor.admin is not None and actor.may(role)  # type: ignore[arg-type]
     ]
-    response = site.page(request, f"admin/{template}", status=status, csp=ADMIN_CSP, actor=actor, nav=nav, **context)
+    response = site.page(
+        request, f"admin/{template}", status=status, csp=ADMIN_CSP, csrf=admin_csrf(site, request), actor=actor, nav=nav, **context
+    )
     response.headers["x-frame-options"] = "DENY"
     return response
 
