@@ -11,7 +11,7 @@ from __future__ import annotations
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from course.models import Admin, AdminRole
+from course.models import Admin, AdminInvitation, AdminRole
 from course.web.app import create_app
 from tests.support.admin_fixtures import PASSWORD, csrf_of, make_admin, sign_in
 from tests.support.web_fixtures import COURSE_SLUG, TEST_BASE_URL, WebStack, csrf_token_of
@@ -21,8 +21,9 @@ NEW_OWNER = {"email": "mallory@example.org", "role": "owner"}
 
 
 def admin_count(stack: WebStack) -> int:
+    """Admins and invitations: everyone given a way into the admin."""
     with stack.sessions() as session:
-        return session.scalar(select(func.count()).select_from(Admin)) or 0
+        return sum(session.scalar(select(func.count()).select_from(table)) or 0 for table in (Admin, AdminInvitation))
 
 
 def signed_in_owner(stack: WebStack, client: TestClient) -> None:
@@ -30,7 +31,7 @@ def signed_in_owner(stack: WebStack, client: TestClient) -> None:
     assert sign_in(client, "owner@example.org") == "/admin/campaigns"
 
 
-def test_a_planted_cookie_minted_for_an_anonymous_client_does_not_make_an_owner(web_stack: WebStack, client: TestClient) -> None:
+def test_a_planted_cookie_minted_for_an_anonymous_client_does_not_invite_an_owner(web_stack: WebStack, client: TestClient) -> None:
     signed_in_owner(web_stack, client)
     before = admin_count(web_stack)
     with TestClient(create_app(web_stack.settings), base_url=TEST_BASE_URL) as attacker:
@@ -42,11 +43,11 @@ def test_a_planted_cookie_minted_for_an_anonymous_client_does_not_make_an_owner(
             assert planted, "the page set a cookie to plant"
             for name, value in planted.items():
                 client.cookies.set(name, value)  # planted through a sibling subdomain, next to the owner's session
-            forged = client.post("/admin/admins", data={**NEW_OWNER, "csrf_token": field}, follow_redirects=False)
+            forged = client.post("/admin/invitations", data={**NEW_OWNER, "csrf_token": field}, follow_redirects=False)
             assert forged.status_code == 403, (page, forged.status_code)
             assert admin_count(web_stack) == before
     # The owner's own form still works with those cookies in the jar.
-    made = client.post("/admin/admins", data={**NEW_OWNER, "csrf_token": csrf_of(client, "/admin/admins")}, follow_redirects=False)
+    made = client.post("/admin/invitations", data={**NEW_OWNER, "csrf_token": csrf_of(client, "/admin/admins")}, follow_redirects=False)
     assert made.status_code in (200, 303) and admin_count(web_stack) == before + 1
 
 
@@ -57,13 +58,13 @@ def test_the_field_is_bound_to_the_session_that_got_it(web_stack: WebStack, clie
         sign_in(other, "other@example.org")
         others_field = csrf_of(other, "/admin/admins")
     before = admin_count(web_stack)
-    forged = client.post("/admin/admins", data={**NEW_OWNER, "csrf_token": others_field}, follow_redirects=False)
+    forged = client.post("/admin/invitations", data={**NEW_OWNER, "csrf_token": others_field}, follow_redirects=False)
     assert forged.status_code == 403 and admin_count(web_stack) == before
     # Signing out and in again is a new session: the old page's field is dead.
     old_field = csrf_of(client, "/admin/admins")
     client.post("/admin/logout", data={"csrf_token": old_field}, follow_redirects=False)
     sign_in(client, "owner@example.org")
-    stale = client.post("/admin/admins", data={**NEW_OWNER, "csrf_token": old_field}, follow_redirects=False)
+    stale = client.post("/admin/invitations", data={**NEW_OWNER, "csrf_token": old_field}, follow_redirects=False)
     assert stale.status_code == 403 and admin_count(web_stack) == before
 
 
@@ -79,7 +80,7 @@ def test_a_post_from_another_site_is_refused_whatever_its_token(web_stack: WebSt
         {"sec-fetch-site": "same-site", "origin": "http://sibling.testserver"},
         {"sec-fetch-site": "cross-site", "origin": TEST_BASE_URL},  # the browser's Sec-Fetch-Site decides
     ):
-        refused = client.post("/admin/admins", data={**NEW_OWNER, "csrf_token": field}, headers=headers, follow_redirects=False)
+        refused = client.post("/admin/invitations", data={**NEW_OWNER, "csrf_token": field}, headers=headers, follow_redirects=False)
         assert refused.status_code == 403, headers
         assert "another site" in refused.text
     assert admin_count(web_stack) == before
@@ -95,8 +96,7 @@ def test_a_post_from_another_site_is_refused_whatever_its_token(web_stack: WebSt
     # through to the CSRF field, which decides.
     allowed = ({"origin": TEST_BASE_URL}, {"sec-fetch-site": "same-origin", "origin": "null"}, {}, {"origin": "null"})
     for number, headers in enumerate(allowed):
-        made = client.post(
-            "/admin/admins", data={"email": f"ed{number}@example.org", "role": "editor", "csrf_token": field},
+        made = client.post("/admin/invitations", data={"email": f"ed{number}@example.org", "role": "editor", "csrf_token": field},
             headers=headers, follow_redirects=False,
         )  # fmt: skip
         assert made.status_code in (200, 303), (headers, made.status_code)
