@@ -12,7 +12,7 @@ from rich.table import Table
 
 from course.accounts.credentials import CredentialError, parse_role
 from course.accounts.store import AccountError, create_admin, disable_totp, find_admin, list_admins, reset_password
-from course.clock import get_clock
+from course.clock import get_wall_clock
 from course.db import transaction
 from course.settings import get_settings
 
@@ -50,7 +50,7 @@ def create_command(
         schema.upgrade()
         with transaction(settings) as session:
             admin, one_time = create_admin(
-                session, email=email, role=chosen_role, password=password, now=get_clock(settings).now()
+                session, email=email, role=chosen_role, password=password, now=get_wall_clock().now()
             )
             address, admin_role = admin.email, admin.role
     except (AccountError, CredentialError) as exc:

@@ -18,7 +18,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(SignInRequired)
     async def sign_in_first(request: Request, exc: SignInRequired) -> Response:
-        return see_other(login_url(exc.next_path))
+        return see_other(login_url(exc.next_path, exc.notice))
 
     @app.exception_handler(PasswordChangeRequired)
     async def password_first(request: Request, exc: PasswordChangeRequired) -> Response:

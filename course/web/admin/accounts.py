@@ -62,7 +62,7 @@ def admin_create(
     check_csrf(site, request, csrf_token)
     try:
         with site.sessions.begin() as session:
-            admin, one_time = create_admin(session, email=email[:320], role=parse_role(role), password=None, now=site.now())
+            admin, one_time = create_admin(session, email=email[:320], role=parse_role(role), password=None, now=site.wall_now())
             created = admin.email
     except (AccountError, CredentialError) as exc:
         return _admins_page(site, request, actor, status=422, error=str(exc), form={"email": email[:320], "role": role})
@@ -81,7 +81,7 @@ def _owner_change(site: Site, request: Request, actor: Actor, change: str, admin
             elif change in ("disable", "enable"):
                 if change == "disable" and actor.admin and actor.admin.admin_id == admin_id:
                     raise AccountError("you cannot disable your own account")
-                set_disabled(session, admin_id, disabled=change == "disable", now=site.now())
+                set_disabled(session, admin_id, disabled=change == "disable", now=site.wall_now())
             elif change == "reset-password":
                 admin, one_time = reset_password(session, admin_id)
                 email = admin.email
@@ -135,7 +135,7 @@ def token_create(
     try:
         with site.sessions.begin() as session:
             token, raw = create_api_token(
-                session, name=name, role=parse_role(role), created_by=actor.admin.admin_id if actor.admin else None, now=site.now()
+                session, name=name, role=parse_role(role), created_by=actor.admin.admin_id if actor.admin else None, now=site.wall_now()
             )
             label, token_role = token.name, token.role
     except (AccountError, CredentialError) as exc:
@@ -152,7 +152,7 @@ def token_revoke(token_id: int, request: Request, site: SiteDep, actor: OwnerPag
     check_csrf(site, request, csrf_token)
     try:
         with site.sessions.begin() as session:
-            revoke_api_token(session, token_id, now=site.now())
+            revoke_api_token(session, token_id, now=site.wall_now())
     except AccountError as exc:
         raise AdminPageError(404, "No such token", str(exc)) from None
     return see_other("/admin/tokens")
@@ -205,7 +205,7 @@ def second_factor_confirm(
         raise AdminPageError(400, "Start the setup again", "That setup page was open longer than 15 minutes.") from None
     try:
         with site.sessions.begin() as session:
-            codes = enable_totp(session, actor.admin.admin_id if actor.admin else 0, secret=secret, code=code[:20], now=site.now())
+            codes = enable_totp(session, actor.admin.admin_id if actor.admin else 0, secret=secret, code=code[:20], now=site.wall_now())
     except AccountError as exc:
         email = actor.admin.email if actor.admin else ""
         return admin_page(

@@ -240,7 +240,7 @@ def create_token(site: SiteDep, actor: OwnerToken, body: Annotated[NewToken, Bod
     """A new token with a role of its own; its value is in this answer only."""
     try:
         with site.sessions.begin() as session:
-            token, raw = create_api_token(session, name=body.name, role=parse_role(body.role), created_by=None, now=site.now())
+            token, raw = create_api_token(session, name=body.name, role=parse_role(body.role), created_by=None, now=site.wall_now())
             return CreatedToken(**_token_out(token), token=raw)
     except (AccountError, CredentialError) as exc:
         raise HTTPException(400, str(exc)) from None
@@ -252,7 +252,7 @@ def create_token(site: SiteDep, actor: OwnerToken, body: Annotated[NewToken, Bod
 def revoke_token(token_id: TokenId, site: SiteDep, actor: OwnerToken) -> TokenOut:
     try:
         with site.sessions.begin() as session:
-            return TokenOut(**_token_out(revoke_api_token(session, token_id, now=site.now())))
+            return TokenOut(**_token_out(revoke_api_token(session, token_id, now=site.wall_now())))
     except AccountError as exc:
         raise HTTPException(404, str(exc)) from None
 
