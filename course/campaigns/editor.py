@@ -37,7 +37,7 @@ MAX_BODY_CHARS = 50_000  # a long newsletter is 5,000 words; this is ten of them
 MAX_NAME_CHARS = 200
 MAX_SUBJECT_CHARS = 300
 MAX_PREHEADER_CHARS = 200
-EDITABLE = (CampaignStatus.DRAFT, CampaignStatus.SCHEDULED)
+EDITABLE = (CampaignStatus.DRAFT,)  # a scheduled campaign goes back to draft (unschedule) to be edited
 _LINE_BREAK = re.compile(r"[\r\n\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
 _CONTROL = re.compile(r"[\x00-\x08\x0e-\x1f\x7f]")  # NUL and friends: no database or mail wants them
 # HTML no email may carry. The renderer's sanitiser (nh3) would strip it anyway; refusing it here
@@ -166,22 +166,30 @@ def create_draft(session: Session, draft: Draft, *, author: int | None, now: dat
     return campaign
 
 
-def _editable(session: Session, campaign_id: int) -> Campaign:
-    """The campaign, locked for this transaction, if it may still be edited."""
+def _locked(session: Session, campaign_id: int) -> Campaign:
+    """The campaign, locked for this transaction."""
     campaign = session.scalars(select(Campaign).where(Campaign.id == campaign_id).with_for_update()).first()
     if campaign is None:
         raise CampaignMissing(f"no campaign with id {campaign_id}")
+    return campaign
+
+
+def _editable(session: Session, campaign_id: int) -> Campaign:
+    """The campaign, locked for this transaction, if it may be edited: a draft. A scheduled one is
+    unscheduled first, so an edit never changes what is about to go out behind the schedule's back."""
+    campaign = _locked(session, campaign_id)
+    if campaign.status == CampaignStatus.SCHEDULED:
+        raise EditError(f"campaign {campaign_id} is scheduled: unschedule it (back to draft) to edit it, then schedule it again")
     if campaign.status not in EDITABLE:
         raise EditError(
-            f"campaign {campaign_id} is {campaign.status}: only drafts and scheduled campaigns can be edited "
-            "(duplicate it to send a changed copy)"
+            f"campaign {campaign_id} is {campaign.status}: only drafts can be edited (duplicate it to send a changed copy)"
         )
     return campaign
 
 
 def update_draft(session: Session, campaign_id: int, draft: Draft, *, now: datetime) -> Campaign:
-    """Edit a draft or a scheduled campaign. A campaign whose fan-out began in between is refused:
-    the row lock makes the fan-out's status change and this edit happen one after the other."""
+    """Replace a draft's content with `draft`, whole. Anything else is refused (a scheduled
+    campaign is unscheduled first); the row lock orders this edit and a schedule or fan-out."""
     campaign = _editable(session, campaign_id)
     try:
         check_audience(session, draft.audience)
@@ -245,7 +253,9 @@ def schedule(session: Session, campaign_id: int, when: Schedule, *, now: datetim
        zone, the fan-out starting at the earliest of them (zones already past it get it at once).
        A time in the past is refused: for "local", past in every recipient's zone.
     The rows are written by the fan-out when send_at comes (course.campaigns.service.fan_out)."""
-    campaign = _editable(session, campaign_id)
+    campaign = _locked(session, campaign_id)
+    if campaign.status not in (CampaignStatus.DRAFT, CampaignStatus.SCHEDULED):
+        raise EditError(f"campaign {campaign_id} is {campaign.status}: only a draft or a scheduled campaign can be scheduled")
     audience = audience_of(campaign)
     try:
         course_id = check_audience(session, audience)
@@ -290,7 +300,9 @@ def schedule(session: Session, campaign_id: int, when: Schedule, *, now: datetim
 
 def unschedule(session: Session, campaign_id: int, *, now: datetime) -> None:
     """Back to draft, before its fan-out began."""
-    campaign = _editable(session, campaign_id)
+    campaign = _locked(session, campaign_id)
+    if campaign.status != CampaignStatus.SCHEDULED:
+        raise EditError(f"campaign {campaign_id} is {campaign.status}: only a scheduled campaign can be unscheduled")
     campaign.status = CampaignStatus.DRAFT
     campaign.updated_at = now
 

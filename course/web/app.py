@@ -172,6 +172,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> Response:
+        if request.url.path.startswith("/api/admin/"):
+            return admin.api.refused_input(exc)  # 400 with a message per field (README)
         if _is_api(request):
             return await request_validation_exception_handler(request, exc)
         return site.error_page(
