@@ -55,6 +55,10 @@
   }
 
   function show(progress) {
+    if (progress.total > 0) {  // the fan-out has written the rows: the numbers replace the wait
+      panel.querySelectorAll("[data-progress-waiting]").forEach(function (text) { text.hidden = true; });
+      panel.querySelectorAll("[data-progress-stats], [data-progress-meter]").forEach(function (part) { part.hidden = false; });
+    }
     panel.querySelectorAll("[data-progress]").forEach(function (cell) {
       var key = cell.getAttribute("data-progress");
       cell.textContent = key === "eta_seconds" ? duration(progress[key]) : number(progress[key]);
