@@ -14,6 +14,7 @@ from datetime import datetime
 from email.utils import getaddresses
 
 from sqlalchemy import func, or_, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from course.audience.enrollment import SubscriptionError, find_subscriber, normalize_email
@@ -154,15 +155,39 @@ def _apply(campaign: Campaign, draft: Draft, now: datetime) -> None:
     campaign.updated_at = now
 
 
-def create_draft(session: Session, draft: Draft, *, author: int | None, now: datetime) -> Campaign:
+class DraftExists(EditError):
+    """The form with this idempotency key created a draft already: `campaign_id`."""
+
+    def __init__(self, campaign_id: int) -> None:
+        super().__init__(f"this form already made campaign {campaign_id}")
+        self.campaign_id = campaign_id
+
+
+def create_draft(
+    session: Session, draft: Draft, *, author: int | None, now: datetime, create_key: str | None = None
+) -> Campaign:
+    """A new draft. `create_key`: the creating form's idempotency key; a second draft from the same
+    key is refused (DraftExists names the first), whether the first is committed or racing this one."""
     try:
         check_audience(session, draft.audience)
     except AudienceError as exc:
         raise EditError(str(exc), {"audience": str(exc).capitalize() + "."}) from None
-    campaign = Campaign(status=CampaignStatus.DRAFT, created_at=now, created_by=author, segment_tag=None)
+    if create_key:
+        existing = session.scalar(select(Campaign.id).where(Campaign.create_key == create_key))
+        if existing is not None:
+            raise DraftExists(existing)
+    campaign = Campaign(
+        status=CampaignStatus.DRAFT, created_at=now, created_by=author, segment_tag=None, create_key=create_key or None
+    )
     _apply(campaign, draft, now)
-    session.add(campaign)
-    session.flush()
+    try:
+        with session.begin_nested():
+            session.add(campaign)
+            session.flush()
+    except IntegrityError:
+        # The same form, sent twice at once: the other request's draft won the unique key.
+        existing = session.scalar(select(Campaign.id).where(Campaign.create_key == create_key))
+        raise DraftExists(existing or 0) from None
     return campaign
 
 

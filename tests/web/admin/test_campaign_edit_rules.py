@@ -104,3 +104,57 @@ def test_the_api_description_says_a_put_needs_every_field_and_refused_input_is_4
     assert "/api/admin/campaigns/{campaign_id}/unschedule" in described["paths"]
     admin_operations = [op for path, ops in described["paths"].items() if path.startswith("/api/admin/") for op in ops.values()]
     assert all("422" not in op["responses"] and "400" in op["responses"] for op in admin_operations)
+
+
+def test_save_and_count_redirects_and_a_resubmitted_create_form_makes_no_second_draft(
+    web_stack: WebStack, client: TestClient
+) -> None:
+    _readers(web_stack)
+    make_admin(web_stack.sessions, "editor@example.org", AdminRole.EDITOR, now=web_stack.clock.now())
+    sign_in(client, "editor@example.org")
+    form_page = client.get("/admin/campaigns/new").text
+    key = re.search(r'name="create_key" value="([^"]+)"', form_page)
+    assert key, "the create form carries an idempotency key"
+    form = {
+        "name": "March", "subject": "News", "preheader": "", "sender": "newsletter@example.org", "body_markdown": "Hello",
+        "tags_any": "readers", "action": "count", "create_key": key.group(1), "csrf_token": csrf_of(client, "/admin/campaigns/new"),
+    }  # fmt: skip
+    first = client.post("/admin/campaigns/new", data=form, follow_redirects=False)
+    assert first.status_code == 303  # post/redirect/get: a reload repeats the GET, not the POST
+    counted = client.get(first.headers["location"])
+    assert counted.status_code == 200 and "<strong>3</strong> subscribers would get this campaign now" in counted.text
+    again = client.post("/admin/campaigns/new", data=form, follow_redirects=False)  # the browser's "resend"
+    assert again.status_code == 303 and again.headers["location"].split("?")[0] == first.headers["location"].split("?")[0]
+    assert "already made" in client.get(again.headers["location"]).text
+    with web_stack.sessions() as session:
+        assert session.scalar(select(func.count()).select_from(Campaign)) == 1
+    # Another form (another key) is another draft.
+    other = {**form, "create_key": re.search(r'name="create_key" value="([^"]+)"', client.get("/admin/campaigns/new").text).group(1)}  # type: ignore[union-attr]
+    assert client.post("/admin/campaigns/new", data=other, follow_redirects=False).status_code == 303
+    with web_stack.sessions() as session:
+        assert session.scalar(select(func.count()).select_from(Campaign)) == 2
+
+
+def test_every_successful_campaign_form_post_answers_with_a_redirect(web_stack: WebStack, client: TestClient) -> None:
+    _readers(web_stack)
+    make_admin(web_stack.sessions, "editor@example.org", AdminRole.EDITOR, now=web_stack.clock.now())
+    sign_in(client, "editor@example.org")
+    api = _editor_api(web_stack, client)
+    campaign_id = api.post("/api/admin/campaigns", json=BODY).json()["id"]
+    token = csrf_of(client, "/admin/campaigns/new")
+    fields = {k: v for k, v in BODY.items() if k != "audience"} | {"tags_any": "readers", "csrf_token": token}
+    posts = [
+        (f"/admin/campaigns/{campaign_id}/edit", {**fields, "action": "save"}),
+        (f"/admin/campaigns/{campaign_id}/edit", {**fields, "action": "count"}),
+        (f"/admin/campaigns/{campaign_id}/test", {"test_address": "me@example.net", "preview_as": "", "csrf_token": token}),
+        (f"/admin/campaigns/{campaign_id}/schedule", {"mode": "now", "csrf_token": token}),
+        (f"/admin/campaigns/{campaign_id}/pause", {"csrf_token": token}),
+        (f"/admin/campaigns/{campaign_id}/resume", {"csrf_token": token}),
+        (f"/admin/campaigns/{campaign_id}/unschedule", {"csrf_token": token}),
+        (f"/admin/campaigns/{campaign_id}/duplicate", {"csrf_token": token}),
+    ]
+    for path, data in posts:
+        answer = client.post(path, data=data, follow_redirects=False)
+        assert answer.status_code == 303, (path, data.get("action"), answer.status_code)
+    copy_id = re.search(r"/admin/campaigns/(\d+)/edit", answer.headers["location"]).group(1)  # type: ignore[union-attr]
+    assert client.post(f"/admin/campaigns/{copy_id}/delete", data={"csrf_token": token}, follow_redirects=False).status_code == 303
