@@ -2,7 +2,8 @@
 // - copy buttons for secrets shown once;
 // - "Insert" buttons by the catalogue's guides in the composer: a Markdown link at the body's cursor;
 // - live progress on a campaign page: polls /admin/campaigns/<id>/progress.json every few seconds
-//   and updates the numbers in place, until the campaign is done or cancelled.
+//   and updates the numbers in place, until the campaign is done or cancelled; when its status
+//   changes (the fan-out came, it finished), the page is loaded again for the actions that apply.
 (function () {
   "use strict";
 
@@ -45,6 +46,7 @@
   var meter = panel.querySelector("[data-progress-meter]");
   var INTERVAL = 2000;
   var failures = 0;
+  var renderedStatus = badge ? badge.textContent.trim() : "";
 
   function number(value) { return Number(value).toLocaleString("en-GB"); }
   function duration(seconds) {
@@ -82,6 +84,12 @@
       })
       .then(function (progress) {
         failures = 0;
+        if (renderedStatus && progress.status !== renderedStatus) {
+          // Scheduled -> sending -> done changes what may be done (pause, cancel, back to draft):
+          // the page is a GET, so load it again rather than leave those actions stale.
+          window.location.reload();
+          return;
+        }
         show(progress);
         if (progress.final) {
           if (note) { note.textContent = "Finished: " + progress.status + "."; }
