@@ -138,6 +138,8 @@ def test_the_readme_admin_flow_on_the_demo_clock(make_run: tuple[str, Path, subp
         expect(page.locator(".notice-ok")).to_contain_text("Scheduled for 3 recipients")
         expect(page.locator('[data-progress="sent"]')).to_have_text("3", timeout=45_000)
         expect(page.locator("[data-progress-status] .badge")).to_have_text("done", timeout=15_000)
+        page.reload()  # for the actions of a finished campaign (the note says so)
+        expect(page.locator("button:has-text('Pause')")).to_have_count(0)
         page.screenshot(path=str(artefacts / "make-run-5-sent.png"), full_page=True)
         violations.extend(serious_axe_violations(page, "5-sent"))
         context.close()

@@ -3,7 +3,7 @@
 // - "Insert" buttons by the catalogue's guides in the composer: a Markdown link at the body's cursor;
 // - live progress on a campaign page: polls /admin/campaigns/<id>/progress.json every few seconds
 //   and updates the numbers in place, until the campaign is done or cancelled; when its status
-//   changes (the fan-out came, it finished), the page is loaded again for the actions that apply.
+//   changes (the fan-out came, it finished), the note says to reload for the actions that apply.
 (function () {
   "use strict";
 
@@ -84,18 +84,16 @@
       })
       .then(function (progress) {
         failures = 0;
-        if (renderedStatus && progress.status !== renderedStatus) {
-          // Scheduled -> sending -> done changes what may be done (pause, cancel, back to draft):
-          // the page is a GET, so load it again rather than leave those actions stale.
-          window.location.reload();
-          return;
-        }
         show(progress);
+        // Scheduled -> sending -> done changes what may be done (pause, cancel, back to draft):
+        // the numbers follow in place, and the note says the page's actions are from before.
+        var changed = renderedStatus && progress.status !== renderedStatus
+          ? " Its status changed since this page was loaded: reload it for the actions that apply now." : "";
         if (progress.final) {
-          if (note) { note.textContent = "Finished: " + progress.status + "."; }
+          if (note) { note.textContent = "Finished: " + progress.status + "." + changed; }
           return;
         }
-        if (note) { note.textContent = "Updated " + new Date().toLocaleTimeString("en-GB") + "."; }
+        if (note) { note.textContent = "Updated " + new Date().toLocaleTimeString("en-GB") + "." + changed; }
         window.setTimeout(poll, INTERVAL);
       })
       .catch(function () {

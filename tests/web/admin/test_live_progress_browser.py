@@ -75,5 +75,6 @@ def test_a_page_opened_while_scheduled_shows_the_progress_as_it_comes(live_stack
         expect(page.locator("[data-progress-waiting]")).to_be_hidden()
         expect(page.locator("[data-progress-stats]")).to_be_visible()
         expect(page.get_by_text("Not sent yet")).to_have_count(0)
+        expect(page.locator("[data-progress-note]")).to_contain_text("Finished: done. Its status changed")
         assert serious_axe_violations(page, "sent campaign") == []
         context.close()
