@@ -2,7 +2,15 @@
 parameter, and the I/O shells ask a Clock. Tests walk through days with a ManualClock; the demo runs
 the course calendar faster than the wall clock with a FastClock shared by every process through
 settings (clock_origin, clock_speed), and saved next to the demo's database so that commands run
-beside it read the same calendar."""
+beside it read the same calendar.
+
+Two sources, for two kinds of rule:
+- get_clock(settings): the course calendar (due times, lesson schedule, campaign scheduling and
+  progress). The demo runs it fast.
+- get_wall_clock(): real time, for security and abuse rules (admin sessions, sign-in throttles, TOTP
+  steps, token last-used, signed-link expiry, rate limits, proofs of work). Never fast: a session
+  that lasts 30 minutes lasts 30 real minutes under the demo too. Tests replace it with
+  set_wall_clock to walk past an expiry."""
 
 from __future__ import annotations
 
@@ -156,3 +164,18 @@ def set_clock(clock: Clock | None) -> None:
 
 def get_clock(settings: Settings) -> Clock:
     return _override or clock_from_settings(settings)
+
+
+_SYSTEM_CLOCK = SystemClock()
+_wall_override: Clock | None = None
+
+
+def set_wall_clock(clock: Clock | None) -> None:
+    """Replace the process-wide real-time source (tests only); None goes back to the system clock."""
+    global _wall_override
+    _wall_override = clock
+
+
+def get_wall_clock() -> Clock:
+    """Real time, for the rules that must not follow the course calendar (see the module's doc)."""
+    return _wall_override or _SYSTEM_CLOCK

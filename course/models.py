@@ -256,6 +256,10 @@ class Campaign(Base):
     created_by: Mapped[int | None] = mapped_column(Integer)  # admins.id (no FK: see migration 0006)
     updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     paused_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The idempotency key of the web form that created it: the same form sent twice makes one draft.
+    create_key: Mapped[str | None] = mapped_column(String(64))
+
+    __table_args__ = (Index("uq_campaigns_create_key", "create_key", unique=True),)
 
 
 class Delivery(Base):

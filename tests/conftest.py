@@ -17,7 +17,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from course import schema
-from course.clock import ManualClock, set_clock
+from course.clock import ManualClock, set_clock, set_wall_clock
 from course.db import make_engine
 from course.settings import Settings, get_settings
 from tests.support.services import (
@@ -102,8 +102,10 @@ def clock() -> Iterator[ManualClock]:
     """Thursday 5 March 2026, noon UTC: the US clocks go forward three days later."""
     manual = ManualClock(datetime(2026, 3, 5, 12, 0, tzinfo=timezone.utc))
     set_clock(manual)
+    set_wall_clock(manual)  # real time too: link expiry and rate limits walk with the test's days
     yield manual
     set_clock(None)
+    set_wall_clock(None)
 
 
 @pytest.fixture(autouse=True)

@@ -9,7 +9,7 @@ from functools import lru_cache
 from course.audience.signup_requests import BATCH_SIZE as SIGNUP_BATCH_SIZE
 from course.audience.signup_requests import SignupLimits, handle_signups
 from course.audience.subscriptions import SignupOutcome
-from course.clock import get_clock
+from course.clock import get_clock, get_wall_clock
 from course.db import session_factory
 from course.delivery.dispatch import DispatchReport, dispatch_due
 from course.delivery.journal import SendJournal, journal_from_settings
@@ -43,13 +43,13 @@ def sender() -> Sender:
     """The sender for this process: one session factory, renderer and provider connection, reused.
     Every delivery goes through the default provider until routing by provider is built."""
     settings = get_settings()
-    clock = get_clock(settings)  # one for the whole task, the links' time stamps included
+    clock = get_clock(settings)  # one for the whole task
     return Sender(
         settings,
         sessions=session_factory(settings),
         transport=shared_transport(settings, DEFAULT_PROVIDER),
         renderer=_renderer(),
-        signer=signer_from_settings(settings, clock=clock),
+        signer=signer_from_settings(settings),
         clock=clock,
         provider=DEFAULT_PROVIDER,
         journal=_journal(),
@@ -66,7 +66,10 @@ def _handle_queued_signups() -> Counter[SignupOutcome]:
     settings = get_settings()
     signups: Counter[SignupOutcome] = Counter()
     for _ in range(SIGNUP_BATCHES_PER_DISPATCH):
-        handled = handle_signups(session_factory(settings), limits=SignupLimits.from_settings(settings), now=get_clock(settings).now())
+        handled = handle_signups(
+            session_factory(settings), limits=SignupLimits.from_settings(settings),
+            now=get_clock(settings).now(), limits_now=get_wall_clock().now(),
+        )
         signups += handled
         if sum(handled.values()) < SIGNUP_BATCH_SIZE:
             break

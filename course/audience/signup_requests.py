@@ -163,8 +163,13 @@ def count_and_queue(
     )
 
 
-def handle_signups(sessions: sessionmaker[Session], *, limits: SignupLimits, now: datetime) -> Counter[SignupOutcome]:
-    """Handle up to BATCH_SIZE queued signups in one transaction; returns how many ended how."""
+def handle_signups(
+    sessions: sessionmaker[Session], *, limits: SignupLimits, now: datetime, limits_now: datetime | None = None
+) -> Counter[SignupOutcome]:
+    """Handle up to BATCH_SIZE queued signups in one transaction; returns how many ended how.
+    `now` is the course calendar (subscribers, enrollments, the confirmation's due time);
+    `limits_now` the real time the per-address limit and the hourly cap count in (default: now)."""
+    limits_now = limits_now or now
     outcomes: Counter[SignupOutcome] = Counter()
     with sessions.begin() as session:
         claimed = list(
@@ -178,9 +183,11 @@ def handle_signups(sessions: sessionmaker[Session], *, limits: SignupLimits, now
         )
         rest = claimed
         if claimed and session.get_bind().dialect.name == "postgresql":
-            rest = _handle_new_addresses(session, claimed, limits=limits, now=now, outcomes=outcomes)
+            rest = _handle_new_addresses(
+                session, claimed, limits=limits, now=now, limits_now=limits_now, outcomes=outcomes
+            )
         for request in rest:
-            outcomes[_handle(session, request, limits=limits, now=now)] += 1
+            outcomes[_handle(session, request, limits=limits, now=now, limits_now=limits_now)] += 1
     if outcomes[SignupOutcome.CAPPED]:
         log.warning(
             "%d signups got no confirmation mail: the cap of %d confirmation mails an hour was reached "
@@ -196,6 +203,7 @@ def _handle_new_addresses(
     *,
     limits: SignupLimits,
     now: datetime,
+    limits_now: datetime,
     outcomes: Counter[SignupOutcome],
 ) -> list[SignupRequest]:
     """The common case of a batch, set-based (PostgreSQL): signups of addresses nobody had, each
@@ -236,11 +244,11 @@ def _handle_new_addresses(
     fresh = [request for request in candidates if request.email.lower() in new_ids]
     if not fresh:
         return claimed
-    within_limit = _take_each_once(session, limits.per_address, [keys[request.id] for request in fresh], now=now)
+    within_limit = _take_each_once(session, limits.per_address, [keys[request.id] for request in fresh], now=limits_now)
     limited = [request for request, allowed in zip(fresh, within_limit, strict=True) if not allowed]
     passing = [request for request, allowed in zip(fresh, within_limit, strict=True) if allowed]
     within_cap = _take_many(session, limits.confirmations_per_hour, rate_limit_key(limits.secret, "all"),
-                            len(passing), now=now)
+                            len(passing), now=limits_now)
     capped = [request for request, allowed in zip(passing, within_cap, strict=True) if not allowed]
     confirming = [request for request, allowed in zip(passing, within_cap, strict=True) if allowed]
     enrollments: dict[int, int] = {}
@@ -324,7 +332,9 @@ def _take_many(session: Session, rule: RateLimit, key: str, count: int, *, now: 
     ]
 
 
-def _handle(session: Session, request: SignupRequest, *, limits: SignupLimits, now: datetime) -> SignupOutcome:
+def _handle(
+    session: Session, request: SignupRequest, *, limits: SignupLimits, now: datetime, limits_now: datetime
+) -> SignupOutcome:
     course = session.get(Course, request.course_id)
     request.handled_at = now
     if course is None:
@@ -338,6 +348,7 @@ def _handle(session: Session, request: SignupRequest, *, limits: SignupLimits, n
                     course,
                     details,
                     now=now,
+                    limits_now=limits_now,
                     address_limit=limits.per_address,
                     address_key=rate_limit_key(limits.secret, canonical_address(details.email)),
                     confirmation_cap=limits.confirmations_per_hour,

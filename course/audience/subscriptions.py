@@ -113,6 +113,7 @@ def sign_up(
     address_key: str,
     confirmation_cap: RateLimit | None = None,
     cap_key: str = "",
+    limits_now: datetime | None = None,
 ) -> tuple[SignupOutcome, Delivery | None]:
     """Handle one signup (a worker does, from the queue the web fills: course.audience.signup_requests).
     Returns what happened and the confirmation row it queued, if any.
@@ -125,16 +126,18 @@ def sign_up(
        used to flood someone's inbox; over the limit, nothing is sent.
     4. Enrolled already (active, paused or done): queue "already_enrolled" with a preferences link.
     5. Otherwise, within the site-wide cap of confirmation mails per hour (confirmation_cap), the
-       enrollment is (re)set to pending and "confirm" is queued."""
+       enrollment is (re)set to pending and "confirm" is queued.
+    The limits count in `limits_now` (real time; default `now`), the rest is on the course calendar."""
+    limits_now = limits_now or now
     subscriber = insert_pending_subscriber(session, details.email, timezone_name=details.timezone, now=now)
     if subscriber.status == SubscriberStatus.BOUNCED:
         return SignupOutcome.SUPPRESSED, None
-    if not take_rate_limit(session, address_limit, address_key, now=now):
+    if not take_rate_limit(session, address_limit, address_key, now=limits_now):
         return SignupOutcome.ADDRESS_LIMITED, None
     enrollment = find_enrollment(session, subscriber.id, course.id)
     if enrollment is not None and enrollment.status in CONFIRMED_ENROLLMENT_STATES:
         return SignupOutcome.ALREADY_ENROLLED_QUEUED, queue_account_mail(session, enrollment, "already_enrolled", now=now)
-    if confirmation_cap is not None and not take_rate_limit(session, confirmation_cap, cap_key, now=now):
+    if confirmation_cap is not None and not take_rate_limit(session, confirmation_cap, cap_key, now=limits_now):
         return SignupOutcome.CAPPED, None
     enrollment = enroll(session, subscriber, course, now=now, status=EnrollmentStatus.PENDING)
     return SignupOutcome.CONFIRMATION_QUEUED, queue_account_mail(session, enrollment, "confirm", now=now)

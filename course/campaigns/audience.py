@@ -86,7 +86,12 @@ class Audience:
         )
 
     def describe(self) -> str:
-        """One line for people: 'subscribers tagged bakers or rye, enrolled in x, not tagged y'."""
+        """One line for people: 'active subscribers tagged bakers or rye, enrolled in x, not tagged y'."""
+        narrowed = self.summary()
+        return "every active subscriber" if narrowed == "everyone" else "active subscribers " + narrowed
+
+    def summary(self) -> str:
+        """The short form for a list: 'tagged bakers or rye, enrolled in x, not tagged y', or 'everyone'."""
         parts = []
         if self.tags_any:
             parts.append("tagged " + " or ".join(self.tags_any))
@@ -99,7 +104,7 @@ class Audience:
                 parts.append(f"at lesson {self.min_lesson} or later")
         if self.exclude_tags:
             parts.append("not tagged " + " or ".join(self.exclude_tags))
-        return "every active subscriber" if not parts else "active subscribers " + ", ".join(parts)
+        return ", ".join(parts) if parts else "everyone"
 
 
 def _tag_list(raw: str | list[str] | tuple[str, ...], what: str) -> tuple[str, ...]:

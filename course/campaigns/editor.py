@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from email.utils import getaddresses
 
 from sqlalchemy import func, or_, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from course.audience.enrollment import SubscriptionError, find_subscriber, normalize_email
@@ -38,7 +39,7 @@ MAX_BODY_CHARS = 50_000  # a long newsletter is 5,000 words; this is ten of them
 MAX_NAME_CHARS = 200
 MAX_SUBJECT_CHARS = 300
 MAX_PREHEADER_CHARS = 200
-EDITABLE = (CampaignStatus.DRAFT, CampaignStatus.SCHEDULED)
+EDITABLE = (CampaignStatus.DRAFT,)  # a scheduled campaign goes back to draft (unschedule) to be edited
 _LINE_BREAK = re.compile(r"[\r\n\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
 _CONTROL = re.compile(r"[\x00-\x08\x0e-\x1f\x7f]")  # NUL and friends: no database or mail wants them
 # HTML no email may carry. The renderer's sanitiser (nh3) would strip it anyway; refusing it here
@@ -172,34 +173,66 @@ def _apply(campaign: Campaign, draft: Draft, now: datetime) -> None:
     campaign.updated_at = now
 
 
-def create_draft(session: Session, draft: Draft, *, author: int | None, now: datetime) -> Campaign:
+class DraftExists(EditError):
+    """The form with this idempotency key created a draft already: `campaign_id`."""
+
+    def __init__(self, campaign_id: int) -> None:
+        super().__init__(f"this form already made campaign {campaign_id}")
+        self.campaign_id = campaign_id
+
+
+def create_draft(
+    session: Session, draft: Draft, *, author: int | None, now: datetime, create_key: str | None = None
+) -> Campaign:
+    """A new draft. `create_key`: the creating form's idempotency key; a second draft from the same
+    key is refused (DraftExists names the first), whether the first is committed or racing this one."""
     try:
         check_audience(session, draft.audience)
     except AudienceError as exc:
         raise EditError(str(exc), {"audience": str(exc).capitalize() + "."}) from None
-    campaign = Campaign(status=CampaignStatus.DRAFT, created_at=now, created_by=author, segment_tag=None)
+    if create_key:
+        existing = session.scalar(select(Campaign.id).where(Campaign.create_key == create_key))
+        if existing is not None:
+            raise DraftExists(existing)
+    campaign = Campaign(
+        status=CampaignStatus.DRAFT, created_at=now, created_by=author, segment_tag=None, create_key=create_key or None
+    )
     _apply(campaign, draft, now)
-    session.add(campaign)
-    session.flush()
+    try:
+        with session.begin_nested():
+            session.add(campaign)
+            session.flush()
+    except IntegrityError:
+        # The same form, sent twice at once: the other request's draft won the unique key.
+        existing = session.scalar(select(Campaign.id).where(Campaign.create_key == create_key))
+        raise DraftExists(existing or 0) from None
+    return campaign
+
+
+def _locked(session: Session, campaign_id: int) -> Campaign:
+    """The campaign, locked for this transaction."""
+    campaign = session.scalars(select(Campaign).where(Campaign.id == campaign_id).with_for_update()).first()
+    if campaign is None:
+        raise CampaignMissing(f"no campaign with id {campaign_id}")
     return campaign
 
 
 def _editable(session: Session, campaign_id: int) -> Campaign:
-    """The campaign, locked for this transaction, if it may still be edited."""
-    campaign = session.scalars(select(Campaign).where(Campaign.id == campaign_id).with_for_update()).first()
-    if campaign is None:
-        raise CampaignMissing(f"no campaign with id {campaign_id}")
+    """The campaign, locked for this transaction, if it may be edited: a draft. A scheduled one is
+    unscheduled first, so an edit never changes what is about to go out behind the schedule's back."""
+    campaign = _locked(session, campaign_id)
+    if campaign.status == CampaignStatus.SCHEDULED:
+        raise EditError(f"campaign {campaign_id} is scheduled: unschedule it (back to draft) to edit it, then schedule it again")
     if campaign.status not in EDITABLE:
         raise EditError(
-            f"campaign {campaign_id} is {campaign.status}: only drafts and scheduled campaigns can be edited "
-            "(duplicate it to send a changed copy)"
+            f"campaign {campaign_id} is {campaign.status}: only drafts can be edited (duplicate it to send a changed copy)"
         )
     return campaign
 
 
 def update_draft(session: Session, campaign_id: int, draft: Draft, *, now: datetime) -> Campaign:
-    """Edit a draft or a scheduled campaign. A campaign whose fan-out began in between is refused:
-    the row lock makes the fan-out's status change and this edit happen one after the other."""
+    """Replace a draft's content with `draft`, whole. Anything else is refused (a scheduled
+    campaign is unscheduled first); the row lock orders this edit and a schedule or fan-out."""
     campaign = _editable(session, campaign_id)
     try:
         check_audience(session, draft.audience)
@@ -264,7 +297,9 @@ def plan_schedule(session: Session, campaign_id: int, when: Schedule, *, now: da
     3. The send time: now; a moment in a zone; or, for "local", the wall time in each recipient's
        zone, the fan-out starting at the earliest of them (zones already past it get it at once).
        A time in the past is refused: for "local", past in every recipient's zone."""
-    campaign = _editable(session, campaign_id)
+    campaign = _locked(session, campaign_id)
+    if campaign.status not in (CampaignStatus.DRAFT, CampaignStatus.SCHEDULED):
+        raise EditError(f"campaign {campaign_id} is {campaign.status}: only a draft or a scheduled campaign can be scheduled")
     audience = audience_of(campaign)
     try:
         course_id = check_audience(session, audience)
@@ -352,7 +387,9 @@ def describe_schedule(planned: Scheduled, when: Schedule, *, now: datetime) -> s
 
 def unschedule(session: Session, campaign_id: int, *, now: datetime) -> None:
     """Back to draft, before its fan-out began."""
-    campaign = _editable(session, campaign_id)
+    campaign = _locked(session, campaign_id)
+    if campaign.status != CampaignStatus.SCHEDULED:
+        raise EditError(f"campaign {campaign_id} is {campaign.status}: only a scheduled campaign can be unscheduled")
     campaign.status = CampaignStatus.DRAFT
     campaign.updated_at = now
 

@@ -24,7 +24,7 @@ from course.accounts.store import (
     reset_password,
     revoke_api_token,
 )
-from course.clock import SystemClock, get_clock
+from course.clock import get_wall_clock
 from course.db import transaction
 from course.settings import get_settings
 
@@ -64,7 +64,7 @@ def create_command(
         schema.upgrade()
         with transaction(settings) as session:
             admin, one_time = create_admin(
-                session, email=email, role=chosen_role, password=password, now=get_clock(settings).now()
+                session, email=email, role=chosen_role, password=password, now=get_wall_clock().now()
             )
             address, admin_role = admin.email, admin.role
     except (AccountError, CredentialError) as exc:
@@ -137,7 +137,7 @@ def token_create_command(
         chosen_role = parse_role(role)
         schema.upgrade()
         with transaction() as session:
-            token, raw = create_api_token(session, name=name, role=chosen_role, created_by=None, now=SystemClock().now())
+            token, raw = create_api_token(session, name=name, role=chosen_role, created_by=None, now=get_wall_clock().now())
             token_id, label, token_role = token.id, token.name, token.role
     except (AccountError, CredentialError) as exc:
         raise _fail(str(exc)) from None
@@ -171,7 +171,7 @@ def token_revoke_command(token_id: Annotated[int, typer.Argument(help="the token
     """Revoke an API token: requests with it get 401 from now on."""
     try:
         with transaction() as session:
-            token = revoke_api_token(session, token_id, now=SystemClock().now())
+            token = revoke_api_token(session, token_id, now=get_wall_clock().now())
             label = token.name
     except AccountError as exc:
         raise _fail(str(exc)) from None

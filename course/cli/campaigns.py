@@ -19,6 +19,7 @@ from course.campaigns.service import (
     schedule_campaign,
     tag_subscribers,
 )
+from course.campaigns.editor import audience_of
 from course.cli.errors import CommandError, clear_errors
 from course.clock import get_clock
 from course.db import transaction
@@ -87,11 +88,11 @@ def list_command() -> None:
     with transaction() as session:
         rows = campaign_counts(session)
         table = Table(title="campaigns")
-        # At 80 columns rich shrinks the widest columns first: the name and tag give way (ellipsis),
-        # never the id, the status, the counts or the send time.
-        for column in ("id", "name", "tag", "status", "send at (UTC)", "pending", "sent", "failed", "cancelled"):
+        # At 80 columns rich shrinks the widest columns first: the name and audience give way
+        # (ellipsis), never the id, the status, the counts or the send time.
+        for column in ("id", "name", "audience", "status", "send at (UTC)", "pending", "sent", "failed", "cancelled"):
             counts = column in {"id", "pending", "sent", "failed", "cancelled"}
-            shrinks = column in {"name", "tag"}
+            shrinks = column in {"name", "audience"}
             table.add_column(
                 column, justify="right" if counts else "left", no_wrap=not shrinks, overflow="ellipsis" if shrinks else "fold",
                 min_width=len(column) if not shrinks else 4,
@@ -102,7 +103,7 @@ def list_command() -> None:
             table.add_row(
                 str(campaign.id),
                 campaign.name,
-                campaign.segment_tag or "(all)",
+                audience_of(campaign).summary(),
                 campaign.status,
                 campaign.send_at.strftime("%Y-%m-%d %H:%M") if campaign.send_at else "",
                 str(waiting),

@@ -37,6 +37,7 @@ from course.clock import (
     continue_calendar,
     forget_demo_clock,
     get_clock,
+    get_wall_clock,
     load_demo_clock,
     save_demo_clock,
 )
@@ -191,7 +192,7 @@ def ensure_demo_admin() -> tuple[str, str | None]:
         if list_admins(session):
             existing = find_admin(session, DEMO_ADMIN)
             return (existing.email if existing else list_admins(session)[0].email), None
-        admin, one_time = create_admin(session, email=DEMO_ADMIN, role=AdminRole.OWNER, password=None, now=get_clock(settings).now())
+        admin, one_time = create_admin(session, email=DEMO_ADMIN, role=AdminRole.OWNER, password=None, now=get_wall_clock().now())
         return admin.email, one_time
 
 

@@ -98,11 +98,11 @@ class Composer:
     @classmethod
     def from_settings(cls, settings: Settings, *, renderer: Renderer | None = None, clock: Clock | None = None) -> Composer:
         """A composer signing with the settings' secret; pass the caller's renderer to share its
-        template environment, and its clock for the messages' Date and their links' time stamps."""
+        template environment, and its clock for the messages' Date (links are stamped in real time)."""
         return cls(
             settings,
             renderer=renderer or Renderer(settings.templates_dir, auto_reload=settings.template_reload),
-            signer=signer_from_settings(settings, clock=clock),
+            signer=signer_from_settings(settings),
             clock=clock or get_clock(settings),
         )
 

@@ -2,8 +2,8 @@
 
 Each purpose has its own salt, so a token made for one purpose is worthless for another, and all
 are signed with the settings' secret (itsdangerous, HMAC-SHA1 over a compact payload and a
-timestamp). The timestamp comes from the project's Clock, so tests and the fast demo calendar
-age links as they age everything else.
+timestamp). The timestamp is real time (clock.get_wall_clock): expiry is a security rule, so the
+demo's fast course calendar does not age links; tests move it with set_wall_clock.
 
 How long each purpose lives (settings; Signer.max_ages):
 - unsubscribe: for ever (a years-old email must still let its reader leave);
@@ -32,7 +32,7 @@ from itsdangerous import BadData, BadSignature, SignatureExpired, TimestampSigne
 from itsdangerous.encoding import base64_decode, base64_encode
 from itsdangerous.url_safe import URLSafeSerializerMixin
 
-from course.clock import Clock, get_clock
+from course.clock import get_wall_clock
 from course.settings import Settings
 
 # Ids in link payloads are database keys: BIGINT at most. Anything larger is not a link of ours
@@ -127,7 +127,7 @@ def is_canonical(token: str) -> bool:
 class Signer:
     secret: str
     base_url: str
-    # Where "now" comes from, in Unix seconds: the project's Clock (signer_from_settings).
+    # Where "now" comes from, in Unix seconds: real time (signer_from_settings).
     now: Callable[[], float] = time.time
     # How long a token of each purpose is valid, in seconds; a purpose not listed never expires.
     max_ages: Mapping[LinkPurpose, int] = field(default_factory=dict)
@@ -163,13 +163,13 @@ class Signer:
         return payload
 
 
-def signer_from_settings(settings: Settings, *, clock: Clock | None = None) -> Signer:
-    """`clock`: the caller's own (a sender's), asked per token; without one, the settings' clock is
-    looked up per token, so a test's ManualClock or the demo's fast clock applies. The lookup reads
-    the demo's clock file's time stamp: a stat() per link, too dear for a sender's four per email."""
+def signer_from_settings(settings: Settings) -> Signer:
+    """Links are stamped and their age checked in real time (get_wall_clock, asked per token): a
+    link's expiry is a security rule, not a date on the course calendar, so the demo's fast
+    calendar does not expire a confirmation link within a minute. A test's set_wall_clock applies."""
 
     def now() -> float:
-        return (clock or get_clock(settings)).now().timestamp()
+        return get_wall_clock().now().timestamp()
 
     return Signer(
         secret=settings.secret_key,

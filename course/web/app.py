@@ -183,6 +183,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> Response:
+        if request.url.path.startswith("/api/admin/"):
+            return admin.api.refused_input(exc)  # 400 with a message per field (README)
         if _is_api(request):
             # FastAPI's answer echoes each field's input; json_safe makes whatever that was (a
             # NaN, bytes) plain JSON, which the stock handler could not serialise (a 500).

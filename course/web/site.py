@@ -15,7 +15,7 @@ from jinja2 import Environment
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from course.clock import get_clock
+from course.clock import get_clock, get_wall_clock
 from course.delivery.links import MAX_ID, InvalidLink, LinkPurpose, Signer
 from course.delivery.render import Renderer, course_language
 from course.i18n import N_, gettext_callables, translate
@@ -96,8 +96,14 @@ class Site:
         return self.sessions(bind=self.autocommit) if self.autocommit is not None else self.sessions()
 
     def now(self) -> datetime:
-        # Asked per request, so a test's ManualClock or the demo's fast clock applies.
+        """The course calendar: for due times, schedules and campaign progress only. Asked per
+        request, so a test's ManualClock or the demo's fast clock applies."""
         return get_clock(self.settings).now()
+
+    def wall_now(self) -> datetime:
+        """Real time, for security rules (sessions, sign-in throttles, TOTP steps, token use, rate
+        limits, proofs of work): under the demo's fast calendar too."""
+        return get_wall_clock().now()
 
     @property
     def secure_cookies(self) -> bool:

@@ -105,7 +105,7 @@ def test_drafts_are_created_edited_duplicated_and_frozen_once_sending(db: sessio
     with db.begin() as session:
         schedule(session, campaign_id, Schedule("now"), now=NOW)
         fan_out(session, campaign_id, now=NOW)
-    with db.begin() as session, pytest.raises(EditError, match="is sending: only drafts and scheduled"):
+    with db.begin() as session, pytest.raises(EditError, match="is sending: only drafts can be edited"):
         update_draft(session, campaign_id, draft(subject="Changed while sending"), now=NOW)
     with db() as session:
         assert session.get(Campaign, campaign_id).subject == "What rose"  # type: ignore[union-attr]

@@ -269,7 +269,7 @@ def test_campaign_commands_tag_schedule_list_and_cancel(folder: Path) -> None:
     assert scheduled.stdout.strip() == "campaign 1 scheduled for 2030-01-06T09:00:00+01:00"
     listed = run_in(folder, "campaign", "list")
     assert listed.returncode == 0, listed.stderr
-    assert re.search(r"│\s+1 │ nov\s+│ readers │ scheduled │", listed.stdout), listed.stdout
+    assert re.search(r"│\s+1 │ nov\s+│ tagged readers │ scheduled │", listed.stdout), listed.stdout
     cancelled = run_in(folder, "campaign", "cancel", "1")
     assert cancelled.returncode == 0, cancelled.stderr
     assert cancelled.stdout.strip() == "campaign 1 cancelled (0 unsent deliveries cancelled)"
@@ -289,7 +289,7 @@ def test_campaign_commands_tag_schedule_list_and_cancel(folder: Path) -> None:
     assert_one_error_line(again, "campaign 1 is already cancelled")
     assert_one_error_line(nobody, "no subscriber with the address 'bob@example.org'")
     listed = run_in(folder, "campaign", "list")
-    assert re.search(r"│\s+1 │ nov\s+│ readers │ cancelled │", listed.stdout), listed.stdout
+    assert re.search(r"│\s+1 │ nov\s+│ tagged readers │ cancelled │", listed.stdout), listed.stdout
     assert " 2 │" not in listed.stdout  # the refused schedules stored nothing
     # At 80 columns (the runner's width here) the send time is shown whole, on one line.
     assert "2030-01-06 08:00" in listed.stdout, listed.stdout

@@ -10,7 +10,7 @@ from email.message import EmailMessage
 
 import pytest
 
-from course.clock import ManualClock
+from course.clock import ManualClock, set_wall_clock
 from course.content.blocks import Heading, Paragraph
 from course.content.lesson_body import LessonBody, LessonBodyError
 from course.delivery.compose import (
@@ -207,7 +207,11 @@ def test_a_composer_from_settings_signs_with_their_secret(composer: Composer) ->
     settings = Settings(secret_key="test-secret", base_url="https://courses.example.org", list_id_domain="course.test")
     built = Composer.from_settings(settings, clock=ManualClock(NOW))
     assert (built.signer.secret, built.signer.base_url) == (SIGNER.secret, SIGNER.base_url)
-    assert built.lesson(ANN, LESSON).message == composer.lesson(ANN, LESSON).message
+    set_wall_clock(ManualClock(NOW))  # links are stamped in real time (clock.get_wall_clock)
+    try:
+        assert built.lesson(ANN, LESSON).message == composer.lesson(ANN, LESSON).message
+    finally:
+        set_wall_clock(None)
 
 
 def test_a_newsletter_speaks_the_site_language() -> None:

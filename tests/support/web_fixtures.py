@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from course import schema
 from course.audience.signup_requests import SignupLimits, handle_signups
-from course.clock import ManualClock, set_clock
+from course.clock import ManualClock, set_clock, set_wall_clock
 from course.db import get_engine
 from course.delivery.dispatch import dispatch_due
 from course.audience.course_content import import_content
@@ -118,10 +118,14 @@ def prepare(settings: Settings, clock: ManualClock, smtp: RecordingSMTPServer) -
 
 @pytest.fixture
 def web_clock() -> Iterator[ManualClock]:
+    """The course calendar and real time both, so a test walks past a session's idle limit or a
+    link's expiry as it walks through days (tests of the two apart set their own)."""
     clock = ManualClock(START)
     set_clock(clock)
+    set_wall_clock(clock)
     yield clock
     set_clock(None)
+    set_wall_clock(None)
 
 
 @pytest.fixture

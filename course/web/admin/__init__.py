@@ -3,6 +3,8 @@ with the admin's own answers for "sign in first", "change your password first" a
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
@@ -18,9 +20,11 @@ def install(app: FastAPI) -> None:
     for module in (login, invitations, editor, campaigns, accounts, api):
         app.include_router(module.router)
 
+    _document_refused_input_as_400(app)
+
     @app.exception_handler(SignInRequired)
     async def sign_in_first(request: Request, exc: SignInRequired) -> Response:
-        return see_other(login_url(exc.next_path))
+        return see_other(login_url(exc.next_path, exc.notice))
 
     @app.exception_handler(PasswordChangeRequired)
     async def password_first(request: Request, exc: PasswordChangeRequired) -> Response:
@@ -29,3 +33,21 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(AdminPageError)
     async def admin_refusal(request: Request, exc: AdminPageError) -> Response:
         return error_page(request.app.state.site, request, exc)
+
+
+def _document_refused_input_as_400(app: FastAPI) -> None:
+    """The admin API answers input its schema refuses with 400 and a message per field
+    (api.refused_input), documented on every operation: drop FastAPI's own 422 from its description."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        described = app.openapi_schema is not None
+        schema = build()
+        if not described:
+            for path, operations in schema.get("paths", {}).items():
+                if path.startswith("/api/admin/"):
+                    for operation in operations.values():
+                        operation.get("responses", {}).pop("422", None)
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

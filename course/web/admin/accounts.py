@@ -35,7 +35,6 @@ from course.accounts.store import (
 )
 from course.accounts.credentials import verify_password
 from course.web.admin.times import zone_names
-from course.clock import SystemClock
 from course.models import Admin, AdminRole
 from course.web.admin.auth import Actor, AdminPageError, OwnerPage, SiteDep, ViewerPage, check_csrf
 from course.web.admin.views import admin_page, see_other
@@ -56,7 +55,7 @@ def _admins_page(site: Site, request: Request, actor: Actor, *, status: int = 20
         admins = list_admins(session)
         return admin_page(
             site, request, "admins.html", actor=actor, status=status, admins=admins, roles=ROLES,
-            invitations=pending_invitations(session), wall_now=SystemClock().now(),
+            invitations=pending_invitations(session), wall_now=site.wall_now(),
             invitation_hours=site.settings.admin_invitation_hours, sent=request.query_params.get("sent", ""),
             form=context.pop("form", {"email": "", "role": "editor"}), error=context.pop("error", ""), **context,
         )  # fmt: skip
@@ -86,7 +85,7 @@ def invitation_create(
         with site.sessions.begin() as session:
             invite_admin(
                 session, email=email[:320], role=parse_role(role), invited_by=actor.admin.admin_id if actor.admin else None,
-                valid_for=_valid_for(site), now=SystemClock().now(), due_at=site.now(),
+                valid_for=_valid_for(site), now=site.wall_now(), due_at=site.now(),
             )  # fmt: skip
     except (AccountError, CredentialError) as exc:
         return _admins_page(site, request, actor, status=422, error=str(exc), form={"email": email[:320], "role": role})
@@ -102,9 +101,9 @@ def invitation_change(
     try:
         with site.sessions.begin() as session:
             if change == "resend":
-                resend_invitation(session, invitation_id, valid_for=_valid_for(site), now=SystemClock().now(), due_at=site.now())
+                resend_invitation(session, invitation_id, valid_for=_valid_for(site), now=site.wall_now(), due_at=site.now())
             elif change == "revoke":
-                revoke_invitation(session, invitation_id, now=SystemClock().now())
+                revoke_invitation(session, invitation_id, now=site.wall_now())
             else:
                 raise AccountError(f"unknown change {change!r}")
     except AccountError as exc:
@@ -120,7 +119,7 @@ def _owner_change(site: Site, request: Request, actor: Actor, change: str, admin
             elif change in ("disable", "enable"):
                 if change == "disable" and actor.admin and actor.admin.admin_id == admin_id:
                     raise AccountError("you cannot disable your own account")
-                set_disabled(session, admin_id, disabled=change == "disable", now=site.now())
+                set_disabled(session, admin_id, disabled=change == "disable", now=site.wall_now())
             elif change == "reset-password":
                 admin, one_time = reset_password(session, admin_id)
                 email = admin.email
@@ -174,7 +173,7 @@ def token_create(
     try:
         with site.sessions.begin() as session:
             token, raw = create_api_token(
-                session, name=name, role=parse_role(role), created_by=actor.admin.admin_id if actor.admin else None, now=site.now()
+                session, name=name, role=parse_role(role), created_by=actor.admin.admin_id if actor.admin else None, now=site.wall_now()
             )
             label, token_role = token.name, token.role
     except (AccountError, CredentialError) as exc:
@@ -191,7 +190,7 @@ def token_revoke(token_id: int, request: Request, site: SiteDep, actor: OwnerPag
     check_csrf(site, request, csrf_token)
     try:
         with site.sessions.begin() as session:
-            revoke_api_token(session, token_id, now=site.now())
+            revoke_api_token(session, token_id, now=site.wall_now())
     except AccountError as exc:
         raise AdminPageError(404, "No such token", str(exc)) from None
     return see_other("/admin/tokens")
@@ -264,7 +263,7 @@ def second_factor_confirm(
         raise AdminPageError(400, "Start the setup again", "That setup page was open longer than 15 minutes.") from None
     try:
         with site.sessions.begin() as session:
-            codes = enable_totp(session, actor.admin.admin_id if actor.admin else 0, secret=secret, code=code[:20], now=site.now())
+            codes = enable_totp(session, actor.admin.admin_id if actor.admin else 0, secret=secret, code=code[:20], now=site.wall_now())
     except AccountError as exc:
         email = actor.admin.email if actor.admin else ""
         return admin_page(

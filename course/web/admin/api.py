@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Body, HTTPException, Path, Query
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
@@ -93,6 +94,17 @@ class CampaignIn(BaseModel):
     sender: str = Field(max_length=400, description="an address from COURSE_CAMPAIGN_SENDERS")
     body_markdown: str = Field(max_length=editor.MAX_BODY_CHARS, description="Markdown; some HTML allowed, sanitised")
     audience: AudienceIn = Field(default_factory=AudienceIn)
+
+
+class CampaignReplaceIn(BaseModel):
+    """What a PUT replaces: every field, the audience included (`{}` is everyone, said on purpose)."""
+
+    name: str = Field(max_length=editor.MAX_NAME_CHARS)
+    subject: str = Field(max_length=editor.MAX_SUBJECT_CHARS)
+    preheader: str = Field(max_length=editor.MAX_PREHEADER_CHARS)
+    sender: str = Field(max_length=400, description="an address from COURSE_CAMPAIGN_SENDERS")
+    body_markdown: str = Field(max_length=editor.MAX_BODY_CHARS, description="Markdown; some HTML allowed, sanitised")
+    audience: AudienceIn
 
 
 class CampaignDetailOut(CampaignOut):
@@ -240,7 +252,7 @@ def create_token(site: SiteDep, actor: OwnerToken, body: Annotated[NewToken, Bod
     """A new token with a role of its own; its value is in this answer only."""
     try:
         with site.sessions.begin() as session:
-            token, raw = create_api_token(session, name=body.name, role=parse_role(body.role), created_by=None, now=site.now())
+            token, raw = create_api_token(session, name=body.name, role=parse_role(body.role), created_by=None, now=site.wall_now())
             return CreatedToken(**_token_out(token), token=raw)
     except (AccountError, CredentialError) as exc:
         raise HTTPException(400, str(exc)) from None
@@ -252,7 +264,7 @@ def create_token(site: SiteDep, actor: OwnerToken, body: Annotated[NewToken, Bod
 def revoke_token(token_id: TokenId, site: SiteDep, actor: OwnerToken) -> TokenOut:
     try:
         with site.sessions.begin() as session:
-            return TokenOut(**_token_out(revoke_api_token(session, token_id, now=site.now())))
+            return TokenOut(**_token_out(revoke_api_token(session, token_id, now=site.wall_now())))
     except AccountError as exc:
         raise HTTPException(404, str(exc)) from None
 
@@ -267,6 +279,17 @@ _EDIT_ERRORS: dict[int | str, dict[str, object]] = {
 }
 
 
+def refused_input(exc: RequestValidationError) -> JSONResponse:
+    """The admin API's answer to a request its schema refuses (a missing field, a wrong type, a
+    value too long): 400 with a message per field, like every other refusal of input."""
+    fields: dict[str, str] = {}
+    for error in exc.errors():
+        location = [str(part) for part in error.get("loc", ()) if not isinstance(part, int)]
+        name = ".".join(location[1:]) if len(location) > 1 else "body"
+        fields.setdefault(name, "Missing: this field is required." if error.get("type") == "missing" else str(error.get("msg", "not valid")))
+    return JSONResponse({"detail": "refused input: " + "; ".join(f"{name}: {message}" for name, message in fields.items()), "fields": fields}, status_code=400)
+
+
 def _refused(exc: editor.EditError | AudienceError | ScheduleError) -> JSONResponse:
     if isinstance(exc, editor.CampaignMissing):
         return JSONResponse({"detail": str(exc), "fields": {}}, status_code=404)
@@ -276,7 +299,7 @@ def _refused(exc: editor.EditError | AudienceError | ScheduleError) -> JSONRespo
     return JSONResponse({"detail": str(exc), "fields": fields}, status_code=400)
 
 
-def _draft(site: SiteDep, body: CampaignIn) -> editor.Draft:
+def _draft(site: SiteDep, body: CampaignIn | CampaignReplaceIn) -> editor.Draft:
     a = body.audience
     audience = build_audience(
         tags_any=a.tags_any, tags_all=a.tags_all, course=a.course or "", course_stage=a.course_stage,
@@ -306,9 +329,10 @@ def create_campaign(site: SiteDep, actor: EditorToken, body: Annotated[CampaignI
 
 @router.put("/campaigns/{campaign_id}", response_model=CampaignDetailOut, responses=_EDIT_ERRORS)
 def update_campaign(
-    campaign_id: CampaignId, site: SiteDep, actor: EditorToken, body: Annotated[CampaignIn, Body()]
+    campaign_id: CampaignId, site: SiteDep, actor: EditorToken, body: Annotated[CampaignReplaceIn, Body()]
 ) -> CampaignDetailOut | JSONResponse:
-    """Replace a draft's or a scheduled campaign's content; refused (409) once it is sending."""
+    """Replace a draft's content, every field of it: a missing field is refused (400, per field).
+    A scheduled campaign is unscheduled first (else 409), as one that is sending or done (409)."""
     try:
         draft = _draft(site, body)
         with site.sessions.begin() as session:
@@ -377,6 +401,17 @@ def _state_change(site: SiteDep, campaign_id: int, change: str) -> CampaignDetai
                 editor.resume(session, campaign_id, now=site.now())
             else:
                 editor.cancel(session, campaign_id)
+    except editor.EditError as exc:
+        return _refused(exc)
+    return _detail(_summary(site, campaign_id))
+
+
+@router.post("/campaigns/{campaign_id}/unschedule", response_model=CampaignDetailOut, responses=_EDIT_ERRORS)
+def unschedule_campaign(campaign_id: CampaignId, site: SiteDep, actor: EditorToken) -> CampaignDetailOut | JSONResponse:
+    """Back to draft (before its fan-out began), so it can be edited; 409 if it is not scheduled."""
+    try:
+        with site.sessions.begin() as session:
+            editor.unschedule(session, campaign_id, now=site.now())
     except editor.EditError as exc:
         return _refused(exc)
     return _detail(_summary(site, campaign_id))

@@ -50,19 +50,23 @@ class AdminPageError(Exception):
 
 
 class SignInRequired(Exception):
-    """No usable session: go to the sign-in page, then back to `next_path`."""
+    """No usable session: go to the sign-in page, then back to `next_path`. `notice` says why on
+    that page: "ended" (the session timed out), "unsaved" (and a form sent meanwhile was not saved)."""
 
-    def __init__(self, next_path: str) -> None:
+    def __init__(self, next_path: str, *, notice: str = "") -> None:
         super().__init__(next_path)
         self.next_path = next_path
+        self.notice = notice
 
 
 class PasswordChangeRequired(Exception):
     pass
 
 
-def login_url(next_path: str) -> str:
-    return f"{LOGIN_PATH}?next={quote(next_path, safe='/')}" if next_path not in ("", "/admin", "/admin/") else LOGIN_PATH
+def login_url(next_path: str, notice: str = "") -> str:
+    query = [f"next={quote(next_path, safe='/')}"] if next_path not in ("", "/admin", "/admin/") else []
+    query += [f"notice={notice}"] if notice else []
+    return f"{LOGIN_PATH}?{'&'.join(query)}" if query else LOGIN_PATH
 
 
 def safe_next(raw: str | None) -> str:
@@ -102,10 +106,13 @@ class RequirePage:
     def __call__(self, request: Request, site: SiteDep) -> Actor:
         token = request.cookies.get(SESSION_COOKIE, "")
         with site.sessions.begin() as session:
-            admin = session_admin(session, token, limits=limits_of(site), now=site.now()) if token else None
+            admin = session_admin(session, token, limits=limits_of(site), now=site.wall_now()) if token else None
         if admin is None or admin.second_factor_pending:
             target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-            raise SignInRequired(target if request.method == "GET" else "")
+            posted = request.method not in ("GET", "HEAD")
+            # A form sent after the session ended is lost: say so, rather than a bare sign-in page.
+            notice = "unsaved" if posted else "ended" if token else ""
+            raise SignInRequired("" if posted else target, notice=notice)
         if admin.password_must_change and not self.allow_password_change:
             raise PasswordChangeRequired()
         if not role_allows(admin.role, self.role):
@@ -127,7 +134,7 @@ class RequireToken:
         role = None
         if credentials is not None and credentials.scheme.lower() == "bearer":
             with site.sessions.begin() as session:
-                role = token_role(session, credentials.credentials, now=site.now())
+                role = token_role(session, credentials.credentials, now=site.wall_now())
         if role is None:
             raise HTTPException(
                 401, "a valid API token is needed: Authorization: Bearer <token>", headers={"WWW-Authenticate": "Bearer"}

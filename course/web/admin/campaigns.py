@@ -30,6 +30,7 @@ def campaign_list(request: Request, site: SiteDep, actor: ViewerPage, status: st
             site, request, "campaigns.html", actor=actor, summaries=summaries, by_status=by_status,
             status_filter=chosen, statuses=[s.value for s in CampaignStatus], total=sum(by_status.values()),
             can_edit=actor.may(AdminRole.EDITOR), notice=_notice(request),
+            audiences={entry.campaign.id: audience_of(entry.campaign).summary() for entry in summaries},
         )  # fmt: skip
 
 

@@ -5,6 +5,7 @@ transaction, and answers with a page or a redirect to the campaign (with a notic
 
 from __future__ import annotations
 
+import secrets
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
@@ -46,6 +47,7 @@ NOTICES = {
     "resumed": "Resumed: the held messages are being sent, each once.",
     "cancelled": "Cancelled. Every message not yet sent is settled as cancelled.",
     "deleted": "Draft deleted.",
+    "exists": "This form had already made this draft (sent twice?): nothing new was made. Here it is.",
 }
 
 
@@ -125,22 +127,29 @@ def new_campaign(request: Request, site: SiteDep, actor: EditorPage) -> HTMLResp
     form = _form_of(None)
     senders = editor.parse_senders(site.settings.campaign_senders)
     form["sender"] = senders[0].email if senders else ""
+    # The form's idempotency key: whatever sends this form twice, it makes one draft.
+    form["create_key"] = secrets.token_urlsafe(24)
     return _compose_page(site, request, actor, campaign_id=None, form=form)
 
 
 def _save(
     site: Site, request: Request, actor: Actor, campaign_id: int | None, fields: dict[str, Any], action: str
 ) -> Response:
-    """Every submit saves the draft first ("Save", "Count recipients", "Save and schedule")."""
+    """Every submit saves the draft first ("Save", "Count recipients", "Save and schedule"), then
+    redirects (post/redirect/get: a reload repeats the GET, never the save)."""
     try:
         draft = _draft_from(site, fields)
         with site.sessions.begin() as session:
             if campaign_id is None:
-                campaign = editor.create_draft(session, draft, author=actor.admin.admin_id if actor.admin else None, now=site.now())
+                campaign = editor.create_draft(
+                    session, draft, author=actor.admin.admin_id if actor.admin else None, now=site.now(),
+                    create_key=fields.get("create_key") or None,
+                )  # fmt: skip
             else:
                 campaign = editor.update_draft(session, campaign_id, draft, now=site.now())
             saved_id = campaign.id
-            count = editor.audience_count(session, draft.audience) if action == "count" else None
+    except editor.DraftExists as exc:
+        return see_other(f"/admin/campaigns/{exc.campaign_id}/edit?notice=exists")
     except editor.CampaignMissing as exc:
         raise AdminPageError(404, "No such campaign", str(exc).capitalize() + ".") from None
     except editor.EditError as exc:
@@ -148,9 +157,7 @@ def _save(
             raise AdminPageError(409, "This campaign can no longer be edited", str(exc).capitalize() + ".") from None
         return _compose_page(site, request, actor, campaign_id=campaign_id, form=fields, errors=exc.fields, status=422)
     if action == "count":
-        return _compose_page(
-            site, request, actor, campaign_id=saved_id, form=fields, audience_count=count, notice="Draft saved.",
-        )  # fmt: skip
+        return see_other(f"/admin/campaigns/{saved_id}/edit?notice=saved&count=1")
     if action == "schedule":
         return see_other(f"/admin/campaigns/{saved_id}#schedule")
     return see_other(f"/admin/campaigns/{saved_id}/edit?notice=saved")
@@ -161,15 +168,19 @@ def create_campaign(
     request: Request, site: SiteDep, actor: EditorPage, name: TextField = "", subject: TextField = "",
     preheader: TextField = "", sender: TextField = "", body_markdown: TextField = "", tags_any: TextField = "",
     tags_all: TextField = "", course: TextField = "", course_stage: TextField = "any", min_lesson: TextField = "",
-    exclude_tags: TextField = "", action: TextField = "save", csrf_token: TextField = "",
+    exclude_tags: TextField = "", action: TextField = "save", create_key: TextField = "", csrf_token: TextField = "",
 ) -> Response:  # fmt: skip
     check_csrf(site, request, csrf_token)
     fields = _fields(name, subject, preheader, sender, body_markdown, tags_any, tags_all, course, course_stage, min_lesson, exclude_tags)
+    fields["create_key"] = create_key[:64]
     return _save(site, request, actor, None, fields, action)
 
 
 @router.get("/admin/campaigns/{campaign_id}/edit", response_class=HTMLResponse)
-def edit_campaign(campaign_id: int, request: Request, site: SiteDep, actor: EditorPage, notice: str = "") -> Response:
+def edit_campaign(
+    campaign_id: int, request: Request, site: SiteDep, actor: EditorPage, notice: str = "", count: str = ""
+) -> Response:
+    """The composer for a draft; `count=1` (after "Save and count recipients") adds how many it reaches now."""
     with site.sessions.begin() as session:
         campaign = session.get(Campaign, campaign_id)
         if campaign is None:
@@ -177,7 +188,15 @@ def edit_campaign(campaign_id: int, request: Request, site: SiteDep, actor: Edit
         if campaign.status not in editor.EDITABLE:
             return see_other(f"/admin/campaigns/{campaign_id}")
         form = _form_of(campaign)
-    return _compose_page(site, request, actor, campaign_id=campaign_id, form=form, notice=NOTICES.get(notice, ""))
+        audience_count = None
+        if count == "1":
+            try:
+                audience_count = editor.audience_count(session, editor.audience_of(campaign))
+            except editor.EditError:
+                audience_count = 0  # a tag or course gone since the save: it reaches nobody now
+    return _compose_page(
+        site, request, actor, campaign_id=campaign_id, form=form, notice=NOTICES.get(notice, ""), audience_count=audience_count
+    )
 
 
 @router.post("/admin/campaigns/{campaign_id}/edit", response_class=HTMLResponse)

@@ -11,7 +11,6 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, Response
 
 from course.accounts.store import AccountError, InvitationUnusable, accept_invitation, open_invitation, open_session
-from course.clock import SystemClock
 from course.delivery.links import MAX_ID, InvalidLink, LinkPurpose
 from course.web.admin.auth import AdminPageError, SiteDep, check_csrf
 from course.web.admin.views import admin_page, see_other, set_session_cookie
@@ -58,7 +57,7 @@ def invitation_page(token: str, request: Request, site: SiteDep) -> HTMLResponse
     invitation_id, nonce = _read_link(site, token)
     try:
         with site.sessions.begin() as session:
-            invitation = open_invitation(session, invitation_id, nonce, now=SystemClock().now())
+            invitation = open_invitation(session, invitation_id, nonce, now=site.wall_now())
             email, role = invitation.email, invitation.role
     except InvitationUnusable as exc:
         raise _unusable(exc) from None
@@ -73,11 +72,11 @@ def invitation_accept(
     invitation_id, nonce = _read_link(site, token)
     try:
         with site.sessions.begin() as session:
-            invitation = open_invitation(session, invitation_id, nonce, now=SystemClock().now())
+            invitation = open_invitation(session, invitation_id, nonce, now=site.wall_now())
             email, role = invitation.email, invitation.role
             if password != repeat_password:
                 raise AccountError("the two passwords are not the same")
-            admin = accept_invitation(session, invitation_id, nonce, password=password, now=SystemClock().now())
+            admin = accept_invitation(session, invitation_id, nonce, password=password, now=site.wall_now())
             # The session is timed like every sign-in's (login.py).
             session_token = open_session(session, admin.id, now=site.now())
     except InvitationUnusable as exc:

@@ -59,6 +59,13 @@ def _throttled(result: SignIn) -> AdminPageError:
     )
 
 
+# Why the sign-in page is shown instead of what was asked for (SignInRequired.notice).
+_NOTICES = {
+    "ended": "Your session ended. Sign in again to go on.",
+    "unsaved": "Your session ended before that form was sent, so nothing was saved. Sign in and send it again.",
+}
+
+
 def _login_form(site: Site, request: Request, *, next_path: str, email: str = "", error: str = "", status: int = 200) -> HTMLResponse:
     return admin_page(site, request, "login.html", actor=None, status=status, next_path=next_path, email=email, error=error)
 
@@ -70,14 +77,14 @@ def admin_home() -> Response:
 
 
 @router.get(LOGIN_PATH, response_class=HTMLResponse)
-def login_page(request: Request, site: SiteDep, next: str = "") -> Response:
+def login_page(request: Request, site: SiteDep, next: str = "", notice: str = "") -> Response:
     token = request.cookies.get(SESSION_COOKIE, "")
     if token:
         with site.sessions.begin() as session:
-            admin = session_admin(session, token, limits=limits_of(site), now=site.now())
+            admin = session_admin(session, token, limits=limits_of(site), now=site.wall_now())
         if admin is not None and not admin.second_factor_pending:
             return see_other(safe_next(next))
-    return _login_form(site, request, next_path=safe_next(next))
+    return _login_form(site, request, next_path=safe_next(next), error=_NOTICES.get(notice, ""))
 
 
 @router.post(LOGIN_PATH, response_class=HTMLResponse)
@@ -93,7 +100,7 @@ def login_submit(
     check_csrf(site, request, csrf_token)
     with site.sessions.begin() as session:
         result = sign_in(
-            session, email=email[:320], password=password, client_ip=_client_ip(request), limits=limits_of(site), now=site.now()
+            session, email=email[:320], password=password, client_ip=_client_ip(request), limits=limits_of(site), now=site.wall_now()
         )
         if result.session_token is not None:
             # The browser's zone (admin.js fills it in) becomes the admin's if they have none yet.
@@ -130,7 +137,7 @@ def code_submit(
             code=code[:40],
             client_ip=_client_ip(request),
             limits=limits_of(site),
-            now=site.now(),
+            now=site.wall_now(),
         )
     if result.outcome == SignInOutcome.THROTTLED:
         raise _throttled(result)

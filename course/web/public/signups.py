@@ -36,7 +36,7 @@ def ip_limit_allows(session: Session, site: Site, request: Request) -> bool:
     transaction and commits it whatever the outcome, so rejected and invalid attempts count too
     (over the limit it may roll back: the count is over the limit already)."""
     key = rate_limit_key(site.settings.secret_key, client_address(request))
-    return take_rate_limit(session, _ip_rule(site), key, now=site.now())
+    return take_rate_limit(session, _ip_rule(site), key, now=site.wall_now())
 
 
 def signs_up_in_one_statement(site: Site) -> bool:
@@ -56,7 +56,7 @@ def count_and_queue_in_one(site: Site, request: Request, course_id: int, details
     key = rate_limit_key(site.settings.secret_key, client_address(request))
     with site.autocommit.connect() as connection:
         return count_and_queue(
-            connection, ip_limit=_ip_rule(site), ip_key=key, course_id=course_id, details=details, now=site.now()
+            connection, ip_limit=_ip_rule(site), ip_key=key, course_id=course_id, details=details, now=site.wall_now()
         )
 
 
@@ -75,13 +75,13 @@ def register(session: Session, site: Site, course_id: int, details: SignupDetail
     """Queue the signup, in the caller's transaction: one INSERT, for a new, pending, enrolled or
     bounced address alike. The worker decides what, if anything, to send; whoever signs up sees the
     same answer, as fast."""
-    queue_signup(session, course_id, details, now=site.now())
+    queue_signup(session, course_id, details, now=site.wall_now())
 
 
 def proof_of_work_challenge(site: Site) -> dict[str, object] | None:
     """A fresh challenge for a signup form, or None when the site asks for none (the default)."""
     work = proof_of_work_from_settings(site.settings)
-    return work.challenge(now=site.now()) if work is not None else None
+    return work.challenge(now=site.wall_now()) if work is not None else None
 
 
 def proof_of_work_passes(session: Session, site: Site, answer: str) -> bool:
@@ -92,8 +92,8 @@ def proof_of_work_passes(session: Session, site: Site, answer: str) -> bool:
     work = proof_of_work_from_settings(site.settings)
     if work is None:
         return True
-    challenge = work.verify(answer, now=site.now())
+    challenge = work.verify(answer, now=site.wall_now())
     if challenge is None:
         return False
     spent = RateLimit("pow-spent", 1, 2 * CHALLENGE_LIFETIME)
-    return take_rate_limit(session, spent, rate_limit_key(site.settings.secret_key, challenge), now=site.now())
+    return take_rate_limit(session, spent, rate_limit_key(site.settings.secret_key, challenge), now=site.wall_now())

@@ -3,7 +3,8 @@
 // - copy buttons for secrets shown once;
 // - "Insert" buttons by the catalogue's guides in the composer: a Markdown link at the body's cursor;
 // - live progress on a campaign page: polls /admin/campaigns/<id>/progress.json every few seconds
-//   and updates the numbers in place, until the campaign is done or cancelled.
+//   and updates the numbers in place, until the campaign is done or cancelled; when its status
+//   changes (the fan-out came, it finished), the note says to reload for the actions that apply.
 (function () {
   "use strict";
 
@@ -52,6 +53,7 @@
   var meter = panel.querySelector("[data-progress-meter]");
   var INTERVAL = 2000;
   var failures = 0;
+  var renderedStatus = badge ? badge.textContent.trim() : "";
 
   function number(value) { return Number(value).toLocaleString("en-GB"); }
   function duration(seconds) {
@@ -62,6 +64,10 @@
   }
 
   function show(progress) {
+    if (progress.total > 0) {  // the fan-out has written the rows: the numbers replace the wait
+      panel.querySelectorAll("[data-progress-waiting]").forEach(function (text) { text.hidden = true; });
+      panel.querySelectorAll("[data-progress-stats], [data-progress-meter]").forEach(function (part) { part.hidden = false; });
+    }
     panel.querySelectorAll("[data-progress]").forEach(function (cell) {
       var key = cell.getAttribute("data-progress");
       cell.textContent = key === "eta_seconds" ? duration(progress[key]) : number(progress[key]);
@@ -86,11 +92,15 @@
       .then(function (progress) {
         failures = 0;
         show(progress);
+        // Scheduled -> sending -> done changes what may be done (pause, cancel, back to draft):
+        // the numbers follow in place, and the note says the page's actions are from before.
+        var changed = renderedStatus && progress.status !== renderedStatus
+          ? " Its status changed since this page was loaded: reload it for the actions that apply now." : "";
         if (progress.final) {
-          if (note) { note.textContent = "Finished: " + progress.status + "."; }
+          if (note) { note.textContent = "Finished: " + progress.status + "." + changed; }
           return;
         }
-        if (note) { note.textContent = "Updated " + new Date().toLocaleTimeString("en-GB") + "."; }
+        if (note) { note.textContent = "Updated " + new Date().toLocaleTimeString("en-GB") + "." + changed; }
         window.setTimeout(poll, INTERVAL);
       })
       .catch(function () {
