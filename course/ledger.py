@@ -63,6 +63,7 @@ from course.models import (
     UNSETTLED_DELIVERY_STATES,
     Campaign,
     CampaignStatus,
+    CampaignTestSend,
     Course,
     Delivery,
     DeliveryKind,
@@ -186,7 +187,9 @@ def add_campaign_test(
     session: Session, *, campaign_id: int, subscriber_id: int, address: str, now: datetime
 ) -> Delivery:
     """Queue a test send of a campaign, due now in the urgent class: composed as `subscriber_id`
-    gets it, sent to `address`. It has no campaign_id, so it is in no count of the campaign."""
+    gets it, sent to `address`. It has no campaign_id, so it is in no count of the campaign. The
+    campaign's content as it is now is copied beside the row (campaign_test_sends): the test shows
+    what was asked for, whatever is saved before it goes out."""
     row = Delivery(
         subscriber_id=subscriber_id,
         kind=DeliveryKind.CAMPAIGN_TEST,
@@ -200,6 +203,17 @@ def add_campaign_test(
     )
     session.add(row)
     session.flush()
+    content = (CampaignTestSend.name, CampaignTestSend.subject, CampaignTestSend.preheader,
+               CampaignTestSend.body_markdown, CampaignTestSend.sender_name, CampaignTestSend.sender_email)
+    session.execute(
+        insert(CampaignTestSend).from_select(
+            [CampaignTestSend.delivery_id, *content],
+            select(
+                literal(row.id, BigInteger), Campaign.name, Campaign.subject, func.coalesce(Campaign.preheader, ""),
+                Campaign.body_markdown, Campaign.sender_name, Campaign.sender_email,
+            ).where(Campaign.id == campaign_id),
+        )
+    )
     return row
 
 
@@ -533,6 +547,8 @@ class Batch:
     courses: dict[int, CourseHeader] = field(default_factory=dict)
     lessons: dict[int, LessonContent] = field(default_factory=dict)
     campaigns: dict[int, CampaignContent] = field(default_factory=dict)
+    # Test sends by delivery id: the campaign as it was when each test was asked for.
+    campaign_tests: dict[int, CampaignContent] = field(default_factory=dict)
 
 
 def _ids_among(session: Session, column: Any, ids: Sequence[int]) -> ColumnElement[bool]:
@@ -616,6 +632,19 @@ def _batch_of(session: Session, rows: Sequence[Any]) -> Batch:
                 c.preheader or "",
             )
             for c in session.scalars(select(Campaign).where(Campaign.id.in_(campaign_ids)))
+        }
+    test_ids = [job.delivery_id for job in batch.jobs if job.test_campaign_id is not None]
+    if test_ids:
+        batch.campaign_tests = {
+            delivery_id: CampaignContent(
+                campaign_id, snapshot.name, snapshot.subject, snapshot.body_markdown,
+                snapshot.sender_name, snapshot.sender_email, False, snapshot.preheader,
+            )
+            for snapshot, delivery_id, campaign_id in session.execute(
+                select(CampaignTestSend, Delivery.id, Delivery.test_campaign_id)
+                .join(Delivery, Delivery.id == CampaignTestSend.delivery_id)
+                .where(CampaignTestSend.delivery_id.in_(test_ids))
+            )
         }
     return batch
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from course.clock import Clock, get_clock
-from course.delivery.links import LinkPurpose, Signer, signer_from_settings
+from course.delivery.links import TEST_MAIL_PATHS, LinkPurpose, Signer, signer_from_settings
 from course.delivery.mime import OutgoingMessage, build_message
 from course.delivery.render import RenderedEmail, Renderer, Template, greeting_for
 from course.i18n import DEFAULT_LANGUAGE, translate
@@ -111,8 +111,12 @@ class Composer:
             return self.lesson(recipient, batch.lessons[job.lesson_id], templates)
         if job.kind == DeliveryKind.CAMPAIGN and job.campaign_id is not None and job.campaign_id in batch.campaigns:
             return self.campaign(recipient, batch.campaigns[job.campaign_id], templates)
-        if job.kind == DeliveryKind.CAMPAIGN_TEST and job.test_campaign_id in batch.campaigns and job.test_address:
-            return self.campaign_test(recipient, batch.campaigns[job.test_campaign_id], job.test_address)
+        if job.kind == DeliveryKind.CAMPAIGN_TEST and job.test_address:
+            # The content as it was when the test was asked for; a row queued before those were kept
+            # (migration 0011) shows the campaign as it is now.
+            shown = batch.campaign_tests.get(job.delivery_id) or batch.campaigns.get(job.test_campaign_id or 0)
+            if shown is not None:
+                return self.campaign_test(recipient, shown, job.test_address)
         if (
             job.kind == DeliveryKind.TRANSACTIONAL
             and job.template in TRANSACTIONAL_MAIL
@@ -176,10 +180,29 @@ class Composer:
         )
 
     def campaign_test(self, recipient: Recipient, campaign: CampaignContent, address: str) -> ComposedEmail:
-        """A test send: the campaign exactly as `recipient` gets it (their name, their links), to
-        `address`, its subject marked "[Test]"."""
-        marked = replace(campaign, subject=f"[Test] {campaign.subject}")
-        composed = self.campaign(recipient, marked)
+        """A test send: the campaign as `recipient` gets it (their name), to `address`, its subject
+        marked "[Test]". Its preference and unsubscribe links, List-Unsubscribe included, lead to
+        pages that say what the link does in the real mail and act on nobody (the footer says so);
+        its view link shows the test as it was sent."""
+        template = self.renderer.campaign_template(
+            subject=f"[Test] {campaign.subject}",
+            body_markdown=campaign.body_markdown,
+            sender_name=campaign.sender_name,
+            preheader=campaign.preheader,
+            language=self.settings.site_language,
+            test_send=True,
+        )
+        base_url = self.settings.base_url.rstrip("/")
+        composed = self._compose(
+            recipient,
+            template,
+            sender=(campaign.sender_name, campaign.sender_email),
+            list_id=f"{campaign.sender_name} <newsletter.{self.settings.list_id_domain}>",
+            unsubscribe_url=base_url + TEST_MAIL_PATHS[LinkPurpose.UNSUBSCRIBE],
+            preferences_url=base_url + TEST_MAIL_PATHS[LinkPurpose.PREFERENCES],
+            unsubscribe_mailto="",  # a mail to it would act on the tester's address: none in a test
+            language=self.settings.site_language,
+        )
         return replace(composed, message=replace(composed.message, recipient_address=address))
 
     def account_mail(
@@ -222,14 +245,20 @@ class Composer:
         unsubscribe_url: str,
         action_url: str | None = None,
         account_links_to: str | None = None,
+        preferences_url: str | None = None,
+        unsubscribe_mailto: str | None = None,
         language: str = DEFAULT_LANGUAGE,
     ) -> ComposedEmail:
         """`account_links_to`: for a copy anyone may hold (the view-in-browser page), the URL the
-        preferences and unsubscribe links lead to instead of the reader's signed ones."""
+        preferences and unsubscribe links lead to instead of the reader's signed ones.
+        `preferences_url`, `unsubscribe_mailto`: instead of the reader's signed link and the
+        settings' address (a test send's)."""
         values = {
             "greeting": greeting_for(recipient.name, language),
             "view_url": self.signer.url(LinkPurpose.VIEW, recipient.delivery_id),
-            "preferences_url": account_links_to or self.signer.url(LinkPurpose.PREFERENCES, recipient.subscriber_id),
+            "preferences_url": account_links_to
+            or preferences_url
+            or self.signer.url(LinkPurpose.PREFERENCES, recipient.subscriber_id),
             "unsubscribe_url": account_links_to or unsubscribe_url,
         }
         if action_url is not None:
@@ -250,7 +279,7 @@ class Composer:
                 date=self.clock.now(),
                 list_id=list_id,
                 unsubscribe_url=unsubscribe_url,
-                unsubscribe_mailto=self.settings.unsubscribe_mailto,
+                unsubscribe_mailto=self.settings.unsubscribe_mailto if unsubscribe_mailto is None else unsubscribe_mailto,
             ),
         )
 

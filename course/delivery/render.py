@@ -210,15 +210,24 @@ class Renderer:
         )
 
     def campaign_template(
-        self, *, subject: str, body_markdown: str, sender_name: str, preheader: str = "", language: str = DEFAULT_LANGUAGE
+        self,
+        *,
+        subject: str,
+        body_markdown: str,
+        sender_name: str,
+        preheader: str = "",
+        language: str = DEFAULT_LANGUAGE,
+        test_send: bool = False,
     ) -> Template:
-        """A newsletter belongs to no course: its frame is in ``language`` (the site's)."""
+        """A newsletter belongs to no course: its frame is in ``language`` (the site's). A test send's
+        footer says that its account links change nothing."""
         return self._render_pair(
             "campaign",
             subject,
             {
                 "sender_name": sender_name,
                 "preheader": preheader,
+                "test_send": test_send,
                 "body_html": campaign_html(body_markdown),
                 "body_text": campaign_text(body_markdown),
             },
