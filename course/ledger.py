@@ -72,6 +72,7 @@ from course.models import (
     Enrollment,
     EnrollmentStatus,
     Lesson,
+    SignupRequest,
     Subscriber,
     SubscriberStatus,
     UTCDateTime,
@@ -549,6 +550,9 @@ class Batch:
     campaigns: dict[int, CampaignContent] = field(default_factory=dict)
     # Test sends by delivery id: the campaign as it was when each test was asked for.
     campaign_tests: dict[int, CampaignContent] = field(default_factory=dict)
+    # Confirmation mails to a subscriber not yet confirmed, by delivery id: the name typed with the
+    # signup each confirms (the subscriber's row takes it only when the link is followed).
+    signup_names: dict[int, str] = field(default_factory=dict)
 
 
 def _ids_among(session: Session, column: Any, ids: Sequence[int]) -> ColumnElement[bool]:
@@ -633,6 +637,18 @@ def _batch_of(session: Session, rows: Sequence[Any]) -> Batch:
             )
             for c in session.scalars(select(Campaign).where(Campaign.id.in_(campaign_ids)))
         }
+    unconfirmed = [
+        job.delivery_id for job in batch.jobs
+        if job.kind == DeliveryKind.TRANSACTIONAL and job.subscriber_status != SubscriberStatus.ACTIVE
+    ]
+    if unconfirmed:
+        batch.signup_names = dict(
+            session.execute(
+                select(SignupRequest.confirm_delivery_id, SignupRequest.name).where(
+                    SignupRequest.confirm_delivery_id.in_(unconfirmed), SignupRequest.name != ""
+                )
+            ).tuples().all()
+        )
     test_ids = [job.delivery_id for job in batch.jobs if job.test_campaign_id is not None]
     if test_ids:
         batch.campaign_tests = {

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
+from course.audience.enrollment import name_to_greet
 from course.clock import Clock, get_clock
 from course.delivery.links import TEST_MAIL_PATHS, LinkPurpose, Signer, signer_from_settings
 from course.delivery.mime import OutgoingMessage, build_message
@@ -49,13 +50,19 @@ class Recipient:
     subscriber_id: int
     name: str
     email: str
+    # False for an address not yet confirmed: its name, typed by whoever filled in the form, is in
+    # the greeting (one word of letters at most) but not in To:.
+    confirmed: bool = True
 
     @classmethod
-    def of_job(cls, job: DeliveryJob) -> Recipient:
-        # A name is shown only once its owner confirmed it: a pending signup's name was typed by
-        # whoever filled in the form, so mail to an unconfirmed address greets no one.
-        name = job.name if job.subscriber_status == SubscriberStatus.ACTIVE else ""
-        return cls(job.delivery_id, job.subscriber_id, name, job.email)
+    def of_job(cls, job: DeliveryJob, batch: Batch | None = None) -> Recipient:
+        # A subscriber not yet confirmed has no name of its own: a confirmation greets by the name
+        # typed with the signup it confirms. Every name is shown only if it reads as a name
+        # (Composer._compose), so a link typed as a "first name" greets no one.
+        if job.subscriber_status == SubscriberStatus.ACTIVE:
+            return cls(job.delivery_id, job.subscriber_id, job.name, job.email)
+        name = batch.signup_names.get(job.delivery_id, "") if batch is not None else ""
+        return cls(job.delivery_id, job.subscriber_id, name, job.email, confirmed=False)
 
     @classmethod
     def of_subscriber(cls, subscriber: Subscriber, *, delivery_id: int) -> Recipient:
@@ -106,7 +113,7 @@ class Composer:
 
     def delivery(self, job: DeliveryJob, batch: Batch, templates: TemplateCache | None = None) -> ComposedEmail:
         """The email a taken-over delivery becomes, from the content its batch read."""
-        recipient = Recipient.of_job(job)
+        recipient = Recipient.of_job(job, batch)
         if job.kind == DeliveryKind.LESSON and job.lesson_id is not None and job.lesson_id in batch.lessons:
             return self.lesson(recipient, batch.lessons[job.lesson_id], templates)
         if job.kind == DeliveryKind.CAMPAIGN and job.campaign_id is not None and job.campaign_id in batch.campaigns:
@@ -253,8 +260,11 @@ class Composer:
         preferences and unsubscribe links lead to instead of the reader's signed ones.
         `preferences_url`, `unsubscribe_mailto`: instead of the reader's signed link and the
         settings' address (a test send's)."""
+        # Only a name that reads as one, without bidirectional controls: stored names predate the
+        # check at signup (course.audience.enrollment.accepted_name).
+        name = name_to_greet(recipient.name)
         values = {
-            "greeting": greeting_for(recipient.name, language),
+            "greeting": greeting_for(name, language),
             "view_url": self.signer.url(LinkPurpose.VIEW, recipient.delivery_id),
             "preferences_url": account_links_to
             or preferences_url
@@ -270,7 +280,7 @@ class Composer:
             message=OutgoingMessage(
                 sender_name=sender[0],
                 sender_address=sender[1],
-                recipient_name=recipient.name,
+                recipient_name=name if recipient.confirmed else "",
                 recipient_address=recipient.email,
                 subject=email.subject,
                 text=email.text,
