@@ -6,14 +6,14 @@ from __future__ import annotations
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
-from course.web.admin import accounts, api, campaigns, editor, login
+from course.web.admin import accounts, api, campaigns, courses, editor, login
 from course.web.admin.auth import PASSWORD_PATH, AdminPageError, PasswordChangeRequired, SignInRequired, login_url
 from course.web.admin.views import error_page, see_other
 
 
 def install(app: FastAPI) -> None:
     # editor before campaigns: /admin/campaigns/new must not reach /admin/campaigns/{campaign_id}.
-    for module in (login, editor, campaigns, accounts, api):
+    for module in (login, editor, campaigns, courses, accounts, api):
         app.include_router(module.router)
 
     @app.exception_handler(SignInRequired)
