@@ -72,7 +72,7 @@ _ENCODED_WORD_START = re.compile(r"=\s*\?")
 # reorder the text shown after it, such as a right-to-left override turning what follows around.
 _BIDI_CONTROLS = re.compile("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
-NOT_A_NAME = "Please enter just your first name (letters only: no links, addresses or numbers), or leave it empty."
+NOT_A_NAME = "Please enter just your first name (no links, addresses or symbols), or leave it empty."
 
 
 def clean_name(raw: str) -> str:
@@ -92,16 +92,17 @@ MAX_NAME_WORD_LENGTH = 40
 
 def is_a_name(cleaned: str) -> bool:
     """Whether a cleaned name reads as a person's name, to greet someone by: letters (of any
-    script) and their marks in a few words, a name's apostrophes, hyphens and dots, and nothing a
-    link, an address or a message is made of ("https://evil.example/claim", "ann@example.org",
-    "evil.example", digits, symbols). A dot ends a word ("J. R."): one inside a word is a domain's."""
+    script), their marks and digits ("Reader 3") in a few words, a name's apostrophes, hyphens and
+    dots, and nothing a link, an address or a message is made of ("https://evil.example/claim",
+    "ann@example.org", "evil.example", symbols, markup). The first word, the one a greeting uses,
+    has a letter. A dot ends a word ("J. R."): one inside a word is a domain's."""
     words = cleaned.split()
     if not words or len(words) > 5 or any(len(word) > MAX_NAME_WORD_LENGTH for word in words):
         return False
+    if not any(unicodedata.category(ch)[0] == "L" for ch in words[0]):
+        return False
     for word in words:
-        if not any(unicodedata.category(ch)[0] == "L" for ch in word):
-            return False
-        if any(unicodedata.category(ch)[0] not in "LM" and ch not in _NAME_MARKS for ch in word):
+        if any(unicodedata.category(ch)[0] not in "LM" and unicodedata.category(ch) != "Nd" and ch not in _NAME_MARKS for ch in word):
             return False
         if "." in word.rstrip("."):
             return False
@@ -143,7 +144,7 @@ def get_or_create_subscriber(
     if subscriber is None:
         subscriber = Subscriber(
             email=address,
-            name=accepted_name(name),
+            name=name_to_greet(name),  # callers taking a name from a person check it first (accepted_name)
             timezone=zone.key,
             status=status,
             created_at=now,
