@@ -67,6 +67,7 @@ from course.models import (
     AdminInvitation,
     Campaign,
     CampaignStatus,
+    CampaignTestSend,
     Course,
     Delivery,
     DeliveryKind,
@@ -75,6 +76,7 @@ from course.models import (
     Enrollment,
     EnrollmentStatus,
     Lesson,
+    SignupRequest,
     Subscriber,
     SubscriberStatus,
     UTCDateTime,
@@ -190,7 +192,9 @@ def add_campaign_test(
     session: Session, *, campaign_id: int, subscriber_id: int, address: str, now: datetime
 ) -> Delivery:
     """Queue a test send of a campaign, due now in the urgent class: composed as `subscriber_id`
-    gets it, sent to `address`. It has no campaign_id, so it is in no count of the campaign."""
+    gets it, sent to `address`. It has no campaign_id, so it is in no count of the campaign. The
+    campaign's content as it is now is copied beside the row (campaign_test_sends): the test shows
+    what was asked for, whatever is saved before it goes out."""
     row = Delivery(
         subscriber_id=subscriber_id,
         kind=DeliveryKind.CAMPAIGN_TEST,
@@ -204,6 +208,17 @@ def add_campaign_test(
     )
     session.add(row)
     session.flush()
+    content = (CampaignTestSend.name, CampaignTestSend.subject, CampaignTestSend.preheader,
+               CampaignTestSend.body_markdown, CampaignTestSend.sender_name, CampaignTestSend.sender_email)
+    session.execute(
+        insert(CampaignTestSend).from_select(
+            [CampaignTestSend.delivery_id, *content],
+            select(
+                literal(row.id, BigInteger), Campaign.name, Campaign.subject, func.coalesce(Campaign.preheader, ""),
+                Campaign.body_markdown, Campaign.sender_name, Campaign.sender_email,
+            ).where(Campaign.id == campaign_id),
+        )
+    )
     return row
 
 
@@ -578,6 +593,11 @@ class Batch:
     courses: dict[int, CourseHeader] = field(default_factory=dict)
     lessons: dict[int, LessonContent] = field(default_factory=dict)
     campaigns: dict[int, CampaignContent] = field(default_factory=dict)
+    # Test sends by delivery id: the campaign as it was when each test was asked for.
+    campaign_tests: dict[int, CampaignContent] = field(default_factory=dict)
+    # Confirmation mails to a subscriber not yet confirmed, by delivery id: the name typed with the
+    # signup each confirms (the subscriber's row takes it only when the link is followed).
+    signup_names: dict[int, str] = field(default_factory=dict)
     invitations: dict[int, InvitationContent] = field(default_factory=dict)
     # (course id, subscriber id) -> the position of the last lesson sent to them in that course,
     # for the campaigns whose text names `lesson_number`.
@@ -668,6 +688,31 @@ def _batch_of(session: Session, rows: Sequence[Any]) -> Batch:
                 i.id, i.email, i.role, i.link_nonce, i.expires_at, i.accepted_at is None and i.revoked_at is None
             )
             for i in session.scalars(select(AdminInvitation).where(AdminInvitation.id.in_(invitation_ids)))
+        }
+    unconfirmed = [
+        job.delivery_id for job in batch.jobs
+        if job.kind == DeliveryKind.TRANSACTIONAL and job.subscriber_status != SubscriberStatus.ACTIVE
+    ]
+    if unconfirmed:
+        batch.signup_names = dict(
+            session.execute(
+                select(SignupRequest.confirm_delivery_id, SignupRequest.name).where(
+                    SignupRequest.confirm_delivery_id.in_(unconfirmed), SignupRequest.name != ""
+                )
+            ).tuples().all()
+        )
+    test_ids = [job.delivery_id for job in batch.jobs if job.test_campaign_id is not None]
+    if test_ids:
+        batch.campaign_tests = {
+            delivery_id: CampaignContent(
+                campaign_id, snapshot.name, snapshot.subject, snapshot.body_markdown,
+                snapshot.sender_name, snapshot.sender_email, False, snapshot.preheader,
+            )
+            for snapshot, delivery_id, campaign_id in session.execute(
+                select(CampaignTestSend, Delivery.id, Delivery.test_campaign_id)
+                .join(Delivery, Delivery.id == CampaignTestSend.delivery_id)
+                .where(CampaignTestSend.delivery_id.in_(test_ids))
+            )
         }
     return batch
 

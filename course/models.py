@@ -350,6 +350,22 @@ class Delivery(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
+class CampaignTestSend(Base):
+    """What a test send shows: the campaign's content at the moment the test was asked for, so an
+    edit saved before the test goes out does not change it, and its view-in-browser page shows the
+    test as it was sent. Written with its delivery row by course.ledger.add_campaign_test."""
+
+    __tablename__ = "campaign_test_sends"
+
+    delivery_id: Mapped[int] = mapped_column(BigId, ForeignKey("deliveries.id", ondelete="CASCADE"), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    subject: Mapped[str] = mapped_column(String(300))
+    preheader: Mapped[str] = mapped_column(String(200))
+    body_markdown: Mapped[str] = mapped_column(Text)
+    sender_name: Mapped[str] = mapped_column(String(200))
+    sender_email: Mapped[str] = mapped_column(String(320))
+
+
 class RateLimitHit(Base):
     """Fixed-window counters shared by every web process: one row per (scope, key, window), where
     key is an HMAC of the IP address or email address, so the table holds no personal data."""

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Bring up what the test suite drives, on a Debian machine: PostgreSQL and Redis servers, and the
-# Debian tools some tests use (postfix's smtp-sink/smtp-source, docker-compose, chromium, wrk).
+# Debian tools some tests use (postfix's smtp-sink/smtp-source, docker-compose, chromium, wrk,
+# spamassassin).
 #
 # It runs before every `make test`, so the common case (everything installed and running) must stay
 # a handful of cheap checks. Steps:
@@ -55,6 +56,7 @@ if [[ ! -x /usr/sbin/smtp-sink || ! -x /usr/sbin/smtp-source ]]; then
 fi
 [[ -x /usr/bin/docker-compose ]] || need_package docker-compose "docker-compose config validation"
 command -v wrk >/dev/null 2>&1 || need_package wrk "the web benchmark (course bench --scenario web)"
+[[ -x /usr/bin/spamassassin ]] || need_package spamassassin "the spam score test of every kind of mail"
 if [[ ! -x /usr/bin/chromium ]]; then
     need_package chromium "browser tests"
     # A Recommends of chromium we skip below; without any font, pages render as empty boxes.

@@ -69,13 +69,61 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
 _ENCODED_WORD_START = re.compile(r"=\s*\?")
 
 
+# Bidirectional controls (the marks, embeddings, overrides and isolates): in a name they only
+# reorder the text shown after it, such as a right-to-left override turning what follows around.
+_BIDI_CONTROLS = re.compile("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+NOT_A_NAME = "Please enter just your first name (no links, addresses or symbols), or leave it empty."
+
+
 def clean_name(raw: str) -> str:
     """A display name safe for headers and pages: control characters (CR/LF included) become
-    spaces, white space collapses, what could start an encoded word ("=?") loses its "=", length
-    is capped."""
-    text = unicodedata.normalize("NFC", _CONTROL.sub(" ", raw))
+    spaces, bidirectional controls are removed, white space collapses, what could start an encoded
+    word ("=?") loses its "=", length is capped."""
+    text = unicodedata.normalize("NFC", _BIDI_CONTROLS.sub("", _CONTROL.sub(" ", raw)))
     text = _ENCODED_WORD_START.sub("?", text)
     return " ".join(text.split())[:MAX_NAME_LENGTH]
+
+
+# Inside a name: the apostrophes, hyphens and dots of O'Brien, Jean-Luc or J. R., and the zero-width
+# (non-)joiners some scripts write names with.
+_NAME_MARKS = frozenset("'\u2019-\u2010.\u200c\u200d")
+MAX_NAME_WORD_LENGTH = 40
+
+
+def is_a_name(cleaned: str) -> bool:
+    """Whether a cleaned name reads as a person's name, to greet someone by: letters (of any
+    script), their marks and digits ("Reader 3") in a few words, a name's apostrophes, hyphens and
+    dots, and nothing a link, an address or a message is made of ("https://evil.example/claim",
+    "ann@example.org", "evil.example", symbols, markup). The first word, the one a greeting uses,
+    has a letter. A dot ends a word ("J. R."): one inside a word is a domain's."""
+    words = cleaned.split()
+    if not words or len(words) > 5 or any(len(word) > MAX_NAME_WORD_LENGTH for word in words):
+        return False
+    if not any(unicodedata.category(ch)[0] == "L" for ch in words[0]):
+        return False
+    for word in words:
+        if any(unicodedata.category(ch)[0] not in "LM" and unicodedata.category(ch) != "Nd" and ch not in _NAME_MARKS for ch in word):
+            return False
+        if "." in word.rstrip("."):
+            return False
+    return True
+
+
+def name_to_greet(raw: str) -> str:
+    """The name to show for `raw` (greeting, To header): cleaned, and empty when it is not a name,
+    for names stored before they were checked as they are accepted now."""
+    cleaned = clean_name(raw)
+    return cleaned if is_a_name(cleaned) else ""
+
+
+def accepted_name(raw: str) -> str:
+    """A name as typed into a signup: cleaned, empty when left empty; SubscriptionError when it is
+    not a name (a link, an address, digits), so it is never stored to greet anyone by."""
+    cleaned = clean_name(raw)
+    if cleaned and not is_a_name(cleaned):
+        raise SubscriptionError(NOT_A_NAME)
+    return cleaned
 
 
 def find_subscriber(session: Session, email: str) -> Subscriber | None:
@@ -97,7 +145,7 @@ def get_or_create_subscriber(
     if subscriber is None:
         subscriber = Subscriber(
             email=address,
-            name=clean_name(name),
+            name=name_to_greet(name),  # callers taking a name from a person check it first (accepted_name)
             timezone=zone.key,
             status=status,
             created_at=now,

@@ -27,9 +27,11 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from course.audience.enrollment import (
-    clean_name,
+    SubscriptionError,
+    accepted_name,
     enroll,
     find_subscriber,
+    name_to_greet,
     normalize_email,
     resume,
     schedule_lessons,
@@ -84,9 +86,13 @@ def check_signup(email: str, name: str, timezone_name: str) -> tuple[SignupDetai
         zone_key = parse_timezone(timezone_name).key
     except ValueError:
         errors["timezone"] = "Please choose a time zone from the list, like Europe/Berlin."
+    try:
+        first_name = accepted_name(name)
+    except SubscriptionError as exc:
+        errors["name"] = str(exc)
     if errors:
         return None, errors
-    return SignupDetails(email=address, name=clean_name(name), timezone=zone_key), {}
+    return SignupDetails(email=address, name=first_name, timezone=zone_key), {}
 
 
 def queue_account_mail(session: Session, enrollment: Enrollment, template: str, *, now: datetime) -> Delivery:
@@ -194,7 +200,7 @@ def confirm(
     if subscriber.status == SubscriberStatus.BOUNCED:
         return Confirmation(ConfirmOutcome.NOT_FOUND)
     if signup is not None and subscriber.confirmed_at is None:
-        subscriber.name = clean_name(signup.name)
+        subscriber.name = name_to_greet(signup.name)  # a signup queued before names were checked: none
         subscriber.timezone = parse_timezone(signup.timezone).key
     # Confirming is a fresh opt-in, also for someone who once unsubscribed from everything.
     subscriber.status = SubscriberStatus.ACTIVE

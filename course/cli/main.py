@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy import func, select
 
-from course.audience.enrollment import enroll, get_or_create_subscriber
+from course.audience.enrollment import accepted_name, enroll, get_or_create_subscriber
 from course.cli.errors import CommandError, clear_errors, err_console
 from course.clock import get_clock
 from course.content.article import load_article
@@ -176,7 +176,7 @@ def subscribe(
         if found is None:
             known = ", ".join(session.scalars(select(Course.slug).order_by(Course.slug))) or "none imported yet"
             raise CommandError(f"unknown course {course!r} (known: {known})")
-        subscriber = get_or_create_subscriber(session, email, name=name, timezone_name=tz, now=now)
+        subscriber = get_or_create_subscriber(session, email, name=accepted_name(name), timezone_name=tz, now=now)
         if subscriber.status == SubscriberStatus.BOUNCED:
             raise CommandError(f"{subscriber.email} bounced permanently and is suppressed; not subscribing it")
         if subscriber.status != SubscriberStatus.ACTIVE:

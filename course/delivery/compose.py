@@ -23,8 +23,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from course.campaigns.editor import parse_senders
+from course.audience.enrollment import name_to_greet
 from course.clock import Clock, get_clock
-from course.delivery.links import LinkPurpose, Signer, signer_from_settings
+from course.delivery.links import TEST_MAIL_PATHS, LinkPurpose, Signer, signer_from_settings
 from course.delivery.mime import OutgoingMessage, build_message
 from course.content.merge_tags import first_name_of
 from course.delivery.render import RenderedEmail, Renderer, Template, greeting_for
@@ -53,13 +54,21 @@ class Recipient:
     subscriber_id: int | None  # None: mail to no subscriber (an admin invitation)
     name: str
     email: str
+    # False for an address not yet confirmed: its name, typed by whoever filled in the form, is in
+    # the greeting (one word of letters at most) but not in To:.
+    confirmed: bool = True
 
     @classmethod
-    def of_job(cls, job: DeliveryJob) -> Recipient:
-        # A name is shown only once its owner confirmed it: a pending signup's name was typed by
-        # whoever filled in the form, so mail to an unconfirmed address greets no one.
-        name = (job.name or "") if job.subscriber_status == SubscriberStatus.ACTIVE else ""
-        return cls(job.delivery_id, job.subscriber_id, name, job.test_address or job.email or "")
+    def of_job(cls, job: DeliveryJob, batch: Batch | None = None) -> Recipient:
+        # A subscriber not yet confirmed has no name of its own: a confirmation greets by the name
+        # typed with the signup it confirms. Every name is shown only if it reads as a name
+        # (Composer._compose), so a link typed as a "first name" greets no one. Mail to no
+        # subscriber (an admin invitation) goes to the row's own address.
+        email = job.email if job.email is not None else (job.test_address or "")
+        if job.subscriber_status == SubscriberStatus.ACTIVE:
+            return cls(job.delivery_id, job.subscriber_id, job.name or "", email)
+        name = batch.signup_names.get(job.delivery_id, "") if batch is not None else ""
+        return cls(job.delivery_id, job.subscriber_id, name, email, confirmed=False)
 
     @classmethod
     def of_subscriber(cls, subscriber: Subscriber, *, delivery_id: int) -> Recipient:
@@ -110,17 +119,23 @@ class Composer:
 
     def delivery(self, job: DeliveryJob, batch: Batch, templates: TemplateCache | None = None) -> ComposedEmail:
         """The email a taken-over delivery becomes, from the content its batch read."""
-        recipient = Recipient.of_job(job)
+        recipient = Recipient.of_job(job, batch)
         if job.kind == DeliveryKind.LESSON and job.lesson_id is not None and job.lesson_id in batch.lessons:
             return self.lesson(recipient, batch.lessons[job.lesson_id], templates)
         if job.kind == DeliveryKind.CAMPAIGN and job.campaign_id is not None and job.campaign_id in batch.campaigns:
             campaign = batch.campaigns[job.campaign_id]
             return self.campaign(recipient, campaign, templates, lesson_number=batch.lesson_number(campaign, job.subscriber_id))
-        if job.kind == DeliveryKind.CAMPAIGN_TEST and job.test_campaign_id in batch.campaigns and job.test_address:
-            campaign = batch.campaigns[job.test_campaign_id]
-            return self.campaign_test(
-                recipient, campaign, job.test_address, lesson_number=batch.lesson_number(campaign, job.subscriber_id)
-            )
+        if job.kind == DeliveryKind.CAMPAIGN_TEST and job.test_address:
+            # The content as it was when the test was asked for; a row queued before those were kept
+            # (migration 0014) shows the campaign as it is now. Course merge values are today's.
+            live = batch.campaigns.get(job.test_campaign_id or 0)
+            shown = batch.campaign_tests.get(job.delivery_id) or live
+            if shown is not None:
+                if live is not None:
+                    shown = replace(shown, course_id=live.course_id, course_title=live.course_title)
+                return self.campaign_test(
+                    recipient, shown, job.test_address, lesson_number=batch.lesson_number(shown, job.subscriber_id)
+                )
         if job.kind == DeliveryKind.ADMIN_INVITATION and job.invitation_id in batch.invitations:
             return self.admin_invitation(recipient, batch.invitations[job.invitation_id])
         if (
@@ -186,25 +201,36 @@ class Composer:
             unsubscribe_url=self.signer.url(LinkPurpose.UNSUBSCRIBE, recipient.subscriber_id, None),
             account_links_to=account_links_to,
             language=self.settings.site_language,
-            merge_values=(
-                {
-                    "first_name": first_name_of(recipient.name),
-                    "email": recipient.email,
-                    "course_title": campaign.course_title,
-                    "lesson_number": str(lesson_number) if lesson_number else "",
-                }
-                if template.merge_tags
-                else None
-            ),
+            merge_values=_merge_values(template, recipient, campaign, lesson_number),
         )
 
     def campaign_test(
         self, recipient: Recipient, campaign: CampaignContent, address: str, *, lesson_number: int | None = None
     ) -> ComposedEmail:
-        """A test send: the campaign exactly as `recipient` gets it (their name, their links), to
-        `address`, its subject marked "[Test]"."""
-        marked = replace(campaign, subject=f"[Test] {campaign.subject}")
-        composed = self.campaign(recipient, marked, lesson_number=lesson_number)
+        """A test send: the campaign as `recipient` gets it (their name), to `address`, its subject
+        marked "[Test]". Its preference and unsubscribe links, List-Unsubscribe included, lead to
+        pages that say what the link does in the real mail and act on nobody (the footer says so);
+        its view link shows the test as it was sent."""
+        template = self.renderer.campaign_template(
+            subject=f"[Test] {campaign.subject}",
+            body_markdown=campaign.body_markdown,
+            sender_name=campaign.sender_name,
+            preheader=campaign.preheader,
+            language=self.settings.site_language,
+            test_send=True,
+        )
+        base_url = self.settings.base_url.rstrip("/")
+        composed = self._compose(
+            recipient,
+            template,
+            sender=(campaign.sender_name, campaign.sender_email),
+            list_id=f"{campaign.sender_name} <newsletter.{self.settings.list_id_domain}>",
+            unsubscribe_url=base_url + TEST_MAIL_PATHS[LinkPurpose.UNSUBSCRIBE],
+            preferences_url=base_url + TEST_MAIL_PATHS[LinkPurpose.PREFERENCES],
+            unsubscribe_mailto="",  # a mail to it would act on the tester's address: none in a test
+            language=self.settings.site_language,
+            merge_values=_merge_values(template, recipient, campaign, lesson_number),
+        )
         return replace(composed, message=replace(composed.message, recipient_address=address))
 
     def account_mail(
@@ -286,17 +312,26 @@ class Composer:
         unsubscribe_url: str,
         action_url: str | None = None,
         account_links_to: str | None = None,
+        preferences_url: str | None = None,
+        unsubscribe_mailto: str | None = None,
         language: str = DEFAULT_LANGUAGE,
         merge_values: dict[str, str] | None = None,
     ) -> ComposedEmail:
         """`account_links_to`: for a copy anyone may hold (the view-in-browser page), the URL the
         preferences and unsubscribe links lead to instead of the reader's signed ones.
         `merge_values`: the recipient's values for a newsletter's merge tags (its links are the
-        preferences and unsubscribe links below)."""
+        preferences and unsubscribe links below).
+        `preferences_url`, `unsubscribe_mailto`: instead of the reader's signed link and the
+        settings' address (a test send's)."""
+        # Only a name that reads as one, without bidirectional controls: stored names predate the
+        # check at signup (course.audience.enrollment.accepted_name).
+        name = name_to_greet(recipient.name)
         values = {
-            "greeting": greeting_for(recipient.name, language),
+            "greeting": greeting_for(name, language),
             "view_url": self.signer.url(LinkPurpose.VIEW, recipient.delivery_id),
-            "preferences_url": account_links_to or self.signer.url(LinkPurpose.PREFERENCES, recipient.subscriber_id),
+            "preferences_url": account_links_to
+            or preferences_url
+            or self.signer.url(LinkPurpose.PREFERENCES, recipient.subscriber_id),
             "unsubscribe_url": account_links_to or unsubscribe_url,
         }
         if action_url is not None:
@@ -310,7 +345,7 @@ class Composer:
             message=OutgoingMessage(
                 sender_name=sender[0],
                 sender_address=sender[1],
-                recipient_name=recipient.name,
+                recipient_name=name if recipient.confirmed else "",
                 recipient_address=recipient.email,
                 subject=email.subject,
                 text=email.text,
@@ -319,9 +354,24 @@ class Composer:
                 date=self.clock.now(),
                 list_id=list_id,
                 unsubscribe_url=unsubscribe_url,
-                unsubscribe_mailto=self.settings.unsubscribe_mailto,
+                unsubscribe_mailto=self.settings.unsubscribe_mailto if unsubscribe_mailto is None else unsubscribe_mailto,
             ),
         )
+
+
+def _merge_values(
+    template: Template, recipient: Recipient, campaign: CampaignContent, lesson_number: int | None
+) -> dict[str, str] | None:
+    """The recipient's values for a newsletter's merge tags (None for a template that has none).
+    The first name is the greeting's: only a name that reads as one."""
+    if not template.merge_tags:
+        return None
+    return {
+        "first_name": first_name_of(name_to_greet(recipient.name)),
+        "email": recipient.email,
+        "course_title": campaign.course_title,
+        "lesson_number": str(lesson_number) if lesson_number else "",
+    }
 
 
 def _names_its_signup(purpose: LinkPurpose, recipient: Recipient) -> list[int]:

@@ -58,6 +58,14 @@ PATHS = {
 }
 
 
+# Where a test send's preference and unsubscribe links lead (course.delivery.compose.campaign_test):
+# pages that say what the link does in the real mail and change nothing, for whoever opens them.
+TEST_MAIL_PATHS = {
+    LinkPurpose.UNSUBSCRIBE: "/test-mail/unsubscribe",
+    LinkPurpose.PREFERENCES: "/test-mail/preferences",
+}
+
+
 class InvalidLink(ValueError):
     """A token that was tampered with, made for another purpose, or expired."""
 

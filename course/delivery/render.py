@@ -227,10 +227,18 @@ class Renderer:
         )
 
     def campaign_template(
-        self, *, subject: str, body_markdown: str, sender_name: str, preheader: str = "", language: str = DEFAULT_LANGUAGE
+        self,
+        *,
+        subject: str,
+        body_markdown: str,
+        sender_name: str,
+        preheader: str = "",
+        language: str = DEFAULT_LANGUAGE,
+        test_send: bool = False,
     ) -> Template:
         """A newsletter belongs to no course: its frame is in ``language`` (the site's). Its merge
-        tags become slots filled per recipient (the text was checked when the draft was saved)."""
+        tags become slots filled per recipient (the text was checked when the draft was saved). A test send's footer says that its account links
+        change nothing."""
         tags: list[MergeTag] = []
 
         def slot_for(tag: MergeTag) -> str:
@@ -245,6 +253,7 @@ class Renderer:
             {
                 "sender_name": sender_name,
                 "preheader": preheader,
+                "test_send": test_send,
                 "body_html": campaign_html(body_markdown),
                 "body_text": campaign_text(body_markdown),
             },

@@ -112,7 +112,7 @@ def test_init_twice_is_idempotent(
 def test_subscribe_with_bad_input_prints_one_error_line_and_writes_nothing(
     folder: Path, db_of: Callable[[Path], sessionmaker[Session]]
 ) -> None:
-    unknown_course, bad_address, bad_zone, markup = run_all(
+    unknown_course, bad_address, bad_zone, markup, link_as_name = run_all(
         folder,
         [
             ["subscribe", "ann@example.org", "--course", "no-such-course"],
@@ -120,13 +120,15 @@ def test_subscribe_with_bad_input_prints_one_error_line_and_writes_nothing(
             ["subscribe", "ann@example.org", "--course", SLUG, "--tz", "Mars/Base"],
             # Square brackets are Rich markup: the message must show them, not trip over them.
             ["subscribe", "[b]ann@example.org", "--course", "[/x]"],
+            ["subscribe", "ann@example.org", "--course", SLUG, "--name", "https://evil.example/claim"],
         ],
     )
     assert_one_error_line(unknown_course, "unknown course 'no-such-course'", SLUG)
     assert_one_error_line(bad_address, "not-an-address")
     assert_one_error_line(bad_zone, "unknown time zone 'Mars/Base'")
     assert_one_error_line(markup, "unknown course '[/x]'")
-    for result in (unknown_course, bad_address, bad_zone):
+    assert_one_error_line(link_as_name, "first name")
+    for result in (unknown_course, bad_address, bad_zone, link_as_name):
         assert result.stdout == ""
     with db_of(folder)() as session:
         assert session.scalar(select(func.count()).select_from(Subscriber)) == 0

@@ -244,6 +244,8 @@ def test_merge_tags_are_filled_per_recipient_in_subject_preheader_and_body(compo
 
 
 def test_a_merge_value_cannot_inject_markup(composer: Composer) -> None:
-    content = CampaignContent(23, "x", "Hi", "Hi {{ first_name }}!", "The Paper", "news@example.com", False)
+    content = CampaignContent(23, "x", "Hi", 'Hi {{ first_name | default: "you" }}!', "The Paper", "news@example.com", False)
     composed = composer.campaign(Recipient(1, 2, "<b>Eve</b> Smith", "eve@example.org"), content)
-    assert "&lt;b&gt;Eve&lt;/b&gt;" in composed.email.html and "<b>Eve</b>" not in composed.email.html
+    assert "Eve" not in composed.email.html and "Hi you!" in composed.email.html  # markup is no name: the default
+    named = composer.campaign(Recipient(1, 2, "O'Brien", "ob@example.org"), content)
+    assert "Hi O&#39;Brien!" in named.email.html or "Hi O&#x27;Brien!" in named.email.html

@@ -47,13 +47,19 @@ def new_context(browser: Any, label: str, **options: Any) -> Any:
 
 def serious_axe_violations(page: Any, name: str) -> list[str]:
     """axe-core's serious and critical violations on the page as it is now, one line each, naming the page."""
+    return axe_violations(page, name, impacts=("serious", "critical"))
+
+
+def axe_violations(page: Any, name: str, *, impacts: tuple[str, ...] = ("minor", "moderate", "serious", "critical")) -> list[str]:
+    """axe-core's violations of these impacts (every level by default) on the page as it is now,
+    one line each, naming the page."""
     from axe_playwright_python.sync_playwright import Axe
 
     results = Axe().run(page)
     return [
         f"{name}: {violation['id']} ({violation['impact']}): {violation['help']} — {[node['target'] for node in violation['nodes']][:3]}"
         for violation in results.response["violations"]
-        if violation["impact"] in ("serious", "critical")
+        if violation["impact"] in impacts
     ]
 
 

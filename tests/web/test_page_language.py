@@ -1,5 +1,5 @@
-"""Every subscriber page in German and French: the course list, the course page and its embed
-(publisher snippets included), check-inbox, confirm, confirmed,
+"""Every subscriber page in German and French: the course list, the course page and its embed,
+check-inbox, confirm, confirmed,
 preferences (with a saved notice and a locale date), unsubscribe and unsubscribed (one course and
 all email) and the message page of an error, with no English frame string left on any of them.
 
