@@ -134,14 +134,19 @@ def test_the_readme_admin_flow_on_the_demo_clock(make_run: tuple[str, Path, subp
         # 5. Schedule it now and watch it go out on the campaign page, without a reload.
         page.goto(campaign_url)
         page.check("input[name=mode][value=now]")
-        page.click("button:has-text('Schedule')")
+        page.click("button:has-text('Schedule…')")
+        # The step before: what will happen, said in one sentence; nothing is scheduled yet.
+        expect(page.locator("[data-confirm-summary]")).to_have_text("Send to 3 readers now.")
+        page.screenshot(path=str(artefacts / "make-run-5-confirm.png"), full_page=True)
+        violations.extend(serious_axe_violations(page, "5-confirm"))
+        page.click(".confirm-panel button[type=submit]")
         expect(page.locator(".notice-ok")).to_contain_text("Scheduled for 3 recipients")
         expect(page.locator('[data-progress="sent"]')).to_have_text("3", timeout=45_000)
         expect(page.locator("[data-progress-status] .badge")).to_have_text("done", timeout=15_000)
         page.reload()  # for the actions of a finished campaign (the note says so)
         expect(page.locator("button:has-text('Pause')")).to_have_count(0)
-        page.screenshot(path=str(artefacts / "make-run-5-sent.png"), full_page=True)
-        violations.extend(serious_axe_violations(page, "5-sent"))
+        page.screenshot(path=str(artefacts / "make-run-6-sent.png"), full_page=True)
+        violations.extend(serious_axe_violations(page, "6-sent"))
         context.close()
     assert violations == []
     sent = [m for m in read_mailbox(Path(var_dir) / "mail") if str(m["Subject"]) == "News from the bakery"]
