@@ -129,6 +129,22 @@ def web_clock() -> Iterator[ManualClock]:
 
 
 @pytest.fixture
+def admin_live_stack(tmp_path: Path, web_clock: ManualClock, web_smtp: RecordingSMTPServer) -> Iterator[WebStack]:
+    """The app under uvicorn on a free port (for Chromium), on its own SQLite database."""
+    from tests.support.browser import held_port, served
+
+    listener = held_port()
+    settings = web_settings(
+        tmp_path, f"sqlite:///{tmp_path / 't.db'}", base_url=f"http://127.0.0.1:{listener.getsockname()[1]}",
+        smtp_host=web_smtp.host, smtp_port=web_smtp.port,
+    )  # fmt: skip
+    stack = prepare(settings, web_clock, web_smtp)
+    with served(create_app(settings), listener):
+        yield stack
+    get_engine(settings).dispose()
+
+
+@pytest.fixture
 def web_smtp() -> Iterator[RecordingSMTPServer]:
     with RecordingSMTPServer() as server:
         yield server

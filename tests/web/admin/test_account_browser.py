@@ -7,40 +7,22 @@ email, and the invitee choosing a password through the link."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from course.clock import ManualClock
-from course.db import get_engine
 from course.models import AdminRole
-from course.web.app import create_app
 from tests.support.admin_fixtures import PASSWORD, make_admin
-from tests.support.browser import VIEWPORTS, chromium, held_port, new_context, serious_axe_violations, served
-from tests.support.smtp_server import RecordingSMTPServer
-from tests.support.web_fixtures import WebStack, link_in, prepare, web_settings
+from tests.support.browser import VIEWPORTS, chromium, new_context, serious_axe_violations
+from tests.support.web_fixtures import WebStack, link_in
 
 pytestmark = pytest.mark.browser
 
 
-@pytest.fixture
-def live_stack(tmp_path: Path, web_clock: ManualClock, web_smtp: RecordingSMTPServer) -> Iterator[WebStack]:
-    listener = held_port()
-    settings = web_settings(
-        tmp_path, f"sqlite:///{tmp_path / 't.db'}", base_url=f"http://127.0.0.1:{listener.getsockname()[1]}",
-        smtp_host=web_smtp.host, smtp_port=web_smtp.port,
-    )  # fmt: skip
-    stack = prepare(settings, web_clock, web_smtp)
-    with served(create_app(settings), listener):
-        yield stack
-    get_engine(settings).dispose()
-
-
-def test_time_zone_from_the_browser_and_an_invitation_from_email_to_password_in_chromium(live_stack: WebStack, artefacts: Path) -> None:
+def test_time_zone_from_the_browser_and_an_invitation_from_email_to_password_in_chromium(admin_live_stack: WebStack, artefacts: Path) -> None:
     from playwright.sync_api import expect
 
-    stack = live_stack
+    stack = admin_live_stack
     base = stack.settings.base_url
     problems: list[str] = []
     console_errors: list[str] = []

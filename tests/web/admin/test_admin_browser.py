@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import re
 
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -17,28 +16,12 @@ import pytest
 from sqlalchemy import update
 
 from course.campaigns.service import fan_out, refresh_campaign_status, schedule_campaign, tag_subscribers
-from course.clock import ManualClock
-from course.db import get_engine
 from course.models import AdminRole, Campaign, CampaignStatus, Delivery, DeliveryState, Subscriber
-from course.web.app import create_app
 from tests.support.admin_fixtures import PASSWORD, make_admin, make_token, must_change_password
-from tests.support.browser import VIEWPORTS, chromium, held_port, new_context, serious_axe_violations, served
-from tests.support.smtp_server import RecordingSMTPServer
-from tests.support.web_fixtures import WebStack, prepare, web_settings
+from tests.support.browser import VIEWPORTS, chromium, new_context, serious_axe_violations
+from tests.support.web_fixtures import WebStack
 
 pytestmark = pytest.mark.browser
-
-@pytest.fixture
-def admin_live_stack(tmp_path: Path, web_clock: ManualClock, web_smtp: RecordingSMTPServer) -> Iterator[WebStack]:
-    listener = held_port()
-    settings = web_settings(
-        tmp_path, f"sqlite:///{tmp_path / 't.db'}", base_url=f"http://127.0.0.1:{listener.getsockname()[1]}", smtp_host=web_smtp.host, smtp_port=web_smtp.port
-    )
-    stack = prepare(settings, web_clock, web_smtp)
-    with served(create_app(settings), listener):
-        yield stack
-    get_engine(settings).dispose()
-
 
 def seed_campaigns(stack: WebStack) -> dict[str, int]:
     """Readers, and campaigns in each state: done, sending half-way, scheduled, cancelled, draft."""

@@ -4,57 +4,32 @@ previewing, at 1280 and 390 px, axe-clean at every level; screenshots in the art
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
 
 from course.campaigns.service import tag_subscribers
-from course.clock import ManualClock
-from course.db import get_engine
 from course.models import AdminRole, Campaign, Subscriber
-from course.web.app import create_app
 from tests.support.admin_fixtures import PASSWORD, make_admin
-from tests.support.browser import VIEWPORTS, chromium, held_port, new_context, served
-from tests.support.smtp_server import RecordingSMTPServer
-from tests.support.web_fixtures import WebStack, prepare, web_settings
+from tests.support.browser import VIEWPORTS, axe_violations, chromium, new_context
+from tests.support.web_fixtures import WebStack
 
 pytestmark = pytest.mark.browser
 
 
-@pytest.fixture
-def stack(tmp_path: Path, web_clock: ManualClock, web_smtp: RecordingSMTPServer) -> Iterator[WebStack]:
-    listener = held_port()
-    settings = web_settings(
-        tmp_path, f"sqlite:///{tmp_path / 't.db'}", base_url=f"http://127.0.0.1:{listener.getsockname()[1]}",
-        smtp_host=web_smtp.host, smtp_port=web_smtp.port,
-    )  # fmt: skip
-    stack = prepare(settings, web_clock, web_smtp)
-    with served(create_app(settings), listener):
-        yield stack
-    get_engine(settings).dispose()
-
-
-def every_axe_violation(page: object, name: str) -> list[str]:
-    from axe_playwright_python.sync_playwright import Axe
-
-    results = Axe().run(page)
-    return [f"{name}: {v['id']} ({v['impact']}): {v['help']}" for v in results.response["violations"]]
-
-
-def test_the_preview_follows_the_form_as_it_is_typed(stack: WebStack, artefacts: Path) -> None:
+def test_the_preview_follows_the_form_as_it_is_typed(admin_live_stack: WebStack, artefacts: Path) -> None:
     from playwright.sync_api import expect
 
-    now = stack.clock.now()
-    with stack.sessions.begin() as session:
+    now = admin_live_stack.clock.now()
+    with admin_live_stack.sessions.begin() as session:
         for address, name in (("ann@example.org", "Ann Lee"), ("ben@example.org", "")):
             session.add(Subscriber(email=address, name=name, timezone="UTC", status="active", created_at=now))
         session.flush()
         for address in ("ann@example.org", "ben@example.org"):
             tag_subscribers(session, address, ["readers"])
-    make_admin(stack.sessions, "editor@example.org", AdminRole.EDITOR, now=now)
-    base = stack.settings.base_url
+    make_admin(admin_live_stack.sessions, "editor@example.org", AdminRole.EDITOR, now=now)
+    base = admin_live_stack.settings.base_url
     problems: list[str] = []
     console_errors: list[str] = []
     with chromium() as browser:
@@ -78,12 +53,12 @@ def test_the_preview_follows_the_form_as_it_is_typed(stack: WebStack, artefacts:
             expect(frame.locator("body")).to_contain_text("Dear baker,")
             page.screenshot(path=artefacts / f"compose-live-preview-{label}.png", full_page=True)
             page.locator(".preview-panel").screenshot(path=artefacts / f"compose-live-preview-panel-{label}.png")
-            problems.extend(every_axe_violation(page, f"compose@{label}"))
+            problems.extend(axe_violations(page, f"compose@{label}"))
             page.fill("#body_markdown", "Hi {{ frist_name }}")
             expect(frame.locator("body")).to_contain_text("{{ frist_name }} names no merge tag")
             page.screenshot(path=artefacts / f"compose-live-preview-mistake-{label}.png", full_page=True)
             context.close()
-    with stack.sessions.begin() as session:
+    with admin_live_stack.sessions.begin() as session:
         assert session.scalar(select(func.count()).select_from(Campaign)) == 0  # previewing saved nothing
     assert not console_errors, console_errors
     assert not problems, "\n".join(problems)

@@ -5,21 +5,15 @@ axe-clean at 1280 and 390 px."""
 from __future__ import annotations
 
 import html
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 
-from course.clock import ManualClock
-from course.db import get_engine
 from course.models import AdminRole
-from course.web.app import create_app
 from tests.support.admin_fixtures import PASSWORD, make_admin, sign_in
-from tests.support.browser import VIEWPORTS, axe_violations, chromium, held_port, new_context, served
-from tests.support.smtp_server import RecordingSMTPServer
-from tests.support.web_fixtures import COURSE_SLUG, WebStack, prepare, web_settings
-from tests.support.web_fixtures import *  # noqa: F403
+from tests.support.browser import VIEWPORTS, axe_violations, chromium, new_context
+from tests.support.web_fixtures import COURSE_SLUG, WebStack
 
 
 def test_the_public_course_page_shows_readers_no_publishers_box(client: TestClient) -> None:
@@ -43,23 +37,10 @@ def test_the_admin_lists_each_course_with_its_embed_snippets_after_sign_in(web_s
     assert 'href="/admin/courses" aria-current="page"' in page.text  # in the navigation
 
 
-@pytest.fixture
-def live_stack(tmp_path: Path, web_clock: ManualClock, web_smtp: RecordingSMTPServer) -> Iterator[WebStack]:
-    listener = held_port()
-    settings = web_settings(
-        tmp_path, f"sqlite:///{tmp_path / 't.db'}", base_url=f"http://127.0.0.1:{listener.getsockname()[1]}",
-        smtp_host=web_smtp.host, smtp_port=web_smtp.port,
-    )  # fmt: skip
-    stack = prepare(settings, web_clock, web_smtp)
-    with served(create_app(settings), listener):
-        yield stack
-    get_engine(settings).dispose()
-
-
 @pytest.mark.browser
-def test_the_admin_courses_page_passes_axe_at_desktop_and_phone_widths(live_stack: WebStack, artefacts: Path) -> None:
-    make_admin(live_stack.sessions, "viewer@example.org", AdminRole.VIEWER, now=live_stack.clock.now())
-    base = live_stack.settings.base_url
+def test_the_admin_courses_page_passes_axe_at_desktop_and_phone_widths(admin_live_stack: WebStack, artefacts: Path) -> None:
+    make_admin(admin_live_stack.sessions, "viewer@example.org", AdminRole.VIEWER, now=admin_live_stack.clock.now())
+    base = admin_live_stack.settings.base_url
     problems: list[str] = []
     with chromium() as browser:
         for label, viewport in VIEWPORTS.items():

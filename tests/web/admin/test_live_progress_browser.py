@@ -4,43 +4,24 @@ Debian's Chromium against the app under uvicorn."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 from sqlalchemy import update
 
 from course.campaigns.service import fan_out, refresh_campaign_status, schedule_campaign, tag_subscribers
-from course.clock import ManualClock
-from course.db import get_engine
 from course.models import AdminRole, Delivery, DeliveryState, Subscriber
-from course.web.app import create_app
 from tests.support.admin_fixtures import PASSWORD, make_admin
-from tests.support.browser import chromium, held_port, new_context, serious_axe_violations, served
-from tests.support.smtp_server import RecordingSMTPServer
-from tests.support.web_fixtures import WebStack, prepare, web_settings
+from tests.support.browser import chromium, new_context, serious_axe_violations
+from tests.support.web_fixtures import WebStack
 
 pytestmark = pytest.mark.browser
 
 
-@pytest.fixture
-def live_stack(tmp_path: Path, web_clock: ManualClock, web_smtp: RecordingSMTPServer) -> Iterator[WebStack]:
-    listener = held_port()
-    settings = web_settings(
-        tmp_path, f"sqlite:///{tmp_path / 't.db'}", base_url=f"http://127.0.0.1:{listener.getsockname()[1]}",
-        smtp_host=web_smtp.host, smtp_port=web_smtp.port,
-    )  # fmt: skip
-    stack = prepare(settings, web_clock, web_smtp)
-    with served(create_app(settings), listener):
-        yield stack
-    get_engine(settings).dispose()
-
-
-def test_a_page_opened_while_scheduled_shows_the_progress_as_it_comes(live_stack: WebStack) -> None:
+def test_a_page_opened_while_scheduled_shows_the_progress_as_it_comes(admin_live_stack: WebStack) -> None:
     from playwright.sync_api import expect
 
-    stack = live_stack
+    stack = admin_live_stack
     now = stack.clock.now()
     with stack.sessions.begin() as session:
         for number in range(5):
