@@ -185,7 +185,7 @@ class Settings(BaseSettings):
     # Requests a web process runs at once in its thread pool (each holds one of the process's 10
     # pooled database connections); more wait in the event loop, in arrival order. Past about two
     # per core the threads mostly wait for each other's GIL: on the 2-core bench machine 4 against
-    # 8 took one-click unsubscribe from 704 to 1,155 requests/s and its p99 from 80 to 28 ms
+    # 8 took one-click unsubscribe from 704 to 1,103 requests/s and its p99 from 80 to 34 ms
     # (docs/performance.md). A database far away (milliseconds a round trip) may want more.
     web_threads: int = Field(4, ge=1)
 

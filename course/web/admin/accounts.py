@@ -37,6 +37,7 @@ from course.accounts.credentials import verify_password
 from course.web.admin.times import zone_names
 from course.models import Admin, AdminRole
 from course.web.admin.auth import Actor, AdminPageError, OwnerPage, SiteDep, ViewerPage, check_csrf
+from course.web.admin.once import show_once
 from course.web.admin.views import admin_page, see_other
 from course.web.site import Site
 
@@ -128,8 +129,8 @@ def _owner_change(site: Site, request: Request, actor: Actor, change: str, admin
     except (AccountError, CredentialError) as exc:
         return _admins_page(site, request, actor, status=422, error=str(exc))
     if change == "reset-password":
-        return admin_page(
-            site, request, "secret_once.html", actor=actor, title=f"New password for {email}",
+        return show_once(
+            site, actor, "secret_once.html", title=f"New password for {email}",
             what="one-time password", secret=one_time, back="/admin/admins",
             note="Their sessions have ended. They choose their own password when they sign in with this one.",
         )  # fmt: skip
@@ -168,7 +169,7 @@ def tokens_page(request: Request, site: SiteDep, actor: OwnerPage) -> HTMLRespon
 @router.post("/admin/tokens", response_class=HTMLResponse)
 def token_create(
     request: Request, site: SiteDep, actor: OwnerPage, name: TextField = "", role: TextField = "", csrf_token: TextField = ""
-) -> HTMLResponse:
+) -> Response:
     check_csrf(site, request, csrf_token)
     try:
         with site.sessions.begin() as session:
@@ -178,8 +179,8 @@ def token_create(
             label, token_role = token.name, token.role
     except (AccountError, CredentialError) as exc:
         return _tokens_page(site, request, actor, status=422, error=str(exc))
-    return admin_page(
-        site, request, "secret_once.html", actor=actor, title=f"Token “{label}” ({token_role})",
+    return show_once(
+        site, actor, "secret_once.html", title=f"Token “{label}” ({token_role})",
         what="API token", secret=raw, back="/admin/tokens",
         note="Copy it now: it is not shown again. Send it as “Authorization: Bearer …” to /api/admin/.",
     )  # fmt: skip
@@ -239,23 +240,31 @@ def time_zone_change(request: Request, site: SiteDep, actor: ViewerPage, time_zo
     return see_other("/admin/account?changed=time-zone")
 
 
-@router.post("/admin/account/second-factor", response_class=HTMLResponse)
-def second_factor_start(request: Request, site: SiteDep, actor: ViewerPage, csrf_token: TextField = "") -> HTMLResponse:
-    """Step 1: a new secret, shown as a key and an otpauth link; nothing changes until a code from
-    it comes back (step 2), so a half-done setup cannot lock anyone out."""
-    check_csrf(site, request, csrf_token)
+@router.get("/admin/account/second-factor", response_class=HTMLResponse)
+def second_factor_start(request: Request, site: SiteDep, actor: ViewerPage) -> HTMLResponse:
+    """Step 1: a new secret, shown as a key, an otpauth link and its QR code; nothing changes until
+    a code from it comes back (step 2), so a half-done setup cannot lock anyone out."""
     secret = new_totp_secret()
     email = actor.admin.email if actor.admin else ""
-    return admin_page(
+    response = admin_page(
         site, request, "totp_setup.html", actor=actor, secret=secret, uri=totp_uri(secret, email),
         qr=qr_code_svg(totp_uri(secret, email), title=_QR_TITLE), sealed=_setup_signer(site).dumps(secret), error="",
     )  # fmt: skip
+    response.headers["cache-control"] = "no-store"
+    return response
+
+
+@router.post("/admin/account/second-factor", response_class=HTMLResponse)
+def second_factor_start_posted(request: Request, site: SiteDep, actor: ViewerPage, csrf_token: TextField = "") -> Response:
+    """An older account page's button: to the setup page (post/redirect/get)."""
+    check_csrf(site, request, csrf_token)
+    return see_other("/admin/account/second-factor")
 
 
 @router.post("/admin/account/second-factor/confirm", response_class=HTMLResponse)
 def second_factor_confirm(
     request: Request, site: SiteDep, actor: ViewerPage, sealed: TextField = "", code: TextField = "", csrf_token: TextField = ""
-) -> HTMLResponse:
+) -> Response:
     check_csrf(site, request, csrf_token)
     try:
         secret = _setup_signer(site).loads(sealed, max_age=_TOTP_SETUP_MAX_AGE)
@@ -270,7 +279,7 @@ def second_factor_confirm(
             site, request, "totp_setup.html", actor=actor, status=422, secret=secret, uri=totp_uri(secret, email),
             qr=qr_code_svg(totp_uri(secret, email), title=_QR_TITLE), sealed=sealed, error=str(exc).capitalize() + ".",
         )  # fmt: skip
-    return admin_page(site, request, "recovery_codes.html", actor=actor, codes=codes)
+    return show_once(site, actor, "recovery_codes.html", codes=codes)
 
 
 @router.post("/admin/account/second-factor/change", response_class=HTMLResponse)
@@ -290,7 +299,7 @@ def second_factor_change(
                 disable_totp(session, admin_id)
             elif change == "new-codes" and admin.totp_secret:
                 codes = replace_recovery_codes(session, admin_id)
-                return admin_page(site, request, "recovery_codes.html", actor=actor, codes=codes)
+                return show_once(site, actor, "recovery_codes.html", codes=codes)
     if wrong:
         return _account_page(site, request, actor, status=422, error="That password is not right: nothing was changed.")
     return see_other("/admin/account?changed=second-factor")

@@ -258,3 +258,37 @@ def test_invitations_on_postgresql(pg_web_stack: WebStack) -> None:
 def test_invitations_resent_revoked_and_expired_on_postgresql(pg_web_stack: WebStack) -> None:
     with TestClient(create_app(pg_web_stack.settings), base_url=TEST_BASE_URL) as client:
         test_invitations_are_resent_revoked_and_expire_on_the_wall_clock(pg_web_stack, client)
+
+
+def test_a_new_secret_is_shown_once_after_a_redirect_and_a_reload_repeats_nothing(web_stack: WebStack, client: TestClient) -> None:
+    """Post/redirect/get for the posts that make a secret: the answer is a redirect, the secret is on
+    the page it leads to once, and a reload neither makes another token nor shows this one again."""
+    from course.models import ApiToken
+
+    make_admin(web_stack.sessions, "owner@example.org", AdminRole.OWNER, now=web_stack.clock.now())
+    sign_in(client, "owner@example.org")
+    made = client.post(
+        "/admin/tokens", data={"name": "deploy hook", "role": "editor", "csrf_token": csrf_of(client, "/admin/tokens")},
+        follow_redirects=False,
+    )  # fmt: skip
+    assert made.status_code == 303 and made.headers["location"] == "/admin/once"
+    assert "course_" not in made.text and "course_" not in made.headers["location"]
+    shown = client.get("/admin/once")
+    token = re.search(r'id="secret-value">(course_[^<]+)<', shown.text)
+    assert shown.status_code == 200 and token is not None
+    assert client.get("/api/admin/campaigns", headers={"authorization": f"Bearer {token.group(1)}"}).status_code == 200
+    again = client.get("/admin/once")
+    assert again.status_code == 410 and "course_" not in again.text
+    with web_stack.sessions() as session:
+        assert session.scalar(select(func.count()).select_from(ApiToken)) == 1
+    # Another admin's browser cannot read it, even with the cookie in hand.
+    client.post(
+        "/admin/tokens", data={"name": "second", "role": "viewer", "csrf_token": csrf_of(client, "/admin/tokens")},
+        follow_redirects=False,
+    )  # fmt: skip
+    held = client.cookies.get("course_once", path="/admin/once")
+    make_admin(web_stack.sessions, "other@example.org", AdminRole.OWNER, now=web_stack.clock.now())
+    other = TestClient(client.app, base_url=TEST_BASE_URL)
+    sign_in(other, "other@example.org")
+    other.cookies.set("course_once", held, path="/admin/once")
+    assert other.get("/admin/once").status_code == 410
