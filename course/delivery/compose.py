@@ -179,9 +179,13 @@ class Composer:
         *,
         account_links_to: str | None = None,
         lesson_number: int | None = None,
+        preview: bool = False,
     ) -> ComposedEmail:
         """`lesson_number`: the last lesson the recipient was sent in the course the campaign's
-        audience is made of, for its `{{ lesson_number }}` merge tag (None: none, or no such tag)."""
+        audience is made of, for its `{{ lesson_number }}` merge tag (None: none, or no such tag).
+        `preview`: for the admin's previews: the reader's name and merge values, but preference and
+        unsubscribe links (List-Unsubscribe included) that lead to the test-mail pages, which say
+        what the link does and act on nobody."""
         cache = _templates(templates)
         key = ("campaign", campaign.campaign_id)
         template = cache.get(key)
@@ -198,7 +202,13 @@ class Composer:
             template,
             sender=(campaign.sender_name, campaign.sender_email),
             list_id=f"{campaign.sender_name} <newsletter.{self.settings.list_id_domain}>",
-            unsubscribe_url=self.signer.url(LinkPurpose.UNSUBSCRIBE, recipient.subscriber_id, None),
+            unsubscribe_url=(
+                self.settings.base_url.rstrip("/") + TEST_MAIL_PATHS[LinkPurpose.UNSUBSCRIBE]
+                if preview
+                else self.signer.url(LinkPurpose.UNSUBSCRIBE, recipient.subscriber_id, None)
+            ),
+            preferences_url=self.settings.base_url.rstrip("/") + TEST_MAIL_PATHS[LinkPurpose.PREFERENCES] if preview else None,
+            unsubscribe_mailto="" if preview else None,
             account_links_to=account_links_to,
             language=self.settings.site_language,
             merge_values=_merge_values(template, recipient, campaign, lesson_number),

@@ -1,7 +1,8 @@
 """A campaign as one reader would get it, without sending it: the admin's preview of a saved
 campaign and the live preview of a draft being typed. The same composer as the sender, with the
-reader's name, links and merge values; the view-in-browser link, tied to a delivery, is left
-unusable (there is none yet). Reads only."""
+reader's name and merge values; its preference and unsubscribe links lead to the pages that say
+what they do and act on nobody (an admin's click must not unsubscribe the reader it shows), and
+the view-in-browser link, tied to a delivery, is left unusable (there is none yet). Reads only."""
 
 from __future__ import annotations
 
@@ -48,4 +49,4 @@ def preview_campaign(
         course, lesson_numbers = read
         content = replace(content, course_id=course.id, course_title=course.title)
         lesson_number = lesson_numbers.get(recipient.subscriber_id)
-    return Preview(composer.campaign(recipient, content, lesson_number=lesson_number), note, samples)
+    return Preview(composer.campaign(recipient, content, lesson_number=lesson_number, preview=True), note, samples)

@@ -187,10 +187,14 @@ def test_preview_shows_the_campaign_as_a_chosen_subscriber_gets_it(web_stack: We
     assert "Spelt too" in html.text
     assert "A bold word, a guide (https://example.com/guides/rye)." in page  # the text part, as a lesson's
     assert 'rel="noopener noreferrer"' in html.text
-    # Their own unsubscribe link: the signed token for r2, the same as a real send would carry.
+    # No signed account link: a viewer could otherwise take r2's unsubscribe or preference link from
+    # a preview. They lead to the pages that say what the link does and change nothing.
     from course.delivery.links import LinkPurpose, signer_from_settings
 
-    assert signer_from_settings(web_stack.settings).url(LinkPurpose.UNSUBSCRIBE, r2.id, None) in html.text
+    signer = signer_from_settings(web_stack.settings)
+    assert signer.url(LinkPurpose.UNSUBSCRIBE, r2.id, None) not in html.text + page
+    assert signer.url(LinkPurpose.PREFERENCES, r2.id) not in html.text + page
+    assert "/test-mail/unsubscribe" in html.text and "/test-mail/preferences" in html.text
     fallback = client.get(f"/admin/campaigns/{campaign_id}/preview?subscriber=nobody@example.org").text
     assert "No subscriber has the address nobody@example.org: shown as r0@example.org instead." in fallback
 
