@@ -20,6 +20,7 @@ from course.clock import get_clock
 from course.content.article import load_article
 from course.content.blocks import block_to_dict, inline_texts
 from course.content.guides import find_references, load_guides
+from course.content.language import article_language
 from course.content.split import DEFAULT_TARGET_WORDS, split_article
 from course.db import transaction
 from course.models import Course, Delivery, DeliveryState, Enrollment, Subscriber, SubscriberStatus
@@ -112,20 +113,24 @@ def split(
     words: Annotated[int, typer.Option("--words", min=50, help="target words per lesson")] = DEFAULT_TARGET_WORDS,
     as_json: Annotated[bool, typer.Option("--json", help="print the plan as JSON")] = False,
     guides: Annotated[Path | None, typer.Option(help="guide catalogue (default: content/guides.toml)")] = None,
-    language: Annotated[str, typer.Option(help="the article's language, for cutting long paragraphs between sentences")] = "en",
+    language: Annotated[
+        str | None, typer.Option(help="the article's language (default: declared in the article, else detected)")
+    ] = None,
 ) -> None:
     """Show how an article splits into lessons: each lesson's title, blocks (kind, heading level) and
     guide links."""
     article = load_article(path)
     catalogue_path = guides or get_settings().content_dir / "guides.toml"
     catalogue = load_guides(catalogue_path) if catalogue_path.exists() else None
+    language = language or article_language(article)
     lessons = split_article(article, words, language=language)
     plan = {
         "title": article.title,
+        "language": language,
         "lessons": [
             {
                 "title": lesson.title,
-                "words": lesson.words,
+                "words": round(lesson.length),  # reading time in words (CJK characters converted)
                 "minutes": lesson.reading_minutes,
                 # The heading the lesson is titled by is marked: the email leaves it out of the body.
                 "blocks": [
@@ -144,7 +149,7 @@ def split(
     if as_json:
         sys.stdout.write(json.dumps(plan, ensure_ascii=False, indent=2) + "\n")
         return
-    table = Table(title=article.title)
+    table = Table(title=f"{article.title} ({language})")
     table.add_column("#", justify="right")
     table.add_column("lesson")
     table.add_column("words", justify="right")
@@ -156,7 +161,7 @@ def split(
         kinds = " ".join(
             f"h{block['level']}" if block["kind"] == "heading" else block["kind"] for block in planned["blocks"]
         )
-        table.add_row(str(number), lesson.title, str(lesson.words), str(lesson.reading_minutes), kinds, links)
+        table.add_row(str(number), lesson.title, str(round(lesson.length)), str(lesson.reading_minutes), kinds, links)
     console.print(table)
 
 

@@ -86,7 +86,7 @@ class CourseDefinition:
     sender_name: str
     sender_email: str
     target_words: int
-    language: str = DEFAULT_LANGUAGE  # of the email and page frame, and for cutting sentences
+    language: str = DEFAULT_LANGUAGE  # of the email and page frame (articles are split in their own)
 
 
 @dataclass(frozen=True)
@@ -170,14 +170,15 @@ def plan_course(definition: CourseDefinition, catalogue: GuideCatalogue) -> Cour
     """Turn a definition into numbered lessons.
 
     For each article in order: load it, split it with ``definition.target_words`` (sentences cut in
-    ``definition.language``), and number its lessons after the previous article's; in the blocks each
+    the article's own language), and number its lessons after the previous article's; in the blocks each
     lesson shows, find the guide references and write the matched ones in as links
     (:func:`link_lesson`).
     """
     lessons: list[PlannedLesson] = []
     for article_path in definition.articles:
         article = load_article(article_path)
-        for plan in split_article(article, definition.target_words, language=definition.language):
+        # Sentences and "(continued)" follow the article's own language; the course's is the frame's.
+        for plan in split_article(article, definition.target_words):
             body, found = link_lesson(plan, catalogue)
             lessons.append(
                 PlannedLesson(

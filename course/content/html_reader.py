@@ -26,6 +26,15 @@ from course.content.blocks import Block, escape_inline
 
 _CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9_.:-]+)""", re.IGNORECASE)
 _PAGE_MARKERS = re.compile(r"<(?:html|body|head|nav|header|footer|aside)\b", re.IGNORECASE)
+# Classes and ids of the boxes publishing platforms put inside a post: signup cards, share buttons,
+# related posts. Matched as whole dash- or underscore-separated parts ("share-box", not "shareable").
+_NOISE_CLASS = re.compile(
+    r"(?:^|[\s_-])(?:signup|subscribe|subscription|subscriptions|newsletter|sharedaddy|sharing|share|social|"
+    r"relatedposts|related|yarpp)(?=$|[\s_-])",
+    re.IGNORECASE,
+)
+# A box with an email field and at most this many words is a signup form, not part of the article.
+MAX_SIGNUP_BOX_WORDS = 60
 _DROPPED_TAGS = ("script", "style", "noscript", "form", "button", "iframe", "svg", "template", "input", "select")
 
 
@@ -108,6 +117,7 @@ def html_to_markdown(html: str, base_url: str = "") -> str:
         return ""
     for element in root.iter(etree.Comment, etree.ProcessingInstruction):
         _drop_keeping_tail(element)
+    _drop_publisher_noise(root)
     for tag in _DROPPED_TAGS:
         for element in root.iter(tag):
             _drop_keeping_tail(element)
@@ -123,6 +133,45 @@ def html_to_markdown(html: str, base_url: str = "") -> str:
         root.make_links_absolute(base_url, resolve_base_href=False, handle_failures="ignore")
     cleaned = lxml.html.tostring(root, encoding="unicode")
     return _Converter().convert(cleaned).strip()
+
+
+def _drop_publisher_noise(root: etree._Element) -> None:
+    """Drop what the publisher's platform adds around the article (readability drops the site's
+    navigation, sidebars and comments; these sit inside the post body itself):
+
+    1. newsletter signup cards, share boxes and "related posts", recognised by their class or id
+       (Ghost's ``kg-signup-card``, Jetpack's ``sharedaddy`` and ``jp-relatedposts``, YARPP,
+       ``newsletter-…``, ``subscribe-…``);
+    2. any other small box holding an email field: a signup form under its own heading;
+    3. links into Ghost's members portal ("Join the newsletter" buttons);
+    4. decorative icons: a callout's emoji, or any element whose text has no letter or digit and
+       that holds no image.
+    """
+    noise: list[etree._Element] = []
+    for element in root.iter(etree.Element):
+        names = f"{element.get('class') or ''} {element.get('id') or ''}"
+        if _NOISE_CLASS.search(names) or "kg-callout-emoji" in names.split():
+            noise.append(element)
+        elif element.tag == "input" and (element.get("type") or "").lower() == "email":
+            box = next((a for a in element.iterancestors("div", "section", "aside", "form") if a is not root), None)
+            while box is not None and box.getparent() is not None and box.getparent() is not root and box.tag == "form":
+                box = box.getparent()
+            if box is not None and len(box.text_content().split()) <= MAX_SIGNUP_BOX_WORDS:
+                noise.append(box)
+        elif element.tag == "a" and "#/portal" in (element.get("href") or ""):
+            box = element.getparent()
+            only_link = box is not None and box is not root and box.text_content().strip() == element.text_content().strip()
+            noise.append(box if only_link else element)
+        elif (
+            element.tag in ("p", "div", "span", "figure")
+            and element.text_content().strip()
+            and not any(char.isalnum() for char in element.text_content())
+            and element.find(".//img") is None
+        ):
+            noise.append(element)
+    for element in noise:
+        if element.getparent() is not None and all(ancestor not in noise for ancestor in element.iterancestors()):
+            _drop_keeping_tail(element)
 
 
 def _drop_keeping_tail(element: etree._Element) -> None:
@@ -197,6 +246,10 @@ def _base_url(document: etree._Element) -> str:
 
 def _page_meta(document: etree._Element) -> dict[str, str]:
     meta: dict[str, str] = {}
+    # The page's declared language (<html lang="ar">) wins over detecting it (course.content.language).
+    declared = next((element.get("lang") for element in document.iter("html", "article") if element.get("lang")), "")
+    if declared.strip():
+        meta["lang"] = declared.strip()
     for element in document.iter("meta"):
         name = (element.get("property") or element.get("name") or "").lower()
         content = " ".join((element.get("content") or "").split())

@@ -7,7 +7,8 @@ in a script whose full stop is not ".". ``tests/content/test_heading_detection.p
 rules on a labelled set of articles in English, German and French and asserts a floor on precision
 and recall.
 
-Lines starting with list markers (``-``, ``*``, ``•``, ``1.``, ``1)``) become lists and lines starting
+Lines starting with list markers (``-``, ``*``, ``•``, ``1.``, ``1)``, and ``・``, ``●``, ``※`` with or
+without a space after them) become lists and lines starting
 with ``>`` a block quote, so numbered steps stay steps.
 """
 
@@ -18,7 +19,7 @@ import unicodedata
 from dataclasses import dataclass
 
 from course.content.article import ArticleError, FrozenMeta
-from course.content.blocks import Block, Heading, ListBlock, Paragraph, Quote, count_words, escape_inline
+from course.content.blocks import Block, Heading, ListBlock, Paragraph, Quote, escape_inline
 
 # A plain-text heading is short: real headings are 2-8 words, and a line of more than a dozen words
 # is almost always a sentence that happens to lack a full stop.
@@ -45,7 +46,10 @@ CLOSING_QUOTES = frozenset("\"'”’»«“‘」』›‹")
 OPENING_QUOTES = frozenset("\"'“”„‚‘’«»「『‹›")
 ATTRIBUTION_DASHES = frozenset("—–-~―")
 
-_LIST_MARKER = re.compile(r"^\s{0,3}(?:(?P<bullet>[-*+•–·▪])|(?P<number>\d{1,3})[.)])\s+(?P<text>\S.*)$")
+# Japanese and Chinese bullets ("・", "●", "※", and "•" as typed there) need no space after them.
+_LIST_MARKER = re.compile(
+    r"^\s{0,3}(?:(?:(?P<bullet>[-*+•–·▪])|(?P<number>\d{1,3})[.)])\s+|(?P<wide>[・●※•])\s*)(?P<text>\S.*)$"
+)
 _QUOTE_MARKER = re.compile(r"^\s{0,3}>\s?(?P<text>.*)$")
 # A sentence break inside the line ("It rose. Then it fell") means prose, unless the full stop
 # belongs to a short abbreviation ("Dr. Lee's Method", "St. John").
@@ -219,7 +223,7 @@ def heading_verdicts(blocks: list[tuple[str, ...]]) -> list[bool]:
             continue
         if text.rstrip()[-1] in QUESTION_MARKS and not (
             (len(text.split()) >= MIN_QUESTION_HEADING_WORDS or _is_cjk(text))
-            and (count_words(following_text) >= QUESTION_BODY_WORDS or not following_is_prose)
+            and (_length(following_text) >= QUESTION_BODY_WORDS or not following_is_prose)
         ):
             verdicts.append(False)
             continue

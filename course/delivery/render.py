@@ -24,7 +24,8 @@ from markupsafe import Markup, escape
 
 from course.i18n import DEFAULT_LANGUAGE, gettext_callables, translate
 from course.content.article import ArticleError
-from course.content.blocks import Block
+from course.content.blocks import Block, block_plain
+from course.content.language import text_direction
 from course.content.lesson_body import LessonBody
 from course.content.markdown_reader import newsletter_blocks
 from course.content.merge_tags import MergeTag, first_name_of, substitute, value_of
@@ -64,6 +65,7 @@ _markdown = MarkdownIt("commonmark", {"html": False, "linkify": False, "typograp
 # A campaign body may carry some HTML (a table, a <br>): it is rendered, then sanitised by nh3
 # (ammonia's allow-list: no script, style, frames, forms or event handlers; links get rel=noopener).
 _campaign_markdown = MarkdownIt("commonmark", {"html": True, "linkify": False, "typographer": False})
+RIGHT_TO_LEFT_MARK = "\u200f"
 _inliner = css_inline.CSSInliner(keep_style_tags=False, load_remote_stylesheets=False)
 
 
@@ -210,6 +212,17 @@ class Renderer:
         another shape raises LessonBodyError)."""
         language = course_language(course)
         body = lesson.body if isinstance(lesson.body, LessonBody) else LessonBody.from_json(lesson.body)
+        # An Arabic or Hebrew lesson reads right to left inside an English (or any) frame: the HTML
+        # part marks its title and body dir="rtl", the text part starts each of their lines with a
+        # right-to-left mark, which is what dir="rtl" is to plain text (Unicode bidi rule P2).
+        title_direction = text_direction(lesson.title)
+        body_direction = text_direction(" ".join(block_plain(block) for block in body.blocks))
+        text = body_text(body)
+        title_text = lesson.title
+        if body_direction == "rtl":
+            text = "\n".join(RIGHT_TO_LEFT_MARK + line if line.strip() else line for line in text.split("\n"))
+        if title_direction == "rtl":
+            title_text = RIGHT_TO_LEFT_MARK + title_text
         return self._render_pair(
             "lesson",
             translate(
@@ -220,7 +233,10 @@ class Renderer:
                 "course": course,
                 "lesson": lesson,
                 "body_html": body_html(body),
-                "body_text": body_text(body),
+                "body_text": text,
+                "title_text": title_text,
+                "title_dir": title_direction,
+                "body_dir": body_direction,
                 "further_reading": body.further_reading(),
             },
             language,

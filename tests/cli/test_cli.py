@@ -184,7 +184,8 @@ def test_split_json_shows_blocks_with_kind_and_level_and_keeps_every_block(tmp_p
     result = run_in(tmp_path, "split", str(seed), "--json", "--words", "150", "--guides", str(guides))
     assert result.returncode == 0, result.stderr
     plan = json.loads(result.stdout)
-    assert set(plan) == {"title", "lessons"} and isinstance(plan["title"], str)
+    assert set(plan) == {"title", "language", "lessons"} and isinstance(plan["title"], str)
+    assert plan["language"] == "en"  # detected: the seed article is English
     assert len(plan["lessons"]) >= 2
     for lesson in plan["lessons"]:
         assert set(lesson) == {"title", "words", "minutes", "blocks", "references"}
