@@ -365,7 +365,7 @@ def subscriber_detail(session: Session, subscriber_id: int) -> SubscriberDetail 
     if subscriber is None:
         return None
     tags = tuple(session.scalars(select(SubscriberTag.tag).where(SubscriberTag.subscriber_id == subscriber_id).order_by(SubscriberTag.tag)))
-    course_titles = dict(session.execute(select(Course.id, Course.title)).tuples().all())
+    course_titles: dict[int, str] = {course_id: title for course_id, title in session.execute(select(Course.id, Course.title))}
     timeline = [
         TimelineEntry(
             at=event.occurred_at, kind=event.kind, summary=_describe_event(event.kind, event.detail or {}, course_titles),
