@@ -78,6 +78,8 @@ from course.models import (
     Lesson,
     SignupRequest,
     Subscriber,
+    SubscriberEvent,
+    SubscriberEventKind,
     SubscriberStatus,
     UTCDateTime,
 )
@@ -1005,12 +1007,20 @@ def _complete_finished_enrollments(session: Session, sent_ids: Sequence[int], *,
 
 def suppress(session: Session, subscriber_ids: Sequence[int], *, now: datetime) -> None:
     """A permanent failure: the address gets nothing more, from any course or campaign."""
-    session.execute(
+    newly = list(session.scalars(
         update(Subscriber)
-        .where(Subscriber.id.in_(subscriber_ids))
+        .where(Subscriber.id.in_(subscriber_ids), Subscriber.status != SubscriberStatus.BOUNCED)
         .values(status=SubscriberStatus.BOUNCED, unsubscribed_at=now)
+        .returning(Subscriber.id)
         .execution_options(synchronize_session=False)
-    )
+    ))  # fmt: skip
+    # The subscriber's timeline records it in this same transaction (course.audience.events is the
+    # record's writer everywhere else; the ledger sits below it and writes this one kind itself).
+    if newly:
+        session.execute(
+            insert(SubscriberEvent),
+            [dict(subscriber_id=subscriber_id, kind=SubscriberEventKind.BOUNCED.value, occurred_at=now) for subscriber_id in newly],
+        )
     cancel_subscriber_rows(session, subscriber_ids)
 
 

@@ -64,6 +64,8 @@ class SubscriberStatus(enum.StrEnum):
     ACTIVE = "active"
     UNSUBSCRIBED = "unsubscribed"  # from everything
     BOUNCED = "bounced"  # suppressed after a permanent SMTP failure
+    COMPLAINED = "complained"  # marked a mail as spam: never mailed again, never resubscribed
+    ERASED = "erased"  # personal data erased on request: never resubscribed
 
 
 class EnrollmentStatus(enum.StrEnum):
@@ -155,6 +157,50 @@ class Subscriber(Base):
 
 # Addresses are unique whatever their case: Ann@Example.com and ann@example.com are one person.
 Index("uq_subscribers_email_lower", func.lower(Subscriber.email), unique=True)
+# The admin's search (course.audience.directory): case-insensitive substring and prefix matches
+# (ILIKE '%ann%') served by trigram indexes on PostgreSQL (pg_trgm, migration 0015). SQLite ignores
+# the PostgreSQL options and gets plain indexes, which its search (a scan) does not use.
+Index("ix_subscribers_email_trgm", Subscriber.email, postgresql_using="gin", postgresql_ops={"email": "gin_trgm_ops"})
+Index("ix_subscribers_name_trgm", Subscriber.name, postgresql_using="gin", postgresql_ops={"name": "gin_trgm_ops"})
+# The list's filters by signup date and by status, each read in the list's keyset order (id).
+Index("ix_subscribers_created_at", Subscriber.created_at, Subscriber.id)
+Index("ix_subscribers_status", Subscriber.status, Subscriber.id)
+
+
+class SubscriberEventKind(enum.StrEnum):
+    """What a subscriber's timeline records (course.audience.events writes them; course.ledger the
+    bounces it suppresses). Deliveries are not events: the timeline reads them from the ledger."""
+
+    SIGNED_UP = "signed_up"  # detail: course, source (form, cli, import…)
+    CONFIRMED = "confirmed"  # detail: course
+    ENROLLED = "enrolled"  # detail: course (an admin's or the CLI's enrolment)
+    PREFERENCES_CHANGED = "preferences_changed"  # detail: what changed (time zone, send time)
+    PAUSED = "paused"  # detail: course
+    RESUMED = "resumed"  # detail: course
+    UNSUBSCRIBED = "unsubscribed"  # detail: course (absent: everything), reason
+    RESUBSCRIBED = "resubscribed"  # detail: reason (an admin's), or the unsubscribe page's undo
+    BOUNCED = "bounced"  # a permanent SMTP failure suppressed the address
+    TAG_ADDED = "tag_added"  # detail: tag
+    TAG_REMOVED = "tag_removed"  # detail: tag
+
+
+class SubscriberEvent(Base):
+    """The append-only record of what happened to a subscriber, written in the same transaction as
+    the change it records. Rows are inserted and never updated; `actor` is the admin (their address,
+    or "API token") who did it, None when it was the subscriber or the system."""
+
+    __tablename__ = "subscriber_events"
+    __table_args__ = (
+        Index("ix_subscriber_events_subscriber", "subscriber_id", "occurred_at", "id"),
+        Index("ix_subscriber_events_kind", "kind", "occurred_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscribers.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(32))
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    actor: Mapped[str | None] = mapped_column(String(320))
+    detail: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 
 class SubscriberTag(Base):

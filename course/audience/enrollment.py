@@ -37,8 +37,11 @@ from course.models import (
     EnrollmentStatus,
     Lesson,
     Subscriber,
+    SubscriberEvent,
+    SubscriberEventKind,
     SubscriberStatus,
 )
+from course.audience.events import record_event
 from course.audience.schedule import lesson_due_times, next_send_slot, parse_timezone
 
 MAX_NAME_LENGTH = 200
@@ -225,14 +228,16 @@ def enroll(
     return enrollment
 
 
-def pause(session: Session, enrollment: Enrollment) -> None:
+def pause(session: Session, enrollment: Enrollment, *, now: datetime) -> None:
     enrollment.status = EnrollmentStatus.PAUSED
     hold_enrollment_rows(session, [enrollment.id])
+    record_event(session, enrollment.subscriber_id, SubscriberEventKind.PAUSED, now=now, detail={"course_id": enrollment.course_id})
 
 
 def resume(session: Session, enrollment: Enrollment, *, now: datetime, immediately: bool = False) -> None:
     """Go on with a paused course: the next lesson at the next local send time, or now."""
     enrollment.status = EnrollmentStatus.ACTIVE
+    record_event(session, enrollment.subscriber_id, SubscriberEventKind.RESUMED, now=now, detail={"course_id": enrollment.course_id})
     course = enrollment.course
     first_due = now if immediately else next_send_slot(
         now,
@@ -251,10 +256,23 @@ def _stopped(status: Any) -> ColumnElement[str]:
     )
 
 
-def unsubscribe(session: Session, subscriber: Subscriber | Row[Any], *, course_id: int | None, now: datetime) -> int:
+def unsubscribe(
+    session: Session,
+    subscriber: Subscriber | Row[Any],
+    *,
+    course_id: int | None,
+    now: datetime,
+    actor: str | None = None,
+    reason: str = "",
+) -> int:
     """Stop one course (course_id) or everything (None). Returns how many rows were cancelled.
     However many enrollments: two statements for one course (the enrollments' UPDATE ... RETURNING,
-    the rows' cancel), three for everything (and the subscriber's own UPDATE)."""
+    the rows' cancel), three for everything (and the subscriber's own UPDATE), and the event.
+    `actor` is the admin who did it (None: the subscriber), with their `reason`."""
+    detail: dict[str, Any] = {"course_id": course_id} if course_id is not None else {}
+    if reason:
+        detail["reason"] = reason
+    record_event(session, subscriber.id, SubscriberEventKind.UNSUBSCRIBED, now=now, actor=actor, detail=detail or None)
     stop = update(Enrollment).where(Enrollment.subscriber_id == subscriber.id)
     if course_id is not None:
         stop = stop.where(Enrollment.course_id == course_id)
@@ -307,15 +325,27 @@ def _unsubscribe_statement(*, everything: bool) -> Select[Any]:
     else:
         cancelled = cancelling(lambda rows: rows.enrollment_id.in_(select(stopped.c.id))).cte("cancelled")
         email = select(subscribers.email).where(subscribers.id == bindparam("who")).scalar_subquery()
+    # The event, as unsubscribe() records it (course.audience.events), for a subscriber who exists.
+    events = SubscriberEvent.__table__
+    detail = func.json_build_object("course_id", bindparam("which_course")) if not everything else literal(None, events.c.detail.type)
+    recorded = (
+        events.insert()
+        .from_select(
+            ["subscriber_id", "kind", "occurred_at", "detail"],
+            select(subscribers.id, literal(SubscriberEventKind.UNSUBSCRIBED.value), bindparam("at", type_=events.c.occurred_at.type), detail)
+            .where(subscribers.id == bindparam("who")),
+        )
+        .cte("recorded")
+    )
     # Every CTE runs to completion whether or not the outer SELECT reads it (PostgreSQL's rule for
-    # data-modifying ones); add_cte makes sure `stopped` is in the statement when nothing names it.
+    # data-modifying ones); add_cte makes sure `stopped` and `recorded` are in the statement when nothing names them.
     return select(
         email,
         select(func.count()).select_from(cancelled).scalar_subquery(),
         ids_that_were(EnrollmentStatus.ACTIVE),
         ids_that_were(EnrollmentStatus.PAUSED),
         was,
-    ).add_cte(stopped)
+    ).add_cte(stopped, recorded)
 
 
 @dataclass(frozen=True)
@@ -369,6 +399,7 @@ def resubscribe(session: Session, subscriber_id: int, stopped: Stopped, *, now: 
         subscriber.unsubscribed_at = None
     elif subscriber.status != SubscriberStatus.ACTIVE:
         return False
+    record_event(session, subscriber_id, SubscriberEventKind.RESUBSCRIBED, now=now, detail={"source": "unsubscribe page"})
     restored = stopped.subscriber_at is not None
     listed = (*stopped.active, *stopped.paused)
     for enrollment in session.scalars(
@@ -392,7 +423,7 @@ def unsubscribe_in_one(
     three statements, COMMIT). Returns the subscriber's address, None when there is no such
     subscriber (then nothing changed), and what it stopped."""
     everything = course_id is None
-    parameters = {"who": subscriber_id, **({"when": now} if everything else {"which_course": course_id})}
+    parameters = {"who": subscriber_id, "at": now, **({"when": now} if everything else {"which_course": course_id})}
     email, _, active, paused, was = connection.execute(_unsubscribe_statement(everything=everything), parameters).one()
     stopped = Stopped(
         active=tuple(sorted(active or ())),

@@ -34,7 +34,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from course.audience.schedule import parse_timezone
 from course.audience.subscriptions import SignupDetails, SignupOutcome, sign_up
 from course.ledger import add_account_mails
-from course.models import Course, EnrollmentStatus, RateLimitHit, SignupRequest, SubscriberStatus, UTCDateTime
+from course.audience.events import record_events
+from course.models import Course, EnrollmentStatus, RateLimitHit, SignupRequest, SubscriberEventKind, SubscriberStatus, UTCDateTime
 from course.ratelimit import (
     RateLimit,
     canonical_address,
@@ -266,6 +267,9 @@ def _handle_new_addresses(
         enrollments = {subscriber_id: enrollment_id for enrollment_id, subscriber_id in rows}
     pairs = [(new_ids[request.email.lower()], enrollments[new_ids[request.email.lower()]]) for request in confirming]
     deliveries = add_account_mails(session, pairs, template="confirm", now=now)
+    for course_id in sorted({request.course_id for request in confirming}):
+        signed_up = [new_ids[request.email.lower()] for request in confirming if request.course_id == course_id]
+        record_events(session, signed_up, SubscriberEventKind.SIGNED_UP, now=now, detail={"course_id": course_id})
     for request in confirming:
         request.confirm_delivery_id = deliveries[enrollments[new_ids[request.email.lower()]]]
     for group, outcome in ((limited, SignupOutcome.ADDRESS_LIMITED), (capped, SignupOutcome.CAPPED),

@@ -36,6 +36,7 @@ from course.audience.enrollment import (
     resume,
     schedule_lessons,
 )
+from course.audience.events import record_event
 from course.audience.schedule import next_send_slot, parse_timezone
 from course.ledger import add_account_mail
 from course.models import (
@@ -45,6 +46,7 @@ from course.models import (
     EnrollmentStatus,
     SignupRequest,
     Subscriber,
+    SubscriberEventKind,
     SubscriberStatus,
 )
 from course.ratelimit import RateLimit, take_rate_limit
@@ -146,6 +148,7 @@ def sign_up(
     if confirmation_cap is not None and not take_rate_limit(session, confirmation_cap, cap_key, now=limits_now):
         return SignupOutcome.CAPPED, None
     enrollment = enroll(session, subscriber, course, now=now, status=EnrollmentStatus.PENDING)
+    record_event(session, subscriber.id, SubscriberEventKind.SIGNED_UP, now=now, detail={"course_id": course.id})
     return SignupOutcome.CONFIRMATION_QUEUED, queue_account_mail(session, enrollment, "confirm", now=now)
 
 
@@ -207,6 +210,7 @@ def confirm(
     subscriber.confirmed_at = now
     subscriber.unsubscribed_at = None
     enroll(session, subscriber, enrollment.course, now=now, status=EnrollmentStatus.ACTIVE)
+    record_event(session, subscriber.id, SubscriberEventKind.CONFIRMED, now=now, detail={"course_id": course_id})
     return Confirmation(ConfirmOutcome.CONFIRMED, enrollment)
 
 
@@ -239,12 +243,17 @@ def _reschedule(session: Session, enrollment: Enrollment, *, now: datetime) -> N
 def change_send_time(session: Session, enrollment: Enrollment, send_time: time | None, *, now: datetime) -> None:
     """None goes back to the course's send time."""
     enrollment.send_time = send_time
+    record_event(
+        session, enrollment.subscriber_id, SubscriberEventKind.PREFERENCES_CHANGED, now=now,
+        detail={"course_id": enrollment.course_id, "send_time": send_time.strftime("%H:%M") if send_time else None},
+    )  # fmt: skip
     _reschedule(session, enrollment, now=now)
 
 
 def change_timezone(session: Session, subscriber: Subscriber, timezone_name: str, *, now: datetime) -> None:
     """Raises UnknownTimeZone for anything but an IANA name."""
     subscriber.timezone = parse_timezone(timezone_name).key
+    record_event(session, subscriber.id, SubscriberEventKind.PREFERENCES_CHANGED, now=now, detail={"timezone": subscriber.timezone})
     for enrollment in subscriber.enrollments:
         _reschedule(session, enrollment, now=now)
 

@@ -15,6 +15,7 @@ from rich.table import Table
 from sqlalchemy import func, select
 
 from course.audience.enrollment import accepted_name, enroll, get_or_create_subscriber
+from course.audience.events import record_event
 from course.cli.errors import CommandError, clear_errors, err_console
 from course.clock import get_clock
 from course.content.article import load_article
@@ -23,7 +24,7 @@ from course.content.guides import find_references, load_guides
 from course.content.language import article_language
 from course.content.split import DEFAULT_TARGET_WORDS, split_article
 from course.db import transaction
-from course.models import Course, Delivery, DeliveryState, Enrollment, Subscriber, SubscriberStatus
+from course.models import Course, Delivery, DeliveryState, Enrollment, Subscriber, SubscriberEventKind, SubscriberStatus
 from course.settings import get_settings, refuse_unsafe
 
 app = typer.Typer(help="Email courses: articles become drip lessons sent by Celery workers.", no_args_is_help=True)
@@ -191,6 +192,7 @@ def subscribe(
             subscriber.unsubscribed_at = None
             subscriber.confirmed_at = subscriber.confirmed_at or now
         enrollment = enroll(session, subscriber, found, now=now)
+        record_event(session, subscriber.id, SubscriberEventKind.ENROLLED, now=now, detail={"course_id": found.id, "source": "cli"})
         scheduled = session.scalar(
             select(func.count()).where(Delivery.enrollment_id == enrollment.id, Delivery.state == DeliveryState.PENDING)
         )
@@ -327,6 +329,9 @@ def _register_admin() -> None:
     from course.cli.admin import admin_app
 
     app.add_typer(admin_app, name="admin", help="Web admin accounts.")
+    from course.cli.subscribers import subscribers_app
+
+    app.add_typer(subscribers_app, name="subscribers", help="Subscribers: show one with their timeline.")
 
 
 _register_admin()

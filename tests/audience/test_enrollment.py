@@ -175,7 +175,7 @@ def test_pause_holds_and_resume_reschedules_from_the_next_slot(db: sessionmaker[
         enrollment = enroll(session, ann, course, now=clock.now())
         rows_of(session, enrollment)[0].state = DeliveryState.SENT
         session.flush()
-        pause(session, enrollment)
+        pause(session, enrollment, now=clock.now())
     with db() as session:
         enrollment = session.scalars(select(Enrollment)).one()
         assert enrollment.status == EnrollmentStatus.PAUSED
@@ -199,7 +199,7 @@ def test_resume_immediately_sends_the_next_lesson_now(db: sessionmaker[Session],
     with db.begin() as session:
         course = make_course(session, now=clock.now(), lessons=3)
         enrollment = enroll(session, get_or_create_subscriber(session, "ann@example.org", now=clock.now()), course, now=clock.now())
-        pause(session, enrollment)
+        pause(session, enrollment, now=clock.now())
     clock.advance(timedelta(days=3, hours=1))
     with db.begin() as session:
         resume(session, session.scalars(select(Enrollment)).one(), now=clock.now(), immediately=True)

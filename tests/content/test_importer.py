@@ -130,7 +130,7 @@ def test_adding_an_article_schedules_its_lessons_after_the_existing_ones(db: ses
     ann = enroll_ann(db, clock)
     ben = enroll_ann(db, clock, "ben@example.org")
     with db.begin() as session:
-        pause(session, session.get(Enrollment, ben))
+        pause(session, session.get(Enrollment, ben), now=clock.now())
     before = lesson_rows(db, ann)
     mark_sent(db, before[:1])
     assert [r.due_at.date() for r in before] == [date(2026, 3, 5), date(2026, 3, 6), date(2026, 3, 9)]  # Thu, Fri, Mon

@@ -344,7 +344,7 @@ def test_a_stop_after_the_claim_wins(
         if stop == "unsubscribe":
             unsubscribe(session, subscriber, course_id=course_id, now=clock.now())
         else:
-            pause(session, session.scalars(select(Enrollment).where(Enrollment.subscriber_id == subscriber.id)).one())
+            pause(session, session.scalars(select(Enrollment).where(Enrollment.subscriber_id == subscriber.id)).one(), now=clock.now())
     report = make_sender().send_claimed(ids, token)
     assert (report.taken, report.sent) == (2, 2)
     assert sorted(mail.envelope_to[0] for mail in smtp_server.received) == PEOPLE[1:]
@@ -423,7 +423,7 @@ def test_paused_then_resumed_enrollment_gets_its_lesson(
     setup_course(sessions, clock, PEOPLE[:1])
     ids, token = one_task(sessions, settings, clock)
     with sessions.begin() as session:
-        pause(session, session.scalars(select(Enrollment)).one())
+        pause(session, session.scalars(select(Enrollment)).one(), now=clock.now())
     assert make_sender().send_claimed(ids, token).taken == 0
     with sessions.begin() as session:
         enrollment = session.scalars(select(Enrollment)).one()
@@ -442,7 +442,7 @@ def test_every_attempted_row_records_the_provider_it_went_through(
     ids, token = one_task(sessions, settings, clock)
     with sessions.begin() as session:  # dee pauses after the claim: her row is held, never attempted
         dee = session.scalars(select(Subscriber).where(Subscriber.email == people[3])).one()
-        pause(session, session.scalars(select(Enrollment).where(Enrollment.subscriber_id == dee.id)).one())
+        pause(session, session.scalars(select(Enrollment).where(Enrollment.subscriber_id == dee.id)).one(), now=clock.now())
     smtp_server.fail_next(451, "4.3.2 Try again later", at="RCPT")  # ann
     smtp_server.fail_next(550, "5.1.1 No such user", at="RCPT")  # ben
     transport = SMTPTransport(SMTPConfig(settings.smtp_host, settings.smtp_port, timeout=5))

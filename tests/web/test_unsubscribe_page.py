@@ -68,7 +68,7 @@ def reader_in_four_courses(stack: WebStack) -> tuple[int, dict[str, int]]:
         session.flush()
         kim = get_or_create_subscriber(session, EMAIL, name="Kim", timezone_name="Europe/Berlin", now=now)
         enrollments = {name: enroll(session, kim, course, now=now) for name, course in courses.items()}
-        pause(session, enrollments["pizza"])
+        pause(session, enrollments["pizza"], now=now)
         unsubscribe(session, kim, course_id=courses["spelt"].id, now=now)
         return kim.id, {name: enrollment.id for name, enrollment in enrollments.items()}
 

@@ -19,6 +19,7 @@ ADMIN_CSP = PAGE_CSP.replace("default-src 'none';", "default-src 'none'; connect
 # The navigation, in order: (path, label, what it needs)
 NAV = (
     ("/admin/campaigns", "Campaigns", "viewer"),
+    ("/admin/subscribers", "Subscribers", "viewer"),
     ("/admin/courses", "Courses", "viewer"),
     ("/admin/admins", "Admins", "owner"),
     ("/admin/tokens", "API tokens", "owner"),

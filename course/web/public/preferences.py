@@ -140,7 +140,7 @@ def _apply_course_action(
         unsubscribe(session, subscriber, course_id=enrollment.course_id, now=now)
         return "saved=unsubscribe_course"
     if action == "pause" and running and enrollment.status == EnrollmentStatus.ACTIVE:
-        pause(session, enrollment)
+        pause(session, enrollment, now=now)
         return "saved=pause"
     if action == "resume" and running and enrollment.status == EnrollmentStatus.PAUSED:
         resume(session, enrollment, now=now)

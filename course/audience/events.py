@@ -1,0 +1,80 @@
+"""The subscriber event record: what happened to each subscriber, for their timeline (and the
+courses' funnels). Append-only: rows are inserted, never updated; each is written in the same
+transaction as the change it records, through these functions, so a change rolled back leaves no
+event behind and no change goes unrecorded.
+
+Deliveries are not copied here: a timeline reads them from the ledger's rows (course.audience.directory).
+Bounces are written by course.ledger.suppress, which makes that change and cannot import this module."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Select, String, insert, literal, select
+from sqlalchemy.orm import Session
+
+from course.models import SubscriberEvent, SubscriberEventKind, UTCDateTime
+
+
+def record_event(
+    session: Session,
+    subscriber_id: int,
+    kind: SubscriberEventKind | str,
+    *,
+    now: datetime,
+    actor: str | None = None,
+    detail: dict[str, Any] | None = None,
+) -> None:
+    """Append one event. `actor` is the admin who acted (None: the subscriber or the system);
+    `detail` a small JSON object (course, tag, reason, source…)."""
+    session.execute(
+        insert(SubscriberEvent).values(
+            subscriber_id=subscriber_id, kind=str(SubscriberEventKind(kind)), occurred_at=now, actor=actor, detail=detail
+        )
+    )
+
+
+def record_events(
+    session: Session,
+    subscriber_ids: Sequence[int] | Select[Any],
+    kind: SubscriberEventKind | str,
+    *,
+    now: datetime,
+    actor: str | None = None,
+    detail: dict[str, Any] | None = None,
+) -> int:
+    """The same event for many subscribers in one statement: a list of ids, or a SELECT of one
+    column of ids (a bulk action's result). Returns how many were written."""
+    kind = str(SubscriberEventKind(kind))
+    if not isinstance(subscriber_ids, Select):
+        if not subscriber_ids:
+            return 0
+        session.execute(
+            insert(SubscriberEvent),
+            [dict(subscriber_id=subscriber_id, kind=kind, occurred_at=now, actor=actor, detail=detail) for subscriber_id in subscriber_ids],
+        )
+        return len(subscriber_ids)
+    ids = subscriber_ids.subquery()
+    source = select(
+        ids.c[0],
+        literal(kind, String()),
+        literal(now, UTCDateTime()),
+        literal(actor, String()),
+        literal(detail, JSON()),
+    )
+    return session.execute(
+        insert(SubscriberEvent).from_select(["subscriber_id", "kind", "occurred_at", "actor", "detail"], source)
+    ).rowcount
+
+
+def events_of(session: Session, subscriber_id: int) -> list[SubscriberEvent]:
+    """A subscriber's events, oldest first."""
+    return list(
+        session.scalars(
+            select(SubscriberEvent)
+            .where(SubscriberEvent.subscriber_id == subscriber_id)
+            .order_by(SubscriberEvent.occurred_at, SubscriberEvent.id)
+        )
+    )
