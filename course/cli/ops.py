@@ -17,6 +17,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from course.cli.errors import CommandError
 from course.db import session_factory, transaction
 from course.health import BEAT, DISPATCHER, describe_heartbeats, read_heartbeats, stale_after, worker_component
 from course.settings import get_settings
@@ -167,8 +168,6 @@ def prepare_worker_metrics() -> None:
 
 def _moment(raw: str) -> datetime:
     """An ISO date or date-time (UTC unless it says otherwise), or a span back from now: 90m, 6h, 3d."""
-    from course.cli.main import CommandError
-
     text = raw.strip()
     units = {"m": 60, "h": 3600, "d": 86400}
     if text[:-1].isdigit() and text[-1:] in units:
@@ -188,7 +187,6 @@ def retry_failed_command(
     retry window."""
     from sqlalchemy import select
 
-    from course.cli.main import CommandError
     from course.clock import get_clock
     from course.ledger import requeue_failed
     from course.models import Campaign

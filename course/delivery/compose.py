@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from course.campaigns.editor import parse_senders
+from course.campaigns.service import parse_senders
 from course.audience.enrollment import name_to_greet
 from course.clock import Clock, get_clock
 from course.delivery.links import TEST_MAIL_PATHS, LinkPurpose, Signer, signer_from_settings
