@@ -23,7 +23,8 @@ from course.db import get_engine
 from course.models import Subscriber
 from course.web.app import create_app
 from course.web.security import CSRF_COOKIE, csrf_field_for, mint_csrf_cookie
-from course.web.server import MAX_HEAD_BYTES, TimedHttpToolsProtocol, mask_tokens, uvicorn_options
+from course.web.access_log import mask_tokens
+from course.web.server import MAX_HEAD_BYTES, TimedHttpToolsProtocol, uvicorn_options
 from tests.support.smtp_server import RecordingSMTPServer
 from tests.support.web_fixtures import COURSE_SLUG, WebStack, csrf_token_of, prepare, web_settings
 

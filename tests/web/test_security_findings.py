@@ -29,7 +29,7 @@ from course.models import Course, Enrollment, SignupRequest, Subscriber, Subscri
 from course.settings import DEFAULT_SECRET
 from course.web.app import InsecureConfiguration, create_app
 from course.web.security import CSRF_COOKIE
-from course.web.server import MaskTokens
+from course.web.access_log import MaskTokens
 from tests.support.smtp_server import RecordingSMTPServer
 from tests.support.web_fixtures import COURSE_SLUG, WebStack, csrf_token_of, link_in, prepare, web_settings
 
