@@ -29,7 +29,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("base", ("course", "course.settings", "course.clock", "course.db", "course.models", "course.schema", "course.migrations")),
     ("ledger", ("course.ledger", "course.ratelimit")),
     # Watching the ledger (read-only): the audit, heartbeats and metrics, used by delivery, web and cli.
-    ("ops", ("course.audit", "course.health", "course.metrics")),
+    ("ops", ("course.ops",)),
     ("accounts", ("course.accounts",)),  # admin accounts: models, ratelimit and settings only
     ("content", ("course.content",)),
     ("audience", ("course.audience",)),
