@@ -309,3 +309,23 @@ def test_a_mistyped_merge_tag_is_refused_with_its_line() -> None:
         "body_markdown": "Body, line 3: {{ frist_name }} names no merge tag (known: first_name, email, course_title, "
         "lesson_number, preferences_url, unsubscribe_url).",
     }
+
+
+def test_the_cli_schedule_makes_the_same_campaign_as_the_admin(sessions: sessionmaker[Session], clock: ManualClock) -> None:
+    """`course campaign schedule` goes through check_draft, create_draft and schedule: its campaign
+    stores an audience as the admin's does (no tag-only campaign that the admin reads differently),
+    and it is refused like the admin's schedule when its audience reaches nobody now."""
+    from course.campaigns.refusals import AudienceEmpty
+    from course.campaigns.service import audience_of
+
+    with sessions.begin() as session:
+        add_readers(session, clock)
+        campaign = newsletter(session, clock)
+        assert campaign.status == CampaignStatus.SCHEDULED
+        assert campaign.segment_tag is None and campaign.audience is not None
+        assert audience_of(campaign).tags_any == ("weekly",)
+        for address in ("ann@example.org", "ben@example.org"):
+            session.scalars(select(Subscriber).where(Subscriber.email == address)).one().status = SubscriberStatus.UNSUBSCRIBED
+        session.flush()
+        with pytest.raises(AudienceEmpty, match="would reach nobody"):
+            newsletter(session, clock, name="April letter")

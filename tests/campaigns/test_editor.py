@@ -221,3 +221,18 @@ def test_the_confirmation_says_what_scheduling_will_do() -> None:
         "Send to 1 reader at 13:00 Europe/Berlin on Sat 7 Mar 2026, starting in 2 d."
     )
     assert describe_schedule(Scheduled(NOW, 5, 5), Schedule("now"), now=NOW) == "Send to 5 readers now."
+
+
+def test_the_lifecycle_is_one_table() -> None:
+    """Every move and the states it leaves from, in one place; the refusals quote it."""
+    from course.campaigns.service import TRANSITIONS
+    from course.models import CampaignStatus as S
+
+    assert set(TRANSITIONS) == {
+        "edit", "delete", "schedule", "unschedule", "fan_out", "pause", "resume", "resume_before_fan_out", "cancel", "finish",
+    }  # fmt: skip
+    assert TRANSITIONS["cancel"].allowed == {S.DRAFT, S.SCHEDULED, S.SENDING, S.PAUSED}
+    assert TRANSITIONS["pause"].allowed == {S.SCHEDULED, S.SENDING} and TRANSITIONS["pause"].to == S.PAUSED
+    assert TRANSITIONS["finish"].to == S.DONE and TRANSITIONS["delete"].to is None
+    reached = {move.to for move in TRANSITIONS.values()} - {None}
+    assert reached == set(S), "every status is reached by some move"
