@@ -42,14 +42,7 @@ from course.campaigns.audience import (
     recipients,
     resolve_course,
 )
-from course.campaigns.refusals import (
-    AudienceEmpty,
-    CampaignNotFound,
-    CampaignRefused,
-    DraftExists,
-    InputRefused,
-    StateRefused,
-)
+from course.campaigns.refusals import AudienceEmpty, CampaignNotFound, DraftExists, InputRefused, StateRefused
 from course.campaigns.timing import PAST_TOLERANCE, Schedule, local_due_at, recipient_zones, zone_moments
 from course.content import merge_tags
 from course.content.article import ArticleError
@@ -70,9 +63,10 @@ from course.models import (
     SubscriberTag,
 )
 
-__all__ = ["AudienceEmpty", "CampaignNotFound", "CampaignRefused", "DraftExists", "InputRefused", "StateRefused"]
-
 ANALYZE_AFTER_ROWS = 10_000  # a fan-out this large refreshes the ledger's planner statistics
+
+
+# --- drafts ----------------------------------------------------------------------------------------
 
 MAX_BODY_CHARS = 50_000  # a long newsletter is 5,000 words; this is ten of them
 MAX_NAME_CHARS = 200
