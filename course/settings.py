@@ -117,7 +117,7 @@ class Settings(BaseSettings):
     retry_base_seconds: float = 60.0
     retry_max_seconds: float = 6 * 3600.0
 
-    # Signs of life (course/health.py): worker and beat write a heartbeat this often; one older than
+    # Signs of life (course/ops/health.py): worker and beat write a heartbeat this often; one older than
     # heartbeat_stale_seconds (or three of its periods) is an alarm in /readyz, `course status` and
     # `course health`.
     heartbeat_interval_seconds: float = 10.0

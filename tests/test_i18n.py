@@ -5,53 +5,13 @@ from __future__ import annotations
 import datetime
 import html
 import re
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from babel.messages.extract import extract_from_dir
-from babel.messages.pofile import read_po
 
 from course.delivery.render import Renderer
-from course.i18n import LOCALES_DIR, SUPPORTED_LANGUAGES, UnknownLanguageError, gettext_callables, translate
-from course.settings import PROJECT_ROOT
-
-TEMPLATES = PROJECT_ROOT / "templates"
-
-
-def source_messages() -> set[str]:
-    """Every msgid of the email and page templates, of translate(language, "…") calls and of N_("…")
-    marks in course/ (a plural message counts by its singular)."""
-    options = {"extensions": "jinja2.ext.i18n"}
-    patterns = ["email/**.html", "email/**.txt", "web/**.html"]
-    messages = {
-        message if isinstance(message, str) else message[0]
-        for _, _, message, _, _ in extract_from_dir(
-            str(TEMPLATES), [(pattern, "jinja2") for pattern in patterns],
-            options_map={pattern: options for pattern in patterns},
-        )
-    }
-    messages |= {
-        message
-        for _, _, message, _, _ in extract_from_dir(
-            str(PROJECT_ROOT / "course"), [("**.py", "python")], keywords={"translate": (2,), "N_": None}
-        )
-        if isinstance(message, str)
-    }
-    return messages
-
-
-def catalogue(language: str) -> dict[str, str]:
-    """msgid -> translation (a plural message by its singular, with all its forms joined)."""
-    with (LOCALES_DIR / language / "LC_MESSAGES" / "messages.po").open("rb") as po_file:
-        entries = [message for message in read_po(po_file) if message.id]
-    return {
-        (entry.id if isinstance(entry.id, str) else entry.id[0]): (
-            entry.string if isinstance(entry.string, str) else " ".join(entry.string) if all(entry.string) else ""
-        )
-        for entry in entries
-    }
-
+from course.i18n import SUPPORTED_LANGUAGES, UnknownLanguageError, gettext_callables, translate
+from tests.support.translations import TEMPLATES, catalogue, source_messages
 
 def test_source_strings_are_found() -> None:
     messages = source_messages()

@@ -1,4 +1,4 @@
-"""Heartbeats and counters of the Celery side (course/health.py, course/metrics.py): the
+"""Heartbeats and counters of the Celery side (course/ops/health.py, course/ops/metrics.py): the
 dispatcher's heartbeat and claimed-row count after each of its runs, and one heartbeat per worker
 and per beat process from a background thread. Hooked to Celery's signals, so the tasks themselves
 stay as they are."""
@@ -12,8 +12,8 @@ from typing import Any
 from celery.signals import beat_init, task_postrun, worker_ready, worker_shutdown
 
 from course.db import session_factory
-from course.metrics import DISPATCH_CLAIMED, DISPATCH_RUNS
-from course.health import BEAT, DISPATCHER, HeartbeatThread, record_heartbeat, worker_component
+from course.ops.metrics import DISPATCH_CLAIMED, DISPATCH_RUNS
+from course.ops.health import BEAT, DISPATCHER, HeartbeatThread, record_heartbeat, worker_component
 from course.settings import get_settings
 
 log = logging.getLogger(__name__)

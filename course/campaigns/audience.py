@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import Select, exists, func, select
 from sqlalchemy.orm import Session
 
+from course.campaigns.refusals import InputRefused
 from course.models import (
     Course,
     Delivery,
@@ -31,10 +32,21 @@ from course.models import (
 )
 
 MAX_TAGS = 20  # per list: an audience is a few conditions, not a subscriber list
+_TAG = re.compile(r"[a-z0-9][a-z0-9_.:-]{0,63}")
 
 
-class AudienceError(ValueError):
+class AudienceError(InputRefused):
     """An audience that cannot be sent to: the message names the tag, course or rule."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, {"audience": message})
+
+
+def normalize_tag(raw: str) -> str:
+    tag = raw.strip().lower()
+    if not _TAG.fullmatch(tag):
+        raise InputRefused(f"invalid tag {raw!r}: use 1-64 of a-z, 0-9, '_', '.', ':', '-'")
+    return tag
 
 
 class CourseStage(enum.StrEnum):
@@ -108,14 +120,12 @@ class Audience:
 
 
 def _tag_list(raw: str | list[str] | tuple[str, ...], what: str) -> tuple[str, ...]:
-    from course.campaigns.service import CampaignError, normalize_tag
-
     items = raw.replace(",", " ").split() if isinstance(raw, str) else [item for item in raw if item.strip()]
     if len(items) > MAX_TAGS:
         raise AudienceError(f"{what}: at most {MAX_TAGS} tags")
     try:
         return tuple(dict.fromkeys(normalize_tag(item) for item in items))
-    except CampaignError as exc:
+    except InputRefused as exc:
         raise AudienceError(f"{what}: {exc}") from None
 
 

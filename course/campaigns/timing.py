@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import ColumnElement, Select, case, func, literal
 from sqlalchemy.orm import Session
 
+from course.campaigns.refusals import InputRefused
 from course.audience.schedule import UnknownTimeZone, local_moment, parse_timezone
 from course.models import Subscriber, UTCDateTime
 
@@ -20,9 +21,11 @@ from course.models import Subscriber, UTCDateTime
 PAST_TOLERANCE = timedelta(minutes=1)
 
 
-class ScheduleError(ValueError):
+class ScheduleError(InputRefused):
+    """A schedule that cannot be read: `field` names the part (mode, day, at, zone)."""
+
     def __init__(self, message: str, field: str) -> None:
-        super().__init__(message)
+        super().__init__(message, {field: message})
         self.field = field
 
 

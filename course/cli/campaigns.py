@@ -12,14 +12,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from course.campaigns.service import (
-    CampaignError,
-    campaign_counts,
-    cancel_campaign,
-    schedule_campaign,
-    tag_subscribers,
-)
-from course.campaigns.editor import audience_of
+from course.campaigns.refusals import InputRefused
+from course.campaigns.service import audience_of, campaign_counts, cancel, schedule_campaign, tag_subscribers
 from course.cli.errors import CommandError, clear_errors
 from course.clock import get_clock
 from course.db import transaction
@@ -34,9 +28,9 @@ def parse_moment(raw: str) -> datetime:
     try:
         moment = datetime.fromisoformat(raw)
     except ValueError as exc:
-        raise CampaignError(f"--at {raw!r} is not an ISO 8601 time such as 2026-03-05T09:00+01:00") from exc
+        raise InputRefused(f"--at {raw!r} is not an ISO 8601 time such as 2026-03-05T09:00+01:00") from exc
     if moment.tzinfo is None:
-        raise CampaignError(f"--at {raw!r} has no UTC offset: add one, e.g. {raw}+00:00")
+        raise InputRefused(f"--at {raw!r} has no UTC offset: add one, e.g. {raw}+00:00")
     return moment
 
 
@@ -60,7 +54,8 @@ def schedule_command(
     sender_name: Annotated[str, typer.Option("--from-name", help="sender name")] = "Newsletter",
     sender_email: Annotated[str, typer.Option("--from", help="sender address")] = "newsletter@example.org",
 ) -> None:
-    """Schedule a newsletter; the workers fan it out and send it when its time comes."""
+    """Schedule a newsletter (a draft scheduled at once, as the admin does it); the workers fan it
+    out and send it when its time comes."""
     settings = get_settings()
     now = get_clock(settings).now()
     body_markdown = _read_body(body)
@@ -78,6 +73,8 @@ def schedule_command(
             now=now,
         )
         campaign_id, scheduled_for = campaign.id, campaign.send_at
+    if send_at is not None:  # said in the offset it was given in
+        scheduled_for = scheduled_for.astimezone(send_at.tzinfo)
     typer.echo(f"campaign {campaign_id} scheduled for {scheduled_for.isoformat()}")
 
 
@@ -119,7 +116,7 @@ def list_command() -> None:
 def cancel_command(campaign_id: Annotated[int, typer.Argument(help="the campaign's id (see `course campaign list`)")]) -> None:
     """Stop a campaign before it is done: its unsent rows are cancelled."""
     with transaction() as session:
-        cancelled = cancel_campaign(session, campaign_id)
+        cancelled = cancel(session, campaign_id)
     typer.echo(f"campaign {campaign_id} cancelled ({cancelled} unsent deliveries cancelled)")
 
 

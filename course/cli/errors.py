@@ -35,7 +35,7 @@ def project_errors() -> tuple[type[Exception], ...]:
     bench (and Celery with them)."""
     from course.audience.enrollment import SubscriptionError
     from course.audience.schedule import UnknownTimeZone
-    from course.campaigns.service import CampaignError
+    from course.campaigns.refusals import CampaignRefused
     from course.cli.local_stack import StackError
     from course.content.article import ArticleError
     from course.content.definition import CourseDefinitionError
@@ -53,7 +53,7 @@ def project_errors() -> tuple[type[Exception], ...]:
         GuideCatalogueError,
         SubscriptionError,
         UnknownTimeZone,
-        CampaignError,
+        CampaignRefused,
         StackError,
         MailSinkError,
         BrokerUnavailable,

@@ -17,8 +17,9 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from course.cli.errors import CommandError
 from course.db import session_factory, transaction
-from course.health import BEAT, DISPATCHER, describe_heartbeats, read_heartbeats, stale_after, worker_component
+from course.ops.health import BEAT, DISPATCHER, describe_heartbeats, read_heartbeats, stale_after, worker_component
 from course.settings import get_settings
 
 console = Console(soft_wrap=True)
@@ -37,7 +38,7 @@ def audit_command(
     as_json: Annotated[bool, typer.Option("--json", help="print the findings as JSON")] = False,
 ) -> None:
     """Check the delivery ledger's invariants; exit 1 when one fails."""
-    from course.audit import audit
+    from course.ops.audit import audit
     from course.clock import get_clock
 
     settings = get_settings()
@@ -131,7 +132,7 @@ def metrics_command(
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(settings.metrics_dir)
     from prometheus_client import start_http_server
 
-    from course.metrics import registry_for
+    from course.ops.metrics import registry_for
 
     start_http_server(port, addr=host, registry=registry_for(session_factory(settings) if ledger else None, settings))
     console.print(f"serving metrics on http://{host}:{port}/metrics")
@@ -167,8 +168,6 @@ def prepare_worker_metrics() -> None:
 
 def _moment(raw: str) -> datetime:
     """An ISO date or date-time (UTC unless it says otherwise), or a span back from now: 90m, 6h, 3d."""
-    from course.cli.main import CommandError
-
     text = raw.strip()
     units = {"m": 60, "h": 3600, "d": 86400}
     if text[:-1].isdigit() and text[-1:] in units:
@@ -188,7 +187,6 @@ def retry_failed_command(
     retry window."""
     from sqlalchemy import select
 
-    from course.cli.main import CommandError
     from course.clock import get_clock
     from course.ledger import requeue_failed
     from course.models import Campaign

@@ -13,59 +13,22 @@ because a silent guess here would become a wrong email to every subscriber.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from course.content.blocks import Block, Heading, blocks_to_markdown, inline_plain
+from course.content.html_reader import decode_html, html_markdown
+from course.content.markdown_reader import read_markdown
+from course.content.reading import ArticleError, FrozenMeta, MetaValue
+from course.content.text_reader import read_text
 
 ArticleFormat = Literal["markdown", "text", "html"]
 
 MARKDOWN_SUFFIXES = (".md", ".markdown")
 TEXT_SUFFIXES = (".txt", ".text")
 HTML_SUFFIXES = (".html", ".htm")
-
-MetaValue = str | tuple[str, ...]
-
-
-class ArticleError(ValueError):
-    """The article cannot be parsed; the message names the source and, where known, the line."""
-
-
-class FrozenMeta(Mapping[str, MetaValue]):
-    """Read-only front matter that, unlike ``types.MappingProxyType``, is hashable and picklable.
-
-    An :class:`Article` is a frozen value that may be hashed, copied or pickled (e.g. to hand it to a
-    worker), so its metadata has to be all three. Values are text, or tuples of text for YAML lists.
-    """
-
-    __slots__ = ("_pairs",)
-
-    def __init__(self, pairs: Mapping[str, MetaValue] | None = None) -> None:
-        self._pairs: tuple[tuple[str, MetaValue], ...] = tuple((pairs or {}).items())
-
-    def __getitem__(self, key: str) -> MetaValue:
-        for pair_key, value in self._pairs:
-            if pair_key == key:
-                return value
-        raise KeyError(key)
-
-    def __iter__(self) -> Iterator[str]:
-        return (key for key, _ in self._pairs)
-
-    def __len__(self) -> int:
-        return len(self._pairs)
-
-    def __hash__(self) -> int:
-        return hash(frozenset(self._pairs))
-
-    def __reduce__(self) -> tuple[type[FrozenMeta], tuple[dict[str, MetaValue]]]:
-        return (FrozenMeta, (dict(self._pairs),))
-
-    def __repr__(self) -> str:
-        return f"FrozenMeta({dict(self._pairs)!r})"
-
 
 @dataclass(frozen=True)
 class Section:
@@ -139,8 +102,6 @@ def load_article(path: Path) -> Article:
     if nul_offset >= 0:
         raise ArticleError(f"{source}: binary file (NUL byte at offset {nul_offset}), not an article")
     if fmt == "html":
-        from course.content.html_reader import decode_html
-
         text = decode_html(raw, source)
     else:
         try:
@@ -170,18 +131,13 @@ def parse_article(text: str, *, source: str = "<string>", fmt: ArticleFormat | N
         raise ArticleError(f"{source}: binary content (contains NUL characters), not an article")
     if not text.strip():
         raise ArticleError(f"{source}: empty article")
-    # The readers import ArticleError and FrozenMeta from this module, so they are imported here.
     if fmt == "markdown":
-        from course.content.markdown_reader import read_markdown
-
         title, blocks, meta = read_markdown(text, source)
     elif fmt == "html":
-        from course.content.html_reader import read_html
-
-        title, blocks, meta = read_html(text, source)
+        # HTML is read as the Markdown it converts to, with the page's own metadata.
+        markdown, meta = html_markdown(text, source)
+        title, blocks, _ = read_markdown(markdown, source)
     else:
-        from course.content.text_reader import read_text
-
         title, blocks, meta = read_text(text, source)
     if not any(not isinstance(block, Heading) for block in blocks):
         raise ArticleError(f"{source}: article {title!r} has a title but no paragraphs")

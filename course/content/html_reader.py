@@ -21,8 +21,8 @@ from lxml import etree
 from markdownify import MarkdownConverter
 from readability import Document
 
-from course.content.article import ArticleError, FrozenMeta
-from course.content.blocks import Block, escape_inline
+from course.content.reading import ArticleError, FrozenMeta
+from course.content.blocks import escape_inline
 
 _CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9_.:-]+)""", re.IGNORECASE)
 _PAGE_MARKERS = re.compile(r"<(?:html|body|head|nav|header|footer|aside)\b", re.IGNORECASE)
@@ -56,9 +56,10 @@ def decode_html(raw: bytes, source: str) -> str:
         ) from exc
 
 
-def read_html(text: str, source: str) -> tuple[str, tuple[Block, ...], FrozenMeta]:
-    """Parse an HTML article into ``(title, blocks, meta)``; meta holds the page's description and
-    author when it declares them."""
+def html_markdown(text: str, source: str) -> tuple[str, FrozenMeta]:
+    """An HTML article as ``(Markdown, meta)``, the Markdown starting with its title as an H1 (the
+    Markdown reader makes the blocks); meta holds the page's description and author when it
+    declares them."""
     try:
         document = lxml.html.document_fromstring(text)
     except (etree.ParserError, ValueError) as exc:
@@ -86,21 +87,7 @@ def read_html(text: str, source: str) -> tuple[str, tuple[Block, ...], FrozenMet
         markdown = f"# {escape_inline(title)}\n\n{markdown}"
     if not markdown.strip() or markdown.strip().count("\n") == 0:
         raise ArticleError(f"{source}: no article text found in the HTML")
-    from course.content.markdown_reader import read_markdown
-
-    title, blocks, _ = read_markdown(markdown, source)
-    return title, blocks, FrozenMeta(meta)
-
-
-def html_fragment_blocks(html: str, source: str) -> list[Block]:
-    """An HTML block inside a Markdown article (a ``<table>``, a ``<figure>``) → blocks."""
-    from course.content.markdown_reader import read_markdown
-
-    markdown = html_to_markdown(html)
-    if not markdown.strip():
-        return []
-    _, blocks, _ = read_markdown(f"# -\n\n{markdown}", source)
-    return list(blocks)
+    return markdown, FrozenMeta(meta)
 
 
 def html_to_markdown(html: str, base_url: str = "") -> str:

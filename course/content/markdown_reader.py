@@ -20,7 +20,8 @@ from markdown_it.tree import SyntaxTreeNode
 from mdit_py_plugins.footnote import footnote_plugin
 from mdit_py_plugins.front_matter import front_matter_plugin
 
-from course.content.article import ArticleError, FrozenMeta, MetaValue
+from course.content.reading import ArticleError, FrozenMeta, MetaValue
+from course.content.html_reader import html_to_markdown
 from course.content.blocks import (
     Alignment,
     Block,
@@ -243,10 +244,13 @@ def _alignment(style: object) -> Alignment:
 def _html_block(html: str, source: str) -> list[Block]:
     if _HTML_COMMENT.fullmatch(html):
         return []  # "<!--more-->", "<!-- wp:paragraph -->" and other notes to the CMS
-    # The HTML reader itself parses Markdown with this module; imported here to avoid a cycle.
-    from course.content.html_reader import html_fragment_blocks
-
-    return html_fragment_blocks(html, source)
+    # An HTML block inside a Markdown article (a ``<table>``, a ``<figure>``): read as the Markdown
+    # it converts to.
+    markdown = html_to_markdown(html)
+    if not markdown.strip():
+        return []
+    _, blocks, _ = read_markdown(f"# -\n\n{markdown}", source)
+    return list(blocks)
 
 
 def _footnotes(node: SyntaxTreeNode, source: str, lines: list[str]) -> list[Block]:

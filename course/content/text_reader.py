@@ -18,7 +18,7 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
-from course.content.article import ArticleError, FrozenMeta
+from course.content.reading import ArticleError, FrozenMeta
 from course.content.blocks import Block, Heading, ListBlock, Paragraph, Quote, escape_inline
 
 # A plain-text heading is short: real headings are 2-8 words, and a line of more than a dozen words

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from course.campaigns.editor import parse_senders
+from course.campaigns.service import parse_senders
 from course.audience.enrollment import name_to_greet
 from course.clock import Clock, get_clock
 from course.delivery.links import TEST_MAIL_PATHS, LinkPurpose, Signer, signer_from_settings
@@ -117,14 +117,25 @@ class Composer:
 
     # --- one entry per kind --------------------------------------------------------------------
 
-    def delivery(self, job: DeliveryJob, batch: Batch, templates: TemplateCache | None = None) -> ComposedEmail:
-        """The email a taken-over delivery becomes, from the content its batch read."""
-        recipient = Recipient.of_job(job, batch)
+    def delivery(
+        self, job: DeliveryJob, batch: Batch, templates: TemplateCache | None = None, *, in_browser: str | None = None
+    ) -> ComposedEmail:
+        """The email a taken-over delivery becomes, from the content its batch read.
+        `in_browser`: for the view-in-browser page, whose link is forwarded: composed for nobody (no
+        name, no address) with its account links leading to this URL instead (a test send keeps
+        its test-mail pages)."""
+        if in_browser is None:
+            recipient = Recipient.of_job(job, batch)
+        else:
+            recipient = Recipient(job.delivery_id, job.subscriber_id, "", "")
         if job.kind == DeliveryKind.LESSON and job.lesson_id is not None and job.lesson_id in batch.lessons:
-            return self.lesson(recipient, batch.lessons[job.lesson_id], templates)
+            return self.lesson(recipient, batch.lessons[job.lesson_id], templates, account_links_to=in_browser)
         if job.kind == DeliveryKind.CAMPAIGN and job.campaign_id is not None and job.campaign_id in batch.campaigns:
             campaign = batch.campaigns[job.campaign_id]
-            return self.campaign(recipient, campaign, templates, lesson_number=batch.lesson_number(campaign, job.subscriber_id))
+            return self.campaign(
+                recipient, campaign, templates, account_links_to=in_browser,
+                lesson_number=batch.lesson_number(campaign, job.subscriber_id),
+            )  # fmt: skip
         if job.kind == DeliveryKind.CAMPAIGN_TEST and job.test_address:
             # The content as it was when the test was asked for; a row queued before those were kept
             # (migration 0014) shows the campaign as it is now. Course merge values are today's.

@@ -13,9 +13,10 @@ from sqlalchemy.orm import Session
 
 from course.audience.enrollment import find_subscriber
 from course.campaigns.audience import Audience, recipients, resolve_course
-from course.delivery.compose import ComposedEmail, Composer, Recipient
+from course.campaigns.service import Draft, audience_of
+from course.delivery.compose import ComposedEmail, Composer, Recipient, campaign_content
 from course.ledger import CampaignContent, course_merge_values
-from course.models import Subscriber
+from course.models import Campaign, Subscriber
 
 SAMPLE_READERS = 8  # the audience's first few, offered as "preview as"
 STAND_IN = Recipient(delivery_id=0, subscriber_id=0, name="Sample Reader", email="reader@example.org")
@@ -50,3 +51,23 @@ def preview_campaign(
         content = replace(content, course_id=course.id, course_title=course.title)
         lesson_number = lesson_numbers.get(recipient.subscriber_id)
     return Preview(composer.campaign(recipient, content, lesson_number=lesson_number, preview=True), note, samples)
+
+
+def campaign_preview(session: Session, composer: Composer, campaign_id: int, subscriber: str) -> tuple[Campaign, Preview] | None:
+    """The saved campaign composed as `subscriber` would get it, with the campaign (detached from
+    the session, for the page around it). None: no such campaign. The admin's preview page, its
+    frame and the API's preview all show this."""
+    campaign = session.get(Campaign, campaign_id)
+    if campaign is None:
+        return None
+    preview = preview_campaign(session, composer, campaign_content(campaign), audience_of(campaign), subscriber)
+    session.expunge(campaign)
+    return campaign, preview
+
+
+def draft_preview_of(session: Session, composer: Composer, draft: Draft, subscriber: str) -> Preview:
+    """A draft as typed, unsaved, composed for `subscriber` (the composer's live preview)."""
+    content = CampaignContent(
+        0, draft.name, draft.subject, draft.body_markdown, draft.sender.name, draft.sender.email, False, draft.preheader
+    )
+    return preview_campaign(session, composer, content, draft.audience, subscriber)

@@ -173,7 +173,7 @@ def campaign_blocks(text: str) -> tuple[Block, ...] | None:
 
 
 def campaign_html(text: str) -> Markup:
-    """A campaign's Markdown as HTML, raw HTML in it sanitised (course.campaigns.editor refuses the
+    """A campaign's Markdown as HTML, raw HTML in it sanitised (course.campaigns.service refuses the
     worst of it before it is saved; this is what holds whatever else gets through)."""
     blocks = campaign_blocks(text)
     html = str(blocks_html(blocks)) if blocks is not None else _campaign_markdown.render(text)

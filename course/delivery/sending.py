@@ -29,7 +29,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from course import metrics
+from course.ops import metrics
 from course.clock import Clock, wall_duration
 from course.delivery.compose import Composer, TemplateCache
 from course.delivery.journal import NoJournal, SendJournal

@@ -30,7 +30,7 @@ from course.web.admin.views import error_page as admin_error_page
 from course.web.public import api, confirm, courses, preferences, unsubscribe, view
 from course.web.cache import CatalogueCache
 from course.web.security import ApiCors, ASGIApp, BodySizeLimit, RefuseControlCharacters, SameSiteAdminPosts, Scope, SecurityHeaders, json_safe
-from course.web.server import install_access_log_masking
+from course.web.access_log import install_access_log_masking
 from course.web.site import PageError, Site
 from course.web.static_assets import StaticAssets
 

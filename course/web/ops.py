@@ -10,8 +10,8 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 
-from course.health import broker_answers, database_answers, describe_heartbeats, read_heartbeats
-from course.metrics import CONTENT_TYPE, registry_for, render
+from course.ops.health import broker_answers, database_answers, describe_heartbeats, read_heartbeats
+from course.ops.metrics import CONTENT_TYPE, registry_for, render
 from course.web.site import Site, get_site
 
 router = APIRouter(include_in_schema=False)

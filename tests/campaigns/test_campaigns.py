@@ -11,9 +11,9 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from course.campaigns.refusals import InputRefused, StateRefused
 from course.campaigns.service import (
-    CampaignError,
-    cancel_campaign,
+    cancel,
     due_campaigns,
     fan_out,
     refresh_campaign_status,
@@ -112,15 +112,15 @@ def test_a_repeated_fan_out_writes_nothing_more(sessions: sessionmaker[Session],
 def test_scheduling_rejects_bad_input(sessions: sessionmaker[Session], clock: ManualClock) -> None:
     with sessions.begin() as session:
         add_readers(session, clock)
-        with pytest.raises(CampaignError, match="no subscriber has the tag 'nobody'"):
+        with pytest.raises(InputRefused, match="no subscriber has the tag 'nobody'"):
             newsletter(session, clock, segment_tag="nobody")
-        with pytest.raises(CampaignError, match="line breaks"):
+        with pytest.raises(InputRefused, match="line breaks"):
             newsletter(session, clock, subject="Hello\r\nBcc: everyone@example.org")
-        with pytest.raises(CampaignError, match="line breaks"):
+        with pytest.raises(InputRefused, match="line breaks"):
             newsletter(session, clock, sender_name="Letter\nX-Evil: 1")
-        with pytest.raises(CampaignError, match="sender address"):
+        with pytest.raises(InputRefused, match="sender address"):
             newsletter(session, clock, sender_email="not an address")
-        with pytest.raises(CampaignError, match="invalid tag"):
+        with pytest.raises(InputRefused, match="invalid tag"):
             tag_subscribers(session, "ann@example.org", ["two words"])
         assert session.scalar(select(func.count()).select_from(Campaign)) == 0
 
@@ -186,7 +186,7 @@ def test_a_cancelled_campaign_sends_nothing(
     tasks: list[tuple[list[int], str, bool]] = []
     dispatch_due(sessions, settings=settings, clock=clock, enqueue=lambda ids, token, urgent: tasks.append((ids, token, urgent)))
     with sessions.begin() as session:
-        assert cancel_campaign(session, campaign_id) == 2  # leased rows are open rows
+        assert cancel(session, campaign_id) == 2  # leased rows are open rows
     for ids, token, _ in tasks:
         report = sender.send_claimed(ids, token)
         assert report.sent == 0
@@ -194,8 +194,8 @@ def test_a_cancelled_campaign_sends_nothing(
     assert {state for _, _, state in campaign_rows(sessions, campaign_id)} == {DeliveryState.CANCELLED}
     with sessions.begin() as session:
         assert fan_out(session, campaign_id, now=clock.now()) == 0
-        with pytest.raises(CampaignError, match="already cancelled"):
-            cancel_campaign(session, campaign_id)
+        with pytest.raises(StateRefused, match="already cancelled"):
+            cancel(session, campaign_id)
 
 
 def test_a_campaign_cancelled_after_take_over_is_skipped_by_the_sender(
@@ -253,7 +253,7 @@ def test_merge_tags_reach_each_reader_with_their_own_values(
     """A newsletter to a course's readers names each reader, their course and the last lesson they
     were sent: the values the sender reads per batch, through the whole pipeline."""
     from course.audience.enrollment import enroll
-    from course.campaigns import editor
+    from course.campaigns import service
     from course.campaigns.audience import build_audience
     from course.campaigns.timing import Schedule
     from tests.support.pipeline_fixtures import make_course
@@ -274,14 +274,14 @@ def test_merge_tags_reach_each_reader_with_their_own_values(
     assert (sent_to.count("ann@example.org"), sent_to.count("ben@example.org")) == (3, 1)
     smtp_server.clear()
     with sessions.begin() as session:
-        draft = editor.check_draft(
+        draft = service.check_draft(
             name="Check-in", subject='How is it going, {{ first_name | default: "baker" }}?', preheader="",
             sender="letter@example.org",
             body_markdown="You are at lesson {{ lesson_number }} of *{{ course_title }}* ({{ email }}).",
-            audience=build_audience(course="bread"), senders=editor.parse_senders("The Letter <letter@example.org>"),
+            audience=build_audience(course="bread"), senders=service.parse_senders("The Letter <letter@example.org>"),
         )  # fmt: skip
-        campaign_id = editor.create_draft(session, draft, author=None, now=clock.now()).id
-        editor.schedule(session, campaign_id, Schedule(mode="now"), now=clock.now())
+        campaign_id = service.create_draft(session, draft, author=None, now=clock.now()).id
+        service.schedule(session, campaign_id, Schedule(mode="now"), now=clock.now())
     with sessions.begin() as session:
         fan_out(session, campaign_id, now=clock.now())
     dispatch_and_send(sessions, settings, clock, sender)
@@ -295,17 +295,37 @@ def test_merge_tags_reach_each_reader_with_their_own_values(
 
 
 def test_a_mistyped_merge_tag_is_refused_with_its_line() -> None:
-    from course.campaigns import editor
+    from course.campaigns import service
     from course.campaigns.audience import build_audience
 
-    with pytest.raises(editor.EditError) as refused:
-        editor.check_draft(
+    with pytest.raises(InputRefused) as refused:
+        service.check_draft(
             name="x", subject="{{ course_title }} news", preheader="", sender="letter@example.org",
             body_markdown="Hello,\n\nHi {{ frist_name }}.", audience=build_audience(tags_any="weekly"),
-            senders=editor.parse_senders("letter@example.org"),
+            senders=service.parse_senders("letter@example.org"),
         )  # fmt: skip
     assert refused.value.fields == {
         "subject": "Subject: {{ course_title }} needs an audience of one course's readers (choose a course).",
         "body_markdown": "Body, line 3: {{ frist_name }} names no merge tag (known: first_name, email, course_title, "
         "lesson_number, preferences_url, unsubscribe_url).",
     }
+
+
+def test_the_cli_schedule_makes_the_same_campaign_as_the_admin(sessions: sessionmaker[Session], clock: ManualClock) -> None:
+    """`course campaign schedule` goes through check_draft, create_draft and schedule: its campaign
+    stores an audience as the admin's does (no tag-only campaign that the admin reads differently),
+    and it is refused like the admin's schedule when its audience reaches nobody now."""
+    from course.campaigns.refusals import AudienceEmpty
+    from course.campaigns.service import audience_of
+
+    with sessions.begin() as session:
+        add_readers(session, clock)
+        campaign = newsletter(session, clock)
+        assert campaign.status == CampaignStatus.SCHEDULED
+        assert campaign.segment_tag is None and campaign.audience is not None
+        assert audience_of(campaign).tags_any == ("weekly",)
+        for address in ("ann@example.org", "ben@example.org"):
+            session.scalars(select(Subscriber).where(Subscriber.email == address)).one().status = SubscriberStatus.UNSUBSCRIBED
+        session.flush()
+        with pytest.raises(AudienceEmpty, match="would reach nobody"):
+            newsletter(session, clock, name="April letter")

@@ -14,9 +14,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from course.campaigns.audience import build_audience
-from course.campaigns.editor import (
+from course.campaigns.service import (
     MAX_BODY_CHARS,
-    EditError,
     check_draft,
     create_draft,
     duplicate,
@@ -27,6 +26,7 @@ from course.campaigns.editor import (
     update_draft,
     cancel,
 )
+from course.campaigns.refusals import AudienceEmpty, InputRefused, StateRefused
 from course.campaigns.service import fan_out, refresh_campaign_status, tag_subscribers
 from course.campaigns.timing import Schedule, ScheduleError, parse_schedule
 from course.ledger import claim_due, take_over
@@ -80,7 +80,7 @@ def test_senders_come_from_the_configured_list() -> None:
     ],
 )
 def test_bad_drafts_are_refused_field_by_field(changes: dict[str, object], field: str, message: str) -> None:
-    with pytest.raises(EditError) as refused:
+    with pytest.raises(InputRefused) as refused:
         draft(**changes)
     assert message in refused.value.fields[field]
 
@@ -92,7 +92,7 @@ def test_drafts_are_created_edited_duplicated_and_frozen_once_sending(db: sessio
         campaign_id = campaign.id
         assert campaign.status == CampaignStatus.DRAFT and campaign.audience["tags_any"] == ["readers"]
     with db.begin() as session:
-        with pytest.raises(EditError, match="no subscriber has the tag 'nosuch'"):
+        with pytest.raises(InputRefused, match="no subscriber has the tag 'nosuch'"):
             update_draft(session, campaign_id, draft(audience=build_audience(tags_any="nosuch")), now=NOW)
     with db.begin() as session:
         update_draft(session, campaign_id, draft(subject="What rose"), now=NOW)
@@ -105,7 +105,7 @@ def test_drafts_are_created_edited_duplicated_and_frozen_once_sending(db: sessio
     with db.begin() as session:
         schedule(session, campaign_id, Schedule("now"), now=NOW)
         fan_out(session, campaign_id, now=NOW)
-    with db.begin() as session, pytest.raises(EditError, match="is sending: only drafts can be edited"):
+    with db.begin() as session, pytest.raises(StateRefused, match="is sending: only drafts can be edited"):
         update_draft(session, campaign_id, draft(subject="Changed while sending"), now=NOW)
     with db() as session:
         assert session.get(Campaign, campaign_id).subject == "What rose"  # type: ignore[union-attr]
@@ -121,13 +121,13 @@ def test_schedules_in_the_past_or_to_nobody_are_refused(db: sessionmaker[Session
     with db.begin() as session:
         _readers(session, {"Europe/Berlin": 2})
         campaign_id = create_draft(session, draft(), author=None, now=NOW).id
-    with db.begin() as session, pytest.raises(EditError, match="has passed"):
+    with db.begin() as session, pytest.raises(InputRefused, match="has passed"):
         schedule(session, campaign_id, parse_schedule("at", "2026-03-05", "12:00", "Europe/Berlin"), now=NOW)  # 11:00 UTC
-    with db.begin() as session, pytest.raises(EditError, match="passed in every subscriber's time zone"):
+    with db.begin() as session, pytest.raises(InputRefused, match="passed in every subscriber's time zone"):
         schedule(session, campaign_id, parse_schedule("local", "2026-03-04", "09:00"), now=NOW)
     with db.begin() as session:
         session.execute(Subscriber.__table__.update().values(status="unsubscribed"))
-    with db.begin() as session, pytest.raises(EditError, match="would reach nobody"):
+    with db.begin() as session, pytest.raises(AudienceEmpty, match="would reach nobody"):
         schedule(session, campaign_id, Schedule("now"), now=NOW)
     with db() as session:
         assert session.get(Campaign, campaign_id).status == CampaignStatus.DRAFT  # type: ignore[union-attr]
@@ -185,7 +185,7 @@ def test_pause_holds_rows_already_leased_to_a_worker_and_resume_releases_each_on
         assert take_over(session, leased, token=claim.token, now=NOW, lease=timedelta(minutes=5)).jobs == []
         assert claim_due(session, now=NOW + timedelta(hours=1), limit=100, lease=timedelta(minutes=5)) is None
         assert refresh_campaign_status(session, campaign_id) == CampaignStatus.PAUSED  # held rows keep it open
-    with db.begin() as session, pytest.raises(EditError, match="cannot be paused"):
+    with db.begin() as session, pytest.raises(StateRefused, match="cannot be paused"):
         pause(session, campaign_id, now=NOW)
     with db.begin() as session:
         assert resume(session, campaign_id, now=NOW) == 6
@@ -198,14 +198,14 @@ def test_pause_holds_rows_already_leased_to_a_worker_and_resume_releases_each_on
     with db.begin() as session:
         assert cancel(session, campaign_id) == 6
         assert set(session.scalars(select(Delivery.state).where(Delivery.campaign_id == campaign_id))) == {DeliveryState.CANCELLED}
-    with db.begin() as session, pytest.raises(EditError, match="already cancelled"):
+    with db.begin() as session, pytest.raises(StateRefused, match="already cancelled"):
         cancel(session, campaign_id)
 
 
 def test_the_confirmation_says_what_scheduling_will_do() -> None:
     from datetime import date, time
 
-    from course.campaigns.editor import Scheduled, describe_schedule
+    from course.campaigns.service import Scheduled, describe_schedule
 
     later = Scheduled(send_at=NOW + timedelta(hours=3, minutes=12), recipients=26_412, at_once=0)
     assert describe_schedule(later, Schedule("local", date(2026, 3, 5), time(9)), now=NOW) == (
@@ -221,3 +221,18 @@ def test_the_confirmation_says_what_scheduling_will_do() -> None:
         "Send to 1 reader at 13:00 Europe/Berlin on Sat 7 Mar 2026, starting in 2 d."
     )
     assert describe_schedule(Scheduled(NOW, 5, 5), Schedule("now"), now=NOW) == "Send to 5 readers now."
+
+
+def test_the_lifecycle_is_one_table() -> None:
+    """Every move and the states it leaves from, in one place; the refusals quote it."""
+    from course.campaigns.service import TRANSITIONS
+    from course.models import CampaignStatus as S
+
+    assert set(TRANSITIONS) == {
+        "edit", "delete", "schedule", "unschedule", "fan_out", "pause", "resume", "resume_before_fan_out", "cancel", "finish",
+    }  # fmt: skip
+    assert TRANSITIONS["cancel"].allowed == {S.DRAFT, S.SCHEDULED, S.SENDING, S.PAUSED}
+    assert TRANSITIONS["pause"].allowed == {S.SCHEDULED, S.SENDING} and TRANSITIONS["pause"].to == S.PAUSED
+    assert TRANSITIONS["finish"].to == S.DONE and TRANSITIONS["delete"].to is None
+    reached = {move.to for move in TRANSITIONS.values()} - {None}
+    assert reached == set(S), "every status is reached by some move"

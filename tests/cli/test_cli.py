@@ -319,10 +319,10 @@ def test_a_bug_inside_a_command_keeps_its_traceback(tmp_path: Path) -> None:
 
 def test_every_project_error_is_a_one_line_error_and_nothing_else_is() -> None:
     from course.audience.schedule import UnknownTimeZone
-    from course.campaigns.service import CampaignError
+    from course.campaigns.refusals import CampaignRefused
     from course.cli.errors import project_errors
 
     caught = project_errors()
-    assert UnknownTimeZone in caught and CampaignError in caught
+    assert UnknownTimeZone in caught and CampaignRefused in caught
     for bug in (KeyError, LookupError, IndexError, AttributeError, TypeError, ValueError, RuntimeError, OSError):
         assert not issubclass(bug, caught), bug

@@ -11,7 +11,7 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 from typer.testing import CliRunner
 
-from course.audit import LedgerSnapshot, audit, check_sink, read_sink_log
+from course.ops.audit import LedgerSnapshot, audit, check_sink, read_sink_log
 from course.clock import ManualClock
 from course.ledger import Outcome, claim_due, message_id_for, record, take_over
 from course.models import Delivery, DeliveryState

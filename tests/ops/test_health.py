@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from typer.testing import CliRunner
 
 from course.clock import ManualClock
-from course.health import (
+from course.ops.health import (
     DISPATCHER,
     HeartbeatThread,
     describe_heartbeats,

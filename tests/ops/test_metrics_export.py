@@ -25,7 +25,7 @@ def test_counters_of_several_processes_are_served_merged(tmp_path: Path) -> None
     metrics_dir.mkdir()
     environment = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir), "COURSE_METRICS_DIR": str(metrics_dir), "COURSE_VAR_DIR": str(tmp_path)}
     count_in_a_child = (
-        "from course import metrics; metrics.SMTP_REPLIES.labels('2xx').inc(3); metrics.SMTP_REPLIES.labels('4xx').inc();"
+        "from course.ops import metrics; metrics.SMTP_REPLIES.labels('2xx').inc(3); metrics.SMTP_REPLIES.labels('4xx').inc();"
         "metrics.SEND_LATENCY.labels('campaign').observe(1.5)"
     )
     for _ in range(2):  # two processes, like two prefork children

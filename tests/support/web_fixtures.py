@@ -42,7 +42,7 @@ TEST_BASE_URL = "http://testserver"  # what TestClient calls itself, so links in
 PG_ADMIN_URL = "postgresql+psycopg://root@127.0.0.1:5432/test"
 
 # What `import *` brings into a test module: the fixtures (helpers are imported by name).
-__all__ = ["web_clock", "web_smtp", "web_stack", "client", "pg_web_database_url"]
+__all__ = ["web_clock", "web_smtp", "web_stack", "client", "pg_web_database_url", "pg_web_stack"]
 
 
 def web_settings(tmp_path: Path, database_url: str, **overrides: Any) -> Settings:
@@ -183,6 +183,17 @@ def pg_web_database_url() -> Iterator[str]:
         with admin.connect() as connection:
             connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+@pytest.fixture
+def pg_web_stack(
+    tmp_path: Path, pg_web_database_url: str, web_clock: ManualClock, web_smtp: RecordingSMTPServer
+) -> Iterator[WebStack]:
+    """web_stack on a PostgreSQL database of the test's own."""
+    settings = web_settings(tmp_path, pg_web_database_url, smtp_host=web_smtp.host, smtp_port=web_smtp.port)
+    stack = prepare(settings, web_clock, web_smtp)
+    yield stack
+    get_engine(settings).dispose()
 
 
 _CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')

@@ -35,7 +35,7 @@ from tests.support.web_fixtures import (
     web_settings,
 )
 from tests.support.web_fixtures import web_clock, web_smtp  # noqa: F401 - fixtures
-from tests.test_i18n import catalogue, source_messages
+from tests.support.translations import catalogue, source_messages
 
 COURSE_URL = f"/courses/{COURSE_SLUG}"
 # Where a msgid is cut into runs: placeholders, tags, and the ends of sentences and clauses.

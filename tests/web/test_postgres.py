@@ -3,9 +3,7 @@ unsubscribe works end to end (the rate-limit upsert and cascades are dialect-spe
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -13,34 +11,22 @@ from alembic.migration import MigrationContext
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from course.clock import ManualClock
 from course.db import get_engine
 from course.models import Base, Delivery, DeliveryState, Enrollment, EnrollmentStatus, RateLimitHit, Subscriber
 from course.web.app import create_app
-from tests.support.smtp_server import RecordingSMTPServer
-from tests.support.web_fixtures import COURSE_SLUG, WebStack, csrf_token_of, link_in, prepare, web_settings
+from tests.support.web_fixtures import COURSE_SLUG, WebStack, csrf_token_of, link_in
 
 pytestmark = pytest.mark.postgres
 
 
-@pytest.fixture
-def pg_stack(
-    tmp_path: Path, pg_web_database_url: str, web_clock: ManualClock, web_smtp: RecordingSMTPServer
-) -> Iterator[WebStack]:
-    settings = web_settings(tmp_path, pg_web_database_url, smtp_host=web_smtp.host, smtp_port=web_smtp.port)
-    stack = prepare(settings, web_clock, web_smtp)
-    yield stack
-    get_engine(settings).dispose()
-
-
-def test_migrations_match_the_models(pg_stack: WebStack) -> None:
-    with get_engine(pg_stack.settings).connect() as connection:
+def test_migrations_match_the_models(pg_web_stack: WebStack) -> None:
+    with get_engine(pg_web_stack.settings).connect() as connection:
         context = MigrationContext.configure(connection, opts={"compare_type": True})
         assert compare_metadata(context, Base.metadata) == []
 
 
-def test_signup_confirm_unsubscribe_on_postgres(pg_stack: WebStack) -> None:
-    with TestClient(create_app(pg_stack.settings), base_url="http://testserver") as client:
+def test_signup_confirm_unsubscribe_on_postgres(pg_web_stack: WebStack) -> None:
+    with TestClient(create_app(pg_web_stack.settings), base_url="http://testserver") as client:
         course_url = f"/courses/{COURSE_SLUG}"
         token = csrf_token_of(client.get(course_url).text)
         for _ in range(2):  # the second signup of a pending address counts in the same window row
@@ -48,12 +34,12 @@ def test_signup_confirm_unsubscribe_on_postgres(pg_stack: WebStack) -> None:
                 course_url, data={"email": "pat@example.org", "name": "Pat", "timezone": "Europe/Paris", "csrf_token": token}
             )
             assert response.status_code == 200
-        confirmation, _ = pg_stack.deliver()
+        confirmation, _ = pg_web_stack.deliver()
         confirm_url = link_in(confirmation, "/confirm/")
         page = client.get(confirm_url)
         assert client.post(confirm_url, data={"csrf_token": csrf_token_of(page.text)}).status_code == 200
 
-        (lesson,) = pg_stack.deliver()
+        (lesson,) = pg_web_stack.deliver()
         assert lesson["Subject"].startswith("Lesson 1")
         stranger = TestClient(client.app, base_url="http://testserver")
         response = stranger.post(
@@ -63,15 +49,15 @@ def test_signup_confirm_unsubscribe_on_postgres(pg_stack: WebStack) -> None:
         )
         assert response.status_code == 200
 
-    with pg_stack.sessions() as session:
+    with pg_web_stack.sessions() as session:
         subscriber = session.scalars(select(Subscriber).where(Subscriber.email == "pat@example.org")).one()
         enrollment = session.scalars(select(Enrollment).where(Enrollment.subscriber_id == subscriber.id)).one()
         assert enrollment.status == EnrollmentStatus.UNSUBSCRIBED
         hits = {(row.scope, row.hits) for row in session.scalars(select(RateLimitHit))}
     assert ("signup-address", 2) in hits and ("signup-ip", 2) in hits
-    pg_stack.clock.advance(timedelta(days=7))
-    assert pg_stack.deliver() == []
-    with pg_stack.sessions() as session:
+    pg_web_stack.clock.advance(timedelta(days=7))
+    assert pg_web_stack.deliver() == []
+    with pg_web_stack.sessions() as session:
         lesson_states = set(
             session.scalars(
                 select(Delivery.state).where(Delivery.subscriber_id == subscriber.id, Delivery.lesson_id.is_not(None))

@@ -11,38 +11,25 @@ import threading
 import time
 from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 import uvicorn
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from course.clock import ManualClock
-from course.db import get_engine
 from course.models import Subscriber
 from course.web.app import create_app
 from course.web.security import CSRF_COOKIE, csrf_field_for, mint_csrf_cookie
-from course.web.server import MAX_HEAD_BYTES, TimedHttpToolsProtocol, mask_tokens, uvicorn_options
-from tests.support.smtp_server import RecordingSMTPServer
-from tests.support.web_fixtures import COURSE_SLUG, WebStack, csrf_token_of, prepare, web_settings
+from course.web.access_log import mask_tokens
+from course.web.server import MAX_HEAD_BYTES, TimedHttpToolsProtocol, uvicorn_options
+from tests.support.web_fixtures import COURSE_SLUG, WebStack, csrf_token_of
 
 COURSE_URL = f"/courses/{COURSE_SLUG}"
 
 
 @pytest.fixture
-def pg_stack(
-    tmp_path: Path, pg_web_database_url: str, web_clock: ManualClock, web_smtp: RecordingSMTPServer
-) -> Iterator[WebStack]:
-    settings = web_settings(tmp_path, pg_web_database_url, smtp_host=web_smtp.host, smtp_port=web_smtp.port)
-    stack = prepare(settings, web_clock, web_smtp)
-    yield stack
-    get_engine(settings).dispose()
-
-
-@pytest.fixture
-def pg_client(pg_stack: WebStack) -> Iterator[TestClient]:
-    with TestClient(create_app(pg_stack.settings), base_url="http://testserver", raise_server_exceptions=False) as client:
+def pg_client(pg_web_stack: WebStack) -> Iterator[TestClient]:
+    with TestClient(create_app(pg_web_stack.settings), base_url="http://testserver", raise_server_exceptions=False) as client:
         yield client
 
 
@@ -75,7 +62,7 @@ def test_control_characters_in_a_path_or_query_get_400(pg_client: TestClient, pa
 
 
 def test_control_characters_in_form_and_json_fields_get_400_and_store_nothing(
-    pg_client: TestClient, pg_stack: WebStack
+    pg_client: TestClient, pg_web_stack: WebStack
 ) -> None:
     token = csrf_token_of(pg_client.get(COURSE_URL).text)
     for field, value in [("email", "ann\x00@example.org"), ("name", "Ann\x1b[2J"), ("timezone", "UTC\x00")]:
@@ -98,14 +85,14 @@ def test_control_characters_in_form_and_json_fields_get_400_and_store_nothing(
         headers={"content-type": "application/json"},
     )
     assert raw.status_code == 400
-    assert subscriber_count(pg_stack) == 0
+    assert subscriber_count(pg_web_stack) == 0
 
     # Ordinary input, white space included, still works.
     ok = pg_client.post(COURSE_URL, data={"email": "ann@example.org", "name": "Ann\t", "timezone": "UTC", "csrf_token": token})
     assert ok.status_code == 200
     assert pg_client.post("/api/subscriptions", json={"course": COURSE_SLUG, "email": "bo@example.org"}).status_code == 202
-    pg_stack.handle_signups()
-    assert subscriber_count(pg_stack) == 2
+    pg_web_stack.handle_signups()
+    assert subscriber_count(pg_web_stack) == 2
 
 
 # --- headers, CSRF, 405 ----------------------------------------------------------------------

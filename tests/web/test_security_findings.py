@@ -8,12 +8,10 @@ import logging
 import statistics
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from email.header import decode_header, make_header
 from email.utils import getaddresses
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,17 +19,14 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select, update
 
 from course.audience.enrollment import enroll, get_or_create_subscriber, unsubscribe
-from course.clock import ManualClock
-from course.db import get_engine
 from course.delivery.links import LinkPurpose, signer_from_settings
 from course.ledger import suppress
 from course.models import Course, Enrollment, SignupRequest, Subscriber, SubscriberStatus
 from course.settings import DEFAULT_SECRET
 from course.web.app import InsecureConfiguration, create_app
 from course.web.security import CSRF_COOKIE
-from course.web.server import MaskTokens
-from tests.support.smtp_server import RecordingSMTPServer
-from tests.support.web_fixtures import COURSE_SLUG, WebStack, csrf_token_of, link_in, prepare, web_settings
+from course.web.access_log import MaskTokens
+from tests.support.web_fixtures import COURSE_SLUG, WebStack, csrf_token_of, link_in
 
 pytestmark = pytest.mark.postgres
 
@@ -40,13 +35,8 @@ API = "/api/subscriptions"
 
 
 @pytest.fixture
-def stack(
-    tmp_path: Path, pg_web_database_url: str, web_clock: ManualClock, web_smtp: RecordingSMTPServer
-) -> Iterator[WebStack]:
-    settings = web_settings(tmp_path, pg_web_database_url, smtp_host=web_smtp.host, smtp_port=web_smtp.port)
-    prepared = prepare(settings, web_clock, web_smtp)
-    yield prepared
-    get_engine(settings).dispose()
+def stack(pg_web_stack: WebStack) -> WebStack:
+    return pg_web_stack
 
 
 def app_for(stack: WebStack, **overrides: Any) -> TestClient:

@@ -64,7 +64,7 @@ from course.devtools.bench.measure import (
     xact_commits,
 )
 from course.devtools.bench.report import build_report
-from course.devtools.bench.seed import PARAGRAPH, seed_course, seed_lesson_day, seed_subscribers
+from course.devtools.bench.seed import schedule_bench_campaign, seed_course, seed_lesson_day, seed_subscribers
 
 __all__ = ["SMTP_SINK", "SMTP_SOURCE", "BenchConfig", "BenchError", "drop_database", "run_benchmark"]
 
@@ -254,7 +254,7 @@ def run_benchmark(config: BenchConfig, progress: Progress = _quiet) -> dict[str,
             if wait > 0:
                 time.sleep(wait)
         else:
-            from course.campaigns.service import fan_out, schedule_campaign
+            from course.campaigns.service import fan_out
 
             with sessions.begin() as session:
                 seed_subscribers(session, n, now=now, tag="newsletter", untagged=n // 10)
@@ -264,13 +264,7 @@ def run_benchmark(config: BenchConfig, progress: Progress = _quiet) -> dict[str,
             counter = StatementCounter(engine)
             progress("fan-out", 0, 1)
             with sessions.begin() as session:
-                campaign = schedule_campaign(
-                    session, name="bench", subject="This week: sleep, feeding and the let-down reflex",
-                    body_markdown="\n\n".join([PARAGRAPH] * 5), segment_tag="newsletter",
-                    sender_name="The Bonding Letter", sender_email="letter@example.org",
-                    send_at=None, now=datetime.now(timezone.utc),
-                )
-                campaign_id, first_due = campaign.id, campaign.send_at
+                campaign_id, first_due = schedule_bench_campaign(session, now=datetime.now(timezone.utc))
             fan_out_started = time.perf_counter()
             with sessions.begin() as session:
                 written = fan_out(session, campaign_id, now=datetime.now(timezone.utc))

@@ -187,7 +187,7 @@ def run_mixed_benchmark(config: MixedBenchConfig, progress: Progress) -> dict[st
     from sqlalchemy.orm import sessionmaker
 
     from course import schema
-    from course.campaigns.service import fan_out, schedule_campaign
+    from course.campaigns.service import fan_out
     from course.db import make_engine
     from course.devtools.bench.harness import (
         drop_database,
@@ -200,7 +200,7 @@ def run_mixed_benchmark(config: MixedBenchConfig, progress: Progress) -> dict[st
         stop_workers,
     )
     from course.devtools.bench.measure import sink_accepted
-    from course.devtools.bench.seed import PARAGRAPH, seed_course, seed_subscribers
+    from course.devtools.bench.seed import schedule_bench_campaign, seed_course, seed_subscribers
     from course.devtools.bench.web import start_server, stop_server
     from course.settings import Settings
     from course.web.server import APP_FACTORY
@@ -258,13 +258,7 @@ def run_mixed_benchmark(config: MixedBenchConfig, progress: Progress) -> dict[st
 
         progress("fan-out", 0, 1)
         with sessions.begin() as session:
-            campaign = schedule_campaign(
-                session, name="bench", subject="This week: sleep, feeding and the let-down reflex",
-                body_markdown="\n\n".join([PARAGRAPH] * 5), segment_tag="newsletter",
-                sender_name="The Bonding Letter", sender_email="letter@example.org",
-                send_at=None, now=datetime.now(timezone.utc),
-            )
-            campaign_id, campaign_due = campaign.id, campaign.send_at
+            campaign_id, campaign_due = schedule_bench_campaign(session, now=datetime.now(timezone.utc))
         with sessions.begin() as session:
             campaign_rows = fan_out(session, campaign_id, now=datetime.now(timezone.utc))
 

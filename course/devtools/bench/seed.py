@@ -94,3 +94,17 @@ def seed_lesson_day(session: Session, *, course_id: int, lesson_ids: list[int], 
         (lesson_ids[2], DeliveryState.PENDING, due_at + timedelta(days=1)),
     ):
         insert_lesson_rows(session, lesson_id, cohort, due_at=due, state=state, now=now - timedelta(days=1))
+
+
+def schedule_bench_campaign(session: Session, *, now: datetime) -> tuple[int, datetime]:
+    """The benchmark's newsletter to the "newsletter" tag, scheduled for now through the campaign
+    service (as `course campaign schedule` does). Returns its id and send time."""
+    from course.campaigns.service import schedule_campaign
+
+    campaign = schedule_campaign(
+        session, name="bench", subject="This week: sleep, feeding and the let-down reflex",
+        body_markdown="\n\n".join([PARAGRAPH] * 5), segment_tag="newsletter",
+        sender_name="The Bonding Letter", sender_email="letter@example.org", send_at=None, now=now,
+    )  # fmt: skip
+    assert campaign.send_at is not None  # scheduled
+    return campaign.id, campaign.send_at

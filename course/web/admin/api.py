@@ -14,12 +14,15 @@ from pydantic import BaseModel, Field
 from course.accounts.credentials import CredentialError, parse_role
 from course.accounts.store import AccountError, create_api_token, list_api_tokens, revoke_api_token
 from course.campaigns.progress import CampaignSummary, campaign_summaries, campaign_summary
-from course.campaigns import editor
-from course.campaigns.audience import Audience, AudienceError, build_audience, tag_counts
-from course.campaigns.timing import ScheduleError, parse_schedule
+from course.campaigns import service
+from course.campaigns.audience import Audience, build_audience, tag_counts
+from course.campaigns.refusals import CampaignRefused
+from course.campaigns.timing import parse_schedule
+from course.delivery.compose import Composer
+from course.delivery.preview import campaign_preview
 from course.models import AdminRole
 from course.web.admin.auth import Actor, EditorToken, OwnerToken, SiteDep, ViewerToken
-from course.web.admin.editor import compose_preview
+from course.web.admin.refusals import refusal_json
 
 
 class ErrorOut(BaseModel):
@@ -87,23 +90,23 @@ class AudienceIn(BaseModel):
 
 
 class CampaignIn(BaseModel):
-    # The limits are the editor's own (course.campaigns.editor), so a longer value is refused here.
-    name: str = Field(max_length=editor.MAX_NAME_CHARS)
-    subject: str = Field(max_length=editor.MAX_SUBJECT_CHARS)
-    preheader: str = Field("", max_length=editor.MAX_PREHEADER_CHARS)
+    # The limits are the editor's own (course.campaigns.service), so a longer value is refused here.
+    name: str = Field(max_length=service.MAX_NAME_CHARS)
+    subject: str = Field(max_length=service.MAX_SUBJECT_CHARS)
+    preheader: str = Field("", max_length=service.MAX_PREHEADER_CHARS)
     sender: str = Field(max_length=400, description="an address from COURSE_CAMPAIGN_SENDERS")
-    body_markdown: str = Field(max_length=editor.MAX_BODY_CHARS, description="Markdown; some HTML allowed, sanitised")
+    body_markdown: str = Field(max_length=service.MAX_BODY_CHARS, description="Markdown; some HTML allowed, sanitised")
     audience: AudienceIn = Field(default_factory=AudienceIn)
 
 
 class CampaignReplaceIn(BaseModel):
     """What a PUT replaces: every field, the audience included (`{}` is everyone, said on purpose)."""
 
-    name: str = Field(max_length=editor.MAX_NAME_CHARS)
-    subject: str = Field(max_length=editor.MAX_SUBJECT_CHARS)
-    preheader: str = Field(max_length=editor.MAX_PREHEADER_CHARS)
+    name: str = Field(max_length=service.MAX_NAME_CHARS)
+    subject: str = Field(max_length=service.MAX_SUBJECT_CHARS)
+    preheader: str = Field(max_length=service.MAX_PREHEADER_CHARS)
     sender: str = Field(max_length=400, description="an address from COURSE_CAMPAIGN_SENDERS")
-    body_markdown: str = Field(max_length=editor.MAX_BODY_CHARS, description="Markdown; some HTML allowed, sanitised")
+    body_markdown: str = Field(max_length=service.MAX_BODY_CHARS, description="Markdown; some HTML allowed, sanitised")
     audience: AudienceIn
 
 
@@ -195,7 +198,7 @@ def _audience_in(audience: Audience) -> AudienceIn:
 
 def _detail(summary: CampaignSummary) -> CampaignDetailOut:
     c = summary.campaign
-    audience = editor.audience_of(c)
+    audience = service.audience_of(c)
     return CampaignDetailOut(
         **_campaign(summary), preheader=c.preheader, body_markdown=c.body_markdown, audience=_audience_in(audience),
         audience_description=audience.describe(), send_local=c.send_local,
@@ -290,24 +293,15 @@ def refused_input(exc: RequestValidationError) -> JSONResponse:
     return JSONResponse({"detail": "refused input: " + "; ".join(f"{name}: {message}" for name, message in fields.items()), "fields": fields}, status_code=400)
 
 
-def _refused(exc: editor.EditError | AudienceError | ScheduleError) -> JSONResponse:
-    if isinstance(exc, editor.CampaignMissing):
-        return JSONResponse({"detail": str(exc), "fields": {}}, status_code=404)
-    if isinstance(exc, editor.EditError) and not exc.fields and "reach nobody" not in str(exc) and "passed" not in str(exc):
-        return JSONResponse({"detail": str(exc), "fields": {}}, status_code=409)
-    fields = exc.fields if isinstance(exc, editor.EditError) else {getattr(exc, "field", "audience"): str(exc)}
-    return JSONResponse({"detail": str(exc), "fields": fields}, status_code=400)
-
-
-def _draft(site: SiteDep, body: CampaignIn | CampaignReplaceIn) -> editor.Draft:
+def _draft(site: SiteDep, body: CampaignIn | CampaignReplaceIn) -> service.Draft:
     a = body.audience
     audience = build_audience(
         tags_any=a.tags_any, tags_all=a.tags_all, course=a.course or "", course_stage=a.course_stage,
         min_lesson=a.min_lesson, exclude_tags=a.exclude_tags,
     )  # fmt: skip
-    return editor.check_draft(
+    return service.check_draft(
         name=body.name, subject=body.subject, preheader=body.preheader, sender=body.sender, body_markdown=body.body_markdown,
-        audience=audience, senders=editor.parse_senders(site.settings.campaign_senders),
+        audience=audience, senders=service.parse_senders(site.settings.campaign_senders),
     )  # fmt: skip
 
 
@@ -321,9 +315,9 @@ def create_campaign(site: SiteDep, actor: EditorToken, body: Annotated[CampaignI
     try:
         draft = _draft(site, body)
         with site.sessions.begin() as session:
-            campaign_id = editor.create_draft(session, draft, author=_author(actor), now=site.now()).id
-    except (editor.EditError, AudienceError) as exc:
-        return _refused(exc)
+            campaign_id = service.create_draft(session, draft, author=_author(actor), now=site.now()).id
+    except CampaignRefused as exc:
+        return refusal_json(exc)
     return _detail(_summary(site, campaign_id))
 
 
@@ -336,9 +330,9 @@ def update_campaign(
     try:
         draft = _draft(site, body)
         with site.sessions.begin() as session:
-            editor.update_draft(session, campaign_id, draft, now=site.now())
-    except (editor.EditError, AudienceError) as exc:
-        return _refused(exc)
+            service.update_draft(session, campaign_id, draft, now=site.now())
+    except CampaignRefused as exc:
+        return refusal_json(exc)
     return _detail(_summary(site, campaign_id))
 
 
@@ -347,9 +341,9 @@ def delete_campaign(campaign_id: CampaignId, site: SiteDep, actor: EditorToken) 
     """Delete a draft that never reached the ledger; any other campaign (or one with test sends): 409."""
     try:
         with site.sessions.begin() as session:
-            editor.delete_draft(session, campaign_id)
-    except editor.EditError as exc:
-        return _refused(exc)
+            service.delete_draft(session, campaign_id)
+    except CampaignRefused as exc:
+        return refusal_json(exc)
     return Response(status_code=204)
 
 
@@ -358,9 +352,9 @@ def duplicate_campaign(campaign_id: CampaignId, site: SiteDep, actor: EditorToke
     """A new draft with this campaign's content."""
     try:
         with site.sessions.begin() as session:
-            copy_id = editor.duplicate(session, campaign_id, author=_author(actor), now=site.now()).id
-    except editor.EditError as exc:
-        return _refused(exc)
+            copy_id = service.duplicate(session, campaign_id, author=_author(actor), now=site.now()).id
+    except CampaignRefused as exc:
+        return refusal_json(exc)
     return _detail(_summary(site, copy_id))
 
 
@@ -373,9 +367,9 @@ def count_audience(site: SiteDep, actor: ViewerToken, body: Annotated[AudienceIn
             min_lesson=body.min_lesson, exclude_tags=body.exclude_tags,
         )  # fmt: skip
         with site.sessions.begin() as session:
-            return CountOut(count=editor.audience_count(session, audience))
-    except (editor.EditError, AudienceError) as exc:
-        return _refused(exc)
+            return CountOut(count=service.audience_count(session, audience))
+    except CampaignRefused as exc:
+        return refusal_json(exc)
 
 
 @router.post("/campaigns/{campaign_id}/schedule", response_model=ScheduledOut, responses=_EDIT_ERRORS)
@@ -386,35 +380,25 @@ def schedule_campaign(
     try:
         when = parse_schedule(body.mode, body.day, body.at, body.zone)
         with site.sessions.begin() as session:
-            result = editor.schedule(session, campaign_id, when, now=site.now())
-    except (editor.EditError, ScheduleError) as exc:
-        return _refused(exc)
+            result = service.schedule(session, campaign_id, when, now=site.now())
+    except CampaignRefused as exc:
+        return refusal_json(exc)
     return ScheduledOut(send_at=result.send_at, recipients=result.recipients, at_once=result.at_once)
 
 
 def _state_change(site: SiteDep, campaign_id: int, change: str) -> CampaignDetailOut | JSONResponse:
     try:
         with site.sessions.begin() as session:
-            if change == "pause":
-                editor.pause(session, campaign_id, now=site.now())
-            elif change == "resume":
-                editor.resume(session, campaign_id, now=site.now())
-            else:
-                editor.cancel(session, campaign_id)
-    except editor.EditError as exc:
-        return _refused(exc)
+            service.change_state(session, campaign_id, change, now=site.now())
+    except CampaignRefused as exc:
+        return refusal_json(exc)
     return _detail(_summary(site, campaign_id))
 
 
 @router.post("/campaigns/{campaign_id}/unschedule", response_model=CampaignDetailOut, responses=_EDIT_ERRORS)
 def unschedule_campaign(campaign_id: CampaignId, site: SiteDep, actor: EditorToken) -> CampaignDetailOut | JSONResponse:
     """Back to draft (before its fan-out began), so it can be edited; 409 if it is not scheduled."""
-    try:
-        with site.sessions.begin() as session:
-            editor.unschedule(session, campaign_id, now=site.now())
-    except editor.EditError as exc:
-        return _refused(exc)
-    return _detail(_summary(site, campaign_id))
+    return _state_change(site, campaign_id, "unschedule")
 
 
 @router.post("/campaigns/{campaign_id}/pause", response_model=CampaignDetailOut, responses=_EDIT_ERRORS)
@@ -451,11 +435,12 @@ def preview_campaign(
     subscriber: Annotated[str, Query(max_length=320, description="the subscriber's address (blank: the audience's first)")] = "",
 ) -> PreviewOut:  # fmt: skip
     """The campaign exactly as a subscriber receives it: subject, HTML and text, their name and links."""
-    preview = compose_preview(site, campaign_id, subscriber)
-    if preview is None:
+    with site.sessions.begin() as session:
+        found = campaign_preview(session, Composer.from_settings(site.settings, renderer=site.renderer), campaign_id, subscriber)
+    if found is None:
         raise HTTPException(404, f"no campaign with id {campaign_id}")
-    _, composed, note, _ = preview
-    message = composed.message
+    _, preview = found
+    note, message = preview.note, preview.composed.message
     return PreviewOut(
         shown_as=message.recipient_address, note=note, sender=f"{message.sender_name} <{message.sender_address}>",
         to=f"{message.recipient_name} <{message.recipient_address}>" if message.recipient_name else message.recipient_address,
@@ -480,9 +465,7 @@ def send_test(
     """Queue a test send through the ledger, ahead of bulk mail, marked [Test], in no count."""
     try:
         with site.sessions.begin() as session:
-            shown_as = editor.send_test(session, campaign_id, address=body.address, preview_as=body.preview_as, now=site.now())
-    except editor.EditError as exc:
-        if not isinstance(exc, editor.CampaignMissing) and not exc.fields:
-            return JSONResponse({"detail": str(exc), "fields": {}}, status_code=400)
-        return _refused(exc)
+            shown_as = service.send_test(session, campaign_id, address=body.address, preview_as=body.preview_as, now=site.now())
+    except CampaignRefused as exc:
+        return refusal_json(exc)
     return TestOut(address=body.address.strip(), shown_as=shown_as)

@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
-from course.campaigns.editor import EDITABLE, audience_of, ledger_rows_of
+from course.campaigns.service import EDITABLE, audience_of, ledger_rows_of
 from course.campaigns.progress import campaign_summaries, campaign_summary, status_counts
 from course.models import AdminRole, CampaignStatus
 from course.web.admin.auth import Actor, AdminPageError, SiteDep, ViewerPage
@@ -18,6 +18,24 @@ from course.web.site import Site
 router = APIRouter(include_in_schema=False)
 
 STATUS_FILTERS = ("", *[status.value for status in CampaignStatus])
+
+COMMON_ZONES = (
+    "UTC", "Europe/London", "Europe/Berlin", "Europe/Paris", "Europe/Madrid", "Europe/Athens", "America/New_York",
+    "America/Chicago", "America/Denver", "America/Los_Angeles", "America/Sao_Paulo", "Asia/Kolkata", "Asia/Singapore",
+    "Asia/Tokyo", "Australia/Sydney", "Pacific/Auckland",
+)  # fmt: skip
+
+# What a redirect back to the campaign says; ?notice= carries only a key, never text.
+NOTICES = {
+    "saved": "Draft saved.",
+    "duplicated": "This is a copy: a new draft. Edit it, then schedule it.",
+    "unscheduled": "Back to draft: nothing will be sent until you schedule it again.",
+    "paused": "Paused. Nothing more is sent until you resume; messages already handed to the mail server still go out.",
+    "resumed": "Resumed: the held messages are being sent, each once.",
+    "cancelled": "Cancelled. Every message not yet sent is settled as cancelled.",
+    "deleted": "Draft deleted.",
+    "exists": "This form had already made this draft (sent twice?): nothing new was made. Here it is.",
+}
 
 
 @router.get("/admin/campaigns", response_class=HTMLResponse)
@@ -35,8 +53,6 @@ def campaign_list(request: Request, site: SiteDep, actor: ViewerPage, status: st
 
 
 def _notice(request: Request) -> str:
-    from course.web.admin.editor import NOTICES
-
     query = request.query_params
     if query.get("scheduled", "").isdigit():
         recipients = int(query["scheduled"])
@@ -49,8 +65,6 @@ def _notice(request: Request) -> str:
 
 
 def detail_page(site: Site, request: Request, actor: Actor, campaign_id: int, *, status: int = 200, **context: Any) -> HTMLResponse:
-    from course.web.admin.editor import COMMON_ZONES
-
     with site.sessions.begin() as session:
         summary = campaign_summary(session, campaign_id, now=site.now())
         if summary is None:

@@ -1,55 +1,39 @@
 """The campaign editor pages (editors and owners): compose a draft (every submit saves it), count
 its audience, duplicate, schedule, pause, resume and cancel; and the JSON the detail page polls for
-live progress. Each handler checks the form's CSRF field, calls course.campaigns.editor in one
+live progress. Each handler checks the form's CSRF field, calls course.campaigns.service in one
 transaction, and answers with a page or a redirect to the campaign (with a notice)."""
 
 from __future__ import annotations
 
 import secrets
+from dataclasses import dataclass
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
 from markupsafe import escape
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
-from course.campaigns import editor
+from course.campaigns import service
+from course.campaigns.refusals import CampaignRefused, DraftExists, InputRefused
 from course.campaigns.audience import AudienceError, build_audience, tag_counts
 from course.campaigns.progress import campaign_summary
-from course.campaigns.timing import ScheduleError, parse_schedule
+from course.campaigns.timing import parse_schedule
 from course.content.catalogue import list_courses
 from course.content import merge_tags
 from course.content.guides import GuideCatalogueError, load_guides
-from course.delivery.compose import Composer, campaign_content
-from course.delivery.preview import preview_campaign
-from course.ledger import CampaignContent
+from course.delivery.compose import Composer
+from course.delivery.preview import Preview, campaign_preview, draft_preview_of
 from course.models import AdminRole, Campaign, CampaignStatus
 from course.web.admin.auth import Actor, AdminPageError, EditorPage, SiteDep, ViewerPage, check_csrf
+from course.web.admin.campaigns import NOTICES, detail_page
+from course.web.admin.refusals import is_input, refusal_page, status_of
 from course.web.admin.views import admin_page, see_other
 from course.web.site import Site
 
 router = APIRouter(include_in_schema=False)
 TextField = Annotated[str, Form()]
-
-COMMON_ZONES = (
-    "UTC", "Europe/London", "Europe/Berlin", "Europe/Paris", "Europe/Madrid", "Europe/Athens", "America/New_York",
-    "America/Chicago", "America/Denver", "America/Los_Angeles", "America/Sao_Paulo", "Asia/Kolkata", "Asia/Singapore",
-    "Asia/Tokyo", "Australia/Sydney", "Pacific/Auckland",
-)  # fmt: skip
-
-# What a redirect back to the campaign says; ?notice= carries only a key, never text.
-NOTICES = {
-    "saved": "Draft saved.",
-    "duplicated": "This is a copy: a new draft. Edit it, then schedule it.",
-    "unscheduled": "Back to draft: nothing will be sent until you schedule it again.",
-    "paused": "Paused. Nothing more is sent until you resume; messages already handed to the mail server still go out.",
-    "resumed": "Resumed: the held messages are being sent, each once.",
-    "cancelled": "Cancelled. Every message not yet sent is settled as cancelled.",
-    "deleted": "Draft deleted.",
-    "exists": "This form had already made this draft (sent twice?): nothing new was made. Here it is.",
-}
-
 
 def _form_of(campaign: Campaign | None) -> dict[str, Any]:
     if campaign is None:
@@ -57,7 +41,7 @@ def _form_of(campaign: Campaign | None) -> dict[str, Any]:
             "name": "", "subject": "", "preheader": "", "sender": "", "body_markdown": "",
             "tags_any": "", "tags_all": "", "course": "", "course_stage": "any", "min_lesson": "", "exclude_tags": "",
         }  # fmt: skip
-    audience = editor.audience_of(campaign)
+    audience = service.audience_of(campaign)
     return {
         "name": campaign.name, "subject": campaign.subject, "preheader": campaign.preheader,
         "sender": campaign.sender_email, "body_markdown": campaign.body_markdown,
@@ -82,14 +66,14 @@ def _compose_page(
         return admin_page(
             site, request, "compose.html", actor=actor, status=status, campaign_id=campaign_id, form=form,
             errors=errors or {}, notice=notice, audience_count=audience_count,
-            senders=editor.parse_senders(site.settings.campaign_senders), tags=tag_counts(session),
+            senders=service.parse_senders(site.settings.campaign_senders), tags=tag_counts(session),
             courses=[listing.course for listing in list_courses(session)], guides=_guides(site),
-            max_body=editor.MAX_BODY_CHARS, merge_tags=merge_tags.TAGS, merge_course_tags=merge_tags.COURSE_TAGS,
+            max_body=service.MAX_BODY_CHARS, merge_tags=merge_tags.TAGS, merge_course_tags=merge_tags.COURSE_TAGS,
             merge_link_tags=merge_tags.URL_TAGS, merge_example=merge_tags.EXAMPLE,
         )  # fmt: skip
 
 
-def _draft_from(site: Site, fields: dict[str, Any]) -> editor.Draft:
+def _draft_from(site: Site, fields: dict[str, Any]) -> service.Draft:
     try:
         audience = build_audience(
             tags_any=fields["tags_any"], tags_all=fields["tags_all"], course=fields["course"],
@@ -98,34 +82,53 @@ def _draft_from(site: Site, fields: dict[str, Any]) -> editor.Draft:
     except AudienceError as exc:
         audience_error = {"audience": str(exc).capitalize() + "."}
         try:  # report the other fields' mistakes at the same time
-            editor.check_draft(
+            service.check_draft(
                 name=fields["name"], subject=fields["subject"], preheader=fields["preheader"], sender=fields["sender"],
-                body_markdown=fields["body_markdown"], audience=build_audience(), senders=editor.parse_senders(site.settings.campaign_senders),
+                body_markdown=fields["body_markdown"], audience=build_audience(), senders=service.parse_senders(site.settings.campaign_senders),
             )  # fmt: skip
-        except editor.EditError as more:
+        except InputRefused as more:
             audience_error.update(more.fields)
-        raise editor.EditError(str(exc), audience_error) from None
-    return editor.check_draft(
+        raise InputRefused(str(exc), audience_error) from None
+    return service.check_draft(
         name=fields["name"], subject=fields["subject"], preheader=fields["preheader"], sender=fields["sender"],
-        body_markdown=fields["body_markdown"], audience=audience, senders=editor.parse_senders(site.settings.campaign_senders),
+        body_markdown=fields["body_markdown"], audience=audience, senders=service.parse_senders(site.settings.campaign_senders),
     )  # fmt: skip
 
 
-def _fields(
-    name: str, subject: str, preheader: str, sender: str, body_markdown: str, tags_any: str, tags_all: str,
-    course: str, course_stage: str, min_lesson: str, exclude_tags: str,
-) -> dict[str, Any]:  # fmt: skip
-    return {
-        "name": name[:400], "subject": subject[:600], "preheader": preheader[:400], "sender": sender[:400],
-        "body_markdown": body_markdown, "tags_any": tags_any[:2000], "tags_all": tags_all[:2000], "course": course[:100],
-        "course_stage": course_stage[:20], "min_lesson": min_lesson[:10], "exclude_tags": exclude_tags[:2000],
-    }  # fmt: skip
+@dataclass
+class DraftForm:
+    """The composer's fields as posted (create, save and the live preview share them), with the
+    form's CSRF token; `fields()` cuts each to a length no real value reaches."""
+
+    name: TextField = ""
+    subject: TextField = ""
+    preheader: TextField = ""
+    sender: TextField = ""
+    body_markdown: TextField = ""
+    tags_any: TextField = ""
+    tags_all: TextField = ""
+    course: TextField = ""
+    course_stage: TextField = "any"
+    min_lesson: TextField = ""
+    exclude_tags: TextField = ""
+    csrf_token: TextField = ""
+
+    def fields(self) -> dict[str, Any]:
+        return {
+            "name": self.name[:400], "subject": self.subject[:600], "preheader": self.preheader[:400],
+            "sender": self.sender[:400], "body_markdown": self.body_markdown, "tags_any": self.tags_any[:2000],
+            "tags_all": self.tags_all[:2000], "course": self.course[:100], "course_stage": self.course_stage[:20],
+            "min_lesson": self.min_lesson[:10], "exclude_tags": self.exclude_tags[:2000],
+        }  # fmt: skip
+
+
+DraftFormDep = Annotated[DraftForm, Depends()]
 
 
 @router.get("/admin/campaigns/new", response_class=HTMLResponse)
 def new_campaign(request: Request, site: SiteDep, actor: EditorPage) -> HTMLResponse:
     form = _form_of(None)
-    senders = editor.parse_senders(site.settings.campaign_senders)
+    senders = service.parse_senders(site.settings.campaign_senders)
     form["sender"] = senders[0].email if senders else ""
     # The form's idempotency key: whatever sends this form twice, it makes one draft.
     form["create_key"] = secrets.token_urlsafe(24)
@@ -141,20 +144,18 @@ def _save(
         draft = _draft_from(site, fields)
         with site.sessions.begin() as session:
             if campaign_id is None:
-                campaign = editor.create_draft(
+                campaign = service.create_draft(
                     session, draft, author=actor.admin.admin_id if actor.admin else None, now=site.now(),
                     create_key=fields.get("create_key") or None,
                 )  # fmt: skip
             else:
-                campaign = editor.update_draft(session, campaign_id, draft, now=site.now())
+                campaign = service.update_draft(session, campaign_id, draft, now=site.now())
             saved_id = campaign.id
-    except editor.DraftExists as exc:
+    except DraftExists as exc:
         return see_other(f"/admin/campaigns/{exc.campaign_id}/edit?notice=exists")
-    except editor.CampaignMissing as exc:
-        raise AdminPageError(404, "No such campaign", str(exc).capitalize() + ".") from None
-    except editor.EditError as exc:
-        if not exc.fields:  # a state refusal: the campaign is sending or done
-            raise AdminPageError(409, "This campaign can no longer be edited", str(exc).capitalize() + ".") from None
+    except CampaignRefused as exc:
+        if not is_input(exc):  # no such campaign, or one that is sending or done
+            raise refusal_page(exc, refused="This campaign can no longer be edited") from None
         return _compose_page(site, request, actor, campaign_id=campaign_id, form=fields, errors=exc.fields, status=422)
     if action == "count":
         return see_other(f"/admin/campaigns/{saved_id}/edit?notice=saved&count=1")
@@ -165,13 +166,11 @@ def _save(
 
 @router.post("/admin/campaigns/new", response_class=HTMLResponse)
 def create_campaign(
-    request: Request, site: SiteDep, actor: EditorPage, name: TextField = "", subject: TextField = "",
-    preheader: TextField = "", sender: TextField = "", body_markdown: TextField = "", tags_any: TextField = "",
-    tags_all: TextField = "", course: TextField = "", course_stage: TextField = "any", min_lesson: TextField = "",
-    exclude_tags: TextField = "", action: TextField = "save", create_key: TextField = "", csrf_token: TextField = "",
+    request: Request, site: SiteDep, actor: EditorPage, form: DraftFormDep, action: TextField = "save",
+    create_key: TextField = "",
 ) -> Response:  # fmt: skip
-    check_csrf(site, request, csrf_token)
-    fields = _fields(name, subject, preheader, sender, body_markdown, tags_any, tags_all, course, course_stage, min_lesson, exclude_tags)
+    check_csrf(site, request, form.csrf_token)
+    fields = form.fields()
     fields["create_key"] = create_key[:64]
     return _save(site, request, actor, None, fields, action)
 
@@ -185,14 +184,14 @@ def edit_campaign(
         campaign = session.get(Campaign, campaign_id)
         if campaign is None:
             raise AdminPageError(404, "No such campaign", f"There is no campaign with id {campaign_id}.")
-        if campaign.status not in editor.EDITABLE:
+        if campaign.status not in service.EDITABLE:
             return see_other(f"/admin/campaigns/{campaign_id}")
         form = _form_of(campaign)
         audience_count = None
         if count == "1":
             try:
-                audience_count = editor.audience_count(session, editor.audience_of(campaign))
-            except editor.EditError:
+                audience_count = service.audience_count(session, service.audience_of(campaign))
+            except CampaignRefused:
                 audience_count = 0  # a tag or course gone since the save: it reaches nobody now
     return _compose_page(
         site, request, actor, campaign_id=campaign_id, form=form, notice=NOTICES.get(notice, ""), audience_count=audience_count
@@ -201,14 +200,10 @@ def edit_campaign(
 
 @router.post("/admin/campaigns/{campaign_id}/edit", response_class=HTMLResponse)
 def save_campaign(
-    campaign_id: int, request: Request, site: SiteDep, actor: EditorPage, name: TextField = "", subject: TextField = "",
-    preheader: TextField = "", sender: TextField = "", body_markdown: TextField = "", tags_any: TextField = "",
-    tags_all: TextField = "", course: TextField = "", course_stage: TextField = "any", min_lesson: TextField = "",
-    exclude_tags: TextField = "", action: TextField = "save", csrf_token: TextField = "",
-) -> Response:  # fmt: skip
-    check_csrf(site, request, csrf_token)
-    fields = _fields(name, subject, preheader, sender, body_markdown, tags_any, tags_all, course, course_stage, min_lesson, exclude_tags)
-    return _save(site, request, actor, campaign_id, fields, action)
+    campaign_id: int, request: Request, site: SiteDep, actor: EditorPage, form: DraftFormDep, action: TextField = "save"
+) -> Response:
+    check_csrf(site, request, form.csrf_token)
+    return _save(site, request, actor, campaign_id, form.fields(), action)
 
 
 @router.post("/admin/campaigns/{campaign_id}/duplicate", response_class=HTMLResponse)
@@ -216,16 +211,10 @@ def duplicate_campaign(campaign_id: int, request: Request, site: SiteDep, actor:
     check_csrf(site, request, csrf_token)
     try:
         with site.sessions.begin() as session:
-            copy_id = editor.duplicate(session, campaign_id, author=actor.admin.admin_id if actor.admin else None, now=site.now()).id
-    except editor.EditError as exc:
-        raise AdminPageError(404, "No such campaign", str(exc).capitalize() + ".") from None
+            copy_id = service.duplicate(session, campaign_id, author=actor.admin.admin_id if actor.admin else None, now=site.now()).id
+    except CampaignRefused as exc:
+        raise refusal_page(exc) from None
     return see_other(f"/admin/campaigns/{copy_id}/edit?notice=duplicated")
-
-
-def _refusal(exc: editor.EditError) -> AdminPageError:
-    if isinstance(exc, editor.CampaignMissing):
-        return AdminPageError(404, "No such campaign", str(exc).capitalize() + ".")
-    return AdminPageError(409, "That cannot be done now", str(exc).capitalize() + ".")
 
 
 @router.get("/admin/campaigns/{campaign_id}/schedule", response_class=HTMLResponse)
@@ -239,18 +228,16 @@ def confirm_schedule(
     try:
         when = parse_schedule(chosen["mode"], chosen["day"], chosen["at"], chosen["zone"])
         with site.sessions.begin() as session:
-            planned = editor.plan_schedule(session, campaign_id, when, now=site.now())
+            planned = service.plan_schedule(session, campaign_id, when, now=site.now())
             campaign = session.get(Campaign, campaign_id)
             session.expunge(campaign)
-    except ScheduleError as exc:
-        return _detail(site, request, actor, campaign_id, status=422, schedule_error=str(exc).capitalize() + ".", schedule_form=chosen)
-    except editor.EditError as exc:
-        if exc.fields or "reach nobody" in str(exc):
-            return _detail(site, request, actor, campaign_id, status=422, schedule_error=str(exc).capitalize() + ".", schedule_form=chosen)
-        raise _refusal(exc) from None
+    except CampaignRefused as exc:  # a schedule that cannot be read included (ScheduleError)
+        if is_input(exc):
+            return detail_page(site, request, actor, campaign_id, status=422, schedule_error=str(exc).capitalize() + ".", schedule_form=chosen)
+        raise refusal_page(exc) from None
     return admin_page(
         site, request, "confirm.html", actor=actor, campaign=campaign, title=f"Schedule “{campaign.name}”?",
-        summary=editor.describe_schedule(planned, when, now=site.now()),
+        summary=service.describe_schedule(planned, when, now=site.now()),
         details=[f"Subject: {campaign.subject}", "Until its first message is written to the send queue you can still pause it or take it back to draft."],
         action=f"/admin/campaigns/{campaign_id}/schedule", hidden=chosen, confirm_label="Schedule",
         back_label="Back", back_anchor="#schedule", danger=False,
@@ -273,7 +260,7 @@ def confirm_cancel(campaign_id: int, request: Request, site: SiteDep, actor: Edi
             said = f"{unsent:,} message{'' if unsent == 1 else 's'} not yet sent will be settled as cancelled and never sent."
             details = [f"The {progress.sent:,} already sent stay sent." if progress.sent else "None has been sent yet."]
         else:
-            readers = editor.audience_count(session, editor.audience_of(campaign)) if campaign.status != CampaignStatus.DRAFT else 0
+            readers = service.audience_count(session, service.audience_of(campaign)) if campaign.status != CampaignStatus.DRAFT else 0
             said = (
                 f"Nobody will get it: it was to go to {readers:,} reader{'' if readers == 1 else 's'}."
                 if campaign.status != CampaignStatus.DRAFT
@@ -298,15 +285,12 @@ def schedule_campaign(
     try:
         when = parse_schedule(mode[:10], day[:20], at[:10], zone[:64])
         with site.sessions.begin() as session:
-            result = editor.schedule(session, campaign_id, when, now=site.now())
-    except ScheduleError as exc:
-        return _detail(site, request, actor, campaign_id, status=422, schedule_error=str(exc).capitalize() + ".",
-                       schedule_form={"mode": mode, "day": day, "at": at, "zone": zone})  # fmt: skip
-    except editor.EditError as exc:
-        if exc.fields or "reach nobody" in str(exc):
-            return _detail(site, request, actor, campaign_id, status=422, schedule_error=str(exc).capitalize() + ".",
+            result = service.schedule(session, campaign_id, when, now=site.now())
+    except CampaignRefused as exc:  # a schedule that cannot be read included (ScheduleError)
+        if is_input(exc):
+            return detail_page(site, request, actor, campaign_id, status=422, schedule_error=str(exc).capitalize() + ".",
                            schedule_form={"mode": mode, "day": day, "at": at, "zone": zone})  # fmt: skip
-        raise _refusal(exc) from None
+        raise refusal_page(exc) from None
     return see_other(f"/admin/campaigns/{campaign_id}?scheduled={result.recipients}&at_once={result.at_once}")
 
 
@@ -314,16 +298,9 @@ def _state_change(site: Site, request: Request, campaign_id: int, csrf_token: st
     check_csrf(site, request, csrf_token)
     try:
         with site.sessions.begin() as session:
-            if change == "pause":
-                editor.pause(session, campaign_id, now=site.now())
-            elif change == "resume":
-                editor.resume(session, campaign_id, now=site.now())
-            elif change == "cancel":
-                editor.cancel(session, campaign_id)
-            else:
-                editor.unschedule(session, campaign_id, now=site.now())
-    except editor.EditError as exc:
-        raise _refusal(exc) from None
+            service.change_state(session, campaign_id, change, now=site.now())
+    except CampaignRefused as exc:
+        raise refusal_page(exc) from None
     notice = {"pause": "paused", "resume": "resumed", "cancel": "cancelled", "unschedule": "unscheduled"}[change]
     return see_other(f"/admin/campaigns/{campaign_id}?notice={notice}")
 
@@ -349,9 +326,9 @@ def delete_campaign(campaign_id: int, request: Request, site: SiteDep, actor: Ed
     check_csrf(site, request, csrf_token)
     try:
         with site.sessions.begin() as session:
-            editor.delete_draft(session, campaign_id)
-    except editor.EditError as exc:
-        raise _refusal(exc) from None
+            service.delete_draft(session, campaign_id)
+    except CampaignRefused as exc:
+        raise refusal_page(exc) from None
     return see_other("/admin/campaigns?notice=deleted")
 
 
@@ -380,41 +357,24 @@ def campaign_progress(campaign_id: int, site: SiteDep, actor: ViewerPage) -> JSO
     )
 
 
-def _detail(site: Site, request: Request, actor: Actor, campaign_id: int, *, status: int = 200, **context: Any) -> HTMLResponse:
-    from course.web.admin.campaigns import detail_page
-
-    return detail_page(site, request, actor, campaign_id, status=status, **context)
-
-
 # --- preview -------------------------------------------------------------------------------------
 
 
-def _preview(site: Site, campaign_id: int, subscriber: str) -> tuple[Campaign, Any, str, list[Any]]:
-    preview = compose_preview(site, campaign_id, subscriber)
-    if preview is None:
-        raise AdminPageError(404, "No such campaign", f"There is no campaign with id {campaign_id}.")
-    return preview
-
-
-def compose_preview(site: Site, campaign_id: int, subscriber: str) -> tuple[Campaign, Any, str, list[Any]] | None:
-    """The saved campaign composed as `subscriber` would get it (course.delivery.preview).
-    Returns (campaign, composed email, a note on who stands in, sample subscribers); None: no such
-    campaign. The preview page and the API's preview both show this."""
+def _preview(site: Site, campaign_id: int, subscriber: str) -> tuple[Campaign, Preview]:
     with site.sessions.begin() as session:
-        campaign = session.get(Campaign, campaign_id)
-        if campaign is None:
-            return None
         composer = Composer.from_settings(site.settings, renderer=site.renderer)
-        preview = preview_campaign(session, composer, campaign_content(campaign), editor.audience_of(campaign), subscriber)
-        session.expunge(campaign)
-    return campaign, preview.composed, preview.note, preview.samples
+        found = campaign_preview(session, composer, campaign_id, subscriber)
+    if found is None:
+        raise AdminPageError(404, "No such campaign", f"There is no campaign with id {campaign_id}.")
+    return found
 
 
 def _preview_page(
     site: Site, request: Request, actor: Actor, campaign_id: int, subscriber: str, *, status: int = 200,
     test_error: str = "", test_sent: str = "", test_address: str = "",
 ) -> HTMLResponse:  # fmt: skip
-    campaign, composed, note, samples = _preview(site, campaign_id, subscriber[:320])
+    campaign, preview = _preview(site, campaign_id, subscriber[:320])
+    composed, note, samples = preview.composed, preview.note, preview.samples
     return admin_page(
         site, request, "preview.html", actor=actor, status=status, campaign=campaign, composed=composed,
         message=composed.message, note=note, samples=samples, subscriber=composed.message.recipient_address,
@@ -439,10 +399,10 @@ def send_test(
     check_csrf(site, request, csrf_token)
     try:
         with site.sessions.begin() as session:
-            editor.send_test(session, campaign_id, address=test_address[:320], preview_as=preview_as[:320], now=site.now())
-    except editor.CampaignMissing as exc:
-        raise AdminPageError(404, "No such campaign", str(exc).capitalize() + ".") from None
-    except editor.EditError as exc:
+            service.send_test(session, campaign_id, address=test_address[:320], preview_as=preview_as[:320], now=site.now())
+    except CampaignRefused as exc:
+        if status_of(exc) == 404:
+            raise refusal_page(exc) from None
         return _preview_page(
             site, request, actor, campaign_id, preview_as, status=422, test_error=str(exc).capitalize() + ".",
             test_address=test_address[:320],
@@ -470,38 +430,32 @@ def _framed_email(html: str, status: int = 200) -> HTMLResponse:
 @router.get("/admin/campaigns/{campaign_id}/preview.html", response_class=HTMLResponse)
 def preview_html(campaign_id: int, site: SiteDep, actor: ViewerPage, subscriber: str = "") -> HTMLResponse:
     """The saved campaign's HTML part, for the preview page's frame."""
-    _, composed, _, _ = _preview(site, campaign_id, subscriber[:320])
-    return _framed_email(composed.email.html)
+    _, preview = _preview(site, campaign_id, subscriber[:320])
+    return _framed_email(preview.composed.email.html)
 
 
 @router.post("/admin/campaigns/draft-preview", response_class=HTMLResponse)
 def draft_preview(
-    request: Request, site: SiteDep, actor: EditorPage, name: TextField = "", subject: TextField = "",
-    preheader: TextField = "", sender: TextField = "", body_markdown: TextField = "", tags_any: TextField = "",
-    tags_all: TextField = "", course: TextField = "", course_stage: TextField = "any", min_lesson: TextField = "",
-    exclude_tags: TextField = "", preview_as: TextField = "", csrf_token: TextField = "",
-) -> HTMLResponse:  # fmt: skip
+    request: Request, site: SiteDep, actor: EditorPage, form: DraftFormDep, preview_as: TextField = ""
+) -> HTMLResponse:
     """The composer's live preview: the form as it is now, unsaved, composed for `preview_as` (blank:
     the audience's first reader) into the frame beside it; the composer's script posts the form here
     as the editor types (without script, the Preview button does). Saves nothing; a draft with
     mistakes shows them instead, as the save would."""
-    check_csrf(site, request, csrf_token)
-    fields = _fields(name, subject, preheader, sender, body_markdown, tags_any, tags_all, course, course_stage, min_lesson, exclude_tags)
+    check_csrf(site, request, form.csrf_token)
+    fields = form.fields()
     if not fields["name"].strip():
         fields["name"] = "Preview"  # the name is for the admin only: no reason to hold the preview back
     try:
         draft = _draft_from(site, fields)
-    except editor.EditError as exc:
+    except CampaignRefused as exc:
         mistakes = "".join(f"<li>{escape(message)}</li>" for message in (exc.fields or {"": str(exc)}).values())
         return _framed_email(
             '<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Preview</title></head>'
             '<body style="font: 15px/1.5 system-ui, sans-serif; color: #1f2933; margin: 1rem">'
             f'<main><h1 style="font-size: 1.1rem">Not yet a message</h1><ul>{mistakes}</ul></main></body></html>'
         )
-    content = CampaignContent(
-        0, draft.name, draft.subject, draft.body_markdown, draft.sender.name, draft.sender.email, False, draft.preheader
-    )
     with site.sessions.begin() as session:
         composer = Composer.from_settings(site.settings, renderer=site.renderer)
-        preview = preview_campaign(session, composer, content, draft.audience, preview_as)
+        preview = draft_preview_of(session, composer, draft, preview_as)
     return _framed_email(preview.composed.email.html)

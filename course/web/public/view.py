@@ -14,13 +14,13 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from course.clock import get_clock
-from course.delivery.compose import Composer, Recipient, lesson_content
+from course.delivery.compose import Composer, NothingToCompose
 from course.delivery.links import TEST_MAIL_PATHS, LinkPurpose
-from course.ledger import CampaignContent, read_campaign
-from course.models import CampaignTestSend, Delivery, DeliveryKind, DeliveryState, Lesson, Subscriber
+from course.ledger import read_batch
+from course.models import Delivery, DeliveryKind, DeliveryState
 from course.web.public.forms import SiteDep
 from course.web.security import EMAIL_VIEW_CSP
 from course.i18n import N_
@@ -88,48 +88,33 @@ def test_mail_preferences(request: Request, site: SiteDep) -> HTMLResponse:
     return _test_link_page(LinkPurpose.PREFERENCES, request, site)
 
 
+# What the page shows: what readers get to read (account mail and invitations are not for sharing).
+VIEWABLE = (DeliveryKind.LESSON, DeliveryKind.CAMPAIGN, DeliveryKind.CAMPAIGN_TEST)
+
+
 @router.get("/view/{token}", response_class=HTMLResponse)
 def view_in_browser(token: str, request: Request, site: SiteDep) -> HTMLResponse:
-    """A sent lesson or newsletter as the recipient got it: the HTML part of the composed message."""
+    """A sent lesson or newsletter as the recipient got it: the HTML part of the composed message,
+    read and composed as the sender does (course.ledger.read_batch, Composer.delivery)."""
     (delivery_id,) = ids_from(site.read_link(LinkPurpose.VIEW, token), required=1)
     composer = Composer(site.settings, renderer=site.renderer, signer=site.signer, clock=get_clock(site.settings))
     with site.sessions.begin() as session:
-        delivery = session.get(Delivery, delivery_id)
-        if delivery is None or delivery.state != DeliveryState.SENT:
+        state = session.scalar(select(Delivery.state).where(Delivery.id == delivery_id))
+        if state != DeliveryState.SENT:
             raise PageError(404, N_("Nothing to show"), N_("This email is not available to view any more."))
-        subscriber = session.get(Subscriber, delivery.subscriber_id)
-        assert subscriber is not None  # the foreign key cascades
-        # Nobody's name or address (a newsletter's merge tags included): whoever holds the link may
-        # not be the reader.
-        recipient = Recipient(delivery.id, subscriber.id, "", "")
-        account_links = site.settings.base_url.rstrip("/") + ACCOUNT_LINKS_PATH
-        if delivery.kind == DeliveryKind.LESSON and delivery.lesson_id is not None:
-            lesson = session.get(Lesson, delivery.lesson_id)
-            assert lesson is not None
-            lesson_count = session.scalar(
-                select(func.count()).where(Lesson.course_id == lesson.course_id, Lesson.retired_at.is_(None))
-            )
-            composed = composer.lesson(
-                recipient, lesson_content(lesson, lesson_count=lesson_count), account_links_to=account_links
-            )
-        elif delivery.kind == DeliveryKind.CAMPAIGN and delivery.campaign_id is not None:
-            read = read_campaign(session, delivery.campaign_id, subscriber_ids=[subscriber.id])
-            assert read is not None  # the foreign key cascades
-            campaign = read.campaigns[delivery.campaign_id]
-            composed = composer.campaign(
-                recipient, campaign, account_links_to=account_links, lesson_number=read.lesson_number(campaign, subscriber.id)
-            )
-        elif delivery.kind == DeliveryKind.CAMPAIGN_TEST and delivery.test_address:
-            shown = session.get(CampaignTestSend, delivery.id)
-            if shown is None:  # queued before test sends kept their content (migration 0014)
-                raise PageError(404, N_("Nothing to show"), N_("This email is not available to view any more."))
-            content = CampaignContent(
-                delivery.test_campaign_id or 0, shown.name, shown.subject, shown.body_markdown,
-                shown.sender_name, shown.sender_email, False, shown.preheader,
-            )
-            composed = composer.campaign_test(recipient, content, delivery.test_address)
-        else:
-            raise PageError(404, N_("Nothing to show"), N_("Only lessons and newsletters can be viewed in a browser."))
+        batch = read_batch(session, [delivery_id])
+    (job,) = batch.jobs
+    if job.kind not in VIEWABLE:
+        raise PageError(404, N_("Nothing to show"), N_("Only lessons and newsletters can be viewed in a browser."))
+    if job.kind == DeliveryKind.CAMPAIGN_TEST and job.delivery_id not in batch.campaign_tests:
+        # Queued before test sends kept their content (migration 0014): what it showed is gone.
+        raise PageError(404, N_("Nothing to show"), N_("This email is not available to view any more."))
+    # Nobody's name or address (a newsletter's merge tags included): whoever holds the link may not
+    # be the reader.
+    try:
+        composed = composer.delivery(job, batch, in_browser=site.settings.base_url.rstrip("/") + ACCOUNT_LINKS_PATH)
+    except NothingToCompose:
+        raise PageError(404, N_("Nothing to show"), N_("This email is not available to view any more.")) from None
     response = HTMLResponse(composed.email.html, headers={"cache-control": "no-store", "x-robots-tag": "noindex"})
     response.headers["content-security-policy"] = EMAIL_VIEW_CSP
     return response

@@ -4,24 +4,18 @@ authenticator's QR code, times in the admin's own time zone, and invitations of 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from html import unescape
-from pathlib import Path
 from zoneinfo import ZoneInfo
 
-import pytest
 import segno
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select, update
 
-from course.clock import ManualClock
-from course.db import get_engine
 from course.web.app import create_app
 from course.models import Admin, AdminInvitation, AdminRole, Delivery
 from tests.support.admin_fixtures import PASSWORD, csrf_of, make_admin, make_token, sign_in
-from tests.support.smtp_server import RecordingSMTPServer
-from tests.support.web_fixtures import TEST_BASE_URL, WebStack, csrf_token_of, link_in, prepare, web_settings
+from tests.support.web_fixtures import TEST_BASE_URL, WebStack, csrf_token_of, link_in
 from tests.support.web_fixtures import *  # noqa: F403
 
 
@@ -240,12 +234,6 @@ def test_invitations_are_resent_revoked_and_expire_on_the_wall_clock(web_stack: 
         assert session.scalar(select(func.count()).select_from(Admin)) == 1  # nobody was made
 
 
-@pytest.fixture
-def pg_web_stack(tmp_path: Path, pg_web_database_url: str, web_clock: ManualClock, web_smtp: RecordingSMTPServer) -> Iterator[WebStack]:
-    settings = web_settings(tmp_path, pg_web_database_url, smtp_host=web_smtp.host, smtp_port=web_smtp.port)
-    stack = prepare(settings, web_clock, web_smtp)
-    yield stack
-    get_engine(settings).dispose()
 
 
 def test_invitations_on_postgresql(pg_web_stack: WebStack) -> None:

@@ -17,7 +17,7 @@ from course.campaigns.service import fan_out, schedule_campaign, tag_subscribers
 from sqlalchemy import update
 
 from course.accounts.credentials import token_hash
-from course.campaigns.editor import MAX_BODY_CHARS
+from course.campaigns.service import MAX_BODY_CHARS
 from course.models import AdminRole, ApiToken, Subscriber
 from course.web.app import create_app
 from tests.support.admin_fixtures import make_token

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from course.campaigns import editor
+from course.campaigns import service
 from course.campaigns.service import tag_subscribers
 from course.models import Campaign, CampaignStatus, Subscriber, SubscriberStatus
 from tests.support.web_fixtures import WebStack
@@ -38,7 +38,7 @@ def _campaign_and_reader(stack: WebStack) -> int:
 
 def _send_test(stack: WebStack, campaign_id: int) -> None:
     with stack.sessions.begin() as session:
-        editor.send_test(session, campaign_id, address="editor@example.net", preview_as="ann@example.org", now=stack.clock.now())
+        service.send_test(session, campaign_id, address="editor@example.net", preview_as="ann@example.org", now=stack.clock.now())
 
 
 def _edit(stack: WebStack, campaign_id: int) -> None:

@@ -26,7 +26,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from course.health import broker_url_of, read_heartbeats
+from course.ops.health import broker_url_of, read_heartbeats
 from course.models import Delivery, DeliveryState
 from course.settings import Settings
 
