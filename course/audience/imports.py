@@ -390,3 +390,46 @@ def mark(session: Session, import_id: int, **values: Any) -> None:
 
 def forget_report(session: Session, import_id: int) -> None:
     session.execute(delete(SubscriberImportRow).where(SubscriberImportRow.import_id == import_id))
+
+
+def process(
+    sessions: Any,
+    import_id: int,
+    path: Path,
+    *,
+    options: ImportOptions,
+    secret: str,
+    now: datetime,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> SubscriberImport:
+    """Run a queued import to its end, as the admin's upload task does: the rows in one
+    transaction, the import's state and progress (a share of the file read) in short ones beside
+    it, so the page can follow. A malformed file leaves the import failed, with its message, and
+    nothing imported."""
+    with sessions.begin() as session:
+        mark(session, import_id, status=ImportStatus.RUNNING, counts={"percent": 0})
+    last_percent = [0]
+
+    def progressed(done: int, total: int) -> None:
+        if on_progress:
+            on_progress(done, total)
+        percent = min(99, done * 100 // max(total, 1))
+        if percent >= last_percent[0] + 5:
+            last_percent[0] = percent
+            with sessions.begin() as progress_session:
+                mark(progress_session, import_id, counts={"percent": percent})
+
+    try:
+        with sessions.begin() as session:
+            record = session.get(SubscriberImport, import_id)
+            assert record is not None, "queued by start_import"
+            counts = run_import(session, record, path, options=options, secret=secret, now=now, on_progress=progressed)
+            record.status, record.finished_at, record.counts = ImportStatus.DONE, now, counts
+    except ImportFileError as exc:
+        with sessions.begin() as session:
+            mark(session, import_id, status=ImportStatus.FAILED, error=str(exc), finished_at=now, counts={})
+    with sessions.begin() as session:
+        record = session.get(SubscriberImport, import_id)
+        assert record is not None
+        session.expunge(record)
+        return record
