@@ -20,6 +20,7 @@ ADMIN_CSP = PAGE_CSP.replace("default-src 'none';", "default-src 'none'; connect
 NAV = (
     ("/admin/campaigns", "Campaigns", "viewer"),
     ("/admin/courses", "Courses", "viewer"),
+    ("/admin/imports", "Import", "editor"),
     ("/admin/admins", "Admins", "owner"),
     ("/admin/tokens", "API tokens", "owner"),
     ("/admin/account", "Your account", "viewer"),
