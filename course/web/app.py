@@ -138,6 +138,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )  # fmt: skip
         return admin_error_page(site, Request(scope), refusal)
 
+    from course.web.admin.audit import AuditAdminActions
+
+    app.add_middleware(AuditAdminActions, site=site)  # innermost: it sees the route that answered
     # Before any route or session is read: an admin POST that the browser says another site made.
     app.add_middleware(SameSiteAdminPosts, base_url=settings.base_url, refusal=refuse_cross_site)
     # Inner first: the body is bounded (BodySizeLimit) before it is searched for control characters.

@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
-from course.web.admin import accounts, api, campaigns, courses, editor, imports, invitations, login
+from course.web.admin import accounts, api, audit, campaigns, courses, editor, gdpr, imports, invitations, login
 from course.web.admin.auth import PASSWORD_PATH, AdminPageError, PasswordChangeRequired, SignInRequired, login_url
 from course.web.admin.times import install_filter
 from course.web.admin.views import error_page, see_other
@@ -20,7 +20,8 @@ def install(app: FastAPI) -> None:
     for module in (login, invitations, editor, campaigns, courses, accounts, api):
         app.include_router(module.router)
     # Readers' data (issue #25 B). Before any /api/admin/subscribers/{id} route: "export" is no id.
-    app.include_router(imports.router), app.include_router(imports.api)
+    for readers_data in (imports.router, imports.api, gdpr.router, gdpr.api, audit.router, audit.api):
+        app.include_router(readers_data)
 
     _document_refused_input_as_400(app)
 

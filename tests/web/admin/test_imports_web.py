@@ -42,8 +42,8 @@ def test_upload_page_runs_the_import_and_offers_the_report(web_stack: WebStack, 
     with web_stack.sessions() as session:
         assert session.scalars(select(Subscriber.status)).all() == [SubscriberStatus.PENDING]
         entries = session.execute(select(AuditEntry.action, AuditEntry.actor, AuditEntry.ip)).all()
-    assert [entry[0] for entry in entries] == ["import.start", "import.finish"]
-    assert entries[0][1:] == ("editor@example.org", "testclient")
+    assert [entry[0] for entry in entries] == ["sign-in", "import.start", "import.finish"]
+    assert entries[1][1:] == ("editor@example.org", "testclient")
 
 
 def test_a_bad_upload_says_why_and_imports_nothing(web_stack: WebStack, client: TestClient) -> None:
