@@ -24,6 +24,7 @@ import sys
 import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import lru_cache
 from datetime import datetime, timezone
 from typing import BinaryIO
 
@@ -169,7 +170,7 @@ def check_row(line: int, values: list[str], shape: FileShape, *, extra_tags: tup
     joined = "".join(values)
     if "\x00" in joined:
         return rejected("the line holds a NUL byte")
-    if any("\udc80" <= ch <= "\udcff" for ch in joined):
+    if _UNDECODED.search(joined):
         return rejected(f"the line is not {shape.encoding} (the file mixes encodings): save it as UTF-8")
     if not raw_email:
         return rejected("no email address")
@@ -177,15 +178,14 @@ def check_row(line: int, values: list[str], shape: FileShape, *, extra_tags: tup
         email = _checked_address(raw_email)
     except SubscriptionError:
         return rejected(f"invalid email address {_printable(raw_email[:100])!r}")
-    name = clean_name(value("name"))
-    if name and not is_a_name(name):
+    name, reads_as_name = _name_check(value("name"))
+    if not reads_as_name:
         return rejected(f"the name {_printable(name[:60])!r} does not read as a name (no links, addresses or symbols)")
     zone = value("timezone")
     if zone:
-        try:
-            zone = parse_timezone(zone).key
-        except ValueError:
-            return rejected(f"unknown time zone {_printable(zone[:64])!r}")
+        zone = _zone_key(zone)
+        if zone is None:
+            return rejected(f"unknown time zone {_printable(value('timezone')[:64])!r}")
     language = value("language").lower().replace("_", "-").split("-")[0]
     if language and language not in SUPPORTED_LANGUAGES:
         return rejected(f"unknown language {_printable(value('language')[:20])!r} (known: {', '.join(SUPPORTED_LANGUAGES)})")
@@ -194,19 +194,43 @@ def check_row(line: int, values: list[str], shape: FileShape, *, extra_tags: tup
         tag = " ".join(tag.split())
         if not tag:
             continue
-        if len(tag) > MAX_TAG_CHARS or any(unicodedata.category(ch)[0] == "C" for ch in tag):
+        if len(tag) > MAX_TAG_CHARS or not tag.isprintable():
             return rejected(f"the tag {_printable(tag[:40])!r} is not a tag (at most {MAX_TAG_CHARS} printable characters)")
         if tag not in tags:
             tags.append(tag)
     created_at = None
     if value("created_at"):
         try:
-            created_at = parse_moment(value("created_at"))
+            created_at = _moment(value("created_at"))
         except ValueError:
             return rejected(f"created_at {_printable(value('created_at')[:40])!r} is not a date (YYYY-MM-DD or ISO 8601)")
     return CheckedRow(
         line=line, email=email, name=name, timezone=zone, language=language, tags=tuple(tags), created_at=created_at
     )
+
+
+# Bytes that were not in the file's encoding, kept as lone surrogates by "surrogateescape".
+_UNDECODED = re.compile("[\udc80-\udcff]")
+
+
+# First names, zones and signup dates repeat through a list: each distinct one is checked once.
+@lru_cache(maxsize=65536)
+def _name_check(raw: str) -> tuple[str, bool]:
+    name = clean_name(raw)
+    return name, not name or is_a_name(name)
+
+
+@lru_cache(maxsize=65536)
+def _moment(raw: str) -> datetime:
+    return parse_moment(raw)
+
+
+@lru_cache(maxsize=4096)
+def _zone_key(name: str) -> str | None:
+    try:
+        return parse_timezone(name).key
+    except ValueError:
+        return None
 
 
 def _checked_address(raw: str) -> str:
