@@ -22,12 +22,12 @@ from course.accounts.audit_log import AuditFilter, Who, entries, record
 from course.accounts.credentials import looks_like_api_token, token_hash
 from course.accounts.store import session_admin
 from course.models import ApiToken
-from course.web.admin.api import _ANY_REQUEST, _UNAUTHORIZED
+from course.web.admin.api import TOKEN_ROUTE_RESPONSES
 from course.web.admin.auth import SESSION_COOKIE, OwnerPage, OwnerToken, SiteDep, limits_of
 from course.web.admin.views import admin_page
 
 router = APIRouter(include_in_schema=False)
-api = APIRouter(prefix="/api/admin", tags=["admin"], responses={**_ANY_REQUEST, **_UNAUTHORIZED})
+api = APIRouter(prefix="/api/admin", tags=["admin"], responses=TOKEN_ROUTE_RESPONSES)
 
 CHANGES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # Routes that record their own, more telling entry.

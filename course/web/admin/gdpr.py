@@ -13,13 +13,13 @@ from fastapi.responses import HTMLResponse, Response
 from course.accounts.audit_log import record
 from course.audience.erasure import ErasureError, access_export, erase, find
 from course.audience.suppression import list_suppressed, remove_suppression
-from course.web.admin.api import _ANY_REQUEST, _UNAUTHORIZED
+from course.web.admin.api import TOKEN_ROUTE_RESPONSES
 from course.web.admin.auth import AdminPageError, OwnerPage, OwnerToken, SiteDep, ViewerPage, check_csrf
 from course.web.admin.imports import who
 from course.web.admin.views import admin_page, see_other
 
 router = APIRouter(include_in_schema=False)
-api = APIRouter(prefix="/api/admin", tags=["admin"], responses={**_ANY_REQUEST, **_UNAUTHORIZED})
+api = APIRouter(prefix="/api/admin", tags=["admin"], responses=TOKEN_ROUTE_RESPONSES)
 SubscriberId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 EntryId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 TextField = Annotated[str, Form(max_length=2000)]

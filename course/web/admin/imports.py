@@ -26,7 +26,7 @@ from course.audience.export import ExportFilter, ExportFilterError, check_filter
 from course.audience.imports import MODES, ImportOptions, process, report_csv, report_rows, start_import, summary_line
 from course.content.catalogue import list_courses
 from course.models import ImportStatus, SubscriberImport, SubscriberImportRow, SubscriberStatus
-from course.web.admin.api import _ANY_REQUEST, _UNAUTHORIZED
+from course.web.admin.api import TOKEN_ROUTE_RESPONSES
 from course.web.admin.auth import Actor, AdminPageError, EditorPage, EditorToken, SiteDep, check_csrf
 from course.web.admin.views import admin_page, see_other
 from course.web.security import CSRF_FIELD
@@ -39,7 +39,7 @@ RECENT_IMPORTS = 20
 REPORT_PREVIEW_ROWS = 50
 
 router = APIRouter(include_in_schema=False)
-api = APIRouter(prefix="/api/admin", tags=["admin"], responses={**_ANY_REQUEST, **_UNAUTHORIZED})
+api = APIRouter(prefix="/api/admin", tags=["admin"], responses=TOKEN_ROUTE_RESPONSES)
 ImportId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 
 
