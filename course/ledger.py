@@ -149,15 +149,22 @@ def schedule_lesson_rows(
 
 
 def add_account_mail(
-    session: Session, *, subscriber_id: int, enrollment_id: int, template: str, now: datetime
+    session: Session,
+    *,
+    subscriber_id: int,
+    enrollment_id: int,
+    template: str,
+    now: datetime,
+    priority: DeliveryPriority = DeliveryPriority.URGENT,
 ) -> Delivery:
-    """Queue a transactional mail (confirm, already_enrolled), due now, in the urgent class."""
+    """Queue a transactional mail (confirm, already_enrolled), due now, in the urgent class (an
+    import's confirmations: bulk, throttled like any other mail)."""
     row = Delivery(
         subscriber_id=subscriber_id,
         kind=DeliveryKind.TRANSACTIONAL,
         enrollment_id=enrollment_id,
         template=template,
-        priority=int(DeliveryPriority.URGENT),
+        priority=int(priority),
         due_at=now,
         state=DeliveryState.PENDING,
         attempts=0,
@@ -168,7 +175,14 @@ def add_account_mail(
     return row
 
 
-def add_account_mails(session: Session, enrollments: list[tuple[int, int]], *, template: str, now: datetime) -> dict[int, int]:
+def add_account_mails(
+    session: Session,
+    enrollments: list[tuple[int, int]],
+    *,
+    template: str,
+    now: datetime,
+    priority: DeliveryPriority = DeliveryPriority.URGENT,
+) -> dict[int, int]:
     """add_account_mail for many (subscriber_id, enrollment_id) pairs in one INSERT (PostgreSQL):
     returns each enrollment's new delivery id. The worker queues a batch of confirmations so."""
     if not enrollments:
@@ -181,7 +195,7 @@ def add_account_mails(session: Session, enrollments: list[tuple[int, int]], *, t
             "RETURNING id, enrollment_id"
         ),
         {
-            "kind": str(DeliveryKind.TRANSACTIONAL), "template": template, "priority": int(DeliveryPriority.URGENT),
+            "kind": str(DeliveryKind.TRANSACTIONAL), "template": template, "priority": int(priority),
             "now": now, "state": str(DeliveryState.PENDING),
             "subscribers": [subscriber for subscriber, _ in enrollments],
             "enrollments": [enrollment for _, enrollment in enrollments],
@@ -1022,6 +1036,26 @@ def suppress(session: Session, subscriber_ids: Sequence[int], *, now: datetime) 
             [dict(subscriber_id=subscriber_id, kind=SubscriberEventKind.BOUNCED.value, occurred_at=now) for subscriber_id in newly],
         )
     cancel_subscriber_rows(session, subscriber_ids)
+
+
+def anonymise_subscriber_rows(session: Session, subscriber_ids: Sequence[int], *, address: str) -> int:
+    """An erased subscriber's rows stay (counts and funnels stay right) without personal data:
+    open ones are cancelled, and the SMTP answer (which may quote the address) and any test address
+    go; so does `address` wherever a test send or invitation was addressed to it."""
+    cancel_subscriber_rows(session, subscriber_ids)
+    changed = session.execute(
+        update(Delivery)
+        .where(Delivery.subscriber_id.in_(subscriber_ids))
+        .values(last_error=None, test_address=None)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    changed += session.execute(
+        update(Delivery)
+        .where(func.lower(Delivery.test_address) == address.lower())
+        .values(test_address=None, last_error=None)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    return int(changed or 0)
 
 
 def requeue_failed(session: Session, *, now: datetime, since: datetime | None = None, campaign_id: int | None = None) -> int:

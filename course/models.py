@@ -564,3 +564,97 @@ class ApiToken(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+# --- readers' data: CSV imports, the suppression list, the admin audit log (migration 0016) ----
+
+
+class ImportStatus(enum.StrEnum):
+    QUEUED = "queued"  # uploaded, waiting for the task
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"  # a malformed file: nothing was imported
+
+
+class SubscriberImport(Base):
+    """One CSV import: who ran it and with what consent statement, its counts and its state. The
+    per-row report is in subscriber_import_rows."""
+
+    __tablename__ = "subscriber_imports"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    admin_id: Mapped[int | None] = mapped_column(Integer)  # a bare id, like campaigns.created_by
+    actor: Mapped[str] = mapped_column(String(320))  # the admin's address, "API token 3" or "cli"
+    source: Mapped[str] = mapped_column(String(10))  # cli, web, api
+    filename: Mapped[str] = mapped_column(String(255))
+    mode: Mapped[str] = mapped_column(String(10))  # opt-in, confirmed
+    course_id: Mapped[int | None] = mapped_column(Integer)
+    tag: Mapped[str | None] = mapped_column(String(64))
+    consent: Mapped[str | None] = mapped_column(Text)  # the admin's statement that consent exists
+    status: Mapped[str] = mapped_column(String(10), default=ImportStatus.QUEUED)
+    total_rows: Mapped[int] = mapped_column(Integer, default=0)
+    counts: Mapped[dict[str, int]] = mapped_column(JSON, default=dict)
+    unknown_columns: Mapped[list[str]] = mapped_column(JSON, default=list)
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+class ImportRowOutcome(enum.StrEnum):
+    ACCEPTED = "accepted"  # a new subscriber
+    UPDATED = "updated"  # known: name, time zone or tags changed
+    UNCHANGED = "unchanged"
+    REJECTED = "rejected"  # with its reason
+    DUPLICATE = "duplicate"  # the same address again further down: merged into its last line
+    SUPPRESSED = "suppressed"  # bounced, complained, unsubscribed or erased: skipped
+
+
+class SubscriberImportRow(Base):
+    __tablename__ = "subscriber_import_rows"
+
+    import_id: Mapped[int] = mapped_column(ForeignKey("subscriber_imports.id", ondelete="CASCADE"), primary_key=True)
+    line: Mapped[int] = mapped_column(Integer, primary_key=True)  # the file's line (header = 1)
+    email: Mapped[str] = mapped_column(String(320))
+    outcome: Mapped[str] = mapped_column(String(12))
+    reason: Mapped[str] = mapped_column(Text, default="")
+
+
+class SuppressionReason(enum.StrEnum):
+    HARD_BOUNCE = "hard_bounce"
+    COMPLAINT = "complaint"
+    MANUAL = "manual"
+    ERASED = "erased"
+
+
+class Suppression(Base):
+    """An address that must not be mailed again, kept only as a keyed one-way hash
+    (course.audience.suppression.address_hash), so an erased person's address is nowhere in the
+    database and still cannot come back through an import or a signup without a fresh opt-in."""
+
+    __tablename__ = "suppressions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    address_hash: Mapped[str] = mapped_column(String(64))
+    reason: Mapped[str] = mapped_column(String(16))
+    note: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    admin_id: Mapped[int | None] = mapped_column(Integer)
+
+    __table_args__ = (Index("uq_suppressions_address_hash", "address_hash", unique=True),)
+
+
+class AuditEntry(Base):
+    """One admin action: who (admin id and label), when (wall clock), from where (IP) and what.
+    Append-only: nothing in the admin or the API edits or deletes it."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (Index("ix_audit_log_at", "at", "id"), Index("ix_audit_log_action", "action", "at"))
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    admin_id: Mapped[int | None] = mapped_column(Integer)
+    actor: Mapped[str] = mapped_column(String(320))
+    ip: Mapped[str] = mapped_column(String(64), default="")
+    action: Mapped[str] = mapped_column(String(64))
+    target: Mapped[str] = mapped_column(String(200), default="")
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

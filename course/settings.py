@@ -154,6 +154,9 @@ class Settings(BaseSettings):
     # The same for the admin pages and /api/admin: a campaign body may be 50,000 characters, which
     # a form or JSON body carries in up to 12 bytes each (percent- or \u-escaped, outside the BMP).
     max_admin_request_bytes: int = 1024 * 1024
+    # A subscriber CSV uploaded to the admin or the API: streamed to disk, refused above this (a
+    # million rows of a typical export are about 60 MB).
+    import_max_bytes: int = 256 * 1024 * 1024
     embed_frame_ancestors: str = "*"  # CSP frame-ancestors of the embeddable form, e.g. "https://blog.example.com"
     # Origins whose pages may call the JSON API from a browser, e.g. "https://blog.example.com"
     # (several: separated by commas or spaces). Empty: no cross-origin browser calls; server-to-server

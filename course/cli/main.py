@@ -337,6 +337,17 @@ def _register_admin() -> None:
 _register_admin()
 
 
+def _register_subscribers() -> None:
+    from course.cli.subscriber_data import register
+
+    subscribers_app = typer.Typer(help="Subscribers: import and export CSV, erase (GDPR).", no_args_is_help=True)
+    register(subscribers_app)
+    app.add_typer(subscribers_app, name="subscribers")
+
+
+_register_subscribers()
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()
 

@@ -138,14 +138,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )  # fmt: skip
         return admin_error_page(site, Request(scope), refusal)
 
+    from course.web.admin.audit import AuditAdminActions
+
+    app.add_middleware(AuditAdminActions, site=site)  # innermost: it sees the route that answered
     # Before any route or session is read: an admin POST that the browser says another site made.
     app.add_middleware(SameSiteAdminPosts, base_url=settings.base_url, refusal=refuse_cross_site)
     # Inner first: the body is bounded (BodySizeLimit) before it is searched for control characters.
-    app.add_middleware(RefuseControlCharacters, refusal=refuse_control_characters)
+    from course.web.admin.imports import UPLOAD_PATHS
+
+    app.add_middleware(RefuseControlCharacters, refusal=refuse_control_characters, unbuffered=frozenset(UPLOAD_PATHS))
     admin_limit = max(settings.max_admin_request_bytes, settings.max_request_bytes)
     app.add_middleware(
-        BodySizeLimit, max_bytes=settings.max_request_bytes, larger_under={"/admin/": admin_limit, "/api/admin/": admin_limit}
-    )
+        BodySizeLimit, max_bytes=settings.max_request_bytes, larger_under={"/admin/": admin_limit, "/api/admin/": admin_limit},
+        streamed={path: settings.import_max_bytes for path in UPLOAD_PATHS},
+    )  # fmt: skip
     if settings.api_cors_origin_list:
         app.add_middleware(ApiCors, origins=settings.api_cors_origin_list)
     # Pages are 5 to 40 KB of HTML (the time zone list) and shrink about sixfold; level 6 costs a

@@ -124,12 +124,17 @@ class BodySizeLimit:
     """Refuses request bodies over `max_bytes` with 413 before any route parses them: by the
     declared Content-Length when there is one, else by counting while buffering (the body is at
     most max_bytes, so buffering it costs little) and replaying it to the app. `larger_under` maps
-    path prefixes to a limit of their own (the admin, whose campaign bodies are long)."""
+    path prefixes to a limit of their own (the admin, whose campaign bodies are long). `streamed`
+    maps exact paths (file uploads) to a limit checked against the declared Content-Length only:
+    their bodies go to the route unbuffered, and the route refuses one without a length (411)."""
 
-    def __init__(self, app: ASGIApp, *, max_bytes: int, larger_under: dict[str, int] | None = None) -> None:
+    def __init__(
+        self, app: ASGIApp, *, max_bytes: int, larger_under: dict[str, int] | None = None, streamed: dict[str, int] | None = None
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.larger_under = larger_under or {}
+        self.streamed = streamed or {}
 
     def limit_for(self, path: str) -> int:
         return next((limit for prefix, limit in self.larger_under.items() if path.startswith(prefix)), self.max_bytes)
@@ -140,6 +145,13 @@ class BodySizeLimit:
             return
         max_bytes = self.limit_for(scope.get("path", ""))
         declared = dict(scope.get("headers", [])).get(b"content-length")
+        if scope.get("path", "") in self.streamed:
+            upload_limit = self.streamed[scope["path"]]
+            if declared is not None and (not declared.isdigit() or int(declared) > upload_limit):
+                await self._reject(scope, send, upload_limit)
+            else:
+                await self.app(scope, receive, send)
+            return
         if declared is not None and (not declared.isdigit() or int(declared) > max_bytes):
             await self._reject(scope, send, max_bytes)
             return
@@ -165,12 +177,12 @@ class BodySizeLimit:
     async def _reject(self, scope: Scope, send: Send, max_bytes: int) -> None:
         limit_kb = max_bytes // 1024
         if scope.get("path", "").startswith("/api/"):
-            body = f'{{"detail":"request body larger than {limit_kb} KB"}}'.encode()
+            body = f'{{"detail":"request body larger than {limit_kb:,} KB"}}'.encode()
             content_type = b"application/json"
         else:
             body = (
                 "<!doctype html><meta charset=utf-8><title>Too large</title>"
-                f"<p>That request was larger than {limit_kb} KB, more than any form here sends.</p>"
+                f"<p>That request was larger than {limit_kb:,} KB, more than this form takes.</p>"
             ).encode()
             content_type = b"text/html; charset=utf-8"
         await send(
@@ -322,9 +334,11 @@ class RefuseControlCharacters:
     body and replays it to the app. `refusal(scope, reason)` builds the answer (the app's error
     page, or JSON under /api with `reason` as its detail)."""
 
-    def __init__(self, app: ASGIApp, *, refusal: Callable[[Scope, str], ASGIApp]) -> None:
+    def __init__(self, app: ASGIApp, *, refusal: Callable[[Scope, str], ASGIApp], unbuffered: frozenset[str] = frozenset()) -> None:
         self.app = app
         self.refusal = refusal
+        # Upload paths: a file is data, NUL bytes and all (each row is checked on its own).
+        self.unbuffered = unbuffered
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -335,7 +349,7 @@ class RefuseControlCharacters:
         if control_character_in(scope["path"]) or any(control_character_in(part) for field in query_fields for part in field):
             await self.refusal(scope, CONTROL_CHARACTERS_REFUSED)(scope, receive, send)
             return
-        if scope["method"] not in ("POST", "PUT", "PATCH"):
+        if scope["method"] not in ("POST", "PUT", "PATCH") or scope["path"] in self.unbuffered:
             await self.app(scope, receive, send)
             return
         buffered: list[Message] = []

@@ -22,7 +22,7 @@ Progress = Callable[[str, int, int], None]
 
 def bench_command(
     scenario: Annotated[
-        str, typer.Option("--scenario", help="lesson-day, campaign, audience, web or mixed")
+        str, typer.Option("--scenario", help="lesson-day, campaign, audience, web, mixed or import")
     ] = "lesson-day",
     subscribers: Annotated[
         int | None, typer.Option("--subscribers", min=1, help="recipients (default 100,000; audience: 1,000,000)")
@@ -55,7 +55,7 @@ def bench_command(
         Console(stderr=True).print(f"[red]error:[/red] unknown scenario {scenario!r} (known: {', '.join(SCENARIOS)})")
         raise typer.Exit(1)
     if subscribers is None:
-        subscribers = 1_000_000 if scenario == "audience" else 100_000
+        subscribers = 1_000_000 if scenario in ("audience", "import") else 100_000
     config = BenchConfig(
         scenario=scenario, subscribers=subscribers, workers=workers, pool=pool, concurrency=concurrency,
         admin_url=os.environ.get("COURSE_BENCH_POSTGRES_URL", BenchConfig.admin_url),
@@ -79,6 +79,10 @@ def bench_command(
         try:
             if scenario == "audience":
                 report = run_audience_benchmark(config, show, runs=runs)
+            elif scenario == "import":
+                from course.devtools.bench.imports import run_import_benchmark
+
+                report = run_import_benchmark(config, show)
             else:
                 report = run_benchmark(config, show)
         except BenchError as exc:
@@ -87,7 +91,10 @@ def bench_command(
     if as_json:
         sys.stdout.write(json.dumps(report, indent=2, default=str) + "\n")
     else:
-        Console(soft_wrap=True).print(audience_table(report) if scenario == "audience" else report_table(report))
+        from course.devtools.bench.imports import import_table
+
+        tables = {"audience": audience_table, "import": import_table}
+        Console(soft_wrap=True).print(tables.get(scenario, report_table)(report))
 
 
 def _web(config: BenchConfig, err: Any, *, as_json: bool, seconds: float, connections: str, endpoints: str) -> None:

@@ -8,7 +8,9 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
-from course.web.admin import accounts, api, api_subscribers, campaigns, courses, editor, invitations, login, once, subscribers
+from course.web.admin import (
+    accounts, api, api_subscribers, audit, campaigns, courses, editor, gdpr, imports, invitations, login, once, subscribers,
+)  # fmt: skip
 from course.web.admin.auth import PASSWORD_PATH, AdminPageError, PasswordChangeRequired, SignInRequired, login_url
 from course.web.admin.times import install_filter
 from course.web.admin.views import error_page, see_other
@@ -19,6 +21,9 @@ def install(app: FastAPI) -> None:
     # editor before campaigns: /admin/campaigns/new must not reach /admin/campaigns/{campaign_id}.
     for module in (login, invitations, editor, campaigns, courses, accounts, once, api):
         app.include_router(module.router)
+    # Readers' data (issue #25 B). Before any /api/admin/subscribers/{id} route: "export" is no id.
+    for readers_data in (imports.router, imports.api, gdpr.router, gdpr.api, audit.router, audit.api):
+        app.include_router(readers_data)
     app.include_router(subscribers.router)
     app.include_router(api_subscribers.router)
 

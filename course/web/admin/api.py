@@ -43,6 +43,8 @@ _UNAUTHORIZED: dict[int | str, dict[str, object]] = {
     401: {"model": ErrorOut, "description": "no valid API token"},
     403: {"model": ErrorOut, "description": "the token's role is too low"},
 }
+# What every token route may answer before it runs: for routers in other modules of the admin API.
+TOKEN_ROUTE_RESPONSES: dict[int | str, dict[str, object]] = {**_ANY_REQUEST, **_UNAUTHORIZED}
 _NOT_FOUND: dict[int | str, dict[str, object]] = {404: {"model": ErrorOut, "description": "no such campaign or token"}}
 CampaignId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 TokenId = Annotated[int, Path(ge=1, le=2**31 - 1)]

@@ -9,6 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from course.accounts.audit_log import Who, record
 from course.accounts.store import (
     AccountError,
     adopt_time_zone,
@@ -105,6 +106,8 @@ def login_submit(
         if result.session_token is not None:
             # The browser's zone (admin.js fills it in) becomes the admin's if they have none yet.
             adopt_time_zone(session, email[:320], time_zone)
+        action = {SignInOutcome.THROTTLED: "sign-in.throttled", SignInOutcome.INVALID: "sign-in.failed"}.get(result.outcome, "sign-in")
+        record(session, Who(actor=email[:320], ip=_client_ip(request)), action, now=site.wall_now(), outcome=str(result.outcome))
     if result.outcome == SignInOutcome.THROTTLED:
         raise _throttled(result)
     if result.outcome == SignInOutcome.INVALID or result.session_token is None:
@@ -139,6 +142,8 @@ def code_submit(
             limits=limits_of(site),
             now=site.wall_now(),
         )
+        action = "sign-in.code" if result.outcome == SignInOutcome.SIGNED_IN else "sign-in.code-failed"
+        record(session, Who(actor="(second factor)", ip=_client_ip(request)), action, now=site.wall_now(), outcome=str(result.outcome))
     if result.outcome == SignInOutcome.THROTTLED:
         raise _throttled(result)
     if result.outcome != SignInOutcome.SIGNED_IN or result.session_token is None:

@@ -21,8 +21,11 @@ NAV = (
     ("/admin/campaigns", "Campaigns", "viewer"),
     ("/admin/subscribers", "Subscribers", "viewer"),
     ("/admin/courses", "Courses", "viewer"),
+    ("/admin/imports", "Import", "editor"),
+    ("/admin/suppressions", "Suppressions", "viewer"),
     ("/admin/admins", "Admins", "owner"),
     ("/admin/tokens", "API tokens", "owner"),
+    ("/admin/audit-log", "Audit log", "owner"),
     ("/admin/account", "Your account", "viewer"),
 )
 

@@ -58,7 +58,8 @@ def admin_routes(app: FastAPI) -> list[tuple[str, str, RequirePage | RequireToke
 def _concrete(path: str) -> str:
     return (
         path.replace("{campaign_id}", "1").replace("{admin_id}", "1").replace("{token_id}", "1")
-        .replace("{invitation_id}", "1").replace("{token}", "x").replace("{subscriber_id}", "1")
+        .replace("{invitation_id}", "1").replace("{token}", "x")
+        .replace("{import_id}", "1").replace("{subscriber_id}", "1").replace("{entry_id}", "1")
     )  # fmt: skip
 
 
