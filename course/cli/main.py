@@ -329,20 +329,18 @@ def _register_admin() -> None:
     from course.cli.admin import admin_app
 
     app.add_typer(admin_app, name="admin", help="Web admin accounts.")
-    from course.cli.subscribers import subscribers_app
-
-    app.add_typer(subscribers_app, name="subscribers", help="Subscribers: show one with their timeline.")
 
 
 _register_admin()
 
 
 def _register_subscribers() -> None:
+    """One `course subscribers` group: show (with the timeline), import, export, erase."""
     from course.cli.subscriber_data import register
+    from course.cli.subscribers import subscribers_app
 
-    subscribers_app = typer.Typer(help="Subscribers: import and export CSV, erase (GDPR).", no_args_is_help=True)
     register(subscribers_app)
-    app.add_typer(subscribers_app, name="subscribers")
+    app.add_typer(subscribers_app, name="subscribers", help="Subscribers: show one with their timeline, import and export CSV, erase (GDPR).")
 
 
 _register_subscribers()
