@@ -63,7 +63,8 @@ class SubscriberStatus(enum.StrEnum):
     PENDING = "pending"  # signed up, not yet confirmed (double opt-in)
     ACTIVE = "active"
     UNSUBSCRIBED = "unsubscribed"  # from everything
-    BOUNCED = "bounced"  # suppressed after a permanent SMTP failure
+    BOUNCED = "bounced"  # suppressed after a permanent SMTP failure or bounce (course/bounces)
+    COMPLAINED = "complained"  # marked a mail as spam (an ARF complaint): suppressed and unsubscribed
 
 
 class EnrollmentStatus(enum.StrEnum):
@@ -364,6 +365,31 @@ class CampaignTestSend(Base):
     body_markdown: Mapped[str] = mapped_column(Text)
     sender_name: Mapped[str] = mapped_column(String(200))
     sender_email: Mapped[str] = mapped_column(String(320))
+
+
+class BounceKind(enum.StrEnum):
+    HARD = "hard"  # the address does not work (5.x.x): suppressed at once
+    SOFT = "soft"  # a full mailbox, a policy refusal, a give-up after 4.x.x: counted to a threshold
+    COMPLAINT = "complaint"  # the reader marked a mail as spam (ARF)
+
+
+class BounceReport(Base):
+    """A bounce or complaint that came back after sending (course/bounces), one row per report and
+    recipient. `report_key` (the report's Message-ID, or a digest of its bytes, and the recipient)
+    is unique: a report read twice changes nothing."""
+
+    __tablename__ = "bounce_reports"
+    __table_args__ = (Index("ix_bounce_reports_subscriber", "subscriber_id", "kind", "received_at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    report_key: Mapped[str] = mapped_column(String(200), unique=True)
+    subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscribers.id", ondelete="CASCADE"))
+    delivery_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("deliveries.id", ondelete="SET NULL"))
+    kind: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(32), default="")  # the DSN status (5.1.1) or ARF feedback type
+    reason: Mapped[str] = mapped_column(String(1000), default="")
+    source: Mapped[str] = mapped_column(String(32), default="")  # folder, imap, webhook name
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class RateLimitHit(Base):

@@ -327,6 +327,15 @@ def _register_admin() -> None:
 _register_admin()
 
 
+def _register_bounces() -> None:
+    from course.cli.bounces import bounces_app
+
+    app.add_typer(bounces_app, name="bounces", help="Bounces and complaints that come back by mail.")
+
+
+_register_bounces()
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()
 
