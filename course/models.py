@@ -67,6 +67,10 @@ class SubscriberStatus(enum.StrEnum):
     COMPLAINED = "complained"  # marked a mail as spam (an ARF complaint): suppressed and unsubscribed
 
 
+# Addresses that get nothing, not even a confirmation someone else asked for on the form.
+SUPPRESSED_SUBSCRIBER_STATUSES = (SubscriberStatus.BOUNCED, SubscriberStatus.COMPLAINED)
+
+
 class EnrollmentStatus(enum.StrEnum):
     PENDING = "pending"  # waits for the subscriber's confirmation
     ACTIVE = "active"

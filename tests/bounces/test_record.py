@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from course.audience.subscriptions import SignupDetails, SignupOutcome, sign_up
 from course.bounces.mailbox import FolderMailbox
 from course.bounces.poll import PollReport, poll
 from course.bounces.record import Action, BounceOptions
@@ -22,7 +23,8 @@ from course.delivery.links import signer_from_settings
 from course.delivery.render import Renderer
 from course.delivery.sending import Sender
 from course.delivery.transports.smtp import SMTPConfig, SMTPTransport
-from course.models import BounceReport, Delivery, DeliveryState, Enrollment, EnrollmentStatus, Subscriber, SubscriberStatus
+from course.models import BounceReport, Course, Delivery, DeliveryState, Enrollment, EnrollmentStatus, Subscriber, SubscriberStatus
+from course.ratelimit import RateLimit
 from course.settings import Settings
 from tests.bounces.test_corpus import CORPUS
 from tests.cli.test_cli import COURSE, environment
@@ -217,3 +219,19 @@ def test_course_bounces_poll_reads_a_folder(tmp_path: Path) -> None:
     done = subprocess.run([COURSE, "bounces", "poll", "--folder", str(tmp_path / "empty"), "--json"], env=environment(tmp_path), cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == '{"read": 1, "actions": {"ignored": 1}, "errors": []}'
+
+
+def test_an_address_that_complained_gets_no_confirmation_mail_when_signed_up_again(
+    returned: Returned, sessions: sessionmaker[Session], verp_settings: Settings, clock: ManualClock
+) -> None:
+    """Anyone can type an address into the form: one that marked our mail as spam is suppressed
+    like one that bounced, not mailed a confirmation."""
+    run_poll(returned("ses-complaint-arf", "dee@example.org"), sessions, verp_settings, clock.now())
+    limit = RateLimit("signup-address", 100, timedelta(hours=1))
+    with sessions.begin() as session:
+        course = session.scalars(select(Course)).one()
+        outcome, row = sign_up(
+            session, course, SignupDetails("dee@example.org", "", "UTC"), now=clock.now(), address_limit=limit, address_key="k"
+        )
+    assert (outcome, row) == (SignupOutcome.SUPPRESSED, None)
+    assert status_of(sessions, "dee@example.org") == SubscriberStatus.COMPLAINED
