@@ -63,9 +63,13 @@ class SubscriberStatus(enum.StrEnum):
     PENDING = "pending"  # signed up, not yet confirmed (double opt-in)
     ACTIVE = "active"
     UNSUBSCRIBED = "unsubscribed"  # from everything
-    BOUNCED = "bounced"  # suppressed after a permanent SMTP failure
-    COMPLAINED = "complained"  # marked a mail as spam: never mailed again, never resubscribed
+    BOUNCED = "bounced"  # suppressed after a permanent SMTP failure or bounce (course/bounces)
+    COMPLAINED = "complained"  # marked a mail as spam (an ARF complaint): suppressed, unsubscribed, never resubscribed
     ERASED = "erased"  # personal data erased on request: never resubscribed
+
+
+# Addresses that get nothing, not even a confirmation someone else asked for on the form.
+SUPPRESSED_SUBSCRIBER_STATUSES = (SubscriberStatus.BOUNCED, SubscriberStatus.COMPLAINED)
 
 
 class EnrollmentStatus(enum.StrEnum):
@@ -179,7 +183,9 @@ class SubscriberEventKind(enum.StrEnum):
     RESUMED = "resumed"  # detail: course
     UNSUBSCRIBED = "unsubscribed"  # detail: course (absent: everything), reason
     RESUBSCRIBED = "resubscribed"  # detail: reason (an admin's), or the unsubscribe page's undo
-    BOUNCED = "bounced"  # a permanent SMTP failure suppressed the address
+    BOUNCED = "bounced"  # a permanent SMTP failure or a hard bounce report suppressed the address
+    SOFT_BOUNCED = "soft_bounced"  # detail: status, reason (a soft bounce counted toward the threshold)
+    COMPLAINED = "complained"  # detail: status, reason (an ARF complaint: suppressed and unsubscribed)
     TAG_ADDED = "tag_added"  # detail: tag
     TAG_REMOVED = "tag_removed"  # detail: tag
 
@@ -410,6 +416,31 @@ class CampaignTestSend(Base):
     body_markdown: Mapped[str] = mapped_column(Text)
     sender_name: Mapped[str] = mapped_column(String(200))
     sender_email: Mapped[str] = mapped_column(String(320))
+
+
+class BounceKind(enum.StrEnum):
+    HARD = "hard"  # the address does not work (5.x.x): suppressed at once
+    SOFT = "soft"  # a full mailbox, a policy refusal, a give-up after 4.x.x: counted to a threshold
+    COMPLAINT = "complaint"  # the reader marked a mail as spam (ARF)
+
+
+class BounceReport(Base):
+    """A bounce or complaint that came back after sending (course/bounces), one row per report and
+    recipient. `report_key` (the report's Message-ID, or a digest of its bytes, and the recipient)
+    is unique: a report read twice changes nothing."""
+
+    __tablename__ = "bounce_reports"
+    __table_args__ = (Index("ix_bounce_reports_subscriber", "subscriber_id", "kind", "received_at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    report_key: Mapped[str] = mapped_column(String(200), unique=True)
+    subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscribers.id", ondelete="CASCADE"))
+    delivery_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("deliveries.id", ondelete="SET NULL"))
+    kind: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(32), default="")  # the DSN status (5.1.1) or ARF feedback type
+    reason: Mapped[str] = mapped_column(String(1000), default="")
+    source: Mapped[str] = mapped_column(String(32), default="")  # folder, imap, webhook name
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class RateLimitHit(Base):

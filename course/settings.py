@@ -42,6 +42,17 @@ class ProviderSettings(BaseModel):
     max_per_second: float | None = Field(None, gt=0)
 
 
+class DkimKey(BaseModel):
+    """How mail from one From domain is signed: the DNS selector (`<selector>._domainkey.<domain>`
+    holds the public key) and the file of the PEM private key. Rotating a key is a new selector
+    with a new file; the old DNS record stays until mail signed with it has been delivered."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    selector: str = Field(pattern=r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,62})$")
+    private_key_file: Path
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="COURSE_", extra="ignore")
 
@@ -73,6 +84,18 @@ class Settings(BaseSettings):
     # "default" is reserved for the COURSE_SMTP_* provider above.
     providers: dict[str, ProviderSettings] = Field(default_factory=dict)
     mail_dir: Path = PROJECT_ROOT / "var" / "mail"
+    # VERP (course/delivery/envelope.py): with a domain here, each message's envelope sender is
+    # bounce+<delivery id>-<signature>@<bounce_domain>, so a bounce names its delivery exactly.
+    # Empty: the envelope sender is the From address.
+    bounce_domain: str = ""
+    # Soft bounces (4.x.x, a full mailbox, a policy refusal) suppress an address once it has this
+    # many within bounce_soft_window_days (course/bounces/record.py); a hard bounce at once.
+    bounce_soft_threshold: int = Field(3, ge=1)
+    bounce_soft_window_days: int = Field(30, ge=1)
+    # DKIM (course/delivery/dkim.py), per From domain, as JSON:
+    # {"example.org": {"selector": "2026a", "private_key_file": "/etc/course/dkim/2026a.pem"}}.
+    # A domain not listed is sent unsigned.
+    dkim: dict[str, DkimKey] = Field(default_factory=dict)
 
     base_url: str = "http://127.0.0.1:8000"
     secret_key: str = DEFAULT_SECRET
@@ -213,6 +236,19 @@ class Settings(BaseSettings):
                     f"COURSE_PROVIDERS: provider name {name!r} must be 1-64 lower-case letters, digits, '-' or '_'"
                 )
         return providers
+
+    @field_validator("bounce_domain")
+    @classmethod
+    def _bounce_domain(cls, domain: str) -> str:
+        domain = domain.strip().lower()
+        if domain and not re.fullmatch(r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)+", domain):
+            raise ValueError(f"COURSE_BOUNCE_DOMAIN must be a domain name such as bounces.example.org (it is {domain!r})")
+        return domain
+
+    @field_validator("dkim")
+    @classmethod
+    def _dkim_domains(cls, keys: dict[str, DkimKey]) -> dict[str, DkimKey]:
+        return {domain.strip().lower(): key for domain, key in keys.items()}
 
     @property
     def default_provider(self) -> ProviderSettings:

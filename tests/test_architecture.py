@@ -35,6 +35,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("audience", ("course.audience",)),
     ("campaigns", ("course.campaigns",)),
     ("delivery", ("course.delivery",)),
+    # Reports that come back after sending: they read the ledger, suppress and unsubscribe.
+    ("bounces", ("course.bounces",)),
     ("web, worker", ("course.web", "worker")),
     ("devtools", ("course.devtools",)),
     ("cli", ("course.cli",)),

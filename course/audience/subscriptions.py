@@ -40,6 +40,7 @@ from course.audience.events import record_event
 from course.audience.schedule import next_send_slot, parse_timezone
 from course.ledger import add_account_mail
 from course.models import (
+    SUPPRESSED_SUBSCRIBER_STATUSES,
     Course,
     Delivery,
     Enrollment,
@@ -138,7 +139,7 @@ def sign_up(
     The limits count in `limits_now` (real time; default `now`), the rest is on the course calendar."""
     limits_now = limits_now or now
     subscriber = insert_pending_subscriber(session, details.email, timezone_name=details.timezone, now=now)
-    if subscriber.status == SubscriberStatus.BOUNCED:
+    if subscriber.status in SUPPRESSED_SUBSCRIBER_STATUSES:
         return SignupOutcome.SUPPRESSED, None
     if not take_rate_limit(session, address_limit, address_key, now=limits_now):
         return SignupOutcome.ADDRESS_LIMITED, None
@@ -200,7 +201,7 @@ def confirm(
     if enrollment.status != EnrollmentStatus.PENDING:
         return Confirmation(ConfirmOutcome.ALREADY_CONFIRMED, enrollment)
     subscriber = enrollment.subscriber
-    if subscriber.status == SubscriberStatus.BOUNCED:
+    if subscriber.status in SUPPRESSED_SUBSCRIBER_STATUSES:
         return Confirmation(ConfirmOutcome.NOT_FOUND)
     if signup is not None and subscriber.confirmed_at is None:
         subscriber.name = name_to_greet(signup.name)  # a signup queued before names were checked: none

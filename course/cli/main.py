@@ -24,7 +24,7 @@ from course.content.guides import find_references, load_guides
 from course.content.language import article_language
 from course.content.split import DEFAULT_TARGET_WORDS, split_article
 from course.db import transaction
-from course.models import Course, Delivery, DeliveryState, Enrollment, Subscriber, SubscriberEventKind, SubscriberStatus
+from course.models import SUPPRESSED_SUBSCRIBER_STATUSES, Course, Delivery, DeliveryState, Enrollment, Subscriber, SubscriberEventKind, SubscriberStatus
 from course.settings import get_settings, refuse_unsafe
 
 app = typer.Typer(help="Email courses: articles become drip lessons sent by Celery workers.", no_args_is_help=True)
@@ -183,8 +183,9 @@ def subscribe(
             known = ", ".join(session.scalars(select(Course.slug).order_by(Course.slug))) or "none imported yet"
             raise CommandError(f"unknown course {course!r} (known: {known})")
         subscriber = get_or_create_subscriber(session, email, name=accepted_name(name), timezone_name=tz, now=now)
-        if subscriber.status == SubscriberStatus.BOUNCED:
-            raise CommandError(f"{subscriber.email} bounced permanently and is suppressed; not subscribing it")
+        if subscriber.status in SUPPRESSED_SUBSCRIBER_STATUSES:
+            why = "bounced permanently" if subscriber.status == SubscriberStatus.BOUNCED else "complained of our mail as spam"
+            raise CommandError(f"{subscriber.email} {why} and is suppressed; not subscribing it")
         if subscriber.status != SubscriberStatus.ACTIVE:
             # An operator subscribing an address by hand is its consent: a former unsubscriber or
             # a pending sign-up becomes active again (their earlier lessons are still not resent).
@@ -344,6 +345,15 @@ def _register_subscribers() -> None:
 
 
 _register_subscribers()
+
+
+def _register_bounces() -> None:
+    from course.cli.bounces import bounces_app
+
+    app.add_typer(bounces_app, name="bounces", help="Bounces and complaints that come back by mail.")
+
+
+_register_bounces()
 
 
 def main() -> None:  # pragma: no cover - console entry point

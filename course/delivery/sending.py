@@ -32,6 +32,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from course.ops import metrics
 from course.clock import Clock, wall_duration
 from course.delivery.compose import Composer, TemplateCache
+from course.delivery.dkim import DkimSigner
+from course.delivery.envelope import EnvelopeSender
 from course.delivery.journal import NoJournal, SendJournal
 from course.delivery.links import Signer
 from course.delivery.outcomes import GroupWriter
@@ -115,6 +117,10 @@ class Sender:
         self.journal = journal or NoJournal()
         self.provider = provider  # recorded with every outcome that went through `transport`
         self.composer = Composer(settings, renderer=renderer, signer=signer, clock=clock)
+        # The two last touches to a composed message: its envelope sender (VERP when a bounce
+        # domain is set) and its DKIM signature (when its From domain has a key).
+        self.envelope = EnvelopeSender(settings)
+        self.dkim = DkimSigner.from_settings(settings)
         self.clock = clock
 
     def send_claimed(self, delivery_ids: list[int], token: str) -> SendReport:
@@ -216,7 +222,10 @@ class Sender:
             try:
                 composed = self.composer.delivery(job, batch, templates)
                 self.transport.send(
-                    composed.envelope_from, job.test_address or job.email, composed.message_bytes(), deadline=deadlines.smtp
+                    self.envelope.of(job.delivery_id, composed.envelope_from),
+                    job.test_address or job.email,
+                    self.dkim.sign(composed.message_bytes(), composed.message.sender_address),
+                    deadline=deadlines.smtp,
                 )
             except DeadlineReached:
                 for waiting in sendable[position:]:

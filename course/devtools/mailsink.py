@@ -1,8 +1,9 @@
 """The local SMTP sink behind `course run`: it accepts every message and keeps it on disk, so a person
 can read the demo mail without a mail server.
 
-Each message is stored byte for byte as ``<mail_dir>/<UTC yyyymmddTHHMMSS>-<counter>-<recipient>.eml``
-and gets one line in ``<mail_dir>/index.tsv`` (received_at, envelope from, recipients, subject,
+Each message is stored byte for byte as ``<mail_dir>/<UTC yyyymmddTHHMMSS>-<counter>-<recipient>.eml``,
+below a ``Return-Path:`` line with its envelope sender (as a delivering server adds one, RFC 5321
+4.4: a VERP bounce address shows there), and gets one line in ``<mail_dir>/index.tsv`` (received_at, envelope from, recipients, subject,
 file name), so ``cat var/mail/index.tsv`` shows what was sent and ``read_mailbox`` parses it back.
 """
 
@@ -118,6 +119,12 @@ def _tsv_field(value: str) -> str:
     return " ".join(value.split()) if value else ""
 
 
+def _return_path_line(envelope_from: str) -> bytes:
+    # aiosmtpd refuses a MAIL FROM with a line break, and hands the null sender on as "<>".
+    address = " ".join(envelope_from.split()).removeprefix("<").removesuffix(">")
+    return b"Return-Path: <" + address.encode("utf-8", "replace") + b">\r\n"
+
+
 def _decoded_subject(message: ReceivedMessage) -> str:
     try:
         return str(message.parsed(headers_only=True).get("subject", ""))
@@ -193,7 +200,7 @@ class MailDirHandler(DataHandler):
             f"{sanitise_for_file_name(recipients[0] if recipients else '')}.eml"
         )
         try:
-            self._write_atomically(self.mail_dir / file_name, message.data)
+            self._write_atomically(self.mail_dir / file_name, _return_path_line(message.envelope_from) + message.data)
             self._append_index_line(
                 received_at=message.received_at.isoformat(timespec="seconds"),
                 envelope_from=message.envelope_from,

@@ -62,7 +62,8 @@ def test_sink_stores_the_raw_bytes_and_read_mailbox_parses_them(sink: MailSink, 
     send(sink.host, sink.port, "course@example.com", ["reader@example.com", "second@example.com"], sent)
 
     [stored] = eml_files(mail_dir)
-    assert stored.read_bytes() == sent
+    # As a delivering server does (RFC 5321 4.4), the envelope sender is recorded on top.
+    assert stored.read_bytes() == b"Return-Path: <course@example.com>\r\n" + sent
     match = EML_NAME.match(stored.name)
     assert match, stored.name
     assert match["counter"] == "000001"
@@ -70,6 +71,7 @@ def test_sink_stores_the_raw_bytes_and_read_mailbox_parses_them(sink: MailSink, 
 
     [message] = read_mailbox(mail_dir)
     assert message["Subject"] == "Lesson 1: Ünïcode"
+    assert message["Return-Path"] == "<course@example.com>"
     # The stored file keeps SMTP's CRLF line ends; the parser hands them back as they are.
     assert message.get_content() == "Line one\r\n.leading dot\r\nCafé ☕\r\n"
 
@@ -316,3 +318,12 @@ def test_scripted_codes_must_be_failures(smtp_server: RecordingSMTPServer) -> No
 def test_port_is_unknown_before_start() -> None:
     with pytest.raises(RuntimeError, match="not started"):
         _ = RecordingSMTPServer().port
+
+
+def test_sink_records_a_verp_envelope_sender_and_the_null_sender_as_return_path(sink: MailSink, mail_dir: Path) -> None:
+    send(sink.host, sink.port, "bounce+12-abcdefghijklmnop@bounces.example.org", ["reader@example.com"], raw_message("VERP"))
+    send(sink.host, sink.port, "", ["reader@example.com"], raw_message("A bounce"))
+    first, second = read_mailbox(mail_dir)
+    assert first["Return-Path"] == "<bounce+12-abcdefghijklmnop@bounces.example.org>"
+    assert second["Return-Path"] == "<>"
+    assert len(first.get_all("Return-Path")) == 1

@@ -1,0 +1,52 @@
+"""`course bounces poll [--folder DIR]`: read returned mail once and apply what it says (a thin
+shell over course.bounces.poll)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from course.bounces.mailbox import FolderMailbox, MailboxError
+from course.bounces.poll import poll
+from course.bounces.record import BounceOptions
+from course.cli.errors import CommandError, clear_errors
+from course.clock import get_wall_clock
+from course import schema
+from course.db import session_factory
+from course.settings import get_settings
+
+bounces_app = typer.Typer(help="Bounces and complaints that come back by mail.", no_args_is_help=True)
+
+
+@bounces_app.command("poll")
+@clear_errors
+def poll_command(
+    folder: Annotated[Path | None, typer.Option("--folder", help="a folder of .eml files to read instead of the mailbox")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
+) -> None:
+    """Read the bounce mailbox (or a folder of .eml files) once: hard bounces and complaints
+    suppress their address, soft bounces count toward COURSE_BOUNCE_SOFT_THRESHOLD."""
+    if folder is None:
+        raise CommandError("no bounce mailbox is configured: pass --folder DIR with the returned mail as .eml files")
+    settings = get_settings()
+    schema.upgrade()
+    wall_clock = get_wall_clock()
+    try:
+        result = poll(FolderMailbox(folder), session_factory(settings), options=BounceOptions.from_settings(settings), now=wall_clock.now)
+    except MailboxError as error:
+        raise CommandError(str(error)) from error
+    if as_json:
+        typer.echo(json.dumps({"read": result.read, "actions": dict(sorted(result.actions.items())), "errors": result.errors}))
+    else:
+        console = Console()
+        console.print(f"read {result.read} message(s)")
+        for action, count in sorted(result.actions.items()):
+            console.print(f"  {action}: {count}")
+        for error in result.errors:
+            console.print(f"  not recorded: {error}")
+    if result.errors:
+        raise typer.Exit(1)
