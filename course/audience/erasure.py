@@ -26,6 +26,7 @@ from sqlalchemy.sql.sqltypes import JSON, String, Text
 from course.audience.suppression import suppress_address
 from course.ledger import anonymise_subscriber_rows
 from course.models import (
+    BounceReport,
     Campaign,
     Course,
     Delivery,
@@ -71,6 +72,8 @@ def personal_data_columns(session: Session) -> list[PersonalData]:
         PersonalData("signup_requests", "email", ("email", "name", "timezone"), "delete"),
         PersonalData("deliveries", "subscriber_id", ("last_error", "test_address"), "clear"),
         PersonalData("subscriber_import_rows", "email", ("email", "reason"), "anonymise"),
+        # A bounce's diagnostic text often quotes the address ("550 5.1.1 <ann@…>: unknown user").
+        PersonalData("bounce_reports", "subscriber_id", ("reason",), "clear"),
     ]
     events = _events_table(session)
     if events is not None:
@@ -122,6 +125,7 @@ def erase(session: Session, subscriber: Subscriber, *, secret: str, now: datetim
         .where(func.lower(SubscriberImportRow.email) == address.lower())
         .values(email="(erased)", reason="")
     )
+    session.execute(update(BounceReport).where(BounceReport.subscriber_id == subscriber_id).values(reason=""))
     events = _events_table(session)
     if events is not None:
         cleared = {column.name: (None if column.nullable else _empty(column)) for column in _event_detail_columns(events)}
