@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Column, MetaData, Table, delete, func, inspect, select, update
+from sqlalchemy import Column, Table, delete, func, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.sqltypes import JSON, String, Text
 
@@ -35,6 +35,7 @@ from course.models import (
     Lesson,
     SignupRequest,
     Subscriber,
+    SubscriberEvent,
     SubscriberImportRow,
     SubscriberStatus,
     SubscriberTag,
@@ -82,11 +83,8 @@ def personal_data_columns(session: Session) -> list[PersonalData]:
 
 
 def _events_table(session: Session) -> Table | None:
-    """The event record of the subscriber pages, if this database has it."""
-    bind = session.connection()
-    if not inspect(bind).has_table(EVENTS_TABLE):
-        return None
-    return Table(EVENTS_TABLE, MetaData(), autoload_with=bind)
+    """The subscriber timeline's event record (course.audience.events)."""
+    return SubscriberEvent.__table__  # type: ignore[return-value]
 
 
 def _event_detail_columns(events: Table) -> list[Column[Any]]:
