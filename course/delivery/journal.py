@@ -36,10 +36,12 @@ plus a dispatcher cycle); the margin covers a whole system stopped for a day wit
 from __future__ import annotations
 
 import logging
+import os
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 from course.settings import Settings
@@ -107,19 +109,71 @@ class SendJournal(Protocol):
         """Whether the journal survives a Redis crash now (read again every MODE_REFRESH_SECONDS)."""
         ...
 
+    def keep(self, delivery_ids: Sequence[int]) -> None:
+        """Accepted deliveries whose outcomes a task could not write before its lease ended (the
+        database away): kept where whoever takes the rows over reads them, so they are not sent
+        again when the task exits."""
+        ...
+
+
+class Spool:
+    """The accepted deliveries of abandoned send tasks, in files on this host: what survives a
+    task's exit when Redis cannot take them either. Read by every take-over on this host (and the
+    dispatcher's give-up) with the journal; a file is dropped once older than the journal's keys."""
+
+    def __init__(self, directory: Path, *, ttl_seconds: float) -> None:
+        self.directory = directory
+        self.ttl_seconds = ttl_seconds
+
+    def keep(self, delivery_ids: Sequence[int]) -> None:
+        if not delivery_ids:
+            return
+        self.directory.mkdir(parents=True, exist_ok=True)
+        path = self.directory / f"accepted-{time.time_ns()}-{os.getpid()}.txt"
+        partial = path.with_suffix(".partial")
+        with partial.open("w") as spool:
+            spool.write("".join(f"{delivery_id}\n" for delivery_id in delivery_ids))
+            spool.flush()
+            os.fsync(spool.fileno())
+        partial.replace(path)  # whole or absent: a reader never sees half a file
+        log.warning("send journal: %d accepted deliveries kept in %s for their take-over", len(delivery_ids), path)
+
+    def among(self, delivery_ids: Sequence[int]) -> set[int]:
+        wanted = set(delivery_ids)
+        found: set[int] = set()
+        if not wanted or not self.directory.is_dir():
+            return found
+        too_old = time.time() - self.ttl_seconds
+        for path in self.directory.glob("accepted-*.txt"):
+            try:
+                if path.stat().st_mtime < too_old:
+                    path.unlink()
+                    continue
+                found.update(int(line) for line in path.read_text().split() if int(line) in wanted)
+            except (OSError, ValueError) as exc:
+                log.warning("send journal: cannot read the spool file %s: %s", path, exc)
+        return found
+
 
 class NoJournal:
     """No Redis to keep a journal in (the embedded broker of `make run`): every outcome waits for
-    its group write, as before the journal."""
+    its group write, as before the journal; an abandoned task's accepted rows go to the spool."""
+
+    def __init__(self, spool: Spool | None = None) -> None:
+        self.spool = spool
 
     def accepted(self, delivery_id: int) -> bool:
         return False
 
     def accepted_among(self, delivery_ids: Sequence[int]) -> set[int]:
-        return set()
+        return self.spool.among(delivery_ids) if self.spool is not None else set()
 
     def mode(self) -> JournalMode:
         return JOURNAL_OFF
+
+    def keep(self, delivery_ids: Sequence[int]) -> None:
+        if self.spool is not None:
+            self.spool.keep(delivery_ids)
 
 
 def read_mode(client: object, *, wait_replicas: int = 0) -> JournalMode:
@@ -153,9 +207,16 @@ class RedisJournal:
     MAX_UNREAD = 32  # replies left unread before the journal reads them all
 
     def __init__(
-        self, client: object, *, ttl_seconds: int, wait_replicas: int = 0, monotonic: Callable[[], float] = time.monotonic
+        self,
+        client: object,
+        *,
+        ttl_seconds: int,
+        wait_replicas: int = 0,
+        spool: Spool | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.client = client  # a redis.Redis
+        self.spool = spool
         self.ttl_seconds = ttl_seconds
         self.wait_replicas = wait_replicas  # > 0: every MAX_UNREAD notes wait for this many replicas
         self.monotonic = monotonic
@@ -195,14 +256,34 @@ class RedisJournal:
 
     def accepted_among(self, delivery_ids: Sequence[int]) -> set[int]:
         ids = list(delivery_ids)
+        spooled = self.spool.among(ids) if self.spool is not None else set()
         if not ids or self._paused():
-            return set()
+            return spooled
         try:
             values = self.client.mget([journal_key(i) for i in ids])  # type: ignore[attr-defined]
         except Exception as exc:  # noqa: BLE001 - unread, the rows are sent again (the group bound)
             self._drop(f"cannot read the journal for {len(ids)} retaken deliveries", exc)
-            return set()
-        return {delivery_id for delivery_id, value in zip(ids, values, strict=True) if value is not None}
+            return spooled
+        return spooled | {delivery_id for delivery_id, value in zip(ids, values, strict=True) if value is not None}
+
+    def keep(self, delivery_ids: Sequence[int]) -> None:
+        """Noted again, each reply read (an earlier note may have failed, or Redis restarted since),
+        and in the spool when Redis cannot take them."""
+        ids = list(delivery_ids)
+        if not ids:
+            return
+        try:
+            pipe = self.client.pipeline(transaction=False)  # type: ignore[attr-defined]
+            for delivery_id in ids:
+                pipe.set(journal_key(delivery_id), int(time.time()), ex=self.ttl_seconds)
+            pipe.execute()
+        except Exception as exc:  # noqa: BLE001 - the spool is the last resort
+            log.warning("send journal: cannot keep %d accepted deliveries in Redis (%s)", len(ids), exc)
+            if self.spool is not None:
+                self.spool.keep(ids)
+            return
+        if self.spool is not None and not self.mode().durable:
+            self.spool.keep(ids)  # Redis took them, but may lose them with the database still away
 
     def mode(self) -> JournalMode:
         """Read again every MODE_REFRESH_SECONDS, and at once after a failure (Redis may be a new,
@@ -273,11 +354,17 @@ def journal_url(settings: Settings) -> str:
 
 
 def journal_from_settings(settings: Settings) -> SendJournal:
+    spool = Spool(
+        settings.send_spool_dir or settings.var_dir / "spool", ttl_seconds=max(settings.send_journal_ttl_seconds, settings.lease_seconds * 4)
+    )
     url = journal_url(settings)
     if not url or settings.send_journal_ttl_seconds <= 0:
-        return NoJournal()
+        return NoJournal(spool)
     return RedisJournal(
-        journal_client(url), ttl_seconds=int(settings.send_journal_ttl_seconds), wait_replicas=settings.send_journal_wait_replicas
+        journal_client(url),
+        ttl_seconds=int(settings.send_journal_ttl_seconds),
+        wait_replicas=settings.send_journal_wait_replicas,
+        spool=spool,
     )
 
 
