@@ -44,6 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from course import metrics
 from course.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -293,6 +294,9 @@ class RedisJournal:
         if self._mode is not None and self._paused():
             return JournalMode("volatile", "Redis did not answer the last note", self._mode.epoch)
         mode = read_mode(self.client, wait_replicas=self.wait_replicas)
+        if self._mode is None or mode.name != self._mode.name:
+            for name in ("durable", "volatile", "off"):
+                metrics.SEND_JOURNAL_MODE.labels(name).set(1 if name == mode.name else 0)
         if mode != self._mode:
             if self._mode is not None and self._mode.epoch and mode.epoch and mode.epoch != self._mode.epoch:
                 log.warning("send journal: Redis's data set changed (epoch %s -> %s): notes written before are lost", self._mode.epoch, mode.epoch)
@@ -366,6 +370,19 @@ def journal_from_settings(settings: Settings) -> SendJournal:
         wait_replicas=settings.send_journal_wait_replicas,
         spool=spool,
     )
+
+
+def journal_mode_of(settings: Settings) -> JournalMode:
+    """The mode the workers' journal is in with these settings, asked of its Redis now: for
+    `/readyz` and `course check-config`, which run in other processes than the workers."""
+    url = journal_url(settings)
+    if not url or settings.send_journal_ttl_seconds <= 0:
+        return JOURNAL_OFF
+    client = journal_client(url)
+    try:
+        return read_mode(client, wait_replicas=settings.send_journal_wait_replicas)
+    finally:
+        client.close()  # type: ignore[attr-defined]
 
 
 def journal_client(url: str) -> object:

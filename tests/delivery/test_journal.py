@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from prometheus_client import REGISTRY
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -194,6 +195,8 @@ def test_the_mode_and_epoch_say_whether_notes_survive_a_redis_crash(tmp_path: Pa
         mode = journal.mode()
         assert mode.durable is persistent and mode.name == ("durable" if persistent else "volatile")
         assert len(mode.epoch) == 32 and journal.mode() == mode  # read once per MODE_REFRESH_SECONDS
+        for name in ("durable", "volatile", "off"):  # the metric says which, for the alert
+            assert REGISTRY.get_sample_value("course_send_journal_mode", {"mode": name}) == (1 if name == mode.name else 0)
         assert journal.accepted(7) and journal.accepted_among([7]) == {7}
         time.sleep(1.2)  # appendfsync everysec
         server.process.kill()  # type: ignore[union-attr]  # SIGKILL: no shutdown save
