@@ -329,6 +329,7 @@ class FaultStack:
         environment: dict[str, str] | None = None,
         postgres: PostgresCluster | None = None,
         code_root: Path | None = None,
+        redis_persistent: bool = False,
     ) -> None:
         self.root = root
         # Where the workers' and beat's code comes from (another checkout, to measure it "before").
@@ -337,7 +338,7 @@ class FaultStack:
         self.root.mkdir(parents=True, exist_ok=True)
         self._own_postgres = postgres is None
         self.postgres = postgres or PostgresCluster()
-        self.redis = RedisServer(root)
+        self.redis = RedisServer(root, persistent=redis_persistent)
         self.smtp = FaultySMTPServer(root / "sink.log")
         self.extra_environment = {**DEFAULT_ENVIRONMENT, **(environment or {})}
         self.workers: list[subprocess.Popen[bytes]] = []
