@@ -4,7 +4,7 @@ has the composer (course.delivery.compose) build each message, hands it to the p
 small group at a time (course/delivery/outcomes.py), between two messages. Each message the relay
 accepts is noted at once in the send journal (course/delivery/journal.py), and rows taken over again
 are checked against it: a killed worker or a database blip costs the messages in flight at that
-instant, or at most one group when the journal is unavailable.
+instant, or at most one small group when the journal is unavailable or would not survive a Redis crash.
 
 Failures are handled where they happen:
 - a 4xx reply, a time-out or a dropped connection puts the row back to pending with exponential
@@ -201,20 +201,6 @@ class Sender:
                 self._settle_rest(stop, sendable[position:], outcomes)
                 return
 
-    def _settle_rest(self, stop: _Stop, rest: list[DeliveryJob], outcomes: _Outcomes) -> None:
-        """Step 3 of _send_batch: the rows a stopping batch did not try, settled once."""
-        if stop is _Stop.ABANDONED:
-            log.warning("outcomes not written: %d deliveries left to the lease", len(rest))
-        elif stop is _Stop.RELAY_DOWN:
-            for job in rest:
-                outcomes.attempted(self._retry_or_fail(job, outcomes.relay_down_reason), write=False)
-            log.warning("provider %s unreachable, %d deliveries wait: %s", self.provider, len(rest), outcomes.relay_down_reason)
-        else:
-            for job in rest:
-                outcomes.settle(Settled.RELEASED, job.delivery_id, write=False)
-            if stop is _Stop.LEASE_ENDING:
-                log.warning("lease nearly over: released %d deliveries unsent", len(rest))
-
     def _settle_unsent(self, batch: Batch, outcomes: _Outcomes, *, current_epoch: str) -> list[DeliveryJob]:
         """Step 1 of _send_batch: settle the rows that are not to be sent now; return the others."""
         retaken = [job.delivery_id for job in batch.jobs if job.attempts > 1]
@@ -295,6 +281,20 @@ class Sender:
                 latency.observe(max((self.clock.now() - job.due_at).total_seconds(), 0.0) / self.clock.speed)
             outcomes.settle(Settled.SENT, job.delivery_id, journaled=journaled)
         return None
+
+    def _settle_rest(self, stop: _Stop, rest: list[DeliveryJob], outcomes: _Outcomes) -> None:
+        """Step 3 of _send_batch: the rows a stopping batch did not try, settled once."""
+        if stop is _Stop.ABANDONED:
+            log.warning("outcomes not written: %d deliveries left to the lease", len(rest))
+        elif stop is _Stop.RELAY_DOWN:
+            for job in rest:
+                outcomes.attempted(self._retry_or_fail(job, outcomes.relay_down_reason), write=False)
+            log.warning("provider %s unreachable, %d deliveries wait: %s", self.provider, len(rest), outcomes.relay_down_reason)
+        else:
+            for job in rest:
+                outcomes.settle(Settled.RELEASED, job.delivery_id, write=False)
+            if stop is _Stop.LEASE_ENDING:
+                log.warning("lease nearly over: released %d deliveries unsent", len(rest))
 
     def _retry_or_fail(self, job: DeliveryJob, reason: str) -> Retry | Failed:
         """Transient failure: back-off with jitter, until retry_window_seconds after the first
