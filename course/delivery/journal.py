@@ -83,9 +83,9 @@ def judge_durability(config: Mapping[str, str], *, connected_replicas: int, wait
     if appendonly == "yes" and appendfsync in ("always", "everysec"):
         return True, f"Redis writes an append-only file (appendfsync {appendfsync})"
     if wait_replicas > 0 and connected_replicas >= wait_replicas:
-        return True, f"each note is acknowledged by {wait_replicas} of {connected_replicas} replicas (WAIT)"
+        return True, f"each note is acknowledged by {wait_replicas} of {connected_replicas} online replicas (WAIT)"
     if wait_replicas > 0:
-        return False, f"COURSE_SEND_JOURNAL_WAIT_REPLICAS={wait_replicas} but Redis has {connected_replicas} replicas connected"
+        return False, f"COURSE_SEND_JOURNAL_WAIT_REPLICAS={wait_replicas} but Redis has {connected_replicas} replicas online"
     if appendonly == "yes":
         return False, f"Redis's append-only file is synced by the OS only (appendfsync {appendfsync or 'unknown'}): a host crash loses recent notes"
     if not appendonly:
@@ -177,6 +177,15 @@ class NoJournal:
             self.spool.keep(delivery_ids)
 
 
+def _online_replicas(replication: Mapping[str, object]) -> int:
+    """Replicas past their first sync (INFO replication's slaveN entries in state `online`): one
+    still loading the data set acknowledges nothing."""
+    return sum(
+        1 for name, value in replication.items()
+        if name.startswith("slave") and isinstance(value, dict) and value.get("state") == "online"
+    )  # fmt: skip
+
+
 def read_mode(client: object, *, wait_replicas: int = 0) -> JournalMode:
     """Ask this Redis how it keeps its data (CONFIG GET, INFO replication) and for the journal's
     epoch, writing a new one if the data set has none (a fresh or emptied Redis)."""
@@ -187,7 +196,7 @@ def read_mode(client: object, *, wait_replicas: int = 0) -> JournalMode:
             config = {**client.config_get("appendonly"), **client.config_get("appendfsync")}  # type: ignore[attr-defined]
         except ResponseError:  # CONFIG renamed or refused (managed Redis): judged not durable
             config = {}
-        replicas = int(client.info("replication").get("connected_slaves", 0)) if wait_replicas else 0  # type: ignore[attr-defined]
+        replicas = _online_replicas(client.info("replication")) if wait_replicas else 0  # type: ignore[attr-defined]
         client.set(EPOCH_KEY, uuid.uuid4().hex, nx=True)  # type: ignore[attr-defined]
         epoch = client.get(EPOCH_KEY)  # type: ignore[attr-defined]
     except RedisError as exc:

@@ -174,8 +174,8 @@ def test_rows_accepted_before_their_worker_was_lost_are_settled_as_sent_not_sent
         ({"appendonly": "yes", "appendfsync": "always"}, 0, 0, True, "appendfsync always"),
         ({"appendonly": "yes", "appendfsync": "no"}, 0, 0, False, "host crash"),
         ({"appendonly": "no", "appendfsync": "everysec"}, 0, 0, False, "appendonly no"),
-        ({"appendonly": "no", "appendfsync": "everysec"}, 1, 1, True, "1 of 1 replicas (WAIT)"),
-        ({"appendonly": "no", "appendfsync": "everysec"}, 0, 1, False, "0 replicas connected"),
+        ({"appendonly": "no", "appendfsync": "everysec"}, 1, 1, True, "1 of 1 online replicas (WAIT)"),
+        ({"appendonly": "no", "appendfsync": "everysec"}, 0, 1, False, "0 replicas online"),
         ({}, 0, 0, False, "cannot be read"),
     ],
 )
@@ -305,3 +305,30 @@ def test_an_abandoned_task_keeps_its_accepted_rows_in_the_spool_for_the_take_ove
     assert kept == [[4, 5]]
     assert NoJournal(Spool(tmp_path / "spool", ttl_seconds=600)).accepted_among([3, 4, 5, 6]) == {4, 5}
     assert not list((tmp_path / "spool").glob("*.partial"))
+
+
+def test_a_replica_acknowledging_the_notes_makes_the_journal_durable_and_its_loss_is_seen(tmp_path: Path) -> None:
+    """COURSE_SEND_JOURNAL_WAIT_REPLICAS: a Redis without an append-only file is trusted while a
+    replica acknowledges the notes (WAIT every MAX_UNREAD notes); without it, a note fails."""
+    primary, replica = RedisServer(tmp_path / "primary"), RedisServer(tmp_path / "replica")
+    for server in (primary, replica):
+        server.root.mkdir()
+        server.start()
+    try:
+        redis.Redis(port=primary.port).config_set("repl-diskless-sync-delay", 0)  # the first sync at once, not after 5 s
+        redis.Redis(port=replica.port).replicaof("127.0.0.1", primary.port)
+        client = journal_client(primary.url)
+        wait_until_replicas = time.monotonic() + 20
+        journal = RedisJournal(client, ttl_seconds=600, wait_replicas=1)
+        while not read_mode(client, wait_replicas=1).durable:  # online once its first sync is done
+            assert time.monotonic() < wait_until_replicas, "the replica did not come online"
+            time.sleep(0.1)
+        assert journal.mode().durable and "WAIT" in journal.mode().reason
+        assert client.execute_command("WAIT", 1, 5000) == 1  # type: ignore[attr-defined]  # its first acknowledgement
+        assert all(journal.accepted(n) for n in range(RedisJournal.MAX_UNREAD + 1))  # read, acknowledged
+        replica.stop()
+        answers = [journal.accepted(n) for n in range(100, 100 + RedisJournal.MAX_UNREAD + 1)]
+        assert answers[-1] is False  # the WAIT said 0 of 1: the group is written at once
+    finally:
+        primary.stop()
+        replica.stop()
