@@ -61,7 +61,7 @@ WAIT_TIMEOUT_MS = 100  # how long a WAIT for the replicas may hold the send loop
 @dataclass(frozen=True)
 class JournalMode:
     """Whether the journal survives a Redis crash, and why: what the workers log, `/readyz`, the
-    `course_send_journal_durable` metric and `course check-config` show."""
+    `course_send_journal_mode` metric and `course check-config` show."""
 
     name: str  # "durable", "volatile" (kept, but lost with Redis) or "off"
     reason: str
