@@ -1,18 +1,25 @@
 """The delivery ledger's one writer: every INSERT, UPDATE and DELETE against `deliveries` is a
 function here, so everything the rest of the code may do to a delivery row reads as one short list
 and the concurrency rules are visible at a glance. Other modules read rows as they like, but write
-them only through these functions (tests/test_architecture.py checks it).
+them only through these functions (tests/test_architecture.py checks it, and that the list below
+names every public name of this module, each in its own section of the file).
 
-Writing rows:       schedule_lesson_rows, add_account_mail, fan_out_campaign_rows,
-                    add_admin_invitation_mail (mail to no subscriber: an admin invitation)
-                    (and the reads they build on: lesson_rows, next_pending_due)
-Stopping rows:      hold_enrollment_rows, cancel_enrollment_rows, cancel_subscriber_rows,
-                    cancel_campaign_rows, cancel_lesson_rows, cancel_invitation_rows, suppress
-Sending them:       count_in_flight, claim_due, fail_exhausted_leases, take_over, record
-Reading content as the sender does, without sending: read_batch, read_campaign,
-                    course_merge_values (previews and the view page)
-The Message-ID of a delivery: message_id_for (and its SQL twin, used by record).
-The state groups and priority classes live next to DeliveryState in course.models.
+The interface, by caller (one section of this file each, in this order):
+
+The subscriber side's:  lesson_rows, next_pending_due, schedule_lesson_rows, add_account_mail,
+                        add_account_mails, hold_enrollment_rows, cancel_enrollment_rows,
+                        cancel_subscriber_rows, Cancelling, run_with_cancelling, suppress
+The campaign lifecycle's: add_campaign_test, fan_out_campaign_rows, hold_campaign_rows,
+                        release_campaign_rows, cancel_campaign_rows
+Content's and admin accounts': cancel_lesson_rows, add_admin_invitation_mail, cancel_invitation_rows
+The dispatcher's:       Claim, count_in_flight, claim_due, fail_exhausted_leases
+The sender's:           DeliveryJob, CourseHeader, LessonContent, CampaignContent, InvitationContent,
+                        Batch, take_over, Outcome, Settled, record, message_id_for
+Previews' reads:        read_batch, course_merge_values
+Operators' and the bench's: requeue_failed, insert_lesson_rows
+
+The previews' reads are content as the sender reads it, without sending (the admin's previews, the
+view-in-browser page, the benchmark's message size). The state groups and priority classes live next to DeliveryState in course.models.
 
 The life of a row: pending --claim--> leased --take_over--> sending --> sent | pending (retry) |
 failed | bounced; any open row can be cancelled or held. Two rules keep a delivery from going out
@@ -28,9 +35,10 @@ twice:
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Hashable, Iterable, Sequence
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
@@ -56,7 +64,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.engine import Connection, Row
 from sqlalchemy.orm import Session, aliased
+from sqlalchemy.sql.expression import Executable
 
 from course.models import (
     CLAIMABLE_DELIVERY_STATES,
@@ -84,7 +94,51 @@ from course.models import (
     UTCDateTime,
 )
 
-# --- writing rows ------------------------------------------------------------------------------
+
+# --- Building blocks (private) --------------------------------------------------------------------
+
+
+def _add_urgent(
+    session: Session, *, now: datetime, priority: DeliveryPriority = DeliveryPriority.URGENT, **columns: Any
+) -> Delivery:
+    """A pending row due now in the urgent class (unless told otherwise: an import's confirmations
+    are bulk), flushed so its id is known: how every single mail someone is waiting for (account
+    mail, a test send, an admin invitation) enters the ledger."""
+    row = Delivery(priority=int(priority), due_at=now, state=DeliveryState.PENDING, attempts=0, created_at=now, **columns)
+    session.add(row)
+    session.flush()
+    return row
+
+
+def _rows_with_constants(
+    source: Select[Any], source_columns: list[str], **constants: ColumnElement[Any]
+) -> tuple[list[str], Select[Any]]:
+    """The column list and SELECT of an `INSERT INTO deliveries (...) SELECT`: the columns `source`
+    yields (named by `source_columns`, in its order), then one column per keyword, each the same
+    for every row (a typed literal, or an expression over `source`'s tables)."""
+    return [*source_columns, *constants], source.add_columns(*constants.values())
+
+
+def _set_state(session: Session, where: ColumnElement[bool], states: Iterable[DeliveryState], state: DeliveryState) -> int:
+    """Move the rows matching `where` that are in one of `states` to `state`, dropping any lease."""
+    return session.execute(
+        update(Delivery)
+        .where(where, Delivery.state.in_(list(states)))
+        .values(state=state, lease_token=None, lease_expires_at=None)
+    ).rowcount  # synchronize_session stays "auto": rows loaded in this session see the new state
+
+
+def _ids_among(session: Session, column: Any, ids: Sequence[int]) -> ColumnElement[bool]:
+    """`column IN ids`; on PostgreSQL `column = ANY(:ids)`, the ids as one array parameter: the
+    statement's text is then the same for any number of ids, so it is not rendered again per
+    execution, and psycopg parses it once (an IN list of a few hundred ids made a statement past
+    psycopg's 4 KB parse cache: ~4 % of a send worker's time went to parsing it again)."""
+    if session.get_bind().dialect.name == "postgresql":
+        return column == any_(bindparam("ids", list(ids), type_=ARRAY(BigInteger)))
+    return column.in_(ids)
+
+
+# --- The subscriber side's (audience: enrollment, signups, preferences, unsubscribe) --------------
 
 
 def lesson_rows(session: Session, subscriber_id: int, lesson_ids: Sequence[int]) -> dict[int, Delivery]:
@@ -159,20 +213,10 @@ def add_account_mail(
 ) -> Delivery:
     """Queue a transactional mail (confirm, already_enrolled), due now, in the urgent class (an
     import's confirmations: bulk, throttled like any other mail)."""
-    row = Delivery(
-        subscriber_id=subscriber_id,
-        kind=DeliveryKind.TRANSACTIONAL,
-        enrollment_id=enrollment_id,
-        template=template,
-        priority=int(priority),
-        due_at=now,
-        state=DeliveryState.PENDING,
-        attempts=0,
-        created_at=now,
+    return _add_urgent(
+        session, now=now, priority=priority, subscriber_id=subscriber_id, kind=DeliveryKind.TRANSACTIONAL,
+        enrollment_id=enrollment_id, template=template,
     )
-    session.add(row)
-    session.flush()
-    return row
 
 
 def add_account_mails(
@@ -204,6 +248,85 @@ def add_account_mails(
     return {enrollment_id: delivery_id for delivery_id, enrollment_id in rows}
 
 
+def hold_enrollment_rows(session: Session, enrollment_ids: Sequence[int]) -> int:
+    """A paused enrollment: its rows not yet taken over by a sender wait, held, until resumed."""
+    return _set_state(
+        session, Delivery.enrollment_id.in_(enrollment_ids), QUEUED_DELIVERY_STATES, DeliveryState.HELD
+    )
+
+
+def cancel_enrollment_rows(session: Session, enrollment_ids: Sequence[int]) -> int:
+    """Cancel the open rows of these enrollments (lessons and their account mail)."""
+    if not enrollment_ids:
+        return 0
+    return _set_state(
+        session, Delivery.enrollment_id.in_(enrollment_ids), OPEN_DELIVERY_STATES, DeliveryState.CANCELLED
+    )
+
+
+def cancel_subscriber_rows(session: Session, subscriber_ids: Sequence[int]) -> int:
+    """Cancel every open row of these subscribers, from any course or campaign."""
+    if not subscriber_ids:
+        return 0
+    return _set_state(
+        session, Delivery.subscriber_id.in_(subscriber_ids), OPEN_DELIVERY_STATES, DeliveryState.CANCELLED
+    )
+
+
+def _cancelling(where: Callable[[Any], ColumnElement[bool]]) -> Update:
+    """The UPDATE that cancel_*_rows runs, not executed, for a statement that makes it one part of
+    itself (run_with_cancelling). `where` gets the deliveries table's columns (Core, no ORM
+    attributes: the statement stays a plain one, with none of the ORM's bookkeeping per execution)
+    and says which rows; only open ones are cancelled. It RETURNs each cancelled row's id."""
+    columns = Delivery.__table__.c
+    return (
+        update(Delivery.__table__)
+        .where(where(columns), columns.state.in_([str(state) for state in OPEN_DELIVERY_STATES]))
+        .values(state=DeliveryState.CANCELLED.value, lease_token=None, lease_expires_at=None)
+        .returning(columns.id)
+    )
+
+
+Cancelling = Callable[[Callable[[Any], ColumnElement[bool]]], Update]
+_STATEMENTS_WITH_CANCELLING: dict[Hashable, Executable] = {}
+
+
+def run_with_cancelling(
+    connection: Connection, key: Hashable, build: Callable[[Cancelling], Executable], parameters: dict[str, Any]
+) -> Row[Any]:
+    """Run, as one statement, a caller's change that also cancels open delivery rows (PostgreSQL:
+    the cancel is a data-modifying CTE of it), and return its one row. `build` gets the ledger's
+    cancelling UPDATE (see _cancelling) and returns the whole statement; it is built once per `key`
+    and kept. The ledger runs it, so every statement that writes deliveries is executed here:
+    audience.enrollment.unsubscribe_in_one (one round trip for the one-click unsubscribe)."""
+    statement = _STATEMENTS_WITH_CANCELLING.get(key)
+    if statement is None:
+        statement = _STATEMENTS_WITH_CANCELLING[key] = build(_cancelling)
+    return connection.execute(statement, parameters).one()
+
+
+def suppress(session: Session, subscriber_ids: Sequence[int], *, now: datetime) -> None:
+    """A permanent failure: the address gets nothing more, from any course or campaign."""
+    newly = list(session.scalars(
+        update(Subscriber)
+        .where(Subscriber.id.in_(subscriber_ids), Subscriber.status != SubscriberStatus.BOUNCED)
+        .values(status=SubscriberStatus.BOUNCED, unsubscribed_at=now)
+        .returning(Subscriber.id)
+        .execution_options(synchronize_session=False)
+    ))  # fmt: skip
+    # The subscriber's timeline records it in this same transaction (course.audience.events is the
+    # record's writer everywhere else; the ledger sits below it and writes this one kind itself).
+    if newly:
+        session.execute(
+            insert(SubscriberEvent),
+            [dict(subscriber_id=subscriber_id, kind=SubscriberEventKind.BOUNCED.value, occurred_at=now) for subscriber_id in newly],
+        )
+    cancel_subscriber_rows(session, subscriber_ids)
+
+
+# --- The campaign lifecycle's ---------------------------------------------------------------------
+
+
 def add_campaign_test(
     session: Session, *, campaign_id: int, subscriber_id: int, address: str, now: datetime
 ) -> Delivery:
@@ -211,19 +334,9 @@ def add_campaign_test(
     gets it, sent to `address`. It has no campaign_id, so it is in no count of the campaign. The
     campaign's content as it is now is copied beside the row (campaign_test_sends): the test shows
     what was asked for, whatever is saved before it goes out."""
-    row = Delivery(
-        subscriber_id=subscriber_id,
-        kind=DeliveryKind.CAMPAIGN_TEST,
-        test_campaign_id=campaign_id,
-        test_address=address,
-        priority=int(DeliveryPriority.URGENT),
-        due_at=now,
-        state=DeliveryState.PENDING,
-        attempts=0,
-        created_at=now,
+    row = _add_urgent(
+        session, now=now, subscriber_id=subscriber_id, kind=DeliveryKind.CAMPAIGN_TEST, test_campaign_id=campaign_id, test_address=address
     )
-    session.add(row)
-    session.flush()
     content = (CampaignTestSend.name, CampaignTestSend.subject, CampaignTestSend.preheader,
                CampaignTestSend.body_markdown, CampaignTestSend.sender_name, CampaignTestSend.sender_email)
     session.execute(
@@ -236,34 +349,6 @@ def add_campaign_test(
         )
     )
     return row
-
-
-def add_admin_invitation_mail(session: Session, *, invitation_id: int, address: str, now: datetime) -> Delivery:
-    """Queue the mail of an admin invitation, due now in the urgent class, to `address`: it goes to
-    no subscriber (subscriber_id is NULL) and carries the invitation's current sign-in link."""
-    row = Delivery(
-        subscriber_id=None,
-        kind=DeliveryKind.ADMIN_INVITATION,
-        invitation_id=invitation_id,
-        test_address=address,
-        priority=int(DeliveryPriority.URGENT),
-        due_at=now,
-        state=DeliveryState.PENDING,
-        attempts=0,
-        created_at=now,
-    )
-    session.add(row)
-    session.flush()
-    return row
-
-
-def _rows_with_constants(
-    source: Select[Any], source_columns: list[str], **constants: ColumnElement[Any]
-) -> tuple[list[str], Select[Any]]:
-    """The column list and SELECT of an `INSERT INTO deliveries (...) SELECT`: the columns `source`
-    yields (named by `source_columns`, in its order), then one column per keyword, each the same
-    for every row (a typed literal, or an expression over `source`'s tables)."""
-    return [*source_columns, *constants], source.add_columns(*constants.values())
 
 
 def fan_out_campaign_rows(
@@ -311,99 +396,6 @@ def fan_out_campaign_rows(
     return written
 
 
-def insert_lesson_rows(
-    session: Session,
-    lesson_id: int,
-    enrollments: Select[Any],
-    *,
-    due_at: datetime,
-    state: DeliveryState,
-    now: datetime,
-) -> int:
-    """One row of `lesson_id` per enrollment that `enrollments` (a SELECT of enrollment id and
-    subscriber id) yields, all due at `due_at`, in one INSERT … SELECT: how a whole cohort gets the
-    same lesson at once (the benchmark's lesson day). A row inserted `sent` counts one attempt,
-    sent at its due time. Returns how many rows were written."""
-    sent = state == DeliveryState.SENT
-    columns, rows = _rows_with_constants(
-        enrollments,
-        ["enrollment_id", "subscriber_id"],
-        kind=literal(DeliveryKind.LESSON.value, String),
-        lesson_id=literal(lesson_id, Integer),
-        priority=literal(int(DeliveryPriority.BULK), SmallInteger),
-        due_at=literal(due_at, UTCDateTime()),
-        state=literal(state.value, String),
-        attempts=literal(1 if sent else 0, Integer),
-        sent_at=literal(due_at if sent else None, UTCDateTime()),
-        created_at=literal(now, UTCDateTime()),
-    )
-    statement = insert(Delivery).from_select(columns, rows).execution_options(preserve_rowcount=True)
-    return session.execute(statement).rowcount
-
-# --- stopping rows -----------------------------------------------------------------------------
-
-
-def _set_state(session: Session, where: ColumnElement[bool], states: Iterable[DeliveryState], state: DeliveryState) -> int:
-    """Move the rows matching `where` that are in one of `states` to `state`, dropping any lease."""
-    return session.execute(
-        update(Delivery)
-        .where(where, Delivery.state.in_(list(states)))
-        .values(state=state, lease_token=None, lease_expires_at=None)
-    ).rowcount  # synchronize_session stays "auto": rows loaded in this session see the new state
-
-
-def cancelling(where: Callable[[Any], ColumnElement[bool]]) -> Update:
-    """The UPDATE that cancel_*_rows runs, not executed: for a caller that makes it a part of one
-    larger statement (audience.enrollment.unsubscribe_in_one's data-modifying CTE). `where` gets
-    the deliveries table's columns (Core, no ORM attributes: the statement stays a plain one, with
-    none of the ORM's bookkeeping per execution) and says which rows; only open ones are cancelled.
-    It RETURNs each cancelled row's id."""
-    columns = Delivery.__table__.c
-    return (
-        update(Delivery.__table__)
-        .where(where(columns), columns.state.in_([str(state) for state in OPEN_DELIVERY_STATES]))
-        .values(state=DeliveryState.CANCELLED.value, lease_token=None, lease_expires_at=None)
-        .returning(columns.id)
-    )
-
-
-def hold_enrollment_rows(session: Session, enrollment_ids: Sequence[int]) -> int:
-    """A paused enrollment: its rows not yet taken over by a sender wait, held, until resumed."""
-    return _set_state(
-        session, Delivery.enrollment_id.in_(enrollment_ids), QUEUED_DELIVERY_STATES, DeliveryState.HELD
-    )
-
-
-def cancel_enrollment_rows(session: Session, enrollment_ids: Sequence[int]) -> int:
-    """Cancel the open rows of these enrollments (lessons and their account mail)."""
-    if not enrollment_ids:
-        return 0
-    return _set_state(
-        session, Delivery.enrollment_id.in_(enrollment_ids), OPEN_DELIVERY_STATES, DeliveryState.CANCELLED
-    )
-
-
-def cancel_subscriber_rows(session: Session, subscriber_ids: Sequence[int]) -> int:
-    """Cancel every open row of these subscribers, from any course or campaign."""
-    if not subscriber_ids:
-        return 0
-    return _set_state(
-        session, Delivery.subscriber_id.in_(subscriber_ids), OPEN_DELIVERY_STATES, DeliveryState.CANCELLED
-    )
-
-
-def cancel_campaign_rows(session: Session, campaign_id: int) -> int:
-    """Cancel a campaign's open rows; rows already handed to a worker are caught by the sender's
-    check at send time."""
-    return _set_state(session, Delivery.campaign_id == campaign_id, OPEN_DELIVERY_STATES, DeliveryState.CANCELLED)
-
-
-def cancel_invitation_rows(session: Session, invitation_id: int) -> int:
-    """Cancel an invitation's unsent mail (revoked, or replaced by a re-send); a row already handed
-    to a worker is caught by the sender's check at send time (the link it would carry is dead)."""
-    return _set_state(session, Delivery.invitation_id == invitation_id, OPEN_DELIVERY_STATES, DeliveryState.CANCELLED)
-
-
 def hold_campaign_rows(session: Session, campaign_id: int) -> int:
     """A paused campaign: its rows not yet taken over by a sender (pending, or leased to a send task
     that has not started them) wait, held. Holding drops the lease token, so a send task that still
@@ -416,6 +408,15 @@ def release_campaign_rows(session: Session, campaign_id: int) -> int:
     return _set_state(session, Delivery.campaign_id == campaign_id, (DeliveryState.HELD,), DeliveryState.PENDING)
 
 
+def cancel_campaign_rows(session: Session, campaign_id: int) -> int:
+    """Cancel a campaign's open rows; rows already handed to a worker are caught by the sender's
+    check at send time."""
+    return _set_state(session, Delivery.campaign_id == campaign_id, OPEN_DELIVERY_STATES, DeliveryState.CANCELLED)
+
+
+# --- Content's and admin accounts' ----------------------------------------------------------------
+
+
 def cancel_lesson_rows(session: Session, lesson_ids: Sequence[int]) -> int:
     """Cancel the open rows of lessons retired from their course's content."""
     if not lesson_ids:
@@ -423,7 +424,21 @@ def cancel_lesson_rows(session: Session, lesson_ids: Sequence[int]) -> int:
     return _set_state(session, Delivery.lesson_id.in_(lesson_ids), OPEN_DELIVERY_STATES, DeliveryState.CANCELLED)
 
 
-# --- sending rows ------------------------------------------------------------------------------
+def add_admin_invitation_mail(session: Session, *, invitation_id: int, address: str, now: datetime) -> Delivery:
+    """Queue the mail of an admin invitation, due now in the urgent class, to `address`: it goes to
+    no subscriber (subscriber_id is NULL) and carries the invitation's current sign-in link."""
+    return _add_urgent(
+        session, now=now, subscriber_id=None, kind=DeliveryKind.ADMIN_INVITATION, invitation_id=invitation_id, test_address=address
+    )
+
+
+def cancel_invitation_rows(session: Session, invitation_id: int) -> int:
+    """Cancel an invitation's unsent mail (revoked, or replaced by a re-send); a row already handed
+    to a worker is caught by the sender's check at send time (the link it would carry is dead)."""
+    return _set_state(session, Delivery.invitation_id == invitation_id, OPEN_DELIVERY_STATES, DeliveryState.CANCELLED)
+
+
+# --- The dispatcher's -----------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -528,6 +543,9 @@ def fail_exhausted_leases(
     return len(failed)
 
 
+# --- The sender's ---------------------------------------------------------------------------------
+
+
 @dataclass(frozen=True)
 class DeliveryJob:
     """One email to send, as read when the sender takes its row over."""
@@ -550,6 +568,9 @@ class DeliveryJob:
     test_campaign_id: int | None = None  # a test send: the campaign it shows
     test_address: str | None = None  # and where it goes instead of `email` (an invitation: its only address)
     invitation_id: int | None = None  # an admin invitation's mail: which invitation
+    # The send journal's epoch when the row's previous attempt was taken over, if that attempt's
+    # outcome was never recorded (a lost worker, a database away past the lease); else None.
+    journal_epoch: str | None = None
 
 
 @dataclass(frozen=True)
@@ -623,55 +644,95 @@ class Batch:
         return self.lesson_numbers.get((campaign.course_id, subscriber_id)) if campaign.course_id else None
 
 
-def _ids_among(session: Session, column: Any, ids: Sequence[int]) -> ColumnElement[bool]:
-    """`column IN ids`; on PostgreSQL `column = ANY(:ids)`, the ids as one array parameter: the
-    statement's text is then the same for any number of ids, so it is not rendered again per
-    execution, and psycopg parses it once (an IN list of a few hundred ids made a statement past
-    psycopg's 4 KB parse cache: ~4 % of a send worker's time went to parsing it again)."""
-    if session.get_bind().dialect.name == "postgresql":
-        return column == any_(bindparam("ids", list(ids), type_=ARRAY(BigInteger)))
-    return column.in_(ids)
-
-
-def take_over(session: Session, delivery_ids: Sequence[int], *, token: str, now: datetime, lease: timedelta) -> Batch:
+def take_over(
+    session: Session, delivery_ids: Sequence[int], *, token: str, now: datetime, lease: timedelta, journal_epoch: str = ""
+) -> Batch:
     """Move this task's leased rows to `sending` and read what is needed to send them. Rows whose
     token no longer matches (reclaimed, cancelled, or already taken by a duplicate task) are
-    simply not returned.
+    simply not returned. Each row keeps `journal_epoch` (the send journal's, "" for none) for the
+    next take-over, and each job carries the epoch its row had (DeliveryJob.journal_epoch).
 
     On PostgreSQL the UPDATE is a data-modifying CTE joined to subscriber and enrollment in the
     same statement, and the ids travel as one array parameter: one round trip and no 500-element
-    IN list to render and parse. SQLite cannot nest an UPDATE in WITH: there it is the UPDATE, then
-    the read."""
+    IN list to render and parse. The previous epoch is a sub-select in its RETURNING, which reads
+    the rows as they were before the statement. SQLite cannot nest an UPDATE in WITH: there it is
+    a read of the previous epochs, the UPDATE, then the read."""
     postgresql = session.get_bind().dialect.name == "postgresql"
     ids = list(delivery_ids)
+    mine = and_(_ids_among(session, Delivery.id, ids), Delivery.state == DeliveryState.LEASED, Delivery.lease_token == token)
     take = (
         update(Delivery)
-        .where(
-            _ids_among(session, Delivery.id, ids),
-            Delivery.state == DeliveryState.LEASED,
-            Delivery.lease_token == token,
-        )
+        .where(mine)
         .values(
             state=DeliveryState.SENDING,
             attempts=Delivery.attempts + 1,
             lease_expires_at=now + lease,
             first_attempt_at=func.coalesce(Delivery.first_attempt_at, bindparam("first_attempt", now, type_=UTCDateTime())),
+            journal_epoch=journal_epoch or None,
         )
     )
     if postgresql:
-        rows = session.execute(_jobs_of(take.returning(*_JOB_COLUMNS).cte("taken"))).all()
-    else:
-        taken = session.scalars(take.returning(Delivery.id).execution_options(synchronize_session=False)).all()
-        rows = session.execute(_jobs_of(Delivery.__table__).where(Delivery.id.in_(taken))).all() if taken else []
-    return _batch_of(session, rows)
+        before = aliased(Delivery)
+        previous_epoch = select(before.journal_epoch).where(before.id == Delivery.id).scalar_subquery().label("previous_epoch")
+        taken_rows = take.returning(*_JOB_COLUMNS, previous_epoch).cte("taken")
+        rows = session.execute(_jobs_of(taken_rows, taken_rows.c.previous_epoch)).all()
+        return _batch_of(session, rows)
+    previous = {row_id: epoch for row_id, epoch in session.execute(select(Delivery.id, Delivery.journal_epoch).where(mine))}
+    taken = session.scalars(take.returning(Delivery.id).execution_options(synchronize_session=False)).all()
+    rows = session.execute(_jobs_of(Delivery.__table__).where(Delivery.id.in_(taken))).all() if taken else []
+    return _batch_of(session, [(*row[:-1], previous.get(row[0])) for row in rows])
 
 
-def read_batch(session: Session, delivery_ids: Sequence[int]) -> Batch:
-    """What take_over would read for these rows, without touching them: for a caller that needs
-    the email a delivery becomes without sending it (the benchmark sizes a real message this way)."""
-    ids = list(delivery_ids)
-    rows = session.execute(_jobs_of(Delivery.__table__).where(Delivery.id.in_(ids))).all() if ids else []
-    return _batch_of(session, rows)
+# The delivery columns a DeliveryJob needs, read from the row as take_over leaves it.
+_JOB_COLUMNS = (
+    Delivery.id,
+    Delivery.kind,
+    Delivery.template,
+    Delivery.attempts,
+    Delivery.subscriber_id,
+    Delivery.enrollment_id,
+    Delivery.lesson_id,
+    Delivery.campaign_id,
+    Delivery.due_at,
+    Delivery.first_attempt_at,
+    Delivery.test_campaign_id,
+    Delivery.test_address,
+    Delivery.invitation_id,
+)
+
+
+def _jobs_of(deliveries: Any, journal_epoch: Any = None) -> Select[Any]:
+    """DeliveryJob rows (in DeliveryJob's field order, by id) for `deliveries`: the deliveries
+    table itself or the CTE of the rows just taken over, joined to recipient and enrollment.
+    `journal_epoch`: the column holding each row's previous journal epoch (default: the row's own)."""
+    c = deliveries.c
+    return (
+        select(
+            c.id,
+            c.kind,
+            c.template,
+            c.attempts,
+            c.subscriber_id,
+            Subscriber.email,
+            Subscriber.name,
+            Subscriber.status,
+            c.enrollment_id,
+            Enrollment.status,
+            Enrollment.course_id,
+            c.lesson_id,
+            c.campaign_id,
+            c.due_at,
+            c.first_attempt_at,
+            c.test_campaign_id,
+            c.test_address,
+            c.invitation_id,
+            c.journal_epoch if journal_epoch is None else journal_epoch,
+        )
+        # Outer: an admin invitation's row has no subscriber.
+        .outerjoin_from(deliveries, Subscriber, Subscriber.id == c.subscriber_id)
+        .outerjoin(Enrollment, Enrollment.id == c.enrollment_id)
+        .order_by(c.id)
+    )
 
 
 def _batch_of(session: Session, rows: Sequence[Any]) -> Batch:
@@ -733,13 +794,29 @@ def _batch_of(session: Session, rows: Sequence[Any]) -> Batch:
     return batch
 
 
-def read_campaign(session: Session, campaign_id: int, *, subscriber_ids: Sequence[int] = ()) -> Batch | None:
-    """A campaign's content as the sender reads it, with the course merge values of these
-    subscribers (Batch.lesson_number): for the admin's previews and the view-in-browser page,
-    which compose a campaign without taking a row over. None: no such campaign."""
-    batch = Batch(jobs=[])
-    _read_campaigns(session, batch, {campaign_id: set(subscriber_ids)})
-    return batch if campaign_id in batch.campaigns else None
+def _lesson_contents(
+    session: Session, lesson_ids: set[int], courses: dict[int, CourseHeader]
+) -> dict[int, LessonContent]:
+    live = aliased(Lesson)
+    lesson_count = (
+        select(func.count(live.id))
+        .where(live.course_id == Lesson.course_id, live.retired_at.is_(None))
+        .scalar_subquery()
+    )
+    rows = session.execute(select(Lesson, lesson_count).where(Lesson.id.in_(lesson_ids))).all()
+    return {
+        lesson.id: LessonContent(
+            lesson_id=lesson.id,
+            course=courses[lesson.course_id],
+            position=lesson.position,
+            lesson_count=count,
+            title=lesson.title,
+            body=lesson.body,
+            reading_minutes=lesson.reading_minutes,
+            retired=lesson.retired_at is not None,
+        )
+        for lesson, count in rows
+    }
 
 
 def _read_campaigns(session: Session, batch: Batch, readers: dict[int, set[int]]) -> None:
@@ -782,106 +859,6 @@ def _read_course_merge_values(session: Session, batch: Batch, readers: dict[int,
             batch.lesson_numbers.update({(course.id, who): number for who, number in lesson_numbers.items()})
 
 
-def course_merge_values(
-    session: Session, slug: str | None, subscriber_ids: Iterable[int]
-) -> tuple[Course, dict[int, int]] | None:
-    """The course named `slug` and, for each of these subscribers, the position of the last lesson
-    of it sent to them (absent: none yet). None: no such course. One read each."""
-    course = session.scalars(select(Course).where(Course.slug == slug)).first() if slug else None
-    if course is None:
-        return None
-    readers = list(subscriber_ids)
-    if not readers:
-        return course, {}
-    last_sent = (
-        select(Delivery.subscriber_id, func.max(Lesson.position))
-        .join(Lesson, Lesson.id == Delivery.lesson_id)
-        .where(
-            Lesson.course_id == course.id,
-            Delivery.kind == DeliveryKind.LESSON,
-            Delivery.state == DeliveryState.SENT,
-            Delivery.subscriber_id.in_(readers),
-        )
-        .group_by(Delivery.subscriber_id)
-    )
-    return course, {who: position for who, position in session.execute(last_sent)}
-
-
-# The delivery columns a DeliveryJob needs, read from the row as take_over leaves it.
-_JOB_COLUMNS = (
-    Delivery.id,
-    Delivery.kind,
-    Delivery.template,
-    Delivery.attempts,
-    Delivery.subscriber_id,
-    Delivery.enrollment_id,
-    Delivery.lesson_id,
-    Delivery.campaign_id,
-    Delivery.due_at,
-    Delivery.first_attempt_at,
-    Delivery.test_campaign_id,
-    Delivery.test_address,
-    Delivery.invitation_id,
-)
-
-
-def _jobs_of(deliveries: Any) -> Select[Any]:
-    """DeliveryJob rows (in DeliveryJob's field order, by id) for `deliveries`: the deliveries
-    table itself or the CTE of the rows just taken over, joined to recipient and enrollment."""
-    c = deliveries.c
-    return (
-        select(
-            c.id,
-            c.kind,
-            c.template,
-            c.attempts,
-            c.subscriber_id,
-            Subscriber.email,
-            Subscriber.name,
-            Subscriber.status,
-            c.enrollment_id,
-            Enrollment.status,
-            Enrollment.course_id,
-            c.lesson_id,
-            c.campaign_id,
-            c.due_at,
-            c.first_attempt_at,
-            c.test_campaign_id,
-            c.test_address,
-            c.invitation_id,
-        )
-        # Outer: an admin invitation's row has no subscriber.
-        .outerjoin_from(deliveries, Subscriber, Subscriber.id == c.subscriber_id)
-        .outerjoin(Enrollment, Enrollment.id == c.enrollment_id)
-        .order_by(c.id)
-    )
-
-
-def _lesson_contents(
-    session: Session, lesson_ids: set[int], courses: dict[int, CourseHeader]
-) -> dict[int, LessonContent]:
-    live = aliased(Lesson)
-    lesson_count = (
-        select(func.count(live.id))
-        .where(live.course_id == Lesson.course_id, live.retired_at.is_(None))
-        .scalar_subquery()
-    )
-    rows = session.execute(select(Lesson, lesson_count).where(Lesson.id.in_(lesson_ids))).all()
-    return {
-        lesson.id: LessonContent(
-            lesson_id=lesson.id,
-            course=courses[lesson.course_id],
-            position=lesson.position,
-            lesson_count=count,
-            title=lesson.title,
-            body=lesson.body,
-            reading_minutes=lesson.reading_minutes,
-            retired=lesson.retired_at is not None,
-        )
-        for lesson, count in rows
-    }
-
-
 @dataclass
 class Outcome:
     """What happened to each row of a batch, recorded in a handful of statements."""
@@ -895,21 +872,22 @@ class Outcome:
     released: list[int] = field(default_factory=list)  # not attempted: lease about to run out
     provider: str | None = None  # the mail provider sent, retried, failed and bounced rows went through
 
-
-# The one Message-ID format: stable per delivery, so a resend after a lost worker carries the same
-# Message-ID and the receiving side can tell it is the same message.
-_MESSAGE_ID_FORMAT = "<delivery.{delivery_id}@{domain}>"
+    def add(self, kind: Settled, delivery_id: int) -> None:
+        getattr(self, kind.value).append(delivery_id)
 
 
-def message_id_for(delivery_id: int, domain: str) -> str:
-    """The Message-ID of a delivery."""
-    return _MESSAGE_ID_FORMAT.format(delivery_id=delivery_id, domain=domain)
+class Settled(StrEnum):
+    """The outcomes that are a row id and nothing more, each the name of its list in Outcome:
+    `outcome.add(Settled.SENT, 12)`, so a misspelt kind fails at import, not in the send loop."""
+
+    SENT = "sent"
+    CANCELLED = "cancelled"
+    HELD = "held"
+    RELEASED = "released"
 
 
-def _message_id_sql(domain: str) -> ColumnElement[str]:
-    """message_id_for as an SQL expression over Delivery.id, for recording a whole batch at once."""
-    before, after = _MESSAGE_ID_FORMAT.format(delivery_id="{id}", domain=domain).split("{id}")
-    return literal(before) + cast(Delivery.id, String) + literal(after)
+if not {kind.value for kind in Settled} <= {f.name for f in fields(Outcome)}:
+    raise TypeError("every Settled kind must name a list of Outcome")
 
 
 def record(session: Session, outcome: Outcome, *, token: str, now: datetime, message_id_domain: str) -> None:
@@ -926,6 +904,7 @@ def record(session: Session, outcome: Outcome, *, token: str, now: datetime, mes
         due_at=bindparam("due"),
         last_error=bindparam("error"),
         provider=outcome.provider,
+        journal_epoch=None,
     )
     _update_each(
         session,
@@ -954,7 +933,7 @@ def record(session: Session, outcome: Outcome, *, token: str, now: datetime, mes
             session.execute(
                 update(Delivery)
                 .where(Delivery.id.in_(ids), mine)
-                .values(state=state, lease_token=None, lease_expires_at=None)
+                .values(state=state, lease_token=None, lease_expires_at=None, journal_epoch=None)
                 .execution_options(synchronize_session=False)
             )
 
@@ -1019,23 +998,59 @@ def _complete_finished_enrollments(session: Session, sent_ids: Sequence[int], *,
     )
 
 
-def suppress(session: Session, subscriber_ids: Sequence[int], *, now: datetime) -> None:
-    """A permanent failure: the address gets nothing more, from any course or campaign."""
-    newly = list(session.scalars(
-        update(Subscriber)
-        .where(Subscriber.id.in_(subscriber_ids), Subscriber.status != SubscriberStatus.BOUNCED)
-        .values(status=SubscriberStatus.BOUNCED, unsubscribed_at=now)
-        .returning(Subscriber.id)
-        .execution_options(synchronize_session=False)
-    ))  # fmt: skip
-    # The subscriber's timeline records it in this same transaction (course.audience.events is the
-    # record's writer everywhere else; the ledger sits below it and writes this one kind itself).
-    if newly:
-        session.execute(
-            insert(SubscriberEvent),
-            [dict(subscriber_id=subscriber_id, kind=SubscriberEventKind.BOUNCED.value, occurred_at=now) for subscriber_id in newly],
+# The one Message-ID format: stable per delivery, so a resend after a lost worker carries the same
+# Message-ID and the receiving side can tell it is the same message.
+_MESSAGE_ID_FORMAT = "<delivery.{delivery_id}@{domain}>"
+
+
+def message_id_for(delivery_id: int, domain: str) -> str:
+    """The Message-ID of a delivery."""
+    return _MESSAGE_ID_FORMAT.format(delivery_id=delivery_id, domain=domain)
+
+
+def _message_id_sql(domain: str) -> ColumnElement[str]:
+    """message_id_for as an SQL expression over Delivery.id, for recording a whole batch at once."""
+    before, after = _MESSAGE_ID_FORMAT.format(delivery_id="{id}", domain=domain).split("{id}")
+    return literal(before) + cast(Delivery.id, String) + literal(after)
+
+
+# --- Previews' reads ------------------------------------------------------------------------------
+
+
+def read_batch(session: Session, delivery_ids: Sequence[int]) -> Batch:
+    """What take_over would read for these rows, without touching them: for a caller that needs
+    the email a delivery becomes without sending it (the benchmark sizes a real message this way)."""
+    ids = list(delivery_ids)
+    rows = session.execute(_jobs_of(Delivery.__table__).where(Delivery.id.in_(ids))).all() if ids else []
+    return _batch_of(session, rows)
+
+
+def course_merge_values(
+    session: Session, slug: str | None, subscriber_ids: Iterable[int]
+) -> tuple[Course, dict[int, int]] | None:
+    """The course named `slug` and, for each of these subscribers, the position of the last lesson
+    of it sent to them (absent: none yet). None: no such course. One read each."""
+    course = session.scalars(select(Course).where(Course.slug == slug)).first() if slug else None
+    if course is None:
+        return None
+    readers = list(subscriber_ids)
+    if not readers:
+        return course, {}
+    last_sent = (
+        select(Delivery.subscriber_id, func.max(Lesson.position))
+        .join(Lesson, Lesson.id == Delivery.lesson_id)
+        .where(
+            Lesson.course_id == course.id,
+            Delivery.kind == DeliveryKind.LESSON,
+            Delivery.state == DeliveryState.SENT,
+            Delivery.subscriber_id.in_(readers),
         )
-    cancel_subscriber_rows(session, subscriber_ids)
+        .group_by(Delivery.subscriber_id)
+    )
+    return course, {who: position for who, position in session.execute(last_sent)}
+
+
+# --- Operators' and the bench's -------------------------------------------------------------------
 
 
 def anonymise_subscriber_rows(session: Session, subscriber_ids: Sequence[int], *, address: str) -> int:
@@ -1074,3 +1089,33 @@ def requeue_failed(session: Session, *, now: datetime, since: datetime | None = 
         .values(state=DeliveryState.PENDING, due_at=now, attempts=0, first_attempt_at=None, lease_token=None, lease_expires_at=None)
         .execution_options(synchronize_session=False)
     ).rowcount
+
+
+def insert_lesson_rows(
+    session: Session,
+    lesson_id: int,
+    enrollments: Select[Any],
+    *,
+    due_at: datetime,
+    state: DeliveryState,
+    now: datetime,
+) -> int:
+    """One row of `lesson_id` per enrollment that `enrollments` (a SELECT of enrollment id and
+    subscriber id) yields, all due at `due_at`, in one INSERT … SELECT: how a whole cohort gets the
+    same lesson at once (the benchmark's lesson day). A row inserted `sent` counts one attempt,
+    sent at its due time. Returns how many rows were written."""
+    sent = state == DeliveryState.SENT
+    columns, rows = _rows_with_constants(
+        enrollments,
+        ["enrollment_id", "subscriber_id"],
+        kind=literal(DeliveryKind.LESSON.value, String),
+        lesson_id=literal(lesson_id, Integer),
+        priority=literal(int(DeliveryPriority.BULK), SmallInteger),
+        due_at=literal(due_at, UTCDateTime()),
+        state=literal(state.value, String),
+        attempts=literal(1 if sent else 0, Integer),
+        sent_at=literal(due_at if sent else None, UTCDateTime()),
+        created_at=literal(now, UTCDateTime()),
+    )
+    statement = insert(Delivery).from_select(columns, rows).execution_options(preserve_rowcount=True)
+    return session.execute(statement).rowcount

@@ -137,6 +137,13 @@ class Settings(BaseSettings):
     # over rows after a lost worker settles them as sent instead of sending them again
     # (course/delivery/journal.py). 0 turns the journal off.
     send_journal_ttl_seconds: int = 2 * 86400
+    # The journal is trusted (outcome groups grow past outcome_group_size) only when it survives a
+    # Redis crash: AOF with appendfsync everysec/always, or this many replicas acknowledging the
+    # notes with WAIT (0: AOF only).
+    send_journal_wait_replicas: int = 0
+    # Where a send task abandoned with outcomes it could not write (the database away past its lease)
+    # keeps the ids the relay accepted, for a take-over on this host (var/spool by default).
+    send_spool_dir: Path | None = None
     retry_base_seconds: float = 60.0
     retry_max_seconds: float = 6 * 3600.0
 

@@ -437,3 +437,54 @@ def test_the_checker_lets_reads_and_lower_layers_pass(source: str) -> None:
 
 def test_the_ledger_may_write_deliveries() -> None:
     assert check_source(LEDGER_MODULE, "update(Delivery)\nDelivery(id=1)\ntext('UPDATE deliveries SET x=1')") == set()
+
+
+def documented_ledger_interface(docstring: str) -> dict[str, list[str]]:
+    """The ledger docstring's interface list: each section title and the names it lists (the
+    lines between "The interface, by caller" and the first blank line)."""
+    block = docstring.split("The interface, by caller", 1)[1].split("\n", 1)[1].strip("\n").split("\n\n", 1)[0]
+    sections: dict[str, list[str]] = {}
+    title = ""
+    for line in block.splitlines():
+        head, colon, rest = line.partition(":")
+        if not line.startswith(" ") and colon:
+            title, line = head.strip(), rest
+        sections.setdefault(title, []).extend(name for name in re.findall(r"\b[A-Za-z_]\w*\b", line.split("(")[0]))
+    return sections
+
+
+def ledger_sections_in_file(source: str) -> dict[str, list[str]]:
+    """Each `# --- Title ---` section of the ledger's source and the public names defined in it."""
+    tree = ast.parse(source)
+    starts = [(number, line[6:].split(" (")[0].rstrip(" -")) for number, line in enumerate(source.splitlines(), 1) if line.startswith("# --- ")]
+    sections: dict[str, list[str]] = {title: [] for _, title in starts}
+    for node in tree.body:
+        names = [node.name] if isinstance(node, (ast.FunctionDef, ast.ClassDef)) else [
+            target.id for target in getattr(node, "targets", []) if isinstance(target, ast.Name)
+        ]
+        for name in names:
+            if not name.startswith("_"):
+                title = next((t for number, t in reversed(starts) if number < node.lineno), "")
+                sections.setdefault(title, []).append(name)
+    return sections
+
+
+def test_the_ledger_documents_every_public_name_in_the_section_of_its_caller() -> None:
+    """The docstring's interface list is the ledger's public interface, grouped by caller, and each
+    name is defined in the section of the file with the same title (issue #23)."""
+    path = ROOT / "course" / "ledger.py"
+    source = path.read_text()
+    documented = documented_ledger_interface(ast.get_docstring(ast.parse(source)) or "")
+    in_file = ledger_sections_in_file(source)
+    assert {title: sorted(names) for title, names in documented.items()} == {
+        title: sorted(names) for title, names in in_file.items() if names
+    }
+    assert list(documented) == [title for title, names in in_file.items() if names]
+
+
+def test_the_interface_check_sees_an_undocumented_or_misplaced_name() -> None:
+    source = '"""x\n\nThe interface, by caller (one section each):\n\nThe sender\'s:  take_over, record\n\nmore\n"""\n'
+    source += "# --- The sender's ---\ndef take_over(): ...\n# --- Previews' reads ---\ndef record(): ...\ndef read_batch(): ...\n"
+    documented = documented_ledger_interface(ast.get_docstring(ast.parse(source)) or "")
+    assert documented == {"The sender's": ["take_over", "record"]}
+    assert ledger_sections_in_file(source) == {"The sender's": ["take_over"], "Previews' reads": ["record", "read_batch"]}

@@ -228,3 +228,28 @@ def test_long_running_services_have_a_health_check_the_cli_accepts(compose_confi
         command = group.get_command(group_context, "health")
         assert command is not None
         command.make_context("health", words[3:], parent=group_context)  # raises on a bad option
+
+
+def test_the_shipped_redis_keeps_the_send_journal_through_a_crash(tmp_path: Path) -> None:
+    """Issue #24: the compose file's Redis, started with its own command line, is one the send
+    journal trusts (append-only file, synced every second)."""
+    from course.delivery.journal import journal_client, read_mode
+    from tests.support.fault_stack import free_port, wait_until
+
+    if not shutil.which("redis-server"):
+        pytest.skip("redis-server is not installed")
+    command = yaml.safe_load(COMPOSE_FILE.read_text())["services"]["redis"]["command"]
+    assert command[0] == "redis-server"
+    port = free_port()
+    server = subprocess.Popen(
+        [*command, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        client = journal_client(f"redis://127.0.0.1:{port}/0")
+        wait_until(lambda: client.ping(), 20, "redis-server")  # type: ignore[attr-defined]
+        mode = read_mode(client)
+    finally:
+        server.kill()
+        server.wait(10)
+    assert mode.durable, mode.reason

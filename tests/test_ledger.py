@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from course.clock import ManualClock
 from course.audience.enrollment import get_or_create_subscriber
-from course.ledger import Claim, claim_due, fail_exhausted_leases, insert_lesson_rows, read_batch, take_over
+from course.ledger import Claim, Outcome, Settled, claim_due, fail_exhausted_leases, insert_lesson_rows, read_batch, take_over
 from course.models import Delivery, DeliveryKind, DeliveryState, Enrollment
 from tests.support.ledger_rows import add_rows
 from tests.support.pipeline_fixtures import enroll_people, make_course
@@ -258,3 +258,35 @@ def test_an_exhausted_lease_the_journal_holds_is_settled_as_sent_not_failed(db: 
     assert rows[lost].state == DeliveryState.FAILED
     assert rows[accepted].state == DeliveryState.SENT and rows[accepted].sent_at is not None
     assert rows[accepted].message_id == f"<delivery.{accepted}@example.org>" and rows[accepted].lease_token is None
+
+
+def test_each_settled_kind_is_a_list_of_outcome_and_a_misspelt_one_does_not_exist() -> None:
+    """Issue #23: outcomes were named by strings (getattr(group, "sent")), so a typo failed only in
+    the send loop. A kind is now a member of Settled, each checked at import against Outcome."""
+    outcome = Outcome()
+    for number, kind in enumerate(Settled):
+        outcome.add(kind, number)
+    assert (outcome.sent, outcome.cancelled, outcome.held, outcome.released) == ([0], [1], [2], [3])
+    with pytest.raises(ValueError):
+        Settled("sentt")
+
+
+def test_take_over_hands_each_job_the_journal_epoch_of_the_attempt_before(sessions: sessionmaker[Session], clock: ManualClock) -> None:
+    """The epoch a take-over finds is the one the previous take-over left (issue #24), read in the
+    same statement that replaces it."""
+    now = clock.now()
+    with sessions.begin() as session:
+        add_rows(session, now, [timedelta(seconds=-1)])
+    first = claim(sessions, now)
+    assert first is not None
+    with sessions.begin() as session:
+        (job,) = take_over(session, first.urgent_ids + first.bulk_ids, token=first.token, now=now, lease=LEASE, journal_epoch="a" * 32).jobs
+    assert job.journal_epoch is None  # never taken over before
+    later = now + LEASE + timedelta(seconds=1)  # the worker was lost: the lease runs out
+    again = claim(sessions, later)
+    assert again is not None
+    with sessions.begin() as session:
+        (job,) = take_over(session, again.urgent_ids + again.bulk_ids, token=again.token, now=later, lease=LEASE, journal_epoch="b" * 32).jobs
+    assert job.journal_epoch == "a" * 32
+    with sessions() as session:
+        assert session.get(Delivery, job.delivery_id).journal_epoch == "b" * 32  # type: ignore[union-attr]

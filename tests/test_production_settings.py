@@ -170,3 +170,23 @@ def test_check_config_names_a_setting_it_cannot_read_in_one_line(tmp_path: Path,
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith(f"error: {variable} ") and repr(value) in lines[0]
     assert "Traceback" not in result.stderr and result.stdout == ""
+
+
+@pytest.mark.parametrize("persistent", [True, False])
+def test_check_config_warns_in_production_when_the_send_journal_does_not_persist(tmp_path: Path, persistent: bool) -> None:
+    from tests.support.fault_stack import RedisServer
+
+    server = RedisServer(tmp_path, persistent=persistent)
+    server.start()
+    try:
+        good = {f"COURSE_{name.upper()}": value for name, value in GOOD.items()}
+        result = run([COURSE, "check-config"], environment(tmp_path, **good, COURSE_BROKER_URL=server.url))
+    finally:
+        server.stop()
+    assert result.returncode == 0, result.stderr  # a warning, not a refusal
+    assert "configuration ok" in result.stdout
+    if persistent:
+        assert result.stderr == ""
+    else:
+        assert result.stderr.startswith("warning: the send journal's Redis does not persist: Redis keeps no append-only file")
+        assert "appendfsync everysec" in result.stderr

@@ -113,9 +113,10 @@ def send_deliveries(delivery_ids: list[int], token: str) -> dict[str, int]:
     report: SendReport = sender().send_claimed(delivery_ids, token)
     if report.taken:
         log.info(
-            "sent %d of %d (retry %d, failed %d, bounced %d, skipped %d, released %d, already sent %d)",
+            "sent %d of %d (retry %d, failed %d, bounced %d, skipped %d, released %d, already sent %d, "
+            "unknown after a lost journal %d; journal %s)",
             report.sent, report.taken, report.retried, report.failed, report.bounced, report.skipped, report.released,
-            report.already_sent,
+            report.already_sent, report.unknown_after_journal_loss, report.journal,
         )
     for error in report.errors:
         log.warning("delivery error: %s", error)

@@ -13,7 +13,6 @@ import re
 import unicodedata
 from dataclasses import dataclass
 from datetime import datetime
-from functools import cache
 from typing import Any
 
 from email_validator import EmailNotValidError, validate_email
@@ -23,10 +22,11 @@ from sqlalchemy.orm import Session
 from course.ledger import (
     cancel_enrollment_rows,
     cancel_subscriber_rows,
-    cancelling,
+    Cancelling,
     hold_enrollment_rows,
     lesson_rows,
     next_pending_due,
+    run_with_cancelling,
     schedule_lesson_rows,
 )
 from course.models import (
@@ -288,9 +288,9 @@ def unsubscribe(
     return cancel_subscriber_rows(session, [subscriber.id])
 
 
-@cache
-def _unsubscribe_statement(*, everything: bool) -> Select[Any]:
-    """unsubscribe() as one statement, built once (PostgreSQL: data-modifying CTEs). Parameters
+def _unsubscribe_statement(cancelling: Cancelling, *, everything: bool) -> Select[Any]:
+    """unsubscribe() as one statement (PostgreSQL: data-modifying CTEs), the delivery rows' cancel
+    one of them: the ledger builds that part with `cancelling`, runs the whole and keeps it built. Parameters
     `who` (the subscriber's id) and `which_course` (one course) or `when` (everything); it returns
     one row: the subscriber's address (NULL when there is no such subscriber), how many rows it
     cancelled, and what it stopped (the ids of the enrollments that were active, of those that were
@@ -424,7 +424,9 @@ def unsubscribe_in_one(
     subscriber (then nothing changed), and what it stopped."""
     everything = course_id is None
     parameters = {"who": subscriber_id, "at": now, **({"when": now} if everything else {"which_course": course_id})}
-    email, _, active, paused, was = connection.execute(_unsubscribe_statement(everything=everything), parameters).one()
+    email, _, active, paused, was = run_with_cancelling(
+        connection, ("unsubscribe", everything), lambda cancelling: _unsubscribe_statement(cancelling, everything=everything), parameters
+    )
     stopped = Stopped(
         active=tuple(sorted(active or ())),
         paused=tuple(sorted(paused or ())),

@@ -10,6 +10,7 @@ from pydantic import AliasChoices, ValidationError
 from rich.console import Console
 from rich.markup import escape
 
+from course.delivery.journal import journal_mode_of
 from course.settings import Settings, get_settings, production_problems
 
 
@@ -46,6 +47,14 @@ def check_config_command() -> None:
     problems = production_problems(settings)
     for problem in problems:
         err_console.print(f"[red]error:[/red] {escape(problem)}", highlight=False)
+    journal = journal_mode_of(settings)
+    if journal.name == "volatile" and settings.env == "production":
+        err_console.print(
+            f"[yellow]warning:[/yellow] the send journal's Redis does not persist: {escape(journal.reason)}; outcome groups stay "
+            "small, and a Redis crash with a lost worker re-sends up to one of them per process. Run Redis with "
+            "`appendonly yes` and `appendfsync everysec` (docker-compose.yml does), or set COURSE_SEND_JOURNAL_WAIT_REPLICAS",
+            highlight=False,
+        )
     if problems:
         if settings.env != "production":
             err_console.print("(COURSE_ENV is development, which runs anyway; production refuses to start with these)")

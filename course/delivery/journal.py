@@ -19,6 +19,15 @@ that is missing (no Redis configured), down or emptied (a Redis restart without 
 means those rows fall back to the group bound, re-sent at most once each. It can never lose mail: a
 key is written only after a 250, and a key only ever turns a re-send into "already sent".
 
+The journal is trusted only as far as it is durable (JournalMode). A Redis that keeps its data set
+across a crash (AOF with `appendfsync everysec` or `always`, or a replica acknowledging each note
+with WAIT) lets a send task's outcome groups grow to its chunk: a kill re-sends only what the
+journal lacks. One that does not (no persistence, as many deployments run it) keeps the groups at
+the no-journal size, since a Redis crash together with a lost worker or a database away past the
+lease would otherwise re-send a whole journal-sized group. The mode is read at start and every
+MODE_REFRESH_SECONDS, with the journal's epoch: a value written once per Redis data set, so a
+restarted, emptied Redis is noticed (its rows leased under the old epoch are of unknown outcome).
+
 A key lives `send_journal_ttl_seconds` (two days by default): it is needed only until the row's
 outcome is in the ledger or its lease has run out and another task has taken it over (lease_seconds
 plus a dispatcher cycle); the margin covers a whole system stopped for a day with rows leased.
@@ -27,10 +36,15 @@ plus a dispatcher cycle); the margin covers a whole system stopped for a day wit
 from __future__ import annotations
 
 import logging
+import os
 import time
-from collections.abc import Callable, Sequence
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
+from course import metrics
 from course.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -39,6 +53,44 @@ KEY_PREFIX = "course:accepted:"
 # After a failed write or read, the journal is not asked again for this long: a Redis that is down
 # must not cost a connection time-out per message.
 PAUSE_AFTER_ERROR_SECONDS = 5.0
+EPOCH_KEY = "course:journal:epoch"  # written once per Redis data set (SET NX), never expires
+MODE_REFRESH_SECONDS = 30.0  # how often a journal reads its Redis's persistence settings again
+WAIT_TIMEOUT_MS = 100  # how long a WAIT for the replicas may hold the send loop
+
+
+@dataclass(frozen=True)
+class JournalMode:
+    """Whether the journal survives a Redis crash, and why: what the workers log, `/readyz`, the
+    `course_send_journal_mode` metric and `course check-config` show."""
+
+    name: str  # "durable", "volatile" (kept, but lost with Redis) or "off"
+    reason: str
+    epoch: str = ""  # the Redis data set's epoch ("" when it could not be read)
+
+    @property
+    def durable(self) -> bool:
+        return self.name == "durable"
+
+
+JOURNAL_OFF = JournalMode("off", "no Redis for the journal (or COURSE_SEND_JOURNAL_TTL_SECONDS=0)")
+
+
+def judge_durability(config: Mapping[str, str], *, connected_replicas: int, wait_replicas: int) -> tuple[bool, str]:
+    """Whether a Redis with these settings (CONFIG GET appendonly, appendfsync) keeps the journal
+    through a crash of Redis or its host, and a sentence saying why. Pure."""
+    appendonly = config.get("appendonly", "").lower()
+    appendfsync = config.get("appendfsync", "").lower()
+    if appendonly == "yes" and appendfsync in ("always", "everysec"):
+        return True, f"Redis writes an append-only file (appendfsync {appendfsync})"
+    if wait_replicas > 0 and connected_replicas >= wait_replicas:
+        return True, f"each note is acknowledged by {wait_replicas} of {connected_replicas} online replicas (WAIT)"
+    if wait_replicas > 0:
+        return False, f"COURSE_SEND_JOURNAL_WAIT_REPLICAS={wait_replicas} but Redis has {connected_replicas} replicas online"
+    if appendonly == "yes":
+        return False, f"Redis's append-only file is synced by the OS only (appendfsync {appendfsync or 'unknown'}): a host crash loses recent notes"
+    if not appendonly:
+        return False, "Redis's persistence settings cannot be read (CONFIG GET refused)"
+    return False, "Redis keeps no append-only file (appendonly no): a Redis restart empties the journal"
 
 
 def journal_key(delivery_id: int) -> str:
@@ -54,16 +106,103 @@ class SendJournal(Protocol):
         """Those of `delivery_ids` noted as accepted (empty when the journal cannot be read)."""
         ...
 
+    def mode(self) -> JournalMode:
+        """Whether the journal survives a Redis crash now (read again every MODE_REFRESH_SECONDS)."""
+        ...
+
+    def keep(self, delivery_ids: Sequence[int]) -> None:
+        """Accepted deliveries whose outcomes a task could not write before its lease ended (the
+        database away): kept where whoever takes the rows over reads them, so they are not sent
+        again when the task exits."""
+        ...
+
+
+class Spool:
+    """The accepted deliveries of abandoned send tasks, in files on this host: what survives a
+    task's exit when Redis cannot take them either. Read by every take-over on this host (and the
+    dispatcher's give-up) with the journal; a file is dropped once older than the journal's keys."""
+
+    def __init__(self, directory: Path, *, ttl_seconds: float) -> None:
+        self.directory = directory
+        self.ttl_seconds = ttl_seconds
+
+    def keep(self, delivery_ids: Sequence[int]) -> None:
+        if not delivery_ids:
+            return
+        self.directory.mkdir(parents=True, exist_ok=True)
+        path = self.directory / f"accepted-{time.time_ns()}-{os.getpid()}.txt"
+        partial = path.with_suffix(".partial")
+        with partial.open("w") as spool:
+            spool.write("".join(f"{delivery_id}\n" for delivery_id in delivery_ids))
+            spool.flush()
+            os.fsync(spool.fileno())
+        partial.replace(path)  # whole or absent: a reader never sees half a file
+        log.warning("send journal: %d accepted deliveries kept in %s for their take-over", len(delivery_ids), path)
+
+    def among(self, delivery_ids: Sequence[int]) -> set[int]:
+        wanted = set(delivery_ids)
+        found: set[int] = set()
+        if not wanted or not self.directory.is_dir():
+            return found
+        too_old = time.time() - self.ttl_seconds
+        for path in self.directory.glob("accepted-*.txt"):
+            try:
+                if path.stat().st_mtime < too_old:
+                    path.unlink()
+                    continue
+                found.update(int(line) for line in path.read_text().split() if int(line) in wanted)
+            except (OSError, ValueError) as exc:
+                log.warning("send journal: cannot read the spool file %s: %s", path, exc)
+        return found
+
 
 class NoJournal:
     """No Redis to keep a journal in (the embedded broker of `make run`): every outcome waits for
-    its group write, as before the journal."""
+    its group write, as before the journal; an abandoned task's accepted rows go to the spool."""
+
+    def __init__(self, spool: Spool | None = None) -> None:
+        self.spool = spool
 
     def accepted(self, delivery_id: int) -> bool:
         return False
 
     def accepted_among(self, delivery_ids: Sequence[int]) -> set[int]:
-        return set()
+        return self.spool.among(delivery_ids) if self.spool is not None else set()
+
+    def mode(self) -> JournalMode:
+        return JOURNAL_OFF
+
+    def keep(self, delivery_ids: Sequence[int]) -> None:
+        if self.spool is not None:
+            self.spool.keep(delivery_ids)
+
+
+def _online_replicas(replication: Mapping[str, object]) -> int:
+    """Replicas past their first sync (INFO replication's slaveN entries in state `online`): one
+    still loading the data set acknowledges nothing."""
+    return sum(
+        1 for name, value in replication.items()
+        if name.startswith("slave") and isinstance(value, dict) and value.get("state") == "online"
+    )  # fmt: skip
+
+
+def read_mode(client: object, *, wait_replicas: int = 0) -> JournalMode:
+    """Ask this Redis how it keeps its data (CONFIG GET, INFO replication) and for the journal's
+    epoch, writing a new one if the data set has none (a fresh or emptied Redis)."""
+    from redis.exceptions import RedisError, ResponseError
+
+    try:
+        try:
+            config = {**client.config_get("appendonly"), **client.config_get("appendfsync")}  # type: ignore[attr-defined]
+        except ResponseError:  # CONFIG renamed or refused (managed Redis): judged not durable
+            config = {}
+        replicas = _online_replicas(client.info("replication")) if wait_replicas else 0  # type: ignore[attr-defined]
+        client.set(EPOCH_KEY, uuid.uuid4().hex, nx=True)  # type: ignore[attr-defined]
+        epoch = client.get(EPOCH_KEY)  # type: ignore[attr-defined]
+    except RedisError as exc:
+        return JournalMode("volatile", f"Redis cannot be asked how it keeps the journal ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})")
+    durable, reason = judge_durability(config, connected_replicas=replicas, wait_replicas=wait_replicas)
+    return JournalMode("durable" if durable else "volatile", reason, epoch.decode() if isinstance(epoch, bytes) else str(epoch or ""))
 
 
 class RedisJournal:
@@ -77,10 +216,22 @@ class RedisJournal:
 
     MAX_UNREAD = 32  # replies left unread before the journal reads them all
 
-    def __init__(self, client: object, *, ttl_seconds: int, monotonic: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        client: object,
+        *,
+        ttl_seconds: int,
+        wait_replicas: int = 0,
+        spool: Spool | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.client = client  # a redis.Redis
+        self.spool = spool
         self.ttl_seconds = ttl_seconds
+        self.wait_replicas = wait_replicas  # > 0: every MAX_UNREAD notes wait for this many replicas
         self.monotonic = monotonic
+        self._mode: JournalMode | None = None
+        self._mode_read_at = 0.0
         self._paused_until = 0.0
         self._connection: object | None = None  # a redis.connection.Connection of our own
         self._unread: list[int] = []  # deliveries whose SET is written and whose reply is not read
@@ -115,29 +266,77 @@ class RedisJournal:
 
     def accepted_among(self, delivery_ids: Sequence[int]) -> set[int]:
         ids = list(delivery_ids)
+        spooled = self.spool.among(ids) if self.spool is not None else set()
         if not ids or self._paused():
-            return set()
+            return spooled
         try:
             values = self.client.mget([journal_key(i) for i in ids])  # type: ignore[attr-defined]
         except Exception as exc:  # noqa: BLE001 - unread, the rows are sent again (the group bound)
             self._drop(f"cannot read the journal for {len(ids)} retaken deliveries", exc)
-            return set()
-        return {delivery_id for delivery_id, value in zip(ids, values, strict=True) if value is not None}
+            return spooled
+        return spooled | {delivery_id for delivery_id, value in zip(ids, values, strict=True) if value is not None}
+
+    def keep(self, delivery_ids: Sequence[int]) -> None:
+        """Noted again, each reply read (an earlier note may have failed, or Redis restarted since),
+        and in the spool when Redis cannot take them."""
+        ids = list(delivery_ids)
+        if not ids:
+            return
+        try:
+            pipe = self.client.pipeline(transaction=False)  # type: ignore[attr-defined]
+            for delivery_id in ids:
+                pipe.set(journal_key(delivery_id), int(time.time()), ex=self.ttl_seconds)
+            pipe.execute()
+        except Exception as exc:  # noqa: BLE001 - the spool is the last resort
+            log.warning("send journal: cannot keep %d accepted deliveries in Redis (%s)", len(ids), exc)
+            if self.spool is not None:
+                self.spool.keep(ids)
+            return
+        if self.spool is not None and not self.mode().durable:
+            self.spool.keep(ids)  # Redis took them, but may lose them with the database still away
+
+    def mode(self) -> JournalMode:
+        """Read again every MODE_REFRESH_SECONDS, and at once after a failure (Redis may be a new,
+        empty one). A change is logged: it changes how large the send tasks' outcome groups grow."""
+        if self._mode is not None and self.monotonic() - self._mode_read_at < MODE_REFRESH_SECONDS:
+            return self._mode
+        if self._mode is not None and self._paused():
+            return JournalMode("volatile", "Redis did not answer the last note", self._mode.epoch)
+        mode = read_mode(self.client, wait_replicas=self.wait_replicas)
+        if self._mode is None or mode.name != self._mode.name:
+            for name in ("durable", "volatile", "off"):
+                metrics.SEND_JOURNAL_MODE.labels(name).set(1 if name == mode.name else 0)
+        if mode != self._mode:
+            if self._mode is not None and self._mode.epoch and mode.epoch and mode.epoch != self._mode.epoch:
+                log.warning("send journal: Redis's data set changed (epoch %s -> %s): notes written before are lost", self._mode.epoch, mode.epoch)
+            level = logging.INFO if mode.durable else logging.WARNING
+            log.log(level, "send journal %s: %s; outcome groups %s", mode.name, mode.reason,
+                    "may grow to a send task's chunk" if mode.durable else "stay at the no-journal size")  # fmt: skip
+        self._mode, self._mode_read_at = mode, self.monotonic()
+        return mode
 
     def _read_replies(self) -> bool:
         """Read every reply still unread (Redis answered them long ago). False when one of them
-        says the note was not stored; a broken connection raises."""
+        says the note was not stored, or (wait_replicas) when fewer replicas than asked acknowledged
+        them; a broken connection raises."""
         from redis.exceptions import ResponseError
 
         stored = True
         connection = self._connection
         unread, self._unread = self._unread, []
+        if connection is not None and unread and self.wait_replicas:
+            connection.send_command("WAIT", self.wait_replicas, WAIT_TIMEOUT_MS, check_health=False)  # type: ignore[attr-defined]
         for delivery_id in unread if connection is not None else ():
             try:
                 connection.read_response(disconnect_on_error=True)  # type: ignore[attr-defined]
             except ResponseError as exc:  # an error reply: out of memory, a read-only replica
                 stored = False
                 log.warning("send journal: delivery %d was not noted: %s", delivery_id, exc)
+        if connection is not None and unread and self.wait_replicas:
+            acknowledged = int(connection.read_response(disconnect_on_error=True))  # type: ignore[attr-defined]
+            if acknowledged < self.wait_replicas:
+                stored = False
+                log.warning("send journal: %d of %d replicas acknowledged the last notes", acknowledged, self.wait_replicas)
         return stored
 
     def _paused(self) -> bool:
@@ -152,6 +351,7 @@ class RedisJournal:
             except Exception:  # noqa: BLE001 - it is being thrown away
                 pass
         self._paused_until = self.monotonic() + PAUSE_AFTER_ERROR_SECONDS
+        self._mode_read_at = float("-inf")  # Redis may come back a new, empty one: read its mode again
         log.warning(
             "send journal: %s (%s); outcomes wait for their group write for the next %.0f s",
             what, str(exc).splitlines()[0] if str(exc) else type(exc).__name__, PAUSE_AFTER_ERROR_SECONDS,
@@ -167,10 +367,31 @@ def journal_url(settings: Settings) -> str:
 
 
 def journal_from_settings(settings: Settings) -> SendJournal:
+    spool = Spool(
+        settings.send_spool_dir or settings.var_dir / "spool", ttl_seconds=max(settings.send_journal_ttl_seconds, settings.lease_seconds * 4)
+    )
     url = journal_url(settings)
     if not url or settings.send_journal_ttl_seconds <= 0:
-        return NoJournal()
-    return RedisJournal(journal_client(url), ttl_seconds=int(settings.send_journal_ttl_seconds))
+        return NoJournal(spool)
+    return RedisJournal(
+        journal_client(url),
+        ttl_seconds=int(settings.send_journal_ttl_seconds),
+        wait_replicas=settings.send_journal_wait_replicas,
+        spool=spool,
+    )
+
+
+def journal_mode_of(settings: Settings) -> JournalMode:
+    """The mode the workers' journal is in with these settings, asked of its Redis now: for
+    `/readyz` and `course check-config`, which run in other processes than the workers."""
+    url = journal_url(settings)
+    if not url or settings.send_journal_ttl_seconds <= 0:
+        return JOURNAL_OFF
+    client = journal_client(url)
+    try:
+        return read_mode(client, wait_replicas=settings.send_journal_wait_replicas)
+    finally:
+        client.close()  # type: ignore[attr-defined]
 
 
 def journal_client(url: str) -> object:

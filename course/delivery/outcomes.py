@@ -68,6 +68,9 @@ class GroupWriter:
     monotonic: Callable[[], float] = time.monotonic
     sleep: Callable[[float], None] = time.sleep
     on_write: Callable[[str], None] = lambda result: None  # "ok", "retried", "abandoned" (metrics)
+    # Given the group that could not be written, once, when the task is abandoned: the sender keeps
+    # its accepted ones where the next holder of the rows can read them (SendJournal.keep).
+    on_abandon: Callable[[Outcome], None] = lambda group: None
     new_group: Callable[[], Outcome] = Outcome  # an empty group (the sender's carries its provider)
     # A group whose sent outcomes are all in the send journal may grow to this many before it is
     # written (its age still bounds it): the journal, not the group, bounds what a kill re-sends.
@@ -116,6 +119,12 @@ class GroupWriter:
         self.unjournaled = 0
         return self._write(group)
 
+    def _keep(self, group: Outcome) -> None:
+        try:
+            self.on_abandon(group)
+        except Exception:  # noqa: BLE001 - keeping is a last resort: the lease still brings the rows back
+            log.exception("cannot keep %d unwritten outcomes", outcome_size(group))
+
     def _write(self, group: Outcome) -> bool:
         """Write one group, retrying while the database is away and time remains."""
         if self.abandoned:
@@ -133,6 +142,7 @@ class GroupWriter:
                 if remaining <= 0:
                     self.abandoned = True
                     self.on_write("abandoned")
+                    self._keep(group)
                     log.error(
                         "abandoning a send task: %d outcomes could not be written before its lease ends "
                         "(%d tries; last error: %s); those rows are sent again after the lease "

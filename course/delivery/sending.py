@@ -4,7 +4,7 @@ has the composer (course.delivery.compose) build each message, hands it to the p
 small group at a time (course/delivery/outcomes.py), between two messages. Each message the relay
 accepts is noted at once in the send journal (course/delivery/journal.py), and rows taken over again
 are checked against it: a killed worker or a database blip costs the messages in flight at that
-instant, or at most one group when the journal is unavailable.
+instant, or at most one small group when the journal is unavailable or would not survive a Redis crash.
 
 Failures are handled where they happen:
 - a 4xx reply, a time-out or a dropped connection puts the row back to pending with exponential
@@ -25,6 +25,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from enum import Enum
 from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -48,7 +49,7 @@ from course.delivery.transports.base import (
     Transport,
     UnknownOutcome,
 )
-from course.ledger import Batch, DeliveryJob, Outcome, record, take_over
+from course.ledger import Batch, DeliveryJob, Outcome, Settled, record, take_over
 from course.models import DeliveryKind, EnrollmentStatus, SubscriberStatus
 from course.settings import Settings
 
@@ -66,6 +67,8 @@ class SendReport:
     released: int = 0
     abandoned: bool = False  # outcomes could not be written before the lease ended
     already_sent: int = 0  # taken over again, found in the send journal: settled as sent, not re-sent
+    unknown_after_journal_loss: int = 0  # taken over again under a lost journal: back-off, not re-sent at once
+    journal: str = "off"  # the send journal's mode (JournalMode.name) when the rows were taken over
     outcome_writes: int = 0  # groups written
     errors: list[str] = field(default_factory=list)
 
@@ -74,6 +77,7 @@ class SendReport:
 class _Deadlines:
     """time.monotonic() values derived from the lease when the rows were taken over."""
 
+    stop_at: datetime  # project clock: no new message after this
     stop_starting: float  # no new message after this
     smtp: float  # no SMTP transaction runs past this
     give_up: float  # outcome writes are retried until this, then the task is abandoned
@@ -122,31 +126,34 @@ class Sender:
         self.envelope = EnvelopeSender(settings)
         self.dkim = DkimSigner.from_settings(settings)
         self.clock = clock
+        self._accepted = metrics.SMTP_REPLIES.labels("2xx")  # the metrics of the success path, looked up once
+        self._latencies: dict[str, Any] = {}
 
     def send_claimed(self, delivery_ids: list[int], token: str) -> SendReport:
-        """1. Take the rows over (only those this token still holds).
+        """1. Take the rows over (only those this token still holds), under the send journal's
+           epoch (its Redis data set), and read whether the journal survives a Redis crash.
         2. Derive three deadlines from the lease (wall-clock seconds from now): no new message after
            `stop_at`; no SMTP transaction past `smtp_deadline`; outcome writes retried until
            `give_up_at`. Past the lease another dispatcher may own the rows.
-        3. Rows attempted before (attempts > 1) that the send journal holds were accepted by the
-           relay under a lease that ran out before their outcome was written: settle them as sent.
-        4. Send the others one by one, noting each accepted message in the journal at once and
-           recording outcomes in small groups (GroupWriter).
-        5. If a group cannot be written before give_up_at, stop: the rows not recorded stay
-           `sending` and come back when the lease expires; the journal keeps those already accepted
-           from going out again (without it, at most one group is sent twice)."""
+        3. Send the batch (_send_batch), recording outcomes in small groups (GroupWriter): groups
+           grow to the task's chunk only while the journal is durable, since a journal lost with
+           Redis would otherwise cost the whole group again.
+        4. If a group cannot be written before give_up_at, stop: the rows not recorded stay
+           `sending` and come back when the lease expires; the accepted ones among them are kept
+           (journal.keep: noted again, and in a spool file on this host) for whoever takes them over."""
         now = self.clock.now()
         lease = wall_duration(self.clock, self.settings.lease_seconds)
+        mode = self.journal.mode()
         with self.sessions.begin() as session:
-            batch = take_over(session, delivery_ids, token=token, now=now, lease=lease)
-        report = SendReport(taken=len(batch.jobs))
+            batch = take_over(session, delivery_ids, token=token, now=now, lease=lease, journal_epoch=mode.epoch)
+        report = SendReport(taken=len(batch.jobs), journal=mode.name)
         if not batch.jobs:
             return report
         lease_seconds = float(self.settings.lease_seconds)
         started = time.monotonic()
-        # Stop a safe margin before the lease ends: past it, another dispatcher may own the rows.
-        stop_at = now + lease - min(lease / 5, wall_duration(self.clock, 60))
         deadlines = _Deadlines(
+            # Stop a safe margin before the lease ends: past it, another dispatcher may own the rows.
+            stop_at=now + lease - min(lease / 5, wall_duration(self.clock, 60)),
             stop_starting=started + lease_seconds - min(lease_seconds / 5, 60.0),
             smtp=started + lease_seconds - min(lease_seconds / 10, 30.0),
             give_up=started + lease_seconds - min(lease_seconds / 20, 5.0),
@@ -157,17 +164,18 @@ class Sender:
             group_size=self.settings.outcome_group_size,
             group_seconds=self.settings.outcome_group_seconds,
             on_write=lambda result: metrics.OUTCOME_WRITES.labels(result).inc(),
+            on_abandon=lambda group: self.journal.keep(group.sent),
             new_group=lambda: Outcome(provider=self.provider),
-            journaled_group_size=max(self.settings.outcome_group_size, self.settings.send_chunk_size),
+            journaled_group_size=max(self.settings.outcome_group_size, self.settings.send_chunk_size) if mode.durable else None,
             journaled_group_seconds=max(self.settings.outcome_group_seconds, self.settings.outcome_journaled_group_seconds),
         )
-        retaken = [job.delivery_id for job in batch.jobs if job.attempts > 1]
-        already_sent = self.journal.accepted_among(retaken) if retaken else set()
-        everything = Outcome(provider=self.provider)
-        self._send_batch(batch, stop_at, deadlines, writer, everything, already_sent)
+        outcomes = _Outcomes(writer, everything=Outcome(provider=self.provider))
+        self._send_batch(batch, deadlines, outcomes, current_epoch=mode.epoch)
         if not writer.abandoned:
             writer.flush()
-        report.already_sent = len(already_sent)
+        everything = outcomes.everything
+        report.already_sent = outcomes.already_sent
+        report.unknown_after_journal_loss = outcomes.journal_lost
         report.sent = len(everything.sent)
         report.retried = len(everything.retry)
         report.failed = len(everything.failed)
@@ -183,100 +191,123 @@ class Sender:
         with self.sessions.begin() as session:
             record(session, group, token=token, now=self.clock.now(), message_id_domain=self.settings.list_id_domain)
 
-    def _send_batch(
-        self, batch: Batch, stop_at: datetime, deadlines: _Deadlines, writer: GroupWriter, everything: Outcome, already_sent: set[int]
-    ) -> None:
-        def note(kind: str, item: object, *, journaled: bool = True) -> bool:
-            getattr(writer.group, kind).append(item)
-            getattr(everything, kind).append(item)
-            return writer.added(journaled=journaled)
-
+    def _send_batch(self, batch: Batch, deadlines: _Deadlines, outcomes: _Outcomes, *, current_epoch: str) -> None:
+        """1. Settle what needs no sending: rows the journal says the relay accepted under an
+           earlier lease (sent), rows whose earlier attempt was under a journal since lost (unknown
+           outcome: back-off), rows a stop came in for since the claim (cancelled, held).
+        2. Send the others one by one (_send_one) until one says the batch must stop.
+        3. Settle the rows not tried, once, as the reason to stop says: released (the lease is
+           nearly over), waiting for their back-off (the relay is unreachable), or left to the
+           lease (outcomes cannot be written)."""
+        sendable = self._settle_unsent(batch, outcomes, current_epoch=current_epoch)
         templates = TemplateCache()  # each lesson rendered and its CSS inlined once per batch
-        accepted = metrics.SMTP_REPLIES.labels("2xx")  # the metrics of the success path, looked up once
-        latencies: dict[str, Any] = {}
+        for position, job in enumerate(sendable):
+            stop = self._send_one(job, batch, deadlines, outcomes, templates)
+            if stop is not None:
+                self._settle_rest(stop, sendable[position:], outcomes)
+                return
+
+    def _settle_unsent(self, batch: Batch, outcomes: _Outcomes, *, current_epoch: str) -> list[DeliveryJob]:
+        """Step 1 of _send_batch: settle the rows that are not to be sent now; return the others."""
+        retaken = [job.delivery_id for job in batch.jobs if job.attempts > 1]
+        already_sent = self.journal.accepted_among(retaken) if retaken else set()
         sendable = []
         for job in batch.jobs:
             if job.delivery_id in already_sent:
                 # The relay accepted it under an earlier lease whose outcome was never written (a
                 # lost worker, a database away past the lease): it is sent, whatever changed since.
                 log.info("%s was accepted before its worker was lost (send journal): settled as sent, not sent again", _about(job), extra=_fields(job))
-                note("sent", job.delivery_id)
-                continue
-            verdict = _still_wanted(job, batch)
-            if verdict == "cancel":
-                note("cancelled", job.delivery_id)
-            elif verdict == "hold":
-                note("held", job.delivery_id)
+                outcomes.already_sent += 1
+                outcomes.settle(Settled.SENT, job.delivery_id)
+            elif job.journal_epoch is not None and job.journal_epoch != current_epoch:
+                # Its earlier attempt was never recorded, and the journal that would say whether the
+                # relay took it is gone (Redis restarted empty): perhaps delivered, like a time-out
+                # after DATA, so never sent again at once.
+                log.warning("%s: outcome unknown, the send journal of its earlier attempt is lost", _about(job), extra=_fields(job))
+                outcomes.journal_lost += 1
+                outcomes.attempted(self._retry_or_fail(job, "outcome unknown: the send journal of its earlier attempt was lost"))
             else:
-                sendable.append(job)
-        for position, job in enumerate(sendable):
-            if writer.abandoned:
-                log.warning("outcomes not written: %d deliveries left to the lease", len(sendable) - position)
-                return
-            if self.clock.now() >= stop_at or time.monotonic() >= deadlines.stop_starting:
-                for waiting in sendable[position:]:
-                    writer.group.released.append(waiting.delivery_id)
-                    everything.released.append(waiting.delivery_id)
-                log.warning("lease nearly over: released %d deliveries unsent", len(sendable) - position)
-                return
-            try:
-                composed = self.composer.delivery(job, batch, templates)
-                self.transport.send(
-                    self.envelope.of(job.delivery_id, composed.envelope_from),
-                    job.test_address or job.email,
-                    self.dkim.sign(composed.message_bytes(), composed.message.sender_address),
-                    deadline=deadlines.smtp,
-                )
-            except DeadlineReached:
-                for waiting in sendable[position:]:
-                    writer.group.released.append(waiting.delivery_id)
-                    everything.released.append(waiting.delivery_id)
-                return
-            except PermanentSendError as exc:
-                metrics.SMTP_REPLIES.labels(metrics.code_class(exc.code)).inc()
-                if job.kind in (DeliveryKind.CAMPAIGN_TEST, DeliveryKind.ADMIN_INVITATION):
-                    # The test (or invited) address refused it: that says nothing about any subscriber.
-                    log.warning("%s test address refused it: %s", _about(job), exc.reason, extra=_fields(job))
-                    note("failed", (job.delivery_id, f"test address refused it: {exc.reason}"))
+                verdict = _still_wanted(job, batch)
+                if verdict is Verdict.SEND:
+                    sendable.append(job)
                 else:
-                    log.warning("%s bounced: %s", _about(job), exc.reason, extra=_fields(job))
-                    note("bounced", (job.delivery_id, job.subscriber_id, exc.reason))
-            except ConnectionFailed as exc:
-                # The server is down: nothing else in this batch can go either.
-                metrics.SMTP_REPLIES.labels("unreachable").inc()
-                for waiting in sendable[position:]:
-                    self._retry_or_fail(writer.group, waiting, exc.reason, also=everything)
-                log.warning("provider %s unreachable, %d deliveries wait: %s", self.provider, len(sendable) - position, exc.reason)
-                return
-            except UnknownOutcome as exc:
-                # Perhaps delivered: back-off like a 4xx, never again at once (the same Message-ID
-                # lets the receiving side see a repeat for what it is).
-                metrics.SMTP_REPLIES.labels("unknown").inc()
-                log.warning("%s unknown outcome: %s", _about(job), exc.reason, extra=_fields(job))
-                self._retry_or_fail(writer.group, job, exc.reason, also=everything)
-                writer.added()
-            except TransientSendError as exc:
-                metrics.SMTP_REPLIES.labels(metrics.code_class(exc.code)).inc()
-                log.info("%s will be retried: %s", _about(job), exc.reason, extra=_fields(job))
-                self._retry_or_fail(writer.group, job, exc.reason, also=everything)
-                writer.added()
-            except Exception as exc:  # a rendering bug must not lose the rest of the batch
-                log.exception("cannot build %s", _about(job), extra=_fields(job))
-                self._retry_or_fail(writer.group, job, f"cannot build message: {exc!r}", also=everything)
-                writer.added()
-            else:
-                # Noted before anything else: from here until its group is written, only the
-                # journal keeps this message from being sent again by whoever retakes the row.
-                journaled = self.journal.accepted(job.delivery_id)
-                accepted.inc()
-                if job.due_at is not None:
-                    latency = latencies.get(job.kind)
-                    if latency is None:
-                        latency = latencies[job.kind] = metrics.SEND_LATENCY.labels(job.kind)
-                    latency.observe(max((self.clock.now() - job.due_at).total_seconds(), 0.0) / self.clock.speed)
-                note("sent", job.delivery_id, journaled=journaled)
+                    outcomes.settle(Settled.CANCELLED if verdict is Verdict.CANCEL else Settled.HELD, job.delivery_id)
+        return sendable
 
-    def _retry_or_fail(self, outcome: Outcome, job: DeliveryJob, reason: str, *, also: Outcome | None = None) -> None:
+    def _send_one(
+        self, job: DeliveryJob, batch: Batch, deadlines: _Deadlines, outcomes: _Outcomes, templates: TemplateCache
+    ) -> _Stop | None:
+        """Step 2 of _send_batch: send one message and note its outcome. A _Stop when the batch
+        must not go on (this row included unless the stop says it is done)."""
+        if outcomes.writer.abandoned:
+            return _Stop.ABANDONED
+        if self.clock.now() >= deadlines.stop_at or time.monotonic() >= deadlines.stop_starting:
+            return _Stop.LEASE_ENDING
+        try:
+            composed = self.composer.delivery(job, batch, templates)
+            self.transport.send(
+                self.envelope.of(job.delivery_id, composed.envelope_from),
+                job.test_address or job.email,
+                self.dkim.sign(composed.message_bytes(), composed.message.sender_address),
+                deadline=deadlines.smtp,
+            )
+        except DeadlineReached:
+            return _Stop.DEADLINE
+        except PermanentSendError as exc:
+            metrics.SMTP_REPLIES.labels(metrics.code_class(exc.code)).inc()
+            if job.kind in (DeliveryKind.CAMPAIGN_TEST, DeliveryKind.ADMIN_INVITATION):
+                # The test (or invited) address refused it: that says nothing about any subscriber.
+                log.warning("%s test address refused it: %s", _about(job), exc.reason, extra=_fields(job))
+                outcomes.attempted(Failed(job.delivery_id, f"test address refused it: {exc.reason}"))
+            else:
+                log.warning("%s bounced: %s", _about(job), exc.reason, extra=_fields(job))
+                outcomes.attempted(Bounced(job.delivery_id, job.subscriber_id or 0, exc.reason))
+        except ConnectionFailed as exc:
+            # The server is down: nothing else in this batch can go either.
+            metrics.SMTP_REPLIES.labels("unreachable").inc()
+            outcomes.relay_down_reason = exc.reason
+            return _Stop.RELAY_DOWN
+        except UnknownOutcome as exc:
+            # Perhaps delivered: back-off like a 4xx, never again at once (the same Message-ID
+            # lets the receiving side see a repeat for what it is).
+            metrics.SMTP_REPLIES.labels("unknown").inc()
+            log.warning("%s unknown outcome: %s", _about(job), exc.reason, extra=_fields(job))
+            outcomes.attempted(self._retry_or_fail(job, exc.reason))
+        except TransientSendError as exc:
+            metrics.SMTP_REPLIES.labels(metrics.code_class(exc.code)).inc()
+            log.info("%s will be retried: %s", _about(job), exc.reason, extra=_fields(job))
+            outcomes.attempted(self._retry_or_fail(job, exc.reason))
+        except Exception as exc:  # a rendering bug must not lose the rest of the batch
+            log.exception("cannot build %s", _about(job), extra=_fields(job))
+            outcomes.attempted(self._retry_or_fail(job, f"cannot build message: {exc!r}"))
+        else:
+            # Noted before anything else: from here until its group is written, only the
+            # journal keeps this message from being sent again by whoever retakes the row.
+            journaled = self.journal.accepted(job.delivery_id)
+            self._accepted.inc()
+            if job.due_at is not None:
+                latency = self._latencies.get(job.kind)
+                if latency is None:
+                    latency = self._latencies[job.kind] = metrics.SEND_LATENCY.labels(job.kind)
+                latency.observe(max((self.clock.now() - job.due_at).total_seconds(), 0.0) / self.clock.speed)
+            outcomes.settle(Settled.SENT, job.delivery_id, journaled=journaled)
+        return None
+
+    def _settle_rest(self, stop: _Stop, rest: list[DeliveryJob], outcomes: _Outcomes) -> None:
+        """Step 3 of _send_batch: the rows a stopping batch did not try, settled once."""
+        if stop is _Stop.ABANDONED:
+            log.warning("outcomes not written: %d deliveries left to the lease", len(rest))
+        elif stop is _Stop.RELAY_DOWN:
+            for job in rest:
+                outcomes.attempted(self._retry_or_fail(job, outcomes.relay_down_reason), write=False)
+            log.warning("provider %s unreachable, %d deliveries wait: %s", self.provider, len(rest), outcomes.relay_down_reason)
+        else:
+            for job in rest:
+                outcomes.settle(Settled.RELEASED, job.delivery_id, write=False)
+            if stop is _Stop.LEASE_ENDING:
+                log.warning("lease nearly over: released %d deliveries unsent", len(rest))
+
+    def _retry_or_fail(self, job: DeliveryJob, reason: str) -> Retry | Failed:
         """Transient failure: back-off with jitter, until retry_window_seconds after the first
         attempt; then the row fails with the reason (`course retry-failed` can requeue it)."""
         now = self.clock.now()
@@ -289,40 +320,109 @@ class Sender:
             max_seconds=self.settings.retry_max_seconds,
             speed=self.clock.speed,
         )
-        for target in (outcome, also):
-            if target is None:
-                continue
-            if due is None:
-                span = _span(now - (job.first_attempt_at or now))
-                target.failed.append((job.delivery_id, f"gave up after {job.attempts} attempts in {span}: {reason}"))
+        if due is None:
+            span = _span(now - (job.first_attempt_at or now))
+            return Failed(job.delivery_id, f"gave up after {job.attempts} attempts in {span}: {reason}")
+        return Retry(job.delivery_id, due, reason)
+
+
+class Verdict(Enum):
+    """What the send-time check says of a claimed row."""
+
+    SEND = "send"
+    CANCEL = "cancel"  # settled cancelled: nobody wants it any more
+    HOLD = "hold"  # settled held: its enrollment is paused
+
+
+@dataclass(frozen=True)
+class Retry:
+    """A transient failure: the row is due again at `due_at`."""
+
+    delivery_id: int
+    due_at: datetime
+    reason: str
+
+
+@dataclass(frozen=True)
+class Failed:
+    """Given up on: the retry window is over, or a test address refused it."""
+
+    delivery_id: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class Bounced:
+    """A permanent refusal: the address is suppressed everywhere."""
+
+    delivery_id: int
+    subscriber_id: int
+    reason: str
+
+
+class _Stop(Enum):
+    """Why a batch stops before its last row (the row it stops at is not sent)."""
+
+    ABANDONED = "outcomes cannot be written"
+    LEASE_ENDING = "lease nearly over"
+    DEADLINE = "SMTP deadline reached"
+    RELAY_DOWN = "relay unreachable"
+
+
+@dataclass
+class _Outcomes:
+    """A batch's outcomes as they happen: each goes into the writer's open group (written a group at
+    a time) and into `everything` (the task's report), once."""
+
+    writer: GroupWriter
+    everything: Outcome
+    already_sent: int = 0  # settled as sent from the journal
+    journal_lost: int = 0  # of unknown outcome: their earlier attempt's journal is gone
+    relay_down_reason: str = ""
+
+    def settle(self, kind: Settled, delivery_id: int, *, journaled: bool = True, write: bool = True) -> bool:
+        """A row that is a kind and its id (sent, cancelled, held, released). `write=False`: only
+        joins the group (the rows of a stopping batch, written with its last group)."""
+        self.writer.group.add(kind, delivery_id)
+        self.everything.add(kind, delivery_id)
+        return self.writer.added(journaled=journaled) if write else True
+
+    def attempted(self, verdict: Retry | Failed | Bounced, *, write: bool = True) -> bool:
+        """A row tried and not accepted."""
+        for outcome in (self.writer.group, self.everything):
+            if isinstance(verdict, Retry):
+                outcome.retry.append((verdict.delivery_id, verdict.due_at, verdict.reason))
+            elif isinstance(verdict, Failed):
+                outcome.failed.append((verdict.delivery_id, verdict.reason))
             else:
-                target.retry.append((job.delivery_id, due, reason))
+                outcome.bounced.append((verdict.delivery_id, verdict.subscriber_id, verdict.reason))
+        return self.writer.added() if write else True
 
 
-def _still_wanted(job: DeliveryJob, batch: Batch) -> str:
+def _still_wanted(job: DeliveryJob, batch: Batch) -> Verdict:
     """Checked at send time, after the row was claimed: a stop that came in between still wins."""
     if job.kind == DeliveryKind.CAMPAIGN_TEST:
         # An editor asked for it just now, for whichever campaign state: only a deleted campaign stops it.
-        return "send" if (job.test_campaign_id or 0) in batch.campaigns else "cancel"
+        return Verdict.SEND if (job.test_campaign_id or 0) in batch.campaigns else Verdict.CANCEL
     if job.kind == DeliveryKind.ADMIN_INVITATION:
         # Revoked or accepted meanwhile: its link would be dead, so it is not sent. (A re-send
         # cancels the old row; the nonce in the row's link is read now, so it is always the newest.)
         invitation = batch.invitations.get(job.invitation_id or 0)
-        return "send" if invitation is not None and invitation.live else "cancel"
+        return Verdict.SEND if invitation is not None and invitation.live else Verdict.CANCEL
     if job.subscriber_status != SubscriberStatus.ACTIVE and job.kind != DeliveryKind.TRANSACTIONAL:
-        return "cancel"
+        return Verdict.CANCEL
     if job.kind == DeliveryKind.LESSON:
         if job.enrollment_status == EnrollmentStatus.PAUSED:
-            return "hold"
+            return Verdict.HOLD
         if job.enrollment_status != EnrollmentStatus.ACTIVE:
-            return "cancel"
+            return Verdict.CANCEL
         lesson = batch.lessons.get(job.lesson_id or 0)
         if lesson is None or lesson.retired:
-            return "cancel"
+            return Verdict.CANCEL
     if job.kind == DeliveryKind.CAMPAIGN:
         campaign = batch.campaigns.get(job.campaign_id or 0)
         if campaign is None or campaign.cancelled:
-            return "cancel"
-    return "send"
+            return Verdict.CANCEL
+    return Verdict.SEND
 
 

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
@@ -50,6 +50,11 @@ SMTP_REPLIES = Counter(
 )
 DISPATCH_CLAIMED = Counter("course_dispatch_claimed_total", "Rows the dispatcher claimed and handed to send tasks")
 DISPATCH_RUNS = Counter("course_dispatch_runs_total", "Dispatcher runs")
+# 1 for the mode the send journal is in (durable, volatile, off), in the process that last read it:
+# a volatile journal keeps the outcome groups small (course/delivery/journal.py, docs/reliability.md).
+SEND_JOURNAL_MODE = Gauge(
+    "course_send_journal_mode", "1 for the send journal's mode: durable, volatile or off", ["mode"], multiprocess_mode="livemostrecent"
+)
 OUTCOME_WRITES = Counter(
     "course_outcome_writes_total", "Writes of send outcomes to the ledger, by result (ok, retried, abandoned)", ["result"]
 )

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 
+from course.delivery.journal import journal_mode_of
 from course.ops.health import broker_answers, database_answers, describe_heartbeats, read_heartbeats
 from course.ops.metrics import CONTENT_TYPE, registry_for, render
 from course.web.site import Site, get_site
@@ -46,6 +47,7 @@ def readiness(site: Site) -> tuple[bool, dict[str, object]]:
             )
             if status.stale:
                 alarms.append(status.line)
+    journal = journal_mode_of(site.settings)
     body: dict[str, object] = {
         "status": "ready" if not problems else "not ready",
         "database": "ok" if not any(p.startswith("database") for p in problems) else "down",
@@ -53,6 +55,8 @@ def readiness(site: Site) -> tuple[bool, dict[str, object]]:
         "problems": problems,
         "heartbeats": heartbeats,
         "alarms": alarms,
+        # Whether the workers' send journal survives a Redis crash (outcome groups stay small if not).
+        "send_journal": {"mode": journal.name, "durable": journal.durable, "reason": journal.reason},
     }
     return not problems, body
 

@@ -7,17 +7,28 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 import redis
+from prometheus_client import REGISTRY
 from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from course.clock import ManualClock
 from course.delivery.dispatch import dispatch_due
-from course.delivery.journal import RedisJournal, journal_client, journal_key
+from course.delivery.journal import (
+    JOURNAL_OFF,
+    NoJournal,
+    RedisJournal,
+    Spool,
+    journal_client,
+    journal_key,
+    judge_durability,
+    read_mode,
+)
 from course.delivery.links import signer_from_settings
 from course.delivery.outcomes import GroupWriter
 from course.delivery.render import Renderer
@@ -151,3 +162,173 @@ def test_rows_accepted_before_their_worker_was_lost_are_settled_as_sent_not_sent
     assert all(message_id for _, message_id in states.values())
     # Sent this time, the other three are noted too: a third take-over would send nothing.
     assert journal.accepted_among(ids) == set(ids)
+
+
+# --- trusted only as far as it is durable (issue #24) ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("config", "replicas", "wait", "durable", "words"),
+    [
+        ({"appendonly": "yes", "appendfsync": "everysec"}, 0, 0, True, "appendfsync everysec"),
+        ({"appendonly": "yes", "appendfsync": "always"}, 0, 0, True, "appendfsync always"),
+        ({"appendonly": "yes", "appendfsync": "no"}, 0, 0, False, "host crash"),
+        ({"appendonly": "no", "appendfsync": "everysec"}, 0, 0, False, "appendonly no"),
+        ({"appendonly": "no", "appendfsync": "everysec"}, 1, 1, True, "1 of 1 online replicas (WAIT)"),
+        ({"appendonly": "no", "appendfsync": "everysec"}, 0, 1, False, "0 replicas online"),
+        ({}, 0, 0, False, "cannot be read"),
+    ],
+)
+def test_the_journal_is_durable_with_a_synced_append_only_file_or_acknowledging_replicas(
+    config: dict[str, str], replicas: int, wait: int, durable: bool, words: str
+) -> None:
+    judged, reason = judge_durability(config, connected_replicas=replicas, wait_replicas=wait)
+    assert judged is durable and words in reason
+
+
+@pytest.mark.parametrize("persistent", [True, False])
+def test_the_mode_and_epoch_say_whether_notes_survive_a_redis_crash(tmp_path: Path, persistent: bool) -> None:
+    server = RedisServer(tmp_path, persistent=persistent)
+    server.start()
+    try:
+        journal = RedisJournal(journal_client(server.url), ttl_seconds=600)
+        mode = journal.mode()
+        assert mode.durable is persistent and mode.name == ("durable" if persistent else "volatile")
+        assert len(mode.epoch) == 32 and journal.mode() == mode  # read once per MODE_REFRESH_SECONDS
+        for name in ("durable", "volatile", "off"):  # the metric says which, for the alert
+            assert REGISTRY.get_sample_value("course_send_journal_mode", {"mode": name}) == (1 if name == mode.name else 0)
+        assert journal.accepted(7) and journal.accepted_among([7]) == {7}
+        time.sleep(1.2)  # appendfsync everysec
+        server.process.kill()  # type: ignore[union-attr]  # SIGKILL: no shutdown save
+        server.process.wait(10)  # type: ignore[union-attr]
+        server.start()
+        after = read_mode(journal_client(server.url))
+        assert (after.epoch == mode.epoch) is persistent  # an emptied Redis has a new epoch
+        assert (journal_client(server.url).exists(journal_key(7)) == 1) is persistent  # type: ignore[attr-defined]
+    finally:
+        server.stop()
+
+
+def test_no_redis_is_the_journal_off() -> None:
+    assert NoJournal().mode() == JOURNAL_OFF and not JOURNAL_OFF.durable
+
+
+def _sender(settings: Settings, sessions: sessionmaker[Session], clock: ManualClock, journal: object, transport: object) -> Sender:
+    return Sender(
+        settings, sessions=sessions, transport=transport, renderer=Renderer(settings.templates_dir),  # type: ignore[arg-type]
+        signer=signer_from_settings(settings), clock=clock, journal=journal,  # type: ignore[arg-type]
+    )  # fmt: skip
+
+
+def _claim(sessions: sessionmaker[Session], settings: Settings, clock: ManualClock) -> tuple[list[int], str]:
+    tasks: list[tuple[list[int], str]] = []
+    dispatch_due(sessions, settings=settings, clock=clock, enqueue=lambda ids, token, urgent: tasks.append((ids, token)))
+    assert len(tasks) == 1, tasks
+    return tasks[0]
+
+
+@pytest.mark.parametrize("persistent", [True, False])
+def test_outcome_groups_grow_past_the_group_size_only_while_the_journal_is_durable(
+    sessions: sessionmaker[Session], settings: Settings, clock: ManualClock, smtp_server: RecordingSMTPServer,
+    tmp_path: Path, persistent: bool,
+) -> None:  # fmt: skip
+    """Issue #24: a journal lost with Redis, together with a lost worker, re-sent its whole
+    journal-sized group (3-9x the no-journal group). A volatile journal now keeps the small groups."""
+    with sessions.begin() as session:
+        course = make_course(session, now=clock.now(), lessons=1)
+        enroll_people(session, course, [f"g{n}@example.org" for n in range(6)], now=clock.now())
+    settings = settings.model_copy(update={"outcome_group_size": 2, "outcome_group_seconds": 60.0, "send_chunk_size": 500})
+    server = RedisServer(tmp_path, persistent=persistent)
+    server.start()
+    transport = SMTPTransport(SMTPConfig(settings.smtp_host, settings.smtp_port, timeout=5))
+    try:
+        ids, token = _claim(sessions, settings, clock)
+        report = _sender(settings, sessions, clock, RedisJournal(journal_client(server.url), ttl_seconds=600), transport).send_claimed(ids, token)
+    finally:
+        transport.close()
+        server.stop()
+    assert report.sent == 6 and report.journal == ("durable" if persistent else "volatile")
+    assert report.outcome_writes == (1 if persistent else 3)  # one journaled group, or groups of 2
+
+
+def test_a_take_over_after_the_journal_was_lost_treats_unrecorded_rows_as_of_unknown_outcome(
+    sessions: sessionmaker[Session], settings: Settings, clock: ManualClock, smtp_server: RecordingSMTPServer, tmp_path: Path
+) -> None:
+    """Rows taken over under one journal epoch, never recorded, are found after a Redis restart that
+    emptied the journal: perhaps accepted, so they take the back-off path, not sent again at once."""
+    with sessions.begin() as session:
+        course = make_course(session, now=clock.now(), lessons=1)
+        enroll_people(session, course, [f"e{n}@example.org" for n in range(3)], now=clock.now())
+    settings = settings.model_copy(update={"lease_seconds": 60})
+    server = RedisServer(tmp_path)
+    server.start()
+    transport = SMTPTransport(SMTPConfig(settings.smtp_host, settings.smtp_port, timeout=5))
+    try:
+        journal = RedisJournal(journal_client(server.url), ttl_seconds=600)
+        ids, token = _claim(sessions, settings, clock)
+        with sessions.begin() as session:  # a task takes them over, sends, and dies with Redis
+            take_over(session, ids, token=token, now=clock.now(), lease=timedelta(seconds=60), journal_epoch=journal.mode().epoch)
+        journal.accepted(ids[0])
+        server.restart()  # no persistence: the note and the epoch are gone
+        clock.advance(timedelta(seconds=61))
+        ids_again, token_again = _claim(sessions, settings, clock)
+        fresh = RedisJournal(journal_client(server.url), ttl_seconds=600)
+        report = _sender(settings, sessions, clock, fresh, transport).send_claimed(ids_again, token_again)
+    finally:
+        transport.close()
+        server.stop()
+    assert report.sent == 0 and report.unknown_after_journal_loss == 3 and report.retried == 3
+    assert smtp_server.received == []
+    with sessions() as session:
+        rows = list(session.scalars(select(Delivery).where(Delivery.id.in_(ids))))
+    assert {row.state for row in rows} == {DeliveryState.PENDING}
+    assert all(row.due_at > clock.now() and "journal" in (row.last_error or "") for row in rows)
+    assert {row.journal_epoch for row in rows} == {None}  # recorded: the next take-over compares nothing
+
+
+def test_an_abandoned_task_keeps_its_accepted_rows_in_the_spool_for_the_take_over(tmp_path: Path) -> None:
+    """The database away past the lease: the group that could not be written is kept, on this host,
+    where the next take-over (or the dispatcher's give-up) reads it with the journal."""
+    spool = Spool(tmp_path / "spool", ttl_seconds=600)
+    kept: list[list[int]] = []
+
+    def database_away(group: Outcome) -> None:
+        raise OperationalError("UPDATE deliveries", {}, Exception("server closed the connection"))
+
+    writer = GroupWriter(
+        write=database_away, give_up_at=time.monotonic() - 1, group_size=10, group_seconds=60,
+        on_abandon=lambda group: (kept.append(list(group.sent)), NoJournal(spool).keep(group.sent)),  # type: ignore[func-returns-value]
+    )  # fmt: skip
+    writer.group.sent.extend([4, 5])
+    writer.group.retry.append((6, datetime.now(UTC), "4xx"))
+    assert not writer.flush() and writer.abandoned
+    assert kept == [[4, 5]]
+    assert NoJournal(Spool(tmp_path / "spool", ttl_seconds=600)).accepted_among([3, 4, 5, 6]) == {4, 5}
+    assert not list((tmp_path / "spool").glob("*.partial"))
+
+
+def test_a_replica_acknowledging_the_notes_makes_the_journal_durable_and_its_loss_is_seen(tmp_path: Path) -> None:
+    """COURSE_SEND_JOURNAL_WAIT_REPLICAS: a Redis without an append-only file is trusted while a
+    replica acknowledges the notes (WAIT every MAX_UNREAD notes); without it, a note fails."""
+    primary, replica = RedisServer(tmp_path / "primary"), RedisServer(tmp_path / "replica")
+    for server in (primary, replica):
+        server.root.mkdir()
+        server.start()
+    try:
+        redis.Redis(port=primary.port).config_set("repl-diskless-sync-delay", 0)  # the first sync at once, not after 5 s
+        redis.Redis(port=replica.port).replicaof("127.0.0.1", primary.port)
+        client = journal_client(primary.url)
+        wait_until_replicas = time.monotonic() + 20
+        journal = RedisJournal(client, ttl_seconds=600, wait_replicas=1)
+        while not read_mode(client, wait_replicas=1).durable:  # online once its first sync is done
+            assert time.monotonic() < wait_until_replicas, "the replica did not come online"
+            time.sleep(0.1)
+        assert journal.mode().durable and "WAIT" in journal.mode().reason
+        assert client.execute_command("WAIT", 1, 5000) == 1  # type: ignore[attr-defined]  # its first acknowledgement
+        assert all(journal.accepted(n) for n in range(RedisJournal.MAX_UNREAD + 1))  # read, acknowledged
+        replica.stop()
+        answers = [journal.accepted(n) for n in range(100, 100 + RedisJournal.MAX_UNREAD + 1)]
+        assert answers[-1] is False  # the WAIT said 0 of 1: the group is written at once
+    finally:
+        primary.stop()
+        replica.stop()

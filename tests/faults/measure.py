@@ -31,7 +31,9 @@ def main() -> None:
             for run in range(args.runs):
                 root = Path(tempfile.mkdtemp(prefix=f"fault-{scenario.name}-"))
                 started = time.monotonic()
-                with FaultStack(root, rows=args.rows, postgres=postgres, code_root=args.code_root) as stack:
+                with FaultStack(
+                    root, rows=args.rows, postgres=postgres, code_root=args.code_root, redis_persistent=scenario.redis_persistent
+                ) as stack:
                     result = run_scenario(stack, scenario)
                 row = {
                     "scenario": scenario.name, "title": scenario.title, "run": run + 1, "rows": args.rows,

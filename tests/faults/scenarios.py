@@ -19,6 +19,7 @@ class Scenario:
     at_share: float = 0.2  # inject once this share of the rows has reached the server
     before_start: Callable[[FaultStack], None] | None = None  # set up before the workers start
     beats: int = 1
+    redis_persistent: bool = False  # the stack's Redis keeps an append-only file (the journal is durable)
 
 
 def _pg_restart(mode: str) -> Callable[[FaultStack], None]:
@@ -42,6 +43,28 @@ def _kill_beat(stack: FaultStack) -> None:
     stack.kill(stack.beats[0])
     time.sleep(2)
     stack.start_beat()
+
+
+def _kill_redis_and_worker(stack: FaultStack) -> None:
+    """Issue #24's first double fault: Redis and one worker SIGKILLed together, mid-task; Redis comes
+    back (with its append-only file, or empty)."""
+    stack.redis.stop()  # SIGKILL
+    stack.kill(stack.workers[0])
+    time.sleep(1)
+    stack.redis.start()
+
+
+def _kill_redis_and_stop_postgres(seconds: float) -> Callable[[FaultStack], None]:
+    """The second: Redis SIGKILLed and PostgreSQL stopped past the lease, mid-task."""
+
+    def inject(stack: FaultStack) -> None:
+        stack.redis.stop()
+        stack.postgres.stop("fast")
+        stack.redis.start()
+        time.sleep(seconds)
+        stack.postgres.start()
+
+    return inject
 
 
 def _nothing(stack: FaultStack) -> None:
@@ -84,6 +107,17 @@ SCENARIOS = [
     Scenario("redis-restart", "Redis restart", lambda stack: stack.redis.restart()),
     Scenario("beat-sigkill", "beat kill -9 (and a new one)", _kill_beat),
     Scenario("two-beats", "two beats", _nothing, beats=2),
+    *(
+        Scenario(f"redis-and-worker-sigkill-{kind}", f"Redis ({kind}) and one worker SIGKILLed together", _kill_redis_and_worker, redis_persistent=persistent)
+        for kind, persistent in (("aof", True), ("volatile", False))
+    ),
+    *(
+        Scenario(
+            f"redis-sigkill-pg-down-30s-{kind}", f"Redis ({kind}) SIGKILLed and PostgreSQL stopped 30 s",
+            _kill_redis_and_stop_postgres(30), redis_persistent=persistent,
+        )  # fmt: skip
+        for kind, persistent in (("aof", True), ("volatile", False))
+    ),
 ]
 
 BY_NAME = {scenario.name: scenario for scenario in SCENARIOS}

@@ -28,6 +28,7 @@ pytestmark = [pytest.mark.fault, pytest.mark.timeout(420)]
 ROWS = int(os.environ.get("COURSE_FAULT_ROWS", "2000"))
 PROCESSES = 4  # two workers × two processes: one SMTP connection each
 KILLED_PROCESSES = 2  # the killed worker's parent's two children
+NO_JOURNAL_GROUP = 50  # COURSE_OUTCOME_GROUP_SIZE: the group a volatile journal keeps outcomes to
 
 # scenario -> duplicates allowed
 BOUNDS = {
@@ -41,6 +42,12 @@ BOUNDS = {
     "redis-restart": 0,
     "beat-sigkill": 0,
     "two-beats": 0,
+    # Issue #24's double faults: with Redis persistent, what was in flight (one per connection);
+    # without, at most one no-journal group per process that lost its outcomes.
+    "redis-and-worker-sigkill-aof": PROCESSES,
+    "redis-and-worker-sigkill-volatile": KILLED_PROCESSES * NO_JOURNAL_GROUP,
+    "redis-sigkill-pg-down-30s-aof": PROCESSES,
+    "redis-sigkill-pg-down-30s-volatile": PROCESSES * NO_JOURNAL_GROUP,
 }
 
 
@@ -58,7 +65,7 @@ def postgres_cluster() -> Iterator[PostgresCluster]:
 @pytest.mark.parametrize("name", list(BOUNDS))
 def test_fault(name: str, postgres_cluster: PostgresCluster, tmp_path: Path) -> None:
     scenario = BY_NAME[name]
-    with FaultStack(tmp_path / "stack", rows=ROWS, postgres=postgres_cluster) as stack:
+    with FaultStack(tmp_path / "stack", rows=ROWS, postgres=postgres_cluster, redis_persistent=scenario.redis_persistent) as stack:
         result = run_scenario(stack, scenario)
         logs = stack.logs()
     summary = f"{scenario.title}: {result.duplicates} duplicates, states {result.states}, {result.seconds:.0f}s"

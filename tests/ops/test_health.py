@@ -151,3 +151,20 @@ def test_course_health_and_status_report_heartbeats(
     assert "ALARM dispatcher last ran 4 min ago" in status.output
     web = runner.invoke(app, ["health", "web", "--url", f"http://127.0.0.1:{free_port()}/healthz"])
     assert web.exit_code == 1 and "does not answer" in web.output
+
+
+@pytest.mark.parametrize("persistent", [True, False])
+def test_readyz_says_whether_the_send_journal_survives_a_redis_crash(tmp_path: Path, pg_database_url: str, persistent: bool) -> None:
+    from tests.support.fault_stack import RedisServer
+
+    server = RedisServer(tmp_path, persistent=persistent)
+    server.start()
+    try:
+        with TestClient(create_app(make_settings(tmp_path, pg_database_url, broker_url=server.url))) as client:
+            body = client.get("/readyz").json()
+    finally:
+        server.stop()
+    journal = body["send_journal"]
+    assert journal["durable"] is persistent and journal["mode"] == ("durable" if persistent else "volatile")
+    assert ("appendfsync everysec" if persistent else "appendonly no") in journal["reason"]
+    assert body["status"] == "ready"  # a volatile journal is slower and less safe, not unready

@@ -139,9 +139,13 @@ class PostgresCluster:
 
 
 class RedisServer:
-    def __init__(self, root: Path) -> None:
+    """`persistent`: an append-only file synced every second (the shipped docker-compose's Redis),
+    so a restart, even after SIGKILL, keeps the data set; else no persistence at all."""
+
+    def __init__(self, root: Path, *, persistent: bool = False) -> None:
         self.port = free_port()
         self.root = root
+        self.persistent = persistent
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -150,7 +154,10 @@ class RedisServer:
 
     def start(self) -> None:
         self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(self.root)],
+            [
+                "redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--dir", str(self.root),
+                *(("--appendonly", "yes", "--appendfsync", "everysec") if self.persistent else ("--appendonly", "no")),
+            ],  # fmt: skip
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -322,6 +329,7 @@ class FaultStack:
         environment: dict[str, str] | None = None,
         postgres: PostgresCluster | None = None,
         code_root: Path | None = None,
+        redis_persistent: bool = False,
     ) -> None:
         self.root = root
         # Where the workers' and beat's code comes from (another checkout, to measure it "before").
@@ -330,7 +338,7 @@ class FaultStack:
         self.root.mkdir(parents=True, exist_ok=True)
         self._own_postgres = postgres is None
         self.postgres = postgres or PostgresCluster()
-        self.redis = RedisServer(root)
+        self.redis = RedisServer(root, persistent=redis_persistent)
         self.smtp = FaultySMTPServer(root / "sink.log")
         self.extra_environment = {**DEFAULT_ENVIRONMENT, **(environment or {})}
         self.workers: list[subprocess.Popen[bytes]] = []
