@@ -399,7 +399,7 @@ class Delivery(Base):
     # A bare id, like test_campaign_id: SQLite would copy the whole table to add a foreign key (0012).
     invitation_id: Mapped[int | None] = mapped_column(Integer)
     # The send journal's epoch when the current attempt was taken over; cleared when its outcome
-    # is recorded. A take-over finding another epoch cannot trust the journal about it (0015).
+    # is recorded. A take-over finding another epoch cannot trust the journal about it (migration 0018).
     journal_epoch: Mapped[str | None] = mapped_column(String(32))
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
