@@ -8,7 +8,8 @@ The interface, by caller (one section of this file each, in this order):
 
 The subscriber side's:  lesson_rows, next_pending_due, schedule_lesson_rows, add_account_mail,
                         add_account_mails, hold_enrollment_rows, cancel_enrollment_rows,
-                        cancel_subscriber_rows, Cancelling, run_with_cancelling, suppress
+                        cancel_subscriber_rows, Cancelling, run_with_cancelling, suppress,
+                        anonymise_subscriber_rows (erasure)
 The campaign lifecycle's: add_campaign_test, fan_out_campaign_rows, hold_campaign_rows,
                         release_campaign_rows, cancel_campaign_rows
 Content's and admin accounts': cancel_lesson_rows, add_admin_invitation_mail, cancel_invitation_rows
@@ -322,6 +323,26 @@ def suppress(session: Session, subscriber_ids: Sequence[int], *, now: datetime) 
             [dict(subscriber_id=subscriber_id, kind=SubscriberEventKind.BOUNCED.value, occurred_at=now) for subscriber_id in newly],
         )
     cancel_subscriber_rows(session, subscriber_ids)
+
+
+def anonymise_subscriber_rows(session: Session, subscriber_ids: Sequence[int], *, address: str) -> int:
+    """An erased subscriber's rows stay (counts and funnels stay right) without personal data:
+    open ones are cancelled, and the SMTP answer (which may quote the address) and any test address
+    go; so does `address` wherever a test send or invitation was addressed to it."""
+    cancel_subscriber_rows(session, subscriber_ids)
+    changed = session.execute(
+        update(Delivery)
+        .where(Delivery.subscriber_id.in_(subscriber_ids))
+        .values(last_error=None, test_address=None)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    changed += session.execute(
+        update(Delivery)
+        .where(func.lower(Delivery.test_address) == address.lower())
+        .values(test_address=None, last_error=None)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    return int(changed or 0)
 
 
 # --- The campaign lifecycle's ---------------------------------------------------------------------
@@ -1051,26 +1072,6 @@ def course_merge_values(
 
 
 # --- Operators' and the bench's -------------------------------------------------------------------
-
-
-def anonymise_subscriber_rows(session: Session, subscriber_ids: Sequence[int], *, address: str) -> int:
-    """An erased subscriber's rows stay (counts and funnels stay right) without personal data:
-    open ones are cancelled, and the SMTP answer (which may quote the address) and any test address
-    go; so does `address` wherever a test send or invitation was addressed to it."""
-    cancel_subscriber_rows(session, subscriber_ids)
-    changed = session.execute(
-        update(Delivery)
-        .where(Delivery.subscriber_id.in_(subscriber_ids))
-        .values(last_error=None, test_address=None)
-        .execution_options(synchronize_session=False)
-    ).rowcount
-    changed += session.execute(
-        update(Delivery)
-        .where(func.lower(Delivery.test_address) == address.lower())
-        .values(test_address=None, last_error=None)
-        .execution_options(synchronize_session=False)
-    ).rowcount
-    return int(changed or 0)
 
 
 def requeue_failed(session: Session, *, now: datetime, since: datetime | None = None, campaign_id: int | None = None) -> int:

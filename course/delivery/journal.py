@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from course import metrics
+from course.ops import metrics
 from course.settings import Settings
 
 log = logging.getLogger(__name__)
