@@ -1,6 +1,7 @@
-"""The courses as a publisher puts them on their own site: each imported course with its public
-page and the two snippets that embed its signup form elsewhere (a frame, or a plain HTML form).
-Readers never see these: they were on the public course page, which is for readers only."""
+"""The courses in the admin: each course with its language, lessons, schedule, readers (enrolled,
+active, finished, paused) and the next sends due, its public page and the two snippets that embed its
+signup form elsewhere (a frame, or a plain HTML form); and a page per course with its settings,
+lessons and funnel. Readers never see these: the public course page is for readers only."""
 
 from __future__ import annotations
 
@@ -9,11 +10,14 @@ from dataclasses import dataclass
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 from markupsafe import escape
+from sqlalchemy.orm import Session
 
-from course.content.catalogue import list_courses
+from course.audience.course_stats import CourseReaders, Funnel, NextSend, course_funnel, course_readers, next_sends
+from course.content.catalogue import find_course, list_courses, live_lessons
+from course.models import Course, Lesson
 from course.delivery.render import course_language
 from course.i18n import translate
-from course.web.admin.auth import SiteDep, ViewerPage
+from course.web.admin.auth import AdminPageError, SiteDep, ViewerPage
 from course.web.admin.views import admin_page
 
 router = APIRouter(include_in_schema=False)
@@ -28,6 +32,28 @@ class EmbeddableCourse:
     page_url: str
     frame_snippet: str
     form_snippet: str
+    schedule: str
+    readers: CourseReaders
+    next_sends: list[NextSend]
+
+
+WEEKDAY_NAMES = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+
+
+def schedule_words(days_between_lessons: int, send_time: str, weekdays: frozenset[int]) -> str:
+    """A course's cadence in words: "Every 2 days at 09:00, Mon–Fri"."""
+    every = "Every day" if days_between_lessons == 1 else f"Every {days_between_lessons} days"
+    if weekdays == frozenset(range(7)):
+        days = "any day of the week"
+    elif weekdays == frozenset(range(5)):
+        days = "Mon–Fri"
+    else:
+        days = ", ".join(WEEKDAY_NAMES[day] for day in sorted(weekdays))
+    return f"{every} at {send_time}, {days} (each reader's own time zone)"
+
+
+def schedule_of(course: Course) -> str:
+    return schedule_words(course.days_between_lessons, course.send_time.strftime("%H:%M"), course.weekdays)
 
 
 def frame_snippet(base_url: str, slug: str, title: str, language: str) -> str:
@@ -58,6 +84,8 @@ def form_snippet(base_url: str, slug: str, title: str, language: str) -> str:
 def course_list(request: Request, site: SiteDep, actor: ViewerPage) -> HTMLResponse:
     base_url = site.settings.base_url.rstrip("/")
     with site.sessions.begin() as session:
+        listings = list_courses(session)
+        readers = course_readers(session, [listing.course.id for listing in listings])
         courses = [
             EmbeddableCourse(
                 title=listing.course.title,
@@ -67,7 +95,82 @@ def course_list(request: Request, site: SiteDep, actor: ViewerPage) -> HTMLRespo
                 page_url=f"{base_url}/courses/{listing.course.slug}",
                 frame_snippet=frame_snippet(base_url, listing.course.slug, listing.course.title, course_language(listing.course)),
                 form_snippet=form_snippet(base_url, listing.course.slug, listing.course.title, course_language(listing.course)),
+                schedule=schedule_of(listing.course),
+                readers=readers[listing.course.id],
+                next_sends=next_sends(session, listing.course.id, limit=3),
             )
-            for listing in list_courses(session)
+            for listing in listings
         ]
     return admin_page(site, request, "courses.html", actor=actor, courses=courses)
+
+
+@dataclass(frozen=True)
+class CoursePage:
+    course: Course
+    language: str
+    schedule: str
+    page_url: str
+    lessons: list[Lesson]
+    readers: CourseReaders
+    next_sends: list[NextSend]
+    funnel: Funnel
+
+
+def read_course_page(site_base_url: str, session: Session, slug: str) -> CoursePage | None:
+    course = find_course(session, slug)
+    if course is None:
+        return None
+    return CoursePage(
+        course=course,
+        language=course_language(course),
+        schedule=schedule_of(course),
+        page_url=f"{site_base_url}/courses/{course.slug}",
+        lessons=live_lessons(session, course),
+        readers=course_readers(session, [course.id])[course.id],
+        next_sends=next_sends(session, course.id),
+        funnel=course_funnel(session, course.id),
+    )
+
+
+def no_such_course(slug: str) -> AdminPageError:
+    return AdminPageError(404, "No such course", f"There is no course {slug[:100]!r}. The courses page lists them all.")
+
+
+@router.get("/admin/courses/{slug}", response_class=HTMLResponse)
+def course_page(slug: str, request: Request, site: SiteDep, actor: ViewerPage) -> HTMLResponse:
+    with site.sessions.begin() as session:
+        page = read_course_page(site.settings.base_url.rstrip("/"), session, slug)
+        if page is None:
+            raise no_such_course(slug)
+        return admin_page(site, request, "course.html", actor=actor, page=page, chart=funnel_chart(page.funnel))
+
+
+@dataclass(frozen=True)
+class ChartBar:
+    label: str
+    value: int
+    y: int
+    width: int
+
+
+@dataclass(frozen=True)
+class FunnelChart:
+    """A horizontal bar chart of the funnel's rows, drawn on the server as SVG (no script, no
+    style attribute: the CSP is unchanged)."""
+
+    bars: list[ChartBar]
+    height: int
+    bar_height: int = 22
+    label_width: int = 0  # labels are in the table beside it; the bars carry the numbers
+    plot_width: int = 480
+
+
+def funnel_chart(funnel: Funnel, *, plot_width: int = 480, bar_height: int = 22, gap: int = 6) -> FunnelChart:
+    """Bar lengths relative to the enrolled count (the widest step)."""
+    rows = funnel.rows()
+    widest = max((value for _, _, value in rows), default=0) or 1
+    bars = [
+        ChartBar(label, value, index * (bar_height + gap), round(value / widest * (plot_width - 60)))
+        for index, (_, label, value) in enumerate(rows)
+    ]
+    return FunnelChart(bars=bars, height=len(bars) * (bar_height + gap), bar_height=bar_height, plot_width=plot_width)
