@@ -149,28 +149,33 @@ def course_page(slug: str, request: Request, site: SiteDep, actor: ViewerPage) -
 class ChartBar:
     label: str
     value: int
-    y: int
+    y: int  # top of the row: its label, then its bar below
     width: int
 
 
 @dataclass(frozen=True)
 class FunnelChart:
     """A horizontal bar chart of the funnel's rows, drawn on the server as SVG (no script, no
-    style attribute: the CSP is unchanged)."""
+    style attribute: the CSP is unchanged). Each row is a label with its bar and number below."""
 
     bars: list[ChartBar]
     height: int
-    bar_height: int = 22
-    label_width: int = 0  # labels are in the table beside it; the bars carry the numbers
-    plot_width: int = 480
+    plot_width: int
+    bar_height: int
+    label_height: int
 
 
-def funnel_chart(funnel: Funnel, *, plot_width: int = 480, bar_height: int = 22, gap: int = 6) -> FunnelChart:
-    """Bar lengths relative to the enrolled count (the widest step)."""
+def funnel_chart(funnel: Funnel, *, plot_width: int = 360, bar_height: int = 14, label_height: int = 16, gap: int = 8) -> FunnelChart:
+    """Bar lengths relative to the largest step (the enrolled count), leaving room for the number."""
     rows = funnel.rows()
     widest = max((value for _, _, value in rows), default=0) or 1
+    row_height = label_height + bar_height + gap
     bars = [
-        ChartBar(label, value, index * (bar_height + gap), round(value / widest * (plot_width - 60)))
+        ChartBar(_shorten(label, 52), value, index * row_height, round(value / widest * (plot_width - 50)))
         for index, (_, label, value) in enumerate(rows)
     ]
-    return FunnelChart(bars=bars, height=len(bars) * (bar_height + gap), bar_height=bar_height, plot_width=plot_width)
+    return FunnelChart(bars=bars, height=len(bars) * row_height, plot_width=plot_width, bar_height=bar_height, label_height=label_height)
+
+
+def _shorten(label: str, most: int) -> str:
+    return label if len(label) <= most else label[: most - 1].rstrip() + "…"
