@@ -222,6 +222,27 @@ def add_campaign_test(
     return row
 
 
+def add_lesson_test(session: Session, *, lesson_id: int, subscriber_id: int | None, address: str, now: datetime) -> Delivery:
+    """Queue an editor's "send me this lesson", due now in the urgent class: the lesson composed as
+    `subscriber_id` gets it (None: a sample reader), sent to `address`. Its lesson_id is NULL (the
+    lesson is in test_lesson_id), so it is in no count of the lesson and never takes the place of
+    the reader's own row of it."""
+    row = Delivery(
+        subscriber_id=subscriber_id,
+        kind=DeliveryKind.LESSON_TEST,
+        test_lesson_id=lesson_id,
+        test_address=address,
+        priority=int(DeliveryPriority.URGENT),
+        due_at=now,
+        state=DeliveryState.PENDING,
+        attempts=0,
+        created_at=now,
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
 def add_admin_invitation_mail(session: Session, *, invitation_id: int, address: str, now: datetime) -> Delivery:
     """Queue the mail of an admin invitation, due now in the urgent class, to `address`: it goes to
     no subscriber (subscriber_id is NULL) and carries the invitation's current sign-in link."""
@@ -534,6 +555,7 @@ class DeliveryJob:
     test_campaign_id: int | None = None  # a test send: the campaign it shows
     test_address: str | None = None  # and where it goes instead of `email` (an invitation: its only address)
     invitation_id: int | None = None  # an admin invitation's mail: which invitation
+    test_lesson_id: int | None = None  # a lesson test: the lesson it shows (sent to test_address)
 
 
 @dataclass(frozen=True)
@@ -664,6 +686,9 @@ def _batch_of(session: Session, rows: Sequence[Any]) -> Batch:
         return Batch(jobs=[])
     batch = Batch(jobs=[DeliveryJob(*row) for row in rows])
     course_ids = {job.course_id for job in batch.jobs if job.course_id is not None}
+    test_lesson_ids = {job.test_lesson_id for job in batch.jobs if job.test_lesson_id is not None}
+    if test_lesson_ids:  # a lesson test has no enrollment: its course comes from its lesson
+        course_ids |= set(session.scalars(select(Lesson.course_id).where(Lesson.id.in_(test_lesson_ids))))
     if course_ids:
         batch.courses = {
             course.id: CourseHeader(
@@ -671,7 +696,7 @@ def _batch_of(session: Session, rows: Sequence[Any]) -> Batch:
             )
             for course in session.scalars(select(Course).where(Course.id.in_(course_ids)))
         }
-    lesson_ids = {job.lesson_id for job in batch.jobs if job.lesson_id is not None}
+    lesson_ids = {job.lesson_id for job in batch.jobs if job.lesson_id is not None} | test_lesson_ids
     if lesson_ids:
         batch.lessons = _lesson_contents(session, lesson_ids, batch.courses)
     campaign_ids = {job.campaign_id or job.test_campaign_id for job in batch.jobs} - {None}
@@ -806,6 +831,7 @@ _JOB_COLUMNS = (
     Delivery.test_campaign_id,
     Delivery.test_address,
     Delivery.invitation_id,
+    Delivery.test_lesson_id,
 )
 
 
@@ -833,6 +859,7 @@ def _jobs_of(deliveries: Any) -> Select[Any]:
             c.test_campaign_id,
             c.test_address,
             c.invitation_id,
+            c.test_lesson_id,
         )
         # Outer: an admin invitation's row has no subscriber.
         .outerjoin_from(deliveries, Subscriber, Subscriber.id == c.subscriber_id)

@@ -80,6 +80,7 @@ class DeliveryKind(enum.StrEnum):
     TRANSACTIONAL = "transactional"  # confirmation and account mail, sent ahead of bulk
     CAMPAIGN_TEST = "campaign_test"  # an editor's test send: a campaign as one subscriber gets it, to another address
     ADMIN_INVITATION = "admin_invitation"  # an owner invited someone to the admin: no subscriber, urgent
+    LESSON_TEST = "lesson_test"  # an editor's "send me this lesson": a lesson as one reader gets it, to another address
 
 
 class DeliveryState(enum.StrEnum):
@@ -342,6 +343,7 @@ class Delivery(Base):
     # subscriber's. Not campaign_id, so a test is never in a campaign's counts and never takes the
     # (subscriber, campaign) slot of the real send. A bare id, like campaigns.created_by (0006).
     test_campaign_id: Mapped[int | None] = mapped_column(Integer)
+    test_lesson_id: Mapped[int | None] = mapped_column(Integer)  # a lesson test: the lesson it shows (0017)
     test_address: Mapped[str | None] = mapped_column(String(320))
     # An admin invitation's mail: the invitation whose sign-in link it carries (sent to test_address).
     # A bare id, like test_campaign_id: SQLite would copy the whole table to add a foreign key (0012).

@@ -6,19 +6,25 @@ lessons and funnel. Readers never see these: the public course page is for reade
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
+from urllib.parse import urlencode
 
-from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import HTMLResponse, Response
 from markupsafe import escape
 from sqlalchemy.orm import Session
 
 from course.audience.course_stats import CourseReaders, Funnel, NextSend, course_funnel, course_readers, next_sends
 from course.content.catalogue import find_course, list_courses, live_lessons
+from course.delivery.compose import Composer
+from course.delivery.lesson_preview import LessonPreview, LessonTestError, preview_lesson, send_lesson_test
 from course.models import Course, Lesson
 from course.delivery.render import course_language
 from course.i18n import translate
-from course.web.admin.auth import AdminPageError, SiteDep, ViewerPage
-from course.web.admin.views import admin_page
+from course.web.admin.auth import Actor, AdminPageError, EditorPage, SiteDep, ViewerPage, check_csrf
+from course.web.admin.views import admin_page, see_other
+from course.web.security import EMAIL_VIEW_CSP
+from course.web.site import Site
 
 router = APIRouter(include_in_schema=False)
 
@@ -179,3 +185,84 @@ def funnel_chart(funnel: Funnel, *, plot_width: int = 360, bar_height: int = 14,
 
 def _shorten(label: str, most: int) -> str:
     return label if len(label) <= most else label[: most - 1].rstrip() + "…"
+
+
+# --- a lesson as the email it is --------------------------------------------------------------
+
+TextField = Annotated[str, Form()]
+
+
+def _lesson(session: Session, slug: str, position: int) -> Lesson:
+    course = find_course(session, slug)
+    if course is None:
+        raise no_such_course(slug)
+    lesson = next((lesson for lesson in live_lessons(session, course) if lesson.position == position), None)
+    if lesson is None:
+        raise AdminPageError(404, "No such lesson", f"{course.title} has no lesson {position}. Its page lists them all.")
+    return lesson
+
+
+def _preview(site: Site, slug: str, position: int, subscriber: str) -> tuple[Lesson, str, LessonPreview]:
+    """The lesson, its course's title, and the lesson composed for `subscriber`."""
+    with site.sessions.begin() as session:
+        lesson = _lesson(session, slug, position)
+        course_title = lesson.course.title
+        preview = preview_lesson(session, Composer.from_settings(site.settings, renderer=site.renderer), lesson, subscriber[:320])
+        session.expunge_all()
+    return lesson, course_title, preview
+
+
+def _lesson_page(
+    site: Site, request: Request, actor: Actor, slug: str, position: int, subscriber: str, *,
+    status: int = 200, test_sent: str = "", test_error: str = "", test_address: str = "",
+) -> HTMLResponse:  # fmt: skip
+    lesson, course_title, preview = _preview(site, slug, position, subscriber)
+    shown_as = preview.reader.email if preview.reader is not None else ""
+    return admin_page(
+        site, request, "lesson.html", actor=actor, status=status, slug=slug, lesson=lesson, preview=preview,
+        course_title=course_title, subscriber=shown_as,
+        frame_query=urlencode({"subscriber": shown_as}), can_edit=actor.may("editor"),  # type: ignore[arg-type]
+        test_sent=test_sent, test_error=test_error, test_address=test_address or (actor.admin.email if actor.admin else ""),
+    )  # fmt: skip
+
+
+@router.get("/admin/courses/{slug}/lessons/{position}", response_class=HTMLResponse)
+def lesson_page(
+    slug: str, position: int, request: Request, site: SiteDep, actor: ViewerPage, subscriber: str = "", sent: str = ""
+) -> HTMLResponse:
+    """The lesson as the chosen reader gets it: the HTML part in frames 600 and 375 px wide, and the text part."""
+    return _lesson_page(site, request, actor, slug, position, subscriber, test_sent=sent[:320])
+
+
+@router.get("/admin/courses/{slug}/lessons/{position}/preview.html", response_class=HTMLResponse)
+def lesson_preview_html(slug: str, position: int, site: SiteDep, actor: ViewerPage, subscriber: str = "") -> HTMLResponse:
+    """The lesson's HTML part alone, for the lesson page's frames: its own CSP, like the public
+    view-in-browser page (inline styles, remote images, no script), framable by our pages only."""
+    _, _, preview = _preview(site, slug, position, subscriber)
+    return HTMLResponse(
+        preview.composed.email.html,
+        headers={
+            "content-security-policy": EMAIL_VIEW_CSP.replace("frame-ancestors 'none'", "frame-ancestors 'self'"),
+            "x-frame-options": "SAMEORIGIN",
+            "cache-control": "no-store",
+        },
+    )
+
+
+@router.post("/admin/courses/{slug}/lessons/{position}/test")
+def lesson_test(
+    slug: str, position: int, request: Request, site: SiteDep, actor: EditorPage,
+    test_address: TextField = "", preview_as: TextField = "", csrf_token: TextField = "",
+) -> Response:  # fmt: skip
+    """"Send me this lesson": through the ledger ahead of bulk mail, in no count; back to the lesson."""
+    check_csrf(site, request, csrf_token)
+    try:
+        with site.sessions.begin() as session:
+            send_lesson_test(session, _lesson(session, slug, position), address=test_address[:320], preview_as=preview_as[:320], now=site.now())
+    except LessonTestError as exc:
+        return _lesson_page(
+            site, request, actor, slug, position, preview_as, status=422,
+            test_error=str(exc)[:1].upper() + str(exc)[1:] + ".", test_address=test_address[:320],
+        )  # fmt: skip
+    query = urlencode({"subscriber": preview_as[:320], "sent": test_address.strip()[:320]})
+    return see_other(f"/admin/courses/{slug}/lessons/{position}?{query}")
