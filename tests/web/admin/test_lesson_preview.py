@@ -7,15 +7,18 @@ from __future__ import annotations
 
 import re
 from email.message import EmailMessage
+from pathlib import Path
 from urllib.parse import urlsplit
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from course.audience.enrollment import enroll, get_or_create_subscriber
 from course.content.catalogue import find_course
 from course.models import AdminRole, Delivery, DeliveryKind, DeliveryPriority, EnrollmentStatus, Enrollment, Subscriber
-from tests.support.admin_fixtures import csrf_of, make_admin, sign_in
+from tests.support.admin_fixtures import PASSWORD, csrf_of, make_admin, sign_in
+from tests.support.browser import VIEWPORTS, axe_violations, chromium, new_context
 from tests.support.web_fixtures import COURSE_SLUG, WebStack
 from tests.support.web_fixtures import *  # noqa: F403
 
@@ -107,3 +110,28 @@ def test_send_me_this_lesson_goes_ahead_of_bulk_mail_in_no_count_and_acts_on_nob
         assert session.scalar(select(Delivery.state).where(Delivery.kind == DeliveryKind.LESSON_TEST)) == "sent"
     token_page = client.get(f"/admin/courses/{COURSE_SLUG}")
     assert '<td data-label="Received" class="num">0</td>' in token_page.text  # lesson 2: the test is in no count
+
+
+@pytest.mark.browser
+def test_the_lesson_page_passes_axe_at_desktop_and_phone_widths(admin_live_stack: WebStack, artefacts: Path) -> None:
+    _ann_reads_the_course(admin_live_stack)
+    make_admin(admin_live_stack.sessions, "editor@example.org", AdminRole.EDITOR, now=admin_live_stack.clock.now())
+    base = admin_live_stack.settings.base_url
+    problems: list[str] = []
+    with chromium() as browser:
+        for label, viewport in VIEWPORTS.items():
+            context = new_context(browser, label)
+            page = context.new_page()
+            page.goto(f"{base}{LESSON}")
+            page.fill("#email", "editor@example.org")
+            page.fill("#password", PASSWORD)
+            page.click("button[type=submit]")
+            page.wait_for_selector("h2:text('Send me this lesson')")
+            frame = page.frame_locator("iframe.email-frame-375")
+            frame.locator("text=Flour, Water and a Jar").first.wait_for()
+            page.screenshot(path=artefacts / f"lesson-{label}.png", full_page=True)
+            page.locator("iframe.email-frame-375").screenshot(path=artefacts / f"lesson-{label}-375.png")
+            assert page.evaluate("document.documentElement.scrollWidth") <= viewport["width"], f"lesson@{label}: wider than the window"
+            problems.extend(axe_violations(page, f"lesson@{label}", impacts=("serious", "critical")))
+            context.close()
+    assert problems == [], "\n".join(problems)
