@@ -183,6 +183,9 @@ class Course(Base):
     language: Mapped[str] = mapped_column(String(8), default="en", server_default="en")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # Where it comes from (0017): "files" (content/courses/<slug>.toml, `course import`; read-only in
+    # the admin) or "admin" (published from the web admin; `course import` leaves it alone).
+    origin: Mapped[str] = mapped_column(String(16), default="files", server_default="files")
 
     lessons: Mapped[list[Lesson]] = relationship(back_populates="course", order_by="Lesson.position")
 
@@ -215,6 +218,21 @@ class Lesson(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
     course: Mapped[Course] = relationship(back_populates="lessons")
+
+
+class CourseArticle(Base):
+    """An article a course made in the admin was published from, as uploaded (0017): the source its
+    lessons were split from, kept so nothing the publisher gave is lost."""
+
+    __tablename__ = "course_articles"
+    __table_args__ = (UniqueConstraint("course_id", "position"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    course_id: Mapped[int] = mapped_column(ForeignKey("courses.id", ondelete="CASCADE"))
+    position: Mapped[int] = mapped_column(Integer)  # 1-based, in the course's order
+    filename: Mapped[str] = mapped_column(String(255))
+    text: Mapped[str] = mapped_column(Text)
+    added_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class Enrollment(Base):

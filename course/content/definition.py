@@ -24,10 +24,11 @@ from __future__ import annotations
 import datetime
 import re
 import tomllib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from course.content.article import HTML_SUFFIXES, MARKDOWN_SUFFIXES, TEXT_SUFFIXES, load_article
+from course.content.article import HTML_SUFFIXES, MARKDOWN_SUFFIXES, TEXT_SUFFIXES, Article, load_article
 from course.content.feeds import FEEDS_DIR, FeedError, feed_article_paths
 from course.content.blocks import Block, map_inline
 from course.content.guides import GuideCatalogue, Reference, find_references, link_markdown
@@ -174,9 +175,14 @@ def plan_course(definition: CourseDefinition, catalogue: GuideCatalogue) -> Cour
     lesson shows, find the guide references and write the matched ones in as links
     (:func:`link_lesson`).
     """
+    return plan_articles(definition, [load_article(article_path) for article_path in definition.articles], catalogue)
+
+
+def plan_articles(definition: CourseDefinition, articles: Sequence[Article], catalogue: GuideCatalogue) -> CoursePlan:
+    """:func:`plan_course` for articles already read (the admin's uploads): each split with the
+    definition's target and language, numbered on from the previous article's lessons, linked."""
     lessons: list[PlannedLesson] = []
-    for article_path in definition.articles:
-        article = load_article(article_path)
+    for article in articles:
         for plan in split_article(article, definition.target_words, language=definition.language):
             body, found = link_lesson(plan, catalogue)
             lessons.append(
@@ -185,6 +191,31 @@ def plan_course(definition: CourseDefinition, catalogue: GuideCatalogue) -> Cour
                 )
             )
     return CoursePlan(definition=definition, lessons=tuple(lessons))
+
+
+def definition_from_fields(slug: str, fields: dict[str, object], *, where: str) -> CourseDefinition:
+    """A definition from values given some other way than a course file (the admin's form), checked
+    by the same validators as a file's keys; `where` names the source in error messages. It lists no
+    article files: the caller plans the articles it holds (:func:`plan_articles`)."""
+    label = Path(where)
+    if not _SLUG.fullmatch(slug) or len(slug) > 100:
+        raise CourseDefinitionError(f"{where}: the slug {slug!r} must be lowercase letters, digits and hyphens (at most 100)")
+    unknown = sorted(set(fields) - (_KNOWN_KEYS - {"articles"}))
+    if unknown:
+        raise CourseDefinitionError(f"{where}: unknown key(s) {', '.join(unknown)}")
+    return CourseDefinition(
+        slug=slug,
+        title=_header_text(label, fields, "title", required=True),
+        description=_description(label, fields),
+        articles=(),
+        days_between_lessons=_positive_int(label, fields, "days_between_lessons", default=1),
+        send_time=_send_time(label, fields),
+        weekdays=_weekdays(label, fields),
+        sender_name=_header_text(label, fields, "sender_name", required=True),
+        sender_email=_sender_email(label, fields),
+        target_words=_positive_int(label, fields, "target_words", default=DEFAULT_TARGET_WORDS),
+        language=_language(label, fields),
+    )
 
 
 def link_lesson(plan: LessonPlan, catalogue: GuideCatalogue) -> tuple[tuple[Block, ...], tuple[Reference, ...]]:

@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
-from course.web.admin import accounts, api, api_courses, campaigns, courses, editor, invitations, login, once
+from course.web.admin import accounts, api, api_courses, campaigns, course_new, courses, editor, invitations, login, once
 from course.web.admin.auth import PASSWORD_PATH, AdminPageError, PasswordChangeRequired, SignInRequired, login_url
 from course.web.admin.times import install_filter
 from course.web.admin.views import error_page, see_other
@@ -16,8 +16,9 @@ from course.web.admin.views import error_page, see_other
 
 def install(app: FastAPI) -> None:
     install_filter(app.state.site.environment)
-    # editor before campaigns: /admin/campaigns/new must not reach /admin/campaigns/{campaign_id}.
-    for module in (login, invitations, editor, campaigns, courses, accounts, once, api):
+    # editor before campaigns: /admin/campaigns/new must not reach /admin/campaigns/{campaign_id};
+    # course_new before courses likewise.
+    for module in (login, invitations, editor, campaigns, course_new, courses, accounts, once, api):
         app.include_router(module.router)
     app.include_router(api_courses.router)  # issue #26: courses in the admin API
 

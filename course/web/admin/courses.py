@@ -18,7 +18,7 @@ from course.audience.course_stats import CourseReaders, Funnel, NextSend, course
 from course.content.catalogue import find_course, list_courses, live_lessons
 from course.delivery.compose import Composer
 from course.delivery.lesson_preview import LessonPreview, LessonTestError, preview_lesson, send_lesson_test
-from course.models import Course, Lesson
+from course.models import AdminRole, Course, Lesson
 from course.delivery.render import course_language
 from course.i18n import translate
 from course.web.admin.auth import Actor, AdminPageError, EditorPage, SiteDep, ViewerPage, check_csrf
@@ -107,7 +107,7 @@ def course_list(request: Request, site: SiteDep, actor: ViewerPage) -> HTMLRespo
             )
             for listing in listings
         ]
-    return admin_page(site, request, "courses.html", actor=actor, courses=courses)
+    return admin_page(site, request, "courses.html", actor=actor, courses=courses, can_edit=actor.may(AdminRole.EDITOR))
 
 
 @dataclass(frozen=True)
@@ -143,12 +143,14 @@ def no_such_course(slug: str) -> AdminPageError:
 
 
 @router.get("/admin/courses/{slug}", response_class=HTMLResponse)
-def course_page(slug: str, request: Request, site: SiteDep, actor: ViewerPage) -> HTMLResponse:
+def course_page(slug: str, request: Request, site: SiteDep, actor: ViewerPage, published: str = "") -> HTMLResponse:
     with site.sessions.begin() as session:
         page = read_course_page(site.settings.base_url.rstrip("/"), session, slug)
         if page is None:
             raise no_such_course(slug)
-        return admin_page(site, request, "course.html", actor=actor, page=page, chart=funnel_chart(page.funnel))
+        return admin_page(
+            site, request, "course.html", actor=actor, page=page, chart=funnel_chart(page.funnel), published=bool(published)
+        )
 
 
 @dataclass(frozen=True)
@@ -221,7 +223,7 @@ def _lesson_page(
     return admin_page(
         site, request, "lesson.html", actor=actor, status=status, slug=slug, lesson=lesson, preview=preview,
         course_title=course_title, subscriber=shown_as,
-        frame_query=urlencode({"subscriber": shown_as}), can_edit=actor.may("editor"),  # type: ignore[arg-type]
+        frame_query=urlencode({"subscriber": shown_as}), can_edit=actor.may(AdminRole.EDITOR),
         test_sent=test_sent, test_error=test_error, test_address=test_address or (actor.admin.email if actor.admin else ""),
     )  # fmt: skip
 

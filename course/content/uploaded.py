@@ -1,0 +1,122 @@
+"""A course published from the web admin: articles uploaded rather than kept under content/, read,
+split and linked by the same code as `course import` (article.parse_article, definition.plan_articles,
+importer.import_course), one code path with two entry points.
+
+1. `read_upload` reads an uploaded file (Markdown, HTML or plain text, by its name) into an Article.
+2. `plan_uploads` plans the course's lessons; `plan_summary` is that plan as the admin and the API
+   show it (lessons, titles, blocks, guide links found, references that matched no guide); nothing
+   is written.
+3. `publish_course` writes it: the course (origin "admin"), its lessons, and the uploaded sources.
+
+A course kept as files stays the files' (`course import`); one made here is the admin's, and
+`course import` leaves it alone (importer.import_course refuses to touch it), so the two never fight."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from course.content.article import Article, ArticleError, article_format, parse_article
+from course.content.blocks import block_to_dict
+from course.content.definition import CourseDefinition, CourseDefinitionError, CoursePlan, plan_articles
+from course.content.guides import GuideCatalogue
+from course.content.importer import CourseImport, guide_catalogue, import_course
+from course.models import Course, CourseArticle
+
+ADMIN_ORIGIN = "admin"
+FILES_ORIGIN = "files"
+MAX_ARTICLE_BYTES = 512 * 1024  # a long article is ~100 KB of Markdown; the admin's request limit is 1 MB
+
+
+@dataclass(frozen=True)
+class UploadedArticle:
+    filename: str  # its name says its format: .md, .markdown, .html, .htm, .txt, .text
+    text: str
+
+
+def read_upload(filename: str, raw: bytes) -> UploadedArticle:
+    """Check an uploaded file's name and bytes and decode it (UTF-8, BOM fine; an HTML page may
+    declare another charset). Raises ArticleError naming the file."""
+    name = Path(filename or "").name[:255]
+    if not name:
+        raise ArticleError("no article: choose a Markdown, HTML or plain-text file")
+    fmt = article_format(Path(name))
+    if len(raw) > MAX_ARTICLE_BYTES:
+        raise ArticleError(f"{name}: {len(raw):,} bytes; an article may have {MAX_ARTICLE_BYTES:,} at most")
+    nul_offset = raw.find(b"\x00")
+    if nul_offset >= 0:
+        raise ArticleError(f"{name}: binary file (NUL byte at offset {nul_offset}), not an article")
+    if fmt == "html":
+        from course.content.html_reader import decode_html
+
+        return UploadedArticle(name, decode_html(raw, name))
+    try:
+        return UploadedArticle(name, raw.decode("utf-8-sig"))
+    except UnicodeDecodeError as exc:
+        raise ArticleError(f"{name}: not UTF-8 text (undecodable byte 0x{raw[exc.start]:02x} at offset {exc.start})") from exc
+
+
+def parse_upload(upload: UploadedArticle) -> Article:
+    return parse_article(upload.text, source=upload.filename, fmt=article_format(Path(upload.filename)))
+
+
+def plan_uploads(definition: CourseDefinition, uploads: Sequence[UploadedArticle], catalogue: GuideCatalogue) -> CoursePlan:
+    """The lessons the uploads make, in order; raises ArticleError for an article that cannot be read."""
+    if not uploads:
+        raise ArticleError("no article: choose a Markdown, HTML or plain-text file")
+    return plan_articles(definition, [parse_upload(upload) for upload in uploads], catalogue)
+
+
+def plan_summary(plan: CoursePlan) -> dict[str, Any]:
+    """The plan as shown before anything is saved: each lesson's title, words, minutes, blocks (kind,
+    heading level) and the guide references found in it (the guide's key, or None when none matched)."""
+    return {
+        "title": plan.definition.title,
+        "target_words": plan.definition.target_words,
+        "language": plan.definition.language,
+        "lessons": [
+            {
+                "position": lesson.position,
+                "title": lesson.plan.title,
+                "source": lesson.article_source,
+                "words": lesson.plan.words,
+                "minutes": lesson.plan.reading_minutes,
+                "blocks": [block_to_dict(block)["kind"] for block in lesson.body],
+                "guide_links": [
+                    {"text": ref.text, "guide": ref.guide.key, "url": ref.guide.url} for ref in lesson.found if ref.guide
+                ],
+                "unmatched_references": [ref.text for ref in lesson.found if ref.guide is None],
+            }
+            for lesson in plan.lessons
+        ],
+        "unmatched_references": [ref.text for ref in plan.unmatched_references],
+    }
+
+
+def publish_course(
+    session: Session, plan: CoursePlan, uploads: Sequence[UploadedArticle], *, content_dir: Path, now: datetime
+) -> CourseImport:
+    """Write a new admin course: its settings and lessons (importer.import_course, as `course import`
+    does) and the uploaded sources. A slug already taken, by a course in the database or a course
+    file under content/courses/, is refused before anything is written."""
+    slug = plan.definition.slug
+    if session.scalar(select(Course.id).where(Course.slug == slug)) is not None:
+        raise CourseDefinitionError(f"the slug {slug!r} is taken by another course: choose another")
+    if (content_dir / "courses" / f"{slug}.toml").exists():
+        raise CourseDefinitionError(f"the slug {slug!r} is taken by content/courses/{slug}.toml: choose another")
+    result = import_course(session, plan, now=now)
+    course = session.get(Course, result.course_id)
+    assert course is not None
+    course.origin = ADMIN_ORIGIN
+    session.add_all(
+        CourseArticle(course_id=course.id, position=position, filename=upload.filename, text=upload.text, added_at=now)
+        for position, upload in enumerate(uploads, start=1)
+    )
+    session.flush()
+    return result

@@ -1,0 +1,125 @@
+"""Create a course in the admin from an uploaded article: the split plan is shown before anything
+is saved (lessons, titles, blocks, guide links found and references that matched no guide), the
+target words can be changed and the plan shown again, then the course is published. The same
+reading, splitting and import code as `course import` (course.content.uploaded). Editors create.
+
+The uploaded article travels with the form after the first upload (a hidden field), so changing the
+target or a setting re-plans without choosing the file again, and a refused form loses nothing."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from typing import Annotated, Any
+
+from fastapi import APIRouter, File, Form, Request, UploadFile
+from fastapi.responses import HTMLResponse, Response
+
+from course.campaigns.editor import parse_senders
+from course.content.article import ArticleError
+from course.content.definition import WEEKDAY_NAMES, CourseDefinition, CourseDefinitionError, definition_from_fields
+from course.content.guides import GuideCatalogueError
+from course.content.importer import guide_catalogue
+from course.content.uploaded import (
+    UploadedArticle,
+    parse_upload,
+    plan_summary,
+    plan_uploads,
+    publish_course,
+    read_upload,
+)
+from course.i18n import SUPPORTED_LANGUAGES
+from course.web.admin.auth import Actor, EditorPage, SiteDep, check_csrf
+from course.web.admin.views import admin_page, see_other
+from course.web.site import Site
+
+router = APIRouter(include_in_schema=False)
+TextField = Annotated[str, Form()]
+RESERVED_SLUGS = frozenset({"new"})  # /admin/courses/new is this page
+
+# The form's fields and their defaults (all text, as posted).
+DEFAULTS = {
+    "title": "", "slug": "", "description": "", "sender_name": "", "sender_email": "",
+    "days_between_lessons": "1", "send_time": "09:00", "language": "en", "target_words": "300",
+    "article_name": "", "article_text": "",
+}  # fmt: skip
+
+
+def slug_of(title: str) -> str:
+    """A course address from its title: "Pâte à choux, step by step" -> "pate-a-choux-step-by-step"."""
+    ascii_title = unicodedata.normalize("NFKD", title).encode("ascii", "ignore").decode()
+    return re.sub(r"[^a-z0-9]+", "-", ascii_title.lower()).strip("-")[:100].rstrip("-")
+
+
+def course_fields(form: dict[str, str], weekdays: list[str]) -> dict[str, object]:
+    """The form as a course definition's keys (numbers as numbers, so the validators say what is wrong)."""
+    fields: dict[str, object] = {
+        key: form[key].strip() for key in ("title", "description", "sender_name", "sender_email", "send_time", "language")
+    }
+    for key in ("days_between_lessons", "target_words"):
+        value = form[key].strip()
+        fields[key] = int(value) if value.isdigit() else value
+    fields["weekdays"] = [day for day in weekdays if day in WEEKDAY_NAMES] or "everyday"
+    return fields
+
+
+def _definition(form: dict[str, str], weekdays: list[str], upload: UploadedArticle) -> CourseDefinition:
+    """The definition the form describes; a blank title is the article's, a blank slug the title's."""
+    if not form["title"].strip():
+        form["title"] = parse_upload(upload).title
+    if not form["slug"].strip():
+        form["slug"] = slug_of(form["title"])
+    slug = form["slug"].strip()
+    if slug in RESERVED_SLUGS:
+        raise CourseDefinitionError(f"the slug {slug!r} is reserved: choose another")
+    target = form["target_words"].strip()
+    if target.isdigit() and not 50 <= int(target) <= 5000:
+        raise CourseDefinitionError(f"target words must be between 50 and 5,000, got {target}")
+    return definition_from_fields(slug, course_fields(form, weekdays), where="the new course")
+
+
+def _page(
+    site: Site, request: Request, actor: Actor, form: dict[str, str], weekdays: list[str], *,
+    plan: dict[str, Any] | None = None, error: str = "", status: int = 200,
+) -> HTMLResponse:  # fmt: skip
+    return admin_page(
+        site, request, "course_new.html", actor=actor, status=status, form=form, weekdays=weekdays,
+        weekday_names=WEEKDAY_NAMES, languages=SUPPORTED_LANGUAGES, plan=plan, error=error,
+    )  # fmt: skip
+
+
+@router.get("/admin/courses/new", response_class=HTMLResponse)
+def new_course(request: Request, site: SiteDep, actor: EditorPage) -> HTMLResponse:
+    form = dict(DEFAULTS)
+    senders = parse_senders(site.settings.campaign_senders)
+    if senders:
+        form["sender_name"], form["sender_email"] = senders[0].name, senders[0].email
+    return _page(site, request, actor, form, list(WEEKDAY_NAMES[:5]))
+
+
+@router.post("/admin/courses/new", response_class=HTMLResponse)
+async def new_course_posted(
+    request: Request, site: SiteDep, actor: EditorPage, article: Annotated[UploadFile | None, File()] = None,
+) -> Response:
+    """"Show the plan" re-plans and shows it (nothing saved); "Publish" plans and writes the course."""
+    posted = await request.form()
+    check_csrf(site, request, str(posted.get("csrf_token", "")))
+    form = {key: str(posted.get(key, default))[:200_000 if key == "article_text" else 2000] for key, default in DEFAULTS.items()}
+    weekdays = [str(day) for day in posted.getlist("weekdays")]
+    publish = posted.get("action") == "publish"
+    try:
+        if article is not None and article.filename:
+            upload = read_upload(article.filename, await article.read())
+            form["article_name"], form["article_text"] = upload.filename, upload.text
+        else:
+            upload = read_upload(form["article_name"], form["article_text"].encode())
+        definition = _definition(form, weekdays, upload)
+        plan = plan_uploads(definition, [upload], guide_catalogue(site.settings.content_dir))
+        if not publish:
+            return _page(site, request, actor, form, weekdays, plan=plan_summary(plan))
+        with site.sessions.begin() as session:
+            publish_course(session, plan, [upload], content_dir=site.settings.content_dir, now=site.now())
+    except (ArticleError, CourseDefinitionError, GuideCatalogueError) as exc:
+        message = str(exc)
+        return _page(site, request, actor, form, weekdays, error=message[:1].upper() + message[1:], status=422)
+    return see_other(f"/admin/courses/{definition.slug}?published=1")
