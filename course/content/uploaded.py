@@ -13,6 +13,8 @@ A course kept as files stays the files' (`course import`); one made here is the 
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -24,11 +26,19 @@ from sqlalchemy.orm import Session
 
 from course.content.article import Article, ArticleError, article_format, parse_article
 from course.content.blocks import block_to_dict
-from course.content.definition import CourseDefinition, CourseDefinitionError, CoursePlan, plan_articles
+from course.content.definition import (
+    WEEKDAY_NAMES,
+    CourseDefinition,
+    CourseDefinitionError,
+    CoursePlan,
+    definition_from_fields,
+    plan_articles,
+)
 from course.content.guides import GuideCatalogue
 from course.content.importer import CourseImport, guide_catalogue, import_course
 from course.models import Course, CourseArticle
 
+RESERVED_SLUGS = frozenset({"new"})  # /admin/courses/new is the admin's page for a new course
 ADMIN_ORIGIN = "admin"
 FILES_ORIGIN = "files"
 MAX_ARTICLE_BYTES = 512 * 1024  # a long article is ~100 KB of Markdown; the admin's request limit is 1 MB
@@ -71,6 +81,40 @@ def plan_uploads(definition: CourseDefinition, uploads: Sequence[UploadedArticle
     if not uploads:
         raise ArticleError("no article: choose a Markdown, HTML or plain-text file")
     return plan_articles(definition, [parse_upload(upload) for upload in uploads], catalogue)
+
+
+def slug_of(title: str) -> str:
+    """A course address from its title: "Pâte à choux, step by step" -> "pate-a-choux-step-by-step"."""
+    ascii_title = unicodedata.normalize("NFKD", title).encode("ascii", "ignore").decode()
+    return re.sub(r"[^a-z0-9]+", "-", ascii_title.lower()).strip("-")[:100].rstrip("-")
+
+
+def course_fields(form: dict[str, str], weekdays: list[str]) -> dict[str, object]:
+    """The form as a course definition's keys (numbers as numbers, so the validators say what is wrong)."""
+    fields: dict[str, object] = {
+        key: form[key].strip() for key in ("title", "description", "sender_name", "sender_email", "send_time", "language")
+    }
+    for key in ("days_between_lessons", "target_words"):
+        value = form[key].strip()
+        fields[key] = int(value) if value.isdigit() else value
+    fields["weekdays"] = [day for day in weekdays if day in WEEKDAY_NAMES] or "everyday"
+    return fields
+
+
+def definition_from_form(form: dict[str, str], weekdays: list[str], upload: UploadedArticle) -> CourseDefinition:
+    """The definition a form describes (the admin's page, the API's multipart body): a blank title is
+    the article's (`form` is updated with it), a blank slug the title's."""
+    if not form["title"].strip():
+        form["title"] = parse_upload(upload).title
+    if not form["slug"].strip():
+        form["slug"] = slug_of(form["title"])
+    slug = form["slug"].strip()
+    if slug in RESERVED_SLUGS:
+        raise CourseDefinitionError(f"the slug {slug!r} is reserved: choose another")
+    target = form["target_words"].strip()
+    if target.isdigit() and not 50 <= int(target) <= 5000:
+        raise CourseDefinitionError(f"target words must be between 50 and 5,000, got {target}")
+    return definition_from_fields(slug, course_fields(form, weekdays), where="the new course")
 
 
 def plan_summary(plan: CoursePlan) -> dict[str, Any]:

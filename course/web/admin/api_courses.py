@@ -1,5 +1,6 @@
 """The admin JSON API for courses: the list, one course with its lessons and readers, and its
-funnel as JSON or CSV. Every route needs an API token with the viewer role at least."""
+funnel as JSON or CSV (viewer tokens); the split plan of an uploaded article, and publishing a
+course from one (editor tokens), on the same code as the admin's page and `course import`."""
 
 from __future__ import annotations
 
@@ -8,16 +9,21 @@ import io
 from datetime import datetime
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, HTTPException, Path, Query
-from fastapi.responses import Response
+from fastapi import APIRouter, File, Form, HTTPException, Path, Query, UploadFile
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
 from course.audience.course_stats import CourseReaders, Funnel, course_funnel, course_readers, next_sends
+from course.content.article import ArticleError
 from course.content.catalogue import find_course, list_courses, live_lessons
+from course.content.definition import CourseDefinitionError, CoursePlan
+from course.content.guides import GuideCatalogueError
+from course.content.importer import guide_catalogue
+from course.content.uploaded import UploadedArticle, definition_from_form, plan_summary, plan_uploads, publish_course, read_upload
 from course.delivery.render import course_language
 from course.models import Course
 from course.web.admin.api import ErrorOut
-from course.web.admin.auth import SiteDep, ViewerToken
+from course.web.admin.auth import EditorToken, SiteDep, ViewerToken
 from course.web.admin.courses import schedule_of
 
 _RESPONSES: dict[int | str, dict[str, object]] = {
@@ -71,6 +77,25 @@ class LessonOut(BaseModel):
 
 class CourseDetailOut(CourseOut):
     lesson_list: list[LessonOut]
+
+
+class PlanLessonOut(BaseModel):
+    position: int
+    title: str
+    source: str = Field(description="the article it comes from")
+    words: int
+    minutes: int
+    blocks: list[str] = Field(description="each block's kind: heading, paragraph, list, quote, code, table, image, rule")
+    guide_links: list[dict[str, str]] = Field(description="references found that link to a guide: text, guide key, url")
+    unmatched_references: list[str] = Field(description="references found that matched no guide")
+
+
+class PlanOut(BaseModel):
+    title: str
+    target_words: int
+    language: str
+    lessons: list[PlanLessonOut]
+    unmatched_references: list[str]
 
 
 class FunnelStepOut(BaseModel):
@@ -162,3 +187,65 @@ def get_funnel(
             headers={"content-disposition": f'attachment; filename="{slug}-funnel.csv"'},
         )  # fmt: skip
     return FunnelOut(slug=slug, steps=[FunnelStepOut(step=key, label=label, readers=value) for key, label, value in funnel.rows()])
+
+
+# --- a course from an uploaded article ------------------------------------------------------------
+
+_PLAN_ERRORS: dict[int | str, dict[str, object]] = {
+    400: {"model": ErrorOut, "description": "an article that cannot be read, or a setting refused (the message says which)"},
+    409: {"model": ErrorOut, "description": "the slug is taken by another course"},
+}
+
+
+def _refused(exc: Exception) -> JSONResponse:
+    status = 409 if "is taken by" in str(exc) else 400
+    return JSONResponse({"detail": str(exc), "fields": {}}, status_code=status)
+
+
+async def _plan(
+    site: SiteDep, article: UploadFile, form: dict[str, str], weekdays: list[str]
+) -> tuple[UploadedArticle, CoursePlan]:
+    upload = read_upload(article.filename or "", await article.read())
+    definition = definition_from_form(form, weekdays, upload)
+    return upload, plan_uploads(definition, [upload], guide_catalogue(site.settings.content_dir))
+
+
+Text = Annotated[str, Form()]
+
+
+@router.post("/plan", response_model=PlanOut, responses=_PLAN_ERRORS)
+async def plan(
+    site: SiteDep, actor: EditorToken, article: Annotated[UploadFile, File(description="a .md, .html, .htm or .txt article")],
+    target_words: Annotated[int, Form(ge=50, le=5000)] = 300, language: Text = "en",
+) -> PlanOut | JSONResponse:
+    """How the article splits into lessons at this target: titles, blocks, guide links found and
+    references that matched no guide. Nothing is saved."""
+    form = {"title": "", "slug": "", "description": "", "sender_name": "Plan", "sender_email": "plan@example.org",
+            "days_between_lessons": "1", "send_time": "09:00", "language": language, "target_words": str(target_words)}  # fmt: skip
+    try:
+        _, planned = await _plan(site, article, form, [])
+    except (ArticleError, CourseDefinitionError, GuideCatalogueError) as exc:
+        return _refused(exc)
+    return PlanOut(**plan_summary(planned))  # type: ignore[arg-type]
+
+
+@router.post("", response_model=CourseDetailOut, status_code=201, responses=_PLAN_ERRORS)
+async def publish(
+    site: SiteDep, actor: EditorToken, article: Annotated[UploadFile, File(description="a .md, .html, .htm or .txt article")],
+    sender_name: Text, sender_email: Text, slug: Text = "", title: Text = "", description: Text = "",
+    target_words: Annotated[int, Form(ge=50, le=5000)] = 300, language: Text = "en",
+    days_between_lessons: Annotated[int, Form(ge=1, le=365)] = 1, send_time: Text = "09:00",
+    weekdays: Annotated[list[str] | None, Form(description="mon … sun, repeated; none: every day")] = None,
+) -> CourseDetailOut | JSONResponse:
+    """Publish a course from the article (the plan as /plan shows it); a blank title is the
+    article's, a blank slug the title's. Readers can sign up at once."""
+    form = {"title": title, "slug": slug, "description": description, "sender_name": sender_name,
+            "sender_email": sender_email, "days_between_lessons": str(days_between_lessons), "send_time": send_time,
+            "language": language, "target_words": str(target_words)}  # fmt: skip
+    try:
+        upload, planned = await _plan(site, article, form, weekdays or [])
+        with site.sessions.begin() as session:
+            publish_course(session, planned, [upload], content_dir=site.settings.content_dir, now=site.now())
+    except (ArticleError, CourseDefinitionError, GuideCatalogueError) as exc:
+        return _refused(exc)
+    return get_one(planned.definition.slug, site, actor)

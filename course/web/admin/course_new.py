@@ -8,8 +8,6 @@ target or a setting re-plans without choosing the file again, and a refused form
 
 from __future__ import annotations
 
-import re
-import unicodedata
 from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, Request, UploadFile
@@ -17,17 +15,10 @@ from fastapi.responses import HTMLResponse, Response
 
 from course.campaigns.editor import parse_senders
 from course.content.article import ArticleError
-from course.content.definition import WEEKDAY_NAMES, CourseDefinition, CourseDefinitionError, definition_from_fields
+from course.content.definition import WEEKDAY_NAMES, CourseDefinitionError
 from course.content.guides import GuideCatalogueError
 from course.content.importer import guide_catalogue
-from course.content.uploaded import (
-    UploadedArticle,
-    parse_upload,
-    plan_summary,
-    plan_uploads,
-    publish_course,
-    read_upload,
-)
+from course.content.uploaded import definition_from_form, plan_summary, plan_uploads, publish_course, read_upload
 from course.i18n import SUPPORTED_LANGUAGES
 from course.web.admin.auth import Actor, EditorPage, SiteDep, check_csrf
 from course.web.admin.views import admin_page, see_other
@@ -35,7 +26,6 @@ from course.web.site import Site
 
 router = APIRouter(include_in_schema=False)
 TextField = Annotated[str, Form()]
-RESERVED_SLUGS = frozenset({"new"})  # /admin/courses/new is this page
 
 # The form's fields and their defaults (all text, as posted).
 DEFAULTS = {
@@ -43,39 +33,6 @@ DEFAULTS = {
     "days_between_lessons": "1", "send_time": "09:00", "language": "en", "target_words": "300",
     "article_name": "", "article_text": "",
 }  # fmt: skip
-
-
-def slug_of(title: str) -> str:
-    """A course address from its title: "Pâte à choux, step by step" -> "pate-a-choux-step-by-step"."""
-    ascii_title = unicodedata.normalize("NFKD", title).encode("ascii", "ignore").decode()
-    return re.sub(r"[^a-z0-9]+", "-", ascii_title.lower()).strip("-")[:100].rstrip("-")
-
-
-def course_fields(form: dict[str, str], weekdays: list[str]) -> dict[str, object]:
-    """The form as a course definition's keys (numbers as numbers, so the validators say what is wrong)."""
-    fields: dict[str, object] = {
-        key: form[key].strip() for key in ("title", "description", "sender_name", "sender_email", "send_time", "language")
-    }
-    for key in ("days_between_lessons", "target_words"):
-        value = form[key].strip()
-        fields[key] = int(value) if value.isdigit() else value
-    fields["weekdays"] = [day for day in weekdays if day in WEEKDAY_NAMES] or "everyday"
-    return fields
-
-
-def _definition(form: dict[str, str], weekdays: list[str], upload: UploadedArticle) -> CourseDefinition:
-    """The definition the form describes; a blank title is the article's, a blank slug the title's."""
-    if not form["title"].strip():
-        form["title"] = parse_upload(upload).title
-    if not form["slug"].strip():
-        form["slug"] = slug_of(form["title"])
-    slug = form["slug"].strip()
-    if slug in RESERVED_SLUGS:
-        raise CourseDefinitionError(f"the slug {slug!r} is reserved: choose another")
-    target = form["target_words"].strip()
-    if target.isdigit() and not 50 <= int(target) <= 5000:
-        raise CourseDefinitionError(f"target words must be between 50 and 5,000, got {target}")
-    return definition_from_fields(slug, course_fields(form, weekdays), where="the new course")
 
 
 def _page(
@@ -113,7 +70,7 @@ async def new_course_posted(
             form["article_name"], form["article_text"] = upload.filename, upload.text
         else:
             upload = read_upload(form["article_name"], form["article_text"].encode())
-        definition = _definition(form, weekdays, upload)
+        definition = definition_from_form(form, weekdays, upload)
         plan = plan_uploads(definition, [upload], guide_catalogue(site.settings.content_dir))
         if not publish:
             return _page(site, request, actor, form, weekdays, plan=plan_summary(plan))

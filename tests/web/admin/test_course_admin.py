@@ -114,3 +114,33 @@ def test_the_courses_page_and_api_show_schedule_readers_and_next_sends(web_stack
     missing = client.get("/api/admin/courses/no-such-course", headers={"Authorization": f"Bearer {token}"})
     assert missing.status_code == 404
     assert client.get("/admin/courses/no-such-course").status_code == 404
+
+
+def test_the_api_plans_an_uploaded_article_and_publishes_it(web_stack: WebStack, client: TestClient) -> None:
+    editor = {"Authorization": f"Bearer {make_token(web_stack.sessions, AdminRole.EDITOR, now=web_stack.clock.now())}"}
+    viewer = {"Authorization": f"Bearer {make_token(web_stack.sessions, AdminRole.VIEWER, now=web_stack.clock.now())}"}
+    article = "# Rye at Home\n\n" + "\n\n".join(
+        f"## Part {n}\n\n" + " ".join(f"Sentence {m} of part {n} about rye and its sour, dark crumb." for m in range(20))
+        for n in range(1, 5)
+    )
+    files = {"article": ("rye.md", article.encode(), "text/markdown")}
+    assert client.post("/api/admin/courses/plan", headers=viewer, files=files, data={"target_words": "200"}).status_code == 403
+    small = client.post("/api/admin/courses/plan", headers=editor, files=files, data={"target_words": "200"})
+    assert small.status_code == 200, small.text
+    large = client.post("/api/admin/courses/plan", headers=editor, files=files, data={"target_words": "900"})
+    assert small.json()["title"] == "Rye at Home"
+    assert len(large.json()["lessons"]) < len(small.json()["lessons"])
+    assert small.json()["lessons"][0]["title"] == "Part 1" and "paragraph" in small.json()["lessons"][0]["blocks"]
+    with web_stack.sessions() as session:
+        assert session.scalar(select(Course.id).where(Course.slug == "rye-at-home")) is None  # nothing saved
+
+    bad = client.post("/api/admin/courses/plan", headers=editor, files={"article": ("rye.doc", b"x", "application/msword")})
+    assert bad.status_code == 400 and "unknown article extension" in bad.json()["detail"]
+
+    form = {"target_words": "900", "sender_name": "Rye", "sender_email": "rye@example.org", "weekdays": ["mon", "thu"]}
+    made = client.post("/api/admin/courses", headers=editor, files=files, data=form)
+    assert made.status_code == 201, made.text
+    body = made.json()
+    assert body["slug"] == "rye-at-home" and body["lessons"] == len(large.json()["lessons"]) and body["weekdays"] == [0, 3]
+    again = client.post("/api/admin/courses", headers=editor, files=files, data=form)
+    assert again.status_code == 409 and "taken" in again.json()["detail"]
