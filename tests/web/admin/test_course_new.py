@@ -141,3 +141,69 @@ def test_a_content_folder_without_a_guide_catalogue_imports(web_stack: WebStack,
         (result,) = import_content(session, content, now=web_stack.clock.now())
     assert result.created and result.lessons_added == 1
     assert result.unmatched_references == ["our guide on feeding a starter"]
+
+
+@pytest.mark.browser
+def test_in_chromium_upload_an_html_article_plan_retarget_publish_and_a_reader_gets_lesson_one(
+    admin_live_stack: WebStack, artefacts: Path, tmp_path: Path
+) -> None:
+    from playwright.sync_api import expect
+
+    from tests.support.admin_fixtures import PASSWORD
+    from tests.support.browser import VIEWPORTS, axe_violations, chromium, new_context
+
+    stack = admin_live_stack
+    make_admin(stack.sessions, "editor@example.org", AdminRole.EDITOR, now=stack.clock.now())
+    article = tmp_path / "rye.html"
+    article.write_text(ARTICLE_HTML)
+    base = stack.settings.base_url
+    problems: list[str] = []
+    with chromium() as browser:
+        for label, viewport in VIEWPORTS.items():
+            context = new_context(browser, label)
+            page = context.new_page()
+            page.goto(f"{base}/admin/courses/new")
+            page.fill("#email", "editor@example.org")
+            page.fill("#password", PASSWORD)
+            page.click("button[type=submit]")
+            page.wait_for_selector("h1:text('New course')")
+            problems.extend(axe_violations(page, f"new-course@{label}", impacts=("serious", "critical")))
+            page.set_input_files("#article", str(article))
+            page.fill("#target_words", "150")
+            page.click("button[value=plan]")
+            page.wait_for_selector("#plan-title")
+            small = _lesson_count(page.content())
+            page.screenshot(path=artefacts / f"new-course-plan-{label}.png", full_page=True)
+            assert page.evaluate("document.documentElement.scrollWidth") <= viewport["width"], f"new course@{label}: wider than the window"
+            problems.extend(axe_violations(page, f"new-course-plan@{label}", impacts=("serious", "critical")))
+            page.fill("#target_words", "600")
+            page.click("button[value=plan]")  # the article travels with the form: no need to choose it again
+            expect(page.locator("#plan-title")).not_to_contain_text(f"The split plan: {small} lesson")
+            large = _lesson_count(page.content())
+            assert large < small
+            if label == "phone":
+                page.fill("#slug", "rye-on-the-phone")  # the desktop run published the first one
+            page.click("button[value=publish]")
+            page.wait_for_selector("text=Published: readers can sign up")
+            page.screenshot(path=artefacts / f"new-course-published-{label}.png", full_page=True)
+            problems.extend(axe_violations(page, f"new-course-published@{label}", impacts=("serious", "critical")))
+            context.close()
+
+        # A new reader signs up on the published course's page and lesson 1 arrives.
+        context = new_context(browser, "desktop")
+        page = context.new_page()
+        page.goto(f"{base}/courses/baking-rye-bread")
+        expect(page.locator("h1")).to_have_text("Baking Rye Bread")
+        page.fill("#signup-email", "ria@example.org")
+        page.fill("#signup-name", "Ria")
+        page.click("button[type=submit]")
+        expect(page.locator("h1")).to_have_text("Check your inbox")
+        (confirmation,) = stack.deliver()
+        page.goto(link_in(confirmation, "/confirm/"))
+        page.click("text=Yes, start the course")
+        expect(page.locator("h1")).to_have_text("You are in")
+        (lesson_one,) = stack.deliver()
+        assert lesson_one["Subject"].startswith(f"Lesson 1 of {large}: ")
+        assert "Hi Ria," in lesson_one.get_body(("plain",)).get_content()
+        context.close()
+    assert problems == [], "\n".join(problems)
