@@ -12,7 +12,10 @@ from pathlib import Path
 from sqlalchemy.orm import Session
 
 from course.audience.enrollment import extend_enrollments
+from course.content.definition import CoursePlan
 from course.content.importer import CourseImport, ProgressCallback, import_course, no_progress, plan_content
+from course.content.uploaded import UploadedArticle, append_article
+from course.models import Course
 
 
 def import_content(
@@ -30,3 +33,12 @@ def import_content(
         results.append(result)
         on_progress("import", done, len(plans))
     return results
+
+
+def add_article(session: Session, course: Course, upload: UploadedArticle, plan: CoursePlan, *, now: datetime) -> CourseImport:
+    """An article appended to an admin course (course.content.uploaded.append_article), and its new
+    lessons scheduled for the course's running enrollments, as `course import` does for a file."""
+    result = append_article(session, course, upload, plan, now=now)
+    if result.gained_lessons:
+        result.enrollments_extended = extend_enrollments(session, result.course_id, now=now)
+    return result

@@ -21,11 +21,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from course.content.article import Article, ArticleError, article_format, parse_article
 from course.content.blocks import block_to_dict
+from course.content.catalogue import catalogue_changed
 from course.content.definition import (
     WEEKDAY_NAMES,
     CourseDefinition,
@@ -36,7 +37,7 @@ from course.content.definition import (
 )
 from course.content.guides import GuideCatalogue
 from course.content.importer import CourseImport, guide_catalogue, import_course
-from course.models import Course, CourseArticle
+from course.models import Course, CourseArticle, Enrollment, weekday_mask
 
 RESERVED_SLUGS = frozenset({"new"})  # /admin/courses/new is the admin's page for a new course
 ADMIN_ORIGIN = "admin"
@@ -164,3 +165,91 @@ def publish_course(
     )
     session.flush()
     return result
+
+
+# --- an admin course after it is published ------------------------------------------------------
+
+
+class NotTheAdmins(CourseDefinitionError):
+    """The course is kept as files under content/: the admin only reads it."""
+
+
+def _admins(course: Course) -> None:
+    if course.origin != ADMIN_ORIGIN:
+        raise NotTheAdmins(
+            f"{course.title!r} is kept as files (content/courses/{course.slug}.toml): edit the file, then run course import"
+        )
+
+
+SETTING_KEYS = ("title", "description", "sender_name", "sender_email", "days_between_lessons", "send_time", "language")
+
+
+def course_form(course: Course) -> dict[str, str]:
+    """A course's settings as the settings form shows them."""
+    return {
+        "title": course.title, "description": course.description, "sender_name": course.sender_name,
+        "sender_email": course.sender_email, "days_between_lessons": str(course.days_between_lessons),
+        "send_time": course.send_time.strftime("%H:%M"), "language": course.language, "target_words": str(course.target_words),
+        "slug": course.slug,
+    }  # fmt: skip
+
+
+def _definition_of(course: Course, form: dict[str, str], weekdays: list[str]) -> CourseDefinition:
+    return definition_from_fields(course.slug, course_fields(form, weekdays), where=f"course {course.slug}")
+
+
+def change_settings(session: Session, course: Course, form: dict[str, str], weekdays: list[str], *, now: datetime) -> None:
+    """Title, description, sender, schedule and language of an admin course, checked as a course
+    file's keys are. The target words stay (a new target would cut the lessons anew). The schedule
+    applies to lessons scheduled from now on (new readers, resumed ones); rows already due keep their time."""
+    _admins(course)
+    definition = _definition_of(course, {**course_form(course), **{key: form.get(key, "") for key in SETTING_KEYS}}, weekdays)
+    fields = {
+        "title": definition.title, "description": definition.description, "sender_name": definition.sender_name,
+        "sender_email": definition.sender_email, "days_between_lessons": definition.days_between_lessons,
+        "send_time": definition.send_time, "weekday_mask": weekday_mask(definition.weekdays), "language": definition.language,
+    }  # fmt: skip
+    for name, value in fields.items():
+        setattr(course, name, value)
+    course.updated_at = now
+    session.flush()
+    catalogue_changed()
+
+
+def stored_uploads(session: Session, course_id: int) -> list[UploadedArticle]:
+    return [
+        UploadedArticle(article.filename, article.text)
+        for article in session.scalars(select(CourseArticle).where(CourseArticle.course_id == course_id).order_by(CourseArticle.position))
+    ]
+
+
+def plan_appended(session: Session, course: Course, upload: UploadedArticle, catalogue: GuideCatalogue) -> CoursePlan:
+    """The course's plan with `upload` after its articles: the same split as at publishing for the
+    articles it has (same target and language), so only the new article's lessons are new."""
+    _admins(course)
+    definition = _definition_of(course, course_form(course), [WEEKDAY_NAMES[day] for day in sorted(course.weekdays)])
+    return plan_uploads(definition, [*stored_uploads(session, course.id), upload], catalogue)
+
+
+def append_article(session: Session, course: Course, upload: UploadedArticle, plan: CoursePlan, *, now: datetime) -> CourseImport:
+    """Write `plan` (from plan_appended) through the importer and keep the new source. Scheduling the
+    new lessons for running enrollments is the audience's (course.audience.course_content)."""
+    _admins(course)
+    result = import_course(session, plan, now=now)
+    position = len(stored_uploads(session, course.id)) + 1
+    session.add(CourseArticle(course_id=course.id, position=position, filename=upload.filename, text=upload.text, added_at=now))
+    session.flush()
+    return result
+
+
+def delete_course(session: Session, course: Course) -> None:
+    """An admin course that nobody ever enrolled in, with its lessons and sources. One with readers
+    is kept: their enrollments and the mail they were sent are its history."""
+    _admins(course)
+    if session.scalar(select(func.count()).select_from(Enrollment).where(Enrollment.course_id == course.id)):
+        raise CourseDefinitionError(f"{course.title!r} has readers: a course with readers is kept (their history is in it)")
+    # Lessons and sources go by their foreign keys' ON DELETE CASCADE; no delivery row names a lesson
+    # of a course nobody enrolled in (a lesson test names it by a bare id, and is then not sent).
+    session.execute(delete(Course).where(Course.id == course.id))
+    session.expunge(course)
+    catalogue_changed()

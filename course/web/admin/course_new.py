@@ -18,9 +18,23 @@ from course.content.article import ArticleError
 from course.content.definition import WEEKDAY_NAMES, CourseDefinitionError
 from course.content.guides import GuideCatalogueError
 from course.content.importer import guide_catalogue
-from course.content.uploaded import definition_from_form, plan_summary, plan_uploads, publish_course, read_upload
+from course.audience.course_content import add_article
+from course.content.catalogue import find_course, live_lessons
+from course.content.uploaded import (
+    SETTING_KEYS,
+    change_settings,
+    definition_from_form,
+    delete_course,
+    plan_appended,
+    plan_summary,
+    plan_uploads,
+    publish_course,
+    read_upload,
+)
+from course.models import Course
+from course.web.admin.courses import no_such_course
 from course.i18n import SUPPORTED_LANGUAGES
-from course.web.admin.auth import Actor, EditorPage, SiteDep, check_csrf
+from course.web.admin.auth import Actor, AdminPageError, EditorPage, OwnerPage, SiteDep, check_csrf
 from course.web.admin.views import admin_page, see_other
 from course.web.site import Site
 
@@ -80,3 +94,76 @@ async def new_course_posted(
         message = str(exc)
         return _page(site, request, actor, form, weekdays, error=message[:1].upper() + message[1:], status=422)
     return see_other(f"/admin/courses/{definition.slug}?published=1")
+
+
+# --- an admin course after it is published: settings, another article, deletion -------------------
+
+
+def _admin_course(session: Any, slug: str) -> Course:
+    course = find_course(session, slug)
+    if course is None:
+        raise no_such_course(slug)
+    return course
+
+
+@router.post("/admin/courses/{slug}/settings", response_class=HTMLResponse)
+async def settings_posted(slug: str, request: Request, site: SiteDep, actor: EditorPage) -> Response:
+    """Title, description, sender, schedule and language of a course made in the admin."""
+    posted = await request.form()
+    check_csrf(site, request, str(posted.get("csrf_token", "")))
+    form = {key: str(posted.get(key, ""))[:2000] for key in SETTING_KEYS}
+    weekdays = [str(day) for day in posted.getlist("weekdays")]
+    try:
+        with site.sessions.begin() as session:
+            change_settings(session, _admin_course(session, slug), form, weekdays, now=site.now())
+    except CourseDefinitionError as exc:
+        message = str(exc)
+        raise AdminPageError(422, "Nothing was changed", message[:1].upper() + message[1:] + ".") from None
+    return see_other(f"/admin/courses/{slug}?saved=1")
+
+
+@router.post("/admin/courses/{slug}/articles", response_class=HTMLResponse)
+async def article_posted(
+    slug: str, request: Request, site: SiteDep, actor: EditorPage, article: Annotated[UploadFile | None, File()] = None,
+) -> Response:
+    """Add an article after the course's lessons: "Show the plan" first (nothing saved), then "Add"."""
+    posted = await request.form()
+    check_csrf(site, request, str(posted.get("csrf_token", "")))
+    carried = {"article_name": str(posted.get("article_name", ""))[:255], "article_text": str(posted.get("article_text", ""))[:200_000]}
+    add = posted.get("action") == "add"
+    try:
+        if article is not None and article.filename:
+            upload = read_upload(article.filename, await article.read())
+        else:
+            upload = read_upload(carried["article_name"], carried["article_text"].encode())
+        with site.sessions.begin() as session:
+            course = _admin_course(session, slug)
+            plan = plan_appended(session, course, upload, guide_catalogue(site.settings.content_dir))
+            if add:
+                result = add_article(session, course, upload, plan, now=site.now())
+                return see_other(f"/admin/courses/{slug}?added={result.lessons_added}")
+            lessons_now = len(live_lessons(session, course))
+            title = course.title
+    except (ArticleError, CourseDefinitionError, GuideCatalogueError) as exc:
+        message = str(exc)
+        raise AdminPageError(422, "Nothing was added", message[:1].upper() + message[1:] + ".") from None
+    summary = plan_summary(plan)
+    summary["lessons"] = [lesson for lesson in summary["lessons"] if lesson["position"] > lessons_now]
+    return admin_page(
+        site, request, "course_article.html", actor=actor, slug=slug, course_title=title, plan=summary,
+        article_name=upload.filename, article_text=upload.text,
+    )  # fmt: skip
+
+
+@router.post("/admin/courses/{slug}/delete", response_class=HTMLResponse)
+async def delete_posted(slug: str, request: Request, site: SiteDep, actor: OwnerPage) -> Response:
+    """An admin course nobody ever enrolled in (a course with readers keeps their history)."""
+    posted = await request.form()
+    check_csrf(site, request, str(posted.get("csrf_token", "")))
+    try:
+        with site.sessions.begin() as session:
+            delete_course(session, _admin_course(session, slug))
+    except CourseDefinitionError as exc:
+        message = str(exc)
+        raise AdminPageError(409, "Not deleted", message[:1].upper() + message[1:] + ".") from None
+    return see_other("/admin/courses")

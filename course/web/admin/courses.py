@@ -20,7 +20,8 @@ from course.delivery.compose import Composer
 from course.delivery.lesson_preview import LessonPreview, LessonTestError, preview_lesson, send_lesson_test
 from course.models import AdminRole, Course, Lesson
 from course.delivery.render import course_language
-from course.i18n import translate
+from course.content.definition import WEEKDAY_NAMES as WEEKDAY_NAMES_TOML
+from course.i18n import SUPPORTED_LANGUAGES, translate
 from course.web.admin.auth import Actor, AdminPageError, EditorPage, SiteDep, ViewerPage, check_csrf
 from course.web.admin.views import admin_page, see_other
 from course.web.security import EMAIL_VIEW_CSP
@@ -143,14 +144,18 @@ def no_such_course(slug: str) -> AdminPageError:
 
 
 @router.get("/admin/courses/{slug}", response_class=HTMLResponse)
-def course_page(slug: str, request: Request, site: SiteDep, actor: ViewerPage, published: str = "") -> HTMLResponse:
+def course_page(
+    slug: str, request: Request, site: SiteDep, actor: ViewerPage, published: str = "", saved: str = "", added: int | None = None
+) -> HTMLResponse:
     with site.sessions.begin() as session:
         page = read_course_page(site.settings.base_url.rstrip("/"), session, slug)
         if page is None:
             raise no_such_course(slug)
         return admin_page(
-            site, request, "course.html", actor=actor, page=page, chart=funnel_chart(page.funnel), published=bool(published)
-        )
+            site, request, "course.html", actor=actor, page=page, chart=funnel_chart(page.funnel),
+            published=bool(published), saved=bool(saved), added=added, can_edit=actor.may(AdminRole.EDITOR),
+            can_delete=actor.may(AdminRole.OWNER), weekday_names=WEEKDAY_NAMES_TOML, languages=SUPPORTED_LANGUAGES,
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -207,3 +207,81 @@ def test_in_chromium_upload_an_html_article_plan_retarget_publish_and_a_reader_g
         assert "Hi Ria," in lesson_one.get_body(("plain",)).get_content()
         context.close()
     assert problems == [], "\n".join(problems)
+
+
+def _publish(client: TestClient, slug: str, article_html: str = ARTICLE_HTML) -> None:
+    csrf = csrf_of(client, "/admin/courses/new")
+    form = {"csrf_token": csrf, "target_words": "600", "language": "en", "sender_name": "Rye Letter", "slug": slug,
+            "sender_email": "rye@example.org", "days_between_lessons": "1", "send_time": "09:00", "action": "publish"}  # fmt: skip
+    answer = client.post("/admin/courses/new", data=form, files={"article": ("rye.html", article_html.encode(), "text/html")}, follow_redirects=False)
+    assert answer.status_code == 303, answer.text[:2000]
+
+
+def test_an_admin_course_changes_its_settings_gains_an_article_and_a_file_course_stays_read_only(
+    web_stack: WebStack, client: TestClient
+) -> None:
+    from course.audience.enrollment import enroll, get_or_create_subscriber
+    from course.models import Delivery, DeliveryKind
+
+    make_admin(web_stack.sessions, "editor@example.org", AdminRole.EDITOR, now=web_stack.clock.now())
+    sign_in(client, "editor@example.org")
+    _publish(client, "rye")
+    with web_stack.sessions.begin() as session:
+        course = session.scalars(select(Course).where(Course.slug == "rye")).one()
+        enroll(session, get_or_create_subscriber(session, "ria@example.org", now=web_stack.clock.now()), course, now=web_stack.clock.now())
+        lessons_before = session.scalar(select(func.count()).where(Lesson.course_id == course.id))
+    csrf = csrf_of(client, "/admin/courses/rye")
+
+    changed = client.post("/admin/courses/rye/settings", data={
+        "csrf_token": csrf, "title": "Rye, Slowly", "description": "New words.", "sender_name": "Rye Letter",
+        "sender_email": "rye@example.org", "days_between_lessons": "2", "send_time": "07:30", "language": "de",
+        "weekdays": ["sat", "sun"]}, follow_redirects=False)  # fmt: skip
+    assert changed.status_code == 303
+    with web_stack.sessions() as session:
+        course = session.scalars(select(Course).where(Course.slug == "rye")).one()
+        assert (course.title, course.days_between_lessons, course.send_time.strftime("%H:%M"), course.language) == ("Rye, Slowly", 2, "07:30", "de")
+        assert course.weekdays == frozenset({5, 6})
+    refused = client.post("/admin/courses/rye/settings", data={"csrf_token": csrf, "title": "X", "sender_name": "R", "sender_email": "nope", "send_time": "09:00", "days_between_lessons": "1", "language": "en"})
+    assert refused.status_code == 422 and "sender_email" in refused.text
+
+    second = "<html><body><article><h1>More Rye</h1>" + "".join(f"<h2>Extra {n}</h2>{SECTION}" for n in range(1, 4)) + "</article></body></html>"
+    shown = client.post("/admin/courses/rye/articles", data={"csrf_token": csrf, "action": "plan"}, files={"article": ("more.html", second.encode(), "text/html")})
+    assert shown.status_code == 200 and "Extra 1" in shown.text and "Step 1" not in shown.text  # only the new lessons
+    with web_stack.sessions() as session:
+        assert session.scalar(select(func.count()).where(Lesson.course_id == course.id)) == lessons_before  # nothing saved yet
+    text = html.unescape(re.search(r'name="article_text" value="([^"]*)"', shown.text).group(1))  # type: ignore[union-attr]
+    added = client.post("/admin/courses/rye/articles", data={"csrf_token": csrf, "action": "add", "article_name": "more.html", "article_text": text}, follow_redirects=False)
+    assert added.status_code == 303 and "added=" in added.headers["location"]
+    with web_stack.sessions() as session:
+        lessons_after = session.scalar(select(func.count()).where(Lesson.course_id == course.id, Lesson.retired_at.is_(None)))
+        assert lessons_after > lessons_before
+        rows = session.scalar(select(func.count()).where(Delivery.kind == DeliveryKind.LESSON, Delivery.enrollment_id.is_not(None)))
+        assert rows == lessons_after  # Ria's enrollment got the new lessons scheduled
+        assert [a.filename for a in session.scalars(select(CourseArticle).where(CourseArticle.course_id == course.id).order_by(CourseArticle.position))] == ["rye.html", "more.html"]
+
+    kept = client.post("/admin/courses/sourdough-from-scratch/settings", data={"csrf_token": csrf, "title": "Mine now", "sender_name": "X", "sender_email": "x@example.org", "send_time": "09:00", "days_between_lessons": "1", "language": "en"})
+    assert kept.status_code == 422 and "kept as files" in kept.text
+    page = client.get("/admin/courses/sourdough-from-scratch")
+    assert "Change the settings" not in page.text and "read-only here" in page.text
+
+
+def test_an_owner_deletes_an_admin_course_nobody_enrolled_in_and_not_one_with_readers(web_stack: WebStack, client: TestClient) -> None:
+    from course.audience.enrollment import enroll, get_or_create_subscriber
+
+    make_admin(web_stack.sessions, "owner@example.org", AdminRole.OWNER, now=web_stack.clock.now())
+    sign_in(client, "owner@example.org")
+    _publish(client, "rye-one")
+    _publish(client, "rye-two")
+    with web_stack.sessions.begin() as session:
+        course = session.scalars(select(Course).where(Course.slug == "rye-two")).one()
+        enroll(session, get_or_create_subscriber(session, "ria@example.org", now=web_stack.clock.now()), course, now=web_stack.clock.now())
+    csrf = csrf_of(client, "/admin/courses/rye-one")
+    assert client.post("/admin/courses/rye-one/delete", data={"csrf_token": csrf}, follow_redirects=False).status_code == 303
+    kept = client.post("/admin/courses/rye-two/delete", data={"csrf_token": csrf})
+    assert kept.status_code == 409 and "has readers" in kept.text
+    files = client.post("/admin/courses/sourdough-from-scratch/delete", data={"csrf_token": csrf})
+    assert files.status_code == 409 and "kept as files" in files.text
+    with web_stack.sessions() as session:
+        slugs = set(session.scalars(select(Course.slug)))
+        assert "rye-one" not in slugs and {"rye-two", "sourdough-from-scratch"} <= slugs
+        assert session.scalar(select(func.count()).select_from(CourseArticle)) == 1  # rye-two's
