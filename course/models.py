@@ -186,6 +186,12 @@ class Course(Base):
     # Where it comes from (0017): "files" (content/courses/<slug>.toml, `course import`; read-only in
     # the admin) or "admin" (published from the web admin; `course import` leaves it alone).
     origin: Mapped[str] = mapped_column(String(16), default="files", server_default="files")
+    # An admin course made from a blog's feed (0017): polled by beat with a conditional GET (the
+    # validators the last answer gave), each new entry appended as an article.
+    feed_url: Mapped[str | None] = mapped_column(String(2000))
+    feed_etag: Mapped[str | None] = mapped_column(String(300))
+    feed_last_modified: Mapped[str | None] = mapped_column(String(100))
+    feed_checked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     lessons: Mapped[list[Lesson]] = relationship(back_populates="course", order_by="Lesson.position")
 
@@ -233,6 +239,7 @@ class CourseArticle(Base):
     filename: Mapped[str] = mapped_column(String(255))
     text: Mapped[str] = mapped_column(Text)
     added_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    entry_id: Mapped[str | None] = mapped_column(String(1000))  # a feed entry's id (its article came from the feed)
 
 
 class Enrollment(Base):

@@ -49,6 +49,7 @@ MAX_ARTICLE_BYTES = 512 * 1024  # a long article is ~100 KB of Markdown; the adm
 class UploadedArticle:
     filename: str  # its name says its format: .md, .markdown, .html, .htm, .txt, .text
     text: str
+    entry_id: str = ""  # a feed entry's id, when the article is one (course.content.course_feeds)
 
 
 def read_upload(filename: str, raw: bytes) -> UploadedArticle:
@@ -145,10 +146,12 @@ def plan_summary(plan: CoursePlan) -> dict[str, Any]:
 
 
 def publish_course(
-    session: Session, plan: CoursePlan, uploads: Sequence[UploadedArticle], *, content_dir: Path, now: datetime
+    session: Session, plan: CoursePlan, uploads: Sequence[UploadedArticle], *, content_dir: Path, now: datetime,
+    feed_url: str = "", feed_etag: str | None = None, feed_last_modified: str | None = None,
 ) -> CourseImport:
     """Write a new admin course: its settings and lessons (importer.import_course, as `course import`
-    does) and the uploaded sources. A slug already taken, by a course in the database or a course
+    does) and the uploaded sources (with `feed_url`, the feed entries it was made from, and the
+    validators of the answer they came in, for the polls to come). A slug already taken, by a course in the database or a course
     file under content/courses/, is refused before anything is written."""
     slug = plan.definition.slug
     if session.scalar(select(Course.id).where(Course.slug == slug)) is not None:
@@ -159,8 +162,15 @@ def publish_course(
     course = session.get(Course, result.course_id)
     assert course is not None
     course.origin = ADMIN_ORIGIN
+    if feed_url:  # a course from a feed: polled from now on, conditionally on what this fetch got
+        course.feed_url, course.feed_etag, course.feed_last_modified, course.feed_checked_at = (
+            feed_url, feed_etag, feed_last_modified, now
+        )
     session.add_all(
-        CourseArticle(course_id=course.id, position=position, filename=upload.filename, text=upload.text, added_at=now)
+        CourseArticle(
+            course_id=course.id, position=position, filename=upload.filename, text=upload.text, added_at=now,
+            entry_id=upload.entry_id or None,
+        )
         for position, upload in enumerate(uploads, start=1)
     )
     session.flush()
@@ -216,9 +226,14 @@ def change_settings(session: Session, course: Course, form: dict[str, str], week
     catalogue_changed()
 
 
+def course_articles(session: Session, course_id: int) -> list[CourseArticle]:
+    """The articles an admin course was made of, in order, with when each arrived."""
+    return list(session.scalars(select(CourseArticle).where(CourseArticle.course_id == course_id).order_by(CourseArticle.position)))
+
+
 def stored_uploads(session: Session, course_id: int) -> list[UploadedArticle]:
     return [
-        UploadedArticle(article.filename, article.text)
+        UploadedArticle(article.filename, article.text, article.entry_id or "")
         for article in session.scalars(select(CourseArticle).where(CourseArticle.course_id == course_id).order_by(CourseArticle.position))
     ]
 
@@ -237,7 +252,12 @@ def append_article(session: Session, course: Course, upload: UploadedArticle, pl
     _admins(course)
     result = import_course(session, plan, now=now)
     position = len(stored_uploads(session, course.id)) + 1
-    session.add(CourseArticle(course_id=course.id, position=position, filename=upload.filename, text=upload.text, added_at=now))
+    session.add(
+        CourseArticle(
+            course_id=course.id, position=position, filename=upload.filename, text=upload.text, added_at=now,
+            entry_id=upload.entry_id or None,
+        )
+    )
     session.flush()
     return result
 

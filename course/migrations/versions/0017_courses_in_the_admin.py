@@ -5,7 +5,10 @@
   lesson_id stays NULL, so a test is in no count of the lesson and never collides with the
   reader's own row of it.
 - courses.origin: "files" (every course so far) or "admin" (published in the web admin).
-- course_articles: the articles an admin course was published from, as uploaded.
+- courses.feed_url, feed_etag, feed_last_modified, feed_checked_at: an admin course made from a
+  blog's feed, polled with a conditional GET.
+- course_articles: the articles an admin course was published from, as uploaded (or as a feed
+  entry became one: entry_id).
 
 Revision ID: 0017
 Revises: 0014
@@ -26,6 +29,10 @@ depends_on: str | Sequence[str] | None = None
 def upgrade() -> None:
     op.add_column("deliveries", sa.Column("test_lesson_id", sa.Integer(), nullable=True))
     op.add_column("courses", sa.Column("origin", sa.String(length=16), nullable=False, server_default="files"))
+    op.add_column("courses", sa.Column("feed_url", sa.String(length=2000), nullable=True))
+    op.add_column("courses", sa.Column("feed_etag", sa.String(length=300), nullable=True))
+    op.add_column("courses", sa.Column("feed_last_modified", sa.String(length=100), nullable=True))
+    op.add_column("courses", sa.Column("feed_checked_at", sa.DateTime(timezone=True), nullable=True))
     op.create_table(
         "course_articles",
         sa.Column("id", sa.Integer(), primary_key=True),
@@ -34,11 +41,13 @@ def upgrade() -> None:
         sa.Column("filename", sa.String(length=255), nullable=False),
         sa.Column("text", sa.Text(), nullable=False),
         sa.Column("added_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("entry_id", sa.String(length=1000), nullable=True),
         sa.UniqueConstraint("course_id", "position"),
     )
 
 
 def downgrade() -> None:
     op.drop_table("course_articles")
-    op.drop_column("courses", "origin")
+    for name in ("feed_checked_at", "feed_last_modified", "feed_etag", "feed_url", "origin"):
+        op.drop_column("courses", name)
     op.drop_column("deliveries", "test_lesson_id")

@@ -12,15 +12,19 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, Request, UploadFile
 from fastapi.responses import HTMLResponse, Response
+from starlette.concurrency import run_in_threadpool
 
 from course.campaigns.editor import parse_senders
 from course.content.article import ArticleError
 from course.content.definition import WEEKDAY_NAMES, CourseDefinitionError
+from course.content.course_feeds import FeedAnswer, fetch_feed, new_entry_articles
+from course.content.feeds import FeedError
 from course.content.guides import GuideCatalogueError
 from course.content.importer import guide_catalogue
 from course.audience.course_content import add_article
 from course.content.catalogue import find_course, live_lessons
 from course.content.uploaded import (
+    UploadedArticle,
     SETTING_KEYS,
     change_settings,
     definition_from_form,
@@ -45,8 +49,17 @@ TextField = Annotated[str, Form()]
 DEFAULTS = {
     "title": "", "slug": "", "description": "", "sender_name": "", "sender_email": "",
     "days_between_lessons": "1", "send_time": "09:00", "language": "en", "target_words": "300",
-    "article_name": "", "article_text": "",
+    "article_name": "", "article_text": "", "feed_url": "",
 }  # fmt: skip
+
+
+def feed_articles(url: str) -> tuple[list[UploadedArticle], FeedAnswer]:
+    """A blog feed's entries as articles, oldest first (FeedError when it has none or cannot be read)."""
+    answer = fetch_feed(url)
+    uploads = new_entry_articles(answer.data or b"", url, "feed", set())
+    if not uploads:
+        raise FeedError(f"{url}: the feed has no entries yet")
+    return uploads, answer
 
 
 def _page(
@@ -78,19 +91,26 @@ async def new_course_posted(
     form = {key: str(posted.get(key, default))[:200_000 if key == "article_text" else 2000] for key, default in DEFAULTS.items()}
     weekdays = [str(day) for day in posted.getlist("weekdays")]
     publish = posted.get("action") == "publish"
+    feed = None
     try:
         if article is not None and article.filename:
-            upload = read_upload(article.filename, await article.read())
-            form["article_name"], form["article_text"] = upload.filename, upload.text
-        else:
-            upload = read_upload(form["article_name"], form["article_text"].encode())
-        definition = definition_from_form(form, weekdays, upload)
-        plan = plan_uploads(definition, [upload], guide_catalogue(site.settings.content_dir))
+            uploads = [read_upload(article.filename, await article.read())]
+            form["article_name"], form["article_text"], form["feed_url"] = uploads[0].filename, uploads[0].text, ""
+        elif form["article_text"] or not form["feed_url"].strip():
+            uploads = [read_upload(form["article_name"], form["article_text"].encode())]
+        else:  # a blog's feed: its entries are the articles, fetched again for each plan
+            uploads, feed = await run_in_threadpool(feed_articles, form["feed_url"].strip())
+        definition = definition_from_form(form, weekdays, uploads[0])
+        plan = plan_uploads(definition, uploads, guide_catalogue(site.settings.content_dir))
         if not publish:
             return _page(site, request, actor, form, weekdays, plan=plan_summary(plan))
         with site.sessions.begin() as session:
-            publish_course(session, plan, [upload], content_dir=site.settings.content_dir, now=site.now())
-    except (ArticleError, CourseDefinitionError, GuideCatalogueError) as exc:
+            publish_course(
+                session, plan, uploads, content_dir=site.settings.content_dir, now=site.now(),
+                feed_url=form["feed_url"].strip() if feed else "",
+                feed_etag=feed.etag if feed else None, feed_last_modified=feed.last_modified if feed else None,
+            )  # fmt: skip
+    except (ArticleError, CourseDefinitionError, GuideCatalogueError, FeedError) as exc:
         message = str(exc)
         return _page(site, request, actor, form, weekdays, error=message[:1].upper() + message[1:], status=422)
     return see_other(f"/admin/courses/{definition.slug}?published=1")

@@ -18,7 +18,8 @@ from course.audience.course_stats import CourseReaders, Funnel, NextSend, course
 from course.content.catalogue import find_course, list_courses, live_lessons
 from course.delivery.compose import Composer
 from course.delivery.lesson_preview import LessonPreview, LessonTestError, preview_lesson, send_lesson_test
-from course.models import AdminRole, Course, Lesson
+from course.content.uploaded import course_articles
+from course.models import AdminRole, Course, CourseArticle, Lesson
 from course.delivery.render import course_language
 from course.content.definition import WEEKDAY_NAMES as WEEKDAY_NAMES_TOML
 from course.i18n import SUPPORTED_LANGUAGES, translate
@@ -121,6 +122,7 @@ class CoursePage:
     readers: CourseReaders
     next_sends: list[NextSend]
     funnel: Funnel
+    articles: list[CourseArticle]  # an admin course's sources, newest feed entries last
 
 
 def read_course_page(site_base_url: str, session: Session, slug: str) -> CoursePage | None:
@@ -136,6 +138,7 @@ def read_course_page(site_base_url: str, session: Session, slug: str) -> CourseP
         readers=course_readers(session, [course.id])[course.id],
         next_sends=next_sends(session, course.id),
         funnel=course_funnel(session, course.id),
+        articles=course_articles(session, course.id),
     )
 
 
