@@ -11,12 +11,15 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, File, Form, HTTPException, Path, Query, UploadFile
 from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
 from course.audience.course_stats import CourseReaders, Funnel, course_funnel, course_readers, next_sends
 from course.content.article import ArticleError
 from course.content.catalogue import find_course, list_courses, live_lessons
 from course.content.definition import CourseDefinitionError, CoursePlan
+from course.content.course_feeds import FeedAnswer
+from course.content.feeds import FeedError
 from course.content.guides import GuideCatalogueError
 from course.content.importer import guide_catalogue
 from course.content.uploaded import UploadedArticle, definition_from_form, plan_summary, plan_uploads, publish_course, read_upload
@@ -24,6 +27,7 @@ from course.delivery.render import course_language
 from course.models import Course
 from course.web.admin.api import ErrorOut
 from course.web.admin.auth import EditorToken, SiteDep, ViewerToken
+from course.web.admin.course_new import feed_articles
 from course.web.admin.courses import schedule_of
 
 _RESPONSES: dict[int | str, dict[str, object]] = {
@@ -203,49 +207,64 @@ def _refused(exc: Exception) -> JSONResponse:
 
 
 async def _plan(
-    site: SiteDep, article: UploadFile, form: dict[str, str], weekdays: list[str]
-) -> tuple[UploadedArticle, CoursePlan]:
-    upload = read_upload(article.filename or "", await article.read())
-    definition = definition_from_form(form, weekdays, upload)
-    return upload, plan_uploads(definition, [upload], guide_catalogue(site.settings.content_dir))
+    site: SiteDep, article: UploadFile | None, feed_url: str, form: dict[str, str], weekdays: list[str]
+) -> tuple[list[UploadedArticle], FeedAnswer | None, CoursePlan]:
+    """The uploaded article, or else the feed's entries, planned with the form's settings."""
+    feed = None
+    if article is not None and article.filename:
+        uploads = [read_upload(article.filename, await article.read())]
+    elif feed_url.strip():
+        uploads, feed = await run_in_threadpool(feed_articles, feed_url.strip())
+    else:
+        raise ArticleError("no article: send an `article` file or a `feed_url`")
+    definition = definition_from_form(form, weekdays, uploads[0])
+    return uploads, feed, plan_uploads(definition, uploads, guide_catalogue(site.settings.content_dir))
 
 
 Text = Annotated[str, Form()]
 
 
+ArticleFile = Annotated[UploadFile | None, File(description="a .md, .html, .htm or .txt article (or give feed_url)")]
+FeedUrl = Annotated[str, Form(description="a blog's RSS or Atom feed, whose entries are the articles (instead of `article`)")]
+
+
 @router.post("/plan", response_model=PlanOut, responses=_PLAN_ERRORS)
 async def plan(
-    site: SiteDep, actor: EditorToken, article: Annotated[UploadFile, File(description="a .md, .html, .htm or .txt article")],
+    site: SiteDep, actor: EditorToken, article: ArticleFile = None, feed_url: FeedUrl = "",
     target_words: Annotated[int, Form(ge=50, le=5000)] = 300, language: Text = "en",
 ) -> PlanOut | JSONResponse:
-    """How the article splits into lessons at this target: titles, blocks, guide links found and
-    references that matched no guide. Nothing is saved."""
+    """How the article (or the feed's entries) splits into lessons at this target: titles, blocks,
+    guide links found and references that matched no guide. Nothing is saved."""
     form = {"title": "", "slug": "", "description": "", "sender_name": "Plan", "sender_email": "plan@example.org",
             "days_between_lessons": "1", "send_time": "09:00", "language": language, "target_words": str(target_words)}  # fmt: skip
     try:
-        _, planned = await _plan(site, article, form, [])
-    except (ArticleError, CourseDefinitionError, GuideCatalogueError) as exc:
+        _, _, planned = await _plan(site, article, feed_url, form, [])
+    except (ArticleError, CourseDefinitionError, GuideCatalogueError, FeedError) as exc:
         return _refused(exc)
     return PlanOut(**plan_summary(planned))  # type: ignore[arg-type]
 
 
 @router.post("", response_model=CourseDetailOut, status_code=201, responses=_PLAN_ERRORS)
 async def publish(
-    site: SiteDep, actor: EditorToken, article: Annotated[UploadFile, File(description="a .md, .html, .htm or .txt article")],
-    sender_name: Text, sender_email: Text, slug: Text = "", title: Text = "", description: Text = "",
+    site: SiteDep, actor: EditorToken, sender_name: Text, sender_email: Text, article: ArticleFile = None, feed_url: FeedUrl = "", slug: Text = "", title: Text = "", description: Text = "",
     target_words: Annotated[int, Form(ge=50, le=5000)] = 300, language: Text = "en",
     days_between_lessons: Annotated[int, Form(ge=1, le=365)] = 1, send_time: Text = "09:00",
     weekdays: Annotated[list[str] | None, Form(description="mon … sun, repeated; none: every day")] = None,
 ) -> CourseDetailOut | JSONResponse:
-    """Publish a course from the article (the plan as /plan shows it); a blank title is the
-    article's, a blank slug the title's. Readers can sign up at once."""
+    """Publish a course from the article or the feed (the plan as /plan shows it); a blank title is
+    the (first) article's, a blank slug the title's. Readers can sign up at once. A course from a
+    feed is polled for new entries from then on."""
     form = {"title": title, "slug": slug, "description": description, "sender_name": sender_name,
             "sender_email": sender_email, "days_between_lessons": str(days_between_lessons), "send_time": send_time,
             "language": language, "target_words": str(target_words)}  # fmt: skip
     try:
-        upload, planned = await _plan(site, article, form, weekdays or [])
+        uploads, feed, planned = await _plan(site, article, feed_url, form, weekdays or [])
         with site.sessions.begin() as session:
-            publish_course(session, planned, [upload], content_dir=site.settings.content_dir, now=site.now())
-    except (ArticleError, CourseDefinitionError, GuideCatalogueError) as exc:
+            publish_course(
+                session, planned, uploads, content_dir=site.settings.content_dir, now=site.now(),
+                feed_url=feed_url.strip() if feed else "",
+                feed_etag=feed.etag if feed else None, feed_last_modified=feed.last_modified if feed else None,
+            )  # fmt: skip
+    except (ArticleError, CourseDefinitionError, GuideCatalogueError, FeedError) as exc:
         return _refused(exc)
     return get_one(planned.definition.slug, site, actor)

@@ -130,3 +130,21 @@ def test_beat_polls_the_feeds_on_the_configured_interval(web_stack: WebStack) ->
     entry = celery_config(web_stack.settings, "memory://")["beat_schedule"]["poll-course-feeds"]
     assert entry["task"] == "course.poll_feeds" and entry["schedule"] == web_stack.settings.feed_poll_interval_seconds
     assert "course.poll_feeds" in app.tasks
+
+
+def test_the_api_plans_and_publishes_a_course_from_a_feed(web_stack: WebStack, client: TestClient, blog: FeedServer) -> None:
+    from tests.support.admin_fixtures import make_token
+
+    editor = {"Authorization": f"Bearer {make_token(web_stack.sessions, AdminRole.EDITOR, now=web_stack.clock.now())}"}
+    planned = client.post("/api/admin/courses/plan", headers=editor, data={"feed_url": blog.url})
+    assert planned.status_code == 200, planned.text
+    sources = [lesson["source"] for lesson in planned.json()["lessons"]]
+    assert sources[0].endswith("growing-tomatoes-on-a-balcony.html") and sources[-1].endswith("saving-seeds-from-your-tomatoes.html")
+    nothing = client.post("/api/admin/courses/plan", headers=editor, data={})
+    assert nothing.status_code == 400 and "feed_url" in nothing.json()["detail"]
+    made = client.post("/api/admin/courses", headers=editor, data={
+        "feed_url": blog.url, "title": "Garden", "slug": "garden", "sender_name": "G", "sender_email": "g@example.org"})  # fmt: skip
+    assert made.status_code == 201, made.text
+    assert made.json()["lessons"] == len(planned.json()["lessons"])
+    with web_stack.sessions() as session:
+        assert session.scalar(select(Course.feed_etag).where(Course.slug == "garden")) == '"v1"'
