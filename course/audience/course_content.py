@@ -10,16 +10,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from course.audience.enrollment import extend_enrollments
 from course.content.definition import CoursePlan
-from course.content.importer import CourseImport, ProgressCallback, import_course, no_progress, plan_content
+from course.content.importer import CourseImport, LessonChanges, ProgressCallback, import_course, no_progress, plan_content, planned_changes
 from course.content.course_feeds import Fetch, fetch_feed, new_entry_articles
 from course.content.guides import GuideCatalogue
 from course.content.uploaded import UploadedArticle, append_article, plan_appended, stored_uploads
-from course.models import Course
+from course.models import OPEN_DELIVERY_STATES, Course, Delivery, Enrollment, EnrollmentStatus
 
 
 def import_content(
@@ -81,3 +81,45 @@ def poll_course_feed(
 def feed_courses(session: Session) -> list[Course]:
     """The admin courses that follow a feed."""
     return list(session.scalars(select(Course).where(Course.feed_url.is_not(None)).order_by(Course.id)))
+
+
+@dataclass(frozen=True)
+class ImportPreview:
+    """`course import` of one course, before it runs: its lesson changes and the readers each touches.
+    The rule in place: nobody gets a lesson twice; an edit reaches only readers who have not
+    received that lesson; a removed lesson's unsent rows are cancelled; running readers get added ones."""
+
+    changes: LessonChanges
+    readers_getting_edits: int  # readers with an unsent row of an edited lesson
+    readers_losing_removed: int  # readers with an unsent row of a removed lesson
+    readers_getting_added: int  # active enrollments, who get the added lessons at once (paused ones when they resume)
+
+
+def preview_import(session: Session, content_dir: Path) -> list[ImportPreview]:
+    """What `course import` would change, course by course (reads only; raises as the import would)."""
+    previews = []
+    for plan in plan_content(content_dir):
+        changes = planned_changes(session, plan)
+        course_id = session.scalar(select(Course.id).where(Course.slug == plan.definition.slug))
+
+        def readers_with_open_rows(lesson_ids: tuple[int, ...]) -> int:
+            if not lesson_ids:
+                return 0
+            return session.scalar(
+                select(func.count(func.distinct(Delivery.subscriber_id))).where(
+                    Delivery.lesson_id.in_(lesson_ids), Delivery.state.in_(OPEN_DELIVERY_STATES)
+                )
+            ) or 0
+
+        running = 0
+        if course_id is not None and changes.added:
+            running = session.scalar(
+                select(func.count()).select_from(Enrollment).where(
+                    Enrollment.course_id == course_id,
+                    Enrollment.status == EnrollmentStatus.ACTIVE,
+                )
+            ) or 0
+        previews.append(
+            ImportPreview(changes, readers_with_open_rows(changes.edited_ids), readers_with_open_rows(changes.removed_ids), running)
+        )
+    return previews

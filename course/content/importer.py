@@ -162,3 +162,43 @@ def import_course(session: Session, plan: CoursePlan, *, now: datetime) -> Cours
     result.gained_lessons = appeared and not result.created
     catalogue_changed()
     return result
+
+
+@dataclass(frozen=True)
+class LessonChanges:
+    """What importing `plan` would do to its course's lessons, by position (nothing is written)."""
+
+    slug: str
+    new_course: bool
+    added: tuple[int, ...]
+    edited: tuple[int, ...]
+    removed: tuple[int, ...]
+    edited_ids: tuple[int, ...] = ()  # the stored lessons of `edited` and `removed`, for the audience's counts
+    removed_ids: tuple[int, ...] = ()
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.new_course or self.added or self.edited or self.removed)
+
+
+def planned_changes(session: Session, plan: CoursePlan) -> LessonChanges:
+    """Compare a plan with the stored lessons as import_course would: a lesson whose title or body
+    differs is edited, a position past the plan's end is removed, a new position (or a retired one
+    coming back) is added."""
+    course = session.scalars(select(Course).where(Course.slug == plan.definition.slug)).first()
+    if course is None:
+        return LessonChanges(plan.definition.slug, True, tuple(lesson.position for lesson in plan.lessons), (), ())
+    existing = {lesson.position: lesson for lesson in session.scalars(select(Lesson).where(Lesson.course_id == course.id))}
+    added, edited, edited_ids = [], [], []
+    for planned in plan.lessons:
+        lesson = existing.get(planned.position)
+        if lesson is None or lesson.retired_at is not None:
+            added.append(planned.position)
+        elif lesson.content_hash != _content_hash(planned.plan.title, lesson_body(planned).to_json()):
+            edited.append(planned.position)
+            edited_ids.append(lesson.id)
+    gone = [lesson for position, lesson in sorted(existing.items()) if position > len(plan.lessons) and lesson.retired_at is None]
+    return LessonChanges(
+        plan.definition.slug, False, tuple(added), tuple(edited), tuple(lesson.position for lesson in gone),
+        tuple(edited_ids), tuple(lesson.id for lesson in gone),
+    )  # fmt: skip

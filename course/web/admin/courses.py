@@ -14,8 +14,12 @@ from fastapi.responses import HTMLResponse, Response
 from markupsafe import escape
 from sqlalchemy.orm import Session
 
+from course.audience.course_content import preview_import
 from course.audience.course_stats import CourseReaders, Funnel, NextSend, course_funnel, course_readers, next_sends
+from course.content.article import ArticleError
 from course.content.catalogue import find_course, list_courses, live_lessons
+from course.content.definition import CourseDefinitionError
+from course.content.guides import GuideCatalogueError
 from course.delivery.compose import Composer
 from course.delivery.lesson_preview import LessonPreview, LessonTestError, preview_lesson, send_lesson_test
 from course.content.uploaded import course_articles
@@ -276,3 +280,18 @@ def lesson_test(
         )  # fmt: skip
     query = urlencode({"subscriber": preview_as[:320], "sent": test_address.strip()[:320]})
     return see_other(f"/admin/courses/{slug}/lessons/{position}?{query}")
+
+
+@router.get("/admin/courses/{slug}/import-preview", response_class=HTMLResponse)
+def import_preview(slug: str, request: Request, site: SiteDep, actor: ViewerPage) -> HTMLResponse:
+    """What `course import` would change in a course kept as files, and the readers it touches."""
+    try:
+        with site.sessions.begin() as session:
+            course = find_course(session, slug)
+            if course is None:
+                raise no_such_course(slug)
+            title = course.title
+            preview = next((p for p in preview_import(session, site.settings.content_dir) if p.changes.slug == slug), None)
+    except (ArticleError, CourseDefinitionError, GuideCatalogueError) as exc:
+        raise AdminPageError(422, "The content cannot be imported", str(exc)) from None
+    return admin_page(site, request, "import_preview.html", actor=actor, slug=slug, course_title=title, preview=preview)
