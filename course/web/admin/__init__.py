@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
-from course.web.admin import accounts, api, api_courses, campaigns, course_new, courses, editor, invitations, login, once
+from course.web.admin import accounts, api, api_courses, campaigns, course_new, courses, dashboard, editor, invitations, login, once
 from course.web.admin.auth import PASSWORD_PATH, AdminPageError, PasswordChangeRequired, SignInRequired, login_url
 from course.web.admin.times import install_filter
 from course.web.admin.views import error_page, see_other
@@ -20,7 +20,8 @@ def install(app: FastAPI) -> None:
     # course_new before courses likewise.
     for module in (login, invitations, editor, campaigns, course_new, courses, accounts, once, api):
         app.include_router(module.router)
-    app.include_router(api_courses.router)  # issue #26: courses in the admin API
+    for router in (api_courses.router, dashboard.router, dashboard.api_router):  # issue #26
+        app.include_router(router)
 
     _document_refused_input_as_400(app)
 

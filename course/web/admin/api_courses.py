@@ -13,6 +13,7 @@ from fastapi import APIRouter, File, Form, HTTPException, Path, Query, UploadFil
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
+from sqlalchemy.orm import Session
 
 from course.audience.course_stats import CourseReaders, Funnel, course_funnel, course_readers, next_sends
 from course.content.article import ArticleError
@@ -120,7 +121,7 @@ def _readers(readers: CourseReaders) -> ReadersOut:
     )  # fmt: skip
 
 
-def _course(course: Course, lesson_count: int, readers: CourseReaders, session: object) -> dict[str, object]:
+def _course(course: Course, lesson_count: int, readers: CourseReaders, session: Session) -> dict[str, object]:
     return {
         "slug": course.slug, "title": course.title, "description": course.description,
         "language": course_language(course), "lessons": lesson_count,
@@ -130,7 +131,7 @@ def _course(course: Course, lesson_count: int, readers: CourseReaders, session: 
         "readers": _readers(readers),
         "next_sends": [
             NextSendOut(lesson=due.position, title=due.title, first_due_at=due.first_due_at, readers=due.readers)
-            for due in next_sends(session, course.id)  # type: ignore[arg-type]
+            for due in next_sends(session, course.id)
         ],
     }  # fmt: skip
 
