@@ -5,10 +5,12 @@ what they brought."""
 from __future__ import annotations
 
 import logging
+from functools import partial
 
 from course.audience.course_content import feed_courses, poll_course_feed
 from course.clock import get_clock
 from course.content.article import ArticleError
+from course.content.course_feeds import fetch_feed
 from course.content.definition import CourseDefinitionError
 from course.content.feeds import FeedError
 from course.content.guides import GuideCatalogueError
@@ -36,7 +38,8 @@ def poll_feeds() -> dict[str, int]:
                 if course is None or not course.feed_url:
                     continue
                 polled = poll_course_feed(
-                    session, course, catalogue=guide_catalogue(settings.content_dir), now=get_clock(settings).now()
+                    session, course, catalogue=guide_catalogue(settings.content_dir), now=get_clock(settings).now(),
+                    fetch=partial(fetch_feed, allow_private=settings.feed_allow_private_hosts),
                 )
         except (FeedError, ArticleError, CourseDefinitionError, GuideCatalogueError) as exc:
             # Logged and left for the next poll: the course keeps what it has.

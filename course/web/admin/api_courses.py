@@ -31,12 +31,15 @@ from course.web.admin.auth import EditorToken, SiteDep, ViewerToken
 from course.web.admin.course_new import feed_articles
 from course.web.admin.courses import schedule_of
 
-_RESPONSES: dict[int | str, dict[str, object]] = {
+RESPONSES: dict[int | str, dict[str, object]] = {
+    # What any request may get before a route sees it (course.web.security), as on every admin route.
+    400: {"model": ErrorOut, "description": "a control character in the path, the query or a body field"},
+    413: {"model": ErrorOut, "description": "a body larger than the admin's limit (1 MB by default)"},
     401: {"model": ErrorOut, "description": "no valid API token"},
     403: {"model": ErrorOut, "description": "the token's role is too low"},
 }
 _NOT_FOUND: dict[int | str, dict[str, object]] = {404: {"model": ErrorOut, "description": "no such course"}}
-router = APIRouter(prefix="/api/admin/courses", tags=["admin"], responses=_RESPONSES)
+router = APIRouter(prefix="/api/admin/courses", tags=["admin"], responses=RESPONSES)
 Slug = Annotated[str, Path(min_length=1, max_length=100)]
 
 
@@ -215,7 +218,7 @@ async def _plan(
     if article is not None and article.filename:
         uploads = [read_upload(article.filename, await article.read())]
     elif feed_url.strip():
-        uploads, feed = await run_in_threadpool(feed_articles, feed_url.strip())
+        uploads, feed = await run_in_threadpool(feed_articles, feed_url.strip(), allow_private=site.settings.feed_allow_private_hosts)
     else:
         raise ArticleError("no article: send an `article` file or a `feed_url`")
     definition = definition_from_form(form, weekdays, uploads[0])

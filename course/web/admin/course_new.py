@@ -53,9 +53,9 @@ DEFAULTS = {
 }  # fmt: skip
 
 
-def feed_articles(url: str) -> tuple[list[UploadedArticle], FeedAnswer]:
+def feed_articles(url: str, *, allow_private: bool = False) -> tuple[list[UploadedArticle], FeedAnswer]:
     """A blog feed's entries as articles, oldest first (FeedError when it has none or cannot be read)."""
-    answer = fetch_feed(url)
+    answer = fetch_feed(url, allow_private=allow_private)
     uploads = new_entry_articles(answer.data or b"", url, "feed", set())
     if not uploads:
         raise FeedError(f"{url}: the feed has no entries yet")
@@ -99,7 +99,9 @@ async def new_course_posted(
         elif form["article_text"] or not form["feed_url"].strip():
             uploads = [read_upload(form["article_name"], form["article_text"].encode())]
         else:  # a blog's feed: its entries are the articles, fetched again for each plan
-            uploads, feed = await run_in_threadpool(feed_articles, form["feed_url"].strip())
+            uploads, feed = await run_in_threadpool(
+                feed_articles, form["feed_url"].strip(), allow_private=site.settings.feed_allow_private_hosts
+            )
         definition = definition_from_form(form, weekdays, uploads[0])
         plan = plan_uploads(definition, uploads, guide_catalogue(site.settings.content_dir))
         if not publish:

@@ -17,12 +17,13 @@ from course.audience.daily_figures import DailyFigures, daily_figures
 from course.campaigns.progress import CampaignSummary, campaign_summaries
 from course.health import HeartbeatStatus, describe_heartbeats, read_heartbeats
 from course.models import CampaignStatus
+from course.web.admin import api_courses
 from course.web.admin.auth import SiteDep, ViewerPage, ViewerToken
 from course.web.admin.views import admin_page
 from course.web.site import Site
 
 router = APIRouter(include_in_schema=False)
-api_router = APIRouter(prefix="/api/admin", tags=["admin"])
+api_router = APIRouter(prefix="/api/admin", tags=["admin"], responses=api_courses.RESPONSES)
 IN_FLIGHT = (CampaignStatus.SCHEDULED, CampaignStatus.SENDING, CampaignStatus.PAUSED)
 
 

@@ -6,6 +6,7 @@ schedules them for the readers taking the course; the course page shows what arr
 from __future__ import annotations
 
 import threading
+from functools import partial
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -15,11 +16,13 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from course.audience.course_content import poll_course_feed
+from course.content.course_feeds import fetch_feed
+from course.web.app import create_app
 from course.audience.enrollment import enroll, get_or_create_subscriber
 from course.content.importer import guide_catalogue
 from course.models import AdminRole, Course, CourseArticle, Delivery, DeliveryKind, Lesson
 from tests.support.admin_fixtures import csrf_of, make_admin, sign_in
-from tests.support.web_fixtures import WebStack
+from tests.support.web_fixtures import TEST_BASE_URL, WebStack
 from tests.support.web_fixtures import *  # noqa: F403
 
 FEED = (Path(__file__).resolve().parents[2] / "content" / "data" / "feeds" / "garden-rss.xml").read_text()
@@ -71,6 +74,14 @@ class FeedServer:
 
 
 @pytest.fixture
+def local_client(web_stack: WebStack) -> Iterator[TestClient]:
+    """The app allowed to fetch feeds from this machine (COURSE_FEED_ALLOW_PRIVATE_HOSTS): the test's blog is local."""
+    settings = web_stack.settings.model_copy(update={"feed_allow_private_hosts": True})
+    with TestClient(create_app(settings), base_url=TEST_BASE_URL) as test_client:
+        yield test_client
+
+
+@pytest.fixture
 def blog() -> Iterator[FeedServer]:
     server = FeedServer()
     thread = threading.Thread(target=server.httpd.serve_forever, daemon=True)
@@ -80,7 +91,8 @@ def blog() -> Iterator[FeedServer]:
     server.httpd.server_close()
 
 
-def test_a_course_from_a_feed_grows_by_itself_with_conditional_polls(web_stack: WebStack, client: TestClient, blog: FeedServer) -> None:
+def test_a_course_from_a_feed_grows_by_itself_with_conditional_polls(web_stack: WebStack, local_client: TestClient, blog: FeedServer) -> None:
+    client = local_client
     make_admin(web_stack.sessions, "editor@example.org", AdminRole.EDITOR, now=web_stack.clock.now())
     sign_in(client, "editor@example.org")
     form = {"csrf_token": csrf_of(client, "/admin/courses/new"), "feed_url": blog.url, "title": "The Small Garden", "slug": "garden",
@@ -99,7 +111,10 @@ def test_a_course_from_a_feed_grows_by_itself_with_conditional_polls(web_stack: 
     def poll() -> object:
         with web_stack.sessions.begin() as session:
             course = session.scalars(select(Course).where(Course.slug == "garden")).one()
-            return poll_course_feed(session, course, catalogue=guide_catalogue(web_stack.settings.content_dir), now=web_stack.clock.now())
+            return poll_course_feed(
+                session, course, catalogue=guide_catalogue(web_stack.settings.content_dir), now=web_stack.clock.now(),
+                fetch=partial(fetch_feed, allow_private=True),
+            )
 
     unchanged = poll()
     assert unchanged.not_modified and blog.requests[-1]["if-none-match"] == '"v1"'  # type: ignore[attr-defined]
@@ -132,7 +147,8 @@ def test_beat_polls_the_feeds_on_the_configured_interval(web_stack: WebStack) ->
     assert "course.poll_feeds" in app.tasks
 
 
-def test_the_api_plans_and_publishes_a_course_from_a_feed(web_stack: WebStack, client: TestClient, blog: FeedServer) -> None:
+def test_the_api_plans_and_publishes_a_course_from_a_feed(web_stack: WebStack, local_client: TestClient, blog: FeedServer) -> None:
+    client = local_client
     from tests.support.admin_fixtures import make_token
 
     editor = {"Authorization": f"Bearer {make_token(web_stack.sessions, AdminRole.EDITOR, now=web_stack.clock.now())}"}
@@ -148,3 +164,15 @@ def test_the_api_plans_and_publishes_a_course_from_a_feed(web_stack: WebStack, c
     assert made.json()["lessons"] == len(planned.json()["lessons"])
     with web_stack.sessions() as session:
         assert session.scalar(select(Course.feed_etag).where(Course.slug == "garden")) == '"v1"'
+
+
+def test_a_feed_on_a_private_or_local_address_is_refused_by_default(web_stack: WebStack, client: TestClient, blog: FeedServer) -> None:
+    """An editor must not make the server fetch from its own network (the metadata service, the
+    database): feeds come from public addresses unless the operator allows private ones."""
+    from tests.support.admin_fixtures import make_token
+
+    editor = {"Authorization": f"Bearer {make_token(web_stack.sessions, AdminRole.EDITOR, now=web_stack.clock.now())}"}
+    for url in (blog.url, "http://169.254.169.254/latest/meta-data/", "http://10.0.0.1/feed.xml"):
+        refused = client.post("/api/admin/courses/plan", headers=editor, data={"feed_url": url})
+        assert refused.status_code == 400 and "private or local address" in refused.json()["detail"], (url, refused.text)
+    assert blog.requests == []  # nothing was fetched
