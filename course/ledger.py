@@ -445,6 +445,16 @@ def cancel_lesson_rows(session: Session, lesson_ids: Sequence[int]) -> int:
     return _set_state(session, Delivery.lesson_id.in_(lesson_ids), OPEN_DELIVERY_STATES, DeliveryState.CANCELLED)
 
 
+def add_lesson_test(session: Session, *, lesson_id: int, subscriber_id: int | None, address: str, now: datetime) -> Delivery:
+    """Queue an editor's "send me this lesson", due now in the urgent class: the lesson composed as
+    `subscriber_id` gets it (None: a sample reader), sent to `address`. Its lesson_id is NULL (the
+    lesson is in test_lesson_id), so it is in no count of the lesson and never takes the place of
+    the reader's own row of it."""
+    return _add_urgent(
+        session, now=now, subscriber_id=subscriber_id, kind=DeliveryKind.LESSON_TEST, test_lesson_id=lesson_id, test_address=address
+    )
+
+
 def add_admin_invitation_mail(session: Session, *, invitation_id: int, address: str, now: datetime) -> Delivery:
     """Queue the mail of an admin invitation, due now in the urgent class, to `address`: it goes to
     no subscriber (subscriber_id is NULL) and carries the invitation's current sign-in link."""
@@ -592,6 +602,7 @@ class DeliveryJob:
     # The send journal's epoch when the row's previous attempt was taken over, if that attempt's
     # outcome was never recorded (a lost worker, a database away past the lease); else None.
     journal_epoch: str | None = None
+    test_lesson_id: int | None = None  # a lesson test: the lesson it shows (sent to test_address)
 
 
 @dataclass(frozen=True)
@@ -719,6 +730,7 @@ _JOB_COLUMNS = (
     Delivery.test_campaign_id,
     Delivery.test_address,
     Delivery.invitation_id,
+    Delivery.test_lesson_id,
 )
 
 
@@ -748,6 +760,7 @@ def _jobs_of(deliveries: Any, journal_epoch: Any = None) -> Select[Any]:
             c.test_address,
             c.invitation_id,
             c.journal_epoch if journal_epoch is None else journal_epoch,
+            c.test_lesson_id,
         )
         # Outer: an admin invitation's row has no subscriber.
         .outerjoin_from(deliveries, Subscriber, Subscriber.id == c.subscriber_id)
@@ -762,6 +775,9 @@ def _batch_of(session: Session, rows: Sequence[Any]) -> Batch:
         return Batch(jobs=[])
     batch = Batch(jobs=[DeliveryJob(*row) for row in rows])
     course_ids = {job.course_id for job in batch.jobs if job.course_id is not None}
+    test_lesson_ids = {job.test_lesson_id for job in batch.jobs if job.test_lesson_id is not None}
+    if test_lesson_ids:  # a lesson test has no enrollment: its course comes from its lesson
+        course_ids |= set(session.scalars(select(Lesson.course_id).where(Lesson.id.in_(test_lesson_ids))))
     if course_ids:
         batch.courses = {
             course.id: CourseHeader(
@@ -769,7 +785,7 @@ def _batch_of(session: Session, rows: Sequence[Any]) -> Batch:
             )
             for course in session.scalars(select(Course).where(Course.id.in_(course_ids)))
         }
-    lesson_ids = {job.lesson_id for job in batch.jobs if job.lesson_id is not None}
+    lesson_ids = {job.lesson_id for job in batch.jobs if job.lesson_id is not None} | test_lesson_ids
     if lesson_ids:
         batch.lessons = _lesson_contents(session, lesson_ids, batch.courses)
     campaign_ids = {job.campaign_id or job.test_campaign_id for job in batch.jobs} - {None}

@@ -86,6 +86,7 @@ class DeliveryKind(enum.StrEnum):
     TRANSACTIONAL = "transactional"  # confirmation and account mail, sent ahead of bulk
     CAMPAIGN_TEST = "campaign_test"  # an editor's test send: a campaign as one subscriber gets it, to another address
     ADMIN_INVITATION = "admin_invitation"  # an owner invited someone to the admin: no subscriber, urgent
+    LESSON_TEST = "lesson_test"  # an editor's "send me this lesson": a lesson as one reader gets it, to another address
 
 
 class DeliveryState(enum.StrEnum):
@@ -234,6 +235,15 @@ class Course(Base):
     language: Mapped[str] = mapped_column(String(8), default="en", server_default="en")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # Where it comes from (0017): "files" (content/courses/<slug>.toml, `course import`; read-only in
+    # the admin) or "admin" (published from the web admin; `course import` leaves it alone).
+    origin: Mapped[str] = mapped_column(String(16), default="files", server_default="files")
+    # An admin course made from a blog's feed (0017): polled by beat with a conditional GET (the
+    # validators the last answer gave), each new entry appended as an article.
+    feed_url: Mapped[str | None] = mapped_column(String(2000))
+    feed_etag: Mapped[str | None] = mapped_column(String(300))
+    feed_last_modified: Mapped[str | None] = mapped_column(String(100))
+    feed_checked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     lessons: Mapped[list[Lesson]] = relationship(back_populates="course", order_by="Lesson.position")
 
@@ -266,6 +276,22 @@ class Lesson(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
     course: Mapped[Course] = relationship(back_populates="lessons")
+
+
+class CourseArticle(Base):
+    """An article a course made in the admin was published from, as uploaded (0017): the source its
+    lessons were split from, kept so nothing the publisher gave is lost."""
+
+    __tablename__ = "course_articles"
+    __table_args__ = (UniqueConstraint("course_id", "position"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    course_id: Mapped[int] = mapped_column(ForeignKey("courses.id", ondelete="CASCADE"))
+    position: Mapped[int] = mapped_column(Integer)  # 1-based, in the course's order
+    filename: Mapped[str] = mapped_column(String(255))
+    text: Mapped[str] = mapped_column(Text)
+    added_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    entry_id: Mapped[str | None] = mapped_column(String(1000))  # a feed entry's id (its article came from the feed)
 
 
 class Enrollment(Base):
@@ -394,6 +420,7 @@ class Delivery(Base):
     # subscriber's. Not campaign_id, so a test is never in a campaign's counts and never takes the
     # (subscriber, campaign) slot of the real send. A bare id, like campaigns.created_by (0006).
     test_campaign_id: Mapped[int | None] = mapped_column(Integer)
+    test_lesson_id: Mapped[int | None] = mapped_column(Integer)  # a lesson test: the lesson it shows (0017)
     test_address: Mapped[str | None] = mapped_column(String(320))
     # An admin invitation's mail: the invitation whose sign-in link it carries (sent to test_address).
     # A bare id, like test_campaign_id: SQLite would copy the whole table to add a foreign key (0012).

@@ -107,6 +107,10 @@ class Settings(BaseSettings):
     # Queued signups are handled, and their confirmations handed to the priority queue, this often
     # between two dispatch runs (a reader waits for that mail).
     signup_interval_seconds: float = 1.0
+    # How often beat polls the feeds of courses made from a blog's feed (a conditional GET each).
+    feed_poll_interval_seconds: float = 3600.0
+    # Feeds given in the admin are fetched from public addresses only (no door into this network).
+    feed_allow_private_hosts: bool = False
     dispatch_batch_size: int = 1000
     dispatch_max_batches: int = 50  # per dispatcher run, so one run cannot starve the beat
     # Rows handed to workers and not yet sent, at most: keep it well under what the fleet sends in

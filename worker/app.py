@@ -31,4 +31,5 @@ app = create_app()
 import worker.tasks  # noqa: E402,F401  (registers the tasks on `app`)
 import worker.maintenance  # noqa
 import worker.campaign_tasks  # noqa: E402,F401
+import worker.feed_tasks  # noqa: E402,F401
 import worker.observability  # noqa: E402,F401  (heartbeats and metrics, through Celery signals)

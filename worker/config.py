@@ -86,6 +86,12 @@ def celery_config(settings: Settings, broker_url: str) -> dict[str, Any]:
                 "schedule": settings.signup_interval_seconds,
                 "options": {"expires": settings.signup_interval_seconds * 2},
             },
+            # Courses made from a blog's feed get its new entries as lessons (worker/feed_tasks.py).
+            "poll-course-feeds": {
+                "task": "course.poll_feeds",
+                "schedule": settings.feed_poll_interval_seconds,
+                "options": {"expires": settings.feed_poll_interval_seconds},
+            },
             # Signups never confirmed are deleted after settings.unconfirmed_retention_days.
             "purge-unconfirmed-subscribers": {
                 "task": "course.purge_unconfirmed",

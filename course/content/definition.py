@@ -17,6 +17,7 @@ Example::
     sender_email = "lessons@example.com"
     target_words = 300
     language = "en"                                  # "en", "de" or "fr": the email and page frame
+    feed = "https://blog.example.com/feed.xml"       # optional; with it, articles may be left out
 """
 
 from __future__ import annotations
@@ -24,10 +25,11 @@ from __future__ import annotations
 import datetime
 import re
 import tomllib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from course.content.article import HTML_SUFFIXES, MARKDOWN_SUFFIXES, TEXT_SUFFIXES, load_article
+from course.content.article import HTML_SUFFIXES, MARKDOWN_SUFFIXES, TEXT_SUFFIXES, Article, load_article
 from course.content.feeds import FEEDS_DIR, FeedError, feed_article_paths
 from course.content.blocks import Block, map_inline
 from course.content.guides import GuideCatalogue, Reference, find_references, link_markdown
@@ -65,6 +67,7 @@ _KNOWN_KEYS = frozenset(
         "sender_email",
         "target_words",
         "language",
+        "feed",
     }
 )
 DEFAULT_SEND_TIME = datetime.time(9, 0)
@@ -87,6 +90,9 @@ class CourseDefinition:
     sender_email: str
     target_words: int
     language: str = DEFAULT_LANGUAGE  # of the email and page frame (articles are split in their own)
+    # The blog feed whose entries `course import-feed` adds (http(s) URL); with one, `articles` may be
+    # left out, so a blog becomes a course without a first hand-written article.
+    feed: str = ""
 
 
 @dataclass(frozen=True)
@@ -140,11 +146,13 @@ def load_course_definition(path: Path) -> CourseDefinition:
             f"{path}: unknown key(s) {', '.join(unknown)}; expected some of {', '.join(sorted(_KNOWN_KEYS))}"
         )
     content_dir = path.resolve().parent.parent
+    feed = _feed(path, document)
     return CourseDefinition(
         slug=slug,
         title=_header_text(path, document, "title", required=True),
         description=_description(path, document),
-        articles=_articles(path, document, content_dir) + _feed_articles(path, slug, content_dir),
+        articles=_articles(path, document, content_dir, optional=bool(feed)) + _feed_articles(path, slug, content_dir),
+        feed=feed,
         days_between_lessons=_positive_int(path, document, "days_between_lessons", default=1),
         send_time=_send_time(path, document),
         weekdays=_weekdays(path, document),
@@ -174,9 +182,14 @@ def plan_course(definition: CourseDefinition, catalogue: GuideCatalogue) -> Cour
     lesson shows, find the guide references and write the matched ones in as links
     (:func:`link_lesson`).
     """
+    return plan_articles(definition, [load_article(article_path) for article_path in definition.articles], catalogue)
+
+
+def plan_articles(definition: CourseDefinition, articles: Sequence[Article], catalogue: GuideCatalogue) -> CoursePlan:
+    """:func:`plan_course` for articles already read (the admin's uploads): each split with the
+    definition's target in its own language, numbered on from the previous article's lessons, linked."""
     lessons: list[PlannedLesson] = []
-    for article_path in definition.articles:
-        article = load_article(article_path)
+    for article in articles:
         # Sentences and "(continued)" follow the article's own language; the course's is the frame's.
         for plan in split_article(article, definition.target_words):
             body, found = link_lesson(plan, catalogue)
@@ -186,6 +199,31 @@ def plan_course(definition: CourseDefinition, catalogue: GuideCatalogue) -> Cour
                 )
             )
     return CoursePlan(definition=definition, lessons=tuple(lessons))
+
+
+def definition_from_fields(slug: str, fields: dict[str, object], *, where: str) -> CourseDefinition:
+    """A definition from values given some other way than a course file (the admin's form), checked
+    by the same validators as a file's keys; `where` names the source in error messages. It lists no
+    article files: the caller plans the articles it holds (:func:`plan_articles`)."""
+    label = Path(where)
+    if not _SLUG.fullmatch(slug) or len(slug) > 100:
+        raise CourseDefinitionError(f"{where}: the slug {slug!r} must be lowercase letters, digits and hyphens (at most 100)")
+    unknown = sorted(set(fields) - (_KNOWN_KEYS - {"articles", "feed"}))
+    if unknown:
+        raise CourseDefinitionError(f"{where}: unknown key(s) {', '.join(unknown)}")
+    return CourseDefinition(
+        slug=slug,
+        title=_header_text(label, fields, "title", required=True),
+        description=_description(label, fields),
+        articles=(),
+        days_between_lessons=_positive_int(label, fields, "days_between_lessons", default=1),
+        send_time=_send_time(label, fields),
+        weekdays=_weekdays(label, fields),
+        sender_name=_header_text(label, fields, "sender_name", required=True),
+        sender_email=_sender_email(label, fields),
+        target_words=_positive_int(label, fields, "target_words", default=DEFAULT_TARGET_WORDS),
+        language=_language(label, fields),
+    )
 
 
 def link_lesson(plan: LessonPlan, catalogue: GuideCatalogue) -> tuple[tuple[Block, ...], tuple[Reference, ...]]:
@@ -229,10 +267,13 @@ def _description(path: Path, document: dict[str, object]) -> str:
     return value.strip()
 
 
-def _articles(path: Path, document: dict[str, object], content_dir: Path) -> tuple[Path, ...]:
+def _articles(path: Path, document: dict[str, object], content_dir: Path, *, optional: bool = False) -> tuple[Path, ...]:
+    """`optional`: the course names a feed, whose entries may be all its articles."""
     value = document.get("articles")
+    if optional and (value is None or value == []):
+        return ()
     if value is None:
-        raise CourseDefinitionError(f"{path}: missing required key 'articles'")
+        raise CourseDefinitionError(f"{path}: missing required key 'articles' (or a 'feed' whose entries are the articles)")
     if not isinstance(value, list) or not value:
         raise CourseDefinitionError(
             f"{path}: key 'articles' must be a non-empty list of paths such as \"articles/intro.md\""
@@ -264,6 +305,18 @@ def _articles(path: Path, document: dict[str, object], content_dir: Path) -> tup
             )
         resolved.append(article_path)
     return tuple(resolved)
+
+
+_FEED_URL = re.compile(r"https?://[^\s/]+\S*", re.IGNORECASE)
+
+
+def _feed(path: Path, document: dict[str, object]) -> str:
+    value = document.get("feed")
+    if value is None:
+        return ""
+    if not isinstance(value, str) or not _FEED_URL.fullmatch(value.strip()):
+        raise CourseDefinitionError(f"{path}: key 'feed' must be the blog feed's http(s) address, got {value!r}")
+    return value.strip()
 
 
 def _feed_articles(path: Path, slug: str, content_dir: Path) -> tuple[Path, ...]:

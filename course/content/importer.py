@@ -24,8 +24,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from course.content.catalogue import catalogue_changed
-from course.content.definition import CoursePlan, PlannedLesson, load_course_definitions, plan_course
-from course.content.guides import load_guides
+from course.content.definition import CourseDefinitionError, CoursePlan, PlannedLesson, load_course_definitions, plan_course
+from course.content.guides import GuideCatalogue, load_guides
 from course.content.lesson_body import LessonBody, StoredReference
 from course.ledger import cancel_lesson_rows
 from course.models import Course, Lesson, weekday_mask
@@ -59,9 +59,16 @@ def no_progress(stage: str, done: int, total: int) -> None:
     pass
 
 
+def guide_catalogue(content_dir: Path) -> GuideCatalogue:
+    """The follow-up guides of content/guides.toml; without that file, none (references are then
+    reported as matching no guide). A file that is there must be valid."""
+    path = content_dir / "guides.toml"
+    return load_guides(path) if path.exists() else GuideCatalogue(guides=())
+
+
 def plan_content(content_dir: Path, on_progress: ProgressCallback = no_progress) -> list[CoursePlan]:
     """Read and check all content; raises ArticleError, CourseDefinitionError, GuideCatalogueError."""
-    catalogue = load_guides(content_dir / "guides.toml")
+    catalogue = guide_catalogue(content_dir)
     definitions = load_course_definitions(content_dir)
     plans = []
     for done, definition in enumerate(definitions, start=1):
@@ -84,6 +91,12 @@ def import_course(session: Session, plan: CoursePlan, *, now: datetime) -> Cours
     result = CourseImport(slug=definition.slug)
     result.unmatched_references = [ref.text for ref in plan.unmatched_references]
     course = session.scalars(select(Course).where(Course.slug == definition.slug)).first()
+    if course is not None and course.origin == "admin" and definition.articles:
+        # Made in the web admin (course.content.uploaded): a course file of the same slug must not
+        # take it over. (The admin's own writes plan no article files.)
+        raise CourseDefinitionError(
+            f"course {definition.slug!r} is managed in the web admin; rename content/courses/{definition.slug}.toml"
+        )
     if course is None:
         course = Course(slug=definition.slug, created_at=now, updated_at=now)
         session.add(course)
@@ -149,3 +162,43 @@ def import_course(session: Session, plan: CoursePlan, *, now: datetime) -> Cours
     result.gained_lessons = appeared and not result.created
     catalogue_changed()
     return result
+
+
+@dataclass(frozen=True)
+class LessonChanges:
+    """What importing `plan` would do to its course's lessons, by position (nothing is written)."""
+
+    slug: str
+    new_course: bool
+    added: tuple[int, ...]
+    edited: tuple[int, ...]
+    removed: tuple[int, ...]
+    edited_ids: tuple[int, ...] = ()  # the stored lessons of `edited` and `removed`, for the audience's counts
+    removed_ids: tuple[int, ...] = ()
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.new_course or self.added or self.edited or self.removed)
+
+
+def planned_changes(session: Session, plan: CoursePlan) -> LessonChanges:
+    """Compare a plan with the stored lessons as import_course would: a lesson whose title or body
+    differs is edited, a position past the plan's end is removed, a new position (or a retired one
+    coming back) is added."""
+    course = session.scalars(select(Course).where(Course.slug == plan.definition.slug)).first()
+    if course is None:
+        return LessonChanges(plan.definition.slug, True, tuple(lesson.position for lesson in plan.lessons), (), ())
+    existing = {lesson.position: lesson for lesson in session.scalars(select(Lesson).where(Lesson.course_id == course.id))}
+    added, edited, edited_ids = [], [], []
+    for planned in plan.lessons:
+        lesson = existing.get(planned.position)
+        if lesson is None or lesson.retired_at is not None:
+            added.append(planned.position)
+        elif lesson.content_hash != _content_hash(planned.plan.title, lesson_body(planned).to_json()):
+            edited.append(planned.position)
+            edited_ids.append(lesson.id)
+    gone = [lesson for position, lesson in sorted(existing.items()) if position > len(plan.lessons) and lesson.retired_at is None]
+    return LessonChanges(
+        plan.definition.slug, False, tuple(added), tuple(edited), tuple(lesson.position for lesson in gone),
+        tuple(edited_ids), tuple(lesson.id for lesson in gone),
+    )  # fmt: skip

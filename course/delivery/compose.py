@@ -147,6 +147,8 @@ class Composer:
                 return self.campaign_test(
                     recipient, shown, job.test_address, lesson_number=batch.lesson_number(shown, job.subscriber_id)
                 )
+        if job.kind == DeliveryKind.LESSON_TEST and job.test_address and job.test_lesson_id in batch.lessons:
+            return self.lesson_test(recipient, batch.lessons[job.test_lesson_id], job.test_address)  # type: ignore[index]
         if job.kind == DeliveryKind.ADMIN_INVITATION and job.invitation_id in batch.invitations:
             return self.admin_invitation(recipient, batch.invitations[job.invitation_id])
         if (
@@ -165,22 +167,53 @@ class Composer:
         templates: TemplateCache | None = None,
         *,
         account_links_to: str | None = None,
+        preview: bool = False,
     ) -> ComposedEmail:
+        """`preview`: for the admin's lesson preview: the reader's name, but preference and
+        unsubscribe links (List-Unsubscribe included) that lead to the test-mail pages, which say
+        what the link does and act on nobody."""
         course = lesson.course
         cache = _templates(templates)
         key = ("lesson", lesson.lesson_id)
         template = cache.get(key)
         if template is None:
             template = cache[key] = self.renderer.lesson_template(course=course, lesson=lesson)
+        base_url = self.settings.base_url.rstrip("/")
         return self._compose(
             recipient,
             template,
             sender=(course.sender_name, course.sender_email),
             list_id=f"{course.title} <{course.slug}.{self.settings.list_id_domain}>",
-            unsubscribe_url=self.signer.url(LinkPurpose.UNSUBSCRIBE, recipient.subscriber_id, course.course_id),
+            unsubscribe_url=(
+                base_url + TEST_MAIL_PATHS[LinkPurpose.UNSUBSCRIBE]
+                if preview
+                else self.signer.url(LinkPurpose.UNSUBSCRIBE, recipient.subscriber_id, course.course_id)
+            ),
+            preferences_url=base_url + TEST_MAIL_PATHS[LinkPurpose.PREFERENCES] if preview else None,
+            unsubscribe_mailto="" if preview else None,
             account_links_to=account_links_to,
             language=course.language,
         )
+
+    def lesson_test(self, recipient: Recipient, lesson: LessonContent, address: str) -> ComposedEmail:
+        """An editor's "send me this lesson": the lesson as `recipient` gets it (their name), to
+        `address`, its subject marked "[Test]", its preference and unsubscribe links (List-Unsubscribe
+        included) leading to the pages that act on nobody, as a campaign test's do."""
+        course = lesson.course
+        template = self.renderer.lesson_template(course=course, lesson=lesson, test_send=True)
+        template = replace(template, subject=f"[Test] {template.subject}")
+        base_url = self.settings.base_url.rstrip("/")
+        composed = self._compose(
+            recipient,
+            template,
+            sender=(course.sender_name, course.sender_email),
+            list_id=f"{course.title} <{course.slug}.{self.settings.list_id_domain}>",
+            unsubscribe_url=base_url + TEST_MAIL_PATHS[LinkPurpose.UNSUBSCRIBE],
+            preferences_url=base_url + TEST_MAIL_PATHS[LinkPurpose.PREFERENCES],
+            unsubscribe_mailto="",  # a mail to it would act on the tester's address: none in a test
+            language=course.language,
+        )
+        return replace(composed, message=replace(composed.message, recipient_address=address))
 
     def campaign(
         self,

@@ -206,10 +206,11 @@ class Renderer:
         text = self.environment.get_template(f"email/{name}.txt").render(values)
         return Template(subject=subject, text=text, html=_ascii_html(_inliner.inline(html)))
 
-    def lesson_template(self, *, course: Any, lesson: Any) -> Template:
+    def lesson_template(self, *, course: Any, lesson: Any, test_send: bool = False) -> Template:
         """`course` has .title (and .language, English when absent); `lesson` has .position,
         .lesson_count, .title, .reading_minutes, .body (a LessonBody or its stored JSON; a body of
-        another shape raises LessonBodyError)."""
+        another shape raises LessonBodyError). A test send's footer says that its account links
+        change nothing."""
         language = course_language(course)
         body = lesson.body if isinstance(lesson.body, LessonBody) else LessonBody.from_json(lesson.body)
         # An Arabic or Hebrew lesson reads right to left inside an English (or any) frame: the HTML
@@ -238,6 +239,7 @@ class Renderer:
                 "title_dir": title_direction,
                 "body_dir": body_direction,
                 "further_reading": body.further_reading(),
+                "test_send": test_send,
             },
             language,
         )

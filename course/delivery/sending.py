@@ -255,7 +255,7 @@ class Sender:
             return _Stop.DEADLINE
         except PermanentSendError as exc:
             metrics.SMTP_REPLIES.labels(metrics.code_class(exc.code)).inc()
-            if job.kind in (DeliveryKind.CAMPAIGN_TEST, DeliveryKind.ADMIN_INVITATION):
+            if job.kind in (DeliveryKind.CAMPAIGN_TEST, DeliveryKind.LESSON_TEST, DeliveryKind.ADMIN_INVITATION):
                 # The test (or invited) address refused it: that says nothing about any subscriber.
                 log.warning("%s test address refused it: %s", _about(job), exc.reason, extra=_fields(job))
                 outcomes.attempted(Failed(job.delivery_id, f"test address refused it: {exc.reason}"))
@@ -404,6 +404,9 @@ def _still_wanted(job: DeliveryJob, batch: Batch) -> Verdict:
     if job.kind == DeliveryKind.CAMPAIGN_TEST:
         # An editor asked for it just now, for whichever campaign state: only a deleted campaign stops it.
         return Verdict.SEND if (job.test_campaign_id or 0) in batch.campaigns else Verdict.CANCEL
+    if job.kind == DeliveryKind.LESSON_TEST:
+        # An editor asked for it just now: only a deleted lesson stops it (a retired one still shows).
+        return Verdict.SEND if (job.test_lesson_id or 0) in batch.lessons else Verdict.CANCEL
     if job.kind == DeliveryKind.ADMIN_INVITATION:
         # Revoked or accepted meanwhile: its link would be dead, so it is not sent. (A re-send
         # cancels the old row; the nonce in the row's link is read now, so it is always the newest.)

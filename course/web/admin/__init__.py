@@ -9,7 +9,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
 from course.web.admin import (
-    accounts, api, api_subscribers, audit, campaigns, courses, editor, gdpr, imports, invitations, login, once, subscribers,
+    accounts, api, api_courses, api_subscribers, audit, campaigns, course_new, courses, dashboard, editor, gdpr, imports,
+    invitations, login, once, subscribers,
 )  # fmt: skip
 from course.web.admin.auth import PASSWORD_PATH, AdminPageError, PasswordChangeRequired, SignInRequired, login_url
 from course.web.admin.times import install_filter
@@ -18,14 +19,17 @@ from course.web.admin.views import error_page, see_other
 
 def install(app: FastAPI) -> None:
     install_filter(app.state.site.environment)
-    # editor before campaigns: /admin/campaigns/new must not reach /admin/campaigns/{campaign_id}.
-    for module in (login, invitations, editor, campaigns, courses, accounts, once, api):
+    # editor before campaigns: /admin/campaigns/new must not reach /admin/campaigns/{campaign_id};
+    # course_new before courses likewise.
+    for module in (login, invitations, editor, campaigns, course_new, courses, accounts, once, api):
         app.include_router(module.router)
     # Readers' data (issue #25 B). Before any /api/admin/subscribers/{id} route: "export" is no id.
     for readers_data in (imports.router, imports.api, gdpr.router, gdpr.api, audit.router, audit.api):
         app.include_router(readers_data)
     app.include_router(subscribers.router)
     app.include_router(api_subscribers.router)
+    for router in (api_courses.router, dashboard.router, dashboard.api_router):  # issue #26
+        app.include_router(router)
 
     _document_refused_input_as_400(app)
 

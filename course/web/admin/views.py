@@ -18,6 +18,7 @@ ADMIN_CSP = PAGE_CSP.replace("default-src 'none';", "default-src 'none'; connect
 
 # The navigation, in order: (path, label, what it needs)
 NAV = (
+    ("/admin/dashboard", "Dashboard", "viewer"),
     ("/admin/campaigns", "Campaigns", "viewer"),
     ("/admin/subscribers", "Subscribers", "viewer"),
     ("/admin/courses", "Courses", "viewer"),

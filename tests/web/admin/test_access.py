@@ -58,8 +58,8 @@ def admin_routes(app: FastAPI) -> list[tuple[str, str, RequirePage | RequireToke
 def _concrete(path: str) -> str:
     return (
         path.replace("{campaign_id}", "1").replace("{admin_id}", "1").replace("{token_id}", "1")
-        .replace("{invitation_id}", "1").replace("{token}", "x")
-        .replace("{import_id}", "1").replace("{subscriber_id}", "1").replace("{entry_id}", "1")
+        .replace("{invitation_id}", "1").replace("{token}", "x").replace("{slug}", "sourdough-from-scratch")
+        .replace("{position}", "1").replace("{import_id}", "1").replace("{subscriber_id}", "1").replace("{entry_id}", "1")
     )  # fmt: skip
 
 
@@ -136,7 +136,7 @@ def test_every_admin_form_refuses_a_post_without_its_csrf_field(web_stack: WebSt
         assert session.scalar(select(func.count()).select_from(Admin)) == 1
 
 
-@pytest.mark.parametrize("path", ["/admin/campaigns", "/admin/account"])
+@pytest.mark.parametrize("path", ["/admin/campaigns", "/admin/account", "/admin/courses", "/admin/courses/sourdough-from-scratch"])
 def test_viewer_pages_are_open_to_every_role(web_stack: WebStack, client: TestClient, path: str) -> None:
     make_admin(web_stack.sessions, "viewer@example.org", AdminRole.VIEWER, now=web_stack.clock.now())
     sign_in(client, "viewer@example.org")

@@ -1,6 +1,6 @@
 """The "put the signup form on your own site" snippets are for publishers, so they live in the
-admin (/admin/courses, any signed-in role), not on the course page readers see. The admin page is
-axe-clean at 1280 and 390 px."""
+admin (/admin/courses, any signed-in role), not on the course page readers see. The admin courses
+page and a course's own page are axe-clean at 1280 and 390 px."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from course.audience.enrollment import enroll, get_or_create_subscriber
+from course.content.catalogue import find_course
 from course.models import AdminRole
 from tests.support.admin_fixtures import PASSWORD, make_admin, sign_in
 from tests.support.browser import VIEWPORTS, axe_violations, chromium, new_context
@@ -39,6 +41,13 @@ def test_the_admin_lists_each_course_with_its_embed_snippets_after_sign_in(web_s
 
 @pytest.mark.browser
 def test_the_admin_courses_page_passes_axe_at_desktop_and_phone_widths(admin_live_stack: WebStack, artefacts: Path) -> None:
+    now = admin_live_stack.clock.now()
+    with admin_live_stack.sessions.begin() as session:  # readers, so the funnel has bars to draw
+        course = find_course(session, COURSE_SLUG)
+        assert course is not None
+        for name in ("ann", "bob"):
+            enroll(session, get_or_create_subscriber(session, f"{name}@example.org", now=now), course, now=now)
+    admin_live_stack.deliver()
     make_admin(admin_live_stack.sessions, "viewer@example.org", AdminRole.VIEWER, now=admin_live_stack.clock.now())
     base = admin_live_stack.settings.base_url
     problems: list[str] = []
@@ -54,5 +63,10 @@ def test_the_admin_courses_page_passes_axe_at_desktop_and_phone_widths(admin_liv
             page.screenshot(path=artefacts / f"courses-{label}.png", full_page=True)
             assert page.evaluate("document.documentElement.scrollWidth") <= viewport["width"], f"courses@{label}: wider than the window"
             problems.extend(axe_violations(page, f"courses@{label}", impacts=("serious", "critical")))
+            page.click(f"a[href='/admin/courses/{COURSE_SLUG}']")  # the course's own page: lessons and funnel
+            page.wait_for_selector("h2:text('Funnel')")
+            page.screenshot(path=artefacts / f"course-{label}.png", full_page=True)
+            assert page.evaluate("document.documentElement.scrollWidth") <= viewport["width"], f"course@{label}: wider than the window"
+            problems.extend(axe_violations(page, f"course@{label}", impacts=("serious", "critical")))
             context.close()
     assert problems == [], "\n".join(problems)

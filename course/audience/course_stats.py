@@ -1,0 +1,179 @@
+"""How a course is doing, for the admin: its readers by enrollment state, the next lesson sends due,
+and its funnel (enrolled, confirmed, received each lesson, finished, paused, unsubscribed after
+each lesson, bounced). Reads only; a handful of GROUP BY statements per course.
+
+The funnel's "unsubscribed after lesson N" is the last lesson the reader was sent before leaving
+(0: before the first lesson)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from course.models import (
+    Delivery,
+    DeliveryKind,
+    DeliveryState,
+    Enrollment,
+    EnrollmentStatus,
+    Lesson,
+    Subscriber,
+    SubscriberStatus,
+)
+
+
+@dataclass(frozen=True)
+class CourseReaders:
+    """A course's enrollments by state. `enrolled` counts every enrollment, pending ones included."""
+
+    enrolled: int = 0
+    pending: int = 0
+    active: int = 0
+    paused: int = 0
+    finished: int = 0
+    unsubscribed: int = 0
+
+    @classmethod
+    def of_counts(cls, by_status: dict[str, int]) -> CourseReaders:
+        return cls(
+            enrolled=sum(by_status.values()),
+            pending=by_status.get(EnrollmentStatus.PENDING, 0),
+            active=by_status.get(EnrollmentStatus.ACTIVE, 0),
+            paused=by_status.get(EnrollmentStatus.PAUSED, 0),
+            finished=by_status.get(EnrollmentStatus.COMPLETED, 0),
+            unsubscribed=by_status.get(EnrollmentStatus.UNSUBSCRIBED, 0),
+        )
+
+
+def course_readers(session: Session, course_ids: Sequence[int]) -> dict[int, CourseReaders]:
+    """Each course's readers by enrollment state (one GROUP BY); a course nobody joined gets zeros."""
+    by_course: dict[int, dict[str, int]] = {course_id: {} for course_id in course_ids}
+    if course_ids:
+        rows = session.execute(
+            select(Enrollment.course_id, Enrollment.status, func.count())
+            .where(Enrollment.course_id.in_(list(course_ids)))
+            .group_by(Enrollment.course_id, Enrollment.status)
+        ).all()
+        for course_id, status, count in rows:
+            by_course[course_id][status] = count
+    return {course_id: CourseReaders.of_counts(counts) for course_id, counts in by_course.items()}
+
+
+@dataclass(frozen=True)
+class NextSend:
+    """Readers waiting for one lesson: how many, and when the first of them is due."""
+
+    position: int
+    title: str
+    first_due_at: datetime
+    readers: int
+
+
+def next_sends(session: Session, course_id: int, *, limit: int = 5) -> list[NextSend]:
+    """The course's pending lesson rows grouped by lesson, soonest first (held rows are paused
+    readers', and wait for them)."""
+    rows = session.execute(
+        select(Lesson.position, Lesson.title, func.min(Delivery.due_at), func.count())
+        .join(Delivery, Delivery.lesson_id == Lesson.id)
+        .where(
+            Lesson.course_id == course_id,
+            Delivery.kind == DeliveryKind.LESSON,
+            Delivery.state.in_((DeliveryState.PENDING, DeliveryState.LEASED)),
+        )
+        .group_by(Lesson.position, Lesson.title)
+        .order_by(func.min(Delivery.due_at), Lesson.position)
+        .limit(limit)
+    ).all()
+    return [NextSend(position, title, due_at, readers) for position, title, due_at, readers in rows]
+
+
+@dataclass(frozen=True)
+class Funnel:
+    """One course's funnel. `received[n]`: readers sent lesson n (1-based, every live lesson listed);
+    `unsubscribed_after[n]`: readers who left after lesson n was the last they were sent (0: none)."""
+
+    lesson_titles: dict[int, str]
+    enrolled: int
+    confirmed: int
+    received: dict[int, int]
+    finished: int
+    paused: int
+    unsubscribed_after: dict[int, int] = field(default_factory=dict)
+    bounced: int = 0
+
+    @property
+    def unsubscribed(self) -> int:
+        return sum(self.unsubscribed_after.values())
+
+    def rows(self) -> list[tuple[str, str, int]]:
+        """The funnel as (step key, label, readers) rows, in order: what the table, the chart and
+        the CSV all show."""
+        rows = [("enrolled", "Enrolled", self.enrolled), ("confirmed", "Confirmed", self.confirmed)]
+        rows += [
+            (f"received_{n}", f"Received lesson {n}: {self.lesson_titles[n]}", self.received.get(n, 0))
+            for n in sorted(self.lesson_titles)
+        ]
+        rows += [("finished", "Finished", self.finished), ("paused", "Paused now", self.paused)]
+        rows += [
+            (f"unsubscribed_after_{n}", f"Unsubscribed after lesson {n}" if n else "Unsubscribed before lesson 1", count)
+            for n, count in sorted(self.unsubscribed_after.items())
+        ]
+        rows.append(("bounced", "Bounced", self.bounced))
+        return rows
+
+
+def course_funnel(session: Session, course_id: int) -> Funnel:
+    """1. Enrollments by state (pending ones are not confirmed).
+    2. Lesson rows sent, per lesson position.
+    3. For each unsubscribed enrollment, the highest lesson position it was sent.
+    4. Enrollees whose address bounced."""
+    titles = dict(
+        session.execute(
+            select(Lesson.position, Lesson.title)
+            .where(Lesson.course_id == course_id, Lesson.retired_at.is_(None))
+            .order_by(Lesson.position)
+        ).all()
+    )
+    readers = course_readers(session, [course_id])[course_id]
+    sent = dict(
+        session.execute(
+            select(Lesson.position, func.count())
+            .join(Delivery, Delivery.lesson_id == Lesson.id)
+            .where(Lesson.course_id == course_id, Delivery.kind == DeliveryKind.LESSON, Delivery.state == DeliveryState.SENT)
+            .group_by(Lesson.position)
+        ).all()
+    )
+    last_sent = (
+        select(func.max(Lesson.position))
+        .join(Delivery, Delivery.lesson_id == Lesson.id)
+        .where(Delivery.enrollment_id == Enrollment.id, Delivery.state == DeliveryState.SENT)
+        .correlate(Enrollment)
+        .scalar_subquery()
+    )
+    left = Counter(
+        position or 0
+        for position in session.scalars(
+            select(last_sent).where(Enrollment.course_id == course_id, Enrollment.status == EnrollmentStatus.UNSUBSCRIBED)
+        )
+    )
+    bounced = session.scalar(
+        select(func.count())
+        .select_from(Enrollment)
+        .join(Subscriber, Subscriber.id == Enrollment.subscriber_id)
+        .where(Enrollment.course_id == course_id, Subscriber.status == SubscriberStatus.BOUNCED)
+    )
+    return Funnel(
+        lesson_titles=titles,
+        enrolled=readers.enrolled,
+        confirmed=readers.enrolled - readers.pending,
+        received={position: sent.get(position, 0) for position in titles},
+        finished=readers.finished,
+        paused=readers.paused,
+        unsubscribed_after=dict(left),
+        bounced=bounced or 0,
+    )

@@ -1,0 +1,111 @@
+"""The admin's dashboard (/admin/dashboard) and its JSON (/api/admin/dashboard): signups,
+confirmations, unsubscribes and bounces per day over 90 days (a server-side SVG chart and a table),
+deliveries per day by state, campaigns in flight with their progress, the workers' and the
+dispatcher's heartbeats, and what needs attention (failed deliveries, a stale heartbeat)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse
+from pydantic import BaseModel
+
+from course.audience.daily_figures import DailyFigures, daily_figures
+from course.campaigns.progress import CampaignSummary, campaign_summaries
+from course.ops.health import HeartbeatStatus, describe_heartbeats, read_heartbeats
+from course.models import CampaignStatus
+from course.web.admin import api_courses
+from course.web.admin.auth import SiteDep, ViewerPage, ViewerToken
+from course.web.admin.views import admin_page
+from course.web.site import Site
+
+router = APIRouter(include_in_schema=False)
+api_router = APIRouter(prefix="/api/admin", tags=["admin"], responses=api_courses.RESPONSES)
+IN_FLIGHT = (CampaignStatus.SCHEDULED, CampaignStatus.SENDING, CampaignStatus.PAUSED)
+
+
+@dataclass(frozen=True)
+class Dashboard:
+    figures: DailyFigures
+    campaigns: list[CampaignSummary]
+    heartbeats: list[HeartbeatStatus]
+
+    @property
+    def attention(self) -> list[str]:
+        notes = [status.line for status in self.heartbeats if status.stale]
+        if self.figures.failed_deliveries:
+            notes.append(
+                f"{self.figures.failed_deliveries:,} deliveries failed in the last {len(self.figures.days)} days"
+                " (course retry-failed sends them again)"
+            )
+        return notes
+
+
+def read_dashboard(site: Site) -> Dashboard:
+    with site.sessions.begin() as session:
+        figures = daily_figures(session, now=site.now())
+        campaigns = [s for s in campaign_summaries(session, now=site.now()) if s.campaign.status in IN_FLIGHT]
+        heartbeats = describe_heartbeats(read_heartbeats(session), now=datetime.now(UTC), settings=site.settings)
+        session.expunge_all()
+    return Dashboard(figures, campaigns, heartbeats)
+
+
+@dataclass(frozen=True)
+class DayBars:
+    """Signups per day as bars of an SVG drawn on the server (no script; the CSP is unchanged)."""
+
+    width: int
+    height: int
+    bars: list[tuple[int, int, int, date, int]]  # x, y, height, day, value
+
+
+def day_bars(days: list[date], values: list[int], *, bar_width: int = 6, height: int = 120) -> DayBars:
+    tallest = max(values, default=0) or 1
+    bars = []
+    for index, (day, value) in enumerate(zip(days, values, strict=True)):
+        bar_height = round(value / tallest * (height - 4))
+        bars.append((index * bar_width, height - bar_height, bar_height, day, value))
+    return DayBars(width=len(days) * bar_width, height=height, bars=bars)
+
+
+@router.get("/admin/dashboard", response_class=HTMLResponse)
+def dashboard_page(request: Request, site: SiteDep, actor: ViewerPage) -> HTMLResponse:
+    board = read_dashboard(site)
+    figures = board.figures
+    recent = [  # the table: the last 14 days, newest first (the chart has all 90)
+        (figures.days[i], {name: values[i] for name, values in figures.series.items()})
+        for i in range(len(figures.days) - 1, max(len(figures.days) - 15, -1), -1)
+    ]
+    return admin_page(
+        site, request, "dashboard.html", actor=actor, board=board, recent=recent, totals=figures.totals(),
+        signups_chart=day_bars(figures.days, figures.series["signups"]),
+    )  # fmt: skip
+
+
+class DashboardOut(BaseModel):
+    days: list[date]
+    series: dict[str, list[int]]
+    campaigns_in_flight: list[dict[str, Any]]
+    heartbeats: list[dict[str, Any]]
+    attention: list[str]
+
+
+@api_router.get("/dashboard", response_model=DashboardOut)
+def dashboard_json(site: SiteDep, actor: ViewerToken) -> DashboardOut:
+    """The dashboard's figures: per day over 90 days (signups, confirmations, unsubscribes, bounces,
+    deliveries sent, failed, bounced), campaigns in flight, heartbeats and what needs attention."""
+    board = read_dashboard(site)
+    return DashboardOut(
+        days=board.figures.days,
+        series=board.figures.series,
+        campaigns_in_flight=[
+            {"id": s.campaign.id, "name": s.campaign.name, "status": s.campaign.status, "total": s.progress.total,
+             "sent": s.progress.sent, "remaining": s.progress.remaining}  # fmt: skip
+            for s in board.campaigns
+        ],
+        heartbeats=[{"component": h.component, "last_seen": h.last_seen, "stale": h.stale, "line": h.line} for h in board.heartbeats],
+        attention=board.attention,
+    )
