@@ -12,7 +12,7 @@ The subscriber side's:  lesson_rows, next_pending_due, schedule_lesson_rows, add
                         anonymise_subscriber_rows (erasure)
 The campaign lifecycle's: add_campaign_test, fan_out_campaign_rows, hold_campaign_rows,
                         release_campaign_rows, cancel_campaign_rows
-Content's and admin accounts': cancel_lesson_rows, add_admin_invitation_mail, cancel_invitation_rows
+Content's and admin accounts': cancel_lesson_rows, add_lesson_test, add_admin_invitation_mail, cancel_invitation_rows
 The dispatcher's:       Claim, count_in_flight, claim_due, fail_exhausted_leases
 The sender's:           DeliveryJob, CourseHeader, LessonContent, CampaignContent, InvitationContent,
                         Batch, take_over, Outcome, Settled, record, message_id_for
@@ -599,10 +599,10 @@ class DeliveryJob:
     test_campaign_id: int | None = None  # a test send: the campaign it shows
     test_address: str | None = None  # and where it goes instead of `email` (an invitation: its only address)
     invitation_id: int | None = None  # an admin invitation's mail: which invitation
+    test_lesson_id: int | None = None  # a lesson test: the lesson it shows (sent to test_address)
     # The send journal's epoch when the row's previous attempt was taken over, if that attempt's
     # outcome was never recorded (a lost worker, a database away past the lease); else None.
     journal_epoch: str | None = None
-    test_lesson_id: int | None = None  # a lesson test: the lesson it shows (sent to test_address)
 
 
 @dataclass(frozen=True)
@@ -759,8 +759,8 @@ def _jobs_of(deliveries: Any, journal_epoch: Any = None) -> Select[Any]:
             c.test_campaign_id,
             c.test_address,
             c.invitation_id,
-            c.journal_epoch if journal_epoch is None else journal_epoch,
             c.test_lesson_id,
+            c.journal_epoch if journal_epoch is None else journal_epoch,  # last: take_over's SQLite path replaces it
         )
         # Outer: an admin invitation's row has no subscriber.
         .outerjoin_from(deliveries, Subscriber, Subscriber.id == c.subscriber_id)

@@ -89,7 +89,7 @@ def test_mail_preferences(request: Request, site: SiteDep) -> HTMLResponse:
 
 
 # What the page shows: what readers get to read (account mail and invitations are not for sharing).
-VIEWABLE = (DeliveryKind.LESSON, DeliveryKind.CAMPAIGN, DeliveryKind.CAMPAIGN_TEST)
+VIEWABLE = (DeliveryKind.LESSON, DeliveryKind.CAMPAIGN, DeliveryKind.CAMPAIGN_TEST, DeliveryKind.LESSON_TEST)
 
 
 @router.get("/view/{token}", response_class=HTMLResponse)

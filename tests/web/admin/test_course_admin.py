@@ -47,7 +47,7 @@ def _run_the_course(stack: WebStack) -> int:
     with stack.sessions.begin() as session:
         course = _course(session)
         unsubscribe(session, find_subscriber(session, "bob@example.org"), course_id=course.id, now=stack.clock.now())  # type: ignore[arg-type]
-        pause(session, _enrollment(session, "dan@example.org"))
+        pause(session, _enrollment(session, "dan@example.org"), now=stack.clock.now())
         suppress(session, [find_subscriber(session, "eve@example.org").id], now=stack.clock.now())  # type: ignore[union-attr]
     for _ in range(3 * lessons):  # weekdays only: walk long enough for Ann to finish
         stack.clock.advance(timedelta(days=1))
@@ -91,7 +91,7 @@ def test_the_courses_page_and_api_show_schedule_readers_and_next_sends(web_stack
         course = _course(session)
         for name in ("ann", "bob", "dan"):
             enroll(session, get_or_create_subscriber(session, f"{name}@example.org", now=now), course, now=now)
-        pause(session, _enrollment(session, "dan@example.org"))
+        pause(session, _enrollment(session, "dan@example.org"), now=now)
     web_stack.deliver()  # lesson 1 to Ann and Bob; lesson 2 is due for both next
 
     make_admin(web_stack.sessions, "viewer@example.org", AdminRole.VIEWER, now=now)

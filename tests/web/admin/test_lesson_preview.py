@@ -110,6 +110,10 @@ def test_send_me_this_lesson_goes_ahead_of_bulk_mail_in_no_count_and_acts_on_nob
         assert session.scalar(select(Delivery.state).where(Delivery.kind == DeliveryKind.LESSON_TEST)) == "sent"
     token_page = client.get(f"/admin/courses/{COURSE_SLUG}")
     assert '<td data-label="Received" class="num">0</td>' in token_page.text  # lesson 2: the test is in no count
+    # Its "View in browser" shows it as sent, greeting nobody.
+    (view,) = [link for link in links if "/view/" in link]
+    shown = TestClient(client.app).get(urlsplit(view).path)
+    assert shown.status_code == 200 and "Flour, Water and a Jar" in shown.text and "Hi Ann" not in shown.text
 
 
 @pytest.mark.browser
