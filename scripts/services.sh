@@ -62,6 +62,8 @@ if [[ ! -x /usr/bin/chromium ]]; then
     # A Recommends of chromium we skip below; without any font, pages render as empty boxes.
     missing_packages+=(fonts-liberation)
 fi
+# Japanese and Chinese lessons are screenshotted in Chromium: without a CJK font they are empty boxes.
+dpkg -s fonts-noto-cjk >/dev/null 2>&1 || need_package fonts-noto-cjk "CJK lessons in the browser screenshots"
 postgres_server_installed || need_package postgresql "PostgreSQL tests"
 command -v redis-server >/dev/null 2>&1 || need_package redis-server "Redis tests"
 
