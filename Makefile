@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench soak services venv clean lock
+.PHONY: run test bench faults soak services venv clean lock
 
 run: $(STAMP)
 	$(BIN)/course run --day-seconds 10 $(ARGS)
@@ -14,6 +14,10 @@ test: $(STAMP) services
 
 bench: $(STAMP) services
 	$(BIN)/course bench
+
+# Every fault scenario, the slow double faults (Redis with a worker or the database) included.
+faults: $(STAMP) services
+	$(BIN)/pytest tests/faults -m fault
 
 # Not in CI: >= 50,000 deliveries under random faults for >= 10 minutes, then the audit (docs/reliability.md).
 soak: $(STAMP) services

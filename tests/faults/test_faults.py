@@ -9,7 +9,8 @@ processes; two for a killed worker). Every message the relay accepts is noted at
 journal, so the outcome groups not yet written when a worker dies or the database goes away are
 settled as sent by whoever takes their rows over, not sent again (docs/reliability.md).
 
-`pytest -m "not fault"` leaves the suite out; `make soak` runs it big (tests/faults/measure.py)."""
+`pytest -m "not fault"` leaves the suite out; `make faults` runs every scenario, the slow double
+faults included; `make soak` runs it big (tests/faults/measure.py)."""
 
 from __future__ import annotations
 
@@ -62,7 +63,12 @@ def postgres_cluster() -> Iterator[PostgresCluster]:
     cluster.destroy()
 
 
-@pytest.mark.parametrize("name", list(BOUNDS))
+# The double faults take 40-60 s each: the suite keeps the volatile worker kill (the case issue #24
+# measured at 511 duplicates); `make faults` runs the other three with everything else.
+SLOW = ("redis-and-worker-sigkill-aof", "redis-sigkill-pg-down-30s-aof", "redis-sigkill-pg-down-30s-volatile")
+
+
+@pytest.mark.parametrize("name", [pytest.param(name, marks=pytest.mark.slow) if name in SLOW else name for name in BOUNDS])
 def test_fault(name: str, postgres_cluster: PostgresCluster, tmp_path: Path) -> None:
     scenario = BY_NAME[name]
     with FaultStack(tmp_path / "stack", rows=ROWS, postgres=postgres_cluster, redis_persistent=scenario.redis_persistent) as stack:
