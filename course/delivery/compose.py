@@ -178,19 +178,15 @@ class Composer:
         template = cache.get(key)
         if template is None:
             template = cache[key] = self.renderer.lesson_template(course=course, lesson=lesson)
-        base_url = self.settings.base_url.rstrip("/")
         return self._compose(
             recipient,
             template,
             sender=(course.sender_name, course.sender_email),
             list_id=f"{course.title} <{course.slug}.{self.settings.list_id_domain}>",
-            unsubscribe_url=(
-                base_url + TEST_MAIL_PATHS[LinkPurpose.UNSUBSCRIBE]
-                if preview
-                else self.signer.url(LinkPurpose.UNSUBSCRIBE, recipient.subscriber_id, course.course_id)
+            **self._account_links(
+                acting_on_nobody=preview,
+                unsubscribe_url=self.signer.url(LinkPurpose.UNSUBSCRIBE, recipient.subscriber_id, course.course_id),
             ),
-            preferences_url=base_url + TEST_MAIL_PATHS[LinkPurpose.PREFERENCES] if preview else None,
-            unsubscribe_mailto="" if preview else None,
             account_links_to=account_links_to,
             language=course.language,
         )
@@ -202,15 +198,12 @@ class Composer:
         course = lesson.course
         template = self.renderer.lesson_template(course=course, lesson=lesson, test_send=True)
         template = replace(template, subject=f"[Test] {template.subject}")
-        base_url = self.settings.base_url.rstrip("/")
         composed = self._compose(
             recipient,
             template,
             sender=(course.sender_name, course.sender_email),
             list_id=f"{course.title} <{course.slug}.{self.settings.list_id_domain}>",
-            unsubscribe_url=base_url + TEST_MAIL_PATHS[LinkPurpose.UNSUBSCRIBE],
-            preferences_url=base_url + TEST_MAIL_PATHS[LinkPurpose.PREFERENCES],
-            unsubscribe_mailto="",  # a mail to it would act on the tester's address: none in a test
+            **self._account_links(acting_on_nobody=True),
             language=course.language,
         )
         return replace(composed, message=replace(composed.message, recipient_address=address))
@@ -246,13 +239,9 @@ class Composer:
             template,
             sender=(campaign.sender_name, campaign.sender_email),
             list_id=f"{campaign.sender_name} <newsletter.{self.settings.list_id_domain}>",
-            unsubscribe_url=(
-                self.settings.base_url.rstrip("/") + TEST_MAIL_PATHS[LinkPurpose.UNSUBSCRIBE]
-                if preview
-                else self.signer.url(LinkPurpose.UNSUBSCRIBE, recipient.subscriber_id, None)
+            **self._account_links(
+                acting_on_nobody=preview, unsubscribe_url=self.signer.url(LinkPurpose.UNSUBSCRIBE, recipient.subscriber_id, None)
             ),
-            preferences_url=self.settings.base_url.rstrip("/") + TEST_MAIL_PATHS[LinkPurpose.PREFERENCES] if preview else None,
-            unsubscribe_mailto="" if preview else None,
             account_links_to=account_links_to,
             language=self.settings.site_language,
             merge_values=_merge_values(template, recipient, campaign, lesson_number),
@@ -273,15 +262,12 @@ class Composer:
             language=self.settings.site_language,
             test_send=True,
         )
-        base_url = self.settings.base_url.rstrip("/")
         composed = self._compose(
             recipient,
             template,
             sender=(campaign.sender_name, campaign.sender_email),
             list_id=f"{campaign.sender_name} <newsletter.{self.settings.list_id_domain}>",
-            unsubscribe_url=base_url + TEST_MAIL_PATHS[LinkPurpose.UNSUBSCRIBE],
-            preferences_url=base_url + TEST_MAIL_PATHS[LinkPurpose.PREFERENCES],
-            unsubscribe_mailto="",  # a mail to it would act on the tester's address: none in a test
+            **self._account_links(acting_on_nobody=True),
             language=self.settings.site_language,
             merge_values=_merge_values(template, recipient, campaign, lesson_number),
         )
@@ -355,6 +341,20 @@ class Composer:
         )
 
     # --- shared by every kind ------------------------------------------------------------------
+
+    def _account_links(self, *, acting_on_nobody: bool, unsubscribe_url: str = "") -> dict[str, str]:
+        """A mail's account links for _compose: the reader's signed unsubscribe link (their
+        preference link and the settings' mailto follow in _compose); or, for a test send or an
+        admin's preview, the test-mail pages, which say what the link does and act on nobody, and
+        no mailto (a mail to it would act on whoever sends it)."""
+        if not acting_on_nobody:
+            return {"unsubscribe_url": unsubscribe_url}
+        base_url = self.settings.base_url.rstrip("/")
+        return {
+            "unsubscribe_url": base_url + TEST_MAIL_PATHS[LinkPurpose.UNSUBSCRIBE],
+            "preferences_url": base_url + TEST_MAIL_PATHS[LinkPurpose.PREFERENCES],
+            "unsubscribe_mailto": "",
+        }
 
     def _compose(
         self,
