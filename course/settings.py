@@ -92,6 +92,22 @@ class Settings(BaseSettings):
     # many within bounce_soft_window_days (course/bounces/record.py); a hard bounce at once.
     bounce_soft_threshold: int = Field(3, ge=1)
     bounce_soft_window_days: int = Field(30, ge=1)
+    # The bounce mailbox, read over IMAP with TLS (course/bounces/imap.py) by `course bounces poll`
+    # and by beat every bounce_poll_interval_seconds. Empty host: no mailbox (webhooks and
+    # `--folder` still work). tls "tls" is implicit TLS (port 993), "starttls" upgrades port 143;
+    # there is no clear-text mode. A processed message is moved to bounce_imap_done_folder (created
+    # when missing); empty, it is deleted instead.
+    bounce_imap_host: str = ""
+    bounce_imap_port: int = Field(993, ge=1, le=65535)
+    bounce_imap_user: str = ""
+    bounce_imap_password: str = ""
+    bounce_imap_folder: str = "INBOX"
+    bounce_imap_done_folder: str = "Processed"
+    bounce_imap_tls: Literal["tls", "starttls"] = "tls"
+    bounce_imap_ca_file: str = ""  # a PEM file of CAs to trust instead of the system's (a private CA)
+    bounce_imap_timeout_seconds: float = Field(30.0, gt=0)
+    bounce_imap_batch: int = Field(500, ge=1)  # messages per poll at most; the rest wait for the next
+    bounce_poll_interval_seconds: float = Field(300.0, gt=0)
     # DKIM (course/delivery/dkim.py), per From domain, as JSON:
     # {"example.org": {"selector": "2026a", "private_key_file": "/etc/course/dkim/2026a.pem"}}.
     # A domain not listed is sent unsigned.

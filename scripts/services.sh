@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Bring up what the test suite drives, on a Debian machine: PostgreSQL and Redis servers, and the
 # Debian tools some tests use (postfix's smtp-sink/smtp-source, docker-compose, chromium, wrk,
-# spamassassin).
+# spamassassin, dovecot).
 #
 # It runs before every `make test`, so the common case (everything installed and running) must stay
 # a handful of cheap checks. Steps:
@@ -57,6 +57,8 @@ fi
 [[ -x /usr/bin/docker-compose ]] || need_package docker-compose "docker-compose config validation"
 command -v wrk >/dev/null 2>&1 || need_package wrk "the web benchmark (course bench --scenario web)"
 [[ -x /usr/bin/spamassassin ]] || need_package spamassassin "the spam score test of every kind of mail"
+# The bounce mailbox tests start a dovecot of their own on a free port (never the system service).
+[[ -x /usr/sbin/dovecot ]] || need_package dovecot-imapd "the bounce mailbox tests (a real IMAP server)"
 if [[ ! -x /usr/bin/chromium ]]; then
     need_package chromium "browser tests"
     # A Recommends of chromium we skip below; without any font, pages render as empty boxes.

@@ -32,4 +32,5 @@ import worker.tasks  # noqa: E402,F401  (registers the tasks on `app`)
 import worker.maintenance  # noqa
 import worker.campaign_tasks  # noqa: E402,F401
 import worker.feed_tasks  # noqa: E402,F401
+import worker.bounce_tasks  # noqa: E402,F401
 import worker.observability  # noqa: E402,F401  (heartbeats and metrics, through Celery signals)

@@ -92,6 +92,12 @@ def celery_config(settings: Settings, broker_url: str) -> dict[str, Any]:
                 "schedule": settings.feed_poll_interval_seconds,
                 "options": {"expires": settings.feed_poll_interval_seconds},
             },
+            # The IMAP bounce mailbox, when one is configured (worker/bounce_tasks.py).
+            "poll-bounce-mailbox": {
+                "task": "course.poll_bounces",
+                "schedule": settings.bounce_poll_interval_seconds,
+                "options": {"expires": settings.bounce_poll_interval_seconds},
+            },
             # Signups never confirmed are deleted after settings.unconfirmed_retention_days.
             "purge-unconfirmed-subscribers": {
                 "task": "course.purge_unconfirmed",

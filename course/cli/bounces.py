@@ -10,7 +10,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from course.bounces.mailbox import FolderMailbox, MailboxError
+from course.bounces.imap import ImapConfig, ImapMailbox
+from course.bounces.mailbox import FolderMailbox, Mailbox, MailboxError
 from course.bounces.poll import poll
 from course.bounces.record import BounceOptions
 from course.cli.errors import CommandError, clear_errors
@@ -30,15 +31,27 @@ def poll_command(
 ) -> None:
     """Read the bounce mailbox (or a folder of .eml files) once: hard bounces and complaints
     suppress their address, soft bounces count toward COURSE_BOUNCE_SOFT_THRESHOLD."""
-    if folder is None:
-        raise CommandError("no bounce mailbox is configured: pass --folder DIR with the returned mail as .eml files")
     settings = get_settings()
+    mailbox: Mailbox
+    if folder is not None:
+        mailbox = FolderMailbox(folder)
+    else:
+        imap = ImapConfig.from_settings(settings)
+        if imap is None:
+            raise CommandError(
+                "no bounce mailbox is configured: set COURSE_BOUNCE_IMAP_HOST (and _USER, _PASSWORD), "
+                "or pass --folder DIR with the returned mail as .eml files"
+            )
+        mailbox = ImapMailbox(imap)
     schema.upgrade()
     wall_clock = get_wall_clock()
     try:
-        result = poll(FolderMailbox(folder), session_factory(settings), options=BounceOptions.from_settings(settings), now=wall_clock.now)
+        result = poll(mailbox, session_factory(settings), options=BounceOptions.from_settings(settings), now=wall_clock.now)
     except MailboxError as error:
         raise CommandError(str(error)) from error
+    finally:
+        if isinstance(mailbox, ImapMailbox):
+            mailbox.close()
     if as_json:
         typer.echo(json.dumps({"read": result.read, "actions": dict(sorted(result.actions.items())), "errors": result.errors}))
     else:
