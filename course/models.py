@@ -473,6 +473,32 @@ class BounceReport(Base):
     received_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
+class WebhookEvent(Base):
+    """A bounce or complaint a provider's webhook reported (course/bounces/webhooks), stored by the
+    request that brought it and applied later by a task. Unique by (provider, event_id), the
+    provider's own id of the event: a replayed or retried delivery of it stores nothing new."""
+
+    __tablename__ = "webhook_events"
+    __table_args__ = (
+        UniqueConstraint("provider", "event_id", name="uq_webhook_events_provider_event"),
+        # The task reads the pending ones, oldest first.
+        Index("ix_webhook_events_pending", "applied_at", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    provider: Mapped[str] = mapped_column(String(32))
+    event_id: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(16))  # hard, soft, complaint, subscribe (an SNS subscription to confirm)
+    recipient: Mapped[str] = mapped_column(String(320), default="")
+    message_id: Mapped[str] = mapped_column(String(300), default="")  # the Message-ID we sent, when the provider names it
+    return_path: Mapped[str] = mapped_column(String(320), default="")  # the VERP envelope sender, when named
+    status: Mapped[str] = mapped_column(String(32), default="")
+    reason: Mapped[str] = mapped_column(String(1000), default="")  # an SNS subscription: its SubscribeURL
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    applied_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    outcome: Mapped[str] = mapped_column(String(32), default="")  # record.Action, or "error: …"
+
+
 class RateLimitHit(Base):
     """Fixed-window counters shared by every web process: one row per (scope, key, window), where
     key is an HMAC of the IP address or email address, so the table holds no personal data."""

@@ -108,6 +108,20 @@ class Settings(BaseSettings):
     bounce_imap_timeout_seconds: float = Field(30.0, gt=0)
     bounce_imap_batch: int = Field(500, ge=1)  # messages per poll at most; the rest wait for the next
     bounce_poll_interval_seconds: float = Field(300.0, gt=0)
+    # Provider webhooks at /webhooks/<provider> (course/bounces/webhooks); each is on when its
+    # secret is set. SES: the SNS topic ARNs allowed, comma-separated (the signature is AWS's).
+    # Postmark: the Basic-auth password in its webhook URL. SendGrid: the signed event webhook's
+    # public key (base64 DER as SendGrid shows it, or PEM). Mailgun: the HTTP webhook signing key.
+    # Generic: the HMAC secret of X-Course-Signature (README: "Generic webhook").
+    webhook_ses_topic_arns: str = ""
+    webhook_postmark_secret: str = ""
+    webhook_sendgrid_public_key: str = ""
+    webhook_mailgun_signing_key: str = ""
+    webhook_generic_secret: str = ""
+    webhook_max_age_seconds: int = Field(900, ge=30)  # signed timestamps older (or newer) are refused
+    webhook_max_bytes: int = Field(1024 * 1024, ge=1024)  # a SendGrid batch can be large; SNS is at most 256 KB
+    webhook_limit_per_minute: int = Field(600, ge=1)  # requests per IP address
+    webhook_apply_interval_seconds: float = Field(2.0, gt=0)  # how often beat applies stored events
     # DKIM (course/delivery/dkim.py), per From domain, as JSON:
     # {"example.org": {"selector": "2026a", "private_key_file": "/etc/course/dkim/2026a.pem"}}.
     # A domain not listed is sent unsigned.
@@ -276,6 +290,10 @@ class Settings(BaseSettings):
     @classmethod
     def _dkim_domains(cls, keys: dict[str, DkimKey]) -> dict[str, DkimKey]:
         return {domain.strip().lower(): key for domain, key in keys.items()}
+
+    @property
+    def webhook_ses_topic_arn_list(self) -> list[str]:
+        return [arn.strip() for arn in self.webhook_ses_topic_arns.split(",") if arn.strip()]
 
     @property
     def default_provider(self) -> ProviderSettings:

@@ -10,6 +10,7 @@ from course.bounces.imap import ImapConfig, ImapMailbox
 from course.bounces.mailbox import MailboxError
 from course.bounces.poll import poll
 from course.bounces.record import BounceOptions
+from course.bounces.webhooks.store import apply_pending
 from course.clock import get_wall_clock
 from course.db import session_factory
 from course.settings import get_settings
@@ -35,3 +36,14 @@ def poll_bounce_mailbox() -> dict[str, int]:
     if result.read:
         log.info("bounce mailbox %s: read %d, %s", config.name, result.read, dict(result.actions))
     return {"read": result.read, **{str(action): count for action, count in result.actions.items()}, "errors": len(result.errors)}
+
+
+@app.task(name="course.apply_webhook_events", ignore_result=True)
+def apply_webhook_events() -> dict[str, int]:
+    """Apply the bounces and complaints provider webhooks stored (course/bounces/webhooks/store.py):
+    each claimed by one worker, recorded through course/bounces/record.py."""
+    settings = get_settings()
+    outcomes = apply_pending(session_factory(settings), options=BounceOptions.from_settings(settings), now=get_wall_clock().now)
+    if outcomes:
+        log.info("webhook events applied: %s", dict(outcomes))
+    return dict(outcomes)

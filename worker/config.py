@@ -98,6 +98,12 @@ def celery_config(settings: Settings, broker_url: str) -> dict[str, Any]:
                 "schedule": settings.bounce_poll_interval_seconds,
                 "options": {"expires": settings.bounce_poll_interval_seconds},
             },
+            # Bounces and complaints the provider webhooks stored (worker/bounce_tasks.py).
+            "apply-webhook-events": {
+                "task": "course.apply_webhook_events",
+                "schedule": settings.webhook_apply_interval_seconds,
+                "options": {"expires": settings.webhook_apply_interval_seconds * 2},
+            },
             # Signups never confirmed are deleted after settings.unconfirmed_retention_days.
             "purge-unconfirmed-subscribers": {
                 "task": "course.purge_unconfirmed",

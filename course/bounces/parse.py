@@ -59,6 +59,9 @@ class Report:
     original_message_id: str = ""  # "<delivery.12@course.example.org>"
     original_recipient: str = ""  # the returned message's To address, lower-case
     detail: str = ""  # why the verdict, for a log line
+    # From a provider's verified webhook, not from mail anyone can send: when neither the VERP
+    # address nor the Message-ID names a delivery, the recipient's address may (record.py, step 1).
+    verified_sender: bool = False
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,10 @@
 
 1. Find the delivery the report is about: by the VERP address it was sent to (signed, so exact), or,
    when a relay rewrote the return path, by the returned Message-ID together with the recipient the
-   report names (Final-Recipient / Original-Rcpt-To), which must be that delivery's address. Nothing
-   else: a report that matches neither changes nothing (anyone can mail a bounce address).
+   report names (Final-Recipient / Original-Rcpt-To), which must be that delivery's address. A
+   report from a provider's verified webhook that names neither (Postmark's names only the
+   address) is matched by its address: that subscriber's latest sent delivery. Nothing else: mail
+   that matches neither changes nothing (anyone can mail a bounce address).
 2. A test send or an admin invitation says nothing about a subscriber: ignored.
 3. Store the report once (`bounce_reports.report_key` is unique): one read again changes nothing.
 4. Hard bounce: the address is suppressed at once (course.ledger.suppress: status bounced, every
@@ -98,6 +100,15 @@ def _delivery_of(session: Session, report: Report, recipient: Recipient, options
             )
             if address is not None and address.lower() == recipient.address.lower():
                 return found
+    if report.verified_sender and recipient.address:
+        # The subscriber by its email, then its rows (a few: its lessons and campaigns).
+        return session.scalars(
+            select(Delivery)
+            .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
+            .where(Subscriber.email == recipient.address.lower(), Delivery.sent_at.is_not(None))
+            .order_by(Delivery.sent_at.desc(), Delivery.id.desc())
+            .limit(1)
+        ).first()
     return None
 
 

@@ -27,7 +27,7 @@ from course.web import ops
 from course.web import admin
 from course.web.admin.auth import AdminPageError
 from course.web.admin.views import error_page as admin_error_page
-from course.web.public import api, confirm, courses, preferences, unsubscribe, view
+from course.web.public import api, confirm, courses, preferences, unsubscribe, view, webhooks
 from course.web.cache import CatalogueCache
 from course.web.security import ApiCors, ASGIApp, BodySizeLimit, RefuseControlCharacters, SameSiteAdminPosts, Scope, SecurityHeaders, json_safe
 from course.web.access_log import install_access_log_masking
@@ -119,8 +119,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # alone has over fifty): the static files first, then the public pages by how often they are
     # asked for, the admin last. Static files behind every route cost 120 µs a request in routing.
     app.mount("/static", assets, name="static")
-    for pages in (courses, unsubscribe, preferences, api, view, confirm, ops):
+    for pages in (courses, unsubscribe, preferences, api, view, confirm, webhooks, ops):
         app.include_router(pages.router)
+    # The SNS certificate fetcher of the SES webhook; None: AWS's, over https (tests put their own).
+    app.state.sns_certificates = None
     admin.install(app)
 
     def refuse_control_characters(scope: Scope, reason: str) -> ASGIApp:
@@ -146,10 +148,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Inner first: the body is bounded (BodySizeLimit) before it is searched for control characters.
     from course.web.admin.imports import UPLOAD_PATHS
 
-    app.add_middleware(RefuseControlCharacters, refusal=refuse_control_characters, unbuffered=frozenset(UPLOAD_PATHS))
+    # Webhook bodies are the providers' signed data, normalised field by field (course/bounces/webhooks):
+    # a provider's diagnostic with a control character in it must not be refused and retried forever.
+    app.add_middleware(
+        RefuseControlCharacters, refusal=refuse_control_characters, unbuffered=frozenset(UPLOAD_PATHS) | webhooks.PATHS
+    )
     admin_limit = max(settings.max_admin_request_bytes, settings.max_request_bytes)
     app.add_middleware(
-        BodySizeLimit, max_bytes=settings.max_request_bytes, larger_under={"/admin/": admin_limit, "/api/admin/": admin_limit},
+        BodySizeLimit, max_bytes=settings.max_request_bytes, larger_under={"/admin/": admin_limit, "/api/admin/": admin_limit, "/webhooks/": settings.webhook_max_bytes},
         streamed={path: settings.import_max_bytes for path in UPLOAD_PATHS},
     )  # fmt: skip
     if settings.api_cors_origin_list:
@@ -217,4 +223,4 @@ def _allowed_methods(app: FastAPI, scope: Scope) -> str:
 
 
 def _is_api(request: Request) -> bool:
-    return request.url.path.startswith("/api/")
+    return request.url.path.startswith(("/api/", "/webhooks/"))
