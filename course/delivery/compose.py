@@ -189,6 +189,7 @@ class Composer:
             ),
             account_links_to=account_links_to,
             language=course.language,
+            feedback_id=self.feedback_id(f"lesson{lesson.lesson_id}", f"course{course.course_id}", "lesson"),
         )
 
     def lesson_test(self, recipient: Recipient, lesson: LessonContent, address: str) -> ComposedEmail:
@@ -245,6 +246,7 @@ class Composer:
             account_links_to=account_links_to,
             language=self.settings.site_language,
             merge_values=_merge_values(template, recipient, campaign, lesson_number),
+            feedback_id=self.feedback_id(f"campaign{campaign.campaign_id}", "newsletter", "campaign"),
         )
 
     def campaign_test(
@@ -299,6 +301,7 @@ class Composer:
             unsubscribe_url=self.signer.url(LinkPurpose.UNSUBSCRIBE, recipient.subscriber_id, course.course_id),
             action_url=self.signer.url(purpose, recipient.subscriber_id, course.course_id, *_names_its_signup(purpose, recipient)),
             language=course.language,
+            feedback_id=self.feedback_id(template_name, f"course{course.course_id}", "account"),
         )
 
     def admin_invitation(self, recipient: Recipient, invitation: InvitationContent) -> ComposedEmail:
@@ -342,6 +345,12 @@ class Composer:
 
     # --- shared by every kind ------------------------------------------------------------------
 
+    def feedback_id(self, campaign: str, course: str, kind: str) -> str:
+        """Gmail's Feedback-ID (its feedback loop reports complaint rates per value of each field):
+        `<lesson or campaign>:<course>:<kind>:<sender id>`, ids only, no colon inside a field. The
+        sender id is the List-Id domain, the same on every message."""
+        return ":".join(part.replace(":", "-") for part in (campaign, course, kind, self.settings.list_id_domain))
+
     def _account_links(self, *, acting_on_nobody: bool, unsubscribe_url: str = "") -> dict[str, str]:
         """A mail's account links for _compose: the reader's signed unsubscribe link (their
         preference link and the settings' mailto follow in _compose); or, for a test send or an
@@ -370,13 +379,15 @@ class Composer:
         unsubscribe_mailto: str | None = None,
         language: str = DEFAULT_LANGUAGE,
         merge_values: dict[str, str] | None = None,
+        feedback_id: str = "",
     ) -> ComposedEmail:
         """`account_links_to`: for a copy anyone may hold (the view-in-browser page), the URL the
         preferences and unsubscribe links lead to instead of the reader's signed ones.
         `merge_values`: the recipient's values for a newsletter's merge tags (its links are the
         preferences and unsubscribe links below).
         `preferences_url`, `unsubscribe_mailto`: instead of the reader's signed link and the
-        settings' address (a test send's)."""
+        settings' address (a test send's).
+        `feedback_id`: the Feedback-ID header's value (list mail only; see feedback_id)."""
         # Only a name that reads as one, without bidirectional controls: stored names predate the
         # check at signup (course.audience.enrollment.accepted_name).
         name = name_to_greet(recipient.name)
@@ -409,6 +420,7 @@ class Composer:
                 list_id=list_id,
                 unsubscribe_url=unsubscribe_url,
                 unsubscribe_mailto=self.settings.unsubscribe_mailto if unsubscribe_mailto is None else unsubscribe_mailto,
+                extra_headers=(("Feedback-ID", feedback_id),) if feedback_id else (),
             ),
         )
 

@@ -249,3 +249,16 @@ def test_a_merge_value_cannot_inject_markup(composer: Composer) -> None:
     assert "Eve" not in composed.email.html and "Hi you!" in composed.email.html  # markup is no name: the default
     named = composer.campaign(Recipient(1, 2, "O'Brien", "ob@example.org"), content)
     assert "Hi O&#39;Brien!" in named.email.html or "Hi O&#x27;Brien!" in named.email.html
+
+
+def test_list_mail_carries_a_feedback_id_of_ids_only_and_tests_carry_none(composer: Composer) -> None:
+    """Gmail's feedback loop groups complaints by each Feedback-ID field: lesson or campaign,
+    course, kind, and the sender id (the List-Id domain); no address, name or subject in it."""
+    lesson = parsed(composer.lesson(ANN, LESSON).message_bytes())
+    assert lesson["feedback-id"] == "lesson11:course7:lesson:course.test"
+    newsletter = parsed(composer.campaign(BEN, CAMPAIGN).message_bytes())
+    assert newsletter["feedback-id"] == "campaign21:newsletter:campaign:course.test"
+    confirmation = parsed(composer.account_mail(ANN, "confirm", COURSE).message_bytes())
+    assert confirmation["feedback-id"] == "confirm:course7:account:course.test"
+    for test_send in (composer.lesson_test(ANN, LESSON, "ed@example.com"), composer.campaign_test(BEN, CAMPAIGN, "ed@example.com")):
+        assert parsed(test_send.message_bytes())["feedback-id"] is None
