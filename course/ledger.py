@@ -15,7 +15,8 @@ The campaign lifecycle's: add_campaign_test, fan_out_campaign_rows, hold_campaig
 Content's and admin accounts': cancel_lesson_rows, add_lesson_test, add_admin_invitation_mail, cancel_invitation_rows
 The dispatcher's:       Claim, count_in_flight, claim_due, fail_exhausted_leases
 The sender's:           DeliveryJob, CourseHeader, LessonContent, CampaignContent, InvitationContent,
-                        Batch, take_over, Outcome, Settled, record, message_id_for
+                        Batch, take_over, Outcome, Settled, record, MessageIds,
+                        message_ids_from_secret, message_id_for, delivery_of_message_id
 Previews' reads:        read_batch, course_merge_values
 Operators' and the bench's: requeue_failed, insert_lesson_rows
 
@@ -53,6 +54,7 @@ from sqlalchemy import (
     and_,
     any_,
     bindparam,
+    case,
     cast,
     exists,
     func,
@@ -541,7 +543,7 @@ def fail_exhausted_leases(
     now: datetime,
     max_attempts: int,
     accepted: Callable[[Sequence[int]], set[int]] = _no_journal,
-    message_id_domain: str = "",
+    message_ids: MessageIds | None = None,
 ) -> int:
     """Rows whose worker died on every one of max_attempts tries are given up on rather than
     reclaimed again: a message that crashes its worker must not crash-loop the fleet. Those that
@@ -562,7 +564,8 @@ def fail_exhausted_leases(
         return 0
     sent = accepted(exhausted) & set(exhausted)
     if sent:
-        _mark_sent(session, sorted(sent), now=now, message_id_domain=message_id_domain)
+        assert message_ids is not None, "settling rows as sent needs their Message-IDs"
+        _mark_sent(session, sorted(sent), now=now, message_ids=message_ids)
     failed = [delivery_id for delivery_id in exhausted if delivery_id not in sent]
     if failed:
         session.execute(
@@ -927,12 +930,12 @@ if not {kind.value for kind in Settled} <= {f.name for f in fields(Outcome)}:
     raise TypeError("every Settled kind must name a list of Outcome")
 
 
-def record(session: Session, outcome: Outcome, *, token: str, now: datetime, message_id_domain: str) -> None:
+def record(session: Session, outcome: Outcome, *, token: str, now: datetime, message_ids: MessageIds) -> None:
     """Write a batch's results. Every statement is guarded by the lease token, so a task that lost
     its lease cannot overwrite what the new holder does."""
     mine = and_(Delivery.lease_token == token, Delivery.state == DeliveryState.SENDING)
     if outcome.sent:
-        _mark_sent(session, outcome.sent, mine, now=now, message_id_domain=message_id_domain, provider=outcome.provider)
+        _mark_sent(session, outcome.sent, mine, now=now, message_ids=message_ids, provider=outcome.provider)
     _update_each(
         session,
         token,
@@ -976,7 +979,7 @@ def record(session: Session, outcome: Outcome, *, token: str, now: datetime, mes
 
 
 def _mark_sent(
-    session: Session, ids: Sequence[int], *guards: ColumnElement[bool], now: datetime, message_id_domain: str, **values: Any
+    session: Session, ids: Sequence[int], *guards: ColumnElement[bool], now: datetime, message_ids: MessageIds, **values: Any
 ) -> None:
     """Rows the relay accepted: sent, with their Message-ID, out of any lease; an enrollment with
     nothing left to send is completed."""
@@ -989,7 +992,7 @@ def _mark_sent(
             last_error=None,
             lease_token=None,
             lease_expires_at=None,
-            message_id=_message_id_sql(message_id_domain),
+            message_id=_message_id_sql(message_ids, ids),
             **values,
         )
         .execution_options(synchronize_session=False)
@@ -1036,19 +1039,68 @@ def _complete_finished_enrollments(session: Session, sent_ids: Sequence[int], *,
 
 
 # The one Message-ID format: stable per delivery, so a resend after a lost worker carries the same
-# Message-ID and the receiving side can tell it is the same message.
-_MESSAGE_ID_FORMAT = "<delivery.{delivery_id}@{domain}>"
+# Message-ID and the receiving side can tell it is the same message; and opaque, so it reveals
+# neither how many deliveries there are nor their order (a row id would: a reader comparing two
+# lessons' Message-IDs would learn the list's size and growth). The token is the delivery id
+# encrypted with AES under a key derived from the secret: one block, a keyed permutation of ids,
+# which the bounce side decrypts back (delivery_of_message_id) instead of searching for it.
 
 
-def message_id_for(delivery_id: int, domain: str) -> str:
-    """The Message-ID of a delivery."""
-    return _MESSAGE_ID_FORMAT.format(delivery_id=delivery_id, domain=domain)
+@dataclass(frozen=True)
+class MessageIds:
+    domain: str
+    key: bytes  # 16 bytes: message_ids_from_secret
+
+    def for_delivery(self, delivery_id: int) -> str:
+        return message_id_for(delivery_id, self)
+
+    def delivery_of(self, message_id: str) -> int | None:
+        return delivery_of_message_id(message_id, self)
 
 
-def _message_id_sql(domain: str) -> ColumnElement[str]:
-    """message_id_for as an SQL expression over Delivery.id, for recording a whole batch at once."""
-    before, after = _MESSAGE_ID_FORMAT.format(delivery_id="{id}", domain=domain).split("{id}")
-    return literal(before) + cast(Delivery.id, String) + literal(after)
+def message_ids_from_secret(domain: str, secret: str) -> MessageIds:
+    import hashlib
+    import hmac
+
+    return MessageIds(domain, hmac.new(secret.encode(), b"course message-id v1", hashlib.sha256).digest()[:16])
+
+
+def _cipher(key: bytes):  # type: ignore[no-untyped-def]
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+    return Cipher(algorithms.AES(key), modes.ECB())  # noqa: S305 - one block, a permutation of ids, by design
+
+
+def message_id_for(delivery_id: int, ids: MessageIds) -> str:
+    """The Message-ID of a delivery: 26 base32 characters, then the domain."""
+    import base64
+
+    encryptor = _cipher(ids.key).encryptor()
+    block = encryptor.update(delivery_id.to_bytes(16, "big")) + encryptor.finalize()
+    return f"<{base64.b32encode(block).decode('ascii').rstrip('=').lower()}@{ids.domain}>"
+
+
+def delivery_of_message_id(message_id: str, ids: MessageIds) -> int | None:
+    """The delivery a Message-ID of ours names, or None: another domain, another shape, or a token
+    that decrypts to no id (a forged one does, but for a chance of 2**-64)."""
+    import base64
+    import binascii
+
+    token, at, domain = message_id.strip().strip("<>").partition("@")
+    if not at or domain.lower() != ids.domain.lower() or len(token) != 26:
+        return None
+    try:
+        block = base64.b32decode(token.upper() + "======")
+    except (binascii.Error, ValueError):
+        return None
+    decryptor = _cipher(ids.key).decryptor()
+    value = int.from_bytes(decryptor.update(block) + decryptor.finalize(), "big")
+    return value if 0 < value < 2**63 else None
+
+
+def _message_id_sql(ids: MessageIds, delivery_ids: Sequence[int]) -> ColumnElement[str]:
+    """Each row's Message-ID, for recording a whole batch in one UPDATE."""
+    return case({delivery_id: message_id_for(delivery_id, ids) for delivery_id in delivery_ids}, value=Delivery.id)
 
 
 # --- Previews' reads ------------------------------------------------------------------------------

@@ -15,13 +15,15 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from course.clock import ManualClock
 from course.audience.enrollment import get_or_create_subscriber
-from course.ledger import Claim, Outcome, Settled, claim_due, fail_exhausted_leases, insert_lesson_rows, read_batch, take_over
+from course.ledger import Claim, Outcome, Settled, claim_due, fail_exhausted_leases, insert_lesson_rows, message_ids_from_secret, read_batch, take_over
 from course.models import Delivery, DeliveryKind, DeliveryState, Enrollment
 from tests.support.ledger_rows import add_rows
 from tests.support.pipeline_fixtures import enroll_people, make_course
 
 LEASE = timedelta(minutes=5)
 _numbers = itertools.count(1)
+
+IDS = message_ids_from_secret("example.org", "ledger-test-secret")
 
 
 def claim(sessions: sessionmaker[Session], now: datetime, limit: int = 100) -> Claim | None:
@@ -251,13 +253,13 @@ def test_an_exhausted_lease_the_journal_holds_is_settled_as_sent_not_failed(db: 
         return {accepted, 999_999}  # an id the journal holds that is not exhausted changes nothing
 
     with db.begin() as session:
-        assert fail_exhausted_leases(session, now=now, max_attempts=3, accepted=journal, message_id_domain="example.org") == 1
+        assert fail_exhausted_leases(session, now=now, max_attempts=3, accepted=journal, message_ids=IDS) == 1
     assert asked == [sorted([lost, accepted])]
     with db() as session:
         rows = {row.id: row for row in session.scalars(select(Delivery))}
     assert rows[lost].state == DeliveryState.FAILED
     assert rows[accepted].state == DeliveryState.SENT and rows[accepted].sent_at is not None
-    assert rows[accepted].message_id == f"<delivery.{accepted}@example.org>" and rows[accepted].lease_token is None
+    assert rows[accepted].message_id == IDS.for_delivery(accepted) and rows[accepted].lease_token is None
 
 
 def test_each_settled_kind_is_a_list_of_outcome_and_a_misspelt_one_does_not_exist() -> None:

@@ -27,7 +27,7 @@ from course.audience.enrollment import unsubscribe
 from course.audience.events import record_event
 from course.bounces.parse import Recipient, Report, Verdict
 from course.delivery.envelope import delivery_of_verp
-from course.ledger import suppress
+from course.ledger import MessageIds, message_ids_from_secret, suppress
 from course.models import BounceKind, BounceReport, Delivery, DeliveryKind, Subscriber, SubscriberEventKind, SubscriberStatus
 from course.settings import Settings
 
@@ -44,6 +44,7 @@ class BounceOptions:
     bounce_domain: str
     soft_threshold: int
     soft_window: timedelta
+    message_ids: MessageIds
 
     @classmethod
     def from_settings(cls, settings: Settings) -> BounceOptions:
@@ -52,6 +53,7 @@ class BounceOptions:
             bounce_domain=settings.bounce_domain,
             soft_threshold=settings.bounce_soft_threshold,
             soft_window=timedelta(days=settings.bounce_soft_window_days),
+            message_ids=message_ids_from_secret(settings.list_id_domain, settings.secret_key),
         )
 
 
@@ -93,8 +95,15 @@ def _delivery_of(session: Session, report: Report, recipient: Recipient, options
                 if found is not None:
                     return found
     if report.original_message_id and recipient.address:
-        found = session.scalars(select(Delivery).where(Delivery.message_id == report.original_message_id)).first()
-        if found is not None:
+        # Our Message-IDs carry the delivery id, encrypted: decrypted, not searched for. Mail sent
+        # before they did (<delivery.N@…>) is still found by the stored column.
+        delivery_id = options.message_ids.delivery_of(report.original_message_id)
+        found = (
+            session.get(Delivery, delivery_id)
+            if delivery_id is not None
+            else session.scalars(select(Delivery).where(Delivery.message_id == report.original_message_id)).first()
+        )
+        if found is not None and found.message_id == report.original_message_id:
             address = found.test_address or (
                 session.scalar(select(Subscriber.email).where(Subscriber.id == found.subscriber_id)) if found.subscriber_id else None
             )

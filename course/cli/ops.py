@@ -19,6 +19,7 @@ from rich.console import Console
 
 from course.cli.errors import CommandError
 from course.db import session_factory, transaction
+from course.ledger import message_ids_from_secret
 from course.ops.health import BEAT, DISPATCHER, describe_heartbeats, read_heartbeats, stale_after, worker_component
 from course.settings import get_settings
 
@@ -50,7 +51,7 @@ def audit_command(
             now=clock.now(),
             lease_grace=grace * clock.speed,
             due_grace=grace * clock.speed,
-            message_id_domain=settings.list_id_domain,
+            message_ids=message_ids_from_secret(settings.list_id_domain, settings.secret_key),
             sink_log=sink_log,
             allowed_duplicates=allow_duplicates,
         )

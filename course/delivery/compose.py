@@ -30,7 +30,7 @@ from course.delivery.mime import OutgoingMessage, build_message
 from course.content.merge_tags import first_name_of
 from course.delivery.render import RenderedEmail, Renderer, Template, greeting_for
 from course.i18n import DEFAULT_LANGUAGE, translate
-from course.ledger import Batch, CampaignContent, CourseHeader, DeliveryJob, InvitationContent, LessonContent, message_id_for
+from course.ledger import Batch, CampaignContent, CourseHeader, DeliveryJob, InvitationContent, LessonContent, message_ids_from_secret
 from course.models import Campaign, CampaignStatus, Course, DeliveryKind, Lesson, Subscriber, SubscriberStatus
 from course.settings import Settings
 
@@ -100,6 +100,7 @@ class ComposedEmail:
 class Composer:
     def __init__(self, settings: Settings, *, renderer: Renderer, signer: Signer, clock: Clock) -> None:
         self.settings = settings
+        self.message_ids = message_ids_from_secret(settings.list_id_domain, settings.secret_key)
         self.renderer = renderer
         self.signer = signer
         self.clock = clock
@@ -335,7 +336,7 @@ class Composer:
                 subject=email.subject,
                 text=email.text,
                 html=email.html,
-                message_id=message_id_for(recipient.delivery_id, self.settings.list_id_domain),
+                message_id=self.message_ids.for_delivery(recipient.delivery_id),
                 date=self.clock.now(),
                 list_id="",
                 unsubscribe_url="",
@@ -415,7 +416,7 @@ class Composer:
                 subject=email.subject,
                 text=email.text,
                 html=email.html,
-                message_id=message_id_for(recipient.delivery_id, self.settings.list_id_domain),
+                message_id=self.message_ids.for_delivery(recipient.delivery_id),
                 date=self.clock.now(),
                 list_id=list_id,
                 unsubscribe_url=unsubscribe_url,

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from course.clock import Clock, wall_duration
 from course.delivery.journal import NoJournal, SendJournal
-from course.ledger import claim_due, count_in_flight, fail_exhausted_leases
+from course.ledger import claim_due, count_in_flight, fail_exhausted_leases, message_ids_from_secret
 from course.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -66,7 +66,7 @@ def dispatch_due(
         with sessions.begin() as session:
             report.given_up = fail_exhausted_leases(
                 session, now=clock.now(), max_attempts=settings.max_attempts,
-                accepted=journal.accepted_among, message_id_domain=settings.list_id_domain,
+                accepted=journal.accepted_among, message_ids=message_ids_from_secret(settings.list_id_domain, settings.secret_key),
             )  # fmt: skip
             in_flight = count_in_flight(session, now=clock.now())
     lease = wall_duration(clock, settings.lease_seconds)

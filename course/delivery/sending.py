@@ -49,7 +49,7 @@ from course.delivery.transports.base import (
     Transport,
     UnknownOutcome,
 )
-from course.ledger import Batch, DeliveryJob, Outcome, Settled, record, take_over
+from course.ledger import Batch, DeliveryJob, Outcome, Settled, message_ids_from_secret, record, take_over
 from course.models import DeliveryKind, EnrollmentStatus, SubscriberStatus
 from course.settings import Settings
 
@@ -116,6 +116,7 @@ class Sender:
         journal: SendJournal | None = None,
     ) -> None:
         self.settings = settings
+        self.message_ids = message_ids_from_secret(settings.list_id_domain, settings.secret_key)
         self.sessions = sessions
         self.transport = transport
         self.journal = journal or NoJournal()
@@ -189,7 +190,7 @@ class Sender:
 
     def _record(self, group: Outcome, token: str) -> None:
         with self.sessions.begin() as session:
-            record(session, group, token=token, now=self.clock.now(), message_id_domain=self.settings.list_id_domain)
+            record(session, group, token=token, now=self.clock.now(), message_ids=self.message_ids)
 
     def _send_batch(self, batch: Batch, deadlines: _Deadlines, outcomes: _Outcomes, *, current_epoch: str) -> None:
         """1. Settle what needs no sending: rows the journal says the relay accepted under an

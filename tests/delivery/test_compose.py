@@ -23,7 +23,7 @@ from course.delivery.compose import (
 )
 from course.delivery.links import LinkPurpose, Signer
 from course.delivery.render import Renderer
-from course.ledger import Batch, CampaignContent, CourseHeader, DeliveryJob, LessonContent
+from course.ledger import Batch, CampaignContent, CourseHeader, DeliveryJob, LessonContent, message_ids_from_secret
 from course.models import Campaign, Course, DeliveryKind, Lesson
 from course.settings import PROJECT_ROOT, Settings
 
@@ -60,7 +60,7 @@ def test_a_lesson_becomes_its_course_email(composer: Composer) -> None:
     mail = parsed(composed.message_bytes())
     assert mail["to"] == "Ann Lee <ann@example.org>"
     assert mail["from"] == "The Letter <lessons@example.com>"
-    assert mail["message-id"] == "<delivery.101@course.test>"
+    assert mail["message-id"] == message_ids_from_secret("course.test", "test-secret").for_delivery(101)
     assert mail["list-id"] == "Bread at Home <bread.course.test>"
     assert link_payload(LinkPurpose.UNSUBSCRIBE, composed.message.unsubscribe_url) == [5, 7]  # this course only
     view_url = SIGNER.url(LinkPurpose.VIEW, 101)

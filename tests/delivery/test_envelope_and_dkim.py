@@ -20,6 +20,7 @@ from course.delivery.dkim import DkimKeyError, DkimSigner
 from course.delivery.envelope import delivery_of_verp, verp_address
 from course.delivery.links import signer_from_settings
 from course.delivery.render import Renderer
+from course.ledger import message_ids_from_secret
 from course.delivery.sending import Sender
 from course.delivery.transports.smtp import SMTPConfig, SMTPTransport
 from course.settings import DkimKey, Settings
@@ -108,7 +109,7 @@ def test_with_a_bounce_domain_each_message_has_a_verp_envelope_sender_naming_its
     for mail in by_recipient.values():
         delivery_id = delivery_of_verp(mail.envelope_from, secret=settings.secret_key, domain="bounces.example.org")
         assert delivery_id is not None, mail.envelope_from
-        assert mail.message["Message-ID"] == f"<delivery.{delivery_id}@{settings.list_id_domain}>"
+        assert mail.message["Message-ID"] == message_ids_from_secret(settings.list_id_domain, settings.secret_key).for_delivery(delivery_id)
         assert mail.message["From"].endswith("<lessons@example.com>")  # the reader still sees the course's address
         found.add(delivery_id)
     assert found == set(ids)

@@ -34,7 +34,7 @@ from course.delivery.outcomes import GroupWriter
 from course.delivery.render import Renderer
 from course.delivery.sending import Sender
 from course.delivery.transports.smtp import SMTPConfig, SMTPTransport
-from course.ledger import Outcome, message_id_for, take_over
+from course.ledger import Outcome, message_ids_from_secret, take_over
 from course.models import Delivery, DeliveryState
 from course.settings import Settings
 from tests.support.fault_stack import RedisServer
@@ -155,7 +155,7 @@ def test_rows_accepted_before_their_worker_was_lost_are_settled_as_sent_not_sent
 
     assert report.already_sent == 2 and report.sent == 5
     received = {mail.message["Message-ID"] for mail in smtp_server.received}
-    assert received == {message_id_for(i, settings.list_id_domain) for i in ids if i not in (ids[0], ids[3])}
+    assert received == {message_ids_from_secret(settings.list_id_domain, settings.secret_key).for_delivery(i) for i in ids if i not in (ids[0], ids[3])}
     with sessions() as session:
         states = {row.id: (row.state, row.message_id) for row in session.scalars(select(Delivery).where(Delivery.id.in_(ids)))}
     assert {state for state, _ in states.values()} == {DeliveryState.SENT}

@@ -13,11 +13,12 @@ from typer.testing import CliRunner
 
 from course.ops.audit import LedgerSnapshot, audit, check_sink, read_sink_log
 from course.clock import ManualClock
-from course.ledger import Outcome, claim_due, message_id_for, record, take_over
+from course.ledger import Outcome, claim_due, message_ids_from_secret, record, take_over
 from course.models import Delivery, DeliveryState
 from tests.support.ledger_rows import add_rows
 
 DOMAIN = "course.localhost"
+IDS = message_ids_from_secret(DOMAIN, "audit-test-secret")
 GRACE = timedelta(minutes=1)
 LEASE = timedelta(minutes=5)
 
@@ -25,7 +26,7 @@ LEASE = timedelta(minutes=5)
 def run_audit(sessions: sessionmaker[Session], clock: ManualClock, sink_log: Path | None = None, allowed: int = 0):  # type: ignore[no-untyped-def]
     with sessions() as session:
         return audit(
-            session, now=clock.now(), lease_grace=GRACE, due_grace=GRACE, message_id_domain=DOMAIN,
+            session, now=clock.now(), lease_grace=GRACE, due_grace=GRACE, message_ids=IDS,
             sink_log=sink_log, allowed_duplicates=allowed,
         )  # fmt: skip
 
@@ -42,7 +43,7 @@ def send_all(sessions: sessionmaker[Session], clock: ManualClock) -> list[int]:
         batch = take_over(session, claim.bulk_ids + claim.urgent_ids, token=claim.token, now=clock.now(), lease=LEASE)
     ids = [job.delivery_id for job in batch.jobs]
     with sessions.begin() as session:
-        record(session, Outcome(sent=ids), token=claim.token, now=clock.now(), message_id_domain=DOMAIN)
+        record(session, Outcome(sent=ids), token=claim.token, now=clock.now(), message_ids=IDS)
     return ids
 
 
@@ -86,7 +87,7 @@ def test_sink_log_duplicates_and_lost_mail(db: sessionmaker[Session], clock: Man
     with db.begin() as session:
         add_rows(session, clock.now(), [timedelta(0)] * 3)
     sent = send_all(db, clock)
-    first, second, third = (message_id_for(i, DOMAIN) for i in sent)
+    first, second, third = (IDS.for_delivery(i) for i in sent)
     sink = tmp_path / "sink.log"
     sink.write_text(f"2026-03-05T12:00:00 {first}\n{second}\n{second}\n{third}\n")
     assert failed(run_audit(db, clock, sink)).keys() == {"duplicates"}
@@ -130,14 +131,15 @@ def test_cli_exits_non_zero_when_the_audit_fails(
     engine.dispose()
     monkeypatch.setenv("COURSE_DATABASE_URL", pg_database_url)
     monkeypatch.setenv("COURSE_VAR_DIR", str(tmp_path))
+    monkeypatch.setenv("COURSE_SECRET_KEY", "audit-test-secret")  # IDS's: Message-IDs are keyed by the secret
     get_settings.cache_clear()
     sink = tmp_path / "sink.log"
-    sink.write_text(message_id_for(ids[0], DOMAIN) + "\n")
+    sink.write_text(IDS.for_delivery(ids[0]) + "\n")
     runner = CliRunner()
     passed = runner.invoke(app, ["audit", "--sink-log", str(sink)])
     assert passed.exit_code == 0, passed.output
     assert "audit passed" in passed.output
-    sink.write_text((message_id_for(ids[0], DOMAIN) + "\n") * 2)
+    sink.write_text((IDS.for_delivery(ids[0]) + "\n") * 2)
     result = runner.invoke(app, ["audit", "--sink-log", str(sink), "--json"])
     assert result.exit_code == 1, result.output
     assert '"duplicates": 1' in result.output
