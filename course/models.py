@@ -452,6 +452,7 @@ class BounceKind(enum.StrEnum):
     HARD = "hard"  # the address does not work (5.x.x): suppressed at once
     SOFT = "soft"  # a full mailbox, a policy refusal, a give-up after 4.x.x: counted to a threshold
     COMPLAINT = "complaint"  # the reader marked a mail as spam (ARF)
+    UNSUBSCRIBE = "unsubscribe"  # mail to the reader's List-Unsubscribe address: not a bounce, stored once like one
 
 
 class BounceReport(Base):

@@ -8,7 +8,11 @@
    that matches neither changes nothing (anyone can mail a bounce address).
 2. A test send or an admin invitation says nothing about a subscriber: ignored.
 3. Store the report once (`bounce_reports.report_key` is unique): one read again changes nothing.
-4. Hard bounce: the address is suppressed at once (course.ledger.suppress: status bounced, every
+4. Mail to a reader's List-Unsubscribe address (unsubscribe+<signed>@<bounce domain>, whatever
+   the mail says) unsubscribes them from that course, or from everything, as the one-click link
+   does (a subscriber event with reason "mailto"); stored once like a report, so read again it
+   changes nothing.
+5. Hard bounce: the address is suppressed at once (course.ledger.suppress: status bounced, every
    open row cancelled). Soft bounce: suppressed once it has `soft_threshold` within `soft_window`.
    Complaint: suppressed, unsubscribed from everything, status complained.
 """
@@ -26,7 +30,7 @@ from sqlalchemy.orm import Session
 from course.audience.enrollment import unsubscribe
 from course.audience.events import record_event
 from course.bounces.parse import Recipient, Report, Verdict
-from course.delivery.envelope import delivery_of_verp
+from course.delivery.envelope import delivery_of_verp, unsubscription_of
 from course.ledger import MessageIds, message_ids_from_secret, suppress
 from course.models import BounceKind, BounceReport, Delivery, DeliveryKind, Subscriber, SubscriberEventKind, SubscriberStatus
 from course.settings import Settings
@@ -61,6 +65,7 @@ class Action(StrEnum):
     SUPPRESSED = "suppressed"  # a hard bounce, or the soft bounce that reached the threshold
     COUNTED = "counted"  # a soft bounce under the threshold
     COMPLAINED = "complained"  # suppressed and unsubscribed
+    UNSUBSCRIBED = "unsubscribed"  # mail to a reader's List-Unsubscribe address
     ALREADY_RECORDED = "already-recorded"
     IGNORED = "ignored"  # an auto-reply, a delay warning, a not-spam report, a reader's reply
     TEST_SEND = "test-send"  # about a test send or an admin invitation: no subscriber to act on
@@ -123,6 +128,11 @@ def _delivery_of(session: Session, report: Report, recipient: Recipient, options
 
 def record_report(session: Session, report: Report, *, options: BounceOptions, source: str, now: datetime) -> Applied:
     """Apply one report (the module's steps), in the caller's transaction."""
+    if options.bounce_domain and report.verdict in (Verdict.NOT_A_REPORT, Verdict.AUTO_REPLY) and not report.verified_sender:
+        for address in report.addressed_to:
+            unsubscription = unsubscription_of(address, secret=options.secret, domain=options.bounce_domain)
+            if unsubscription is not None:
+                return _unsubscribe_by_mail(session, report, *unsubscription, source=source, now=now)
     recipient = _worst(report)
     if recipient is None:
         return Applied(report.report_id, report.verdict, Action.IGNORED, detail=report.detail)
@@ -149,6 +159,28 @@ def record_report(session: Session, report: Report, *, options: BounceOptions, s
         return Applied(report.report_id, recipient.verdict, Action.ALREADY_RECORDED, subscriber_id, delivery.id, report.detail)
     applied = _apply(session, recipient.verdict, subscriber_id, options=options, now=now)
     return Applied(report.report_id, recipient.verdict, applied, subscriber_id, delivery.id, report.detail)
+
+
+def _unsubscribe_by_mail(session: Session, report: Report, subscriber_id: int, course_id: int | None, *, source: str, now: datetime) -> Applied:
+    """Step 4."""
+    subscriber = session.get(Subscriber, subscriber_id)
+    if subscriber is None:  # erased since: nothing to do
+        return Applied(report.report_id, report.verdict, Action.UNMATCHED, detail="unsubscribe mail for a subscriber no longer here")
+    stored = BounceReport(
+        report_key=report.report_id[:200], subscriber_id=subscriber_id, delivery_id=None, kind=BounceKind.UNSUBSCRIBE,
+        status="", reason=f"List-Unsubscribe mailto ({'course ' + str(course_id) if course_id else 'everything'})",
+        source=source[:32], received_at=now,
+    )  # fmt: skip
+    try:
+        with session.begin_nested():
+            session.add(stored)
+    except IntegrityError:
+        return Applied(report.report_id, report.verdict, Action.ALREADY_RECORDED, subscriber_id, detail=report.detail)
+    if course_id is None and subscriber.status in (SubscriberStatus.UNSUBSCRIBED, SubscriberStatus.BOUNCED, SubscriberStatus.COMPLAINED):
+        # Stopped already, and a bounced or complained status is the stronger record: kept.
+        return Applied(report.report_id, report.verdict, Action.IGNORED, subscriber_id, detail="unsubscribe mail for a reader already stopped")
+    unsubscribe(session, subscriber, course_id=course_id, now=now, reason="mailto")
+    return Applied(report.report_id, report.verdict, Action.UNSUBSCRIBED, subscriber_id, detail="List-Unsubscribe mailto")
 
 
 def _apply(session: Session, verdict: Verdict, subscriber_id: int, *, options: BounceOptions, now: datetime) -> Action:

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field, replace
 from course.campaigns.service import parse_senders
 from course.audience.enrollment import name_to_greet
 from course.clock import Clock, get_clock
+from course.delivery.envelope import unsubscribe_address
 from course.delivery.links import TEST_MAIL_PATHS, LinkPurpose, Signer, signer_from_settings
 from course.delivery.mime import OutgoingMessage, build_message
 from course.content.merge_tags import first_name_of
@@ -191,6 +192,7 @@ class Composer:
             account_links_to=account_links_to,
             language=course.language,
             feedback_id=self.feedback_id(f"lesson{lesson.lesson_id}", f"course{course.course_id}", "lesson"),
+            unsubscribe_scope=course.course_id,
         )
 
     def lesson_test(self, recipient: Recipient, lesson: LessonContent, address: str) -> ComposedEmail:
@@ -303,6 +305,7 @@ class Composer:
             action_url=self.signer.url(purpose, recipient.subscriber_id, course.course_id, *_names_its_signup(purpose, recipient)),
             language=course.language,
             feedback_id=self.feedback_id(template_name, f"course{course.course_id}", "account"),
+            unsubscribe_scope=course.course_id,
         )
 
     def admin_invitation(self, recipient: Recipient, invitation: InvitationContent) -> ComposedEmail:
@@ -346,6 +349,13 @@ class Composer:
 
     # --- shared by every kind ------------------------------------------------------------------
 
+    def _mailto(self, recipient: Recipient, course_id: int | None) -> str:
+        """The List-Unsubscribe mailto: with a bounce domain, the reader's signed address there (read
+        from the bounce mailbox: course/bounces/record.py); else the one COURSE_UNSUBSCRIBE_MAILTO."""
+        if not self.settings.bounce_domain:
+            return self.settings.unsubscribe_mailto
+        return unsubscribe_address(recipient.subscriber_id, course_id, secret=self.settings.secret_key, domain=self.settings.bounce_domain)
+
     def feedback_id(self, campaign: str, course: str, kind: str) -> str:
         """Gmail's Feedback-ID (its feedback loop reports complaint rates per value of each field):
         `<lesson or campaign>:<course>:<kind>:<sender id>`, ids only, no colon inside a field. The
@@ -381,6 +391,7 @@ class Composer:
         language: str = DEFAULT_LANGUAGE,
         merge_values: dict[str, str] | None = None,
         feedback_id: str = "",
+        unsubscribe_scope: int | None = None,
     ) -> ComposedEmail:
         """`account_links_to`: for a copy anyone may hold (the view-in-browser page), the URL the
         preferences and unsubscribe links lead to instead of the reader's signed ones.
@@ -388,7 +399,9 @@ class Composer:
         preferences and unsubscribe links below).
         `preferences_url`, `unsubscribe_mailto`: instead of the reader's signed link and the
         settings' address (a test send's).
-        `feedback_id`: the Feedback-ID header's value (list mail only; see feedback_id)."""
+        `feedback_id`: the Feedback-ID header's value (list mail only; see feedback_id).
+        `unsubscribe_scope`: the course the List-Unsubscribe mailto leaves (None: everything), as
+        the unsubscribe link's; with a bounce domain the mailto is the reader's own signed address."""
         # Only a name that reads as one, without bidirectional controls: stored names predate the
         # check at signup (course.audience.enrollment.accepted_name).
         name = name_to_greet(recipient.name)
@@ -420,7 +433,7 @@ class Composer:
                 date=self.clock.now(),
                 list_id=list_id,
                 unsubscribe_url=unsubscribe_url,
-                unsubscribe_mailto=self.settings.unsubscribe_mailto if unsubscribe_mailto is None else unsubscribe_mailto,
+                unsubscribe_mailto=self._mailto(recipient, unsubscribe_scope) if unsubscribe_mailto is None else unsubscribe_mailto,
                 extra_headers=(("Feedback-ID", feedback_id),) if feedback_id else (),
             ),
         )

@@ -54,6 +54,40 @@ def delivery_of_verp(address: str, *, secret: str, domain: str) -> int | None:
     return delivery_id
 
 
+# The List-Unsubscribe mailto of one reader: unsubscribe+<subscriber id>-<course id, 0: everything>-
+# <signature>@<bounce domain>, delivered to the bounce mailbox, where mail to it unsubscribes that
+# reader from that scope (course/bounces/record.py), as the signed one-click link does.
+UNSUBSCRIBE_PREFIX = "unsubscribe"
+_UNSUBSCRIBE_LOCAL_PART = re.compile(
+    rf"^{UNSUBSCRIBE_PREFIX}\+(?P<subscriber_id>[1-9][0-9]{{0,18}})-(?P<course_id>0|[1-9][0-9]{{0,18}})-(?P<signature>[a-z2-7]{{{_SIGNATURE_CHARS}}})$"
+)
+
+
+def _unsubscribe_signature(subscriber_id: int, course_id: int | None, secret: str) -> str:
+    key = hashlib.sha256(b"course.unsubscribe-mailto:" + secret.encode("utf-8")).digest()  # not VERP's, not the links'
+    digest = hmac.new(key, f"{subscriber_id}-{course_id or 0}".encode("ascii"), hashlib.sha256).digest()
+    return base64.b32encode(digest[:10]).decode("ascii").lower()
+
+
+def unsubscribe_address(subscriber_id: int, course_id: int | None, *, secret: str, domain: str) -> str:
+    """The mailto address that unsubscribes one reader from one course (None: from everything)."""
+    return f"{UNSUBSCRIBE_PREFIX}+{subscriber_id}-{course_id or 0}-{_unsubscribe_signature(subscriber_id, course_id, secret)}@{domain}"
+
+
+def unsubscription_of(address: str, *, secret: str, domain: str) -> tuple[int, int | None] | None:
+    """(subscriber id, course id or None) an unsubscribe address names, or None: not ours, or forged."""
+    local, at, address_domain = address.strip().strip("<>").strip().rpartition("@")
+    if not at or not domain or address_domain.lower().rstrip(".") != domain.lower():
+        return None
+    match = _UNSUBSCRIBE_LOCAL_PART.match(local.lower())
+    if match is None:
+        return None
+    subscriber_id, course_id = int(match["subscriber_id"]), int(match["course_id"]) or None
+    if not hmac.compare_digest(match["signature"], _unsubscribe_signature(subscriber_id, course_id, secret)):
+        return None
+    return subscriber_id, course_id
+
+
 class EnvelopeSender:
     """Chooses each message's envelope sender from the settings: a VERP address when
     COURSE_BOUNCE_DOMAIN is set, else the From address the composer chose."""
