@@ -461,7 +461,12 @@ class BounceReport(Base):
     is unique: a report read twice changes nothing."""
 
     __tablename__ = "bounce_reports"
-    __table_args__ = (Index("ix_bounce_reports_subscriber", "subscriber_id", "kind", "received_at"),)
+    __table_args__ = (
+        Index("ix_bounce_reports_subscriber", "subscriber_id", "kind", "received_at"),
+        # Counted per campaign (campaign progress) and per lesson (the course funnel).
+        Index("ix_bounce_reports_campaign", "campaign_id", "kind"),
+        Index("ix_bounce_reports_lesson", "lesson_id", "kind"),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     report_key: Mapped[str] = mapped_column(String(200), unique=True)
@@ -472,6 +477,10 @@ class BounceReport(Base):
     reason: Mapped[str] = mapped_column(String(1000), default="")
     source: Mapped[str] = mapped_column(String(32), default="")  # folder, imap, webhook name
     received_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # The reported delivery's campaign or lesson, copied when recorded so the counts need no join
+    # through the ledger's rows.
+    campaign_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("campaigns.id", ondelete="SET NULL"))
+    lesson_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("lessons.id", ondelete="SET NULL"))
 
 
 class WebhookEvent(Base):

@@ -1,6 +1,7 @@
 """How a course is doing, for the admin: its readers by enrollment state, the next lesson sends due,
 and its funnel (enrolled, confirmed, received each lesson, finished, paused, unsubscribed after
-each lesson, bounced). Reads only; a handful of GROUP BY statements per course.
+each lesson, bounced, and the bounces and complaints reported about each lesson after it was sent).
+Reads only; a handful of GROUP BY statements per course.
 
 The funnel's "unsubscribed after lesson N" is the last lesson the reader was sent before leaving
 (0: before the first lesson)."""
@@ -16,6 +17,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from course.models import (
+    BounceKind,
+    BounceReport,
     Delivery,
     DeliveryKind,
     DeliveryState,
@@ -105,6 +108,10 @@ class Funnel:
     paused: int
     unsubscribed_after: dict[int, int] = field(default_factory=dict)
     bounced: int = 0
+    # Reported after sending (course/bounces), per lesson position: bounce reports (hard and soft)
+    # and complaints.
+    bounce_reports: dict[int, int] = field(default_factory=dict)
+    complaints: dict[int, int] = field(default_factory=dict)
 
     @property
     def unsubscribed(self) -> int:
@@ -124,6 +131,10 @@ class Funnel:
             for n, count in sorted(self.unsubscribed_after.items())
         ]
         rows.append(("bounced", "Bounced", self.bounced))
+        rows.append(("bounce_reports", "Bounce reports after sending", sum(self.bounce_reports.values())))
+        rows += [(f"bounce_reports_{n}", f"Bounce reports about lesson {n}", count) for n, count in sorted(self.bounce_reports.items()) if count]
+        rows.append(("complaints", "Spam complaints", sum(self.complaints.values())))
+        rows += [(f"complaints_{n}", f"Spam complaints about lesson {n}", count) for n, count in sorted(self.complaints.items()) if count]
         return rows
 
 
@@ -131,7 +142,8 @@ def course_funnel(session: Session, course_id: int) -> Funnel:
     """1. Enrollments by state (pending ones are not confirmed).
     2. Lesson rows sent, per lesson position.
     3. For each unsubscribed enrollment, the highest lesson position it was sent.
-    4. Enrollees whose address bounced."""
+    4. Enrollees whose address bounced.
+    5. Bounce reports and complaints per lesson (ix_bounce_reports_lesson, from the course's lessons)."""
     titles = dict(
         session.execute(
             select(Lesson.position, Lesson.title)
@@ -167,6 +179,15 @@ def course_funnel(session: Session, course_id: int) -> Funnel:
         .join(Subscriber, Subscriber.id == Enrollment.subscriber_id)
         .where(Enrollment.course_id == course_id, Subscriber.status == SubscriberStatus.BOUNCED)
     )
+    reports: dict[str, Counter[int]] = {BounceKind.HARD: Counter(), BounceKind.SOFT: Counter(), BounceKind.COMPLAINT: Counter()}
+    for position, kind, count in session.execute(
+        select(Lesson.position, BounceReport.kind, func.count())
+        .join(BounceReport, BounceReport.lesson_id == Lesson.id)
+        .where(Lesson.course_id == course_id)
+        .group_by(Lesson.position, BounceReport.kind)
+    ):
+        if kind in reports:
+            reports[kind][position] += count
     return Funnel(
         lesson_titles=titles,
         enrolled=readers.enrolled,
@@ -176,4 +197,6 @@ def course_funnel(session: Session, course_id: int) -> Funnel:
         paused=readers.paused,
         unsubscribed_after=dict(left),
         bounced=bounced or 0,
+        bounce_reports=dict(reports[BounceKind.HARD] + reports[BounceKind.SOFT]),
+        complaints=dict(reports[BounceKind.COMPLAINT]),
     )

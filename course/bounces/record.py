@@ -151,6 +151,8 @@ def record_report(session: Session, report: Report, *, options: BounceOptions, s
         reason=recipient.reason[:1000],
         source=source[:32],
         received_at=now,
+        campaign_id=delivery.campaign_id,
+        lesson_id=delivery.lesson_id,
     )
     try:
         with session.begin_nested():

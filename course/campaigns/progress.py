@@ -1,6 +1,7 @@
 """What the admin shows about campaigns: each campaign's delivery rows counted per state, its
-progress (sent, failed, bounced, remaining), the current send rate and an ETA. Read-only queries
-plus one pure function that turns counts into progress."""
+progress (sent, failed, bounced, remaining), the current send rate and an ETA, and the bounces and
+complaints reported after sending (course/bounces, counted from bounce_reports by its campaign
+index). Read-only queries plus one pure function that turns counts into progress."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from sqlalchemy.orm import Session
 
 from course.models import (
     UNSETTLED_DELIVERY_STATES,
+    BounceKind,
+    BounceReport,
     Campaign,
     CampaignStatus,
     Delivery,
@@ -95,10 +98,37 @@ def _sent_since(session: Session, campaign_ids: list[int], since: datetime) -> d
 
 
 @dataclass(frozen=True)
+class ReportCounts:
+    """Bounces and complaints reported after sending (DSN mail, ARF, provider webhooks)."""
+
+    hard: int = 0
+    soft: int = 0
+    complaints: int = 0
+
+    @classmethod
+    def of_kinds(cls, by_kind: dict[str, int]) -> ReportCounts:
+        return cls(by_kind.get(BounceKind.HARD, 0), by_kind.get(BounceKind.SOFT, 0), by_kind.get(BounceKind.COMPLAINT, 0))
+
+
+def campaign_reports(session: Session, campaign_ids: list[int]) -> dict[int, ReportCounts]:
+    """Each campaign's reports by kind: one GROUP BY over ix_bounce_reports_campaign."""
+    by_campaign: dict[int, dict[str, int]] = {campaign_id: {} for campaign_id in campaign_ids}
+    if campaign_ids:
+        for campaign_id, kind, count in session.execute(
+            select(BounceReport.campaign_id, BounceReport.kind, func.count())
+            .where(BounceReport.campaign_id.in_(campaign_ids))
+            .group_by(BounceReport.campaign_id, BounceReport.kind)
+        ):
+            by_campaign[campaign_id][kind] = count
+    return {campaign_id: ReportCounts.of_kinds(kinds) for campaign_id, kinds in by_campaign.items()}
+
+
+@dataclass(frozen=True)
 class CampaignSummary:
     campaign: Campaign
     progress: Progress
     unsubscribed: int | None = None  # recipients who left within UNSUBSCRIBE_WINDOW (detail only)
+    reports: ReportCounts = ReportCounts()  # bounces and complaints reported after sending (detail only)
 
 
 def unsubscribed_after(session: Session, campaign: Campaign) -> int:
@@ -153,8 +183,9 @@ def campaign_summary(session: Session, campaign_id: int, *, now: datetime) -> Ca
     counts = _counts(session, [campaign_id]).get(campaign_id, {})
     recent = _sent_since(session, [campaign_id], now - RATE_WINDOW).get(campaign_id, 0)
     return CampaignSummary(
-        campaign, progress_from_counts(counts, sent_last_window=recent), unsubscribed=unsubscribed_after(session, campaign)
-    )
+        campaign, progress_from_counts(counts, sent_last_window=recent), unsubscribed=unsubscribed_after(session, campaign),
+        reports=campaign_reports(session, [campaign_id])[campaign_id],
+    )  # fmt: skip
 
 
 def status_counts(session: Session) -> dict[str, int]:

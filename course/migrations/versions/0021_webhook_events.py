@@ -1,6 +1,7 @@
 """webhook_events: bounces and complaints reported by provider webhooks, stored by the request and
 applied by a task; unique by (provider, event id), so a replayed event stores nothing new
-(branch h-bounces).
+(branch h-bounces). bounce_reports gets the reported delivery's campaign and lesson, indexed, so
+bounces and complaints are counted per campaign and per lesson without a join through deliveries.
 
 Revision ID: 0021
 Revises: 0019
@@ -38,8 +39,27 @@ def upgrade() -> None:
         sa.UniqueConstraint("provider", "event_id", name="uq_webhook_events_provider_event"),
     )
     op.create_index("ix_webhook_events_pending", "webhook_events", ["applied_at", "id"])
+    with op.batch_alter_table("bounce_reports") as batch:
+        batch.add_column(sa.Column("campaign_id", BigId, nullable=True))
+        batch.add_column(sa.Column("lesson_id", BigId, nullable=True))
+        batch.create_foreign_key("fk_bounce_reports_campaign_id_campaigns", "campaigns", ["campaign_id"], ["id"], ondelete="SET NULL")
+        batch.create_foreign_key("fk_bounce_reports_lesson_id_lessons", "lessons", ["lesson_id"], ["id"], ondelete="SET NULL")
+    # Reports recorded before: their delivery says which campaign or lesson.
+    op.execute(
+        "UPDATE bounce_reports SET campaign_id = (SELECT campaign_id FROM deliveries WHERE deliveries.id = bounce_reports.delivery_id), "
+        "lesson_id = (SELECT lesson_id FROM deliveries WHERE deliveries.id = bounce_reports.delivery_id) WHERE delivery_id IS NOT NULL"
+    )
+    op.create_index("ix_bounce_reports_campaign", "bounce_reports", ["campaign_id", "kind"])
+    op.create_index("ix_bounce_reports_lesson", "bounce_reports", ["lesson_id", "kind"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_bounce_reports_lesson", table_name="bounce_reports")
+    op.drop_index("ix_bounce_reports_campaign", table_name="bounce_reports")
+    with op.batch_alter_table("bounce_reports") as batch:
+        batch.drop_constraint("fk_bounce_reports_lesson_id_lessons", type_="foreignkey")
+        batch.drop_constraint("fk_bounce_reports_campaign_id_campaigns", type_="foreignkey")
+        batch.drop_column("lesson_id")
+        batch.drop_column("campaign_id")
     op.drop_index("ix_webhook_events_pending", table_name="webhook_events")
     op.drop_table("webhook_events")
