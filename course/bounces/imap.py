@@ -83,6 +83,7 @@ class ImapMailbox:
         self._connection: imaplib.IMAP4 | None = None
         self._done_folder_ready = False
         self._deleted_pending = False
+        self.total: int | None = None  # messages this poll reads, once listed (for a progress bar)
 
     def __enter__(self) -> ImapMailbox:
         return self
@@ -125,7 +126,9 @@ class ImapMailbox:
             uids = [int(uid) for uid in (found[0] or b"").split()]
         except (OSError, imaplib.IMAP4.error) as error:
             raise self._fail("listing the messages", error) from error
-        for uid in sorted(uids)[: self.config.batch]:
+        batch = sorted(uids)[: self.config.batch]
+        self.total = len(batch)
+        for uid in batch:
             try:
                 raw = self._fetch(connection, uid)
             except (OSError, imaplib.IMAP4.error) as error:

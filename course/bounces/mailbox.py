@@ -40,10 +40,14 @@ class FolderMailbox:
     def __init__(self, folder: Path) -> None:
         self.folder = Path(folder)
 
+    total: int | None = None  # messages this poll reads, once listed (for a progress bar)
+
     def messages(self) -> Iterator[MailboxMessage]:
         if not self.folder.is_dir():
             raise MailboxError(f"bounce folder {str(self.folder)!r} is not a folder")
-        for path in sorted(self.folder.glob("*.eml")):
+        paths = sorted(self.folder.glob("*.eml"))
+        self.total = len(paths)
+        for path in paths:
             try:
                 raw = path.read_bytes()
             except OSError as error:

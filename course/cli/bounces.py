@@ -9,10 +9,11 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from course.bounces.imap import ImapConfig, ImapMailbox
 from course.bounces.mailbox import FolderMailbox, Mailbox, MailboxError
-from course.bounces.poll import poll
+from course.bounces.poll import PollReport, poll
 from course.bounces.record import BounceOptions
 from course.cli.errors import CommandError, clear_errors
 from course.clock import get_wall_clock
@@ -45,8 +46,18 @@ def poll_command(
         mailbox = ImapMailbox(imap)
     schema.upgrade()
     wall_clock = get_wall_clock()
+    columns = (TextColumn("reading returned mail"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     try:
-        result = poll(mailbox, session_factory(settings), options=BounceOptions.from_settings(settings), now=wall_clock.now)
+        # A mailbox of thousands of bounces takes a while: a bar on stderr, gone once done (none with --json).
+        with Progress(*columns, console=Console(stderr=True), transient=True, disable=as_json) as bar:
+            task = bar.add_task("poll", total=None)
+
+            def advance(report: PollReport) -> None:
+                bar.update(task, completed=report.read, total=getattr(mailbox, "total", None))
+
+            result = poll(
+                mailbox, session_factory(settings), options=BounceOptions.from_settings(settings), now=wall_clock.now, progress=advance
+            )
     except MailboxError as error:
         raise CommandError(str(error)) from error
     finally:
