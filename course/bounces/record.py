@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -115,11 +115,16 @@ def _delivery_of(session: Session, report: Report, recipient: Recipient, options
             if address is not None and address.lower() == recipient.address.lower():
                 return found
     if report.verified_sender and recipient.address:
-        # The subscriber by its email, then its rows (a few: its lessons and campaigns).
+        # The subscriber by its email (uq_subscribers_email_lower), then its lesson and campaign
+        # rows (the two partial (subscriber_id, …) indexes serve each arm of the OR).
         return session.scalars(
             select(Delivery)
             .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
-            .where(Subscriber.email == recipient.address.lower(), Delivery.sent_at.is_not(None))
+            .where(
+                func.lower(Subscriber.email) == recipient.address.lower(),
+                or_(Delivery.lesson_id.is_not(None), Delivery.campaign_id.is_not(None)),
+                Delivery.sent_at.is_not(None),
+            )
             .order_by(Delivery.sent_at.desc(), Delivery.id.desc())
             .limit(1)
         ).first()

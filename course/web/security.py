@@ -176,7 +176,7 @@ class BodySizeLimit:
 
     async def _reject(self, scope: Scope, send: Send, max_bytes: int) -> None:
         limit_kb = max_bytes // 1024
-        if scope.get("path", "").startswith("/api/"):
+        if scope.get("path", "").startswith(("/api/", "/webhooks/")):
             body = f'{{"detail":"request body larger than {limit_kb:,} KB"}}'.encode()
             content_type = b"application/json"
         else:

@@ -277,6 +277,7 @@ def test_oversized_unconfigured_and_too_frequent_requests(
     big = {"events": [{"id": f"g-{n}", "type": "soft_bounce", "recipient": "a@example.org", "reason": "x" * 900} for n in range(100)]}
     answer = generic_post(client, big, clock.now())
     assert answer.status_code == 413
+    assert answer.json() == {"detail": "request body larger than 64 KB"}  # JSON, as documented, not an HTML page
     assert stored(sessions) == 0
     off = create_app(hook_settings.model_copy(update={"webhook_mailgun_signing_key": ""}))
     with TestClient(off) as off_client:

@@ -48,7 +48,7 @@ def store_events(session: Session, provider: Provider, events: Sequence[Provider
         for event in {event.event_id: event for event in events}.values()  # one batch may repeat an event
     ]
     statement = insert(WebhookEvent).values(rows).on_conflict_do_nothing(index_elements=["provider", "event_id"])
-    return session.execute(statement.returning(WebhookEvent.id)).scalars().all().__len__()
+    return len(session.execute(statement.returning(WebhookEvent.id)).scalars().all())
 
 
 def report_of(event: WebhookEvent) -> Report:
