@@ -3,7 +3,7 @@ applied by a task; unique by (provider, event id), so a replayed event stores no
 (branch h-bounces). bounce_reports gets the reported delivery's campaign and lesson, indexed, so
 bounces and complaints are counted per campaign and per lesson without a join through deliveries.
 
-Revision ID: 0021
+Revision ID: 0020
 Revises: 0019
 Create Date: 2026-12-07 15:25:00
 """
@@ -15,7 +15,7 @@ from contextlib import contextmanager
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0021"
+revision: str = "0020"
 down_revision: str | None = "0019"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
