@@ -16,6 +16,8 @@ import datetime
 import io
 from functools import lru_cache
 from pathlib import Path
+from types import MappingProxyType
+from collections.abc import Mapping
 from typing import Any
 
 from babel import Locale
@@ -59,9 +61,11 @@ def translations(language: str) -> NullTranslations:
     return Translations(compiled)
 
 
-def gettext_callables(language: str) -> dict[str, Any]:
+@lru_cache(maxsize=64)
+def gettext_callables(language: str) -> Mapping[str, Any]:
     """``gettext``, ``ngettext`` and ``_`` for a template render in ``language``, plus the locale's
-    date formatters ``format_date`` and ``format_datetime``."""
+    date formatters ``format_date`` and ``format_datetime``. Built once per language (a send task
+    renders a lesson per chunk; Babel's Locale.parse was a quarter of that render): read-only."""
     catalogue = translations(language)
     locale = Locale.parse(language)
 
@@ -76,7 +80,7 @@ def gettext_callables(language: str) -> dict[str, Any]:
         day = format_skeleton("MMMEd", value, locale=locale, tzinfo=value.tzinfo)
         return f"{day}, {format_datetime(value, 'HH:mm', locale=locale, tzinfo=value.tzinfo)}"
 
-    return {
+    return MappingProxyType({
         "gettext": catalogue.gettext,
         "ngettext": catalogue.ngettext,
         "_": catalogue.gettext,
@@ -84,7 +88,7 @@ def gettext_callables(language: str) -> dict[str, Any]:
         "format_datetime": date_time,
         "format_day_and_time": day_and_time,
         "language": language,
-    }
+    })
 
 
 def N_(message: str) -> str:  # noqa: N802 - gettext's conventional name

@@ -67,13 +67,19 @@ def article_language(article: Article) -> str:
     return detect_language("\n".join(prose)) or DEFAULT_ARTICLE_LANGUAGE
 
 
-def text_direction(text: str) -> str:
-    """"rtl" when the first letter with a strong direction is right-to-left (Arabic, Hebrew, Syriac,
-    Thaana…), else "ltr": the rule of the Unicode bidirectional algorithm for a paragraph (P2, P3)."""
+def strong_direction(text: str) -> str | None:
+    """"rtl" or "ltr" from the first letter with a strong direction, None when there is none."""
     for char in text:
         direction = unicodedata.bidirectional(char)
         if direction in ("R", "AL"):
             return "rtl"
         if direction == "L":
             return "ltr"
+    return None
+
+
+def text_direction(text: str) -> str:
+    """"rtl" when the first letter with a strong direction is right-to-left (Arabic, Hebrew, Syriac,
+    Thaana…), else "ltr": the rule of the Unicode bidirectional algorithm for a paragraph (P2, P3)."""
+    return strong_direction(text) or "ltr"
     return "ltr"

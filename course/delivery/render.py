@@ -25,7 +25,7 @@ from markupsafe import Markup, escape
 from course.i18n import DEFAULT_LANGUAGE, gettext_callables, translate
 from course.content.article import ArticleError
 from course.content.blocks import Block, block_plain
-from course.content.language import text_direction
+from course.content.language import strong_direction, text_direction
 from course.content.lesson_body import LessonBody
 from course.content.markdown_reader import newsletter_blocks
 from course.content.merge_tags import MergeTag, first_name_of, substitute, value_of
@@ -217,7 +217,11 @@ class Renderer:
         # part marks its title and body dir="rtl", the text part starts each of their lines with a
         # right-to-left mark, which is what dir="rtl" is to plain text (Unicode bidi rule P2).
         title_direction = text_direction(lesson.title)
-        body_direction = text_direction(" ".join(block_plain(block) for block in body.blocks))
+        # The first block with a strong letter decides, as the whole body joined would (read block by
+        # block: a send task renders its lesson once per chunk, and joining every block was most of it).
+        body_direction = next(
+            (found for block in body.blocks if (found := strong_direction(block_plain(block)))), "ltr"
+        )
         text = body_text(body)
         title_text = lesson.title
         if body_direction == "rtl":

@@ -3,6 +3,8 @@ translated (tests/test_i18n.py) and that no English is left on a page (tests/web
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from babel.messages.extract import extract_from_dir
 from babel.messages.pofile import read_po
 
@@ -12,9 +14,11 @@ from course.settings import PROJECT_ROOT
 TEMPLATES = PROJECT_ROOT / "templates"
 
 
-def source_messages() -> set[str]:
+@lru_cache(maxsize=1)
+def source_messages() -> frozenset[str]:
     """Every msgid of the email and page templates, of translate(language, "…") calls and of N_("…")
-    marks in course/ (a plural message counts by its singular)."""
+    marks in course/ (a plural message counts by its singular). Read once per test session: Babel's
+    extraction from every module took about a second, and a page check asked for it once per page."""
     options = {"extensions": "jinja2.ext.i18n"}
     patterns = ["email/**.html", "email/**.txt", "web/**.html"]
     messages = {
@@ -31,7 +35,7 @@ def source_messages() -> set[str]:
         )
         if isinstance(message, str)
     }
-    return messages
+    return frozenset(messages)
 
 
 def catalogue(language: str) -> dict[str, str]:

@@ -10,6 +10,8 @@ element. The publisher's words (the course's title and description) stay as writ
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import html
 import re
 from collections.abc import Iterator
@@ -42,7 +44,8 @@ COURSE_URL = f"/courses/{COURSE_SLUG}"
 _PLACEHOLDER_OR_TAG = re.compile(r"%\(\w+\)s|<[^>]+>|[.;:?!] ")
 
 
-def english_fragments(language: str) -> tuple[set[str], set[str]]:
+@lru_cache(maxsize=None)
+def english_fragments(language: str) -> tuple[frozenset[str], frozenset[str]]:
     """Runs of 2+ words of every msgid the catalogue translates differently, and the one-word
     msgids (matched only as an element's whole text)."""
     translations = catalogue(language)
@@ -60,7 +63,7 @@ def english_fragments(language: str) -> tuple[set[str], set[str]]:
                 runs.add(piece)
             else:
                 words.add(piece)
-    return runs, words
+    return frozenset(runs), frozenset(words)
 
 
 def visible_text(page: str) -> tuple[str, list[str]]:
