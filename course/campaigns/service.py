@@ -59,6 +59,7 @@ from course.models import (
     Campaign,
     CampaignStatus,
     Delivery,
+    DeliveryState,
     Subscriber,
     SubscriberTag,
 )
@@ -542,12 +543,62 @@ def pause(session: Session, campaign_id: int, *, now: datetime) -> int:
     return hold_campaign_rows(session, campaign_id)
 
 
+@dataclass(frozen=True)
+class ErrorRate:
+    attempted: int  # rows sent, bounced or failed
+    errors: int  # bounced or failed
+
+    @property
+    def rate(self) -> float:
+        return self.errors / self.attempted if self.attempted else 0.0
+
+
+def too_many_errors(rate: ErrorRate, *, max_error_rate: float, min_rows: int) -> bool:
+    """Whether a campaign's error rate calls for a system pause (as listmonk's max-errors): only
+    once `min_rows` rows were attempted, so the first bounce of a run does not stop it. Pure."""
+    return max_error_rate < 1.0 and rate.attempted >= min_rows and rate.rate > max_error_rate
+
+
+def campaign_error_rate(session: Session, campaign_id: int) -> ErrorRate:
+    counts = dict(
+        session.execute(
+            select(Delivery.state, func.count())
+            .where(Delivery.campaign_id == campaign_id, Delivery.state.in_([DeliveryState.SENT, DeliveryState.BOUNCED, DeliveryState.FAILED]))
+            .group_by(Delivery.state)
+        ).tuples().all()
+    )
+    errors = counts.get(DeliveryState.BOUNCED, 0) + counts.get(DeliveryState.FAILED, 0)
+    return ErrorRate(attempted=errors + counts.get("sent", 0), errors=errors)
+
+
+def pause_for_errors(session: Session, campaign_id: int, *, max_error_rate: float, min_rows: int, now: datetime) -> str | None:
+    """The system's pause: when the campaign's rows bounced or failed past `max_error_rate` (a
+    bad list, or a provider refusing its content), pause it through the same move as an editor's
+    and keep why (campaigns.paused_reason, shown in the admin). Returns the reason when it paused
+    the campaign; None when the rate is fine or the campaign is not sending (already paused, done,
+    cancelled: nothing to do)."""
+    rate = campaign_error_rate(session, campaign_id)
+    if not too_many_errors(rate, max_error_rate=max_error_rate, min_rows=min_rows):
+        return None
+    campaign = _locked(session, campaign_id)
+    if campaign.status not in TRANSITIONS["pause"].allowed:
+        return None
+    reason = (
+        f"paused by the system: {rate.errors} of {rate.attempted} messages bounced or failed "
+        f"({rate.rate:.0%}, more than the {max_error_rate:.0%} allowed by COURSE_CAMPAIGN_MAX_ERROR_RATE)"
+    )
+    pause(session, campaign_id, now=now)
+    campaign.paused_reason = reason
+    return reason
+
+
 def resume(session: Session, campaign_id: int, *, now: datetime) -> int:
     """Each held row becomes pending again, once. A campaign paused before its fan-out is scheduled
     again (for its send time, or now if that has passed). Returns how many rows were released."""
     campaign = _locked(session, campaign_id)
     campaign.status = _allowed(campaign, "resume" if campaign.fanned_out_at else "resume_before_fan_out").to
     campaign.paused_at = None
+    campaign.paused_reason = None
     campaign.updated_at = now
     return release_campaign_rows(session, campaign_id)
 
