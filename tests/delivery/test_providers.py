@@ -1,0 +1,198 @@
+"""Several providers through the sender, against real aiosmtpd servers, on PostgreSQL and SQLite,
+with the gate on a real Redis: routing by course and From domain, the provider recorded with each
+row, a provider that refuses connections or answers 421 paused while its rows wait or take the
+fallback, and a per-second limit measured at the server."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+
+import pytest
+import redis
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from course.clock import ManualClock
+from course.delivery.dispatch import dispatch_due, in_flight_cap
+from course.delivery.gate import PausePolicy, RedisGate
+from course.delivery.links import signer_from_settings
+from course.delivery.render import Renderer
+from course.delivery.sending import Sender
+from course.delivery.transports.registry import TransportRegistry
+from course.models import Course, Delivery, DeliveryState
+from course.settings import ProviderSettings, Settings
+from tests.support.pipeline_fixtures import enroll_people, make_course
+from tests.support.smtp_server import RecordingSMTPServer
+
+PEOPLE = [f"reader{n}@example.org" for n in range(6)]
+
+
+@pytest.fixture
+def bulk_server() -> Iterator[RecordingSMTPServer]:
+    with RecordingSMTPServer() as server:
+        yield server
+
+
+@pytest.fixture
+def gate(redis_url: str) -> Iterator[RedisGate]:
+    client = redis.Redis.from_url(redis_url)
+    yield RedisGate(client, PausePolicy(pause_seconds=30, pause_max_seconds=300, failures_to_pause=3))
+    client.close()
+
+
+@pytest.fixture
+def make_sender(sessions: sessionmaker[Session], clock: ManualClock, gate: RedisGate) -> Iterator[Callable[[Settings], Sender]]:
+    registries: list[TransportRegistry] = []
+
+    def build(settings: Settings) -> Sender:
+        registry = TransportRegistry(settings.provider_settings)
+        registries.append(registry)
+        return Sender(
+            settings, sessions=sessions, transports=registry.get, gate=gate,
+            renderer=Renderer(settings.templates_dir), signer=signer_from_settings(settings), clock=clock,
+        )  # fmt: skip
+
+    yield build
+    for registry in registries:
+        registry.close()
+
+
+def with_bulk(settings: Settings, server: RecordingSMTPServer | None, **provider: object) -> Settings:
+    port = server.port if server is not None else _closed_port()
+    return settings.model_copy(update={"providers": {"bulk": ProviderSettings(host="127.0.0.1", port=port, timeout=5, connect_timeout=2, **provider)}})
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]  # nothing listens once the probe is closed
+
+
+def claim(sessions: sessionmaker[Session], settings: Settings, clock: ManualClock) -> list[tuple[list[int], str]]:
+    tasks: list[tuple[list[int], str]] = []
+    dispatch_due(sessions, settings=settings, clock=clock, enqueue=lambda ids, token, urgent: tasks.append((ids, token)))
+    return tasks
+
+
+def course_for(sessions: sessionmaker[Session], clock: ManualClock, *, provider: str | None = None, sender_email: str | None = None) -> None:
+    with sessions.begin() as session:
+        course = make_course(session, now=clock.now())
+        course.provider = provider
+        if sender_email:
+            course.sender_email = sender_email
+        enroll_people(session, course, PEOPLE, now=clock.now())
+
+
+def rows(sessions: sessionmaker[Session], ids: list[int]) -> list[Delivery]:
+    with sessions() as session:
+        return list(session.scalars(select(Delivery).where(Delivery.id.in_(ids)).order_by(Delivery.id)))
+
+
+def send_all(sessions: sessionmaker[Session], settings: Settings, clock: ManualClock, sender: Sender) -> list[int]:
+    ids: list[int] = []
+    for chunk, token in claim(sessions, settings, clock):
+        sender.send_claimed(chunk, token)
+        ids += chunk
+    return ids
+
+
+def test_a_course_naming_a_provider_sends_through_it_and_the_row_records_it(
+    sessions: sessionmaker[Session], settings: Settings, clock: ManualClock, smtp_server: RecordingSMTPServer,
+    bulk_server: RecordingSMTPServer, make_sender: Callable[[Settings], Sender],
+) -> None:
+    settings = with_bulk(settings, bulk_server)
+    course_for(sessions, clock, provider="bulk")
+    ids = send_all(sessions, settings, clock, make_sender(settings))
+    assert len(bulk_server.received) == len(PEOPLE) and smtp_server.received == []
+    assert {(row.state, row.provider) for row in rows(sessions, ids)} == {(DeliveryState.SENT, "bulk")}
+
+
+def test_the_from_domain_routes_and_other_mail_takes_the_fallback(
+    sessions: sessionmaker[Session], settings: Settings, clock: ManualClock, smtp_server: RecordingSMTPServer,
+    bulk_server: RecordingSMTPServer, make_sender: Callable[[Settings], Sender],
+) -> None:
+    settings = with_bulk(settings, bulk_server, from_domains=("news.example.net",))
+    course_for(sessions, clock, sender_email="lessons@news.example.net")
+    ids = send_all(sessions, settings, clock, make_sender(settings))
+    assert len(bulk_server.received) == len(PEOPLE)
+    assert {row.provider for row in rows(sessions, ids)} == {"bulk"}
+    with sessions.begin() as session:
+        session.execute(update(Course).values(sender_email="lessons@elsewhere.example"))
+    clock.advance(timedelta(days=1))
+    ids = send_all(sessions, settings, clock, make_sender(settings))
+    assert len(smtp_server.received) == len(PEOPLE)
+    assert {row.provider for row in rows(sessions, ids)} == {"default"}
+
+
+def test_an_unreachable_provider_is_paused_for_every_worker_and_its_mail_takes_the_fallback(
+    sessions: sessionmaker[Session], settings: Settings, clock: ManualClock, smtp_server: RecordingSMTPServer,
+    make_sender: Callable[[Settings], Sender], gate: RedisGate,
+) -> None:
+    settings = with_bulk(settings, None)  # nothing listens on its port
+    course_for(sessions, clock, provider="bulk")
+    ids = send_all(sessions, settings, clock, make_sender(settings))
+    # One refused connection paused it; every message went through `default` instead.
+    assert len(smtp_server.received) == len(PEOPLE)
+    assert {(row.state, row.provider) for row in rows(sessions, ids)} == {(DeliveryState.SENT, "default")}
+    health = gate.health("bulk")
+    assert health.paused_until is not None and "cannot connect" in health.reason
+    assert gate.acquire("bulk", settings.provider_settings["bulk"], urgent=True, max_wait=1).paused
+
+
+def test_with_no_fallback_the_rows_of_a_paused_provider_wait_in_the_database(
+    sessions: sessionmaker[Session], settings: Settings, clock: ManualClock, smtp_server: RecordingSMTPServer,
+    make_sender: Callable[[Settings], Sender],
+) -> None:
+    settings = with_bulk(settings, None).model_copy(update={"provider_fallback": ("bulk",)})
+    course_for(sessions, clock)
+    sender = make_sender(settings)
+    tasks = claim(sessions, settings, clock)
+    report = sender.send_claimed(*tasks[0])
+    assert report.sent == 0 and report.deferred == len(PEOPLE)
+    assert smtp_server.received == []
+    for row in rows(sessions, tasks[0][0]):
+        # Pending, due when the pause ends (30 s), not failed, nothing lost.
+        assert row.state == DeliveryState.PENDING and row.lease_token is None
+        assert clock.now() + timedelta(seconds=25) <= row.due_at <= clock.now() + timedelta(seconds=31)
+        assert "provider bulk" in (row.last_error or "")
+
+
+def test_a_421_storm_pauses_the_provider_after_three_and_the_rest_wait(
+    sessions: sessionmaker[Session], settings: Settings, clock: ManualClock, smtp_server: RecordingSMTPServer,
+    bulk_server: RecordingSMTPServer, make_sender: Callable[[Settings], Sender], gate: RedisGate,
+) -> None:
+    settings = with_bulk(settings, bulk_server).model_copy(update={"provider_fallback": ("bulk",)})
+    bulk_server.fail_next(421, "4.7.0 Too many messages, slow down", times=len(PEOPLE), at="RCPT")
+    course_for(sessions, clock)
+    tasks = claim(sessions, settings, clock)
+    report = make_sender(settings).send_claimed(*tasks[0])
+    assert (report.retried, report.sent) == (len(PEOPLE), 0)
+    assert report.deferred == len(PEOPLE) - 3  # three 421s paused it: the others were not tried
+    assert gate.health("bulk").paused_until is not None and "421" in gate.health("bulk").reason
+    assert {row.state for row in rows(sessions, tasks[0][0])} == {DeliveryState.PENDING}
+
+
+def test_the_per_second_limit_holds_at_the_server(
+    sessions: sessionmaker[Session], settings: Settings, clock: ManualClock, smtp_server: RecordingSMTPServer,
+    make_sender: Callable[[Settings], Sender],
+) -> None:
+    limited = settings.model_copy(update={"smtp_max_per_second": 4.0})
+    course_for(sessions, clock)
+    started = time.monotonic()
+    send_all(sessions, limited, clock, make_sender(limited))
+    elapsed = time.monotonic() - started
+    assert len(smtp_server.received) == len(PEOPLE)
+    assert elapsed >= (len(PEOPLE) - 1) / 4 - 0.05  # 6 messages at 4/s: 1.25 s at least
+    times = sorted(mail.received_at for mail in smtp_server.received)
+    gaps = [(b - a).total_seconds() for a, b in zip(times, times[1:])]
+    assert min(gaps) >= 0.2, gaps  # 0.25 s apart, less the server's own timing jitter
+
+
+def test_the_dispatcher_hands_out_no_more_than_limited_providers_can_send_soon(settings: Settings) -> None:
+    limited = settings.model_copy(update={"smtp_max_per_second": 10.0, "dispatch_interval_seconds": 5.0, "send_chunk_size": 100})
+    assert in_flight_cap(limited) == 150  # three intervals at 10/s
+    assert in_flight_cap(settings) == settings.dispatch_max_in_flight  # an unlimited provider: no cap
