@@ -5,6 +5,7 @@ fallback, and a per-second limit measured at the server."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
@@ -190,6 +191,39 @@ def test_the_per_second_limit_holds_at_the_server(
     times = sorted(mail.received_at for mail in smtp_server.received)
     gaps = [(b - a).total_seconds() for a, b in zip(times, times[1:])]
     assert min(gaps) >= 0.2, gaps  # 0.25 s apart, less the server's own timing jitter
+
+
+def test_the_per_second_limit_holds_for_several_senders_at_once(
+    sessions: sessionmaker[Session], settings: Settings, clock: ManualClock, smtp_server: RecordingSMTPServer,
+    make_sender: Callable[[Settings], Sender],
+) -> None:
+    """Three senders (as three worker processes: each its own connection) share 20/s."""
+    from course.devtools.bench.throttled import max_in_window
+
+    limited = settings.model_copy(update={"smtp_max_per_second": 20.0, "send_chunk_size": 20})
+    with sessions.begin() as session:
+        course = make_course(session, now=clock.now())
+        enroll_people(session, course, [f"many{n}@example.org" for n in range(60)], now=clock.now())
+    tasks = claim(sessions, limited, clock)
+    assert len(tasks) == 3
+    errors: list[BaseException] = []
+
+    def run(task: tuple[list[int], str]) -> None:
+        try:
+            make_sender(limited).send_claimed(*task)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(task,)) for task in tasks]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert not errors, errors
+    arrivals = [mail.received_at.timestamp() for mail in smtp_server.received]
+    assert len(arrivals) == 60
+    assert max_in_window(arrivals) <= 21, sorted(arrivals)
+    assert max(arrivals) - min(arrivals) >= 59 / 20 * 0.95
 
 
 def test_the_dispatcher_hands_out_no_more_than_limited_providers_can_send_soon(settings: Settings) -> None:
