@@ -20,7 +20,7 @@ refused per field, an audience of nobody."""
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import getaddresses
@@ -115,6 +115,7 @@ class Draft:
     sender: Sender
     body_markdown: str
     audience: Audience
+    provider: str | None = None  # the mail provider it takes first; None: routed by From domain
 
 
 def _line(value: str, *, label: str, limit: int, required: bool = True) -> tuple[str, str]:
@@ -131,10 +132,15 @@ def _line(value: str, *, label: str, limit: int, required: bool = True) -> tuple
 
 
 def check_draft(
-    *, name: str, subject: str, preheader: str, sender: str, body_markdown: str, audience: Audience, senders: list[Sender]
+    *, name: str, subject: str, preheader: str, sender: str, body_markdown: str, audience: Audience, senders: list[Sender],
+    provider: str = "", providers: Sequence[str] = (),
 ) -> Draft:
-    """Pure: every field checked at once; InputRefused carries a message per bad field."""
+    """Pure: every field checked at once; InputRefused carries a message per bad field. `provider`
+    ("" for none) must be one of the configured `providers`."""
     errors: dict[str, str] = {}
+    chosen_provider = provider.strip() or None
+    if chosen_provider is not None and chosen_provider not in providers:
+        errors["provider"] = f"Choose a provider from the list (configured: {', '.join(providers) or 'none'})."
     clean_name, errors["name"] = _line(name, label="name", limit=MAX_NAME_CHARS)
     clean_subject, errors["subject"] = _line(subject, label="subject", limit=MAX_SUBJECT_CHARS)
     clean_preheader, errors["preheader"] = _line(preheader, label="preheader", limit=MAX_PREHEADER_CHARS, required=False)
@@ -164,7 +170,7 @@ def check_draft(
     if errors:
         raise InputRefused("the campaign has mistakes: " + " ".join(errors.values()), errors)
     assert chosen is not None
-    return Draft(clean_name, clean_subject, clean_preheader, chosen, body, audience)
+    return Draft(clean_name, clean_subject, clean_preheader, chosen, body, audience, chosen_provider)
 
 
 def _check_merge_tags(errors: dict[str, str], *, subject: str, preheader: str, body: str, course_known: bool) -> None:
@@ -190,6 +196,7 @@ def _apply(campaign: Campaign, draft: Draft, now: datetime) -> None:
     campaign.sender_name = draft.sender.name
     campaign.sender_email = draft.sender.email
     campaign.body_markdown = draft.body_markdown
+    campaign.provider = draft.provider
     campaign.audience = draft.audience.to_json()
     campaign.segment_tag = None
     campaign.updated_at = now
@@ -584,7 +591,7 @@ def pause_for_errors(session: Session, campaign_id: int, *, max_error_rate: floa
     if campaign.status not in TRANSITIONS["pause"].allowed:
         return None
     reason = (
-        f"paused by the system: {rate.errors} of {rate.attempted} messages bounced or failed "
+        f"{rate.errors} of {rate.attempted} messages bounced or failed "
         f"({rate.rate:.0%}, more than the {max_error_rate:.0%} allowed by COURSE_CAMPAIGN_MAX_ERROR_RATE)"
     )
     pause(session, campaign_id, now=now)

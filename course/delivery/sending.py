@@ -274,8 +274,8 @@ class Sender:
                     min_rows=self.settings.campaign_error_min_rows, now=self.clock.now(),
                 )  # fmt: skip
             if reason:
-                log.warning("campaign %d %s", campaign_id, reason)
-                paused.append(f"campaign {campaign_id} {reason}")
+                log.warning("campaign %d paused by the system: %s", campaign_id, reason)
+                paused.append(f"campaign {campaign_id}: {reason}")
         return paused
 
     def _record(self, group: Outcome, token: str) -> None:
