@@ -572,7 +572,7 @@ def campaign_error_rate(session: Session, campaign_id: int) -> ErrorRate:
             select(Delivery.state, func.count())
             .where(Delivery.campaign_id == campaign_id, Delivery.state.in_([DeliveryState.SENT, DeliveryState.BOUNCED, DeliveryState.FAILED]))
             .group_by(Delivery.state)
-        ).tuples().all()
+        ).all()
     )
     errors = counts.get(DeliveryState.BOUNCED, 0) + counts.get(DeliveryState.FAILED, 0)
     return ErrorRate(attempted=errors + counts.get("sent", 0), errors=errors)

@@ -12,7 +12,7 @@ from datetime import timedelta
 
 import pytest
 import redis
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from course.clock import ManualClock
@@ -230,3 +230,56 @@ def test_the_dispatcher_hands_out_no_more_than_limited_providers_can_send_soon(s
     limited = settings.model_copy(update={"smtp_max_per_second": 10.0, "dispatch_interval_seconds": 5.0, "send_chunk_size": 100})
     assert in_flight_cap(limited) == 150  # three intervals at 10/s
     assert in_flight_cap(settings) == settings.dispatch_max_in_flight  # an unlimited provider: no cap
+
+
+def test_a_campaign_whose_error_rate_passes_the_threshold_is_paused_by_the_system(
+    sessions: sessionmaker[Session], settings: Settings, clock: ManualClock, smtp_server: RecordingSMTPServer,
+    make_sender: Callable[[Settings], Sender],
+) -> None:
+    from course.audience.enrollment import get_or_create_subscriber
+    from course.campaigns.service import fan_out, resume, schedule_campaign, tag_subscribers
+    from course.models import Campaign, CampaignStatus
+
+    strict = settings.model_copy(update={"campaign_max_error_rate": 0.3, "campaign_error_min_rows": 5, "send_chunk_size": 10})
+    smtp_server.reject_recipient("gone*@example.org", 550, "5.1.1 No such user")
+    with sessions.begin() as session:
+        for n in range(20):
+            address = f"gone{n}@example.org" if n % 2 else f"here{n}@example.org"
+            get_or_create_subscriber(session, address, name="", now=clock.now())
+            tag_subscribers(session, address, ["weekly"])
+        campaign_id = schedule_campaign(
+            session, name="Half dead list", subject="Hello", body_markdown="Hello.", segment_tag="weekly",
+            sender_name="The Letter", sender_email="letter@example.org", send_at=clock.now(), now=clock.now(),
+        ).id  # fmt: skip
+    with sessions.begin() as session:
+        fan_out(session, campaign_id, now=clock.now())
+    tasks = claim(sessions, strict, clock)
+    report = make_sender(strict).send_claimed(*tasks[0])
+    assert report.bounced == 5 and report.paused_campaigns  # half of the first 10 bounced: 50 % > 30 %
+    with sessions() as session:
+        campaign = session.get(Campaign, campaign_id)
+        assert campaign is not None and campaign.status == CampaignStatus.PAUSED
+        assert campaign.paused_reason is not None and "5 of 10 messages bounced or failed" in campaign.paused_reason
+        held = session.scalar(select(func.count()).select_from(Delivery).where(Delivery.campaign_id == campaign_id, Delivery.state == DeliveryState.HELD))
+    assert held == 10  # the second chunk, handed out, is held: its take-over finds nothing
+    assert make_sender(strict).send_claimed(*tasks[1]).taken == 0
+    with sessions.begin() as session:
+        resume(session, campaign_id, now=clock.now())
+    with sessions() as session:
+        assert session.get(Campaign, campaign_id).paused_reason is None  # type: ignore[union-attr]
+
+
+def test_a_campaign_provider_is_checked_against_the_configured_ones(settings: Settings) -> None:
+    from course.campaigns.audience import build_audience
+    from course.campaigns.refusals import InputRefused
+    from course.campaigns.service import Sender as CampaignSender, check_draft
+
+    fields = dict(
+        name="n", subject="s", preheader="", sender="a@example.org", body_markdown="Hi.", audience=build_audience(),
+        senders=[CampaignSender("A", "a@example.org")], providers=list(with_bulk(settings, None).provider_settings),
+    )
+    assert check_draft(provider="bulk", **fields).provider == "bulk"  # type: ignore[arg-type]
+    assert check_draft(provider="", **fields).provider is None  # type: ignore[arg-type]
+    with pytest.raises(InputRefused) as refused:
+        check_draft(provider="nowhere", **fields)  # type: ignore[arg-type]
+    assert "provider" in refused.value.fields
