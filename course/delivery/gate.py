@@ -148,8 +148,10 @@ if interval > 0 then
   if wait > max_wait then return {0, string.format('%.0f', wait), 'second'} end
   redis.call('SET', KEYS[1], string.format('%.0f', tat + interval), 'PX', math.floor((wait + interval) / 1000) + 1000)
 end
-if hour_cap >= 0 then redis.call('INCR', hkey); redis.call('EXPIRE', hkey, 7200) end
-if day_cap >= 0 then redis.call('INCR', dkey); redis.call('EXPIRE', dkey, 172800) end
+redis.call('INCR', hkey)
+redis.call('EXPIRE', hkey, 7200)
+redis.call('INCR', dkey)
+redis.call('EXPIRE', dkey, 172800)
 local rkey = KEYS[5] .. ':' .. math.floor((now + wait) / 1000000)
 redis.call('INCR', rkey)
 redis.call('EXPIRE', rkey, 120)
