@@ -41,6 +41,10 @@ URGENT_RESERVE = 0.02  # the share of an hourly or daily quota bulk mail leaves 
 RATE_WINDOW_SECONDS = 10  # the "current rate" shown is the mean over this many full seconds
 
 
+class GateUnavailable(RuntimeError):
+    """The gate's Redis did not answer: limits and health cannot be read or written now."""
+
+
 @dataclass(frozen=True)
 class Grant:
     """The gate's answer. granted: send after sleeping `wait` seconds. Not granted: `why` is
@@ -199,8 +203,25 @@ def _limits_args(limits: ProviderSettings, *, urgent: bool, max_wait: float) -> 
     return [str(interval), str(round(max_wait * 1_000_000)), *map(str, caps)]
 
 
+def _answered(method: Any) -> Any:
+    """A RedisGate method whose Redis errors become GateUnavailable, naming the provider."""
+    import functools
+
+    @functools.wraps(method)
+    def wrapper(self: RedisGate, name: str, *args: Any, **kwargs: Any) -> Any:
+        import redis
+
+        try:
+            return method(self, name, *args, **kwargs)
+        except redis.RedisError as exc:
+            raise GateUnavailable(f"the provider gate's Redis did not answer about provider {name}: {exc}") from exc
+
+    return wrapper
+
+
 class RedisGate:
-    """The gate over one Redis shared by every worker (the broker's, normally)."""
+    """The gate over one Redis shared by every worker (the broker's, normally). Its methods raise
+    GateUnavailable when Redis does not answer."""
 
     def __init__(self, client: Any, policy: PausePolicy) -> None:
         self.client = client
@@ -209,6 +230,7 @@ class RedisGate:
         self._failed = client.register_script(_FAILED)
         self._hold = client.register_script(_HOLD)
 
+    @_answered
     def acquire(self, name: str, limits: ProviderSettings, *, urgent: bool, max_wait: float) -> Grant:
         k = _keys(name)
         granted, wait, why = self._acquire(
@@ -217,6 +239,7 @@ class RedisGate:
         )
         return Grant(bool(granted), _from_micros(wait), why.decode() if isinstance(why, bytes) else str(why))
 
+    @_answered
     def failed(self, name: str, reason: str, *, at_once: bool) -> datetime | None:
         k = _keys(name)
         paused, till = self._failed(
@@ -231,20 +254,25 @@ class RedisGate:
         )
         return datetime.fromtimestamp(_from_micros(till), UTC) if paused else None
 
+    @_answered
     def succeeded(self, name: str) -> None:
         k = _keys(name)
         self.client.delete(k["failures"], k["pauses"])
 
+    @_answered
     def resume(self, name: str) -> None:
         k = _keys(name)
         self.client.delete(k["failures"], k["pauses"], k["paused"], k["reason"])
 
+    @_answered
     def hold_connection(self, name: str, limit: int, holder: str, *, seconds: float) -> bool:
         return bool(self._hold(keys=[_keys(name)["connections"]], args=[str(limit), holder, str(round(seconds * 1_000_000))]))
 
+    @_answered
     def release_connection(self, name: str, holder: str) -> None:
         self.client.zrem(_keys(name)["connections"], holder)
 
+    @_answered
     def health(self, name: str) -> ProviderHealth:
         k = _keys(name)
         seconds, micros = self.client.time()
@@ -258,6 +286,7 @@ class RedisGate:
             pauses=int(pauses or 0),
         )
 
+    @_answered
     def usage(self, name: str) -> ProviderUsage:
         k = _keys(name)
         seconds, micros = self.client.time()

@@ -44,7 +44,7 @@ from course.clock import Clock, wall_duration
 from course.delivery.compose import Composer, TemplateCache
 from course.delivery.dkim import DkimSigner
 from course.delivery.envelope import EnvelopeSender
-from course.delivery.gate import Gate, Grant, holder_id
+from course.delivery.gate import Gate, GateUnavailable, Grant, holder_id
 from course.delivery.journal import NoJournal, SendJournal
 from course.delivery.links import Signer
 from course.delivery.outcomes import GroupWriter
@@ -62,7 +62,7 @@ from course.delivery.transports.base import (
 )
 from course.ledger import Batch, DeliveryJob, Outcome, Settled, record, take_over
 from course.models import DeliveryKind, EnrollmentStatus, SubscriberStatus
-from course.settings import Settings
+from course.settings import ProviderSettings, Settings
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +73,9 @@ URGENT_KINDS = frozenset({DeliveryKind.TRANSACTIONAL, DeliveryKind.CAMPAIGN_TEST
 MAX_SLOT_WAIT_SECONDS = 2.0
 # A provider whose connections are all held elsewhere is asked again after this long.
 CONNECTION_WAIT_SECONDS = 5.0
+# After the gate's Redis failed to answer, it is not asked again for this long: a Redis that is
+# down must not cost a time-out per message.
+GATE_RETRY_SECONDS = 5.0
 # Replies that say the provider itself is in trouble (service not available, TLS not available),
 # not this message: a run of them pauses the provider.
 PROVIDER_TROUBLE_CODES = frozenset({421, 454})
@@ -171,6 +174,8 @@ class Sender:
         self._troubled: set[str] = set()
         self._holder = holder_id()
         self._held: set[str] = set()
+        self._gate_down_until = 0.0  # time.monotonic(): the gate's Redis is not asked before then
+        self._gate_error = ""
         self.journal = journal or NoJournal()
         self.provider = provider  # recorded with every outcome that went through `transport`
         self.composer = Composer(settings, renderer=renderer, signer=signer, clock=clock)
@@ -253,11 +258,8 @@ class Sender:
         for name in held:
             if self.transports is not None:
                 self.transports(name).close()
-            if self.gate is not None:
-                try:
-                    self.gate.release_connection(name, self._holder)
-                except Exception:  # noqa: BLE001 - the place frees itself when its lease runs out
-                    log.warning("cannot give back a connection place of provider %s; it frees itself after the lease", name)
+            # Redis away: the place frees itself when its lease runs out.
+            self._ask_gate(lambda gate: gate.release_connection(name, self._holder))
 
     def _pause_erring_campaigns(self, batch: Batch, everything: Outcome) -> list[str]:
         """After the batch: each campaign with a row that bounced or failed in it is paused by the
@@ -405,36 +407,29 @@ class Sender:
         4. send. A refused connection pauses the provider for every worker and the message tries
            the next provider; other failures are the message's (raised), and 421/454 replies or
            time-outs count toward pausing the provider.
-        When no provider can take it, raise _Deferred with the shortest wait among them."""
+        When no provider can take it, raise _Deferred with the shortest wait among them.
+
+        When the gate's Redis does not answer, a provider with limits takes nothing (its limits
+        cannot be checked, and a provider's limits are a contract: the rows wait), one without
+        limits sends as if the gate said yes; the gate is asked again after GATE_RETRY_SECONDS."""
         own = _own_provider(job, batch)
         path = route_for(self.settings, own=own, from_address=from_address)
         if own and own not in path:
             log.warning("%s names provider %r, which is not configured: routed without it", _about(job), own, extra=_fields(job))
         waits: list[tuple[float, str]] = []
         for name in path:
-            gate, limits = self.gate, self.settings.provider_settings[name]
-            assert gate is not None and self.transports is not None
+            limits = self.settings.provider_settings[name]
             now = time.monotonic()
             if self._paused.get(name, 0.0) > now:
                 waits.append((self._paused[name] - now, f"provider {name} is paused"))
                 continue
-            if limits.max_connections and name not in self._held:
-                if not gate.hold_connection(name, limits.max_connections, self._holder, seconds=float(self.settings.lease_seconds)):
-                    waits.append((CONNECTION_WAIT_SECONDS, f"provider {name}: its {limits.max_connections} connections are all in use"))
-                    continue
-                self._held.add(name)
-            grant = gate.acquire(name, limits, urgent=job.kind in URGENT_KINDS, max_wait=min(MAX_SLOT_WAIT_SECONDS, max(deadlines.stop_starting - now, 0.0)))
-            if not grant.granted:
-                if grant.paused:
-                    self._paused[name] = now + grant.wait
-                    self._troubled.add(name)
-                waits.append((grant.wait, _refusal(name, grant)))
+            refusal = self._slot(name, limits, urgent=job.kind in URGENT_KINDS, deadlines=deadlines)
+            if refusal is not None:
+                waits.append(refusal)
                 continue
-            if grant.wait > 0:
-                time.sleep(grant.wait)
             outcomes.through(name)
             try:
-                self.transports(name).send(*message, deadline=deadlines.smtp)
+                self.transports(name).send(*message, deadline=deadlines.smtp)  # type: ignore[misc]
             except ConnectionFailed as exc:
                 metrics.SMTP_REPLIES.labels("unreachable").inc()
                 self._provider_failed(name, exc, at_once=True)
@@ -448,21 +443,63 @@ class Sender:
                 raise
             if name in self._troubled:
                 self._troubled.discard(name)
-                gate.succeeded(name)
+                self._ask_gate(lambda gate: gate.succeeded(name))
             return name
         if not waits:
             raise _Deferred(self.settings.retry_base_seconds, "no configured provider can take it (check COURSE_PROVIDER_FALLBACK)")
         raise _Deferred(*min(waits))
 
+    def _slot(self, name: str, limits: ProviderSettings, *, urgent: bool, deadlines: _Deadlines) -> tuple[float, str] | None:
+        """Steps 2-3 of _hand_over: None once the message may go through `name` (after sleeping
+        until its slot); else how long to wait and why."""
+        now = time.monotonic()
+        if self._gate_down_until > now:
+            return (GATE_RETRY_SECONDS, f"the limits of provider {name} cannot be checked: {self._gate_error}") if limits.limited else None
+        try:
+            if limits.max_connections and name not in self._held:
+                if not self.gate.hold_connection(name, limits.max_connections, self._holder, seconds=float(self.settings.lease_seconds)):  # type: ignore[union-attr]
+                    return CONNECTION_WAIT_SECONDS, f"provider {name}: its {limits.max_connections} connections are all in use"
+                self._held.add(name)
+            grant = self.gate.acquire(name, limits, urgent=urgent, max_wait=min(MAX_SLOT_WAIT_SECONDS, max(deadlines.stop_starting - now, 0.0)))  # type: ignore[union-attr]
+        except GateUnavailable as exc:
+            self._gate_unavailable(exc)
+            return (GATE_RETRY_SECONDS, f"the limits of provider {name} cannot be checked: {exc}") if limits.limited else None
+        if not grant.granted:
+            if grant.paused:
+                self._paused[name] = now + grant.wait
+                self._troubled.add(name)
+            return grant.wait, _refusal(name, grant)
+        if grant.wait > 0:
+            time.sleep(grant.wait)
+        return None
+
+    def _gate_unavailable(self, exc: GateUnavailable) -> None:
+        if self._gate_down_until <= time.monotonic():
+            log.error("%s: limited providers wait, the others send without it for %.0f s", exc, GATE_RETRY_SECONDS)
+        self._gate_down_until = time.monotonic() + GATE_RETRY_SECONDS
+        self._gate_error = str(exc)
+
+    def _ask_gate(self, call: Callable[[Gate], Any]) -> Any:
+        """A gate call whose failure (Redis away) is logged, not raised: None then."""
+        if self.gate is None or self._gate_down_until > time.monotonic():
+            return None
+        try:
+            return call(self.gate)
+        except GateUnavailable as exc:
+            self._gate_unavailable(exc)
+            return None
+
     def _provider_failed(self, name: str, exc: TransientSendError, *, at_once: bool) -> None:
-        """Count a failure against the provider; when that pauses it, every worker sees the pause."""
-        assert self.gate is not None
+        """Count a failure against the provider; when that pauses it, every worker sees the pause.
+        With the gate away, a refused connection still pauses the provider for this task."""
         self._troubled.add(name)
-        until = self.gate.failed(name, exc.reason, at_once=at_once)
+        until = self._ask_gate(lambda gate: gate.failed(name, exc.reason, at_once=at_once))
         if until is not None:
             wait = max((until - datetime.now(until.tzinfo)).total_seconds(), 0.0)
             self._paused[name] = time.monotonic() + wait
             log.warning("provider %s paused for %.0f s: %s", name, wait, exc.reason)
+        elif at_once and self._gate_down_until > time.monotonic():
+            self._paused[name] = time.monotonic() + self.settings.provider_pause_seconds
 
     def _settle_rest(self, stop: _Stop, rest: list[DeliveryJob], outcomes: _Outcomes) -> None:
         """Step 3 of _send_batch: the rows a stopping batch did not try, settled once."""

@@ -193,37 +193,53 @@ def test_the_per_second_limit_holds_at_the_server(
     assert min(gaps) >= 0.2, gaps  # 0.25 s apart, less the server's own timing jitter
 
 
-def test_the_per_second_limit_holds_for_several_senders_at_once(
-    sessions: sessionmaker[Session], settings: Settings, clock: ManualClock, smtp_server: RecordingSMTPServer,
-    make_sender: Callable[[Settings], Sender],
+def send_in_a_process(settings_json: str, redis_url: str, ids: list[int], token: str) -> int:
+    """A send worker process of its own (spawned): its own interpreter, connection and gate
+    client, as Celery's would be. Returns how many it sent."""
+    from course.clock import SystemClock
+    from course.db import make_engine
+
+    settings = Settings.model_validate_json(settings_json)
+    engine = make_engine(settings.sqlalchemy_url)
+    registry = TransportRegistry(settings.provider_settings)
+    client = redis.Redis.from_url(redis_url)
+    try:
+        sender = Sender(
+            settings, sessions=sessionmaker(engine, expire_on_commit=False), transports=registry.get,
+            gate=RedisGate(client, PausePolicy()), renderer=Renderer(settings.templates_dir),
+            signer=signer_from_settings(settings), clock=SystemClock(),
+        )  # fmt: skip
+        return sender.send_claimed(ids, token).sent
+    finally:
+        registry.close()
+        client.close()
+        engine.dispose()
+
+
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)  # the gate is under test, not the database
+def test_the_per_second_limit_holds_for_several_worker_processes_at_once(
+    sessions: sessionmaker[Session], settings: Settings, clock: ManualClock, smtp_server: RecordingSMTPServer, redis_url: str,
 ) -> None:
-    """Three senders (as three worker processes: each its own connection) share 20/s."""
+    """Three send processes share 50/s through the gate: the server (in this process, otherwise
+    idle) sees at most 50 (+5 %) in any 1 s window, and the 150 messages take 3 s. The full-size
+    run is `course bench --scenario throttled` (200/s, 4 Celery workers)."""
+    import multiprocessing
+
     from course.devtools.bench.throttled import max_in_window
 
-    limited = settings.model_copy(update={"smtp_max_per_second": 20.0, "send_chunk_size": 20})
+    limited = settings.model_copy(update={"smtp_max_per_second": 50.0, "send_chunk_size": 50})
     with sessions.begin() as session:
         course = make_course(session, now=clock.now())
-        enroll_people(session, course, [f"many{n}@example.org" for n in range(60)], now=clock.now())
+        enroll_people(session, course, [f"many{n}@example.org" for n in range(150)], now=clock.now())
     tasks = claim(sessions, limited, clock)
     assert len(tasks) == 3
-    errors: list[BaseException] = []
-
-    def run(task: tuple[list[int], str]) -> None:
-        try:
-            make_sender(limited).send_claimed(*task)
-        except BaseException as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run, args=(task,)) for task in tasks]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(30)
-    assert not errors, errors
+    with multiprocessing.get_context("spawn").Pool(3) as pool:
+        sent = pool.starmap(send_in_a_process, [(limited.model_dump_json(), redis_url, ids, token) for ids, token in tasks])
+    assert sum(sent) == 150
     arrivals = [mail.received_at.timestamp() for mail in smtp_server.received]
-    assert len(arrivals) == 60
-    assert max_in_window(arrivals) <= 21, sorted(arrivals)
-    assert max(arrivals) - min(arrivals) >= 59 / 20 * 0.95
+    assert len(arrivals) == 150
+    assert max_in_window(arrivals) <= 50 * 1.05, sorted(arrivals)
+    assert max(arrivals) - min(arrivals) >= 149 / 50 * 0.95
 
 
 def test_the_dispatcher_hands_out_no_more_than_limited_providers_can_send_soon(settings: Settings) -> None:
@@ -283,3 +299,90 @@ def test_a_campaign_provider_is_checked_against_the_configured_ones(settings: Se
     with pytest.raises(InputRefused) as refused:
         check_draft(provider="nowhere", **fields)  # type: ignore[arg-type]
     assert "provider" in refused.value.fields
+
+
+def test_a_used_up_daily_quota_keeps_lessons_waiting_but_a_confirmation_still_goes(
+    sessions: sessionmaker[Session], settings: Settings, clock: ManualClock, smtp_server: RecordingSMTPServer,
+    make_sender: Callable[[Settings], Sender],
+) -> None:
+    from course.ledger import add_account_mail
+    from course.models import Enrollment
+
+    quota = settings.model_copy(update={"smtp_max_per_day": 5})  # bulk may use 4: one is left to urgent mail
+    course_for(sessions, clock)
+    sender = make_sender(quota)
+    ids = send_all(sessions, quota, clock, sender)
+    states = [row.state for row in rows(sessions, ids)]
+    assert states.count(DeliveryState.SENT) == 4 and states.count(DeliveryState.PENDING) == 2
+    waiting = [row for row in rows(sessions, ids) if row.state == DeliveryState.PENDING]
+    assert all("max_per_day" in (row.last_error or "") for row in waiting)
+    assert all(row.due_at > clock.now() for row in waiting)  # due when the UTC day turns
+    with sessions.begin() as session:
+        enrollment = session.scalars(select(Enrollment)).first()
+        assert enrollment is not None
+        add_account_mail(session, subscriber_id=enrollment.subscriber_id, enrollment_id=enrollment.id, template="confirm", now=clock.now())
+    urgent = send_all(sessions, quota, clock, sender)
+    assert [row.state for row in rows(sessions, urgent)] == [DeliveryState.SENT]
+    assert len(smtp_server.received) == 5
+
+
+def test_a_provider_whose_connections_are_all_held_makes_the_others_wait(
+    sessions: sessionmaker[Session], settings: Settings, clock: ManualClock, smtp_server: RecordingSMTPServer,
+    make_sender: Callable[[Settings], Sender], gate: RedisGate,
+) -> None:
+    one = settings.model_copy(update={"smtp_max_connections": 1})
+    assert gate.hold_connection("default", 1, "another-worker", seconds=60)
+    course_for(sessions, clock)
+    tasks = claim(sessions, one, clock)
+    report = make_sender(one).send_claimed(*tasks[0])
+    assert report.deferred == len(PEOPLE) and smtp_server.received == []
+    assert all("connections are all in use" in (row.last_error or "") for row in rows(sessions, tasks[0][0]))
+    gate.release_connection("default", "another-worker")
+    clock.advance(timedelta(seconds=10))
+    sender = make_sender(one)
+    send_all(sessions, one, clock, sender)
+    assert len(smtp_server.received) == len(PEOPLE)
+    assert gate.usage("default").connections == 0  # given back at the end of the task
+
+
+def test_time_outs_pause_the_provider_after_three(
+    sessions: sessionmaker[Session], settings: Settings, clock: ManualClock, bulk_server: RecordingSMTPServer,
+    make_sender: Callable[[Settings], Sender], gate: RedisGate,
+) -> None:
+    slow = with_bulk(settings, bulk_server, data_timeout=0.2).model_copy(update={"provider_fallback": ("bulk",)})
+    bulk_server.data_delay_seconds = 0.6
+    course_for(sessions, clock)
+    tasks = claim(sessions, slow, clock)
+    report = make_sender(slow).send_claimed(*tasks[0])
+    assert report.retried == len(PEOPLE) and report.deferred == len(PEOPLE) - 3
+    assert gate.health("bulk").paused_until is not None and "no reply" in gate.health("bulk").reason
+
+
+def test_with_the_gate_away_unlimited_providers_send_and_limited_ones_wait(
+    sessions: sessionmaker[Session], settings: Settings, clock: ManualClock, smtp_server: RecordingSMTPServer,
+    bulk_server: RecordingSMTPServer,
+) -> None:
+    from course.delivery.gate import gate_client
+
+    away = RedisGate(gate_client(f"redis://127.0.0.1:{_closed_port()}/0"), PausePolicy())
+    renderer, signer = Renderer(settings.templates_dir), signer_from_settings(settings)
+    for limited, server in ((False, smtp_server), (True, bulk_server)):
+        configured = (
+            with_bulk(settings, bulk_server, max_per_second=100.0).model_copy(update={"provider_fallback": ("bulk",)})
+            if limited else settings
+        )  # fmt: skip
+        registry = TransportRegistry(configured.provider_settings)
+        with sessions.begin() as session:
+            course = make_course(session, now=clock.now(), slug=f"c{int(limited)}")
+            course.provider = "bulk" if limited else None
+            enroll_people(session, course, [f"{int(limited)}{p}" for p in PEOPLE[:3]], now=clock.now())
+        sender = Sender(configured, sessions=sessions, transports=registry.get, gate=away, renderer=renderer, signer=signer, clock=clock)
+        for ids, token in claim(sessions, configured, clock):
+            report = sender.send_claimed(ids, token)
+            if limited:
+                assert report.deferred == 3 and report.sent == 0
+                assert all("cannot be checked" in (row.last_error or "") for row in rows(sessions, ids))
+            else:
+                assert report.sent == 3
+        registry.close()
+    assert len(smtp_server.received) == 3 and bulk_server.received == []
