@@ -56,7 +56,12 @@ class ProviderSettings(BaseModel):
 
     @property
     def limited(self) -> bool:
-        return any(v is not None for v in (self.max_per_second, self.max_per_hour, self.max_per_day, self.max_connections))
+        return self.metered or self.max_connections is not None
+
+    @property
+    def metered(self) -> bool:
+        """Whether each message must ask the gate for a slot (a rate or a quota to keep)."""
+        return any(v is not None for v in (self.max_per_second, self.max_per_hour, self.max_per_day))
 
 
 class DkimKey(BaseModel):

@@ -84,6 +84,8 @@ class Gate(Protocol):
     def health(self, name: str) -> ProviderHealth: ...
     def usage(self, name: str) -> ProviderUsage: ...
     def resume(self, name: str) -> None: ...
+    def pause_left(self, name: str) -> float: ...
+    def count(self, name: str, sent: int) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -193,6 +195,32 @@ return 0
 """
 
 
+# What acquire counts, for a provider with no rate or quota to check (the sender's light path).
+_COUNT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local n = tonumber(ARGV[1])
+local hkey = KEYS[1] .. ':' .. math.floor(now / 3600000000)
+local dkey = KEYS[2] .. ':' .. math.floor(now / 86400000000)
+local rkey = KEYS[3] .. ':' .. math.floor(now / 1000000)
+redis.call('INCRBY', hkey, n)
+redis.call('EXPIRE', hkey, 7200)
+redis.call('INCRBY', dkey, n)
+redis.call('EXPIRE', dkey, 172800)
+redis.call('INCRBY', rkey, n)
+redis.call('EXPIRE', rkey, 120)
+return 1
+"""
+
+_PAUSE_LEFT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local paused = tonumber(redis.call('GET', KEYS[1]) or '0')
+if paused > now then return string.format('%.0f', paused - now) end
+return '0'
+"""
+
+
 def _from_micros(value: Any) -> float:
     return int(value) / 1_000_000
 
@@ -229,6 +257,8 @@ class RedisGate:
         self._acquire = client.register_script(_ACQUIRE)
         self._failed = client.register_script(_FAILED)
         self._hold = client.register_script(_HOLD)
+        self._count = client.register_script(_COUNT)
+        self._pause_left = client.register_script(_PAUSE_LEFT)
 
     @_answered
     def acquire(self, name: str, limits: ProviderSettings, *, urgent: bool, max_wait: float) -> Grant:
@@ -253,6 +283,17 @@ class RedisGate:
             ],
         )
         return datetime.fromtimestamp(_from_micros(till), UTC) if paused else None
+
+    @_answered
+    def pause_left(self, name: str) -> float:
+        """Seconds until the provider's pause ends (0: not paused)."""
+        return _from_micros(self._pause_left(keys=[_keys(name)["paused"]]))
+
+    @_answered
+    def count(self, name: str, sent: int) -> None:
+        """Count `sent` messages that went through a provider without acquire (no limits to check)."""
+        k = _keys(name)
+        self._count(keys=[k["hour"], k["day"], k["rate"]], args=[str(sent)])
 
     @_answered
     def succeeded(self, name: str) -> None:
@@ -340,6 +381,18 @@ class LocalGate:
             second = int(now + wait)
             self._rate[(name, second)] = self._rate.get((name, second), 0) + 1
             return Grant(True, wait)
+
+    def pause_left(self, name: str) -> float:
+        with self._lock:
+            paused = self._paused.get(name)
+            return max(paused[0] - self.clock(), 0.0) if paused else 0.0
+
+    def count(self, name: str, sent: int) -> None:
+        with self._lock:
+            now = self.clock()
+            for why, index in (("hour", int(now // 3600)), ("day", int(now // 86400))):
+                self._counts[(name, why, index)] = self._counts.get((name, why, index), 0) + sent
+            self._rate[(name, int(now))] = self._rate.get((name, int(now)), 0) + sent
 
     def failed(self, name: str, reason: str, *, at_once: bool) -> datetime | None:
         with self._lock:

@@ -73,6 +73,9 @@ URGENT_KINDS = frozenset({DeliveryKind.TRANSACTIONAL, DeliveryKind.CAMPAIGN_TEST
 MAX_SLOT_WAIT_SECONDS = 2.0
 # A provider whose connections are all held elsewhere is asked again after this long.
 CONNECTION_WAIT_SECONDS = 5.0
+# A provider with no rate or quota is not asked for a slot per message: its pause is read at most
+# this often by a task, and what it sent is counted in one call per this long.
+LIGHT_RECHECK_SECONDS = 1.0
 # After the gate's Redis failed to answer, it is not asked again for this long: a Redis that is
 # down must not cost a time-out per message.
 GATE_RETRY_SECONDS = 5.0
@@ -176,6 +179,11 @@ class Sender:
         self._held: set[str] = set()
         self._gate_down_until = 0.0  # time.monotonic(): the gate's Redis is not asked before then
         self._gate_error = ""
+        # The light path (providers with no rate or quota): when each pause was last read, and the
+        # sends not yet counted in the gate, with when they were last counted.
+        self._pause_read_at: dict[str, float] = {}
+        self._uncounted: dict[str, int] = {}
+        self._counted_at = 0.0
         self.journal = journal or NoJournal()
         self.provider = provider  # recorded with every outcome that went through `transport`
         self.composer = Composer(settings, renderer=renderer, signer=signer, clock=clock)
@@ -260,6 +268,7 @@ class Sender:
                 self.transports(name).close()
             # Redis away: the place frees itself when its lease runs out.
             self._ask_gate(lambda gate: gate.release_connection(name, self._holder))
+        self._count_light(force=True)
 
     def _pause_erring_campaigns(self, batch: Batch, everything: Outcome) -> list[str]:
         """After the batch: each campaign with a row that bounced or failed in it is paused by the
@@ -455,6 +464,8 @@ class Sender:
         now = time.monotonic()
         if self._gate_down_until > now:
             return (GATE_RETRY_SECONDS, f"the limits of provider {name} cannot be checked: {self._gate_error}") if limits.limited else None
+        if not limits.metered:
+            return self._light_slot(name, limits, now)
         try:
             if limits.max_connections and name not in self._held:
                 if not self.gate.hold_connection(name, limits.max_connections, self._holder, seconds=float(self.settings.lease_seconds)):  # type: ignore[union-attr]
@@ -472,6 +483,38 @@ class Sender:
         if grant.wait > 0:
             time.sleep(grant.wait)
         return None
+
+    def _light_slot(self, name: str, limits: ProviderSettings, now: float) -> tuple[float, str] | None:
+        """_slot for a provider with no rate or quota: its pause is read from the gate at most every
+        LIGHT_RECHECK_SECONDS (a Redis round trip per message would cost the unlimited send path a
+        few percent), its connection places held as usual, its sends counted in batches."""
+        if now - self._pause_read_at.get(name, -LIGHT_RECHECK_SECONDS) >= LIGHT_RECHECK_SECONDS:
+            self._pause_read_at[name] = now
+            left = self._ask_gate(lambda gate: gate.pause_left(name)) or 0.0
+            if left > 0:
+                self._paused[name] = now + left
+                self._troubled.add(name)
+                return left, f"provider {name} is paused"
+        if limits.max_connections and name not in self._held:
+            held = self._ask_gate(lambda gate: gate.hold_connection(name, limits.max_connections, self._holder, seconds=float(self.settings.lease_seconds)))
+            if held is False:
+                return CONNECTION_WAIT_SECONDS, f"provider {name}: its {limits.max_connections} connections are all in use"
+            if held:
+                self._held.add(name)
+            elif self._gate_down_until > now:
+                return GATE_RETRY_SECONDS, f"the connection limit of provider {name} cannot be checked: {self._gate_error}"
+        self._uncounted[name] = self._uncounted.get(name, 0) + 1
+        self._count_light()
+        return None
+
+    def _count_light(self, *, force: bool = False) -> None:
+        """Count the light path's sends in the gate (for `course providers`), once a second."""
+        now = time.monotonic()
+        if not self._uncounted or (not force and now - self._counted_at < LIGHT_RECHECK_SECONDS):
+            return
+        uncounted, self._uncounted, self._counted_at = self._uncounted, {}, now
+        for name, sent in uncounted.items():
+            self._ask_gate(lambda gate: gate.count(name, sent))
 
     def _gate_unavailable(self, exc: GateUnavailable) -> None:
         if self._gate_down_until <= time.monotonic():
