@@ -41,6 +41,17 @@ def max_in_window(arrivals: Sequence[float], window: float = 1.0) -> int:
     return best
 
 
+def per_second(arrivals: Sequence[float]) -> list[int]:
+    """Arrivals in each whole second counted from the first one (shows ramp-up, gaps and the tail). Pure."""
+    if not arrivals:
+        return []
+    first = min(arrivals)
+    counts = [0] * (int(max(arrivals) - first) + 1)
+    for moment in arrivals:
+        counts[int(moment - first)] += 1
+    return counts
+
+
 def mean_rate(arrivals: Sequence[float]) -> float:
     """Messages a second from the first arrival to the last. Pure."""
     if len(arrivals) < 2:
@@ -170,6 +181,8 @@ def run_throttled_benchmark(config: BenchConfig, progress: Progress, *, limit: f
             "mean_to_limit": round(mean / limit, 3),
             "seconds": round(max(arrivals) - min(arrivals), 2) if arrivals else 0.0,
             "targets_met": peak <= limit * 1.05 and mean >= limit * 0.95,
+            "per_second": per_second(arrivals),
+            "load_average": [round(value, 2) for value in os.getloadavg()],
         }
     finally:
         stop_workers(workers)
