@@ -50,7 +50,7 @@ from course.delivery.links import Signer
 from course.delivery.outcomes import GroupWriter
 from course.delivery.render import Renderer
 from course.delivery.retry import next_attempt
-from course.delivery.routing import route_for
+from course.delivery.routing import route
 from course.delivery.transports.base import (
     DEFAULT_PROVIDER,
     ConnectionFailed,
@@ -184,6 +184,11 @@ class Sender:
         self._pause_read_at: dict[str, float] = {}
         self._uncounted: dict[str, int] = {}
         self._counted_at = 0.0
+        # Read once per task, not per message: building the providers' settings, the registry's key
+        # and a route each cost tens of microseconds (the lesson day showed it).
+        self._providers = settings.provider_settings
+        self._routes: dict[tuple[str | None, str], tuple[str, ...]] = {}
+        self._transport_of: dict[str, Transport] = {}
         self.journal = journal or NoJournal()
         self.provider = provider  # recorded with every outcome that went through `transport`
         self.composer = Composer(settings, renderer=renderer, signer=signer, clock=clock)
@@ -265,7 +270,7 @@ class Sender:
         held, self._held = self._held, set()
         for name in held:
             if self.transports is not None:
-                self.transports(name).close()
+                self._transport(name).close()
             # Redis away: the place frees itself when its lease runs out.
             self._ask_gate(lambda gate: gate.release_connection(name, self._holder))
         self._count_light(force=True)
@@ -422,12 +427,16 @@ class Sender:
         cannot be checked, and a provider's limits are a contract: the rows wait), one without
         limits sends as if the gate said yes; the gate is asked again after GATE_RETRY_SECONDS."""
         own = _own_provider(job, batch)
-        path = route_for(self.settings, own=own, from_address=from_address)
-        if own and own not in path:
-            log.warning("%s names provider %r, which is not configured: routed without it", _about(job), own, extra=_fields(job))
+        path = self._routes.get((own, from_address))
+        if path is None:
+            path = self._routes[(own, from_address)] = route(
+                own=own, from_address=from_address, providers=self._providers, fallback=self.settings.provider_fallback
+            )
+            if own and own not in path:
+                log.warning("%s names provider %r, which is not configured: routed without it", _about(job), own, extra=_fields(job))
         waits: list[tuple[float, str]] = []
         for name in path:
-            limits = self.settings.provider_settings[name]
+            limits = self._providers[name]
             now = time.monotonic()
             if self._paused.get(name, 0.0) > now:
                 waits.append((self._paused[name] - now, f"provider {name} is paused"))
@@ -438,7 +447,7 @@ class Sender:
                 continue
             outcomes.through(name)
             try:
-                self.transports(name).send(*message, deadline=deadlines.smtp)  # type: ignore[misc]
+                self._transport(name).send(*message, deadline=deadlines.smtp)
             except ConnectionFailed as exc:
                 metrics.SMTP_REPLIES.labels("unreachable").inc()
                 self._provider_failed(name, exc, at_once=True)
@@ -457,6 +466,13 @@ class Sender:
         if not waits:
             raise _Deferred(self.settings.retry_base_seconds, "no configured provider can take it (check COURSE_PROVIDER_FALLBACK)")
         raise _Deferred(*min(waits))
+
+    def _transport(self, name: str) -> Transport:
+        transport = self._transport_of.get(name)
+        if transport is None:
+            assert self.transports is not None
+            transport = self._transport_of[name] = self.transports(name)
+        return transport
 
     def _slot(self, name: str, limits: ProviderSettings, *, urgent: bool, deadlines: _Deadlines) -> tuple[float, str] | None:
         """Steps 2-3 of _hand_over: None once the message may go through `name` (after sleeping
