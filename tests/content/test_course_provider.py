@@ -13,7 +13,23 @@ from course.content.definition import CourseDefinitionError, load_course_definit
 from course.audience.course_content import import_content
 from course.clock import ManualClock
 from course.models import Course
-from tests.content.test_definition import MINIMAL, make_content
+
+MINIMAL = """\
+title = "Bread"
+articles = ["articles/a.md"]
+sender_name = "The Bread Letter"
+sender_email = "lessons@example.com"
+"""
+
+
+def make_content(content_dir: Path, course_toml: str) -> Path:
+    """One article and one course file under `content_dir`; the course file's path."""
+    (content_dir / "articles").mkdir(exist_ok=True)
+    (content_dir / "articles" / "a.md").write_text("# A\n\nOne paragraph.\n\n## Next\n\nAnother.\n", encoding="utf-8")
+    (content_dir / "courses").mkdir(exist_ok=True)
+    path = content_dir / "courses" / "bread.toml"
+    path.write_text(course_toml, encoding="utf-8")
+    return path
 
 
 def test_a_course_file_names_its_provider(tmp_path: Path) -> None:
