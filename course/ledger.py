@@ -616,6 +616,7 @@ class CourseHeader:
     sender_name: str
     sender_email: str
     language: str = "en"  # of the email frame around the lesson (course.i18n)
+    provider: str | None = None  # the mail provider its lessons take first (course.delivery.routing)
 
 
 @dataclass(frozen=True)
@@ -643,6 +644,7 @@ class CampaignContent:
     # The course its audience is made of, read only when its text names a course merge tag.
     course_id: int | None = None
     course_title: str = ""
+    provider: str | None = None  # the mail provider it takes first (course.delivery.routing)
 
 
 @dataclass(frozen=True)
@@ -784,7 +786,8 @@ def _batch_of(session: Session, rows: Sequence[Any]) -> Batch:
     if course_ids:
         batch.courses = {
             course.id: CourseHeader(
-                course.id, course.slug, course.title, course.sender_name, course.sender_email, course.language
+                course.id, course.slug, course.title, course.sender_name, course.sender_email, course.language,
+                course.provider,
             )
             for course in session.scalars(select(Course).where(Course.id.in_(course_ids)))
         }
@@ -871,6 +874,7 @@ def _read_campaigns(session: Session, batch: Batch, readers: dict[int, set[int]]
             c.sender_email,
             c.status == CampaignStatus.CANCELLED,
             c.preheader or "",
+            provider=c.provider,
         )
         for c in session.scalars(select(Campaign).where(Campaign.id.in_(list(readers))))
     }
@@ -910,7 +914,10 @@ class Outcome:
     cancelled: list[int] = field(default_factory=list)
     held: list[int] = field(default_factory=list)
     released: list[int] = field(default_factory=list)  # not attempted: lease about to run out
-    provider: str | None = None  # the mail provider sent, retried, failed and bounced rows went through
+    # The mail provider sent, retried, failed and bounced rows went through; None: they went through
+    # none (rows deferred because every provider of their route was paused or at its limit), and
+    # each row keeps the provider it had.
+    provider: str | None = None
 
     def add(self, kind: Settled, delivery_id: int) -> None:
         getattr(self, kind.value).append(delivery_id)
@@ -934,8 +941,9 @@ def record(session: Session, outcome: Outcome, *, token: str, now: datetime, mes
     """Write a batch's results. Every statement is guarded by the lease token, so a task that lost
     its lease cannot overwrite what the new holder does."""
     mine = and_(Delivery.lease_token == token, Delivery.state == DeliveryState.SENDING)
+    through: dict[str, Any] = {"provider": outcome.provider} if outcome.provider is not None else {}
     if outcome.sent:
-        _mark_sent(session, outcome.sent, mine, now=now, message_ids=message_ids, provider=outcome.provider)
+        _mark_sent(session, outcome.sent, mine, now=now, message_ids=message_ids, **through)
     _update_each(
         session,
         token,
@@ -943,8 +951,8 @@ def record(session: Session, outcome: Outcome, *, token: str, now: datetime, mes
         state=DeliveryState.PENDING,
         due_at=bindparam("due"),
         last_error=bindparam("error"),
-        provider=outcome.provider,
         journal_epoch=None,
+        **through,
     )
     _update_each(
         session,
@@ -952,7 +960,7 @@ def record(session: Session, outcome: Outcome, *, token: str, now: datetime, mes
         [{"row_id": i, "error": reason[:1000]} for i, reason in outcome.failed],
         state=DeliveryState.FAILED,
         last_error=bindparam("error"),
-        provider=outcome.provider,
+        **through,
     )
     if outcome.bounced:
         _update_each(
@@ -961,7 +969,7 @@ def record(session: Session, outcome: Outcome, *, token: str, now: datetime, mes
             [{"row_id": i, "error": reason[:1000]} for i, _, reason in outcome.bounced],
             state=DeliveryState.BOUNCED,
             last_error=bindparam("error"),
-            provider=outcome.provider,
+            **through,
         )
         suppress(session, sorted({s for _, s, _ in outcome.bounced}), now=now)
     for ids, state in (

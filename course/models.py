@@ -244,6 +244,8 @@ class Course(Base):
     feed_etag: Mapped[str | None] = mapped_column(String(300))
     feed_last_modified: Mapped[str | None] = mapped_column(String(100))
     feed_checked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The mail provider its lessons take first (0020); None: routed by From domain and fallback.
+    provider: Mapped[str | None] = mapped_column(String(64))
 
     lessons: Mapped[list[Lesson]] = relationship(back_populates="course", order_by="Lesson.position")
 
@@ -336,6 +338,11 @@ class Campaign(Base):
     paused_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # The idempotency key of the web form that created it: the same form sent twice makes one draft.
     create_key: Mapped[str | None] = mapped_column(String(64))
+    # The mail provider it takes first (0020); None: routed by From domain and fallback.
+    provider: Mapped[str | None] = mapped_column(String(64))
+    # Why the system paused it (0020: its error rate passed campaign_max_error_rate); None when an
+    # editor paused it, or it is not paused.
+    paused_reason: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (Index("uq_campaigns_create_key", "create_key", unique=True),)
 

@@ -17,14 +17,16 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SECRET = "dev-secret-change-me"
-# The provider built from the COURSE_SMTP_* variables; every delivery goes through it today.
+# The provider built from the COURSE_SMTP_* variables; the last resort of every route by default.
 DEFAULT_PROVIDER = "default"
 PROVIDER_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"  # fits deliveries.provider (String(64))
 
 
 class ProviderSettings(BaseModel):
-    """One way out for mail: today an SMTP relay. More providers are configured by name in
-    COURSE_PROVIDERS (a JSON object of these); routing deliveries to them is not built yet."""
+    """One way out for mail: an SMTP relay with its limits. `default` is built from the COURSE_SMTP_*
+    variables; more are configured by name in COURSE_PROVIDERS (a JSON object of these). Which one a
+    message takes is course.delivery.routing's decision; the limits are enforced for every worker
+    process at once by course.delivery.gate (a shared bucket in Redis)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -37,9 +39,29 @@ class ProviderSettings(BaseModel):
     timeout: float = Field(30.0, gt=0)  # per command
     connect_timeout: float = Field(10.0, gt=0)  # connect, greeting, EHLO, STARTTLS, AUTH
     data_timeout: float = Field(600.0, gt=0)  # the reply to the end of DATA
-    # Messages per second at most through this provider. Accepted and validated, not enforced yet:
-    # the per-provider limit lands with routing (issue 9 leaves room for it here).
+    # Limits over every worker process and machine together (None: no limit of that kind). Per hour
+    # and per day count clock hours and UTC days, as SES and most relays count their quotas.
     max_per_second: float | None = Field(None, gt=0)
+    max_per_hour: int | None = Field(None, gt=0)
+    max_per_day: int | None = Field(None, gt=0)
+    max_connections: int | None = Field(None, gt=0)  # SMTP connections open at once, fleet-wide
+    # Mail whose From address is at one of these domains (or a subdomain) goes through this provider
+    # first, unless its campaign or course names a provider of its own.
+    from_domains: tuple[str, ...] = ()
+
+    @field_validator("from_domains")
+    @classmethod
+    def _domains(cls, domains: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(domain.strip().lower().rstrip(".") for domain in domains if domain.strip())
+
+    @property
+    def limited(self) -> bool:
+        return self.metered or self.max_connections is not None
+
+    @property
+    def metered(self) -> bool:
+        """Whether each message must ask the gate for a slot (a rate or a quota to keep)."""
+        return any(v is not None for v in (self.max_per_second, self.max_per_hour, self.max_per_day))
 
 
 class DkimKey(BaseModel):
@@ -79,10 +101,31 @@ class Settings(BaseSettings):
     smtp_connect_timeout: float = 10.0
     smtp_timeout: float = 30.0  # per command
     smtp_data_timeout: float = 600.0
+    # The default provider's limits, fleet-wide (see ProviderSettings); unset: none.
+    smtp_max_per_second: float | None = Field(None, gt=0)
+    smtp_max_per_hour: int | None = Field(None, gt=0)
+    smtp_max_per_day: int | None = Field(None, gt=0)
+    smtp_max_connections: int | None = Field(None, gt=0)
+    smtp_from_domains: tuple[str, ...] = ()
     # Further providers by name, as JSON: {"bulk-relay": {"host": "smtp.example.net", "port": 587,
     # "username": "...", "password": "...", "starttls": true, "max_per_second": 50}}. The name
     # "default" is reserved for the COURSE_SMTP_* provider above.
     providers: dict[str, ProviderSettings] = Field(default_factory=dict)
+    # The providers a message falls back to, in order, after its campaign's or course's own and the
+    # ones routing its From domain (course/delivery/routing.py). JSON list of names.
+    provider_fallback: tuple[str, ...] = (DEFAULT_PROVIDER,)
+    # A provider that fails (refused connection, 421/454 replies, time-outs) is paused for
+    # provider_pause_seconds, doubled at each further failure up to provider_pause_max_seconds; its
+    # rows wait in the database (or take the next provider of their route). Replies like 421 and
+    # time-outs pause it after provider_failures_to_pause of them in a row; a refused connection at once.
+    provider_pause_seconds: float = Field(30.0, gt=0)
+    provider_pause_max_seconds: float = Field(1800.0, gt=0)
+    provider_failures_to_pause: int = Field(3, ge=1)
+    # A campaign is paused (a system pause, with the reason shown in the admin) once more than this
+    # share of its attempted rows bounced or failed, counted after campaign_error_min_rows of them
+    # (as listmonk's max-errors). 1.0 turns it off.
+    campaign_max_error_rate: float = Field(0.2, gt=0, le=1.0)
+    campaign_error_min_rows: int = Field(50, ge=1)
     mail_dir: Path = PROJECT_ROOT / "var" / "mail"
     # VERP (course/delivery/envelope.py): with a domain here, each message's envelope sender is
     # bounce+<delivery id>-<signature>@<bounce_domain>, so a bounce names its delivery exactly.
@@ -278,6 +321,11 @@ class Settings(BaseSettings):
                 )
         return providers
 
+    @field_validator("smtp_from_domains")
+    @classmethod
+    def _smtp_domains(cls, domains: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(domain.strip().lower().rstrip(".") for domain in domains if domain.strip())
+
     @field_validator("bounce_domain")
     @classmethod
     def _bounce_domain(cls, domain: str) -> str:
@@ -306,6 +354,11 @@ class Settings(BaseSettings):
             timeout=self.smtp_timeout,
             connect_timeout=self.smtp_connect_timeout,
             data_timeout=self.smtp_data_timeout,
+            max_per_second=self.smtp_max_per_second,
+            max_per_hour=self.smtp_max_per_hour,
+            max_per_day=self.smtp_max_per_day,
+            max_connections=self.smtp_max_connections,
+            from_domains=self.smtp_from_domains,
         )
 
     @property
@@ -413,6 +466,9 @@ def production_problems(settings: Settings) -> list[str]:
             f"COURSE_LIST_ID_DOMAIN must be your own domain (it is {settings.list_id_domain!r}): "
             "it names every List-Id and Message-ID"
         )
+    for name, provider in settings.provider_settings.items():
+        if provider.limited and not settings.redis_url:
+            problems.append(f"provider {name!r} has limits, which hold across processes only through Redis: set REDIS_URL")
     problems.extend(configuration_errors(settings))
     return problems
 
@@ -425,6 +481,14 @@ def configuration_errors(settings: Settings) -> list[str]:
             ipaddress.ip_network(entry, strict=False)
         except ValueError:
             errors.append(f"COURSE_TRUSTED_PROXIES lists {entry!r}, which is not an IP address or network (e.g. 10.0.0.0/8)")
+    for name in settings.provider_fallback:
+        if name not in settings.provider_settings:
+            errors.append(
+                f"COURSE_PROVIDER_FALLBACK names {name!r}, which is not a configured provider "
+                f"(configured: {', '.join(settings.provider_settings)})"
+            )
+    if not settings.provider_fallback:
+        errors.append("COURSE_PROVIDER_FALLBACK is empty: mail without a provider of its own could go nowhere")
     for name in ("header_timeout_seconds", "body_timeout_seconds", "preference_link_max_age_days"):
         if getattr(settings, name) <= 0:
             errors.append(f"COURSE_{name.upper()} must be positive")

@@ -16,7 +16,7 @@ from course.delivery.journal import SendJournal, journal_from_settings
 from course.delivery.links import signer_from_settings
 from course.delivery.render import Renderer
 from course.delivery.sending import Sender, SendReport
-from course.delivery.transports.base import DEFAULT_PROVIDER
+from course.delivery.gate import gate_from_settings
 from course.delivery.transports.registry import shared_transport
 from course.settings import get_settings
 from worker.app import app
@@ -40,18 +40,19 @@ def _journal() -> SendJournal:
 
 
 def sender() -> Sender:
-    """The sender for this process: one session factory, renderer and provider connection, reused.
-    Every delivery goes through the default provider until routing by provider is built."""
+    """The sender for this process: one session factory, renderer and connection per provider,
+    reused; each message routed (course/delivery/routing.py) and limited through the gate every
+    worker shares (course/delivery/gate.py)."""
     settings = get_settings()
     clock = get_clock(settings)  # one for the whole task
     return Sender(
         settings,
         sessions=session_factory(settings),
-        transport=shared_transport(settings, DEFAULT_PROVIDER),
+        transports=lambda name: shared_transport(settings, name),
+        gate=gate_from_settings(settings),
         renderer=_renderer(),
         signer=signer_from_settings(settings),
         clock=clock,
-        provider=DEFAULT_PROVIDER,
         journal=_journal(),
     )
 
@@ -114,9 +115,9 @@ def send_deliveries(delivery_ids: list[int], token: str) -> dict[str, int]:
     if report.taken:
         log.info(
             "sent %d of %d (retry %d, failed %d, bounced %d, skipped %d, released %d, already sent %d, "
-            "unknown after a lost journal %d; journal %s)",
+            "unknown after a lost journal %d, waiting for a provider %d; journal %s)",
             report.sent, report.taken, report.retried, report.failed, report.bounced, report.skipped, report.released,
-            report.already_sent, report.unknown_after_journal_loss, report.journal,
+            report.already_sent, report.unknown_after_journal_loss, report.deferred, report.journal,
         )
     for error in report.errors:
         log.warning("delivery error: %s", error)

@@ -20,7 +20,7 @@ refused per field, an audience of nobody."""
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import getaddresses
@@ -59,6 +59,7 @@ from course.models import (
     Campaign,
     CampaignStatus,
     Delivery,
+    DeliveryState,
     Subscriber,
     SubscriberTag,
 )
@@ -114,6 +115,7 @@ class Draft:
     sender: Sender
     body_markdown: str
     audience: Audience
+    provider: str | None = None  # the mail provider it takes first; None: routed by From domain
 
 
 def _line(value: str, *, label: str, limit: int, required: bool = True) -> tuple[str, str]:
@@ -130,10 +132,15 @@ def _line(value: str, *, label: str, limit: int, required: bool = True) -> tuple
 
 
 def check_draft(
-    *, name: str, subject: str, preheader: str, sender: str, body_markdown: str, audience: Audience, senders: list[Sender]
+    *, name: str, subject: str, preheader: str, sender: str, body_markdown: str, audience: Audience, senders: list[Sender],
+    provider: str = "", providers: Sequence[str] = (),
 ) -> Draft:
-    """Pure: every field checked at once; InputRefused carries a message per bad field."""
+    """Pure: every field checked at once; InputRefused carries a message per bad field. `provider`
+    ("" for none) must be one of the configured `providers`."""
     errors: dict[str, str] = {}
+    chosen_provider = provider.strip() or None
+    if chosen_provider is not None and chosen_provider not in providers:
+        errors["provider"] = f"Choose a provider from the list (configured: {', '.join(providers) or 'none'})."
     clean_name, errors["name"] = _line(name, label="name", limit=MAX_NAME_CHARS)
     clean_subject, errors["subject"] = _line(subject, label="subject", limit=MAX_SUBJECT_CHARS)
     clean_preheader, errors["preheader"] = _line(preheader, label="preheader", limit=MAX_PREHEADER_CHARS, required=False)
@@ -163,7 +170,7 @@ def check_draft(
     if errors:
         raise InputRefused("the campaign has mistakes: " + " ".join(errors.values()), errors)
     assert chosen is not None
-    return Draft(clean_name, clean_subject, clean_preheader, chosen, body, audience)
+    return Draft(clean_name, clean_subject, clean_preheader, chosen, body, audience, chosen_provider)
 
 
 def _check_merge_tags(errors: dict[str, str], *, subject: str, preheader: str, body: str, course_known: bool) -> None:
@@ -189,6 +196,7 @@ def _apply(campaign: Campaign, draft: Draft, now: datetime) -> None:
     campaign.sender_name = draft.sender.name
     campaign.sender_email = draft.sender.email
     campaign.body_markdown = draft.body_markdown
+    campaign.provider = draft.provider
     campaign.audience = draft.audience.to_json()
     campaign.segment_tag = None
     campaign.updated_at = now
@@ -542,12 +550,62 @@ def pause(session: Session, campaign_id: int, *, now: datetime) -> int:
     return hold_campaign_rows(session, campaign_id)
 
 
+@dataclass(frozen=True)
+class ErrorRate:
+    attempted: int  # rows sent, bounced or failed
+    errors: int  # bounced or failed
+
+    @property
+    def rate(self) -> float:
+        return self.errors / self.attempted if self.attempted else 0.0
+
+
+def too_many_errors(rate: ErrorRate, *, max_error_rate: float, min_rows: int) -> bool:
+    """Whether a campaign's error rate calls for a system pause (as listmonk's max-errors): only
+    once `min_rows` rows were attempted, so the first bounce of a run does not stop it. Pure."""
+    return max_error_rate < 1.0 and rate.attempted >= min_rows and rate.rate > max_error_rate
+
+
+def campaign_error_rate(session: Session, campaign_id: int) -> ErrorRate:
+    counts = dict(
+        session.execute(
+            select(Delivery.state, func.count())
+            .where(Delivery.campaign_id == campaign_id, Delivery.state.in_([DeliveryState.SENT, DeliveryState.BOUNCED, DeliveryState.FAILED]))
+            .group_by(Delivery.state)
+        ).all()
+    )
+    errors = counts.get(DeliveryState.BOUNCED, 0) + counts.get(DeliveryState.FAILED, 0)
+    return ErrorRate(attempted=errors + counts.get("sent", 0), errors=errors)
+
+
+def pause_for_errors(session: Session, campaign_id: int, *, max_error_rate: float, min_rows: int, now: datetime) -> str | None:
+    """The system's pause: when the campaign's rows bounced or failed past `max_error_rate` (a
+    bad list, or a provider refusing its content), pause it through the same move as an editor's
+    and keep why (campaigns.paused_reason, shown in the admin). Returns the reason when it paused
+    the campaign; None when the rate is fine or the campaign is not sending (already paused, done,
+    cancelled: nothing to do)."""
+    rate = campaign_error_rate(session, campaign_id)
+    if not too_many_errors(rate, max_error_rate=max_error_rate, min_rows=min_rows):
+        return None
+    campaign = _locked(session, campaign_id)
+    if campaign.status not in TRANSITIONS["pause"].allowed:
+        return None
+    reason = (
+        f"{rate.errors} of {rate.attempted} messages bounced or failed "
+        f"({rate.rate:.0%}, more than the {max_error_rate:.0%} allowed by COURSE_CAMPAIGN_MAX_ERROR_RATE)"
+    )
+    pause(session, campaign_id, now=now)
+    campaign.paused_reason = reason
+    return reason
+
+
 def resume(session: Session, campaign_id: int, *, now: datetime) -> int:
     """Each held row becomes pending again, once. A campaign paused before its fan-out is scheduled
     again (for its send time, or now if that has passed). Returns how many rows were released."""
     campaign = _locked(session, campaign_id)
     campaign.status = _allowed(campaign, "resume" if campaign.fanned_out_at else "resume_before_fan_out").to
     campaign.paused_at = None
+    campaign.paused_reason = None
     campaign.updated_at = now
     return release_campaign_rows(session, campaign_id)
 

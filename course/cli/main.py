@@ -321,6 +321,9 @@ def _register_bench_and_campaigns() -> None:
     app.command("health")(health_command)
     app.command("metrics")(metrics_command)
     app.command("retry-failed")(clear_errors(retry_failed_command))
+    from course.cli.providers import providers_command
+
+    app.command("providers")(clear_errors(providers_command))
 
 
 _register_bench_and_campaigns()

@@ -18,6 +18,7 @@ Example::
     target_words = 300
     language = "en"                                  # "en", "de" or "fr": the email and page frame
     feed = "https://blog.example.com/feed.xml"       # optional; with it, articles may be left out
+    provider = "ses"                                 # optional: the mail provider its lessons take first
 """
 
 from __future__ import annotations
@@ -68,6 +69,7 @@ _KNOWN_KEYS = frozenset(
         "target_words",
         "language",
         "feed",
+        "provider",
     }
 )
 DEFAULT_SEND_TIME = datetime.time(9, 0)
@@ -93,6 +95,9 @@ class CourseDefinition:
     # The blog feed whose entries `course import-feed` adds (http(s) URL); with one, `articles` may be
     # left out, so a blog becomes a course without a first hand-written article.
     feed: str = ""
+    # The mail provider (a COURSE_PROVIDERS name, or "default") its lessons take first; "" routes
+    # them by their From domain and the fallback order (course/delivery/routing.py).
+    provider: str = ""
 
 
 @dataclass(frozen=True)
@@ -160,7 +165,17 @@ def load_course_definition(path: Path) -> CourseDefinition:
         sender_email=_sender_email(path, document),
         target_words=_positive_int(path, document, "target_words", default=DEFAULT_TARGET_WORDS),
         language=_language(path, document),
+        provider=_provider(path, document),
     )
+
+
+def _provider(path: Path, document: dict[str, object]) -> str:
+    """A provider's name as settings spell it (whether it is configured is checked at send time,
+    where the settings are: a course file may name a provider only production configures)."""
+    value = _header_text(path, document, "provider", required=False)
+    if value and not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,63}", value):
+        raise CourseDefinitionError(f"{path}: key 'provider' must be a provider name (lower-case letters, digits, '-', '_'), got {value!r}")
+    return value
 
 
 def load_course_definitions(content_dir: Path) -> list[CourseDefinition]:

@@ -111,6 +111,7 @@ def import_course(session: Session, plan: CoursePlan, *, now: datetime) -> Cours
         "sender_email": definition.sender_email,
         "target_words": definition.target_words,
         "language": definition.language,
+        "provider": definition.provider or None,
     }
     if any(getattr(course, name) != value for name, value in fields.items()):
         for name, value in fields.items():

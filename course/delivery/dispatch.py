@@ -33,6 +33,18 @@ class DispatchReport:
     throttled: bool = False  # stopped because dispatch_max_in_flight rows were already handed out
 
 
+def in_flight_cap(settings: Settings) -> int:
+    """How many rows may be handed out at once. dispatch_max_in_flight, and when every provider has
+    a max_per_second, no more than they can send in three dispatch intervals (at least one chunk):
+    rows waiting for a limited provider wait in the database, not in the broker, where they would
+    outlive their lease."""
+    rates = [provider.max_per_second for provider in settings.provider_settings.values()]
+    if any(rate is None for rate in rates):
+        return settings.dispatch_max_in_flight
+    paced = int(sum(rates) * 3 * settings.dispatch_interval_seconds)  # type: ignore[arg-type]
+    return min(settings.dispatch_max_in_flight, max(paced, settings.send_chunk_size))
+
+
 def chunks(ids: list[int], size: int) -> list[list[int]]:
     return [ids[i : i + size] for i in range(0, len(ids), size)]
 
@@ -49,7 +61,7 @@ def dispatch_due(
     """1. Give up on rows whose workers died on every attempt (those the send journal holds were
        accepted by the relay before their worker died: they are settled as sent).
     2. Back-pressure: count the rows already handed out whose lease still runs. Claim only up to
-       dispatch_max_in_flight of them, so a burst of a million due rows is fed to the workers as
+       in_flight_cap of them (dispatch_max_in_flight, less when every provider is rate-limited), so a burst of a million due rows is fed to the workers as
        they keep up instead of being queued in the broker, where rows would outlive their lease and
        be claimed again for nothing. Confirmations (the priority queue) are claimed even then.
     3. Claim a batch of due rows (committed before anything is enqueued, so a send task can never
@@ -70,12 +82,13 @@ def dispatch_due(
             )  # fmt: skip
             in_flight = count_in_flight(session, now=clock.now())
     lease = wall_duration(clock, settings.lease_seconds)
+    cap = in_flight_cap(settings)
     for _ in range(settings.dispatch_max_batches):
-        room = settings.dispatch_max_in_flight - in_flight
+        room = cap - in_flight
         full = not urgent_only and room <= 0
         if full and not report.throttled:
             report.throttled = True
-            log.info("%d deliveries in flight (limit %d): only urgent mail this run", in_flight, settings.dispatch_max_in_flight)
+            log.info("%d deliveries in flight (limit %d): only urgent mail this run", in_flight, cap)
         only_urgent = urgent_only or full
         limit = settings.dispatch_batch_size if only_urgent else min(settings.dispatch_batch_size, room)
         with sessions.begin() as session:

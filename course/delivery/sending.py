@@ -13,8 +13,16 @@ Failures are handled where they happen:
 - no reply after the end of DATA is an unknown outcome: the message may have been delivered, so it
   is never sent again at once, only after the same back-off;
 - a 5xx reply marks the row bounced and suppresses the address everywhere;
-- a server that cannot be reached at all stops the batch: every row not yet tried waits for its
-  back-off, so a dead SMTP server costs one connection attempt per batch, not one per message;
+- with routing (a gate, course/delivery/gate.py): each message takes the first provider of its
+  route (course/delivery/routing.py) that is not paused and has a slot under its limits, which
+  every worker shares; a provider that cannot be reached is paused for every worker, and the
+  message takes the next provider of its route; when none can take it, it waits in the database
+  (pending, due when the earliest pause or limit lifts). A run of 421/454 replies or time-outs
+  pauses a provider too. After the batch, a campaign whose rows bounced or failed past
+  campaign_max_error_rate is paused by the system (course.campaigns.service.pause_for_errors);
+- without a gate (one transport given): a server that cannot be reached at all stops the batch:
+  every row not yet tried waits for its back-off, so a dead SMTP server costs one connection
+  attempt per batch, not one per message;
 - the batch stops before its lease runs out and releases the rest, so no message is ever sent by
   a task whose rows may already have been reclaimed by another.
 """
@@ -23,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import Enum
@@ -35,11 +44,13 @@ from course.clock import Clock, wall_duration
 from course.delivery.compose import Composer, TemplateCache
 from course.delivery.dkim import DkimSigner
 from course.delivery.envelope import EnvelopeSender
+from course.delivery.gate import Gate, GateUnavailable, Grant, holder_id
 from course.delivery.journal import NoJournal, SendJournal
 from course.delivery.links import Signer
 from course.delivery.outcomes import GroupWriter
 from course.delivery.render import Renderer
 from course.delivery.retry import next_attempt
+from course.delivery.routing import route
 from course.delivery.transports.base import (
     DEFAULT_PROVIDER,
     ConnectionFailed,
@@ -51,9 +62,41 @@ from course.delivery.transports.base import (
 )
 from course.ledger import Batch, DeliveryJob, Outcome, Settled, message_ids_from_secret, record, take_over
 from course.models import DeliveryKind, EnrollmentStatus, SubscriberStatus
-from course.settings import Settings
+from course.settings import ProviderSettings, Settings
 
 log = logging.getLogger(__name__)
+
+# Mail a person is waiting for: may use the share of an hourly or daily quota bulk mail leaves.
+URGENT_KINDS = frozenset({DeliveryKind.TRANSACTIONAL, DeliveryKind.CAMPAIGN_TEST, DeliveryKind.LESSON_TEST, DeliveryKind.ADMIN_INVITATION})
+# The longest a send loop sleeps for its provider's next slot; a later slot is not taken, and the
+# row waits in the database instead (the dispatcher's claims keep this rare: dispatch.py).
+MAX_SLOT_WAIT_SECONDS = 2.0
+# A provider whose connections are all held elsewhere is asked again after this long.
+CONNECTION_WAIT_SECONDS = 5.0
+# A provider with no rate or quota is not asked for a slot per message: its pause is read at most
+# this often by a task, and what it sent is counted in one call per this long.
+LIGHT_RECHECK_SECONDS = 1.0
+# After the gate's Redis failed to answer, it is not asked again for this long: a Redis that is
+# down must not cost a time-out per message.
+GATE_RETRY_SECONDS = 5.0
+# Replies that say the provider itself is in trouble (service not available, TLS not available),
+# not this message: a run of them pauses the provider.
+PROVIDER_TROUBLE_CODES = frozenset({421, 454})
+
+
+def provider_trouble(exc: TransientSendError) -> bool:
+    """Whether a transient failure counts against the provider's health: its trouble codes, and
+    failures with no reply code at all (time-outs, dropped connections)."""
+    return exc.code is None or exc.code in PROVIDER_TROUBLE_CODES
+
+
+class _Deferred(Exception):
+    """No provider of a message's route can take it now: it waits `wait` seconds in the database."""
+
+    def __init__(self, wait: float, reason: str) -> None:
+        super().__init__(reason)
+        self.wait = wait
+        self.reason = reason
 
 
 @dataclass
@@ -70,6 +113,8 @@ class SendReport:
     unknown_after_journal_loss: int = 0  # taken over again under a lost journal: back-off, not re-sent at once
     journal: str = "off"  # the send journal's mode (JournalMode.name) when the rows were taken over
     outcome_writes: int = 0  # groups written
+    deferred: int = 0  # no provider of their route could take them: wait in the database
+    paused_campaigns: list[str] = field(default_factory=list)  # system pauses for errors, with why
     errors: list[str] = field(default_factory=list)
 
 
@@ -108,17 +153,43 @@ class Sender:
         settings: Settings,
         *,
         sessions: sessionmaker[Session],
-        transport: Transport,
+        transport: Transport | None = None,
         renderer: Renderer,
         signer: Signer,
         clock: Clock,
         provider: str = DEFAULT_PROVIDER,
         journal: SendJournal | None = None,
+        transports: Callable[[str], Transport] | None = None,
+        gate: Gate | None = None,
     ) -> None:
+        """Either one `transport` (everything goes through `provider`), or `transports` (a provider
+        name's transport) with a `gate`: then each message is routed and limited."""
+        if (transports is None) != (gate is None) or (transport is None and transports is None):
+            raise TypeError("a Sender takes one transport, or transports by provider name with a gate")
         self.settings = settings
         self.message_ids = message_ids_from_secret(settings.list_id_domain, settings.secret_key)
         self.sessions = sessions
         self.transport = transport
+        self.transports = transports
+        self.gate = gate
+        # This task's view of the providers (time.monotonic() until a pause ends; providers this task
+        # saw fail, whose next success clears their failure count; connections it holds).
+        self._paused: dict[str, float] = {}
+        self._troubled: set[str] = set()
+        self._holder = holder_id()
+        self._held: set[str] = set()
+        self._gate_down_until = 0.0  # time.monotonic(): the gate's Redis is not asked before then
+        self._gate_error = ""
+        # The light path (providers with no rate or quota): when each pause was last read, and the
+        # sends not yet counted in the gate, with when they were last counted.
+        self._pause_read_at: dict[str, float] = {}
+        self._uncounted: dict[str, int] = {}
+        self._counted_at = 0.0
+        # Read once per task, not per message: building the providers' settings, the registry's key
+        # and a route each cost tens of microseconds (the lesson day showed it).
+        self._providers = settings.provider_settings
+        self._routes: dict[tuple[str | None, str], tuple[str, ...]] = {}
+        self._transport_of: dict[str, Transport] = {}
         self.journal = journal or NoJournal()
         self.provider = provider  # recorded with every outcome that went through `transport`
         self.composer = Composer(settings, renderer=renderer, signer=signer, clock=clock)
@@ -171,10 +242,16 @@ class Sender:
             journaled_group_seconds=max(self.settings.outcome_group_seconds, self.settings.outcome_journaled_group_seconds),
         )
         outcomes = _Outcomes(writer, everything=Outcome(provider=self.provider))
-        self._send_batch(batch, deadlines, outcomes, current_epoch=mode.epoch)
-        if not writer.abandoned:
-            writer.flush()
+        try:
+            self._send_batch(batch, deadlines, outcomes, current_epoch=mode.epoch)
+            if not writer.abandoned:
+                writer.flush()
+        finally:
+            self._release_connections()
         everything = outcomes.everything
+        report.deferred = outcomes.deferred
+        if self.gate is not None and not writer.abandoned:
+            report.paused_campaigns = self._pause_erring_campaigns(batch, everything)
         report.already_sent = outcomes.already_sent
         report.unknown_after_journal_loss = outcomes.journal_lost
         report.sent = len(everything.sent)
@@ -187,6 +264,36 @@ class Sender:
         report.outcome_writes = writer.statements
         report.errors = [reason for _, _, reason in everything.retry[:3]] + [r for _, r in everything.failed[:3]]
         return report
+
+    def _release_connections(self) -> None:
+        """Connections counted against a provider's max_connections are closed and given back at
+        the end of each task: a held place must not outlive the task that holds it."""
+        held, self._held = self._held, set()
+        for name in held:
+            if self.transports is not None:
+                self._transport(name).close()
+            # Redis away: the place frees itself when its lease runs out.
+            self._ask_gate(lambda gate: gate.release_connection(name, self._holder))
+        self._count_light(force=True)
+
+    def _pause_erring_campaigns(self, batch: Batch, everything: Outcome) -> list[str]:
+        """After the batch: each campaign with a row that bounced or failed in it is paused by the
+        system when its error rate passed campaign_max_error_rate (listmonk's max-errors)."""
+        from course.campaigns.service import pause_for_errors
+
+        erring = {i for i, _, _ in everything.bounced} | {i for i, _ in everything.failed}
+        campaign_ids = sorted({job.campaign_id for job in batch.jobs if job.delivery_id in erring and job.campaign_id})
+        paused = []
+        for campaign_id in campaign_ids:
+            with self.sessions.begin() as session:
+                reason = pause_for_errors(
+                    session, campaign_id, max_error_rate=self.settings.campaign_max_error_rate,
+                    min_rows=self.settings.campaign_error_min_rows, now=self.clock.now(),
+                )  # fmt: skip
+            if reason:
+                log.warning("campaign %d paused by the system: %s", campaign_id, reason)
+                paused.append(f"campaign {campaign_id}: {reason}")
+        return paused
 
     def _record(self, group: Outcome, token: str) -> None:
         with self.sessions.begin() as session:
@@ -246,12 +353,21 @@ class Sender:
             return _Stop.LEASE_ENDING
         try:
             composed = self.composer.delivery(job, batch, templates)
-            self.transport.send(
+            message = (
                 self.envelope.of(job.delivery_id, composed.envelope_from),
                 job.test_address or job.email,
                 self.dkim.sign(composed.message_bytes(), composed.message.sender_address),
-                deadline=deadlines.smtp,
             )
+            if self.gate is None:
+                self.transport.send(*message, deadline=deadlines.smtp)  # type: ignore[union-attr]
+            else:
+                self._hand_over(job, batch, message, composed.message.sender_address, deadlines, outcomes)
+        except _Deferred as exc:
+            outcomes.through(None)
+            outcomes.deferred += 1
+            due = self.clock.now() + wall_duration(self.clock, max(exc.wait, 0.001))
+            log.info("%s waits %.1f s: %s", _about(job), exc.wait, exc.reason, extra=_fields(job))
+            outcomes.attempted(Retry(job.delivery_id, due, exc.reason))
         except DeadlineReached:
             return _Stop.DEADLINE
         except PermanentSendError as exc:
@@ -293,6 +409,157 @@ class Sender:
                 latency.observe(max((self.clock.now() - job.due_at).total_seconds(), 0.0) / self.clock.speed)
             outcomes.settle(Settled.SENT, job.delivery_id, journaled=journaled)
         return None
+
+    def _hand_over(
+        self, job: DeliveryJob, batch: Batch, message: tuple[str, str, bytes], from_address: str,
+        deadlines: _Deadlines, outcomes: _Outcomes,
+    ) -> str:
+        """With a gate: hand one message to the first provider of its route that can take it now,
+        and return its name. Per provider, in route order:
+        1. skip it while this task knows it is paused;
+        2. hold one of its connection places (max_connections) for the rest of the task;
+        3. ask the gate for a slot (paused, limits); sleep until the slot;
+        4. send. A refused connection pauses the provider for every worker and the message tries
+           the next provider; other failures are the message's (raised), and 421/454 replies or
+           time-outs count toward pausing the provider.
+        When no provider can take it, raise _Deferred with the shortest wait among them.
+
+        When the gate's Redis does not answer, a provider with limits takes nothing (its limits
+        cannot be checked, and a provider's limits are a contract: the rows wait), one without
+        limits sends as if the gate said yes; the gate is asked again after GATE_RETRY_SECONDS."""
+        own = _own_provider(job, batch)
+        path = self._routes.get((own, from_address))
+        if path is None:
+            path = self._routes[(own, from_address)] = route(
+                own=own, from_address=from_address, providers=self._providers, fallback=self.settings.provider_fallback
+            )
+            if own and own not in path:
+                log.warning("%s names provider %r, which is not configured: routed without it", _about(job), own, extra=_fields(job))
+        waits: list[tuple[float, str]] = []
+        for name in path:
+            limits = self._providers[name]
+            now = time.monotonic()
+            if self._paused.get(name, 0.0) > now:
+                waits.append((self._paused[name] - now, f"provider {name} is paused"))
+                continue
+            refusal = self._slot(name, limits, urgent=job.kind in URGENT_KINDS, deadlines=deadlines)
+            if refusal is not None:
+                waits.append(refusal)
+                continue
+            outcomes.through(name)
+            try:
+                self._transport(name).send(*message, deadline=deadlines.smtp)
+            except ConnectionFailed as exc:
+                metrics.SMTP_REPLIES.labels("unreachable").inc()
+                self._provider_failed(name, exc, at_once=True)
+                waits.append((max(self._paused.get(name, now) - time.monotonic(), 0.001), f"provider {name} unreachable: {exc.reason}"))
+                continue
+            except DeadlineReached:
+                raise
+            except TransientSendError as exc:
+                if provider_trouble(exc):
+                    self._provider_failed(name, exc, at_once=False)
+                raise
+            if name in self._troubled:
+                self._troubled.discard(name)
+                self._ask_gate(lambda gate: gate.succeeded(name))
+            return name
+        if not waits:
+            raise _Deferred(self.settings.retry_base_seconds, "no configured provider can take it (check COURSE_PROVIDER_FALLBACK)")
+        raise _Deferred(*min(waits))
+
+    def _transport(self, name: str) -> Transport:
+        transport = self._transport_of.get(name)
+        if transport is None:
+            assert self.transports is not None
+            transport = self._transport_of[name] = self.transports(name)
+        return transport
+
+    def _slot(self, name: str, limits: ProviderSettings, *, urgent: bool, deadlines: _Deadlines) -> tuple[float, str] | None:
+        """Steps 2-3 of _hand_over: None once the message may go through `name` (after sleeping
+        until its slot); else how long to wait and why."""
+        now = time.monotonic()
+        if self._gate_down_until > now:
+            return (GATE_RETRY_SECONDS, f"the limits of provider {name} cannot be checked: {self._gate_error}") if limits.limited else None
+        if not limits.metered:
+            return self._light_slot(name, limits, now)
+        try:
+            if limits.max_connections and name not in self._held:
+                if not self.gate.hold_connection(name, limits.max_connections, self._holder, seconds=float(self.settings.lease_seconds)):  # type: ignore[union-attr]
+                    return CONNECTION_WAIT_SECONDS, f"provider {name}: its {limits.max_connections} connections are all in use"
+                self._held.add(name)
+            grant = self.gate.acquire(name, limits, urgent=urgent, max_wait=min(MAX_SLOT_WAIT_SECONDS, max(deadlines.stop_starting - now, 0.0)))  # type: ignore[union-attr]
+        except GateUnavailable as exc:
+            self._gate_unavailable(exc)
+            return (GATE_RETRY_SECONDS, f"the limits of provider {name} cannot be checked: {exc}") if limits.limited else None
+        if not grant.granted:
+            if grant.paused:
+                self._paused[name] = now + grant.wait
+                self._troubled.add(name)
+            return grant.wait, _refusal(name, grant)
+        if grant.wait > 0:
+            time.sleep(grant.wait)
+        return None
+
+    def _light_slot(self, name: str, limits: ProviderSettings, now: float) -> tuple[float, str] | None:
+        """_slot for a provider with no rate or quota: its pause is read from the gate at most every
+        LIGHT_RECHECK_SECONDS (a Redis round trip per message would cost the unlimited send path a
+        few percent), its connection places held as usual, its sends counted in batches."""
+        if now - self._pause_read_at.get(name, -LIGHT_RECHECK_SECONDS) >= LIGHT_RECHECK_SECONDS:
+            self._pause_read_at[name] = now
+            left = self._ask_gate(lambda gate: gate.pause_left(name)) or 0.0
+            if left > 0:
+                self._paused[name] = now + left
+                self._troubled.add(name)
+                return left, f"provider {name} is paused"
+        if limits.max_connections and name not in self._held:
+            held = self._ask_gate(lambda gate: gate.hold_connection(name, limits.max_connections, self._holder, seconds=float(self.settings.lease_seconds)))
+            if held is False:
+                return CONNECTION_WAIT_SECONDS, f"provider {name}: its {limits.max_connections} connections are all in use"
+            if held:
+                self._held.add(name)
+            elif self._gate_down_until > now:
+                return GATE_RETRY_SECONDS, f"the connection limit of provider {name} cannot be checked: {self._gate_error}"
+        self._uncounted[name] = self._uncounted.get(name, 0) + 1
+        self._count_light()
+        return None
+
+    def _count_light(self, *, force: bool = False) -> None:
+        """Count the light path's sends in the gate (for `course providers`), once a second."""
+        now = time.monotonic()
+        if not self._uncounted or (not force and now - self._counted_at < LIGHT_RECHECK_SECONDS):
+            return
+        uncounted, self._uncounted, self._counted_at = self._uncounted, {}, now
+        for name, sent in uncounted.items():
+            self._ask_gate(lambda gate: gate.count(name, sent))
+
+    def _gate_unavailable(self, exc: GateUnavailable) -> None:
+        if self._gate_down_until <= time.monotonic():
+            log.error("%s: limited providers wait, the others send without it for %.0f s", exc, GATE_RETRY_SECONDS)
+        self._gate_down_until = time.monotonic() + GATE_RETRY_SECONDS
+        self._gate_error = str(exc)
+
+    def _ask_gate(self, call: Callable[[Gate], Any]) -> Any:
+        """A gate call whose failure (Redis away) is logged, not raised: None then."""
+        if self.gate is None or self._gate_down_until > time.monotonic():
+            return None
+        try:
+            return call(self.gate)
+        except GateUnavailable as exc:
+            self._gate_unavailable(exc)
+            return None
+
+    def _provider_failed(self, name: str, exc: TransientSendError, *, at_once: bool) -> None:
+        """Count a failure against the provider; when that pauses it, every worker sees the pause.
+        With the gate away, a refused connection still pauses the provider for this task."""
+        self._troubled.add(name)
+        until = self._ask_gate(lambda gate: gate.failed(name, exc.reason, at_once=at_once))
+        if until is not None:
+            wait = max((until - datetime.now(until.tzinfo)).total_seconds(), 0.0)
+            self._paused[name] = time.monotonic() + wait
+            log.warning("provider %s paused for %.0f s: %s", name, wait, exc.reason)
+        elif at_once and self._gate_down_until > time.monotonic():
+            self._paused[name] = time.monotonic() + self.settings.provider_pause_seconds
 
     def _settle_rest(self, stop: _Stop, rest: list[DeliveryJob], outcomes: _Outcomes) -> None:
         """Step 3 of _send_batch: the rows a stopping batch did not try, settled once."""
@@ -361,6 +628,30 @@ class Bounced:
     reason: str
 
 
+def _own_provider(job: DeliveryJob, batch: Batch) -> str | None:
+    """The provider a row's campaign or course names (None: routed by From domain and fallback)."""
+    if job.campaign_id is not None:
+        campaign = batch.campaigns.get(job.campaign_id)
+        return campaign.provider if campaign else None
+    if job.test_campaign_id is not None:
+        campaign = batch.campaigns.get(job.test_campaign_id)
+        return campaign.provider if campaign else None
+    lesson = batch.lessons.get(job.lesson_id or job.test_lesson_id or 0)
+    if lesson is not None:
+        return lesson.course.provider
+    course = batch.courses.get(job.course_id or 0)
+    return course.provider if course else None
+
+
+def _refusal(name: str, grant: Grant) -> str:
+    return {
+        "paused": f"provider {name} is paused",
+        "second": f"provider {name} is at its max_per_second",
+        "hour": f"provider {name} used its max_per_hour",
+        "day": f"provider {name} used its max_per_day",
+    }.get(grant.why, f"provider {name} refused a slot ({grant.why})")
+
+
 class _Stop(Enum):
     """Why a batch stops before its last row (the row it stops at is not sent)."""
 
@@ -380,6 +671,16 @@ class _Outcomes:
     already_sent: int = 0  # settled as sent from the journal
     journal_lost: int = 0  # of unknown outcome: their earlier attempt's journal is gone
     relay_down_reason: str = ""
+    deferred: int = 0  # no provider of their route could take them now
+
+    def through(self, provider: str | None) -> None:
+        """The outcomes that follow are of rows that went through `provider` (None: through none):
+        a group records one provider, so a change of provider closes the open group first."""
+        group = self.writer.group
+        if group.provider != provider:
+            if self.writer.open_count:
+                self.writer.flush()
+            self.writer.group.provider = provider
 
     def settle(self, kind: Settled, delivery_id: int, *, journaled: bool = True, write: bool = True) -> bool:
         """A row that is a kind and its id (sent, cancelled, held, released). `write=False`: only

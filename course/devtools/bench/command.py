@@ -22,7 +22,7 @@ Progress = Callable[[str, int, int], None]
 
 def bench_command(
     scenario: Annotated[
-        str, typer.Option("--scenario", help="lesson-day, campaign, audience, web, mixed or import")
+        str, typer.Option("--scenario", help="lesson-day, campaign, audience, web, mixed, import or throttled")
     ] = "lesson-day",
     subscribers: Annotated[
         int | None, typer.Option("--subscribers", min=1, help="recipients (default 100,000; audience: 1,000,000)")
@@ -43,6 +43,7 @@ def bench_command(
     endpoints: Annotated[str, typer.Option("--endpoints", help="web: comma-separated subset (default: all)")] = "",
     signups: Annotated[int, typer.Option("--signups", min=1, help="mixed: signups in the burst")] = 10_000,
     burst_seconds: Annotated[float, typer.Option("--burst-seconds", min=1, help="mixed: the burst's length")] = 60,
+    limit: Annotated[float, typer.Option("--limit", min=1, help="throttled: the provider's max_per_second")] = 200,
 ) -> None:
     """Measure the sending pipeline on real parts against smtp-source's ceiling on this machine,
     (--scenario audience) the audience count against a plain count(*) of the active subscribers, or
@@ -68,6 +69,9 @@ def bench_command(
         return
     if scenario == "mixed":
         _mixed(config, err, as_json=as_json, signups=signups, burst_seconds=burst_seconds)
+        return
+    if scenario == "throttled":
+        _throttled(config, err, as_json=as_json, limit=limit, subscribers_given=subscribers != 100_000)
         return
     with Bar(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
              console=err, transient=as_json) as bar:
@@ -137,6 +141,21 @@ def _mixed(config: BenchConfig, err: Any, *, as_json: bool, signups: int, burst_
         sys.stdout.write(json.dumps(report, indent=2, default=str) + "\n")
     else:
         Console(soft_wrap=True).print(mixed_report_table(report))
+
+
+def _throttled(config: BenchConfig, err: Any, *, as_json: bool, limit: float, subscribers_given: bool) -> None:
+    """A provider limited to `limit`/s, 4 send workers unless --workers says otherwise, 20 s of mail
+    unless --subscribers says how many messages."""
+    from rich.console import Console
+    from course.devtools.bench.throttled import run_throttled_benchmark, throttled_table
+
+    config.workers = config.workers or 4
+    messages = config.subscribers if subscribers_given else int(limit * 20)
+    report = _with_progress(err, as_json, lambda show: run_throttled_benchmark(config, show, limit=limit, messages=messages))
+    if as_json:
+        sys.stdout.write(json.dumps(report, indent=2, default=str) + "\n")
+    else:
+        Console(soft_wrap=True).print(throttled_table(report))
 
 
 def _with_progress(err: Any, as_json: bool, run: Callable[[Progress], dict[str, Any]]) -> dict[str, Any]:

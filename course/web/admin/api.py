@@ -78,6 +78,8 @@ class CampaignOut(BaseModel):
     send_at: datetime | None
     created_at: datetime
     progress: ProgressOut
+    provider: str | None = Field(None, description="the mail provider it takes first (null: routed by its From domain)")
+    paused_reason: str | None = Field(None, description="why the system paused it (its error rate), if it did")
 
 
 class AudienceIn(BaseModel):
@@ -97,6 +99,7 @@ class CampaignIn(BaseModel):
     subject: str = Field(max_length=service.MAX_SUBJECT_CHARS)
     preheader: str = Field("", max_length=service.MAX_PREHEADER_CHARS)
     sender: str = Field(max_length=400, description="an address from COURSE_CAMPAIGN_SENDERS")
+    provider: str = Field("", max_length=64, description="a configured mail provider it takes first; empty: routed by its From domain")
     body_markdown: str = Field(max_length=service.MAX_BODY_CHARS, description="Markdown; some HTML allowed, sanitised")
     audience: AudienceIn = Field(default_factory=AudienceIn)
 
@@ -108,6 +111,7 @@ class CampaignReplaceIn(BaseModel):
     subject: str = Field(max_length=service.MAX_SUBJECT_CHARS)
     preheader: str = Field(max_length=service.MAX_PREHEADER_CHARS)
     sender: str = Field(max_length=400, description="an address from COURSE_CAMPAIGN_SENDERS")
+    provider: str = Field("", max_length=64, description="a configured mail provider it takes first; empty: routed by its From domain")
     body_markdown: str = Field(max_length=service.MAX_BODY_CHARS, description="Markdown; some HTML allowed, sanitised")
     audience: AudienceIn
 
@@ -175,6 +179,7 @@ def _campaign(summary: CampaignSummary) -> dict[str, object]:
     return dict(
         id=c.id, name=c.name, subject=c.subject, status=c.status, segment_tag=c.segment_tag, sender_name=c.sender_name,
         sender_email=c.sender_email, send_at=c.send_at, created_at=c.created_at, progress=_progress(summary),
+        provider=c.provider, paused_reason=c.paused_reason,
     )  # fmt: skip
 
 
@@ -304,6 +309,7 @@ def _draft(site: SiteDep, body: CampaignIn | CampaignReplaceIn) -> service.Draft
     return service.check_draft(
         name=body.name, subject=body.subject, preheader=body.preheader, sender=body.sender, body_markdown=body.body_markdown,
         audience=audience, senders=service.parse_senders(site.settings.campaign_senders),
+        provider=body.provider, providers=list(site.settings.provider_settings),
     )  # fmt: skip
 
 

@@ -11,10 +11,11 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from course.audience.daily_figures import DailyFigures, daily_figures
 from course.campaigns.progress import CampaignSummary, campaign_summaries
+from course.delivery.provider_states import ProviderState, provider_states
 from course.ops.health import HeartbeatStatus, describe_heartbeats, read_heartbeats
 from course.models import CampaignStatus
 from course.web.admin import api_courses
@@ -71,6 +72,14 @@ def day_bars(days: list[date], values: list[int], *, bar_width: int = 6, height:
     return DayBars(width=len(days) * bar_width, height=height, bars=bars)
 
 
+def read_providers(site: Site) -> tuple[list[ProviderState], str]:
+    """The mail providers' states (course providers), or why they cannot be read (Redis away)."""
+    try:
+        return provider_states(site.settings), ""
+    except Exception as exc:  # noqa: BLE001 - the dashboard shows the rest, and says what is missing
+        return [], f"The mail providers' state cannot be read: {exc}"
+
+
 @router.get("/admin/dashboard", response_class=HTMLResponse)
 def dashboard_page(request: Request, site: SiteDep, actor: ViewerPage) -> HTMLResponse:
     board = read_dashboard(site)
@@ -81,7 +90,7 @@ def dashboard_page(request: Request, site: SiteDep, actor: ViewerPage) -> HTMLRe
     ]
     return admin_page(
         site, request, "dashboard.html", actor=actor, board=board, recent=recent, totals=figures.totals(),
-        signups_chart=day_bars(figures.days, figures.series["signups"]),
+        signups_chart=day_bars(figures.days, figures.series["signups"]), providers=read_providers(site),
     )  # fmt: skip
 
 
@@ -91,6 +100,7 @@ class DashboardOut(BaseModel):
     campaigns_in_flight: list[dict[str, Any]]
     heartbeats: list[dict[str, Any]]
     attention: list[str]
+    providers: list[dict[str, Any]] = Field(default_factory=list, description="each mail provider's state, limits and rate (as `course providers --json`)")
 
 
 @api_router.get("/dashboard", response_model=DashboardOut)
@@ -108,4 +118,5 @@ def dashboard_json(site: SiteDep, actor: ViewerToken) -> DashboardOut:
         ],
         heartbeats=[{"component": h.component, "last_seen": h.last_seen, "stale": h.stale, "line": h.line} for h in board.heartbeats],
         attention=board.attention,
+        providers=[state.as_dict() for state in read_providers(site)[0]],
     )

@@ -38,13 +38,13 @@ TextField = Annotated[str, Form()]
 def _form_of(campaign: Campaign | None) -> dict[str, Any]:
     if campaign is None:
         return {
-            "name": "", "subject": "", "preheader": "", "sender": "", "body_markdown": "",
+            "name": "", "subject": "", "preheader": "", "sender": "", "provider": "", "body_markdown": "",
             "tags_any": "", "tags_all": "", "course": "", "course_stage": "any", "min_lesson": "", "exclude_tags": "",
         }  # fmt: skip
     audience = service.audience_of(campaign)
     return {
         "name": campaign.name, "subject": campaign.subject, "preheader": campaign.preheader,
-        "sender": campaign.sender_email, "body_markdown": campaign.body_markdown,
+        "sender": campaign.sender_email, "provider": campaign.provider or "", "body_markdown": campaign.body_markdown,
         "tags_any": " ".join(audience.tags_any), "tags_all": " ".join(audience.tags_all), "course": audience.course or "",
         "course_stage": audience.course_stage.value, "min_lesson": audience.min_lesson or "",
         "exclude_tags": " ".join(audience.exclude_tags),
@@ -67,6 +67,7 @@ def _compose_page(
             site, request, "compose.html", actor=actor, status=status, campaign_id=campaign_id, form=form,
             errors=errors or {}, notice=notice, audience_count=audience_count,
             senders=service.parse_senders(site.settings.campaign_senders), tags=tag_counts(session),
+            providers=list(site.settings.provider_settings),
             courses=[listing.course for listing in list_courses(session)], guides=_guides(site),
             max_body=service.MAX_BODY_CHARS, merge_tags=merge_tags.TAGS, merge_course_tags=merge_tags.COURSE_TAGS,
             merge_link_tags=merge_tags.URL_TAGS, merge_example=merge_tags.EXAMPLE,
@@ -85,6 +86,7 @@ def _draft_from(site: Site, fields: dict[str, Any]) -> service.Draft:
             service.check_draft(
                 name=fields["name"], subject=fields["subject"], preheader=fields["preheader"], sender=fields["sender"],
                 body_markdown=fields["body_markdown"], audience=build_audience(), senders=service.parse_senders(site.settings.campaign_senders),
+                provider=fields["provider"], providers=list(site.settings.provider_settings),
             )  # fmt: skip
         except InputRefused as more:
             audience_error.update(more.fields)
@@ -92,6 +94,7 @@ def _draft_from(site: Site, fields: dict[str, Any]) -> service.Draft:
     return service.check_draft(
         name=fields["name"], subject=fields["subject"], preheader=fields["preheader"], sender=fields["sender"],
         body_markdown=fields["body_markdown"], audience=audience, senders=service.parse_senders(site.settings.campaign_senders),
+        provider=fields["provider"], providers=list(site.settings.provider_settings),
     )  # fmt: skip
 
 
@@ -104,6 +107,7 @@ class DraftForm:
     subject: TextField = ""
     preheader: TextField = ""
     sender: TextField = ""
+    provider: TextField = ""
     body_markdown: TextField = ""
     tags_any: TextField = ""
     tags_all: TextField = ""
@@ -116,7 +120,7 @@ class DraftForm:
     def fields(self) -> dict[str, Any]:
         return {
             "name": self.name[:400], "subject": self.subject[:600], "preheader": self.preheader[:400],
-            "sender": self.sender[:400], "body_markdown": self.body_markdown, "tags_any": self.tags_any[:2000],
+            "sender": self.sender[:400], "provider": self.provider[:64], "body_markdown": self.body_markdown, "tags_any": self.tags_any[:2000],
             "tags_all": self.tags_all[:2000], "course": self.course[:100], "course_stage": self.course_stage[:20],
             "min_lesson": self.min_lesson[:10], "exclude_tags": self.exclude_tags[:2000],
         }  # fmt: skip
