@@ -315,3 +315,33 @@ def test_view_in_browser_shows_the_html_the_reader_got(client: TestClient, web_s
     for path in ("/preferences/", "/u/"):
         expected = re.sub(rf"http://testserver{re.escape(path)}[A-Za-z0-9_.\-]+", help_url, expected)
     assert view.text.replace("\r\n", "\n") == expected
+
+
+# --- your data ---------------------------------------------------------------------------------
+
+
+def test_download_my_data_is_the_access_export_for_the_link_holder_only(
+    client: TestClient, web_stack: WebStack, enrolled: int
+) -> None:
+    """The preferences page offers "download my data": the admin's access export, as a file no
+    cache keeps, to whoever holds the subscriber's own signed link; a tampered link gets nothing."""
+    from course.audience.erasure import access_export
+
+    url = link_in(web_stack.smtp.received[0].message, "/preferences/")
+    page = client.get(url)
+    path = url.split("://", 1)[-1].split("/", 1)[1]
+    assert f'href="/{path}/data"' in page.text and "Download my data" in page.text
+    response = client.get(url + "/data")
+    assert response.status_code == 200 and response.headers["cache-control"] == "no-store"
+    assert response.headers["content-disposition"] == 'attachment; filename="my-data.json"'
+    with web_stack.sessions() as session:
+        subscriber = session.get(Subscriber, enrolled)
+        assert subscriber is not None
+        assert response.json() == access_export(session, subscriber)
+    data = response.json()
+    assert data["profile"]["email"] == "kim@example.org" and data["deliveries"][0]["state"] == "sent"
+    token = url.rsplit("/", 1)[1]
+    forged = url.rsplit("/", 1)[0] + "/" + token[:-2] + ("AA" if not token.endswith("AA") else "BB")
+    assert client.get(forged + "/data").status_code == 400
+    unsubscribe_token = signer_from_settings(web_stack.settings).token(LinkPurpose.UNSUBSCRIBE, enrolled)
+    assert client.get(f"/preferences/{unsubscribe_token}/data").status_code == 400  # another purpose's token

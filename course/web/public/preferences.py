@@ -7,10 +7,11 @@ from __future__ import annotations
 from datetime import datetime, time
 
 from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from sqlalchemy.orm import Session
 
 from course.audience.enrollment import pause, resume, unsubscribe
+from course.audience.erasure import access_export
 from course.audience.preferences import EnrollmentView, enrollment_views, subscriber_row
 from course.audience.schedule import UnknownTimeZone
 from course.audience.subscriptions import change_send_time, change_timezone, send_next_now
@@ -83,6 +84,22 @@ def preferences_page(
             action=f"/preferences/{token}",
             timezone_options=zone_options(),
         )
+
+
+@router.get("/preferences/{token}/data")
+def download_my_data(token: str, site: SiteDep) -> Response:
+    """"Download my data": the same JSON as the admin's access export (course.audience.erasure),
+    to whoever holds the subscriber's own signed preferences link, as a file never cached."""
+    subscriber_id, _ = _preferences_ids(site, token)
+    with site.reading() as session:
+        subscriber = session.get(Subscriber, subscriber_id)
+        if subscriber is None or subscriber.status == SubscriberStatus.ERASED:
+            raise _subscriber_gone()
+        data = access_export(session, subscriber)
+    return JSONResponse(
+        data,
+        headers={"Content-Disposition": 'attachment; filename="my-data.json"', "Cache-Control": "no-store"},
+    )
 
 
 PREFERENCE_ERRORS = {
