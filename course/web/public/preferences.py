@@ -17,6 +17,7 @@ from course.audience.schedule import UnknownTimeZone
 from course.audience.subscriptions import change_send_time, change_timezone, send_next_now
 from course.delivery.links import LinkPurpose
 from course.i18n import N_, translate
+from course.ledger import add_account_mail
 from course.models import Enrollment, EnrollmentStatus, Subscriber, SubscriberStatus
 from course.web.public.forms import SiteDep, TextField, csrf_failed, zone_options
 from course.web.security import csrf_is_valid
@@ -49,6 +50,7 @@ SAVED_MESSAGES = {
     "unsubscribe_course": N_("Unsubscribed from that course. You will get no more lessons from it."),
     "unsubscribe_all": N_("Unsubscribed from everything. You will get no more email from us."),
     "nothing": N_("There was nothing left to send: you have had every lesson."),
+    "erase_request": N_("We sent you an email. Open the link in it to confirm that we should erase your data."),
 }
 
 
@@ -135,6 +137,9 @@ def preferences_submit(
             except UnknownTimeZone:
                 return RedirectResponse(f"{page_url}?error=timezone", status_code=303)
             return RedirectResponse(f"{page_url}?saved=timezone", status_code=303)
+        if action == "erase_request":
+            _request_erasure(session, subscriber, course_id, now=now)
+            return RedirectResponse(f"{page_url}?saved=erase_request", status_code=303)
         if action == "unsubscribe_all":
             unsubscribe(session, subscriber, course_id=None, now=now)
             return RedirectResponse(f"{page_url}?saved=unsubscribe_all", status_code=303)
@@ -143,6 +148,16 @@ def preferences_submit(
             raise PageError(400, N_("Nothing changed"), N_("That course is not one of yours. Go back and try again."))
         saved = _apply_course_action(session, subscriber, enrollment, action, send_time, now=now)
     return RedirectResponse(f"{page_url}?{saved}", status_code=303)
+
+
+def _request_erasure(session: Session, subscriber: Subscriber, course_id: str, *, now: datetime) -> None:
+    """The mail that confirms an erasure (course.web.public.erase): urgent, through the ledger,
+    in the language of the course the form names, else of the subscriber's first course. It goes
+    whatever the subscriber's status: leaving does not take away the right to be erased."""
+    enrollments = sorted(subscriber.enrollments, key=lambda e: (str(e.course_id) != course_id.strip(), e.id))
+    if not enrollments:
+        raise PageError(400, N_("Nothing changed"), N_("Write to us to erase your data: we have no course to send the link from."))
+    add_account_mail(session, subscriber_id=subscriber.id, enrollment_id=enrollments[0].id, template="erase", now=now)
 
 
 def _apply_course_action(
