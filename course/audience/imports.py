@@ -274,7 +274,9 @@ def _merge(session: Session, *, status: SubscriberStatus, now: datetime, extra_t
         "AS kept ON kept.email_key = st.email_key AND st.outcome IS NULL "
         "LEFT JOIN suppressions AS sp ON sp.address_hash = st.address_hash AND st.outcome IS NULL "
         "LEFT JOIN subscribers AS s ON lower(s.email) = st.email_key AND st.outcome IS NULL"
-        ") AS decided",
+        # OFFSET 0 keeps PostgreSQL from inlining the inner query, which would evaluate the outcome
+        # (and its tag look-ups) twice per row: once for the column, once for the id's CASE.
+        f"{' OFFSET 0' if postgres else ''}) AS decided",
         extra_tag=extra_tag,
     )  # fmt: skip
     if postgres:
