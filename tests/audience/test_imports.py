@@ -233,3 +233,10 @@ def test_a_signup_during_the_import_wins_its_address(sessions: sessionmaker[Sess
         assert by_address["race@example.org"].name == "Ray"  # the signup's row, untouched
         assert by_address["first@example.org"].status == SubscriberStatus.ACTIVE
         session.execute(text("DROP TABLE import_decided"))
+
+
+def test_an_import_tag_that_is_no_tag_is_one_error(sessions: sessionmaker[Session], tmp_path: Path, clock: ManualClock) -> None:
+    with pytest.raises(ImportFileError, match="printable"):
+        _import(sessions, tmp_path, "email\nann@example.org\n", clock, mode="confirmed", consent="yes", tag="a\x07b")
+    with sessions.begin() as session:
+        assert session.scalar(select(func.count()).select_from(Subscriber)) == 0
