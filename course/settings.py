@@ -393,7 +393,7 @@ def configuration_errors(settings: Settings) -> list[str]:
             ipaddress.ip_network(entry, strict=False)
         except ValueError:
             errors.append(f"COURSE_TRUSTED_PROXIES lists {entry!r}, which is not an IP address or network (e.g. 10.0.0.0/8)")
-    for name in ("header_timeout_seconds", "body_timeout_seconds", "preference_link_max_age_days"):
+    for name in ("header_timeout_seconds", "body_timeout_seconds", "preference_link_max_age_days", "erase_link_max_age_hours"):
         if getattr(settings, name) <= 0:
             errors.append(f"COURSE_{name.upper()} must be positive")
     return errors
