@@ -246,6 +246,8 @@ class Settings(BaseSettings):
     # Preference links stop working this long after the mail that carried them; every mail signs
     # a fresh one, so a reader who still gets mail always holds a working link.
     preference_link_max_age_days: int = 90
+    # The link that confirms a subscriber's own erasure (asked for on the preferences page).
+    erase_link_max_age_hours: int = 24
     unconfirmed_retention_days: int = 30  # pending subscribers older than this are purged
     signup_limit_per_ip: int = 20  # signups per IP address per rate_limit_window_seconds
     signup_limit_per_address: int = 3  # mails per address (lower-case, +tag removed) per window
@@ -489,7 +491,7 @@ def configuration_errors(settings: Settings) -> list[str]:
             )
     if not settings.provider_fallback:
         errors.append("COURSE_PROVIDER_FALLBACK is empty: mail without a provider of its own could go nowhere")
-    for name in ("header_timeout_seconds", "body_timeout_seconds", "preference_link_max_age_days"):
+    for name in ("header_timeout_seconds", "body_timeout_seconds", "preference_link_max_age_days", "erase_link_max_age_hours"):
         if getattr(settings, name) <= 0:
             errors.append(f"COURSE_{name.upper()} must be positive")
     return errors

@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session
 
 from course.audience.csv_rows import CheckedRow, ImportFileError, ReadProgress, read_rows
 from course.audience.enrollment import enroll
-from course.audience.suppression import address_hash
+from course.audience.suppression import address_hasher
 from course.ledger import add_account_mail, add_account_mails
 from course.models import (
     Course,
@@ -82,8 +82,8 @@ def check_options(session: Session, options: ImportOptions) -> Course | None:
             "opt-in mode needs a course (--course SLUG): the confirmation mail asks to join it; "
             "or use --mode confirmed with --consent"
         )
-    if options.tag is not None and not (0 < len(options.tag.strip()) <= 64):
-        raise ImportFileError(f"the tag {options.tag!r} must be 1 to 64 characters")
+    if options.tag is not None and not (0 < len(options.tag.strip()) <= 64 and options.tag.isprintable()):
+        raise ImportFileError(f"the tag {options.tag!r} must be 1 to 64 printable characters")
     return course
 
 
@@ -119,28 +119,28 @@ def run_import(
     course = check_options(session, options)
     size = path.stat().st_size
     progress = ReadProgress()
-    extra_tags = (options.tag.strip(),) if options.tag else ()
+    extra_tag = " ".join(options.tag.split()) if options.tag else None
     with path.open("rb") as raw:
-        rows = read_rows(raw, encoding=options.encoding, delimiter=options.delimiter, extra_tags=extra_tags, progress=progress)
+        rows = read_rows(raw, encoding=options.encoding, delimiter=options.delimiter, progress=progress)
         _create_staging(session)
         _fill_staging(session, rows, secret=secret, on_progress=lambda: on_progress and on_progress(progress.bytes_read, size))
     if progress.rows == 0:
         raise ImportFileError("the file has a header but no rows")
     status = SubscriberStatus.ACTIVE if options.mode == "confirmed" else SubscriberStatus.PENDING
-    _merge(session, status=status, now=now)
+    _merge(session, status=status, now=now, extra_tag=extra_tag)
     if course is not None:
         _enroll(session, course, mode=options.mode, now=now)
     session.execute(
         text(
             "INSERT INTO subscriber_import_rows (import_id, line, email, outcome, reason) "
-            "SELECT :import_id, line, email, outcome, reason FROM import_staging"
+            "SELECT :import_id, line, email, outcome, reason FROM import_decided"
         ),
         {"import_id": record.id},
     )
     counts = {outcome.value: 0 for outcome in ImportRowOutcome}
-    counts.update({outcome: count for outcome, count in session.execute(text("SELECT outcome, count(*) FROM import_staging GROUP BY outcome"))})
-    session.execute(text("DROP TABLE import_staging"))
-    session.execute(text("DROP TABLE import_staging_tags"))
+    counts.update({outcome: count for outcome, count in session.execute(text("SELECT outcome, count(*) FROM import_decided GROUP BY outcome"))})
+    for table in ("import_staging", "import_staging_tags", "import_decided"):
+        session.execute(text(f"DROP TABLE {table}"))
     record.total_rows = progress.rows
     record.counts = counts
     record.unknown_columns = progress.shape.unknown_columns if progress.shape else []
@@ -148,12 +148,12 @@ def run_import(
 
 
 def _create_staging(session: Session) -> None:
-    session.execute(text("DROP TABLE IF EXISTS import_staging"))
-    session.execute(text("DROP TABLE IF EXISTS import_staging_tags"))
+    for table in ("import_staging", "import_staging_tags", "import_decided"):
+        session.execute(text(f"DROP TABLE IF EXISTS {table}"))
     moment = "timestamptz" if session.get_bind().dialect.name == "postgresql" else "timestamp"
     session.execute(
         text(
-            "CREATE TEMPORARY TABLE import_staging (line integer PRIMARY KEY, email text NOT NULL, email_key text, "
+            "CREATE TEMPORARY TABLE import_staging (line integer NOT NULL, email text NOT NULL, email_key text, "
             f"address_hash text, name text, timezone text, created_at {moment}, outcome text, reason text NOT NULL, "
             "subscriber_id bigint)"
         )
@@ -162,12 +162,13 @@ def _create_staging(session: Session) -> None:
 
 
 def _staging_values(rows: Iterable[CheckedRow], secret: str) -> Iterator[tuple[tuple[Any, ...], list[tuple[int, str]]]]:
+    address_hash = address_hasher(secret)
     for row in rows:
         if row.problem:
             yield (row.line, row.email, None, None, None, None, None, ImportRowOutcome.REJECTED.value, row.problem), []
         else:
             values = (
-                row.line, row.email, row.email_key, address_hash(secret, row.email), row.name, row.timezone,
+                row.line, row.email, row.email_key, address_hash(row.email), row.name, row.timezone,
                 row.created_at, None, "",
             )  # fmt: skip
             yield values, [(row.line, tag) for tag in row.tags]
@@ -191,7 +192,6 @@ def _fill_staging(session: Session, rows: Iterable[CheckedRow], *, secret: str, 
             for tag_row in tags:
                 copy.write_row(tag_row)
         on_progress()
-        session.execute(text("ANALYZE import_staging"))
     else:
         names = [name.strip() for name in STAGING_COLUMNS.split(",")]
         statement = text(f"INSERT INTO import_staging ({STAGING_COLUMNS}) VALUES ({', '.join(':' + n for n in names)})")
@@ -212,89 +212,138 @@ def _fill_staging(session: Session, rows: Iterable[CheckedRow], *, secret: str, 
         if tag_batch:
             session.execute(text("INSERT INTO import_staging_tags (line, tag) VALUES (:line, :tag)"), tag_batch)
         on_progress()
+    # The indexes are built once the rows are in: faster than keeping them up to date row by row.
+    session.execute(text("CREATE UNIQUE INDEX ix_import_staging_line ON import_staging (line)"))
     session.execute(text("CREATE INDEX ix_import_staging_key ON import_staging (email_key)"))
     session.execute(text("CREATE INDEX ix_import_staging_tags_line ON import_staging_tags (line)"))
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("ANALYZE import_staging"))
+        session.execute(text("ANALYZE import_staging_tags"))
 
 
-def _merge(session: Session, *, status: SubscriberStatus, now: datetime) -> None:
-    """The set-based merge (the module's step 2): a handful of statements over the whole file."""
+def _merge(session: Session, *, status: SubscriberStatus, now: datetime, extra_tag: str | None) -> None:
+    """The set-based merge (the module's step 2). At a million rows every pass that rewrites the
+    staging table costs seconds, so the outcome of every row is decided by one query into a new
+    table (import_decided); the statements after it each touch only the rows they concern."""
     postgres = session.get_bind().dialect.name == "postgresql"
     run = lambda sql, **params: session.execute(text(sql), params)  # noqa: E731
-    # A repeated address: every line but the last is a duplicate merged into the last.
-    run(
-        "UPDATE import_staging SET outcome = 'duplicate', reason = 'the same address as line ' || kept.last_line "
-        "FROM (SELECT line AS dup_line, max(line) OVER (PARTITION BY email_key) AS last_line FROM import_staging "
-        "WHERE outcome IS NULL) AS kept WHERE import_staging.line = kept.dup_line AND kept.dup_line < kept.last_line"
-    )
-    # Merged: what the kept line leaves empty comes from the latest duplicate that gives it.
+    # Merged duplicates: what the kept (last) line leaves empty comes from the latest earlier line
+    # of the same address that gives it. Touches only the addresses written more than once.
     for column in ("name", "timezone"):
         run(
             f"UPDATE import_staging SET {column} = (SELECT d.{column} FROM import_staging AS d "
-            "WHERE d.email_key = import_staging.email_key AND d.outcome = 'duplicate' "
+            "WHERE d.email_key = import_staging.email_key AND d.outcome IS NULL AND d.line < import_staging.line "
             f"AND d.{column} <> '' ORDER BY d.line DESC LIMIT 1) "
-            f"WHERE outcome IS NULL AND {column} = '' AND email_key IN "
-            f"(SELECT email_key FROM import_staging WHERE outcome = 'duplicate' AND {column} <> '')"
+            f"WHERE outcome IS NULL AND {column} = '' AND email_key IN (SELECT email_key FROM import_staging "
+            "WHERE outcome IS NULL GROUP BY email_key HAVING count(*) > 1)"
         )
-    run(
-        "UPDATE import_staging SET subscriber_id = s.id FROM subscribers AS s "
-        "WHERE lower(s.email) = import_staging.email_key AND import_staging.outcome IS NULL"
-    )
-    run(
-        "UPDATE import_staging SET outcome = 'suppressed', reason = 'on the suppression list (' || sp.reason || ')' "
-        "FROM suppressions AS sp WHERE sp.address_hash = import_staging.address_hash AND import_staging.outcome IS NULL"
-    )
-    run(
-        "UPDATE import_staging SET outcome = 'suppressed', reason = 'the subscriber is ' || s.status "
-        "FROM subscribers AS s WHERE s.id = import_staging.subscriber_id AND import_staging.outcome IS NULL "
-        f"AND s.status IN ({', '.join(repr(str(state)) for state in SUPPRESSED_STATUSES)})"
-    )
-    # Known subscribers: a new name or zone, or a tag they do not have yet, is an update.
+    left = ", ".join(repr(str(state)) for state in SUPPRESSED_STATUSES)
+    changed_name = "(st.name <> '' AND st.name <> s.name)"
+    changed_zone = "(st.timezone <> '' AND st.timezone <> s.timezone)"
     new_tag = (
-        "EXISTS (SELECT 1 FROM import_staging_tags AS t WHERE t.line = import_staging.line AND NOT EXISTS "
-        "(SELECT 1 FROM subscriber_tags AS st WHERE st.subscriber_id = import_staging.subscriber_id AND st.tag = t.tag))"
+        "EXISTS (SELECT 1 FROM import_staging_tags AS t WHERE t.line = st.line AND NOT EXISTS "
+        "(SELECT 1 FROM subscriber_tags AS x WHERE x.subscriber_id = s.id AND x.tag = t.tag))"
     )
+    if extra_tag is not None:
+        new_tag = f"({new_tag} OR NOT EXISTS (SELECT 1 FROM subscriber_tags AS x WHERE x.subscriber_id = s.id AND x.tag = :extra_tag))"
+    # Every row's outcome, in the order the report gives them: rejected by its checks; a
+    # duplicate of a later line; on the suppression list; new (accepted); a subscriber who left
+    # (suppressed); updated; unchanged. New rows take their subscriber's id from the sequence
+    # here on PostgreSQL, so no second pass has to look them up by address.
+    new_id = "nextval(pg_get_serial_sequence('subscribers', 'id'))" if postgres else "NULL"
     run(
-        "UPDATE import_staging SET outcome = 'updated', reason = 'new ' || trim("
-        "CASE WHEN import_staging.name <> '' AND import_staging.name <> s.name THEN 'name ' ELSE '' END || "
-        "CASE WHEN import_staging.timezone <> '' AND import_staging.timezone <> s.timezone THEN 'time zone ' ELSE '' END || "
+        "CREATE TEMPORARY TABLE import_decided AS "
+        "SELECT line, email, email_key, name, timezone, created_at, outcome, reason, "
+        f"CASE WHEN outcome = 'accepted' THEN {new_id} ELSE known_id END AS subscriber_id FROM ("
+        "SELECT st.line, st.email, st.email_key, st.name, st.timezone, st.created_at, CASE "
+        "WHEN st.outcome IS NOT NULL THEN st.outcome "
+        "WHEN st.line < kept.last_line THEN 'duplicate' "
+        "WHEN sp.reason IS NOT NULL THEN 'suppressed' "
+        "WHEN s.id IS NULL THEN 'accepted' "
+        f"WHEN s.status IN ({left}) THEN 'suppressed' "
+        f"WHEN {changed_name} OR {changed_zone} OR {new_tag} THEN 'updated' "
+        "ELSE 'unchanged' END AS outcome, CASE "
+        "WHEN st.outcome IS NOT NULL THEN st.reason "
+        "WHEN st.line < kept.last_line THEN 'the same address as line ' || kept.last_line "
+        "WHEN sp.reason IS NOT NULL THEN 'on the suppression list (' || sp.reason || ')' "
+        f"WHEN s.status IN ({left}) THEN 'the subscriber is ' || s.status "
+        "ELSE '' END AS reason, "
+        "CASE WHEN st.outcome IS NULL AND st.line = kept.last_line AND sp.reason IS NULL THEN s.id END AS known_id "
+        "FROM import_staging AS st "
+        "LEFT JOIN (SELECT email_key, max(line) AS last_line FROM import_staging WHERE outcome IS NULL GROUP BY email_key) "
+        "AS kept ON kept.email_key = st.email_key AND st.outcome IS NULL "
+        "LEFT JOIN suppressions AS sp ON sp.address_hash = st.address_hash AND st.outcome IS NULL "
+        "LEFT JOIN subscribers AS s ON lower(s.email) = st.email_key AND st.outcome IS NULL"
+        # OFFSET 0 keeps PostgreSQL from inlining the inner query, which would evaluate the outcome
+        # (and its tag look-ups) twice per row: once for the column, once for the id's CASE.
+        f"{' OFFSET 0' if postgres else ''}) AS decided",
+        extra_tag=extra_tag,
+    )  # fmt: skip
+    if postgres:
+        run("ANALYZE import_decided")
+    # What changed, said on the (few) updated rows, before the subscribers and their tags change.
+    run(
+        "UPDATE import_decided SET reason = 'new ' || trim("
+        f"CASE WHEN {changed_name} THEN 'name ' ELSE '' END || CASE WHEN {changed_zone} THEN 'time zone ' ELSE '' END || "
         f"CASE WHEN {new_tag} THEN 'tags' ELSE '' END) "
-        "FROM subscribers AS s WHERE s.id = import_staging.subscriber_id AND import_staging.outcome IS NULL AND ("
-        "(import_staging.name <> '' AND import_staging.name <> s.name) OR "
-        f"(import_staging.timezone <> '' AND import_staging.timezone <> s.timezone) OR {new_tag})"
-    )
-    run("UPDATE import_staging SET outcome = 'unchanged' WHERE outcome IS NULL AND subscriber_id IS NOT NULL")
+        "FROM import_decided AS st JOIN subscribers AS s ON s.id = st.subscriber_id "
+        "WHERE import_decided.line = st.line AND st.outcome = 'updated'",
+        extra_tag=extra_tag,
+    )  # fmt: skip
     run(
         "UPDATE subscribers SET "
         "name = CASE WHEN st.name <> '' THEN st.name ELSE subscribers.name END, "
         "timezone = CASE WHEN st.timezone <> '' THEN st.timezone ELSE subscribers.timezone END "
-        "FROM import_staging AS st WHERE st.subscriber_id = subscribers.id AND st.outcome = 'updated'"
+        "FROM import_decided AS st WHERE st.subscriber_id = subscribers.id AND st.outcome = 'updated'"
     )
-    # New addresses. ON CONFLICT: a signup of the same address meanwhile wins, and the row is then known.
-    created = "coalesce(created_at, :now)" if postgres else "coalesce(created_at, :naive_now)"
-    confirmed = ":now" if status == SubscriberStatus.ACTIVE else "NULL"
-    if not postgres:
-        confirmed = ":naive_now" if status == SubscriberStatus.ACTIVE else "NULL"
-    run(
-        "INSERT INTO subscribers (email, name, timezone, status, created_at, confirmed_at) "
-        f"SELECT email, name, CASE WHEN timezone <> '' THEN timezone ELSE 'UTC' END, :status, {created}, {confirmed} "
-        "FROM import_staging WHERE outcome IS NULL ORDER BY line ON CONFLICT DO NOTHING",
-        status=str(status), now=now, naive_now=now.replace(tzinfo=None),
-    )  # fmt: skip
-    run(
-        "UPDATE import_staging SET outcome = 'accepted', subscriber_id = s.id FROM subscribers AS s "
-        "WHERE lower(s.email) = import_staging.email_key AND import_staging.outcome IS NULL"
-    )
+    _insert_new(session, status=status, now=now, postgres=postgres)
     # Duplicates carry their tags to the line they were merged into.
     run(
-        "UPDATE import_staging SET subscriber_id = kept.subscriber_id FROM import_staging AS kept "
-        "WHERE import_staging.outcome = 'duplicate' AND kept.email_key = import_staging.email_key "
+        "UPDATE import_decided SET subscriber_id = kept.subscriber_id FROM import_decided AS kept "
+        "WHERE import_decided.outcome = 'duplicate' AND kept.email_key = import_decided.email_key "
         "AND kept.outcome IN ('accepted', 'updated', 'unchanged')"
     )
     run(
-        "INSERT INTO subscriber_tags (subscriber_id, tag) SELECT DISTINCT s.subscriber_id, t.tag "
-        "FROM import_staging_tags AS t JOIN import_staging AS s ON s.line = t.line "
-        "WHERE s.subscriber_id IS NOT NULL AND s.outcome IN ('accepted', 'updated', 'unchanged', 'duplicate') "
+        "INSERT INTO subscriber_tags (subscriber_id, tag) SELECT DISTINCT d.subscriber_id, t.tag "
+        "FROM import_staging_tags AS t JOIN import_decided AS d ON d.line = t.line "
+        "WHERE d.subscriber_id IS NOT NULL AND d.outcome IN ('accepted', 'updated', 'unchanged', 'duplicate') "
         "ON CONFLICT DO NOTHING"
+    )
+    if extra_tag is not None:  # the import's own tag (--tag): every reader of the file gets it
+        run(
+            "INSERT INTO subscriber_tags (subscriber_id, tag) SELECT subscriber_id, :extra_tag FROM import_decided "
+            "WHERE outcome IN ('accepted', 'updated', 'unchanged') ON CONFLICT DO NOTHING",
+            extra_tag=extra_tag,
+        )
+
+
+def _insert_new(session: Session, *, status: SubscriberStatus, now: datetime, postgres: bool) -> None:
+    """The accepted rows become subscribers. ON CONFLICT: a signup of the same address meanwhile
+    wins, and the row then belongs to that subscriber."""
+    confirmed = status == SubscriberStatus.ACTIVE
+    if not postgres:
+        now = now.replace(tzinfo=None)
+    values = (
+        "SELECT {id}email, name, CASE WHEN timezone <> '' THEN timezone ELSE 'UTC' END, :status, coalesce(created_at, :now), "
+        f"{':now' if confirmed else 'NULL'} FROM import_decided WHERE outcome = 'accepted' ORDER BY line ON CONFLICT DO NOTHING"
+    )
+    columns = "email, name, timezone, status, created_at, confirmed_at"
+    if postgres:
+        inserted = session.execute(
+            text(f"INSERT INTO subscribers (id, {columns}) " + values.format(id="subscriber_id, ")), {"status": str(status), "now": now}
+        ).rowcount  # type: ignore[attr-defined]
+        accepted = session.scalar(text("SELECT count(*) FROM import_decided WHERE outcome = 'accepted'"))
+        if inserted == accepted:
+            return
+        lookup = "s.id <> import_decided.subscriber_id"  # the few rows a concurrent signup took
+    else:
+        session.execute(text(f"INSERT INTO subscribers ({columns}) " + values.format(id="")), {"status": str(status), "now": now})
+        lookup = "import_decided.subscriber_id IS NULL"
+    session.execute(
+        text(
+            "UPDATE import_decided SET subscriber_id = s.id FROM subscribers AS s WHERE import_decided.outcome = 'accepted' "
+            f"AND lower(s.email) = import_decided.email_key AND {lookup}"
+        )
     )
 
 
@@ -303,7 +352,7 @@ def _enroll(session: Session, course: Course, *, mode: str, now: datetime) -> No
     or at once (confirmed). Someone who left or finished the course is not enrolled again."""
     subscriber_ids = session.scalars(
         text(
-            "SELECT st.subscriber_id FROM import_staging AS st WHERE st.outcome IN ('accepted', 'updated', 'unchanged') "
+            "SELECT st.subscriber_id FROM import_decided AS st WHERE st.outcome IN ('accepted', 'updated', 'unchanged') "
             "AND NOT EXISTS (SELECT 1 FROM enrollments AS e WHERE e.subscriber_id = st.subscriber_id AND e.course_id = :course) "
             "ORDER BY st.line"
         ),

@@ -6,6 +6,7 @@ signup of it is still recognised. Changing COURSE_SECRET_KEY makes every entry u
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 import hmac
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,7 +21,20 @@ PAGE_SIZE = 50
 
 
 def address_hash(secret: str, email: str) -> str:
-    return hmac.new(secret.encode(), b"suppression:" + email.strip().lower().encode(), hashlib.sha256).hexdigest()
+    return address_hasher(secret)(email)
+
+
+def address_hasher(secret: str) -> Callable[[str], str]:
+    """address_hash for one secret, for a million addresses: the keyed state is made once and
+    copied per address (the key schedule is a third of an HMAC's cost)."""
+    keyed = hmac.new(secret.encode(), b"suppression:", hashlib.sha256)
+
+    def hashed(email: str) -> str:
+        state = keyed.copy()
+        state.update(email.strip().lower().encode())
+        return state.hexdigest()
+
+    return hashed
 
 
 def suppress_address(

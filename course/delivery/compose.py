@@ -40,6 +40,7 @@ from course.settings import Settings
 TRANSACTIONAL_MAIL: dict[str, tuple[str, LinkPurpose]] = {
     "confirm": ("Please confirm your place in %(course)s", LinkPurpose.CONFIRM),
     "already_enrolled": ("You are already enrolled in %(course)s", LinkPurpose.PREFERENCES),
+    "erase": ("Confirm that we should erase your data", LinkPurpose.ERASE),
 }
 
 
@@ -294,7 +295,10 @@ class Composer:
             template = cache[key] = self.renderer.transactional_template(
                 template_name,
                 subject=translate(course.language, subject_format, course=course.title),
-                context={"course": course, "link_valid_days": self.settings.confirm_link_max_age_days},
+                context={
+                    "course": course, "link_valid_days": self.settings.confirm_link_max_age_days,
+                    "link_valid_hours": self.settings.erase_link_max_age_hours,
+                },  # fmt: skip
             )
         return self._compose(
             recipient,

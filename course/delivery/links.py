@@ -11,6 +11,8 @@ How long each purpose lives (settings; Signer.max_ages):
 - preferences: preference_link_max_age_days (90) after the mail that carried it; every mail signs
   a fresh one, so a reader who still receives mail always holds a working link;
 - confirm: confirm_link_max_age_days (7).
+- erase: erase_link_max_age_hours (24): the link a subscriber asks for on the preferences page to
+  confirm, by mail, that their data is to be erased.
 - admin invitation: not by its stamp, which is on the project's clock: the invitation row's
   expires_at on the wall clock (admin_invitation_hours), its nonce (only the newest send's link)
   and accepted_at (once) decide (course.accounts.store.accept_invitation).
@@ -46,6 +48,7 @@ class LinkPurpose(StrEnum):
     VIEW = "view"
     CONFIRM = "confirm"
     ADMIN_INVITATION = "admin-invitation"
+    ERASE = "erase"
 
 
 # The path each purpose is served under by the web app.
@@ -55,6 +58,7 @@ PATHS = {
     LinkPurpose.VIEW: "/view/",
     LinkPurpose.CONFIRM: "/confirm/",
     LinkPurpose.ADMIN_INVITATION: "/admin/invitation/",
+    LinkPurpose.ERASE: "/erase/",
 }
 
 
@@ -186,5 +190,6 @@ def signer_from_settings(settings: Settings) -> Signer:
         max_ages={
             LinkPurpose.CONFIRM: settings.confirm_link_max_age_days * 86400,
             LinkPurpose.PREFERENCES: settings.preference_link_max_age_days * 86400,
+            LinkPurpose.ERASE: settings.erase_link_max_age_hours * 3600,
         },
     )

@@ -27,7 +27,7 @@ from course.web import ops
 from course.web import admin
 from course.web.admin.auth import AdminPageError
 from course.web.admin.views import error_page as admin_error_page
-from course.web.public import api, confirm, courses, preferences, unsubscribe, view, webhooks
+from course.web.public import api, confirm, courses, erase, preferences, unsubscribe, view, webhooks
 from course.web.cache import CatalogueCache
 from course.web.security import ApiCors, ASGIApp, BodySizeLimit, RefuseControlCharacters, SameSiteAdminPosts, Scope, SecurityHeaders, json_safe
 from course.web.access_log import install_access_log_masking
@@ -119,7 +119,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # alone has over fifty): the static files first, then the public pages by how often they are
     # asked for, the admin last. Static files behind every route cost 120 µs a request in routing.
     app.mount("/static", assets, name="static")
-    for pages in (courses, unsubscribe, preferences, api, view, confirm, webhooks, ops):
+    for pages in (courses, unsubscribe, preferences, erase, api, view, confirm, webhooks, ops):
         app.include_router(pages.router)
     # The SNS certificate fetcher of the SES webhook; None: AWS's, over https (tests put their own).
     app.state.sns_certificates = None

@@ -59,6 +59,7 @@ _EXPIRED_HELP = {
     LinkPurpose.CONFIRM: N_(
         "Confirmation links work for %(days)s days. Sign up again and we will send you a fresh one."
     ),
+    LinkPurpose.ERASE: N_("Links to erase your data work for %(hours)s hours. Ask for a new one on your preferences page."),
     LinkPurpose.PREFERENCES: N_(
         "Links to your preferences work for %(days)s days after the email that carried them. Open the link in "
         "your latest email; the unsubscribe link in any of our emails always works."
@@ -207,7 +208,8 @@ class Site:
                     else self.settings.confirm_link_max_age_days
                 )
                 help_text = _EXPIRED_HELP.get(purpose, N_("Ask for a new link."))
-                raise PageError(410, N_("This link has expired"), help_text, values={"days": days}) from exc
+                values = {"days": days, "hours": self.settings.erase_link_max_age_hours}
+                raise PageError(410, N_("This link has expired"), help_text, values=values) from exc
             raise PageError(400, N_("This link does not work"), _INVALID_HELP) from exc
 
 

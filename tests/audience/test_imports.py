@@ -181,3 +181,62 @@ def test_export_neutralises_formulas_and_filters(sessions: sessionmaker[Session]
 
 def test_bom_header_and_semicolons(tmp_path: Path) -> None:
     assert detect_encoding(codecs.BOM_UTF8 + b"email\n") == "utf-8-sig"
+
+
+def test_the_imports_own_tag_is_an_update_once(sessions: sessionmaker[Session], tmp_path: Path, clock: ManualClock) -> None:
+    """--tag reaches every reader of the file, known or new, in one statement: a known reader
+    without it is updated ("new tags"), and the same file again changes nothing."""
+    with sessions.begin() as session:
+        known_id = get_or_create_subscriber(session, "kim@example.org", name="Kim", now=clock.now()).id
+    csv_text = "email,name\nkim@example.org,Kim\nnew@example.org,Nia\nnew@example.org,\n"
+    options = {"mode": "confirmed", "consent": "the fair", "tag": " fair  2025 "}
+    first_id, first = _import(sessions, tmp_path, csv_text, clock, **options)
+    assert first == {"accepted": 1, "updated": 1, "unchanged": 0, "rejected": 0, "duplicate": 1, "suppressed": 0}
+    assert _report(sessions, first_id)[2][1:] == ("updated", "new tags")
+    assert _report(sessions, first_id)[3][1:] == ("duplicate", "the same address as line 4")
+    _, again = _import(sessions, tmp_path, csv_text, clock, **options)
+    assert again == {"accepted": 0, "updated": 0, "unchanged": 2, "rejected": 0, "duplicate": 1, "suppressed": 0}
+    with sessions.begin() as session:
+        new = session.scalars(select(Subscriber).where(Subscriber.email == "new@example.org")).one()
+        assert new.name == "Nia"  # the kept line left the name empty: the duplicate's is merged in
+        tagged = session.execute(select(SubscriberTag.subscriber_id, SubscriberTag.tag).order_by(SubscriberTag.subscriber_id)).all()
+    assert tagged == [(known_id, "fair 2025"), (new.id, "fair 2025")]
+
+
+def test_a_signup_during_the_import_wins_its_address(sessions: sessionmaker[Session], clock: ManualClock) -> None:
+    """An address decided as new but signed up meanwhile by another transaction (which the
+    import's INSERT waited for) is not inserted twice (ON CONFLICT DO NOTHING): its row then
+    belongs to that subscriber. The decided table is built here as the merge leaves it, with the
+    signup already in place, which is what the import's INSERT meets after the wait."""
+    from sqlalchemy import text
+
+    from course.audience.imports import _insert_new
+
+    with sessions.begin() as session:
+        postgres = session.get_bind().dialect.name == "postgresql"
+        race_id = get_or_create_subscriber(session, "race@example.org", name="Ray", now=clock.now()).id
+        new_id = "nextval(pg_get_serial_sequence('subscribers', 'id'))" if postgres else "NULL"
+        session.execute(text("DROP TABLE IF EXISTS import_decided"))
+        session.execute(
+            text(
+                "CREATE TEMPORARY TABLE import_decided AS SELECT line, email, email_key, name, timezone, created_at, "
+                f"'accepted' AS outcome, '' AS reason, {new_id} AS subscriber_id FROM (SELECT 2 AS line, "
+                "'first@example.org' AS email, 'first@example.org' AS email_key, 'Fay' AS name, '' AS timezone, "
+                f"CAST(NULL AS {'timestamptz' if postgres else 'timestamp'}) AS created_at UNION ALL SELECT 3, 'Race@example.org', 'race@example.org', 'Rae', '', NULL) AS rows"
+            )
+        )
+        _insert_new(session, status=SubscriberStatus.ACTIVE, now=clock.now(), postgres=postgres)
+        decided = dict(session.execute(text("SELECT email_key, subscriber_id FROM import_decided")).all())
+        by_address = {s.email.lower(): s for s in session.scalars(select(Subscriber))}
+        assert set(by_address) == {"first@example.org", "race@example.org"}
+        assert decided == {"first@example.org": by_address["first@example.org"].id, "race@example.org": race_id}
+        assert by_address["race@example.org"].name == "Ray"  # the signup's row, untouched
+        assert by_address["first@example.org"].status == SubscriberStatus.ACTIVE
+        session.execute(text("DROP TABLE import_decided"))
+
+
+def test_an_import_tag_that_is_no_tag_is_one_error(sessions: sessionmaker[Session], tmp_path: Path, clock: ManualClock) -> None:
+    with pytest.raises(ImportFileError, match="printable"):
+        _import(sessions, tmp_path, "email\nann@example.org\n", clock, mode="confirmed", consent="yes", tag="a\x07b")
+    with sessions.begin() as session:
+        assert session.scalar(select(func.count()).select_from(Subscriber)) == 0

@@ -83,6 +83,7 @@ def composed_emails(language: str) -> dict[str, str]:
         "campaign-test": composer.campaign_test(ANN, campaign, "me@example.net").email.html,
         "confirm": composer.account_mail(ANN, "confirm", course).email.html,
         "already-enrolled": composer.account_mail(ANN, "already_enrolled", course).email.html,
+        "erase": composer.account_mail(ANN, "erase", course).email.html,
     }
 
 

@@ -73,6 +73,7 @@ def every_kind_of_mail() -> dict[str, bytes]:
         "lesson": composer.lesson(ANN, lesson).message_bytes(),
         "confirmation": composer.account_mail(ANN, "confirm", course).message_bytes(),
         "already-enrolled": composer.account_mail(ANN, "already_enrolled", course).message_bytes(),
+        "erase": composer.account_mail(ANN, "erase", course).message_bytes(),
         "campaign": composer.campaign(ANN, campaign).message_bytes(),
         "test campaign": composer.campaign_test(ANN, campaign, "editor@example.org").message_bytes(),
     }

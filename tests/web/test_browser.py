@@ -143,6 +143,18 @@ def test_signup_confirm_preferences_unsubscribe_in_chromium(live_stack: WebStack
         page.goto(base_url + "/confirm/not-a-real-token")  # its 400 is logged to the console, as it should be
         expect(page.locator("h1")).to_have_text("This link does not work")
         look("bad-link")
+
+        # 6. Erasing one's own data: asked on the preferences page, confirmed by the mail's link.
+        page.goto(link_in(lesson, "/preferences/"))
+        page.click("button[value=erase_request]")
+        expect(page.locator(".notice-ok")).to_contain_text("Open the link in it")
+        (erase_mail,) = live_stack.deliver()
+        page.goto(link_in(erase_mail, "/erase/"))
+        expect(page.locator("h1")).to_have_text("Erase your data")
+        look("erase")
+        page.click("button[type=submit]")
+        expect(page.locator("h1")).to_have_text("Your data is erased")
+        look("erased")
         context.close()
 
     assert problems == [], "\n".join(problems)

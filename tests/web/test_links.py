@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from course.audience.enrollment import enroll, get_or_create_subscriber
 from course.delivery.links import LinkPurpose, signer_from_settings
@@ -315,3 +315,80 @@ def test_view_in_browser_shows_the_html_the_reader_got(client: TestClient, web_s
     for path in ("/preferences/", "/u/"):
         expected = re.sub(rf"http://testserver{re.escape(path)}[A-Za-z0-9_.\-]+", help_url, expected)
     assert view.text.replace("\r\n", "\n") == expected
+
+
+# --- your data ---------------------------------------------------------------------------------
+
+
+def test_download_my_data_is_the_access_export_for_the_link_holder_only(
+    client: TestClient, web_stack: WebStack, enrolled: int
+) -> None:
+    """The preferences page offers "download my data": the admin's access export, as a file no
+    cache keeps, to whoever holds the subscriber's own signed link; a tampered link gets nothing."""
+    from course.audience.erasure import access_export
+
+    url = link_in(web_stack.smtp.received[0].message, "/preferences/")
+    page = client.get(url)
+    path = url.split("://", 1)[-1].split("/", 1)[1]
+    assert f'href="/{path}/data"' in page.text and "Download my data" in page.text
+    response = client.get(url + "/data")
+    assert response.status_code == 200 and response.headers["cache-control"] == "no-store"
+    assert response.headers["content-disposition"] == 'attachment; filename="my-data.json"'
+    with web_stack.sessions() as session:
+        subscriber = session.get(Subscriber, enrolled)
+        assert subscriber is not None
+        assert response.json() == access_export(session, subscriber)
+    data = response.json()
+    assert data["profile"]["email"] == "kim@example.org" and data["deliveries"][0]["state"] == "sent"
+    token = url.rsplit("/", 1)[1]
+    forged = url.rsplit("/", 1)[0] + "/" + token[:-2] + ("AA" if not token.endswith("AA") else "BB")
+    assert client.get(forged + "/data").status_code == 400
+    unsubscribe_token = signer_from_settings(web_stack.settings).token(LinkPurpose.UNSUBSCRIBE, enrolled)
+    assert client.get(f"/preferences/{unsubscribe_token}/data").status_code == 400  # another purpose's token
+
+
+def test_erasure_asked_on_the_preferences_page_is_confirmed_by_mail(
+    client: TestClient, web_stack: WebStack, enrolled: int
+) -> None:
+    """"Erase my data" sends an urgent mail through the ledger whose signed, expiring link opens a
+    page with one button; its GET changes nothing (mail scanners follow links), its POST erases the
+    subscriber as the owner's erasure does. A preferences token is no erase token, and the answers
+    are the same whoever the link names."""
+    from course.models import DeliveryPriority, Suppression
+
+    preferences_url = link_in(web_stack.smtp.received[0].message, "/preferences/")
+    response = post_preference(client, preferences_url, action="erase_request")
+    assert response.status_code == 303 and response.headers["location"].endswith("?saved=erase_request")
+    assert "Open the link in it to confirm" in client.get(response.headers["location"]).text
+    with web_stack.sessions() as session:
+        queued = session.scalars(select(Delivery).where(Delivery.template == "erase")).one()
+        assert queued.priority == int(DeliveryPriority.URGENT) and queued.subscriber_id == enrolled
+    (mail,) = web_stack.deliver()
+    assert mail["Subject"] == "Confirm that we should erase your data" and mail["To"].endswith("<kim@example.org>")
+    erase_url = link_in(mail, "/erase/")
+    token = erase_url.rsplit("/", 1)[1]
+
+    assert client.get(preferences_url.replace("/preferences/", "/erase/")).status_code == 400  # another purpose
+    page = client.get(erase_url)
+    assert page.status_code == 200 and "Erase my data" in page.text
+    with web_stack.sessions() as session:
+        assert session.get(Subscriber, enrolled).status == SubscriberStatus.ACTIVE  # type: ignore[union-attr]
+    no_csrf = client.post(erase_url, data={}, follow_redirects=False)
+    assert no_csrf.status_code in (400, 403)
+    done = client.post(erase_url, data={"csrf_token": csrf_token_of(page.text)}, follow_redirects=False)
+    assert done.status_code == 303 and done.headers["location"] == f"/erase/{token}?done=1"
+    assert "Your data is erased" in client.get(done.headers["location"]).text
+    with web_stack.sessions() as session:
+        erased = session.get(Subscriber, enrolled)
+        assert erased is not None and erased.status == SubscriberStatus.ERASED and "kim" not in erased.email
+        assert session.scalar(select(func.count()).select_from(Suppression)) == 1
+    # Again, or for an id that never existed: the same answer.
+    again = client.post(erase_url, data={"csrf_token": csrf_token_of(page.text)}, follow_redirects=False)
+    assert again.status_code == 303
+    nobody = signer_from_settings(web_stack.settings).token(LinkPurpose.ERASE, 987654, 1)
+    assert client.get(f"/erase/{nobody}").status_code == 200
+    assert client.post(f"/erase/{nobody}", data={"csrf_token": csrf_token_of(page.text)}, follow_redirects=False).status_code == 303
+    # Expired after erase_link_max_age_hours.
+    web_stack.clock.advance(timedelta(hours=web_stack.settings.erase_link_max_age_hours, minutes=1))
+    expired = client.get(erase_url)
+    assert expired.status_code == 410 and "24 hours" in expired.text

@@ -34,7 +34,9 @@ def bench_command(
     keep_database: Annotated[
         bool, typer.Option("--keep-database", help="leave the database in place after the run")
     ] = False,
-    runs: Annotated[int, typer.Option("--runs", min=1, help="audience: timed runs of each shape")] = 7,
+    runs: Annotated[
+        int, typer.Option("--runs", min=0, help="audience: timed runs of each shape (default 7); import: runs (default 3)")
+    ] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
     seconds: Annotated[float, typer.Option("--seconds", min=1, help="web: seconds per endpoint and level")] = 10,
     connections: Annotated[
@@ -82,11 +84,11 @@ def bench_command(
 
         try:
             if scenario == "audience":
-                report = run_audience_benchmark(config, show, runs=runs)
+                report = run_audience_benchmark(config, show, runs=runs or 7)
             elif scenario == "import":
                 from course.devtools.bench.imports import run_import_benchmark
 
-                report = run_import_benchmark(config, show)
+                report = run_import_benchmark(config, show, runs=runs or 3)
             else:
                 report = run_benchmark(config, show)
         except BenchError as exc:

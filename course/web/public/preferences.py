@@ -7,15 +7,17 @@ from __future__ import annotations
 from datetime import datetime, time
 
 from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from sqlalchemy.orm import Session
 
 from course.audience.enrollment import pause, resume, unsubscribe
+from course.audience.erasure import access_export
 from course.audience.preferences import EnrollmentView, enrollment_views, subscriber_row
 from course.audience.schedule import UnknownTimeZone
 from course.audience.subscriptions import change_send_time, change_timezone, send_next_now
 from course.delivery.links import LinkPurpose
 from course.i18n import N_, translate
+from course.ledger import add_account_mail
 from course.models import Enrollment, EnrollmentStatus, Subscriber, SubscriberStatus
 from course.web.public.forms import SiteDep, TextField, csrf_failed, zone_options
 from course.web.security import csrf_is_valid
@@ -48,6 +50,7 @@ SAVED_MESSAGES = {
     "unsubscribe_course": N_("Unsubscribed from that course. You will get no more lessons from it."),
     "unsubscribe_all": N_("Unsubscribed from everything. You will get no more email from us."),
     "nothing": N_("There was nothing left to send: you have had every lesson."),
+    "erase_request": N_("We sent you an email. Open the link in it to confirm that we should erase your data."),
 }
 
 
@@ -85,6 +88,22 @@ def preferences_page(
         )
 
 
+@router.get("/preferences/{token}/data")
+def download_my_data(token: str, site: SiteDep) -> Response:
+    """"Download my data": the same JSON as the admin's access export (course.audience.erasure),
+    to whoever holds the subscriber's own signed preferences link, as a file never cached."""
+    subscriber_id, _ = _preferences_ids(site, token)
+    with site.reading() as session:
+        subscriber = session.get(Subscriber, subscriber_id)
+        if subscriber is None or subscriber.status == SubscriberStatus.ERASED:
+            raise _subscriber_gone()
+        data = access_export(session, subscriber)
+    return JSONResponse(
+        data,
+        headers={"Content-Disposition": 'attachment; filename="my-data.json"', "Cache-Control": "no-store"},
+    )
+
+
 PREFERENCE_ERRORS = {
     "send_time": N_("Please give a time like 07:30."),
     "timezone": N_("Please choose a time zone from the list, like Europe/Berlin."),
@@ -118,6 +137,9 @@ def preferences_submit(
             except UnknownTimeZone:
                 return RedirectResponse(f"{page_url}?error=timezone", status_code=303)
             return RedirectResponse(f"{page_url}?saved=timezone", status_code=303)
+        if action == "erase_request":
+            _request_erasure(session, subscriber, course_id, now=now)
+            return RedirectResponse(f"{page_url}?saved=erase_request", status_code=303)
         if action == "unsubscribe_all":
             unsubscribe(session, subscriber, course_id=None, now=now)
             return RedirectResponse(f"{page_url}?saved=unsubscribe_all", status_code=303)
@@ -126,6 +148,16 @@ def preferences_submit(
             raise PageError(400, N_("Nothing changed"), N_("That course is not one of yours. Go back and try again."))
         saved = _apply_course_action(session, subscriber, enrollment, action, send_time, now=now)
     return RedirectResponse(f"{page_url}?{saved}", status_code=303)
+
+
+def _request_erasure(session: Session, subscriber: Subscriber, course_id: str, *, now: datetime) -> None:
+    """The mail that confirms an erasure (course.web.public.erase): urgent, through the ledger,
+    in the language of the course the form names, else of the subscriber's first course. It goes
+    whatever the subscriber's status: leaving does not take away the right to be erased."""
+    enrollments = sorted(subscriber.enrollments, key=lambda e: (str(e.course_id) != course_id.strip(), e.id))
+    if not enrollments:
+        raise PageError(400, N_("Nothing changed"), N_("Write to us to erase your data: we have no course to send the link from."))
+    add_account_mail(session, subscriber_id=subscriber.id, enrollment_id=enrollments[0].id, template="erase", now=now)
 
 
 def _apply_course_action(
