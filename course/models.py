@@ -9,13 +9,14 @@ defined here once for every module; only course.ledger writes delivery rows."""
 from __future__ import annotations
 
 import enum
-from datetime import datetime, time, timezone
+from datetime import date, datetime, time, timezone
 from typing import Any
 
 from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    Date,
     DateTime,
     ForeignKey,
     Index,
@@ -210,6 +211,21 @@ class SubscriberEvent(Base):
     detail: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 
+class Counter(Base):
+    """Figures kept up to date in the transaction that changes what they count (course.counters
+    writes them): events of the subscriber record per kind and day, delivery rows settled per
+    state and day, lesson rows sent per lesson and day. A figure is the sum of its shards: writers
+    in different processes and threads add to different rows, so they do not queue on one row lock."""
+
+    __tablename__ = "counters"
+
+    scope: Mapped[str] = mapped_column(String(32), primary_key=True)  # events, deliveries, lesson_sent
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)  # an event kind, a state, a lesson id
+    day: Mapped[date] = mapped_column(Date, primary_key=True)  # UTC
+    shard: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    value: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
 class SubscriberTag(Base):
     __tablename__ = "subscriber_tags"
     __table_args__ = (Index("ix_subscriber_tags_tag", "tag", "subscriber_id"),)
@@ -296,7 +312,11 @@ class CourseArticle(Base):
 
 class Enrollment(Base):
     __tablename__ = "enrollments"
-    __table_args__ = (UniqueConstraint("subscriber_id", "course_id"),)
+    __table_args__ = (
+        UniqueConstraint("subscriber_id", "course_id"),
+        # A course's readers by state as an index-only scan (the unique key leads on the reader) (0023).
+        Index("ix_enrollments_course_status", "course_id", "status"),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscribers.id", ondelete="CASCADE"))
@@ -392,6 +412,23 @@ class Delivery(Base):
             "state",
             postgresql_where=text("campaign_id IS NOT NULL"),
             sqlite_where=text("campaign_id IS NOT NULL"),
+        ),
+        # A course's next sends (its pending lesson rows per lesson) and its readers' last lesson
+        # sent: nothing else leads on lesson_id (uq_deliveries_subscriber_lesson leads on the
+        # subscriber). Partial like the campaign index: campaign rows have no entry (0023).
+        Index(
+            "ix_deliveries_lesson",
+            "lesson_id",
+            "state",
+            postgresql_where=text("lesson_id IS NOT NULL"),
+            sqlite_where=text("lesson_id IS NOT NULL"),
+        ),
+        # What needs attention: rows given up on. Few at any time, so the index is tiny (0023).
+        Index(
+            "ix_deliveries_failed",
+            "due_at",
+            postgresql_where=text("state = 'failed'"),
+            sqlite_where=text("state = 'failed'"),
         ),
     )
 

@@ -1,0 +1,81 @@
+"""Counters and the indexes the admin's figures need at a million readers (issues #25/#26, branch
+h-scale):
+
+- counters: figures kept up to date in the transaction of the change they count (course.counters),
+  filled here from the rows already there (events per kind and day, settled deliveries per state
+  and day, lesson rows sent per lesson and day), so the dashboard and the funnels read a few hundred
+  rows instead of scanning the event record and the ledger.
+- ix_deliveries_lesson (lesson_id, state), partial: a course's next sends and its readers' last
+  lesson sent. Nothing led on lesson_id before (uq_deliveries_subscriber_lesson leads on the reader).
+- ix_deliveries_failed (due_at) WHERE state = 'failed': what needs attention, without a scan.
+- ix_enrollments_course_status (course_id, status): a course's readers by state (the courses page,
+  the funnel) as an index-only scan; the unique (subscriber_id, course_id) leads on the reader.
+
+Revision ID: 0023
+Revises: 0019
+Create Date: 2026-12-07 15:30:00
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0023"
+down_revision: str | None = "0019"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "counters",
+        sa.Column("scope", sa.String(length=32), nullable=False),
+        sa.Column("key", sa.String(length=64), nullable=False),
+        sa.Column("day", sa.Date(), nullable=False),
+        sa.Column("shard", sa.SmallInteger(), nullable=False),
+        sa.Column("value", sa.BigInteger(), nullable=False),
+        sa.PrimaryKeyConstraint("scope", "key", "day", "shard"),
+    )
+    op.create_index(
+        "ix_deliveries_lesson", "deliveries", ["lesson_id", "state"],
+        postgresql_where=sa.text("lesson_id IS NOT NULL"), sqlite_where=sa.text("lesson_id IS NOT NULL"),
+    )  # fmt: skip
+    op.create_index(
+        "ix_deliveries_failed", "deliveries", ["due_at"],
+        postgresql_where=sa.text("state = 'failed'"), sqlite_where=sa.text("state = 'failed'"),
+    )  # fmt: skip
+    op.create_index("ix_enrollments_course_status", "enrollments", ["course_id", "status"])
+    for statement in _backfill(op.get_bind().dialect.name):
+        op.execute(statement)
+
+
+def _backfill(dialect_name: str) -> list[str]:
+    """The counters as the rows already there imply (a frozen copy of course.counters'
+    backfill_statements as of this revision): UTC days, shard 0. Rows settled before they were
+    counted have only the moment the ledger keeps: sent_at for sent rows, due_at for the others."""
+
+    def day(column: str) -> str:
+        return f"date({column})" if dialect_name == "sqlite" else f"CAST(({column}) AT TIME ZONE 'UTC' AS DATE)"
+
+    settled_at = "CASE WHEN state = 'sent' THEN sent_at ELSE due_at END"
+    return [
+        f"""INSERT INTO counters (scope, key, day, shard, value)
+        SELECT 'events', kind, {day("occurred_at")}, 0, count(*) FROM subscriber_events
+        GROUP BY kind, {day("occurred_at")}""",
+        f"""INSERT INTO counters (scope, key, day, shard, value)
+        SELECT 'deliveries', state, {day(settled_at)}, 0, count(*)
+        FROM deliveries WHERE state IN ('sent', 'failed', 'bounced')
+        GROUP BY state, {day(settled_at)}""",
+        f"""INSERT INTO counters (scope, key, day, shard, value)
+        SELECT 'lesson_sent', CAST(lesson_id AS VARCHAR(64)), {day("sent_at")}, 0, count(*)
+        FROM deliveries WHERE state = 'sent' AND lesson_id IS NOT NULL
+        GROUP BY lesson_id, {day("sent_at")}""",
+    ]
+
+
+def downgrade() -> None:
+    op.drop_index("ix_enrollments_course_status", table_name="enrollments")
+    op.drop_index("ix_deliveries_failed", table_name="deliveries")
+    op.drop_index("ix_deliveries_lesson", table_name="deliveries")
+    op.drop_table("counters")
