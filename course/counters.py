@@ -27,7 +27,7 @@ import os
 import threading
 from collections import Counter as Tally
 from collections.abc import Iterable, Mapping
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 from sqlalchemy import func, select, text
 from sqlalchemy.dialects import postgresql, sqlite
@@ -47,13 +47,13 @@ def shard_of_this_thread() -> int:
     return hash((os.getpid(), threading.get_ident())) % SHARDS
 
 
-def add(session: Session, scope: str, counts: Mapping[tuple[str, date], int]) -> None:
-    """Add `counts` ((key, day) -> n) to the scope's figures, in one upsert statement. Zero
-    counts are skipped; nothing to add writes nothing."""
+def add(session: Session, counts: Mapping[tuple[str, str, date], int]) -> None:
+    """Add `counts` ((scope, key, day) -> n) to the figures, in one upsert statement. Zero counts
+    are skipped; nothing to add writes nothing."""
     shard = shard_of_this_thread()
     rows = [
         {"scope": scope, "key": str(key), "day": day, "shard": shard, "value": int(n)}
-        for (key, day), n in sorted(counts.items())
+        for (scope, key, day), n in sorted(counts.items())
         if n
     ]
     if not rows:
@@ -67,13 +67,18 @@ def add(session: Session, scope: str, counts: Mapping[tuple[str, date], int]) ->
     session.execute(statement, rows)
 
 
+def utc_day(at: datetime) -> date:
+    return at.astimezone(UTC).date()
+
+
 def add_one(session: Session, scope: str, key: str, at: datetime, n: int = 1) -> None:
-    add(session, scope, {(key, at.date()): n})
+    add(session, {(scope, str(key), utc_day(at)): n})
 
 
-def tally(keys_and_times: Iterable[tuple[str, datetime]]) -> dict[tuple[str, date], int]:
-    """(key, moment) pairs as counts per (key, UTC day)."""
-    return dict(Tally((str(key), at.date()) for key, at in keys_and_times))
+def tally(scope: str, keys: Iterable[object], at: datetime) -> dict[tuple[str, str, date], int]:
+    """Keys seen at one moment as counts per (scope, key, UTC day)."""
+    day = utc_day(at)
+    return {(scope, str(key), day): n for key, n in Tally(keys).items()}
 
 
 def per_day(session: Session, scope: str, keys: Iterable[str], *, first: date, last: date) -> dict[str, dict[date, int]]:

@@ -69,6 +69,7 @@ from sqlalchemy.engine import Connection, Row
 from sqlalchemy.orm import Session, aliased
 from sqlalchemy.sql.expression import Executable
 
+from course import counters
 from course.models import (
     CLAIMABLE_DELIVERY_STATES,
     IN_FLIGHT_DELIVERY_STATES,
@@ -322,6 +323,7 @@ def suppress(session: Session, subscriber_ids: Sequence[int], *, now: datetime) 
             insert(SubscriberEvent),
             [dict(subscriber_id=subscriber_id, kind=SubscriberEventKind.BOUNCED.value, occurred_at=now) for subscriber_id in newly],
         )
+        counters.add_one(session, counters.EVENTS, SubscriberEventKind.BOUNCED.value, now, len(newly))
     cancel_subscriber_rows(session, subscriber_ids)
 
 
@@ -565,12 +567,13 @@ def fail_exhausted_leases(
         _mark_sent(session, sorted(sent), now=now, message_id_domain=message_id_domain)
     failed = [delivery_id for delivery_id in exhausted if delivery_id not in sent]
     if failed:
-        session.execute(
+        given_up = session.execute(
             update(Delivery)
             .where(Delivery.id.in_(failed))
             .values(state=DeliveryState.FAILED, last_error="lease expired on every attempt (worker lost)")
             .execution_options(synchronize_session=False)
-        )
+        ).rowcount
+        counters.add_one(session, counters.DELIVERIES, DeliveryState.FAILED.value, now, int(given_up or 0))
     return len(failed)
 
 
@@ -943,7 +946,8 @@ def record(session: Session, outcome: Outcome, *, token: str, now: datetime, mes
         provider=outcome.provider,
         journal_epoch=None,
     )
-    _update_each(
+    settled: dict[tuple[str, str, Any], int] = {}
+    settled[(counters.DELIVERIES, DeliveryState.FAILED.value, counters.utc_day(now))] = _update_each(
         session,
         token,
         [{"row_id": i, "error": reason[:1000]} for i, reason in outcome.failed],
@@ -952,7 +956,7 @@ def record(session: Session, outcome: Outcome, *, token: str, now: datetime, mes
         provider=outcome.provider,
     )
     if outcome.bounced:
-        _update_each(
+        settled[(counters.DELIVERIES, DeliveryState.BOUNCED.value, counters.utc_day(now))] = _update_each(
             session,
             token,
             [{"row_id": i, "error": reason[:1000]} for i, _, reason in outcome.bounced],
@@ -960,6 +964,8 @@ def record(session: Session, outcome: Outcome, *, token: str, now: datetime, mes
             last_error=bindparam("error"),
             provider=outcome.provider,
         )
+    counters.add(session, settled)
+    if outcome.bounced:
         suppress(session, sorted({s for _, s, _ in outcome.bounced}), now=now)
     for ids, state in (
         (outcome.cancelled, DeliveryState.CANCELLED),
@@ -979,8 +985,9 @@ def _mark_sent(
     session: Session, ids: Sequence[int], *guards: ColumnElement[bool], now: datetime, message_id_domain: str, **values: Any
 ) -> None:
     """Rows the relay accepted: sent, with their Message-ID, out of any lease; an enrollment with
-    nothing left to send is completed."""
-    session.execute(
+    nothing left to send is completed. The day's sent figure and each lesson's grow by the rows
+    this changed (course.counters), read back from the UPDATE itself."""
+    lessons = session.execute(
         update(Delivery)
         .where(_ids_among(session, Delivery.id, ids), *guards)
         .values(
@@ -992,17 +999,23 @@ def _mark_sent(
             message_id=_message_id_sql(message_id_domain),
             **values,
         )
+        .returning(Delivery.lesson_id)
         .execution_options(synchronize_session=False)
-    )
+    ).scalars().all()
+    sent = counters.tally(counters.DELIVERIES, [DeliveryState.SENT.value] * len(lessons), now)
+    sent.update(counters.tally(counters.LESSON_SENT, [lesson for lesson in lessons if lesson is not None], now))
+    counters.add(session, sent)
     _complete_finished_enrollments(session, ids, now=now)
 
 
-def _update_each(session: Session, token: str, params: list[dict[str, Any]], **values: Any) -> None:
+def _update_each(session: Session, token: str, params: list[dict[str, Any]], **values: Any) -> int:
+    """One guarded UPDATE per parameter set; returns how many rows it changed (a row whose lease
+    was lost is not)."""
     if not params:
-        return
+        return 0
     # Through the Core connection: Session.execute with a list of parameter sets would turn this into
     # an ORM "bulk UPDATE by primary key", which refuses parameter sets without an "id" key.
-    session.connection().execute(
+    return int(session.connection().execute(
         update(Delivery)
         .where(
             Delivery.id == bindparam("row_id"),
@@ -1011,7 +1024,7 @@ def _update_each(session: Session, token: str, params: list[dict[str, Any]], **v
         )
         .values(lease_token=None, lease_expires_at=None, **values),
         params,
-    )
+    ).rowcount)
 
 
 def _complete_finished_enrollments(session: Session, sent_ids: Sequence[int], *, now: datetime) -> None:
@@ -1135,4 +1148,8 @@ def insert_lesson_rows(
         created_at=literal(now, UTCDateTime()),
     )
     statement = insert(Delivery).from_select(columns, rows).execution_options(preserve_rowcount=True)
-    return session.execute(statement).rowcount
+    written = int(session.execute(statement).rowcount)
+    if sent:  # history the counters must know of, as if each row had been sent at its due time
+        day = counters.utc_day(due_at)
+        counters.add(session, {(counters.DELIVERIES, DeliveryState.SENT.value, day): written, (counters.LESSON_SENT, str(lesson_id), day): written})
+    return written
