@@ -72,7 +72,9 @@ def record_events(
     )
     written = int(
         session.execute(
-            insert(SubscriberEvent).from_select(["subscriber_id", "kind", "occurred_at", "actor", "detail"], source)
+            insert(SubscriberEvent)
+            .from_select(["subscriber_id", "kind", "occurred_at", "actor", "detail"], source)
+            .execution_options(preserve_rowcount=True)  # else an ORM session's INSERT … SELECT reports -1
         ).rowcount
     )
     counters.add_one(session, counters.EVENTS, kind, now, written)
