@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
 from course.audience.enrollment import find_subscriber, unsubscribe, unsubscribe_in_one
+from course.campaigns.service import schedule_campaign
 from course.audience.subscriptions import ConfirmOutcome, SignupOutcome, check_signup, confirm, sign_up
 from course.content.catalogue import find_course
 from course.ledger import suppress
@@ -96,17 +97,25 @@ def test_the_dashboard_counts_the_same_on_postgresql(pg_web_stack: WebStack) -> 
 @pytest.mark.browser
 def test_the_dashboard_passes_axe_at_desktop_and_phone_widths(admin_live_stack: WebStack, artefacts: Path) -> None:
     _two_days(admin_live_stack)
+    with admin_live_stack.sessions.begin() as session:  # a newsletter scheduled a week out: in flight, nothing sent yet
+        schedule_campaign(
+            session, name="Winter baking letter", subject="Winter baking", body_markdown="Rye season.", segment_tag=None,
+            sender_name="Bread at Home", sender_email="letter@example.org",
+            send_at=admin_live_stack.clock.now() + timedelta(days=7), now=admin_live_stack.clock.now(),
+        )  # fmt: skip
     make_admin(admin_live_stack.sessions, "viewer@example.org", AdminRole.VIEWER, now=admin_live_stack.clock.now())
     problems: list[str] = []
     with chromium() as browser:
         for label, viewport in VIEWPORTS.items():
             context = new_context(browser, label)
             page = context.new_page()
-            page.goto(f"{admin_live_stack.settings.base_url}/admin/dashboard")
+            page.goto(f"{admin_live_stack.settings.base_url}/admin")  # the admin's home
             page.fill("#email", "viewer@example.org")
             page.fill("#password", PASSWORD)
             page.click("button[type=submit]")
             page.wait_for_selector("h1:text('Dashboard')")
+            assert page.url.endswith("/admin/dashboard")
+            assert page.locator("progress").count() == 1 and page.locator("svg.chart").count() == 2
             page.screenshot(path=artefacts / f"dashboard-{label}.png", full_page=True)
             assert page.evaluate("document.documentElement.scrollWidth") <= viewport["width"], f"dashboard@{label}: wider than the window"
             problems.extend(axe_violations(page, f"dashboard@{label}", impacts=("serious", "critical")))
