@@ -37,6 +37,9 @@ def bench_command(
     runs: Annotated[
         int | None, typer.Option("--runs", min=1, help="audience: timed runs of each shape (7); admin: of each page (20)")
     ] = None,
+    reuse_database: Annotated[
+        bool, typer.Option("--reuse-database", help="admin: time a database an earlier run seeded and kept, unseeded")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
     seconds: Annotated[float, typer.Option("--seconds", min=1, help="web: seconds per endpoint and level")] = 10,
     connections: Annotated[
@@ -85,7 +88,7 @@ def bench_command(
             elif scenario == "admin":
                 from course.devtools.bench.admin import run_admin_benchmark
 
-                report = run_admin_benchmark(config, show, runs=runs or 20)
+                report = run_admin_benchmark(config, show, runs=runs or 20, reuse=reuse_database)
             elif scenario == "import":
                 from course.devtools.bench.imports import run_import_benchmark
 
