@@ -5,8 +5,10 @@ h-scale):
   filled here from the rows already there (events per kind and day, settled deliveries per state
   and day, lesson rows sent per lesson and day), so the dashboard and the funnels read a few hundred
   rows instead of scanning the event record and the ledger.
-- ix_deliveries_lesson (lesson_id, state), partial: a course's next sends and its readers' last
-  lesson sent. Nothing led on lesson_id before (uq_deliveries_subscriber_lesson leads on the reader).
+- ix_deliveries_lesson_open (lesson_id, state) over open lesson rows (pending, held, leased): a
+  course's next sends and a changed lesson's open rows. Nothing led on lesson_id before
+  (uq_deliveries_subscriber_lesson leads on the reader); open rows only, so a send pays two index
+  insertions a lesson row (inserted, claimed), and sent history none.
 - ix_deliveries_failed (due_at) WHERE state = 'failed': what needs attention, without a scan.
 - ix_enrollments_course_status (course_id, status): a course's readers by state (the courses page,
   the funnel) as an index-only scan; the unique (subscriber_id, course_id) leads on the reader.
@@ -37,9 +39,10 @@ def upgrade() -> None:
         sa.Column("value", sa.BigInteger(), nullable=False),
         sa.PrimaryKeyConstraint("scope", "key", "day", "shard"),
     )
+    open_lesson_rows = sa.text("lesson_id IS NOT NULL AND state IN ('pending', 'held', 'leased')")
     op.create_index(
-        "ix_deliveries_lesson", "deliveries", ["lesson_id", "state"],
-        postgresql_where=sa.text("lesson_id IS NOT NULL"), sqlite_where=sa.text("lesson_id IS NOT NULL"),
+        "ix_deliveries_lesson_open", "deliveries", ["lesson_id", "state"],
+        postgresql_where=open_lesson_rows, sqlite_where=open_lesson_rows,
     )  # fmt: skip
     op.create_index(
         "ix_deliveries_failed", "deliveries", ["due_at"],
@@ -77,5 +80,5 @@ def _backfill(dialect_name: str) -> list[str]:
 def downgrade() -> None:
     op.drop_index("ix_enrollments_course_status", table_name="enrollments")
     op.drop_index("ix_deliveries_failed", table_name="deliveries")
-    op.drop_index("ix_deliveries_lesson", table_name="deliveries")
+    op.drop_index("ix_deliveries_lesson_open", table_name="deliveries")
     op.drop_table("counters")
