@@ -94,6 +94,7 @@ from course.models import (
     SubscriberEventKind,
     SubscriberStatus,
     UTCDateTime,
+    subscriber_rows,
 )
 
 
@@ -271,7 +272,7 @@ def cancel_subscriber_rows(session: Session, subscriber_ids: Sequence[int]) -> i
     if not subscriber_ids:
         return 0
     return _set_state(
-        session, Delivery.subscriber_id.in_(subscriber_ids), OPEN_DELIVERY_STATES, DeliveryState.CANCELLED
+        session, subscriber_rows(Delivery, lambda column: column.in_(subscriber_ids)), OPEN_DELIVERY_STATES, DeliveryState.CANCELLED
     )
 
 
@@ -334,7 +335,7 @@ def anonymise_subscriber_rows(session: Session, subscriber_ids: Sequence[int], *
     cancel_subscriber_rows(session, subscriber_ids)
     changed = session.execute(
         update(Delivery)
-        .where(Delivery.subscriber_id.in_(subscriber_ids))
+        .where(subscriber_rows(Delivery, lambda column: column.in_(subscriber_ids)))
         .values(last_error=None, test_address=None)
         .execution_options(synchronize_session=False)
     ).rowcount

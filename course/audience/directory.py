@@ -41,6 +41,7 @@ from course.models import (
     SubscriberEventKind,
     SubscriberStatus,
     SubscriberTag,
+    subscriber_rows,
 )
 
 PAGE_SIZE = 50
@@ -352,7 +353,7 @@ def _delivery_entries(session: Session, subscriber_id: int) -> list[TimelineEntr
         .outerjoin(Lesson, Lesson.id == Delivery.lesson_id)
         .outerjoin(Course, Course.id == Lesson.course_id)
         .outerjoin(Campaign, Campaign.id == Delivery.campaign_id)
-        .where(Delivery.subscriber_id == subscriber_id)
+        .where(subscriber_rows(Delivery, lambda column: column == subscriber_id))
     ).all()
     entries = []
     for kind, state, due_at, sent_at, last_error, template, attempts, lesson, position, course, campaign, subject in rows:

@@ -43,6 +43,7 @@ from course.models import (
     SubscriberEvent,
     SubscriberEventKind,
     SubscriberStatus,
+    subscriber_rows,
 )
 from course.audience.events import record_event
 from course.audience.schedule import lesson_due_times, next_send_slot, parse_timezone
@@ -323,7 +324,7 @@ def _unsubscribe_statement(cancelling: Cancelling, *, everything: bool) -> Selec
             .returning(subscribers.email)
             .cte("gone")
         )
-        cancelled = cancelling(lambda rows: rows.subscriber_id == bindparam("who")).cte("cancelled")
+        cancelled = cancelling(lambda rows: subscriber_rows(rows, lambda column: column == bindparam("who"))).cte("cancelled")
         email = select(gone.c.email).scalar_subquery()
     else:
         cancelled = cancelling(lambda rows: rows.enrollment_id.in_(select(stopped.c.id))).cte("cancelled")

@@ -208,8 +208,6 @@ def time_pages(client: Any, token: str, measured: list[tuple[str, Callable[[], N
 def run_admin_benchmark(config: BenchConfig, progress: Progress, *, runs: int = 20, reuse: bool = False) -> dict[str, Any]:
     """The run in the module's docstring; `reuse` times a database an earlier run seeded and kept
     (--keep-database) again, without seeding it anew (to try an index, or to time again)."""
-    from fastapi.testclient import TestClient
-
     from course import counters, schema
     from course.accounts.store import create_admin, create_api_token, open_session
     from course.audience.export import ExportFilter, export_csv
@@ -217,7 +215,7 @@ def run_admin_benchmark(config: BenchConfig, progress: Progress, *, runs: int = 
     from course.devtools.bench.harness import drop_database, recreate_database
     from course.models import AdminRole
     from course.settings import Settings
-    from course.web.app import create_app
+    from course.web.in_process import in_process_client
 
     if runs < 2:
         raise BenchError("runs must be at least 2 (a p95 of one run says nothing)")
@@ -268,7 +266,7 @@ def run_admin_benchmark(config: BenchConfig, progress: Progress, *, runs: int = 
                 if not next(chunks, ""):  # the first chunk of rows
                     raise BenchError("the export gave no rows")
 
-        with TestClient(create_app(settings), base_url="http://testserver") as client:
+        with in_process_client(settings) as client:
             client.cookies.set("course_admin", cookie, path="/admin")
             measured: list[tuple[str, Callable[[], None] | str]] = [*pages(middle), ("export start (first rows)", export_start)]
             seconds = time_pages(client, token, measured, runs, progress)
