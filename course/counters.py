@@ -29,7 +29,9 @@ from collections import Counter as Tally
 from collections.abc import Iterable, Mapping
 from datetime import UTC, date, datetime, timedelta
 
-from sqlalchemy import func, select, text
+from typing import Any
+
+from sqlalchemy import Insert, Select, func, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -65,6 +67,17 @@ def add(session: Session, counts: Mapping[tuple[str, str, date], int]) -> None:
         set_={"value": Counter.value + statement.excluded.value},
     )
     session.execute(statement, rows)
+
+
+def upsert_from(rows: Select[Any]) -> Insert:
+    """PostgreSQL: an INSERT … SELECT that adds `rows` (columns scope, key, day, shard, value; each
+    (scope, key, day, shard) at most once) to the figures, for a caller that counts inside its own
+    statement (a data-modifying CTE's RETURNING), so counting costs no round trip of its own."""
+    statement = postgresql.insert(Counter).from_select(["scope", "key", "day", "shard", "value"], rows)
+    return statement.on_conflict_do_update(
+        index_elements=[Counter.scope, Counter.key, Counter.day, Counter.shard],
+        set_={"value": Counter.value + statement.excluded.value},
+    )
 
 
 def utc_day(at: datetime) -> date:

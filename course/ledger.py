@@ -45,6 +45,7 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     ColumnElement,
+    Date,
     Integer,
     Select,
     SmallInteger,
@@ -61,6 +62,7 @@ from sqlalchemy import (
     or_,
     select,
     text,
+    union_all,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -987,8 +989,10 @@ def _mark_sent(
 ) -> None:
     """Rows the relay accepted: sent, with their Message-ID, out of any lease; an enrollment with
     nothing left to send is completed. The day's sent figure and each lesson's grow by the rows
-    this changed (course.counters), read back from the UPDATE itself."""
-    lessons = session.execute(
+    this changed (course.counters): on PostgreSQL in the same statement (the UPDATE a CTE whose
+    RETURNING the counters' upsert groups), so counting costs the send path no round trip;
+    elsewhere read back from the UPDATE and added in a second statement."""
+    marked = (
         update(Delivery)
         .where(_ids_among(session, Delivery.id, ids), *guards)
         .values(
@@ -1001,11 +1005,25 @@ def _mark_sent(
             **values,
         )
         .returning(Delivery.lesson_id)
-        .execution_options(synchronize_session=False)
-    ).scalars().all()
-    sent = counters.tally(counters.DELIVERIES, [DeliveryState.SENT.value] * len(lessons), now)
-    sent.update(counters.tally(counters.LESSON_SENT, [lesson for lesson in lessons if lesson is not None], now))
-    counters.add(session, sent)
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        sent = marked.cte("sent")
+        day = bindparam("counter_day", counters.utc_day(now), type_=Date)
+        shard = bindparam("counter_shard", counters.shard_of_this_thread(), type_=SmallInteger)
+        rows = union_all(
+            select(literal(counters.DELIVERIES), literal(DeliveryState.SENT.value), day, shard, func.count())
+            .select_from(sent)
+            .having(func.count() > 0),
+            select(literal(counters.LESSON_SENT), cast(sent.c.lesson_id, String), day, shard, func.count())
+            .where(sent.c.lesson_id.is_not(None))
+            .group_by(sent.c.lesson_id),
+        )
+        session.execute(counters.upsert_from(select(rows.subquery())), execution_options={"synchronize_session": False})
+    else:
+        lessons = session.execute(marked.execution_options(synchronize_session=False)).scalars().all()
+        counted = counters.tally(counters.DELIVERIES, [DeliveryState.SENT.value] * len(lessons), now)
+        counted.update(counters.tally(counters.LESSON_SENT, [lesson for lesson in lessons if lesson is not None], now))
+        counters.add(session, counted)
     _complete_finished_enrollments(session, ids, now=now)
 
 
