@@ -13,6 +13,7 @@ from sqlalchemy import select
 
 from course.audience.directory import (
     BULK_ACTIONS,
+    LIST_COUNT_CAP,
     STATUSES,
     DirectoryError,
     SubscriberFilter,
@@ -20,6 +21,7 @@ from course.audience.directory import (
     admin_unsubscribe,
     bulk_action,
     enrol_all,
+    tag_names,
     count_matching,
     list_subscribers,
     parse_cursor,
@@ -28,7 +30,7 @@ from course.audience.directory import (
     add_tag,
     remove_tag,
 )
-from course.models import Course, Subscriber, SubscriberTag
+from course.models import Course, Subscriber
 from course.web.admin.auth import Actor, AdminPageError, EditorPage, SiteDep, ViewerPage, check_csrf
 from course.web.admin.views import admin_page, see_other
 from course.web.site import Site
@@ -43,7 +45,7 @@ def _choices(site: Site) -> dict[str, object]:
     with site.sessions.begin() as session:
         return {
             "courses": list(session.execute(select(Course.slug, Course.title).order_by(Course.title)).all()),
-            "tags": list(session.scalars(select(SubscriberTag.tag).distinct().order_by(SubscriberTag.tag).limit(500))),
+            "tags": tag_names(session, limit=500),
             "statuses": STATUSES,
         }
 
@@ -77,12 +79,12 @@ def _list_page(
         cursor = parse_cursor(params["cursor"])
         with site.sessions.begin() as session:
             page = list_subscribers(session, chosen, cursor=cursor)
-            matched = count_matching(session, chosen) if not chosen.is_everyone or cursor is None else None
+            matched = count_matching(session, chosen, at_most=LIST_COUNT_CAP) if not chosen.is_everyone or cursor is None else None
     except DirectoryError as exc:
         error, fields, status = error or str(exc), exc.fields, 400
     return admin_page(
         site, request, "subscribers.html", actor=actor, status=status, form=params, chosen=chosen, page=page,
-        matched=matched, error=error, fields=fields, done=_done_message(request.query_params.get("done", "")[:60]),
+        matched=matched, matched_more=matched is not None and matched > LIST_COUNT_CAP, count_cap=LIST_COUNT_CAP, error=error, fields=fields, done=_done_message(request.query_params.get("done", "")[:60]),
         filter_query=chosen.query_string(), first_page=not params["cursor"], can_edit=actor.may("editor"),  # type: ignore[arg-type]
         bulk_actions=BULK_ACTIONS, **_choices(site),
     )  # fmt: skip
