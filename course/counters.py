@@ -126,7 +126,7 @@ def _as_date(value: date | str) -> date:
 
 
 # The counters as the rows they count imply, for a database that has rows but no counters yet
-# (migration 0023, and the bench after it seeds with set-based SQL). Set-based; UTC days; shard 0.
+# (migration 0022, and the bench after it seeds with set-based SQL). Set-based; UTC days; shard 0.
 # Rows settled before they were counted have only the moment the ledger keeps: sent_at for sent
 # rows, due_at (the last attempt's due time) for failed and bounced ones.
 def backfill_statements(dialect_name: str) -> list[str]:

@@ -319,7 +319,7 @@ class Enrollment(Base):
     __tablename__ = "enrollments"
     __table_args__ = (
         UniqueConstraint("subscriber_id", "course_id"),
-        # A course's readers by state as an index-only scan (the unique key leads on the reader) (0023).
+        # A course's readers by state as an index-only scan (the unique key leads on the reader) (0022).
         Index("ix_enrollments_course_status", "course_id", "status"),
     )
 
@@ -427,7 +427,7 @@ class Delivery(Base):
         # changes: nothing else leads on lesson_id (uq_deliveries_subscriber_lesson leads on the
         # subscriber). Open rows only: a row gets an entry when it is inserted and when it is
         # claimed, none when it is taken over or settled, so the send path pays two index
-        # insertions a lesson row, not four, and sent history costs nothing (0023).
+        # insertions a lesson row, not four, and sent history costs nothing (0022).
         Index(
             "ix_deliveries_lesson_open",
             "lesson_id",
