@@ -17,13 +17,14 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from course.audience.daily_figures import DailyFigures, daily_figures
 from course.campaigns.progress import CampaignSummary, campaign_summaries
 from course.delivery.provider_states import ProviderState, provider_states
 from course.ops.health import HeartbeatStatus, describe_heartbeats, read_heartbeats
-from course.models import CampaignStatus
+from course.models import Campaign, CampaignStatus
 from course.web.admin import api_courses
 from course.web.admin.auth import SiteDep, ViewerPage, ViewerToken
 from course.web.admin.views import admin_page
@@ -35,9 +36,7 @@ IN_FLIGHT = (CampaignStatus.SCHEDULED, CampaignStatus.SENDING, CampaignStatus.PA
 
 
 # Whatever else needs the admin's attention: each source reads what it watches and returns one line
-# per problem (none: nothing to say). The mail providers' state (a provider paused after too many
-# errors) is to be added here by the providers' package when it exposes that state:
-#     ATTENTION_SOURCES.append(paused_providers)   # (session, site) -> ["Provider x paused: …"]
+# per problem (none: nothing to say): paused mail providers and campaigns paused on errors (below).
 AttentionSource = Callable[[Session, Site], list[str]]
 ATTENTION_SOURCES: list[AttentionSource] = []
 
@@ -96,6 +95,29 @@ def read_providers(site: Site) -> tuple[list[ProviderState], str]:
         return [], f"The mail providers' state cannot be read: {exc}"
 
 
+def paused_providers(session: Session, site: Site) -> list[str]:
+    """A line for each mail provider paused after failing (its rows wait pending), or for a state
+    that cannot be read."""
+    states, problem = read_providers(site)
+    lines = [problem] if problem else []
+    for state in states:
+        if state.state == "paused":
+            until = f" until {state.paused_until:%H:%M} UTC" if state.paused_until else ""
+            lines.append(f"Mail provider {state.name} is paused{until}: {state.reason} (course providers --resume {state.name})")
+    return lines
+
+
+def campaigns_paused_on_errors(session: Session, site: Site) -> list[str]:
+    """A line for each campaign the error-rate check paused (its reason is kept until resumed)."""
+    paused = session.scalars(
+        select(Campaign).where(Campaign.status == CampaignStatus.PAUSED, Campaign.paused_reason.is_not(None))
+    )
+    return [f"Campaign \u201c{campaign.name}\u201d was paused: {campaign.paused_reason}" for campaign in paused]
+
+
+ATTENTION_SOURCES.extend((paused_providers, campaigns_paused_on_errors))
+
+
 # Deliveries per day by state: the series stacked, bottom first, and their colours (the legend's too).
 DELIVERY_STATES = (("sent", "Sent", "#2f5d8a"), ("failed", "Failed", "#b3261e"), ("bounced", "Bounced", "#b26a00"))
 
@@ -134,9 +156,6 @@ def dashboard_page(request: Request, site: SiteDep, actor: ViewerPage) -> HTMLRe
     return admin_page(
         site, request, "dashboard.html", actor=actor, board=board, recent=recent, totals=figures.totals(),
         signups_chart=day_bars(figures.days, figures.series["signups"]), providers=read_providers(site),
-
-
-        signups_chart=day_bars(figures.days, figures.series["signups"]),
         deliveries_chart=stacked_day_bars(figures.days, figures.series), delivery_states=DELIVERY_STATES,
     )  # fmt: skip
 

@@ -121,3 +121,33 @@ def test_the_dashboard_passes_axe_at_desktop_and_phone_widths(admin_live_stack: 
             problems.extend(axe_violations(page, f"dashboard@{label}", impacts=("serious", "critical")))
             context.close()
     assert problems == [], "\n".join(problems)
+
+
+def test_a_paused_provider_and_a_campaign_paused_on_errors_need_attention(web_stack: WebStack, client: TestClient) -> None:
+    """What the providers' gate and the campaigns' error-rate check paused is on the dashboard, with
+    the way out; a campaign paused by hand (no reason) is not."""
+    from course.delivery.gate import gate_from_settings
+    from course.models import Campaign, CampaignStatus
+
+    gate = gate_from_settings(web_stack.settings)
+    gate.failed("default", "connection refused by relay.example.net:587", at_once=True)
+    try:
+        with web_stack.sessions.begin() as session:
+            for name, reason in (("errors", "19 of 60 deliveries failed or bounced (32 %, over the 20 % limit)"), ("by hand", None)):
+                session.add(Campaign(
+                    name=name, subject="S", body_markdown="B", sender_name="Bakery", sender_email="news@example.org",
+                    status=CampaignStatus.PAUSED, paused_reason=reason,
+                    created_at=web_stack.clock.now(), updated_at=web_stack.clock.now(),
+                ))  # fmt: skip
+        token = make_token(web_stack.sessions, AdminRole.VIEWER, now=web_stack.clock.now())
+        board = client.get("/api/admin/dashboard", headers={"Authorization": f"Bearer {token}"}).json()
+        provider_lines = [line for line in board["attention"] if line.startswith("Mail provider default is paused")]
+        assert len(provider_lines) == 1 and "connection refused" in provider_lines[0], board["attention"]
+        assert "course providers --resume default" in provider_lines[0]
+        campaign_lines = [line for line in board["attention"] if line.startswith("Campaign")]
+        assert campaign_lines == ["Campaign \u201cerrors\u201d was paused: 19 of 60 deliveries failed or bounced (32 %, over the 20 % limit)"]
+    finally:
+        gate.resume("default")
+    token = make_token(web_stack.sessions, AdminRole.VIEWER, now=web_stack.clock.now())
+    board = client.get("/api/admin/dashboard", headers={"Authorization": f"Bearer {token}"}).json()
+    assert not [line for line in board["attention"] if line.startswith("Mail provider")]
