@@ -36,6 +36,8 @@ twice:
 
 from __future__ import annotations
 
+import base64
+import functools
 import uuid
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field, fields, replace
@@ -51,6 +53,7 @@ from sqlalchemy import (
     Select,
     SmallInteger,
     String,
+    Text,
     Update,
     and_,
     any_,
@@ -71,6 +74,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection, Row
 from sqlalchemy.orm import Session, aliased
+from sqlalchemy.sql.elements import Grouping
 from sqlalchemy.sql.expression import Executable
 
 from course import counters
@@ -1012,7 +1016,7 @@ def _mark_sent(
             last_error=None,
             lease_token=None,
             lease_expires_at=None,
-            message_id=_message_id_sql(message_ids, ids),
+            message_id=_message_id_sql(session, message_ids, ids),
             **values,
         )
         .returning(Delivery.lesson_id)
@@ -1105,7 +1109,9 @@ def message_ids_from_secret(domain: str, secret: str) -> MessageIds:
     return MessageIds(domain, hmac.new(secret.encode(), b"course message-id v1", hashlib.sha256).digest()[:16])
 
 
+@functools.lru_cache(maxsize=8)
 def _cipher(key: bytes):  # type: ignore[no-untyped-def]
+    """The AES cipher of a key, built once (its key schedule is most of encrypting one block)."""
     from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
     return Cipher(algorithms.AES(key), modes.ECB())  # noqa: S305 - one block, a permutation of ids, by design
@@ -1113,11 +1119,19 @@ def _cipher(key: bytes):  # type: ignore[no-untyped-def]
 
 def message_id_for(delivery_id: int, ids: MessageIds) -> str:
     """The Message-ID of a delivery: 26 base32 characters, then the domain."""
-    import base64
+    return message_ids_for([delivery_id], ids)[0]
 
+
+def message_ids_for(delivery_ids: Sequence[int], ids: MessageIds) -> list[str]:
+    """message_id_for of each delivery, encrypted in one pass (ECB: each 16-byte block alone)."""
+    if not delivery_ids:
+        return []
     encryptor = _cipher(ids.key).encryptor()
-    block = encryptor.update(delivery_id.to_bytes(16, "big")) + encryptor.finalize()
-    return f"<{base64.b32encode(block).decode('ascii').rstrip('=').lower()}@{ids.domain}>"
+    blocks = encryptor.update(b"".join(delivery_id.to_bytes(16, "big") for delivery_id in delivery_ids)) + encryptor.finalize()
+    return [
+        f"<{base64.b32encode(blocks[i : i + 16]).decode('ascii').rstrip('=').lower()}@{ids.domain}>"
+        for i in range(0, len(blocks), 16)
+    ]
 
 
 def delivery_of_message_id(message_id: str, ids: MessageIds) -> int | None:
@@ -1138,9 +1152,17 @@ def delivery_of_message_id(message_id: str, ids: MessageIds) -> int | None:
     return value if 0 < value < 2**63 else None
 
 
-def _message_id_sql(ids: MessageIds, delivery_ids: Sequence[int]) -> ColumnElement[str]:
-    """Each row's Message-ID, for recording a whole batch in one UPDATE."""
-    return case({delivery_id: message_id_for(delivery_id, ids) for delivery_id in delivery_ids}, value=Delivery.id)
+def _message_id_sql(session: Session, ids: MessageIds, delivery_ids: Sequence[int]) -> ColumnElement[str]:
+    """Each row's Message-ID, for recording a whole batch in one UPDATE. On PostgreSQL two array
+    parameters, the row's Message-ID found by its id's place among the ids: the statement's text is
+    the same for every batch (a CASE of a few hundred WHENs was rendered and parsed again for each
+    one: a sixth of a send worker's samples). Elsewhere a CASE."""
+    values = message_ids_for(delivery_ids, ids)
+    if session.get_bind().dialect.name == "postgresql":
+        id_array = bindparam("message_id_rows", list(delivery_ids), type_=ARRAY(BigInteger))
+        value_array = bindparam("message_id_values", values, type_=ARRAY(Text))
+        return Grouping(value_array)[func.array_position(id_array, Delivery.id)]  # (…::TEXT[])[i]
+    return case(dict(zip(delivery_ids, values, strict=True)), value=Delivery.id)
 
 
 # --- Previews' reads ------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from course import counters
 from course.audience.events import record_event, record_events
 from course.clock import ManualClock
-from course.ledger import Outcome, claim_due, record, suppress, take_over
+from course.ledger import Outcome, claim_due, message_ids_from_secret, record, suppress, take_over
 from course.models import Counter, Delivery, DeliveryState, Lesson, SubscriberEventKind
 from tests.support.pipeline_fixtures import enroll_people, make_course
 
@@ -45,10 +45,10 @@ def test_the_ledger_counts_what_it_settles_and_a_backfill_agrees(sessions: sessi
         record(
             session,
             Outcome(sent=[a, b, c], failed=[(d, "550 no such user? no: a local error")], bounced=[(e, people[4].id, "550 gone")]),
-            token=claim.token, now=later, message_id_domain="example.org",
+            token=claim.token, now=later, message_ids=message_ids_from_secret("example.org", "counters-test-secret"),
         )  # fmt: skip
         # A task that lost its lease reports too: none of its rows is settled, so none is counted.
-        record(session, Outcome(sent=[f], failed=[(f, "late")]), token="0" * 36, now=later, message_id_domain="example.org")
+        record(session, Outcome(sent=[f], failed=[(f, "late")]), token="0" * 36, now=later, message_ids=message_ids_from_secret("example.org", "counters-test-secret"))
     with sessions() as session:
         counted = _figures(session)
         day = counters.utc_day(later)
