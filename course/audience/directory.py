@@ -48,8 +48,8 @@ MAX_PAGE_SIZE = 500
 MAX_QUERY_CHARS = 200
 MAX_TAG_CHARS = 64
 MAX_REASON_CHARS = 500
-# A bulk action is run in the request up to this many subscribers; a larger one is refused with
-# the advice to narrow the filter (running it as a task with progress is not built yet).
+# A bulk action is run in the request up to this many subscribers (settings.bulk_inline_limit); a
+# larger one is refused here and run as a bulk job by the worker (course.audience.bulk_jobs).
 BULK_INLINE_LIMIT = 10_000
 # Never resubscribed, whatever the reason given: they asked not to be mailed, in the strongest terms.
 NEVER_RESUBSCRIBED = (SubscriberStatus.COMPLAINED, SubscriberStatus.ERASED)
@@ -397,6 +397,11 @@ def _reason(raw: str, *, required: bool) -> str:
     return reason
 
 
+def reason_text(raw: str) -> str:
+    """An optional reason (an unsubscribe's), normalised, or DirectoryError when too long."""
+    return _reason(raw, required=False)
+
+
 def _subscriber(session: Session, subscriber_id: int) -> Subscriber:
     subscriber = session.get(Subscriber, subscriber_id, with_for_update=True)
     if subscriber is None:
@@ -526,6 +531,14 @@ def unsubscribe_all(session: Session, ids: Select[Any], *, actor: str, reason: s
 BULK_ACTIONS = ("tag-add", "tag-remove", "enrol", "unsubscribe")
 
 
+class TooManyForInline(DirectoryError):
+    """The filter matches more subscribers than a request runs: start a bulk job instead."""
+
+    def __init__(self, matched: int, limit: int) -> None:
+        super().__init__(f"this filter matches {matched:,} subscribers; a bulk action in the request takes at most {limit:,}")
+        self.matched = matched
+
+
 @dataclass(frozen=True)
 class BulkResult:
     action: str
@@ -534,17 +547,17 @@ class BulkResult:
 
 
 def bulk_action(
-    session: Session, chosen: SubscriberFilter, action: str, *, value: str = "", actor: str, now: datetime
+    session: Session, chosen: SubscriberFilter, action: str, *, value: str = "", actor: str, now: datetime,
+    limit: int = BULK_INLINE_LIMIT,
 ) -> BulkResult:
     """Apply one action to every subscriber the filter matches (see the module's step 4). `value`
-    is the tag, the course slug, or the unsubscribe's reason."""
+    is the tag, the course slug, or the unsubscribe's reason. Over `limit` subscribers:
+    TooManyForInline, and nothing is done."""
     if action not in BULK_ACTIONS:
         raise DirectoryError(f"unknown bulk action {action[:40]!r}: one of {', '.join(BULK_ACTIONS)}", fields={"action": "unknown"})
     matched = count_matching(session, chosen)
-    if matched > BULK_INLINE_LIMIT:
-        raise DirectoryError(
-            f"this filter matches {matched:,} subscribers; a bulk action takes at most {BULK_INLINE_LIMIT:,} at a time: narrow the filter"
-        )
+    if matched > limit:
+        raise TooManyForInline(matched, limit)
     ids = matching_ids(chosen)
     if action == "tag-add":
         changed = add_tag(session, ids, value, actor=actor, now=now)

@@ -14,11 +14,11 @@ from sqlalchemy import select
 from course.audience.directory import (
     BULK_ACTIONS,
     STATUSES,
+    BulkResult,
     DirectoryError,
     SubscriberFilter,
     admin_resubscribe,
     admin_unsubscribe,
-    bulk_action,
     enrol_all,
     count_matching,
     list_subscribers,
@@ -29,6 +29,7 @@ from course.audience.directory import (
     remove_tag,
 )
 from course.models import Course, Subscriber, SubscriberTag
+from course.web.admin.bulk_jobs import run_bulk
 from course.web.admin.auth import Actor, AdminPageError, EditorPage, SiteDep, ViewerPage, check_csrf
 from course.web.admin.views import admin_page, see_other
 from course.web.site import Site
@@ -105,10 +106,11 @@ def subscribers_bulk(
     params = {"q": q, "status": status, "tag": tag, "course": course, "lesson": lesson, "from": signed_up_from, "to": signed_up_to, "timezone": timezone}
     try:
         chosen = parse_filter({name: value[:300] for name, value in params.items()})
-        with site.sessions.begin() as session:
-            result = bulk_action(session, chosen, action, value=value[:500], actor=actor.label, now=site.now())
+        result = run_bulk(site, request, actor, chosen, action, value[:500])
     except DirectoryError as exc:
         return _list_page(site, request, actor, params={**params, "cursor": ""}, status=422, error=str(exc))
+    if not isinstance(result, BulkResult):  # too many for the request: a job, followed on its page
+        return see_other(f"/admin/bulk-jobs/{result[0].id}")
     done = f"{result.action}:{result.changed}:{result.matched}"
     query = parse_filter(params).query_string(done=done)
     return see_other(f"/admin/subscribers?{query}")
