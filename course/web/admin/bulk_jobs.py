@@ -73,9 +73,11 @@ def bulk_job_page(job_id: JobId, request: Request, site: SiteDep, actor: ViewerP
             raise AdminPageError(404, "No such bulk job", f"There is no bulk job with id {job_id}.")
         session.expunge(job)
     running = job.state in (BulkJobState.QUEUED, BulkJobState.RUNNING)
+    # ?follow=0: the same page without the refresh (WCAG 2.2.1: a time limit the reader can turn off).
+    follow = request.query_params.get("follow", "") != "0"
     return admin_page(
         site, request, "bulk_job.html", actor=actor, job=job, running=running, percent=percent(job),
-        refresh=REFRESH_SECONDS, filter_query=job.filter_query,
+        refresh=REFRESH_SECONDS if follow else 0, filter_query=job.filter_query,
     )  # fmt: skip
 
 
