@@ -156,6 +156,11 @@ class Subscriber(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     confirmed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     unsubscribed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The reader's language (course.i18n's codes): the course's at signup, an import's `language`
+    # column, the CLI's --language. NULL: not known.
+    language: Mapped[str | None] = mapped_column(String(8))
+    # Where the subscriber came from: form, api, import:<id>, admin, cli. NULL: before this was kept.
+    source: Mapped[str | None] = mapped_column(String(40))
 
     enrollments: Mapped[list[Enrollment]] = relationship(back_populates="subscriber")
 
@@ -170,6 +175,7 @@ Index("ix_subscribers_name_trgm", Subscriber.name, postgresql_using="gin", postg
 # The list's filters by signup date and by status, each read in the list's keyset order (id).
 Index("ix_subscribers_created_at", Subscriber.created_at, Subscriber.id)
 Index("ix_subscribers_status", Subscriber.status, Subscriber.id)
+Index("ix_subscribers_language", Subscriber.language, Subscriber.id)
 
 
 class SubscriberEventKind(enum.StrEnum):
@@ -556,6 +562,7 @@ class SignupRequest(Base):
     timezone: Mapped[str] = mapped_column(String(64), default="UTC")
     requested_at: Mapped[datetime] = mapped_column(UTCDateTime)
     handled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    source: Mapped[str] = mapped_column(String(10), default="form", server_default="form")  # form or api
     # The confirmation mail this signup caused, if any: its link names this row's details.
     confirm_delivery_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("deliveries.id", ondelete="CASCADE"))
 

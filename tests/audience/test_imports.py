@@ -219,10 +219,10 @@ def test_a_signup_during_the_import_wins_its_address(sessions: sessionmaker[Sess
         session.execute(text("DROP TABLE IF EXISTS import_decided"))
         session.execute(
             text(
-                "CREATE TEMPORARY TABLE import_decided AS SELECT line, email, email_key, name, timezone, created_at, "
+                "CREATE TEMPORARY TABLE import_decided AS SELECT line, email, email_key, name, timezone, language, created_at, "
                 f"'accepted' AS outcome, '' AS reason, {new_id} AS subscriber_id FROM (SELECT 2 AS line, "
-                "'first@example.org' AS email, 'first@example.org' AS email_key, 'Fay' AS name, '' AS timezone, "
-                f"CAST(NULL AS {'timestamptz' if postgres else 'timestamp'}) AS created_at UNION ALL SELECT 3, 'Race@example.org', 'race@example.org', 'Rae', '', NULL) AS rows"
+                "'first@example.org' AS email, 'first@example.org' AS email_key, 'Fay' AS name, '' AS timezone, 'de' AS language, "
+                f"CAST(NULL AS {'timestamptz' if postgres else 'timestamp'}) AS created_at UNION ALL SELECT 3, 'Race@example.org', 'race@example.org', 'Rae', '', '', NULL) AS rows"
             )
         )
         _insert_new(session, status=SubscriberStatus.ACTIVE, now=clock.now(), postgres=postgres)

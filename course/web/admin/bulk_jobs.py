@@ -97,6 +97,7 @@ class BulkIn(BaseModel):
     signed_up_from: date | None = Field(None, alias="from")
     signed_up_to: date | None = Field(None, alias="to")
     timezone: str = Field("", max_length=64)
+    language: str = Field("", max_length=8)
 
 
 class BulkDoneOut(BaseModel):
@@ -146,6 +147,7 @@ def api_bulk(body: BulkIn, request: Request, site: SiteDep, actor: EditorToken) 
         "q": body.q, "status": body.status, "tag": body.tag, "course": body.course, "lesson": str(body.lesson or ""),
         "from": body.signed_up_from.isoformat() if body.signed_up_from else "",
         "to": body.signed_up_to.isoformat() if body.signed_up_to else "", "timezone": body.timezone,
+        "language": body.language,
     }  # fmt: skip
     try:
         chosen = parse_filter(params)

@@ -14,6 +14,7 @@ from sqlalchemy import select
 from course.audience.directory import (
     BULK_ACTIONS,
     STATUSES,
+    NO_LANGUAGE,
     BulkResult,
     DirectoryError,
     SubscriberFilter,
@@ -28,6 +29,7 @@ from course.audience.directory import (
     add_tag,
     remove_tag,
 )
+from course.i18n import SUPPORTED_LANGUAGES
 from course.models import Course, Subscriber, SubscriberTag
 from course.web.admin.bulk_jobs import run_bulk
 from course.web.admin.auth import Actor, AdminPageError, EditorPage, SiteDep, ViewerPage, check_csrf
@@ -37,7 +39,8 @@ from course.web.site import Site
 router = APIRouter(include_in_schema=False)
 TextField = Annotated[str, Form()]
 SubscriberId = Annotated[int, Path(ge=1, le=2**63 - 1)]
-FILTER_FIELDS = ("q", "status", "tag", "course", "lesson", "from", "to", "timezone")
+FILTER_FIELDS = ("q", "status", "tag", "course", "lesson", "from", "to", "timezone", "language")
+LANGUAGE_NAMES = {"en": "English", "de": "German", "fr": "French"}
 
 
 def _choices(site: Site) -> dict[str, object]:
@@ -46,6 +49,7 @@ def _choices(site: Site) -> dict[str, object]:
             "courses": list(session.execute(select(Course.slug, Course.title).order_by(Course.title)).all()),
             "tags": list(session.scalars(select(SubscriberTag.tag).distinct().order_by(SubscriberTag.tag).limit(500))),
             "statuses": STATUSES,
+            "languages": [*((code, LANGUAGE_NAMES.get(code, code)) for code in SUPPORTED_LANGUAGES), (NO_LANGUAGE, "Not known")],
         }
 
 
@@ -64,6 +68,16 @@ def _done_message(raw: str) -> str:
     if action not in _BULK_DONE or not changed.isdigit() or not matched.isdigit():
         return ""
     return "Done: " + _BULK_DONE[action].format(changed=f"{int(changed):,}", matched=f"{int(matched):,}") + "."
+
+
+def source_label(source: str | None) -> str:
+    """Where a subscriber came from, in words (subscribers.source)."""
+    if not source:
+        return "not recorded"
+    kind, _, which = source.partition(":")
+    if kind == "import" and which.isdigit():
+        return f"import {which}"
+    return {"form": "the signup form", "api": "the signup API", "admin": "an admin", "cli": "the command line"}.get(kind, source)
 
 
 def _list_page(
@@ -99,11 +113,11 @@ def subscribers_page(request: Request, site: SiteDep, actor: ViewerPage) -> HTML
 def subscribers_bulk(
     request: Request, site: SiteDep, actor: EditorPage, action: TextField = "", value: TextField = "", csrf_token: TextField = "",
     q: TextField = "", status: TextField = "", tag: TextField = "", course: TextField = "", lesson: TextField = "",
-    timezone: TextField = "", signed_up_from: Annotated[str, Form(alias="from")] = "", signed_up_to: Annotated[str, Form(alias="to")] = "",
+    timezone: TextField = "", language: TextField = "", signed_up_from: Annotated[str, Form(alias="from")] = "", signed_up_to: Annotated[str, Form(alias="to")] = "",
 ) -> Response:  # fmt: skip
     """One action on every subscriber the filter (sent along as hidden fields) matches."""
     check_csrf(site, request, csrf_token)
-    params = {"q": q, "status": status, "tag": tag, "course": course, "lesson": lesson, "from": signed_up_from, "to": signed_up_to, "timezone": timezone}
+    params = {"q": q, "status": status, "tag": tag, "course": course, "lesson": lesson, "from": signed_up_from, "to": signed_up_to, "timezone": timezone, "language": language}
     try:
         chosen = parse_filter({name: value[:300] for name, value in params.items()})
         result = run_bulk(site, request, actor, chosen, action, value[:500])
@@ -124,6 +138,7 @@ def _detail_page(site: Site, request: Request, actor: Actor, subscriber_id: int,
     return admin_page(
         site, request, "subscriber.html", actor=actor, status=status, subscriber=detail, error=error,
         done=request.query_params.get("done", "")[:40], can_edit=actor.may("editor"), **_choices(site),  # type: ignore[arg-type]
+        language_names=LANGUAGE_NAMES, source_label=source_label(detail.source),
     )  # fmt: skip
 
 

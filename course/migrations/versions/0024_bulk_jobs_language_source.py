@@ -1,5 +1,9 @@
-"""Bulk jobs: a bulk action over more subscribers than the request runs inline, applied by the
-worker in keyset batches (course.audience.bulk_jobs).
+"""Bulk jobs, and a subscriber's language and signup source.
+
+bulk_jobs: a bulk action over more subscribers than the request runs inline, applied by the
+worker in keyset batches (course.audience.bulk_jobs). subscribers.language (the admin's filter,
+with its index in the list's keyset order) and subscribers.source (form, api, import:<id>, admin,
+cli): nullable with no default, so PostgreSQL adds them without rewriting the table.
 
 Revision ID: 0024
 Revises: 0021
@@ -43,8 +47,18 @@ def upgrade() -> None:
         sa.UniqueConstraint("key"),
     )
     op.create_index("ix_bulk_jobs_open", "bulk_jobs", ["state", "id"], unique=False)
+    # Plain ADD COLUMN (no batch copy of the table on SQLite, which would lose the expression index).
+    op.add_column("subscribers", sa.Column("language", sa.String(length=8), nullable=True))
+    op.add_column("subscribers", sa.Column("source", sa.String(length=40), nullable=True))
+    # A constant default: PostgreSQL adds it without rewriting the queue.
+    op.add_column("signup_requests", sa.Column("source", sa.String(length=10), server_default="form", nullable=False))
+    op.create_index("ix_subscribers_language", "subscribers", ["language", "id"], unique=False)
 
 
 def downgrade() -> None:
+    op.drop_index("ix_subscribers_language", table_name="subscribers")
+    op.drop_column("signup_requests", "source")
+    op.drop_column("subscribers", "source")
+    op.drop_column("subscribers", "language")
     op.drop_index("ix_bulk_jobs_open", table_name="bulk_jobs")
     op.drop_table("bulk_jobs")
