@@ -341,3 +341,15 @@ def test_postgres_serves_the_search_from_the_trigram_indexes(pg_database_url: st
         engine.dispose()
     assert "ix_subscribers_email_trgm" in plan and "ix_subscribers_name_trgm" in plan, plan
     assert "Seq Scan" not in plan, plan
+
+
+def test_the_language_filter_round_trips_and_refuses_an_unknown_code() -> None:
+    from urllib.parse import parse_qsl
+
+    chosen = parse_filter({"language": " DE "})
+    assert chosen == SubscriberFilter(language="de") and chosen.query_string() == "language=de"
+    assert parse_filter(dict(parse_qsl(chosen.query_string()))) == chosen
+    assert parse_filter({"language": "none"}).language == "none"
+    with pytest.raises(DirectoryError) as refused:
+        parse_filter({"language": "klingon"})
+    assert set(refused.value.fields) == {"language"}

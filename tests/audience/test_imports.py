@@ -240,3 +240,19 @@ def test_an_import_tag_that_is_no_tag_is_one_error(sessions: sessionmaker[Sessio
         _import(sessions, tmp_path, "email\nann@example.org\n", clock, mode="confirmed", consent="yes", tag="a\x07b")
     with sessions.begin() as session:
         assert session.scalar(select(func.count()).select_from(Subscriber)) == 0
+
+
+def test_the_language_column_is_kept_and_the_import_named_as_the_source(sessions: sessionmaker[Session], tmp_path: Path, clock: ManualClock) -> None:
+    with sessions.begin() as session:
+        get_or_create_subscriber(session, "known@example.org", name="Kim", now=clock.now(), language="en", source="form")
+        get_or_create_subscriber(session, "same@example.org", name="Sam", now=clock.now(), language="de")
+    content = "email,name,language\nnew@example.org,Neu,DE\nknown@example.org,Kim,fr\nsame@example.org,Sam,de\nbare@example.org,,\n"
+    import_id, counts = _import(sessions, tmp_path, content, clock, mode="confirmed", consent="they asked at our stand")
+    assert (counts["accepted"], counts["updated"], counts["unchanged"]) == (2, 1, 1)
+    assert _report(sessions, import_id)[3] == ("known@example.org", "updated", "new language")
+    with sessions() as session:
+        people = {row.email: (row.language, row.source) for row in session.scalars(select(Subscriber))}
+    assert people == {
+        "new@example.org": ("de", f"import:{import_id}"), "bare@example.org": (None, f"import:{import_id}"),
+        "known@example.org": ("fr", "form"), "same@example.org": ("de", None),  # a known one keeps their source
+    }  # fmt: skip
