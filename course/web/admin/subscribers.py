@@ -99,7 +99,7 @@ def _list_page(
         site, request, "subscribers.html", actor=actor, status=status, form=params, chosen=chosen, page=page,
         matched=matched, error=error, fields=fields, done=_done_message(request.query_params.get("done", "")[:60]),
         filter_query=chosen.query_string(), first_page=not params["cursor"], can_edit=actor.may("editor"),  # type: ignore[arg-type]
-        bulk_actions=BULK_ACTIONS, **_choices(site),
+        bulk_actions=BULK_ACTIONS, bulk_inline_limit=site.settings.bulk_inline_limit, **_choices(site),
     )  # fmt: skip
 
 

@@ -55,6 +55,7 @@ def test_a_large_bulk_action_becomes_a_job_with_a_self_refreshing_page(
     _readers(web_stack)
     make_admin(web_stack.sessions, "editor@example.org", AdminRole.EDITOR, now=web_stack.clock.now())
     sign_in(client, "editor@example.org")
+    assert "More than 10: it runs in the background" in client.get("/admin/subscribers?q=bulk").text
     token = csrf_of(client, "/admin/subscribers?q=bulk")
     form = {"csrf_token": token, "q": "bulk", "action": "tag-add", "value": "spring"}
     answer = client.post("/admin/subscribers/bulk", data=form, follow_redirects=False)
