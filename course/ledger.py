@@ -46,6 +46,7 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     ColumnElement,
+    Date,
     Integer,
     Select,
     SmallInteger,
@@ -63,6 +64,7 @@ from sqlalchemy import (
     or_,
     select,
     text,
+    union_all,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -71,6 +73,7 @@ from sqlalchemy.engine import Connection, Row
 from sqlalchemy.orm import Session, aliased
 from sqlalchemy.sql.expression import Executable
 
+from course import counters
 from course.models import (
     CLAIMABLE_DELIVERY_STATES,
     IN_FLIGHT_DELIVERY_STATES,
@@ -95,6 +98,7 @@ from course.models import (
     SubscriberEventKind,
     SubscriberStatus,
     UTCDateTime,
+    subscriber_rows,
 )
 
 
@@ -272,7 +276,7 @@ def cancel_subscriber_rows(session: Session, subscriber_ids: Sequence[int]) -> i
     if not subscriber_ids:
         return 0
     return _set_state(
-        session, Delivery.subscriber_id.in_(subscriber_ids), OPEN_DELIVERY_STATES, DeliveryState.CANCELLED
+        session, subscriber_rows(Delivery, lambda column: column.in_(subscriber_ids)), OPEN_DELIVERY_STATES, DeliveryState.CANCELLED
     )
 
 
@@ -324,6 +328,7 @@ def suppress(session: Session, subscriber_ids: Sequence[int], *, now: datetime) 
             insert(SubscriberEvent),
             [dict(subscriber_id=subscriber_id, kind=SubscriberEventKind.BOUNCED.value, occurred_at=now) for subscriber_id in newly],
         )
+        counters.add_one(session, counters.EVENTS, SubscriberEventKind.BOUNCED.value, now, len(newly))
     cancel_subscriber_rows(session, subscriber_ids)
 
 
@@ -334,7 +339,7 @@ def anonymise_subscriber_rows(session: Session, subscriber_ids: Sequence[int], *
     cancel_subscriber_rows(session, subscriber_ids)
     changed = session.execute(
         update(Delivery)
-        .where(Delivery.subscriber_id.in_(subscriber_ids))
+        .where(subscriber_rows(Delivery, lambda column: column.in_(subscriber_ids)))
         .values(last_error=None, test_address=None)
         .execution_options(synchronize_session=False)
     ).rowcount
@@ -568,12 +573,13 @@ def fail_exhausted_leases(
         _mark_sent(session, sorted(sent), now=now, message_ids=message_ids)
     failed = [delivery_id for delivery_id in exhausted if delivery_id not in sent]
     if failed:
-        session.execute(
+        given_up = session.execute(
             update(Delivery)
             .where(Delivery.id.in_(failed))
             .values(state=DeliveryState.FAILED, last_error="lease expired on every attempt (worker lost)")
             .execution_options(synchronize_session=False)
-        )
+        ).rowcount
+        counters.add_one(session, counters.DELIVERIES, DeliveryState.FAILED.value, now, int(given_up or 0))
     return len(failed)
 
 
@@ -954,7 +960,8 @@ def record(session: Session, outcome: Outcome, *, token: str, now: datetime, mes
         journal_epoch=None,
         **through,
     )
-    _update_each(
+    settled: dict[tuple[str, str, Any], int] = {}
+    settled[(counters.DELIVERIES, DeliveryState.FAILED.value, counters.utc_day(now))] = _update_each(
         session,
         token,
         [{"row_id": i, "error": reason[:1000]} for i, reason in outcome.failed],
@@ -963,7 +970,7 @@ def record(session: Session, outcome: Outcome, *, token: str, now: datetime, mes
         **through,
     )
     if outcome.bounced:
-        _update_each(
+        settled[(counters.DELIVERIES, DeliveryState.BOUNCED.value, counters.utc_day(now))] = _update_each(
             session,
             token,
             [{"row_id": i, "error": reason[:1000]} for i, _, reason in outcome.bounced],
@@ -971,6 +978,8 @@ def record(session: Session, outcome: Outcome, *, token: str, now: datetime, mes
             last_error=bindparam("error"),
             **through,
         )
+    counters.add(session, settled)
+    if outcome.bounced:
         suppress(session, sorted({s for _, s, _ in outcome.bounced}), now=now)
     for ids, state in (
         (outcome.cancelled, DeliveryState.CANCELLED),
@@ -990,8 +999,11 @@ def _mark_sent(
     session: Session, ids: Sequence[int], *guards: ColumnElement[bool], now: datetime, message_ids: MessageIds, **values: Any
 ) -> None:
     """Rows the relay accepted: sent, with their Message-ID, out of any lease; an enrollment with
-    nothing left to send is completed."""
-    session.execute(
+    nothing left to send is completed. The day's sent figure and each lesson's grow by the rows
+    this changed (course.counters): on PostgreSQL in the same statement (the UPDATE a CTE whose
+    RETURNING the counters' upsert groups), so counting costs the send path no round trip;
+    elsewhere read back from the UPDATE and added in a second statement."""
+    marked = (
         update(Delivery)
         .where(_ids_among(session, Delivery.id, ids), *guards)
         .values(
@@ -1003,17 +1015,37 @@ def _mark_sent(
             message_id=_message_id_sql(message_ids, ids),
             **values,
         )
-        .execution_options(synchronize_session=False)
+        .returning(Delivery.lesson_id)
     )
+    if session.get_bind().dialect.name == "postgresql":
+        sent = marked.cte("sent")
+        day = bindparam("counter_day", counters.utc_day(now), type_=Date)
+        shard = bindparam("counter_shard", counters.shard_of_this_thread(), type_=SmallInteger)
+        rows = union_all(
+            select(literal(counters.DELIVERIES), literal(DeliveryState.SENT.value), day, shard, func.count())
+            .select_from(sent)
+            .having(func.count() > 0),
+            select(literal(counters.LESSON_SENT), cast(sent.c.lesson_id, String), day, shard, func.count())
+            .where(sent.c.lesson_id.is_not(None))
+            .group_by(sent.c.lesson_id),
+        )
+        session.execute(counters.upsert_from(select(rows.subquery())), execution_options={"synchronize_session": False})
+    else:
+        lessons = session.execute(marked.execution_options(synchronize_session=False)).scalars().all()
+        counted = counters.tally(counters.DELIVERIES, [DeliveryState.SENT.value] * len(lessons), now)
+        counted.update(counters.tally(counters.LESSON_SENT, [lesson for lesson in lessons if lesson is not None], now))
+        counters.add(session, counted)
     _complete_finished_enrollments(session, ids, now=now)
 
 
-def _update_each(session: Session, token: str, params: list[dict[str, Any]], **values: Any) -> None:
+def _update_each(session: Session, token: str, params: list[dict[str, Any]], **values: Any) -> int:
+    """One guarded UPDATE per parameter set; returns how many rows it changed (a row whose lease
+    was lost is not)."""
     if not params:
-        return
+        return 0
     # Through the Core connection: Session.execute with a list of parameter sets would turn this into
     # an ORM "bulk UPDATE by primary key", which refuses parameter sets without an "id" key.
-    session.connection().execute(
+    return int(session.connection().execute(
         update(Delivery)
         .where(
             Delivery.id == bindparam("row_id"),
@@ -1022,7 +1054,7 @@ def _update_each(session: Session, token: str, params: list[dict[str, Any]], **v
         )
         .values(lease_token=None, lease_expires_at=None, **values),
         params,
-    )
+    ).rowcount)
 
 
 def _complete_finished_enrollments(session: Session, sent_ids: Sequence[int], *, now: datetime) -> None:
@@ -1195,4 +1227,8 @@ def insert_lesson_rows(
         created_at=literal(now, UTCDateTime()),
     )
     statement = insert(Delivery).from_select(columns, rows).execution_options(preserve_rowcount=True)
-    return session.execute(statement).rowcount
+    written = int(session.execute(statement).rowcount)
+    if sent:  # history the counters must know of, as if each row had been sent at its due time
+        day = counters.utc_day(due_at)
+        counters.add(session, {(counters.DELIVERIES, DeliveryState.SENT.value, day): written, (counters.LESSON_SENT, str(lesson_id), day): written})
+    return written

@@ -9,13 +9,15 @@ defined here once for every module; only course.ledger writes delivery rows."""
 from __future__ import annotations
 
 import enum
-from datetime import datetime, time, timezone
+from collections.abc import Callable
+from datetime import date, datetime, time, timezone
 from typing import Any
 
 from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    Date,
     DateTime,
     ForeignKey,
     Index,
@@ -26,7 +28,9 @@ from sqlalchemy import (
     Time,
     TypeDecorator,
     UniqueConstraint,
+    and_,
     func,
+    or_,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -216,6 +220,21 @@ class SubscriberEvent(Base):
     detail: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 
+class Counter(Base):
+    """Figures kept up to date in the transaction that changes what they count (course.counters
+    writes them): events of the subscriber record per kind and day, delivery rows settled per
+    state and day, lesson rows sent per lesson and day. A figure is the sum of its shards: writers
+    in different processes and threads add to different rows, so they do not queue on one row lock."""
+
+    __tablename__ = "counters"
+
+    scope: Mapped[str] = mapped_column(String(32), primary_key=True)  # events, deliveries, lesson_sent
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)  # an event kind, a state, a lesson id
+    day: Mapped[date] = mapped_column(Date, primary_key=True)  # UTC
+    shard: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    value: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
 class SubscriberTag(Base):
     __tablename__ = "subscriber_tags"
     __table_args__ = (Index("ix_subscriber_tags_tag", "tag", "subscriber_id"),)
@@ -304,7 +323,11 @@ class CourseArticle(Base):
 
 class Enrollment(Base):
     __tablename__ = "enrollments"
-    __table_args__ = (UniqueConstraint("subscriber_id", "course_id"),)
+    __table_args__ = (
+        UniqueConstraint("subscriber_id", "course_id"),
+        # A course's readers by state as an index-only scan (the unique key leads on the reader) (0022).
+        Index("ix_enrollments_course_status", "course_id", "status"),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscribers.id", ondelete="CASCADE"))
@@ -406,6 +429,34 @@ class Delivery(Base):
             postgresql_where=text("campaign_id IS NOT NULL"),
             sqlite_where=text("campaign_id IS NOT NULL"),
         ),
+        # A course's next sends (its open lesson rows per lesson) and a lesson's open rows when it
+        # changes: nothing else leads on lesson_id (uq_deliveries_subscriber_lesson leads on the
+        # subscriber). Open rows only: a row gets an entry when it is inserted and when it is
+        # claimed, none when it is taken over or settled, so the send path pays two index
+        # insertions a lesson row, not four, and sent history costs nothing (0022).
+        Index(
+            "ix_deliveries_lesson_open",
+            "lesson_id",
+            "state",
+            postgresql_where=text("lesson_id IS NOT NULL AND " + in_states_sql(OPEN_DELIVERY_STATES)),
+            sqlite_where=text("lesson_id IS NOT NULL AND " + in_states_sql(OPEN_DELIVERY_STATES)),
+        ),
+        # A reader's rows that are neither a lesson's nor a campaign's (account mail, test sends):
+        # with the two unique indexes above, every row of a subscriber is reached through an index
+        # (subscriber_rows below) and lesson and campaign rows, the bulk, never enter this one (0023).
+        Index(
+            "ix_deliveries_subscriber_other",
+            "subscriber_id",
+            postgresql_where=text("lesson_id IS NULL AND campaign_id IS NULL"),
+            sqlite_where=text("lesson_id IS NULL AND campaign_id IS NULL"),
+        ),
+        # What needs attention: rows given up on. Few at any time, so the index is tiny (0023).
+        Index(
+            "ix_deliveries_failed",
+            "due_at",
+            postgresql_where=text("state = 'failed'"),
+            sqlite_where=text("state = 'failed'"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -443,6 +494,20 @@ class Delivery(Base):
     journal_epoch: Mapped[str | None] = mapped_column(String(32))
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+def subscriber_rows(columns: Any, matches: Callable[[Any], Any]) -> Any:
+    """The delivery rows whose subscriber_id `matches` (a condition built on the column given), as
+    three arms the planner serves with one index each: uq_deliveries_subscriber_lesson,
+    uq_deliveries_subscriber_campaign and ix_deliveries_subscriber_other (a BitmapOr). Plain
+    `subscriber_id = :id` matches no index's predicate and reads every row of the ledger.
+    `columns` is Delivery or a Core table's columns (Delivery.__table__.c, an alias's)."""
+    who = matches(columns.subscriber_id)
+    return or_(
+        and_(who, columns.lesson_id.is_not(None)),
+        and_(who, columns.campaign_id.is_not(None)),
+        and_(who, columns.lesson_id.is_(None), columns.campaign_id.is_(None)),
+    )
 
 
 class CampaignTestSend(Base):

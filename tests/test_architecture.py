@@ -27,7 +27,7 @@ PACKAGES = ("course", "worker")
 # Prefixes are matched longest first; "course" alone is the package's __init__.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("base", ("course", "course.settings", "course.clock", "course.db", "course.models", "course.schema", "course.migrations")),
-    ("ledger", ("course.ledger", "course.ratelimit")),
+    ("ledger", ("course.ledger", "course.ratelimit", "course.counters")),
     # Watching the ledger (read-only): the audit, heartbeats and metrics, used by delivery, web and cli.
     ("ops", ("course.ops",)),
     ("accounts", ("course.accounts",)),  # admin accounts: models, ratelimit and settings only

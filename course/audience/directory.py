@@ -20,7 +20,7 @@ from datetime import date, datetime, time, timedelta, timezone
 from typing import Any, Mapping
 from urllib.parse import urlencode
 
-from sqlalchemy import ColumnElement, Select, delete, exists, func, literal, or_, select, true, update
+from sqlalchemy import ColumnElement, Select, delete, exists, func, literal, or_, select, text, true, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -42,6 +42,7 @@ from course.models import (
     SubscriberEventKind,
     SubscriberStatus,
     SubscriberTag,
+    subscriber_rows,
 )
 
 PAGE_SIZE = 50
@@ -266,8 +267,19 @@ def list_subscribers(session: Session, chosen: SubscriberFilter, *, cursor: int 
     )
 
 
-def count_matching(session: Session, chosen: SubscriberFilter) -> int:
-    return session.scalar(select(func.count()).select_from(matching_ids(chosen).subquery())) or 0
+# The list page counts a filter's matches up to this many and then says "more than": an exact count
+# of most of a million readers reads most of a million rows (0.3-0.8 s at 1M on this machine), and
+# past BULK_INLINE_LIMIT the exact figure changes nothing the admin can do on the page.
+LIST_COUNT_CAP = 100_000
+
+
+def count_matching(session: Session, chosen: SubscriberFilter, *, at_most: int | None = None) -> int:
+    """How many subscribers the filter matches; with `at_most`, counting stops past it (the result
+    is then at_most + 1: "more than at_most")."""
+    ids = matching_ids(chosen)
+    if at_most is not None:
+        ids = ids.limit(at_most + 1)
+    return session.scalar(select(func.count()).select_from(ids.subquery())) or 0
 
 
 # --- one subscriber ------------------------------------------------------------------------------
@@ -354,7 +366,7 @@ def _delivery_entries(session: Session, subscriber_id: int) -> list[TimelineEntr
         .outerjoin(Lesson, Lesson.id == Delivery.lesson_id)
         .outerjoin(Course, Course.id == Lesson.course_id)
         .outerjoin(Campaign, Campaign.id == Delivery.campaign_id)
-        .where(Delivery.subscriber_id == subscriber_id)
+        .where(subscriber_rows(Delivery, lambda column: column == subscriber_id))
     ).all()
     entries = []
     for kind, state, due_at, sent_at, last_error, template, attempts, lesson, position, course, campaign, subject in rows:
@@ -447,6 +459,24 @@ def admin_resubscribe(session: Session, subscriber_id: int, *, actor: str, reaso
     subscriber.unsubscribed_at = None
     subscriber.confirmed_at = subscriber.confirmed_at or now
     record_event(session, subscriber_id, SubscriberEventKind.RESUBSCRIBED, now=now, actor=actor, detail={"reason": reason})
+
+
+# Every tag name in use, in order, as a loose index scan: each step is one probe of
+# ix_subscriber_tags_tag for the next name after the last, so the cost is per tag name, not per
+# tagged subscriber (SELECT DISTINCT read all 1.1M rows of a million readers' tags: ~0.5 s).
+_TAG_NAMES = text(
+    """WITH RECURSIVE names(tag) AS (
+        SELECT min(tag) FROM subscriber_tags
+        UNION ALL
+        SELECT (SELECT min(tag) FROM subscriber_tags WHERE tag > names.tag) FROM names WHERE names.tag IS NOT NULL
+    )
+    SELECT tag FROM names WHERE tag IS NOT NULL LIMIT :limit"""
+)
+
+
+def tag_names(session: Session, *, limit: int = 500) -> list[str]:
+    """The tags in use, alphabetically (at most `limit`): the filter form's choices."""
+    return list(session.scalars(_TAG_NAMES, {"limit": limit}))
 
 
 def check_tag(raw: str) -> str:

@@ -17,8 +17,10 @@ from typing import Any
 
 from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import ColumnElement, Connection, Row, Select, bindparam, case, func, literal, select, update
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
+from course import counters
 from course.ledger import (
     cancel_enrollment_rows,
     cancel_subscriber_rows,
@@ -32,6 +34,7 @@ from course.ledger import (
 from course.models import (
     FINISHED_DELIVERY_STATES,
     IN_FLIGHT_DELIVERY_STATES,
+    Counter,
     Course,
     Enrollment,
     EnrollmentStatus,
@@ -40,6 +43,7 @@ from course.models import (
     SubscriberEvent,
     SubscriberEventKind,
     SubscriberStatus,
+    subscriber_rows,
 )
 from course.audience.events import record_event
 from course.audience.schedule import lesson_due_times, next_send_slot, parse_timezone
@@ -326,7 +330,7 @@ def _unsubscribe_statement(cancelling: Cancelling, *, everything: bool) -> Selec
             .returning(subscribers.email)
             .cte("gone")
         )
-        cancelled = cancelling(lambda rows: rows.subscriber_id == bindparam("who")).cte("cancelled")
+        cancelled = cancelling(lambda rows: subscriber_rows(rows, lambda column: column == bindparam("who"))).cte("cancelled")
         email = select(gone.c.email).scalar_subquery()
     else:
         cancelled = cancelling(lambda rows: rows.enrollment_id.in_(select(stopped.c.id))).cte("cancelled")
@@ -341,8 +345,21 @@ def _unsubscribe_statement(cancelling: Cancelling, *, everything: bool) -> Selec
             select(subscribers.id, literal(SubscriberEventKind.UNSUBSCRIBED.value), bindparam("at", type_=events.c.occurred_at.type), detail)
             .where(subscribers.id == bindparam("who")),
         )
+        .returning(events.c.id)
         .cte("recorded")
     )
+    # ...and its counter, as course.counters.add does it (`day` and `shard` are parameters).
+    figures = Counter.__table__
+    count_it = postgresql.insert(figures).from_select(
+        ["scope", "key", "day", "shard", "value"],
+        select(
+            literal(counters.EVENTS), literal(SubscriberEventKind.UNSUBSCRIBED.value),
+            bindparam("day", type_=figures.c.day.type), bindparam("shard", type_=figures.c.shard.type), func.count(),
+        ).select_from(recorded).having(func.count() > 0),
+    )  # fmt: skip
+    counted = count_it.on_conflict_do_update(
+        index_elements=["scope", "key", "day", "shard"], set_={"value": figures.c.value + count_it.excluded.value}
+    ).cte("counted")
     # Every CTE runs to completion whether or not the outer SELECT reads it (PostgreSQL's rule for
     # data-modifying ones); add_cte makes sure `stopped` and `recorded` are in the statement when nothing names them.
     return select(
@@ -351,7 +368,7 @@ def _unsubscribe_statement(cancelling: Cancelling, *, everything: bool) -> Selec
         ids_that_were(EnrollmentStatus.ACTIVE),
         ids_that_were(EnrollmentStatus.PAUSED),
         was,
-    ).add_cte(stopped, recorded)
+    ).add_cte(stopped, recorded, counted)
 
 
 @dataclass(frozen=True)
@@ -429,7 +446,10 @@ def unsubscribe_in_one(
     three statements, COMMIT). Returns the subscriber's address, None when there is no such
     subscriber (then nothing changed), and what it stopped."""
     everything = course_id is None
-    parameters = {"who": subscriber_id, "at": now, **({"when": now} if everything else {"which_course": course_id})}
+    parameters = {
+        "who": subscriber_id, "at": now, "day": counters.utc_day(now), "shard": counters.shard_of_this_thread(),
+        **({"when": now} if everything else {"which_course": course_id}),
+    }  # fmt: skip
     email, _, active, paused, was = run_with_cancelling(
         connection, ("unsubscribe", everything), lambda cancelling: _unsubscribe_statement(cancelling, everything=everything), parameters
     )

@@ -4,7 +4,10 @@ transaction as the change it records, through these functions, so a change rolle
 event behind and no change goes unrecorded.
 
 Deliveries are not copied here: a timeline reads them from the ledger's rows (course.audience.directory).
-Bounces are written by course.ledger.suppress, which makes that change and cannot import this module."""
+Bounces are written by course.ledger.suppress, which makes that change and cannot import this module.
+
+Every event written here also adds to its kind's counter for the day (course.counters), in the same
+transaction: the dashboard reads those, not this table."""
 
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ from typing import Any
 from sqlalchemy import JSON, Select, String, insert, literal, select
 from sqlalchemy.orm import Session
 
+from course import counters
 from course.models import SubscriberEvent, SubscriberEventKind, UTCDateTime
 
 
@@ -34,6 +38,7 @@ def record_event(
             subscriber_id=subscriber_id, kind=str(SubscriberEventKind(kind)), occurred_at=now, actor=actor, detail=detail
         )
     )
+    counters.add_one(session, counters.EVENTS, str(SubscriberEventKind(kind)), now)
 
 
 def record_events(
@@ -55,6 +60,7 @@ def record_events(
             insert(SubscriberEvent),
             [dict(subscriber_id=subscriber_id, kind=kind, occurred_at=now, actor=actor, detail=detail) for subscriber_id in subscriber_ids],
         )
+        counters.add_one(session, counters.EVENTS, kind, now, len(subscriber_ids))
         return len(subscriber_ids)
     ids = subscriber_ids.subquery()
     source = select(
@@ -64,9 +70,15 @@ def record_events(
         literal(actor, String()),
         literal(detail, JSON()),
     )
-    return session.execute(
-        insert(SubscriberEvent).from_select(["subscriber_id", "kind", "occurred_at", "actor", "detail"], source)
-    ).rowcount
+    written = int(
+        session.execute(
+            insert(SubscriberEvent)
+            .from_select(["subscriber_id", "kind", "occurred_at", "actor", "detail"], source)
+            .execution_options(preserve_rowcount=True)  # else an ORM session's INSERT … SELECT reports -1
+        ).rowcount
+    )
+    counters.add_one(session, counters.EVENTS, kind, now, written)
+    return written
 
 
 def events_of(session: Session, subscriber_id: int) -> list[SubscriberEvent]:

@@ -343,6 +343,24 @@ def test_postgres_serves_the_search_from_the_trigram_indexes(pg_database_url: st
     assert "Seq Scan" not in plan, plan
 
 
+def test_a_capped_count_stops_past_the_cap_and_tag_names_come_from_the_index(sessions: sessionmaker[Session], clock: ManualClock) -> None:
+    """The list page's count says "more than" past its cap instead of counting a million rows; the
+    filter form's tag choices are read one index probe per name (a loose index scan)."""
+    from course.audience.directory import SubscriberFilter, count_matching, tag_names
+    from course.models import SubscriberTag
+
+    with sessions.begin() as session:
+        for n in range(5):
+            subscriber = get_or_create_subscriber(session, f"cap{n}@example.org", now=clock.now())
+            session.add_all([SubscriberTag(subscriber_id=subscriber.id, tag=tag) for tag in ("zeta", "alpha", "mid")[: n % 3 + 1]])
+    with sessions() as session:
+        assert count_matching(session, SubscriberFilter()) == 5
+        assert count_matching(session, SubscriberFilter(), at_most=2) == 3  # "more than 2"
+        assert count_matching(session, SubscriberFilter(), at_most=10) == 5
+        assert tag_names(session) == ["alpha", "mid", "zeta"]
+        assert tag_names(session, limit=2) == ["alpha", "mid"]
+
+
 def test_the_language_filter_round_trips_and_refuses_an_unknown_code() -> None:
     from urllib.parse import parse_qsl
 

@@ -34,7 +34,7 @@ def test_admin_create_prints_a_one_time_password_that_signs_in(tmp_path: Path) -
 
     settings = Settings(database_url=f"sqlite:///{tmp_path / 'course.db'}", var_dir=tmp_path / "var", base_url="http://testserver")
     with TestClient(create_app(settings), base_url="http://testserver") as browser:
-        assert sign_in(browser, "owner@example.org", password) == "/admin/campaigns"
+        assert sign_in(browser, "owner@example.org", password) == "/admin/dashboard"
         assert browser.get("/admin/campaigns", follow_redirects=False).headers["location"] == "/admin/account/password"
 
     listed = run(tmp_path, "admin", "list")

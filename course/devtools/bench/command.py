@@ -22,10 +22,10 @@ Progress = Callable[[str, int, int], None]
 
 def bench_command(
     scenario: Annotated[
-        str, typer.Option("--scenario", help="lesson-day, campaign, audience, web, mixed, import or throttled")
+        str, typer.Option("--scenario", help="lesson-day, campaign, audience, web, mixed, import, throttled or admin")
     ] = "lesson-day",
     subscribers: Annotated[
-        int | None, typer.Option("--subscribers", min=1, help="recipients (default 100,000; audience: 1,000,000)")
+        int | None, typer.Option("--subscribers", min=1, help="recipients (default 100,000; audience, import: 1,000,000)")
     ] = None,
     workers: Annotated[int, typer.Option("--workers", min=0, help="send worker processes (default: one per core)")] = 0,
     pool: Annotated[str, typer.Option("--pool", help="solo, prefork or threads")] = "solo",
@@ -35,8 +35,11 @@ def bench_command(
         bool, typer.Option("--keep-database", help="leave the database in place after the run")
     ] = False,
     runs: Annotated[
-        int, typer.Option("--runs", min=0, help="audience: timed runs of each shape (default 7); import: runs (default 3)")
+        int, typer.Option("--runs", min=0, help="audience: timed runs of each shape (default 7); import: runs (default 3); admin: of each page (default 20)")
     ] = 0,
+    reuse_database: Annotated[
+        bool, typer.Option("--reuse-database", help="admin: time a database an earlier run seeded and kept, unseeded")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
     seconds: Annotated[float, typer.Option("--seconds", min=1, help="web: seconds per endpoint and level")] = 10,
     connections: Annotated[
@@ -48,7 +51,8 @@ def bench_command(
     limit: Annotated[float, typer.Option("--limit", min=1, help="throttled: the provider's max_per_second")] = 200,
 ) -> None:
     """Measure the sending pipeline on real parts against smtp-source's ceiling on this machine,
-    (--scenario audience) the audience count against a plain count(*) of the active subscribers, or
+    (--scenario audience) the audience count against a plain count(*) of the active subscribers,
+    (--scenario admin) every admin page that reads the audience at N subscribers (p50, p95), or
     (--scenario web) the public web against a bare endpoint on the same server, or (--scenario mixed)
     how fast confirmation mails arrive during a signup burst while a campaign sends."""
     from rich.console import Console
@@ -85,6 +89,10 @@ def bench_command(
         try:
             if scenario == "audience":
                 report = run_audience_benchmark(config, show, runs=runs or 7)
+            elif scenario == "admin":
+                from course.devtools.bench.admin import run_admin_benchmark
+
+                report = run_admin_benchmark(config, show, runs=runs or 20, reuse=reuse_database)
             elif scenario == "import":
                 from course.devtools.bench.imports import run_import_benchmark
 
@@ -97,9 +105,10 @@ def bench_command(
     if as_json:
         sys.stdout.write(json.dumps(report, indent=2, default=str) + "\n")
     else:
+        from course.devtools.bench.admin import admin_table
         from course.devtools.bench.imports import import_table
 
-        tables = {"audience": audience_table, "import": import_table}
+        tables = {"audience": audience_table, "import": import_table, "admin": admin_table}
         Console(soft_wrap=True).print(tables.get(scenario, report_table)(report))
 
 

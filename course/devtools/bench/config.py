@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 # the public web (web.py) and a signup burst during a campaign (mixed.py).
 PIPELINE_SCENARIOS = ("lesson-day", "campaign")
 
-SCENARIOS = (*PIPELINE_SCENARIOS, "audience", "web", "mixed", "import", "throttled")
+SCENARIOS = (*PIPELINE_SCENARIOS, "audience", "web", "mixed", "import", "throttled", "admin")
 
 SMTP_SINK = "/usr/sbin/smtp-sink"
 

@@ -6,7 +6,7 @@ with its index in the list's keyset order) and subscribers.source (form, api, im
 cli): nullable with no default, so PostgreSQL adds them without rewriting the table.
 
 Revision ID: 0024
-Revises: 0021
+Revises: 0022
 Create Date: 2026-12-07 16:30:00
 """
 
@@ -17,7 +17,7 @@ from alembic import op
 
 
 revision: str = "0024"
-down_revision: str | None = "0021"
+down_revision: str | None = "0022"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -30,6 +30,7 @@ from course.web.security import CsrfTokens
 from course.web.site import Site, get_site
 
 SESSION_COOKIE = "course_admin"
+HOME_PATH = "/admin/dashboard"  # where /admin and a sign-in without a page to go back to land
 SESSION_COOKIE_PATH = "/admin"
 LOGIN_PATH = "/admin/login"
 PASSWORD_PATH = "/admin/account/password"
@@ -73,7 +74,7 @@ def safe_next(raw: str | None) -> str:
     """Only our own admin pages are places to go back to: never another host."""
     if raw and raw.startswith("/admin") and not raw.startswith("//") and "\\" not in raw and LOGIN_PATH not in raw:
         return raw
-    return "/admin/campaigns"
+    return HOME_PATH
 
 
 def limits_of(site: Site) -> AccountLimits:

@@ -12,7 +12,7 @@ from fastapi.responses import HTMLResponse, Response
 
 from course.accounts.store import AccountError, InvitationUnusable, accept_invitation, open_invitation, open_session
 from course.delivery.links import MAX_ID, InvalidLink, LinkPurpose
-from course.web.admin.auth import AdminPageError, SiteDep, check_csrf
+from course.web.admin.auth import HOME_PATH, AdminPageError, SiteDep, check_csrf
 from course.web.admin.views import admin_page, see_other, set_session_cookie
 from course.web.site import Site
 
@@ -84,6 +84,6 @@ def invitation_accept(
     except AccountError as exc:
         message = str(exc)
         return _form(site, request, email=email, role=role, status=422, error=f"{message[:1].upper()}{message[1:]}.")
-    response = see_other("/admin/campaigns")
+    response = see_other(HOME_PATH)
     set_session_cookie(site, response, session_token)
     return response

@@ -23,6 +23,7 @@ from course.accounts.store import (
 )
 from course.models import Admin
 from course.web.admin.auth import (
+    HOME_PATH,
     LOGIN_PATH,
     PASSWORD_PATH,
     SESSION_COOKIE,
@@ -74,7 +75,7 @@ def _login_form(site: Site, request: Request, *, next_path: str, email: str = ""
 @router.get("/admin", response_class=HTMLResponse)
 @router.get("/admin/", response_class=HTMLResponse)
 def admin_home() -> Response:
-    return see_other("/admin/campaigns")
+    return see_other(HOME_PATH)
 
 
 @router.get(LOGIN_PATH, response_class=HTMLResponse)

@@ -13,6 +13,7 @@ from sqlalchemy import select
 
 from course.audience.directory import (
     BULK_ACTIONS,
+    LIST_COUNT_CAP,
     STATUSES,
     NO_LANGUAGE,
     BulkResult,
@@ -21,6 +22,7 @@ from course.audience.directory import (
     admin_resubscribe,
     admin_unsubscribe,
     enrol_all,
+    tag_names,
     count_matching,
     list_subscribers,
     parse_cursor,
@@ -30,7 +32,7 @@ from course.audience.directory import (
     remove_tag,
 )
 from course.i18n import SUPPORTED_LANGUAGES
-from course.models import Course, Subscriber, SubscriberTag
+from course.models import Course, Subscriber
 from course.web.admin.bulk_jobs import run_bulk
 from course.web.admin.auth import Actor, AdminPageError, EditorPage, SiteDep, ViewerPage, check_csrf
 from course.web.admin.views import admin_page, see_other
@@ -47,7 +49,7 @@ def _choices(site: Site) -> dict[str, object]:
     with site.sessions.begin() as session:
         return {
             "courses": list(session.execute(select(Course.slug, Course.title).order_by(Course.title)).all()),
-            "tags": list(session.scalars(select(SubscriberTag.tag).distinct().order_by(SubscriberTag.tag).limit(500))),
+            "tags": tag_names(session, limit=500),
             "statuses": STATUSES,
             "languages": [*((code, LANGUAGE_NAMES.get(code, code)) for code in SUPPORTED_LANGUAGES), (NO_LANGUAGE, "Not known")],
         }
@@ -92,12 +94,12 @@ def _list_page(
         cursor = parse_cursor(params["cursor"])
         with site.sessions.begin() as session:
             page = list_subscribers(session, chosen, cursor=cursor)
-            matched = count_matching(session, chosen) if not chosen.is_everyone or cursor is None else None
+            matched = count_matching(session, chosen, at_most=LIST_COUNT_CAP) if not chosen.is_everyone or cursor is None else None
     except DirectoryError as exc:
         error, fields, status = error or str(exc), exc.fields, 400
     return admin_page(
         site, request, "subscribers.html", actor=actor, status=status, form=params, chosen=chosen, page=page,
-        matched=matched, error=error, fields=fields, done=_done_message(request.query_params.get("done", "")[:60]),
+        matched=matched, matched_more=matched is not None and matched > LIST_COUNT_CAP, count_cap=LIST_COUNT_CAP, error=error, fields=fields, done=_done_message(request.query_params.get("done", "")[:60]),
         filter_query=chosen.query_string(), first_page=not params["cursor"], can_edit=actor.may("editor"),  # type: ignore[arg-type]
         bulk_actions=BULK_ACTIONS, bulk_inline_limit=site.settings.bulk_inline_limit, **_choices(site),
     )  # fmt: skip

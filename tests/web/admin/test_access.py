@@ -84,7 +84,7 @@ def test_anonymous_and_too_low_roles_are_refused_everywhere(web_stack: WebStack,
     browsers = {}
     for role in AdminRole:
         browser = TestClient(client.app, base_url=TEST_BASE_URL)
-        assert sign_in(browser, f"{role}@example.org") == "/admin/campaigns"
+        assert sign_in(browser, f"{role}@example.org") == "/admin/dashboard"
         browsers[role] = browser
     with web_stack.sessions() as session:
         admins_before = session.scalar(select(func.count()).select_from(Admin))
@@ -123,7 +123,7 @@ def test_anonymous_and_too_low_roles_are_refused_everywhere(web_stack: WebStack,
 
 def test_every_admin_form_refuses_a_post_without_its_csrf_field(web_stack: WebStack, client: TestClient) -> None:
     make_admin(web_stack.sessions, "owner@example.org", AdminRole.OWNER, now=web_stack.clock.now())
-    assert sign_in(client, "owner@example.org") == "/admin/campaigns"
+    assert sign_in(client, "owner@example.org") == "/admin/dashboard"
     posts = [path for method, path, _ in admin_routes(client.app) if method == "POST" and not path.startswith("/api/")]
     assert len(posts) >= 8
     for path in posts:

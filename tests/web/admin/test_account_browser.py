@@ -43,7 +43,7 @@ def test_time_zone_from_the_browser_and_an_invitation_from_email_to_password_in_
             page.fill("#email", owner)
             page.fill("#password", PASSWORD)
             page.click("button[type=submit]")
-            expect(page.locator("h1")).to_have_text("Campaigns")
+            expect(page.locator("h1")).to_have_text("Dashboard")
             page.goto(f"{base}/admin/account")
             expect(page.locator("#time-zone")).to_have_value("Asia/Tokyo")  # adopted from the browser at sign-in
             last = page.locator(".page-head time")
@@ -76,7 +76,7 @@ def test_time_zone_from_the_browser_and_an_invitation_from_email_to_password_in_
             invited.fill("#password", "the invitee's own password")
             invited.fill("#repeat_password", "the invitee's own password")
             invited.click("text=Save password and sign in")
-            expect(invited.locator("h1")).to_have_text("Campaigns")
+            expect(invited.locator("h1")).to_have_text("Dashboard")
             expect(invited.locator(".who .email")).to_have_text(invitee)
             context.close()
     assert problems == [], "\n".join(problems)

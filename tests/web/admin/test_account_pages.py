@@ -182,13 +182,13 @@ def test_an_owner_invites_an_admin_by_email_whose_signed_link_works_once_and_lea
     short = browser.post(link.removeprefix(TEST_BASE_URL), data={"password": "short", "repeat_password": "short", "csrf_token": csrf_token_of(page.text)})
     assert short.status_code == 422 and "shorter than 12" in short.text
     browser, accepted = _accept(client, link)
-    assert accepted.status_code == 303 and accepted.headers["location"] == "/admin/campaigns"
+    assert accepted.status_code == 303 and accepted.headers["location"] == "/admin/dashboard"
     assert browser.get("/admin/campaigns", follow_redirects=False).status_code == 200  # signed in, no password change asked
     assert "New.Editor@example.org" in browser.get("/admin/account").text
     with web_stack.sessions() as session:
         assert session.scalar(select(Admin.role).where(Admin.email == "New.Editor@example.org")) == "editor"
     fresh = TestClient(client.app, base_url=TEST_BASE_URL)
-    assert sign_in(fresh, "new.editor@example.org", "a new admin's own password") == "/admin/campaigns"
+    assert sign_in(fresh, "new.editor@example.org", "a new admin's own password") == "/admin/dashboard"
 
     # It works once.
     used = _accept(client, link, "yet another password here")[1]

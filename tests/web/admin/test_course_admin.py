@@ -86,6 +86,25 @@ def test_the_funnel_after_a_course_run_matches_a_hand_count(web_stack: WebStack,
     assert "<th scope=\"row\">Enrolled</th><td class=\"num\">5</td>" in text
 
 
+def test_the_funnel_matches_the_hand_count_on_postgresql_too(pg_web_stack: WebStack) -> None:
+    """The same course run on PostgreSQL: "received lesson n" comes from the counters the ledger
+    keeps as it marks rows sent (course.counters), and matches the count of sent rows."""
+    from course.web.app import create_app
+    from tests.support.web_fixtures import TEST_BASE_URL
+
+    lessons = _run_the_course(pg_web_stack)
+    token = make_token(pg_web_stack.sessions, AdminRole.VIEWER, now=pg_web_stack.clock.now())
+    with TestClient(create_app(pg_web_stack.settings), base_url=TEST_BASE_URL) as client:
+        answer = client.get(f"/api/admin/courses/{COURSE_SLUG}/funnel", headers={"Authorization": f"Bearer {token}"})
+    assert answer.status_code == 200, answer.text
+    steps = {step["step"]: step["readers"] for step in answer.json()["steps"]}
+    assert steps == {
+        "enrolled": 5, "confirmed": 4, "received_1": 4,
+        **{f"received_{n}": 1 for n in range(2, lessons + 1)},
+        "finished": 1, "paused": 1, "unsubscribed_after_1": 1, "bounced": 1,
+    }  # fmt: skip
+
+
 def test_the_courses_page_and_api_show_schedule_readers_and_next_sends(web_stack: WebStack, client: TestClient) -> None:
     now = web_stack.clock.now()  # Monday 08:00 UTC
     with web_stack.sessions.begin() as session:

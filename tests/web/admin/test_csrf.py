@@ -28,7 +28,7 @@ def admin_count(stack: WebStack) -> int:
 
 def signed_in_owner(stack: WebStack, client: TestClient) -> None:
     make_admin(stack.sessions, "owner@example.org", AdminRole.OWNER, now=stack.clock.now())
-    assert sign_in(client, "owner@example.org") == "/admin/campaigns"
+    assert sign_in(client, "owner@example.org") == "/admin/dashboard"
 
 
 def test_a_planted_cookie_minted_for_an_anonymous_client_does_not_invite_an_owner(web_stack: WebStack, client: TestClient) -> None:

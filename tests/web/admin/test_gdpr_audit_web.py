@@ -21,7 +21,7 @@ def _reader(stack: WebStack, address: str = "ann@example.org") -> int:
 def test_owner_exports_and_erases_and_the_list_shows_it(web_stack: WebStack, client: TestClient) -> None:
     reader = _reader(web_stack)
     make_admin(web_stack.sessions, "owner@example.org", AdminRole.OWNER, now=web_stack.clock.now())
-    assert sign_in(client, "owner@example.org") == "/admin/campaigns"
+    assert sign_in(client, "owner@example.org") == "/admin/dashboard"
     data = client.get(f"/admin/subscribers/{reader}/export.json").json()
     assert data["profile"]["email"] == "ann@example.org"
     token = csrf_of(client, "/admin/suppressions")
@@ -71,7 +71,7 @@ def test_api_erase_export_and_audit_log(web_stack: WebStack, client: TestClient)
 def test_failed_sign_in_is_recorded_and_owners_read_the_page(web_stack: WebStack, client: TestClient) -> None:
     make_admin(web_stack.sessions, "owner@example.org", AdminRole.OWNER, now=web_stack.clock.now())
     assert sign_in(client, "owner@example.org", "wrong password") == "401"
-    assert sign_in(client, "owner@example.org") == "/admin/campaigns"
+    assert sign_in(client, "owner@example.org") == "/admin/dashboard"
     page = client.get("/admin/audit-log", params={"action": "sign-in.failed"})
     assert page.status_code == 200 and "sign-in.failed" in page.text and "testclient" in page.text
     assert "<code>sign-in</code>" not in page.text

@@ -19,7 +19,7 @@ LISTING = "email,name,colour\nann@example.org,Ann,red\nnot an address,Bob,\nann@
 
 def _editor(stack: WebStack, client: TestClient) -> TestClient:
     make_admin(stack.sessions, "editor@example.org", AdminRole.EDITOR, now=stack.clock.now())
-    assert sign_in(client, "editor@example.org") == "/admin/campaigns"
+    assert sign_in(client, "editor@example.org") == "/admin/dashboard"
     return client
 
 

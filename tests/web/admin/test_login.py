@@ -35,8 +35,8 @@ def test_sign_in_sets_a_locked_down_cookie_and_returns_to_the_page_asked_for(web
     assert "Secure" not in cookie  # http base URL in this test
     assert client.get("/admin/tokens").status_code == 200
     # Another host is never a place to go back to.
-    assert sign_in(client, "owner@example.org", next_path="https://evil.example/admin") == "/admin/campaigns"
-    assert sign_in(client, "owner@example.org", next_path="//evil.example/admin") == "/admin/campaigns"
+    assert sign_in(client, "owner@example.org", next_path="https://evil.example/admin") == "/admin/dashboard"
+    assert sign_in(client, "owner@example.org", next_path="//evil.example/admin") == "/admin/dashboard"
 
 
 def test_the_cookie_is_secure_when_the_site_is_https(web_stack: WebStack) -> None:
@@ -95,7 +95,7 @@ def test_a_one_time_password_must_be_replaced_before_anything_else(web_stack: We
     assert client.get("/admin/campaigns").status_code == 200
     fresh = TestClient(client.app, base_url=TEST_BASE_URL)
     assert sign_in(fresh, "ed@example.org") == "401"
-    assert sign_in(fresh, "ed@example.org", "my own new password") == "/admin/campaigns"
+    assert sign_in(fresh, "ed@example.org", "my own new password") == "/admin/dashboard"
 
 
 def test_authenticator_setup_then_sign_in_with_a_code(web_stack: WebStack, client: TestClient) -> None:

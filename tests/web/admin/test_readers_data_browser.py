@@ -44,7 +44,7 @@ def test_upload_report_erase_suppressions_and_audit_log_in_chromium(admin_live_s
             page.fill("#email", owner)
             page.fill("#password", PASSWORD)
             page.click("button[type=submit]")
-            expect(page.locator("h1")).to_have_text("Campaigns")
+            expect(page.locator("h1")).to_have_text("Dashboard")
             page.goto(f"{base}/admin/imports")
             visit("imports")
             listing = tmp_path / f"list-{label}.csv"

@@ -42,7 +42,7 @@ def test_a_session_survives_idle_seconds_and_the_one_time_password_can_be_replac
 ) -> None:
     admin_id = make_admin(web_stack.sessions, "owner@example.org", AdminRole.OWNER, now=datetime.now(timezone.utc))
     must_change_password(web_stack.sessions, admin_id)
-    assert sign_in(client, "owner@example.org") == "/admin/campaigns"
+    assert sign_in(client, "owner@example.org") == "/admin/dashboard"
     page = client.get("/admin/account/password")
     assert page.status_code == 200 and "new_password" in page.text
     time.sleep(1.5)  # 3.6 hours of the demo's calendar, far past the hour a session may idle
