@@ -160,6 +160,11 @@ class Subscriber(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     confirmed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     unsubscribed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The reader's language (course.i18n's codes): the course's at signup, an import's `language`
+    # column, the CLI's --language. NULL: not known.
+    language: Mapped[str | None] = mapped_column(String(8))
+    # Where the subscriber came from: form, api, import:<id>, admin, cli. NULL: before this was kept.
+    source: Mapped[str | None] = mapped_column(String(40))
 
     enrollments: Mapped[list[Enrollment]] = relationship(back_populates="subscriber")
 
@@ -174,6 +179,7 @@ Index("ix_subscribers_name_trgm", Subscriber.name, postgresql_using="gin", postg
 # The list's filters by signup date and by status, each read in the list's keyset order (id).
 Index("ix_subscribers_created_at", Subscriber.created_at, Subscriber.id)
 Index("ix_subscribers_status", Subscriber.status, Subscriber.id)
+Index("ix_subscribers_language", Subscriber.language, Subscriber.id)
 
 
 class SubscriberEventKind(enum.StrEnum):
@@ -621,6 +627,7 @@ class SignupRequest(Base):
     timezone: Mapped[str] = mapped_column(String(64), default="UTC")
     requested_at: Mapped[datetime] = mapped_column(UTCDateTime)
     handled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    source: Mapped[str] = mapped_column(String(10), default="form", server_default="form")  # form or api
     # The confirmation mail this signup caused, if any: its link names this row's details.
     confirm_delivery_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("deliveries.id", ondelete="CASCADE"))
 
@@ -827,3 +834,36 @@ class AuditEntry(Base):
     action: Mapped[str] = mapped_column(String(64))
     target: Mapped[str] = mapped_column(String(200), default="")
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class BulkJobState(enum.StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class BulkJob(Base):
+    """A bulk action over a filter's result too large to run in the request (course.audience.bulk_jobs):
+    the worker applies it in keyset batches of subscriber ids, `last_id` the highest one done, so a
+    re-run goes on after the last committed batch. `key` makes a repeated request the same job."""
+
+    __tablename__ = "bulk_jobs"
+    __table_args__ = (Index("ix_bulk_jobs_open", "state", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key: Mapped[str] = mapped_column(String(64), unique=True)
+    action: Mapped[str] = mapped_column(String(20))  # tag-add, tag-remove, enrol, unsubscribe
+    value: Mapped[str] = mapped_column(String(500), default="")  # the tag, course slug or reason
+    filter_query: Mapped[str] = mapped_column(Text, default="")  # SubscriberFilter.query_string()
+    state: Mapped[str] = mapped_column(String(10), default=BulkJobState.QUEUED)
+    total: Mapped[int] = mapped_column(Integer, default=0)  # matched when the job was started
+    done: Mapped[int] = mapped_column(Integer, default=0)  # subscribers gone through
+    changed: Mapped[int] = mapped_column(Integer, default=0)  # of which the action changed
+    last_id: Mapped[int] = mapped_column(BigInteger, default=0)  # keyset: ids up to this one are done
+    error: Mapped[str | None] = mapped_column(Text)
+    created_by: Mapped[str] = mapped_column(String(320))  # the admin's address or "API token 3"
+    admin_id: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

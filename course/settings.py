@@ -182,6 +182,11 @@ class Settings(BaseSettings):
     signup_interval_seconds: float = 1.0
     # How often beat polls the feeds of courses made from a blog's feed (a conditional GET each).
     feed_poll_interval_seconds: float = 3600.0
+    # A bulk action (tag, enrol, unsubscribe) over at most this many subscribers runs in the request;
+    # a larger one becomes a bulk job the worker applies in batches, polled this often.
+    bulk_inline_limit: int = 10_000
+    bulk_batch_size: int = 5000
+    bulk_job_interval_seconds: float = 2.0
     # Feeds given in the admin are fetched from public addresses only (no door into this network).
     feed_allow_private_hosts: bool = False
     dispatch_batch_size: int = 1000

@@ -33,4 +33,5 @@ import worker.maintenance  # noqa
 import worker.campaign_tasks  # noqa: E402,F401
 import worker.feed_tasks  # noqa: E402,F401
 import worker.bounce_tasks  # noqa: E402,F401
+import worker.bulk_tasks  # noqa: E402,F401
 import worker.observability  # noqa: E402,F401  (heartbeats and metrics, through Celery signals)

@@ -92,6 +92,12 @@ def celery_config(settings: Settings, broker_url: str) -> dict[str, Any]:
                 "schedule": settings.feed_poll_interval_seconds,
                 "options": {"expires": settings.feed_poll_interval_seconds},
             },
+            # Bulk actions too large for a request, in keyset batches (worker/bulk_tasks.py).
+            "run-bulk-jobs": {
+                "task": "course.bulk_jobs",
+                "schedule": settings.bulk_job_interval_seconds,
+                "options": {"expires": settings.bulk_job_interval_seconds * 2},
+            },
             # The IMAP bounce mailbox, when one is configured (worker/bounce_tasks.py).
             "poll-bounce-mailbox": {
                 "task": "course.poll_bounces",

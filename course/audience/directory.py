@@ -28,6 +28,7 @@ from course.audience.enrollment import enroll, unsubscribe
 from course.audience.events import events_of, record_event, record_events
 from course.audience.preferences import EnrollmentView, enrollment_views
 from course.audience.schedule import parse_timezone
+from course.i18n import SUPPORTED_LANGUAGES
 from course.ledger import cancel_subscriber_rows
 from course.models import (
     Campaign,
@@ -49,12 +50,13 @@ MAX_PAGE_SIZE = 500
 MAX_QUERY_CHARS = 200
 MAX_TAG_CHARS = 64
 MAX_REASON_CHARS = 500
-# A bulk action is run in the request up to this many subscribers; a larger one is refused with
-# the advice to narrow the filter (running it as a task with progress is not built yet).
+# A bulk action is run in the request up to this many subscribers (settings.bulk_inline_limit); a
+# larger one is refused here and run as a bulk job by the worker (course.audience.bulk_jobs).
 BULK_INLINE_LIMIT = 10_000
 # Never resubscribed, whatever the reason given: they asked not to be mailed, in the strongest terms.
 NEVER_RESUBSCRIBED = (SubscriberStatus.COMPLAINED, SubscriberStatus.ERASED)
 STATUSES = tuple(status.value for status in SubscriberStatus)
+NO_LANGUAGE = "none"  # the language filter's value for subscribers whose language is not known
 
 
 class DirectoryError(ValueError):
@@ -77,6 +79,7 @@ class SubscriberFilter:
     signed_up_from: date | None = None
     signed_up_to: date | None = None  # inclusive
     timezone: str = ""
+    language: str = ""  # a language code (course.i18n), or "none": not known
 
     def query_string(self, **extra: str) -> str:
         """This filter as the query of a bookmarkable URL (the empty fields left out)."""
@@ -85,7 +88,7 @@ class SubscriberFilter:
             "lesson": str(self.lesson) if self.lesson else "",
             "from": self.signed_up_from.isoformat() if self.signed_up_from else "",
             "to": self.signed_up_to.isoformat() if self.signed_up_to else "",
-            "timezone": self.timezone, **extra,
+            "timezone": self.timezone, "language": self.language, **extra,
         }  # fmt: skip
         return urlencode({name: value for name, value in values.items() if value})
 
@@ -105,7 +108,7 @@ def _date(raw: str, name: str, errors: dict[str, str]) -> date | None:
 
 
 def parse_filter(params: Mapping[str, str]) -> SubscriberFilter:
-    """A filter from query parameters (q, status, tag, course, lesson, from, to, timezone); raises
+    """A filter from query parameters (q, status, tag, course, lesson, from, to, timezone, language); raises
     DirectoryError with a message per bad field. Pure: known courses and tags are not checked here
     (an unknown one matches nobody, as a search would)."""
     errors: dict[str, str] = {}
@@ -137,11 +140,14 @@ def parse_filter(params: Mapping[str, str]) -> SubscriberFilter:
             zone = parse_timezone(zone).key
         except ValueError:
             errors["timezone"] = f"unknown time zone {zone[:64]!r}"
+    language = params.get("language", "").strip().lower()
+    if language and language not in (*SUPPORTED_LANGUAGES, NO_LANGUAGE):
+        errors["language"] = f"unknown language {language[:20]!r}: one of {', '.join(SUPPORTED_LANGUAGES)} or {NO_LANGUAGE}"
     if errors:
         raise DirectoryError("; ".join(f"{name}: {message}" for name, message in errors.items()), fields=errors)
     return SubscriberFilter(
         q=q, status=status, tag=tag, course=course, lesson=lesson, signed_up_from=signed_up_from,
-        signed_up_to=signed_up_to, timezone=zone,
+        signed_up_to=signed_up_to, timezone=zone, language=language,
     )  # fmt: skip
 
 
@@ -197,6 +203,10 @@ def filter_conditions(chosen: SubscriberFilter) -> list[ColumnElement[bool]]:
         conditions.append(Subscriber.created_at < _midnight(chosen.signed_up_to + timedelta(days=1)))
     if chosen.timezone:
         conditions.append(Subscriber.timezone == chosen.timezone)
+    if chosen.language == NO_LANGUAGE:
+        conditions.append(Subscriber.language.is_(None))
+    elif chosen.language:
+        conditions.append(Subscriber.language == chosen.language)
     return conditions
 
 
@@ -217,6 +227,7 @@ class SubscriberListing:
     timezone: str
     created_at: datetime
     tags: tuple[str, ...]
+    language: str | None = None
 
 
 @dataclass(frozen=True)
@@ -248,7 +259,7 @@ def list_subscribers(session: Session, chosen: SubscriberFilter, *, cursor: int 
         subscribers=[
             SubscriberListing(
                 id=row.id, email=row.email, name=row.name, status=row.status, timezone=row.timezone,
-                created_at=row.created_at, tags=tuple(tags.get(row.id, ())),
+                created_at=row.created_at, tags=tuple(tags.get(row.id, ())), language=row.language,
             )  # fmt: skip
             for row in rows
         ],
@@ -298,6 +309,8 @@ class SubscriberDetail:
     tags: tuple[str, ...]
     enrollments: list[EnrollmentView]
     timeline: list[TimelineEntry]  # oldest first
+    language: str | None = None
+    source: str | None = None  # form, api, import:<id>, admin, cli
 
     @property
     def may_resubscribe(self) -> bool:
@@ -389,7 +402,8 @@ def subscriber_detail(session: Session, subscriber_id: int) -> SubscriberDetail 
     return SubscriberDetail(
         id=subscriber.id, email=subscriber.email, name=subscriber.name, status=subscriber.status, timezone=subscriber.timezone,
         created_at=subscriber.created_at, confirmed_at=subscriber.confirmed_at, unsubscribed_at=subscriber.unsubscribed_at,
-        tags=tags, enrollments=enrollment_views(session, subscriber), timeline=timeline,
+        tags=tags, enrollments=enrollment_views(session, subscriber), timeline=timeline, language=subscriber.language,
+        source=subscriber.source,
     )  # fmt: skip
 
 
@@ -407,6 +421,11 @@ def _reason(raw: str, *, required: bool) -> str:
     if len(reason) > MAX_REASON_CHARS:
         raise DirectoryError(f"a reason is at most {MAX_REASON_CHARS} characters", fields={"reason": "too long"})
     return reason
+
+
+def reason_text(raw: str) -> str:
+    """An optional reason (an unsubscribe's), normalised, or DirectoryError when too long."""
+    return _reason(raw, required=False)
 
 
 def _subscriber(session: Session, subscriber_id: int) -> Subscriber:
@@ -556,6 +575,14 @@ def unsubscribe_all(session: Session, ids: Select[Any], *, actor: str, reason: s
 BULK_ACTIONS = ("tag-add", "tag-remove", "enrol", "unsubscribe")
 
 
+class TooManyForInline(DirectoryError):
+    """The filter matches more subscribers than a request runs: start a bulk job instead."""
+
+    def __init__(self, matched: int, limit: int) -> None:
+        super().__init__(f"this filter matches {matched:,} subscribers; a bulk action in the request takes at most {limit:,}")
+        self.matched = matched
+
+
 @dataclass(frozen=True)
 class BulkResult:
     action: str
@@ -564,17 +591,17 @@ class BulkResult:
 
 
 def bulk_action(
-    session: Session, chosen: SubscriberFilter, action: str, *, value: str = "", actor: str, now: datetime
+    session: Session, chosen: SubscriberFilter, action: str, *, value: str = "", actor: str, now: datetime,
+    limit: int = BULK_INLINE_LIMIT,
 ) -> BulkResult:
     """Apply one action to every subscriber the filter matches (see the module's step 4). `value`
-    is the tag, the course slug, or the unsubscribe's reason."""
+    is the tag, the course slug, or the unsubscribe's reason. Over `limit` subscribers:
+    TooManyForInline, and nothing is done."""
     if action not in BULK_ACTIONS:
         raise DirectoryError(f"unknown bulk action {action[:40]!r}: one of {', '.join(BULK_ACTIONS)}", fields={"action": "unknown"})
     matched = count_matching(session, chosen)
-    if matched > BULK_INLINE_LIMIT:
-        raise DirectoryError(
-            f"this filter matches {matched:,} subscribers; a bulk action takes at most {BULK_INLINE_LIMIT:,} at a time: narrow the filter"
-        )
+    if matched > limit:
+        raise TooManyForInline(matched, limit)
     ids = matching_ids(chosen)
     if action == "tag-add":
         changed = add_tag(session, ids, value, actor=actor, now=now)

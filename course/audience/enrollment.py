@@ -145,7 +145,11 @@ def get_or_create_subscriber(
     timezone_name: str = "UTC",
     now: datetime,
     status: SubscriberStatus = SubscriberStatus.ACTIVE,
+    language: str | None = None,
+    source: str | None = None,
 ) -> Subscriber:
+    """The subscriber with this address, or a new one (`language` and `source` are a new one's:
+    see Subscriber.language and .source)."""
     address = normalize_email(email)
     zone = parse_timezone(timezone_name)
     subscriber = find_subscriber(session, address)
@@ -157,6 +161,8 @@ def get_or_create_subscriber(
             status=status,
             created_at=now,
             confirmed_at=now if status == SubscriberStatus.ACTIVE else None,
+            language=language,
+            source=source,
         )
         session.add(subscriber)
         session.flush()

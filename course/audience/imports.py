@@ -7,7 +7,7 @@ The whole import is one transaction, so a file is imported entirely or not at al
 2. One set-based merge then decides every row at once, in SQL: a repeated address is merged into
    its last line (duplicate); an address on the suppression list, or of a subscriber who bounced,
    complained, unsubscribed or was erased, is skipped (suppressed); a known subscriber whose name,
-   time zone or tags change is updated, else unchanged; a new address is inserted (accepted),
+   time zone, language or tags change is updated, else unchanged; a new address is inserted (accepted),
    pending in opt-in mode and active in confirmed mode.
 3. Tags are added, and with a course: opt-in mode gives each reader not yet in it a pending
    enrollment and a confirmation mail through the ledger (bulk priority: throttled like any other
@@ -127,7 +127,7 @@ def run_import(
     if progress.rows == 0:
         raise ImportFileError("the file has a header but no rows")
     status = SubscriberStatus.ACTIVE if options.mode == "confirmed" else SubscriberStatus.PENDING
-    _merge(session, status=status, now=now, extra_tag=extra_tag)
+    _merge(session, status=status, now=now, extra_tag=extra_tag, source=f"import:{record.id}")
     if course is not None:
         _enroll(session, course, mode=options.mode, now=now)
     session.execute(
@@ -154,7 +154,7 @@ def _create_staging(session: Session) -> None:
     session.execute(
         text(
             "CREATE TEMPORARY TABLE import_staging (line integer NOT NULL, email text NOT NULL, email_key text, "
-            f"address_hash text, name text, timezone text, created_at {moment}, outcome text, reason text NOT NULL, "
+            f"address_hash text, name text, timezone text, language text, created_at {moment}, outcome text, reason text NOT NULL, "
             "subscriber_id bigint)"
         )
     )
@@ -165,16 +165,16 @@ def _staging_values(rows: Iterable[CheckedRow], secret: str) -> Iterator[tuple[t
     address_hash = address_hasher(secret)
     for row in rows:
         if row.problem:
-            yield (row.line, row.email, None, None, None, None, None, ImportRowOutcome.REJECTED.value, row.problem), []
+            yield (row.line, row.email, None, None, None, None, None, None, ImportRowOutcome.REJECTED.value, row.problem), []
         else:
             values = (
-                row.line, row.email, row.email_key, address_hash(row.email), row.name, row.timezone,
+                row.line, row.email, row.email_key, address_hash(row.email), row.name, row.timezone, row.language,
                 row.created_at, None, "",
             )  # fmt: skip
             yield values, [(row.line, tag) for tag in row.tags]
 
 
-STAGING_COLUMNS = "line, email, email_key, address_hash, name, timezone, created_at, outcome, reason"
+STAGING_COLUMNS = "line, email, email_key, address_hash, name, timezone, language, created_at, outcome, reason"
 
 
 def _fill_staging(session: Session, rows: Iterable[CheckedRow], *, secret: str, on_progress: Callable[[], Any]) -> None:
@@ -221,7 +221,7 @@ def _fill_staging(session: Session, rows: Iterable[CheckedRow], *, secret: str, 
         session.execute(text("ANALYZE import_staging_tags"))
 
 
-def _merge(session: Session, *, status: SubscriberStatus, now: datetime, extra_tag: str | None) -> None:
+def _merge(session: Session, *, status: SubscriberStatus, now: datetime, extra_tag: str | None, source: str) -> None:
     """The set-based merge (the module's step 2). At a million rows every pass that rewrites the
     staging table costs seconds, so the outcome of every row is decided by one query into a new
     table (import_decided); the statements after it each touch only the rows they concern."""
@@ -229,7 +229,7 @@ def _merge(session: Session, *, status: SubscriberStatus, now: datetime, extra_t
     run = lambda sql, **params: session.execute(text(sql), params)  # noqa: E731
     # Merged duplicates: what the kept (last) line leaves empty comes from the latest earlier line
     # of the same address that gives it. Touches only the addresses written more than once.
-    for column in ("name", "timezone"):
+    for column in ("name", "timezone", "language"):
         run(
             f"UPDATE import_staging SET {column} = (SELECT d.{column} FROM import_staging AS d "
             "WHERE d.email_key = import_staging.email_key AND d.outcome IS NULL AND d.line < import_staging.line "
@@ -240,6 +240,7 @@ def _merge(session: Session, *, status: SubscriberStatus, now: datetime, extra_t
     left = ", ".join(repr(str(state)) for state in SUPPRESSED_STATUSES)
     changed_name = "(st.name <> '' AND st.name <> s.name)"
     changed_zone = "(st.timezone <> '' AND st.timezone <> s.timezone)"
+    changed_language = "(st.language <> '' AND (s.language IS NULL OR st.language <> s.language))"
     new_tag = (
         "EXISTS (SELECT 1 FROM import_staging_tags AS t WHERE t.line = st.line AND NOT EXISTS "
         "(SELECT 1 FROM subscriber_tags AS x WHERE x.subscriber_id = s.id AND x.tag = t.tag))"
@@ -253,15 +254,15 @@ def _merge(session: Session, *, status: SubscriberStatus, now: datetime, extra_t
     new_id = "nextval(pg_get_serial_sequence('subscribers', 'id'))" if postgres else "NULL"
     run(
         "CREATE TEMPORARY TABLE import_decided AS "
-        "SELECT line, email, email_key, name, timezone, created_at, outcome, reason, "
+        "SELECT line, email, email_key, name, timezone, language, created_at, outcome, reason, "
         f"CASE WHEN outcome = 'accepted' THEN {new_id} ELSE known_id END AS subscriber_id FROM ("
-        "SELECT st.line, st.email, st.email_key, st.name, st.timezone, st.created_at, CASE "
+        "SELECT st.line, st.email, st.email_key, st.name, st.timezone, st.language, st.created_at, CASE "
         "WHEN st.outcome IS NOT NULL THEN st.outcome "
         "WHEN st.line < kept.last_line THEN 'duplicate' "
         "WHEN sp.reason IS NOT NULL THEN 'suppressed' "
         "WHEN s.id IS NULL THEN 'accepted' "
         f"WHEN s.status IN ({left}) THEN 'suppressed' "
-        f"WHEN {changed_name} OR {changed_zone} OR {new_tag} THEN 'updated' "
+        f"WHEN {changed_name} OR {changed_zone} OR {changed_language} OR {new_tag} THEN 'updated' "
         "ELSE 'unchanged' END AS outcome, CASE "
         "WHEN st.outcome IS NOT NULL THEN st.reason "
         "WHEN st.line < kept.last_line THEN 'the same address as line ' || kept.last_line "
@@ -285,6 +286,7 @@ def _merge(session: Session, *, status: SubscriberStatus, now: datetime, extra_t
     run(
         "UPDATE import_decided SET reason = 'new ' || trim("
         f"CASE WHEN {changed_name} THEN 'name ' ELSE '' END || CASE WHEN {changed_zone} THEN 'time zone ' ELSE '' END || "
+        f"CASE WHEN {changed_language} THEN 'language ' ELSE '' END || "
         f"CASE WHEN {new_tag} THEN 'tags' ELSE '' END) "
         "FROM import_decided AS st JOIN subscribers AS s ON s.id = st.subscriber_id "
         "WHERE import_decided.line = st.line AND st.outcome = 'updated'",
@@ -293,10 +295,11 @@ def _merge(session: Session, *, status: SubscriberStatus, now: datetime, extra_t
     run(
         "UPDATE subscribers SET "
         "name = CASE WHEN st.name <> '' THEN st.name ELSE subscribers.name END, "
-        "timezone = CASE WHEN st.timezone <> '' THEN st.timezone ELSE subscribers.timezone END "
+        "timezone = CASE WHEN st.timezone <> '' THEN st.timezone ELSE subscribers.timezone END, "
+        "language = CASE WHEN st.language <> '' THEN st.language ELSE subscribers.language END "
         "FROM import_decided AS st WHERE st.subscriber_id = subscribers.id AND st.outcome = 'updated'"
     )
-    _insert_new(session, status=status, now=now, postgres=postgres)
+    _insert_new(session, status=status, now=now, postgres=postgres, source=source)
     # Duplicates carry their tags to the line they were merged into.
     run(
         "UPDATE import_decided SET subscriber_id = kept.subscriber_id FROM import_decided AS kept "
@@ -317,7 +320,7 @@ def _merge(session: Session, *, status: SubscriberStatus, now: datetime, extra_t
         )
 
 
-def _insert_new(session: Session, *, status: SubscriberStatus, now: datetime, postgres: bool) -> None:
+def _insert_new(session: Session, *, status: SubscriberStatus, now: datetime, postgres: bool, source: str | None = None) -> None:
     """The accepted rows become subscribers. ON CONFLICT: a signup of the same address meanwhile
     wins, and the row then belongs to that subscriber."""
     confirmed = status == SubscriberStatus.ACTIVE
@@ -325,19 +328,21 @@ def _insert_new(session: Session, *, status: SubscriberStatus, now: datetime, po
         now = now.replace(tzinfo=None)
     values = (
         "SELECT {id}email, name, CASE WHEN timezone <> '' THEN timezone ELSE 'UTC' END, :status, coalesce(created_at, :now), "
-        f"{':now' if confirmed else 'NULL'} FROM import_decided WHERE outcome = 'accepted' ORDER BY line ON CONFLICT DO NOTHING"
+        f"{':now' if confirmed else 'NULL'}, NULLIF(language, ''), :source FROM import_decided WHERE outcome = 'accepted' "
+        "ORDER BY line ON CONFLICT DO NOTHING"
     )
-    columns = "email, name, timezone, status, created_at, confirmed_at"
+    columns = "email, name, timezone, status, created_at, confirmed_at, language, source"
     if postgres:
         inserted = session.execute(
-            text(f"INSERT INTO subscribers (id, {columns}) " + values.format(id="subscriber_id, ")), {"status": str(status), "now": now}
+            text(f"INSERT INTO subscribers (id, {columns}) " + values.format(id="subscriber_id, ")),
+            {"status": str(status), "now": now, "source": source},
         ).rowcount  # type: ignore[attr-defined]
         accepted = session.scalar(text("SELECT count(*) FROM import_decided WHERE outcome = 'accepted'"))
         if inserted == accepted:
             return
         lookup = "s.id <> import_decided.subscriber_id"  # the few rows a concurrent signup took
     else:
-        session.execute(text(f"INSERT INTO subscribers ({columns}) " + values.format(id="")), {"status": str(status), "now": now})
+        session.execute(text(f"INSERT INTO subscribers ({columns}) " + values.format(id="")), {"status": str(status), "now": now, "source": source})
         lookup = "import_decided.subscriber_id IS NULL"
     session.execute(
         text(

@@ -71,11 +71,13 @@ class SignupLimits:
         )
 
 
-def queue_signup(session: Session, course_id: int, details: SignupDetails, *, now: datetime) -> None:
-    """The only database work a signup request does beyond its per-IP count: one INSERT."""
+def queue_signup(session: Session, course_id: int, details: SignupDetails, *, now: datetime, source: str = "form") -> None:
+    """The only database work a signup request does beyond its per-IP count: one INSERT. `source`:
+    form or api (kept on the subscriber it makes)."""
     session.execute(
         insert(SignupRequest).values(
-            course_id=course_id, email=details.email, name=details.name, timezone=details.timezone, requested_at=now
+            course_id=course_id, email=details.email, name=details.name, timezone=details.timezone, requested_at=now,
+            source=source,
         )
     )
 
@@ -111,13 +113,14 @@ def _count_and_queue_statement() -> Any:
     queued = (
         insert(SignupRequest)
         .from_select(
-            ["course_id", "email", "name", "timezone", "requested_at"],
+            ["course_id", "email", "name", "timezone", "requested_at", "source"],
             select(
                 bindparam("course_id", type_=Integer),
                 bindparam("email", type_=String),
                 bindparam("name", type_=String),
                 bindparam("timezone", type_=String),
                 bindparam("requested_at", type_=UTCDateTime),
+                bindparam("source", type_=String),
             ).where(allowed.c.ok, bindparam("enqueue", type_=Boolean)),
         )
         .returning(SignupRequest.id)
@@ -137,6 +140,7 @@ def count_and_queue(
     course_id: int,
     details: SignupDetails | None,
     now: datetime,
+    source: str = "form",
 ) -> bool:
     """A signup request's whole database work on PostgreSQL, in one statement (on a connection in
     autocommit, it is its own transaction: one round trip): count the attempt against the per-IP
@@ -159,6 +163,7 @@ def count_and_queue(
                 "name": details.name if details else "",
                 "timezone": details.timezone if details else "",
                 "requested_at": now,
+                "source": source,
             },
         ).scalar_one()
     )
@@ -234,12 +239,15 @@ def _handle_new_addresses(
         return claimed
     inserted = session.execute(
         text(
-            "INSERT INTO subscribers (email, name, timezone, status, created_at) "
-            "SELECT e, '', z, :status, :now FROM unnest(CAST(:emails AS varchar[]), CAST(:zones AS varchar[])) AS t(e, z) "
+            "INSERT INTO subscribers (email, name, timezone, status, created_at, language, source) "
+            "SELECT e, '', z, :status, :now, l, s FROM unnest(CAST(:emails AS varchar[]), CAST(:zones AS varchar[]), "
+            "CAST(:languages AS varchar[]), CAST(:sources AS varchar[])) AS t(e, z, l, s) "
             "ON CONFLICT DO NOTHING RETURNING id, email"
         ),
         {"status": str(SubscriberStatus.PENDING), "now": now, "emails": [request.email for request in candidates],
-         "zones": [zones[request.id] for request in candidates]},
+         "zones": [zones[request.id] for request in candidates],
+         "languages": [courses[request.course_id].language for request in candidates],  # type: ignore[union-attr]
+         "sources": [request.source or "form" for request in candidates]},
     ).all()
     new_ids = {email.lower(): subscriber_id for subscriber_id, email in inserted}
     fresh = [request for request in candidates if request.email.lower() in new_ids]
@@ -357,6 +365,7 @@ def _handle(
                     address_key=rate_limit_key(limits.secret, canonical_address(details.email)),
                     confirmation_cap=limits.confirmations_per_hour,
                     cap_key=rate_limit_key(limits.secret, "all"),
+                    source=request.source or "form",
                 )
                 if outcome == SignupOutcome.CONFIRMATION_QUEUED and row is not None:
                     request.confirm_delivery_id = row.id

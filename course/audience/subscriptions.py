@@ -123,6 +123,7 @@ def sign_up(
     confirmation_cap: RateLimit | None = None,
     cap_key: str = "",
     limits_now: datetime | None = None,
+    source: str = "form",
 ) -> tuple[SignupOutcome, Delivery | None]:
     """Handle one signup (a worker does, from the queue the web fills: course.audience.signup_requests).
     Returns what happened and the confirmation row it queued, if any.
@@ -138,7 +139,9 @@ def sign_up(
        enrollment is (re)set to pending and "confirm" is queued.
     The limits count in `limits_now` (real time; default `now`), the rest is on the course calendar."""
     limits_now = limits_now or now
-    subscriber = insert_pending_subscriber(session, details.email, timezone_name=details.timezone, now=now)
+    subscriber = insert_pending_subscriber(
+        session, details.email, timezone_name=details.timezone, now=now, language=course.language, source=source
+    )
     if subscriber.status in SUPPRESSED_SUBSCRIBER_STATUSES:
         return SignupOutcome.SUPPRESSED, None
     if not take_rate_limit(session, address_limit, address_key, now=limits_now):
@@ -153,8 +156,11 @@ def sign_up(
     return SignupOutcome.CONFIRMATION_QUEUED, queue_account_mail(session, enrollment, "confirm", now=now)
 
 
-def insert_pending_subscriber(session: Session, email: str, *, timezone_name: str, now: datetime) -> Subscriber:
-    """The subscriber with this address, inserted as pending (no name) if there is none: one
+def insert_pending_subscriber(
+    session: Session, email: str, *, timezone_name: str, now: datetime, language: str | None = None, source: str | None = None
+) -> Subscriber:
+    """The subscriber with this address, inserted as pending (no name) if there is none, with the
+    course's language and where the signup came from (form, api; a known one keeps theirs): one
     INSERT … ON CONFLICT DO NOTHING, so two signups of one new address at once both find the one
     row instead of one of them failing on the unique index."""
     dialect = session.get_bind().dialect.name
@@ -162,7 +168,8 @@ def insert_pending_subscriber(session: Session, email: str, *, timezone_name: st
     session.execute(
         insert(Subscriber)
         .values(
-            email=email, name="", timezone=parse_timezone(timezone_name).key, status=SubscriberStatus.PENDING, created_at=now
+            email=email, name="", timezone=parse_timezone(timezone_name).key, status=SubscriberStatus.PENDING, created_at=now,
+            language=language, source=source,
         )
         .on_conflict_do_nothing()
     )

@@ -182,7 +182,9 @@ def subscribe(
         if found is None:
             known = ", ".join(session.scalars(select(Course.slug).order_by(Course.slug))) or "none imported yet"
             raise CommandError(f"unknown course {course!r} (known: {known})")
-        subscriber = get_or_create_subscriber(session, email, name=accepted_name(name), timezone_name=tz, now=now)
+        subscriber = get_or_create_subscriber(
+            session, email, name=accepted_name(name), timezone_name=tz, now=now, language=found.language, source="cli"
+        )
         if subscriber.status in SUPPRESSED_SUBSCRIBER_STATUSES:
             why = "bounced permanently" if subscriber.status == SubscriberStatus.BOUNCED else "complained of our mail as spam"
             raise CommandError(f"{subscriber.email} {why} and is suppressed; not subscribing it")

@@ -359,3 +359,15 @@ def test_a_capped_count_stops_past_the_cap_and_tag_names_come_from_the_index(ses
         assert count_matching(session, SubscriberFilter(), at_most=10) == 5
         assert tag_names(session) == ["alpha", "mid", "zeta"]
         assert tag_names(session, limit=2) == ["alpha", "mid"]
+
+
+def test_the_language_filter_round_trips_and_refuses_an_unknown_code() -> None:
+    from urllib.parse import parse_qsl
+
+    chosen = parse_filter({"language": " DE "})
+    assert chosen == SubscriberFilter(language="de") and chosen.query_string() == "language=de"
+    assert parse_filter(dict(parse_qsl(chosen.query_string()))) == chosen
+    assert parse_filter({"language": "none"}).language == "none"
+    with pytest.raises(DirectoryError) as refused:
+        parse_filter({"language": "klingon"})
+    assert set(refused.value.fields) == {"language"}

@@ -219,10 +219,10 @@ def test_a_signup_during_the_import_wins_its_address(sessions: sessionmaker[Sess
         session.execute(text("DROP TABLE IF EXISTS import_decided"))
         session.execute(
             text(
-                "CREATE TEMPORARY TABLE import_decided AS SELECT line, email, email_key, name, timezone, created_at, "
+                "CREATE TEMPORARY TABLE import_decided AS SELECT line, email, email_key, name, timezone, language, created_at, "
                 f"'accepted' AS outcome, '' AS reason, {new_id} AS subscriber_id FROM (SELECT 2 AS line, "
-                "'first@example.org' AS email, 'first@example.org' AS email_key, 'Fay' AS name, '' AS timezone, "
-                f"CAST(NULL AS {'timestamptz' if postgres else 'timestamp'}) AS created_at UNION ALL SELECT 3, 'Race@example.org', 'race@example.org', 'Rae', '', NULL) AS rows"
+                "'first@example.org' AS email, 'first@example.org' AS email_key, 'Fay' AS name, '' AS timezone, 'de' AS language, "
+                f"CAST(NULL AS {'timestamptz' if postgres else 'timestamp'}) AS created_at UNION ALL SELECT 3, 'Race@example.org', 'race@example.org', 'Rae', '', '', NULL) AS rows"
             )
         )
         _insert_new(session, status=SubscriberStatus.ACTIVE, now=clock.now(), postgres=postgres)
@@ -240,3 +240,19 @@ def test_an_import_tag_that_is_no_tag_is_one_error(sessions: sessionmaker[Sessio
         _import(sessions, tmp_path, "email\nann@example.org\n", clock, mode="confirmed", consent="yes", tag="a\x07b")
     with sessions.begin() as session:
         assert session.scalar(select(func.count()).select_from(Subscriber)) == 0
+
+
+def test_the_language_column_is_kept_and_the_import_named_as_the_source(sessions: sessionmaker[Session], tmp_path: Path, clock: ManualClock) -> None:
+    with sessions.begin() as session:
+        get_or_create_subscriber(session, "known@example.org", name="Kim", now=clock.now(), language="en", source="form")
+        get_or_create_subscriber(session, "same@example.org", name="Sam", now=clock.now(), language="de")
+    content = "email,name,language\nnew@example.org,Neu,DE\nknown@example.org,Kim,fr\nsame@example.org,Sam,de\nbare@example.org,,\n"
+    import_id, counts = _import(sessions, tmp_path, content, clock, mode="confirmed", consent="they asked at our stand")
+    assert (counts["accepted"], counts["updated"], counts["unchanged"]) == (2, 1, 1)
+    assert _report(sessions, import_id)[3] == ("known@example.org", "updated", "new language")
+    with sessions() as session:
+        people = {row.email: (row.language, row.source) for row in session.scalars(select(Subscriber))}
+    assert people == {
+        "new@example.org": ("de", f"import:{import_id}"), "bare@example.org": (None, f"import:{import_id}"),
+        "known@example.org": ("fr", "form"), "same@example.org": ("de", None),  # a known one keeps their source
+    }  # fmt: skip

@@ -9,7 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
 from course.web.admin import (
-    accounts, api, api_courses, api_subscribers, audit, campaigns, course_new, courses, dashboard, editor, gdpr, imports,
+    accounts, api, api_courses, api_subscribers, audit, bulk_jobs, campaigns, course_new, courses, dashboard, editor, gdpr, imports,
     invitations, login, once, subscribers,
 )  # fmt: skip
 from course.web.admin.auth import PASSWORD_PATH, AdminPageError, PasswordChangeRequired, SignInRequired, login_url
@@ -26,6 +26,8 @@ def install(app: FastAPI) -> None:
     # Readers' data (issue #25 B). Before any /api/admin/subscribers/{id} route: "export" is no id.
     for readers_data in (imports.router, imports.api, gdpr.router, gdpr.api, audit.router, audit.api):
         app.include_router(readers_data)
+    app.include_router(bulk_jobs.router)
+    app.include_router(bulk_jobs.api)  # before /api/admin/subscribers/{id}: "bulk" is no id
     app.include_router(subscribers.router)
     app.include_router(api_subscribers.router)
     for router in (api_courses.router, dashboard.router, dashboard.api_router):  # issue #26

@@ -1,5 +1,5 @@
 """The admin API's subscribers: the list (the same filter as the admin's Subscribers page, as a
-query: q, status, tag, course, lesson, from, to, timezone; keyset pages through `cursor`) and one
+query: q, status, tag, course, lesson, from, to, timezone, language; keyset pages through `cursor`) and one
 subscriber with tags, enrollments and events. Viewer tokens and up."""
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ class SubscriberOut(BaseModel):
     timezone: str
     created_at: datetime
     tags: list[str]
+    language: str | None = Field(None, description="en, de or fr; null: not known")
 
 
 class SubscriberListOut(BaseModel):
@@ -59,6 +60,7 @@ class EventOut(BaseModel):
 class SubscriberDetailOut(SubscriberOut):
     confirmed_at: datetime | None
     unsubscribed_at: datetime | None
+    source: str | None = Field(None, description="where they came from: form, api, import:<id>, admin, cli; null: not recorded")
     enrollments: list[EnrollmentOut]
     events: list[EventOut] = Field(description="the timeline, oldest first: the event record and the ledger's deliveries")
 
@@ -79,6 +81,7 @@ def api_list_subscribers(
     signed_up_from: Annotated[date | None, Query(alias="from", description="signed up on or after (YYYY-MM-DD, UTC)")] = None,
     signed_up_to: Annotated[date | None, Query(alias="to", description="signed up on or before (YYYY-MM-DD, UTC)")] = None,
     timezone: Annotated[str, Query(max_length=64, description="an IANA time zone")] = "",
+    language: Annotated[str, Query(max_length=8, description="en, de or fr; `none`: not known")] = "",
     cursor: Annotated[str, Query(max_length=20, description="`next_cursor` of the page before")] = "",
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = PAGE_SIZE,
 ) -> SubscriberListOut | JSONResponse:
@@ -86,7 +89,7 @@ def api_list_subscribers(
     params = {
         "q": q, "status": status, "tag": tag, "course": course, "lesson": str(lesson or ""),
         "from": signed_up_from.isoformat() if signed_up_from else "", "to": signed_up_to.isoformat() if signed_up_to else "",
-        "timezone": timezone,
+        "timezone": timezone, "language": language,
     }  # fmt: skip
     try:
         chosen = parse_filter(params)
@@ -98,7 +101,7 @@ def api_list_subscribers(
     return SubscriberListOut(
         subscribers=[
             SubscriberOut(id=row.id, email=row.email, name=row.name, status=row.status, timezone=row.timezone,
-                          created_at=row.created_at, tags=list(row.tags))  # fmt: skip
+                          created_at=row.created_at, tags=list(row.tags), language=row.language)  # fmt: skip
             for row in page.subscribers
         ],
         next_cursor=page.next_cursor,
@@ -120,6 +123,7 @@ def api_get_subscriber(
     return SubscriberDetailOut(
         id=detail.id, email=detail.email, name=detail.name, status=detail.status, timezone=detail.timezone,
         created_at=detail.created_at, tags=list(detail.tags), confirmed_at=detail.confirmed_at, unsubscribed_at=detail.unsubscribed_at,
+        language=detail.language, source=detail.source,
         enrollments=[
             EnrollmentOut(course=e.course_slug, course_title=e.course_title, status=e.status, lessons_sent=e.lessons_sent,
                           lesson_count=e.lesson_count, send_time=e.send_time, next_due_at=e.next_due_at)  # fmt: skip

@@ -33,9 +33,12 @@ api = APIRouter(prefix="/api/admin", tags=["admin"], responses=TOKEN_ROUTE_RESPO
 
 CHANGES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # Routes that record their own, more telling entry.
-SELF_RECORDING = ("/admin/login", "/admin/imports", "/admin/suppressions", "/api/admin/subscribers/import")
-# …and by pattern: erasure (web and API). Every other subscriber change (bulk actions, tags,
-# unsubscribe, resubscribe) gets the generic entry.
+SELF_RECORDING = (
+    "/admin/login", "/admin/imports", "/admin/suppressions", "/api/admin/subscribers/import", "/admin/subscribers/bulk",
+    "/api/admin/subscribers/bulk",
+)  # fmt: skip
+# …and by pattern: erasure (web and API). Every other subscriber change (tags, unsubscribe,
+# resubscribe) gets the generic entry; bulk actions record their own (course.web.admin.bulk_jobs).
 SELF_RECORDING_PATTERN = re.compile(r"^(/admin/subscribers/\d+/erase|/api/admin/subscribers/\d+)$")
 
 

@@ -15,11 +15,12 @@ from course.audience.directory import (
     BULK_ACTIONS,
     LIST_COUNT_CAP,
     STATUSES,
+    NO_LANGUAGE,
+    BulkResult,
     DirectoryError,
     SubscriberFilter,
     admin_resubscribe,
     admin_unsubscribe,
-    bulk_action,
     enrol_all,
     tag_names,
     count_matching,
@@ -30,7 +31,9 @@ from course.audience.directory import (
     add_tag,
     remove_tag,
 )
+from course.i18n import SUPPORTED_LANGUAGES
 from course.models import Course, Subscriber
+from course.web.admin.bulk_jobs import run_bulk
 from course.web.admin.auth import Actor, AdminPageError, EditorPage, SiteDep, ViewerPage, check_csrf
 from course.web.admin.views import admin_page, see_other
 from course.web.site import Site
@@ -38,7 +41,8 @@ from course.web.site import Site
 router = APIRouter(include_in_schema=False)
 TextField = Annotated[str, Form()]
 SubscriberId = Annotated[int, Path(ge=1, le=2**63 - 1)]
-FILTER_FIELDS = ("q", "status", "tag", "course", "lesson", "from", "to", "timezone")
+FILTER_FIELDS = ("q", "status", "tag", "course", "lesson", "from", "to", "timezone", "language")
+LANGUAGE_NAMES = {"en": "English", "de": "German", "fr": "French"}
 
 
 def _choices(site: Site) -> dict[str, object]:
@@ -47,6 +51,7 @@ def _choices(site: Site) -> dict[str, object]:
             "courses": list(session.execute(select(Course.slug, Course.title).order_by(Course.title)).all()),
             "tags": tag_names(session, limit=500),
             "statuses": STATUSES,
+            "languages": [*((code, LANGUAGE_NAMES.get(code, code)) for code in SUPPORTED_LANGUAGES), (NO_LANGUAGE, "Not known")],
         }
 
 
@@ -65,6 +70,16 @@ def _done_message(raw: str) -> str:
     if action not in _BULK_DONE or not changed.isdigit() or not matched.isdigit():
         return ""
     return "Done: " + _BULK_DONE[action].format(changed=f"{int(changed):,}", matched=f"{int(matched):,}") + "."
+
+
+def source_label(source: str | None) -> str:
+    """Where a subscriber came from, in words (subscribers.source)."""
+    if not source:
+        return "not recorded"
+    kind, _, which = source.partition(":")
+    if kind == "import" and which.isdigit():
+        return f"import {which}"
+    return {"form": "the signup form", "api": "the signup API", "admin": "an admin", "cli": "the command line"}.get(kind, source)
 
 
 def _list_page(
@@ -86,7 +101,7 @@ def _list_page(
         site, request, "subscribers.html", actor=actor, status=status, form=params, chosen=chosen, page=page,
         matched=matched, matched_more=matched is not None and matched > LIST_COUNT_CAP, count_cap=LIST_COUNT_CAP, error=error, fields=fields, done=_done_message(request.query_params.get("done", "")[:60]),
         filter_query=chosen.query_string(), first_page=not params["cursor"], can_edit=actor.may("editor"),  # type: ignore[arg-type]
-        bulk_actions=BULK_ACTIONS, **_choices(site),
+        bulk_actions=BULK_ACTIONS, bulk_inline_limit=site.settings.bulk_inline_limit, **_choices(site),
     )  # fmt: skip
 
 
@@ -100,17 +115,18 @@ def subscribers_page(request: Request, site: SiteDep, actor: ViewerPage) -> HTML
 def subscribers_bulk(
     request: Request, site: SiteDep, actor: EditorPage, action: TextField = "", value: TextField = "", csrf_token: TextField = "",
     q: TextField = "", status: TextField = "", tag: TextField = "", course: TextField = "", lesson: TextField = "",
-    timezone: TextField = "", signed_up_from: Annotated[str, Form(alias="from")] = "", signed_up_to: Annotated[str, Form(alias="to")] = "",
+    timezone: TextField = "", language: TextField = "", signed_up_from: Annotated[str, Form(alias="from")] = "", signed_up_to: Annotated[str, Form(alias="to")] = "",
 ) -> Response:  # fmt: skip
     """One action on every subscriber the filter (sent along as hidden fields) matches."""
     check_csrf(site, request, csrf_token)
-    params = {"q": q, "status": status, "tag": tag, "course": course, "lesson": lesson, "from": signed_up_from, "to": signed_up_to, "timezone": timezone}
+    params = {"q": q, "status": status, "tag": tag, "course": course, "lesson": lesson, "from": signed_up_from, "to": signed_up_to, "timezone": timezone, "language": language}
     try:
         chosen = parse_filter({name: value[:300] for name, value in params.items()})
-        with site.sessions.begin() as session:
-            result = bulk_action(session, chosen, action, value=value[:500], actor=actor.label, now=site.now())
+        result = run_bulk(site, request, actor, chosen, action, value[:500])
     except DirectoryError as exc:
         return _list_page(site, request, actor, params={**params, "cursor": ""}, status=422, error=str(exc))
+    if not isinstance(result, BulkResult):  # too many for the request: a job, followed on its page
+        return see_other(f"/admin/bulk-jobs/{result[0].id}")
     done = f"{result.action}:{result.changed}:{result.matched}"
     query = parse_filter(params).query_string(done=done)
     return see_other(f"/admin/subscribers?{query}")
@@ -124,6 +140,7 @@ def _detail_page(site: Site, request: Request, actor: Actor, subscriber_id: int,
     return admin_page(
         site, request, "subscriber.html", actor=actor, status=status, subscriber=detail, error=error,
         done=request.query_params.get("done", "")[:40], can_edit=actor.may("editor"), **_choices(site),  # type: ignore[arg-type]
+        language_names=LANGUAGE_NAMES, source_label=source_label(detail.source),
     )  # fmt: skip
 
 

@@ -100,7 +100,7 @@ def create_subscription(
     if signs_up_in_one_statement(site):
         # One statement: the per-IP count and, when allowed and valid, the queued signup.
         details, errors = check_signup(body.email, body.name, body.timezone.strip() or "UTC")
-        if not count_and_queue_in_one(site, request, course.id, details):
+        if not count_and_queue_in_one(site, request, course.id, details, source="api"):
             raise _too_many_signups(site)
         if details is None:
             return _invalid(errors)
@@ -120,7 +120,7 @@ def create_subscription(
         details, errors = check_signup(body.email, body.name, body.timezone.strip() or "UTC")
         if details is None:
             return _invalid(errors)
-        register(session, site, course.id, details)
+        register(session, site, course.id, details, source="api")
     return _ACCEPTED
 
 

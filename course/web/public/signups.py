@@ -47,7 +47,9 @@ def signs_up_in_one_statement(site: Site) -> bool:
     return site.autocommit is not None and proof_of_work_from_settings(site.settings) is None
 
 
-def count_and_queue_in_one(site: Site, request: Request, course_id: int, details: SignupDetails | None) -> bool:
+def count_and_queue_in_one(
+    site: Site, request: Request, course_id: int, details: SignupDetails | None, *, source: str = "form"
+) -> bool:
     """The whole signup request's database work as one statement and one round trip: the per-IP
     count and, when the limit allows it and `details` is a valid signup (None: invalid, or the
     honeypot), the INSERT into the signup queue. The count is committed whatever the outcome, so
@@ -56,7 +58,8 @@ def count_and_queue_in_one(site: Site, request: Request, course_id: int, details
     key = rate_limit_key(site.settings.secret_key, client_address(request))
     with site.autocommit.connect() as connection:
         return count_and_queue(
-            connection, ip_limit=_ip_rule(site), ip_key=key, course_id=course_id, details=details, now=site.wall_now()
+            connection, ip_limit=_ip_rule(site), ip_key=key, course_id=course_id, details=details, now=site.wall_now(),
+            source=source,
         )
 
 
@@ -71,11 +74,11 @@ def too_many_signups(site: Site) -> PageError:
     )
 
 
-def register(session: Session, site: Site, course_id: int, details: SignupDetails) -> None:
+def register(session: Session, site: Site, course_id: int, details: SignupDetails, *, source: str = "form") -> None:
     """Queue the signup, in the caller's transaction: one INSERT, for a new, pending, enrolled or
     bounced address alike. The worker decides what, if anything, to send; whoever signs up sees the
     same answer, as fast."""
-    queue_signup(session, course_id, details, now=site.wall_now())
+    queue_signup(session, course_id, details, now=site.wall_now(), source=source)
 
 
 def proof_of_work_challenge(site: Site) -> dict[str, object] | None:

@@ -59,7 +59,7 @@ def _concrete(path: str) -> str:
     return (
         path.replace("{campaign_id}", "1").replace("{admin_id}", "1").replace("{token_id}", "1")
         .replace("{invitation_id}", "1").replace("{token}", "x").replace("{slug}", "sourdough-from-scratch")
-        .replace("{position}", "1").replace("{import_id}", "1").replace("{subscriber_id}", "1").replace("{entry_id}", "1")
+        .replace("{position}", "1").replace("{import_id}", "1").replace("{subscriber_id}", "1").replace("{entry_id}", "1").replace("{job_id}", "1")
     )  # fmt: skip
 
 
