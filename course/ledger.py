@@ -16,7 +16,7 @@ Content's and admin accounts': cancel_lesson_rows, add_lesson_test, add_admin_in
 The dispatcher's:       Claim, count_in_flight, claim_due, fail_exhausted_leases
 The sender's:           DeliveryJob, CourseHeader, LessonContent, CampaignContent, InvitationContent,
                         Batch, take_over, Outcome, Settled, record, MessageIds,
-                        message_ids_from_secret, message_id_for, delivery_of_message_id
+                        message_ids_from_secret, message_id_for, message_ids_for, delivery_of_message_id
 Previews' reads:        read_batch, course_merge_values
 Operators' and the bench's: requeue_failed, insert_lesson_rows
 

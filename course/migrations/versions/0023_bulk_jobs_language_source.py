@@ -5,7 +5,7 @@ worker in keyset batches (course.audience.bulk_jobs). subscribers.language (the 
 with its index in the list's keyset order) and subscribers.source (form, api, import:<id>, admin,
 cli): nullable with no default, so PostgreSQL adds them without rewriting the table.
 
-Revision ID: 0024
+Revision ID: 0023
 Revises: 0022
 Create Date: 2026-12-07 16:30:00
 """
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 
 
-revision: str = "0024"
+revision: str = "0023"
 down_revision: str | None = "0022"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
