@@ -1,7 +1,7 @@
 """Bulk jobs in the admin: a bulk action over more subscribers than a request runs inline
 (settings.bulk_inline_limit) is started here as a job the worker applies in batches
 (course.audience.bulk_jobs), and followed on its page, which refreshes itself while it runs
-(<meta http-equiv="refresh">: no script, the CSP unchanged) — or through the API:
+(admin.js replaces its progress part in place every few seconds; without the script, a link reloads it) — or through the API:
 `POST /api/admin/subscribers/bulk` answers 200 with the result when it ran inline, 202 with the
 job's URL when it became a job; `GET /api/admin/bulk-jobs/{id}` follows it. Each start is one
 audit entry, in the job's own transaction."""
@@ -73,7 +73,7 @@ def bulk_job_page(job_id: JobId, request: Request, site: SiteDep, actor: ViewerP
             raise AdminPageError(404, "No such bulk job", f"There is no bulk job with id {job_id}.")
         session.expunge(job)
     running = job.state in (BulkJobState.QUEUED, BulkJobState.RUNNING)
-    # ?follow=0: the same page without the refresh (WCAG 2.2.1: a time limit the reader can turn off).
+    # ?follow=0: the same page, not updating itself (WCAG 2.2.2: updates the reader can stop).
     follow = request.query_params.get("follow", "") != "0"
     return admin_page(
         site, request, "bulk_job.html", actor=actor, job=job, running=running, percent=percent(job),

@@ -153,8 +153,10 @@ def import_page(import_id: ImportId, request: Request, site: SiteDep, actor: Edi
             .limit(REPORT_PREVIEW_ROWS)
         ).all()
         running = imported.status in (ImportStatus.QUEUED, ImportStatus.RUNNING)
+        # ?follow=0: the same page, not updating itself (WCAG 2.2.2: updates the reader can stop).
+        follow = request.query_params.get("follow", "") != "0"
         return admin_page(
-            site, request, "import.html", actor=actor, imported=imported, problems=problems, running=running,
+            site, request, "import.html", actor=actor, imported=imported, problems=problems, running=running, follow=follow,
             summary=summary_line(imported.counts) if imported.status == ImportStatus.DONE else "",
         )  # fmt: skip
 

@@ -4,7 +4,8 @@
 // - "Insert" buttons by the catalogue's guides in the composer: a Markdown link at the body's cursor;
 // - live progress on a campaign page: polls /admin/campaigns/<id>/progress.json every few seconds
 //   and updates the numbers in place, until the campaign is done or cancelled; when its status
-//   changes (the fan-out came, it finished), the note says to reload for the actions that apply.
+//   changes (the fan-out came, it finished), the note says to reload for the actions that apply;
+// - a job's page (an import, a bulk action) follows the job in place while it runs.
 (function () {
   "use strict";
 
@@ -44,6 +45,31 @@
       if (insertStatus) { insertStatus.textContent = "Inserted a link to " + button.getAttribute("data-insert-title") + "."; }
     });
   });
+
+  // A page following a job (an import, a bulk action): while its [data-follow] part is there, the
+  // same page is fetched every few seconds and that part replaced in place (focus and scroll kept;
+  // no page reload, which is what a meta refresh would do). The job's end renders it without
+  // data-follow, and the following stops; "stop updating" links to the page without it.
+  var followed = document.querySelector("[data-follow]");
+  if (followed && window.fetch && window.DOMParser) {
+    var followInterval = (Number(followed.getAttribute("data-follow")) || 2) * 1000;
+    var follow = function () {
+      fetch(window.location.href, { credentials: "same-origin", headers: { "Accept": "text/html" } })
+        .then(function (response) {
+          if (!response.ok) { throw new Error("status " + response.status); }
+          return response.text();
+        })
+        .then(function (html) {
+          var fresh = new DOMParser().parseFromString(html, "text/html").querySelector("#" + followed.id);
+          if (!fresh) { return; }
+          followed.innerHTML = fresh.innerHTML;
+          if (fresh.hasAttribute("data-follow")) { window.setTimeout(follow, followInterval); }
+          else { followed.removeAttribute("data-follow"); }
+        })
+        .catch(function () { window.setTimeout(follow, followInterval * 4); });
+    };
+    window.setTimeout(follow, followInterval);
+  }
 
   var panel = document.querySelector("[data-progress-live]");
   if (!panel || !window.fetch) { return; }
