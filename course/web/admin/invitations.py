@@ -78,7 +78,7 @@ def invitation_accept(
                 raise AccountError("the two passwords are not the same")
             admin = accept_invitation(session, invitation_id, nonce, password=password, now=site.wall_now())
             # The session is timed like every sign-in's (login.py).
-            session_token = open_session(session, admin.id, now=site.now())
+            session_token = open_session(session, admin.id, now=site.wall_now())
     except InvitationUnusable as exc:
         raise _unusable(exc) from None
     except AccountError as exc:

@@ -110,3 +110,36 @@ def test_the_per_ip_signup_limit_holds_under_the_fast_calendar(web_stack: WebSta
             for n in range(3)
         ]
     assert answers[:2] == [200, 200] and answers[2] == 429
+
+
+def test_an_accepted_invitation_opens_a_session_on_real_time(
+    web_stack: WebStack, demo_calendar: FastClock, client: TestClient
+) -> None:
+    """The invitee's first session starts now, not hours ahead on the demo's calendar (its idle and
+    absolute limits are counted from there)."""
+    from course.models import AdminInvitation, AdminSession
+    from tests.support.web_fixtures import csrf_token_of
+
+    make_admin(web_stack.sessions, "owner@example.org", AdminRole.OWNER, now=datetime.now(timezone.utc))
+    sign_in(client, "owner@example.org")
+    invited = client.post(
+        "/admin/invitations", data={"email": "new@example.org", "role": "editor", "csrf_token": csrf_of(client, "/admin/admins")},
+        follow_redirects=False,
+    )  # fmt: skip
+    assert invited.status_code == 303, invited.text
+    with web_stack.sessions() as session:  # the link its mail carries (the mail is due on the calendar)
+        invitation = session.scalars(select(AdminInvitation).where(AdminInvitation.email == "new@example.org")).one()
+    link = signer_from_settings(web_stack.settings).url(LinkPurpose.ADMIN_INVITATION, invitation.id, invitation.link_nonce)
+    path = link.removeprefix(TEST_BASE_URL)
+    time.sleep(0.5)  # 1.2 hours of the demo's calendar
+    browser = TestClient(client.app, base_url=TEST_BASE_URL)
+    form = browser.get(path)
+    password = "the new editor's own password"
+    accepted = browser.post(path, data={"password": password, "repeat_password": password, "csrf_token": csrf_token_of(form.text)}, follow_redirects=False)
+    assert accepted.status_code == 303, accepted.text
+    with web_stack.sessions() as session:
+        started = session.scalars(
+            select(AdminSession.created_at).join(Admin, Admin.id == AdminSession.admin_id).where(Admin.email == "new@example.org")
+        ).one()
+    assert abs(started - datetime.now(timezone.utc)) < timedelta(minutes=1), started
+    assert browser.get("/admin/dashboard", follow_redirects=False).status_code == 200
