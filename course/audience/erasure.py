@@ -40,6 +40,7 @@ from course.models import (
     SubscriberStatus,
     SubscriberTag,
     SuppressionReason,
+    subscriber_rows,
 )
 
 EVENTS_TABLE = "subscriber_events"
@@ -153,7 +154,7 @@ def access_export(session: Session, subscriber: Subscriber) -> dict[str, Any]:
         select(Delivery.kind, Delivery.state, Delivery.created_at, Delivery.sent_at, Delivery.template, Lesson.title, Campaign.subject)
         .outerjoin(Lesson, Lesson.id == Delivery.lesson_id)
         .outerjoin(Campaign, Campaign.id == Delivery.campaign_id)
-        .where(Delivery.subscriber_id == subscriber.id)
+        .where(subscriber_rows(Delivery, lambda column: column == subscriber.id))  # index-served (models.subscriber_rows)
         .order_by(Delivery.created_at, Delivery.id)
     ).all()
     events: list[dict[str, Any]] = []
