@@ -102,6 +102,7 @@ def test_the_funnel_matches_the_hand_count_on_postgresql_too(pg_web_stack: WebSt
         "enrolled": 5, "confirmed": 4, "received_1": 4,
         **{f"received_{n}": 1 for n in range(2, lessons + 1)},
         "finished": 1, "paused": 1, "unsubscribed_after_1": 1, "bounced": 1,
+        "bounce_reports": 0, "complaints": 0,
     }  # fmt: skip
 
 
