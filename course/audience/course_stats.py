@@ -157,7 +157,7 @@ class Funnel:
         return rows
 
 
-def course_funnel(session: Session, course_id: int) -> Funnel:
+def course_funnel(session: Session, course_id: int, *, readers: CourseReaders | None = None) -> Funnel:
     """1. Enrollments by state (pending ones are not confirmed).
     2. Lesson rows sent, per lesson position (course.counters: no scan of the ledger).
     3. Unsubscribed enrollments by the last lesson position they were sent (kept at the unsubscribe).
@@ -169,7 +169,8 @@ def course_funnel(session: Session, course_id: int) -> Funnel:
         .order_by(Lesson.position)
     ).all()
     titles = {lesson.position: lesson.title for lesson in lessons}
-    readers = course_readers(session, [course_id])[course_id]
+    if readers is None:  # the caller may have read them already (the course page)
+        readers = course_readers(session, [course_id])[course_id]
     # Rows sent per lesson, from the counters the ledger keeps as it marks rows sent.
     sent_per_lesson = counters.totals(session, counters.LESSON_SENT, [str(lesson.id) for lesson in lessons])
     sent = {lesson.position: sent_per_lesson[str(lesson.id)] for lesson in lessons}
