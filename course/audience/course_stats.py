@@ -86,7 +86,7 @@ class NextSend:
     more: bool = False
 
 
-def next_sends(session: Session, course_id: int, *, limit: int = 5, cap: int = NEXT_SENDS_COUNT_CAP) -> list[NextSend]:
+def next_sends(session: Session, course_id: int, *, limit: int = 5, cap: int | None = None) -> list[NextSend]:
     """The course's queued lesson rows (pending, leased) per lesson, soonest first (held rows are
     paused readers', and wait for them). Both reads go through ix_deliveries_lesson_due: each
     lesson's first row by due time (one index probe a lesson), then for the `limit` lessons shown a
@@ -106,6 +106,7 @@ def next_sends(session: Session, course_id: int, *, limit: int = 5, cap: int = N
     rows = session.execute(
         select(lessons).where(lessons.c.first_due.is_not(None)).order_by(lessons.c.first_due, lessons.c.position).limit(limit)
     ).all()
+    cap = NEXT_SENDS_COUNT_CAP if cap is None else cap
     due: list[NextSend] = []
     for lesson_id, position, title, first_due_at in rows:
         waiting = select(Delivery.id).where(*queued(lesson_id)).limit(cap + 1).subquery()
