@@ -327,6 +327,14 @@ class Enrollment(Base):
         UniqueConstraint("subscriber_id", "course_id"),
         # A course's readers by state as an index-only scan (the unique key leads on the reader) (0022).
         Index("ix_enrollments_course_status", "course_id", "status"),
+        # The funnel's "unsubscribed after lesson n": a GROUP BY over unsubscribed enrollments only (0025).
+        Index(
+            "ix_enrollments_left_after",
+            "course_id",
+            "left_after_position",
+            postgresql_where=text("status = 'unsubscribed'"),
+            sqlite_where=text("status = 'unsubscribed'"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -336,6 +344,9 @@ class Enrollment(Base):
     send_time: Mapped[time | None] = mapped_column(Time)  # the subscriber's own choice, else the course's
     enrolled_at: Mapped[datetime] = mapped_column(UTCDateTime)
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Set as the enrollment is unsubscribed: the highest lesson position it had been sent (NULL:
+    # none), so the funnel groups enrollments instead of probing the ledger once per leaver (0025).
+    left_after_position: Mapped[int | None] = mapped_column(Integer)
 
     subscriber: Mapped[Subscriber] = relationship(back_populates="enrollments")
     course: Mapped[Course] = relationship()
@@ -440,6 +451,15 @@ class Delivery(Base):
             "state",
             postgresql_where=text("lesson_id IS NOT NULL AND " + in_states_sql(OPEN_DELIVERY_STATES)),
             sqlite_where=text("lesson_id IS NOT NULL AND " + in_states_sql(OPEN_DELIVERY_STATES)),
+        ),
+        # A lesson's queued rows by due time: the admin's "next sends due" reads the first one and
+        # counts at most NEXT_SENDS_COUNT_CAP of them, however many are waiting (0025).
+        Index(
+            "ix_deliveries_lesson_due",
+            "lesson_id",
+            "due_at",
+            postgresql_where=text("lesson_id IS NOT NULL AND " + in_states_sql(QUEUED_DELIVERY_STATES)),
+            sqlite_where=text("lesson_id IS NOT NULL AND " + in_states_sql(QUEUED_DELIVERY_STATES)),
         ),
         # A reader's rows that are neither a lesson's nor a campaign's (account mail, test sends):
         # with the two unique indexes above, every row of a subscriber is reached through an index

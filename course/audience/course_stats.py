@@ -12,6 +12,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -68,32 +69,50 @@ def course_readers(session: Session, course_ids: Sequence[int]) -> dict[int, Cou
     return {course_id: CourseReaders.of_counts(counts) for course_id, counts in by_course.items()}
 
 
+# "Next sends due" counts at most this many waiting readers a lesson (ix_deliveries_lesson_due):
+# past it the page says "more than", and a course of a million readers costs what one of 10,000 does.
+NEXT_SENDS_COUNT_CAP = 10_000
+
+
 @dataclass(frozen=True)
 class NextSend:
-    """Readers waiting for one lesson: how many, and when the first of them is due."""
+    """Readers waiting for one lesson: how many (`more`: more than `readers`, the count's cap), and
+    when the first of them is due."""
 
     position: int
     title: str
     first_due_at: datetime
     readers: int
+    more: bool = False
 
 
-def next_sends(session: Session, course_id: int, *, limit: int = 5) -> list[NextSend]:
-    """The course's pending lesson rows grouped by lesson, soonest first (held rows are paused
-    readers', and wait for them)."""
-    rows = session.execute(
-        select(Lesson.position, Lesson.title, func.min(Delivery.due_at), func.count())
-        .join(Delivery, Delivery.lesson_id == Lesson.id)
-        .where(
-            Lesson.course_id == course_id,
+def next_sends(session: Session, course_id: int, *, limit: int = 5, cap: int | None = None) -> list[NextSend]:
+    """The course's queued lesson rows (pending, leased) per lesson, soonest first (held rows are
+    paused readers', and wait for them). Both reads go through ix_deliveries_lesson_due: each
+    lesson's first row by due time (one index probe a lesson), then for the `limit` lessons shown a
+    count that stops after `cap` + 1 rows, so the cost follows the number of lessons, not of readers."""
+
+    def queued(lesson_id: Any) -> tuple[Any, ...]:
+        return (
+            Delivery.lesson_id == lesson_id,
             Delivery.kind == DeliveryKind.LESSON,
             Delivery.state.in_((DeliveryState.PENDING, DeliveryState.LEASED)),
         )
-        .group_by(Lesson.position, Lesson.title)
-        .order_by(func.min(Delivery.due_at), Lesson.position)
-        .limit(limit)
+
+    first_due = (
+        select(Delivery.due_at).where(*queued(Lesson.id)).order_by(Delivery.due_at).limit(1).correlate(Lesson).scalar_subquery()
+    )
+    lessons = select(Lesson.id, Lesson.position, Lesson.title, first_due.label("first_due")).where(Lesson.course_id == course_id).subquery()
+    rows = session.execute(
+        select(lessons).where(lessons.c.first_due.is_not(None)).order_by(lessons.c.first_due, lessons.c.position).limit(limit)
     ).all()
-    return [NextSend(position, title, due_at, readers) for position, title, due_at, readers in rows]
+    cap = NEXT_SENDS_COUNT_CAP if cap is None else cap
+    due: list[NextSend] = []
+    for lesson_id, position, title, first_due_at in rows:
+        waiting = select(Delivery.id).where(*queued(lesson_id)).limit(cap + 1).subquery()
+        count = session.scalar(select(func.count()).select_from(waiting)) or 0
+        due.append(NextSend(position, title, first_due_at, min(count, cap), more=count > cap))
+    return due
 
 
 @dataclass(frozen=True)
@@ -139,11 +158,11 @@ class Funnel:
         return rows
 
 
-def course_funnel(session: Session, course_id: int) -> Funnel:
+def course_funnel(session: Session, course_id: int, *, readers: CourseReaders | None = None) -> Funnel:
     """1. Enrollments by state (pending ones are not confirmed).
     2. Lesson rows sent, per lesson position (course.counters: no scan of the ledger).
-    3. For each unsubscribed enrollment, the highest lesson position it was sent.
-    4. Enrollees whose address bounced.
+    3. Unsubscribed enrollments by the last lesson position they were sent (kept at the unsubscribe).
+    4. Enrollees whose address bounced (from the bounced readers).
     5. Bounce reports and complaints per lesson (ix_bounce_reports_lesson, from the course's lessons)."""
     lessons = session.execute(
         select(Lesson.id, Lesson.position, Lesson.title)
@@ -151,28 +170,31 @@ def course_funnel(session: Session, course_id: int) -> Funnel:
         .order_by(Lesson.position)
     ).all()
     titles = {lesson.position: lesson.title for lesson in lessons}
-    readers = course_readers(session, [course_id])[course_id]
+    if readers is None:  # the caller may have read them already (the course page)
+        readers = course_readers(session, [course_id])[course_id]
     # Rows sent per lesson, from the counters the ledger keeps as it marks rows sent.
     sent_per_lesson = counters.totals(session, counters.LESSON_SENT, [str(lesson.id) for lesson in lessons])
     sent = {lesson.position: sent_per_lesson[str(lesson.id)] for lesson in lessons}
-    last_sent = (
-        select(func.max(Lesson.position))
-        .join(Delivery, Delivery.lesson_id == Lesson.id)
-        .where(Delivery.enrollment_id == Enrollment.id, Delivery.state == DeliveryState.SENT)
-        .correlate(Enrollment)
-        .scalar_subquery()
-    )
-    left = Counter(
-        position or 0
-        for position in session.scalars(
-            select(last_sent).where(Enrollment.course_id == course_id, Enrollment.status == EnrollmentStatus.UNSUBSCRIBED)
-        )
-    )
+    # Set as each enrollment was unsubscribed (enrollment.stopped_values): a GROUP BY over
+    # ix_enrollments_left_after, which holds unsubscribed enrollments only.
+    left: Counter[int] = Counter()
+    for position, count in session.execute(
+        select(Enrollment.left_after_position, func.count())
+        .where(Enrollment.course_id == course_id, Enrollment.status == EnrollmentStatus.UNSUBSCRIBED)
+        .group_by(Enrollment.left_after_position)
+    ):
+        left[position or 0] += count
+    # From the bounced readers (ix_subscribers_status), each probing the unique (subscriber_id,
+    # course_id): bounced readers are few, a course's enrollments many.
     bounced = session.scalar(
         select(func.count())
-        .select_from(Enrollment)
-        .join(Subscriber, Subscriber.id == Enrollment.subscriber_id)
-        .where(Enrollment.course_id == course_id, Subscriber.status == SubscriberStatus.BOUNCED)
+        .select_from(Subscriber)
+        .where(
+            Subscriber.status == SubscriberStatus.BOUNCED,
+            select(Enrollment.id)
+            .where(Enrollment.subscriber_id == Subscriber.id, Enrollment.course_id == course_id)
+            .exists(),
+        )
     )
     reports: dict[str, Counter[int]] = {BounceKind.HARD: Counter(), BounceKind.SOFT: Counter(), BounceKind.COMPLAINT: Counter()}
     for position, kind, count in session.execute(

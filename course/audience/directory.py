@@ -24,7 +24,7 @@ from sqlalchemy import ColumnElement, Select, delete, exists, func, literal, or_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from course.audience.enrollment import enroll, unsubscribe
+from course.audience.enrollment import enroll, stopped_values, unsubscribe
 from course.audience.events import events_of, record_event, record_events
 from course.audience.preferences import EnrollmentView, enrollment_views
 from course.audience.schedule import parse_timezone
@@ -562,7 +562,7 @@ def unsubscribe_all(session: Session, ids: Select[Any], *, actor: str, reason: s
     session.execute(
         update(Enrollment)
         .where(Enrollment.subscriber_id.in_(stopped), Enrollment.status != EnrollmentStatus.COMPLETED)
-        .values(status=EnrollmentStatus.UNSUBSCRIBED)
+        .values(stopped_values())
         .execution_options(synchronize_session=False)
     )
     cancel_subscriber_rows(session, stopped)

@@ -36,6 +36,8 @@ from course.models import (
     IN_FLIGHT_DELIVERY_STATES,
     Counter,
     Course,
+    Delivery,
+    DeliveryState,
     Enrollment,
     EnrollmentStatus,
     Lesson,
@@ -266,6 +268,35 @@ def _stopped(status: Any) -> ColumnElement[str]:
     )
 
 
+def last_sent_position(enrollments: Any = None) -> ColumnElement[int]:
+    """The highest lesson position an enrollment has been sent (NULL: none), correlated to the
+    enrollments table being updated (a few rows through ix_deliveries_enrollment)."""
+    enrollments = Enrollment.__table__ if enrollments is None else enrollments
+    deliveries, lessons = Delivery.__table__, Lesson.__table__
+    return (
+        select(func.max(lessons.c.position))
+        .select_from(deliveries.join(lessons, lessons.c.id == deliveries.c.lesson_id))
+        .where(deliveries.c.enrollment_id == enrollments.c.id, deliveries.c.state == DeliveryState.SENT.value)
+        .correlate(enrollments)
+        .scalar_subquery()
+    )
+
+
+def stopped_values(enrollments: Any = None) -> dict[str, Any]:
+    """What every unsubscribe path sets on the enrollments it stops: the status (_stopped) and
+    `left_after_position`, the last lesson sent, which the funnel's "unsubscribed after lesson n"
+    groups by. Only an enrollment that becomes unsubscribed gets it: a completed one keeps its own."""
+    enrollments = Enrollment.__table__ if enrollments is None else enrollments
+    return {
+        "status": _stopped(enrollments.c.status),
+        "left_after_position": case(
+            (enrollments.c.status == EnrollmentStatus.COMPLETED.value, enrollments.c.left_after_position),
+            (enrollments.c.status == EnrollmentStatus.UNSUBSCRIBED.value, enrollments.c.left_after_position),
+            else_=last_sent_position(enrollments),
+        ),
+    }
+
+
 def unsubscribe(
     session: Session,
     subscriber: Subscriber | Row[Any],
@@ -286,7 +317,7 @@ def unsubscribe(
     stop = update(Enrollment).where(Enrollment.subscriber_id == subscriber.id)
     if course_id is not None:
         stop = stop.where(Enrollment.course_id == course_id)
-    enrollment_ids = list(session.scalars(stop.values(status=_stopped(Enrollment.status)).returning(Enrollment.id)))
+    enrollment_ids = list(session.scalars(stop.values(stopped_values()).returning(Enrollment.id)))
     if course_id is not None:
         return cancel_enrollment_rows(session, enrollment_ids)
     # An UPDATE, not attributes: `subscriber` may be a row of columns (the one-click endpoint reads
@@ -311,7 +342,7 @@ def _unsubscribe_statement(cancelling: Cancelling, *, everything: bool) -> Selec
     stop = update(Enrollment.__table__).where(enrollments.subscriber_id == bindparam("who"))
     if not everything:
         stop = stop.where(enrollments.course_id == bindparam("which_course"))
-    stopped = stop.values(status=_stopped(enrollments.status)).returning(enrollments.id).cte("stopped")
+    stopped = stop.values(stopped_values(Enrollment.__table__)).returning(enrollments.id).cte("stopped")
     running = [EnrollmentStatus.ACTIVE.value, EnrollmentStatus.PAUSED.value]
     before = select(enrollments.id, enrollments.status).where(enrollments.subscriber_id == bindparam("who"), enrollments.status.in_(running))
     if not everything:

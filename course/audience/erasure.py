@@ -25,6 +25,7 @@ from sqlalchemy.sql.sqltypes import JSON, String, Text
 
 from course.audience.suppression import suppress_address
 from course.ledger import anonymise_subscriber_rows
+from course.audience.enrollment import stopped_values
 from course.models import (
     BounceReport,
     Campaign,
@@ -117,7 +118,7 @@ def erase(session: Session, subscriber: Subscriber, *, secret: str, now: datetim
     session.execute(
         update(Enrollment)
         .where(Enrollment.subscriber_id == subscriber_id, Enrollment.status != EnrollmentStatus.COMPLETED)
-        .values(status=EnrollmentStatus.UNSUBSCRIBED)
+        .values(stopped_values())
     )
     session.execute(
         update(SubscriberImportRow)

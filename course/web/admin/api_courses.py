@@ -56,7 +56,8 @@ class NextSendOut(BaseModel):
     lesson: int = Field(description="the lesson's position, from 1")
     title: str
     first_due_at: datetime
-    readers: int
+    readers: int = Field(description="readers waiting for the lesson; with more_readers, a floor (the count stops there)")
+    more_readers: bool = Field(False, description="more readers than `readers` are waiting")
 
 
 class CourseOut(BaseModel):
@@ -133,7 +134,7 @@ def _course(course: Course, lesson_count: int, readers: CourseReaders, session: 
         "sender_name": course.sender_name, "sender_email": course.sender_email, "target_words": course.target_words,
         "readers": _readers(readers),
         "next_sends": [
-            NextSendOut(lesson=due.position, title=due.title, first_due_at=due.first_due_at, readers=due.readers)
+            NextSendOut(lesson=due.position, title=due.title, first_due_at=due.first_due_at, readers=due.readers, more_readers=due.more)
             for due in next_sends(session, course.id)
         ],
     }  # fmt: skip

@@ -10,6 +10,7 @@ import html
 import io
 from datetime import timedelta
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
@@ -135,6 +136,27 @@ def test_the_courses_page_and_api_show_schedule_readers_and_next_sends(web_stack
     missing = client.get("/api/admin/courses/no-such-course", headers={"Authorization": f"Bearer {token}"})
     assert missing.status_code == 404
     assert client.get("/admin/courses/no-such-course").status_code == 404
+
+
+def test_next_sends_past_the_count_cap_say_more_than(web_stack: WebStack, client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past NEXT_SENDS_COUNT_CAP waiting readers the count stops: the pages say "more than", the
+    API sets more_readers (here with a cap of 1 and two readers waiting)."""
+    from course.audience import course_stats
+
+    now = web_stack.clock.now()
+    with web_stack.sessions.begin() as session:
+        course = _course(session)
+        for name in ("ann", "bob"):
+            enroll(session, get_or_create_subscriber(session, f"{name}@example.org", now=now), course, now=now)
+    monkeypatch.setattr(course_stats, "NEXT_SENDS_COUNT_CAP", 1)
+    make_admin(web_stack.sessions, "viewer@example.org", AdminRole.VIEWER, now=now)
+    sign_in(client, "viewer@example.org")
+    assert "lesson 1 to more than 1 readers from" in html.unescape(client.get("/admin/courses").text)
+    assert "Lesson 1 (" in (page := html.unescape(client.get(f"/admin/courses/{COURSE_SLUG}").text))
+    assert "to more than 1 readers, the first at" in page
+    token = make_token(web_stack.sessions, AdminRole.VIEWER, now=now)
+    one = client.get(f"/api/admin/courses/{COURSE_SLUG}", headers={"Authorization": f"Bearer {token}"}).json()
+    assert (one["next_sends"][0]["lesson"], one["next_sends"][0]["readers"], one["next_sends"][0]["more_readers"]) == (1, 1, True)
 
 
 def test_the_api_plans_an_uploaded_article_and_publishes_it(web_stack: WebStack, client: TestClient) -> None:
