@@ -327,7 +327,7 @@ class Enrollment(Base):
         UniqueConstraint("subscriber_id", "course_id"),
         # A course's readers by state as an index-only scan (the unique key leads on the reader) (0022).
         Index("ix_enrollments_course_status", "course_id", "status"),
-        # The funnel's "unsubscribed after lesson n": a GROUP BY over unsubscribed enrollments only (0025).
+        # The funnel's "unsubscribed after lesson n": a GROUP BY over unsubscribed enrollments only (0024).
         Index(
             "ix_enrollments_left_after",
             "course_id",
@@ -345,7 +345,7 @@ class Enrollment(Base):
     enrolled_at: Mapped[datetime] = mapped_column(UTCDateTime)
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # Set as the enrollment is unsubscribed: the highest lesson position it had been sent (NULL:
-    # none), so the funnel groups enrollments instead of probing the ledger once per leaver (0025).
+    # none), so the funnel groups enrollments instead of probing the ledger once per leaver (0024).
     left_after_position: Mapped[int | None] = mapped_column(Integer)
 
     subscriber: Mapped[Subscriber] = relationship(back_populates="enrollments")
@@ -453,7 +453,7 @@ class Delivery(Base):
             sqlite_where=text("lesson_id IS NOT NULL AND " + in_states_sql(OPEN_DELIVERY_STATES)),
         ),
         # A lesson's queued rows by due time: the admin's "next sends due" reads the first one and
-        # counts at most NEXT_SENDS_COUNT_CAP of them, however many are waiting (0025).
+        # counts at most NEXT_SENDS_COUNT_CAP of them, however many are waiting (0024).
         Index(
             "ix_deliveries_lesson_due",
             "lesson_id",

@@ -7,8 +7,8 @@
 - ix_deliveries_lesson_due (lesson_id, due_at) over queued lesson rows (pending, leased): a course's
   next sends read each lesson's first row and a count capped at 10,001 rows.
 
-Revision ID: 0025
-Revises: 0022
+Revision ID: 0024
+Revises: 0023
 Create Date: 2026-12-07 16:45:00
 """
 
@@ -17,8 +17,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0025"
-down_revision: str | None = "0022"
+revision: str = "0024"
+down_revision: str | None = "0023"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
