@@ -212,7 +212,7 @@ def run_admin_benchmark(config: BenchConfig, progress: Progress, *, runs: int = 
     from course.accounts.store import create_admin, create_api_token, open_session
     from course.audience.export import ExportFilter, export_csv
     from course.db import make_engine
-    from course.devtools.bench.harness import drop_database, recreate_database
+    from course.devtools.bench.harness import recreate_database, release_database
     from course.models import AdminRole
     from course.settings import Settings
     from course.web.in_process import in_process_client
@@ -280,13 +280,7 @@ def run_admin_benchmark(config: BenchConfig, progress: Progress, *, runs: int = 
             },
         }  # fmt: skip
     finally:
-        if engine is not None:
-            engine.dispose()
-        if not config.keep_database:
-            try:
-                drop_database(config)
-            except Exception:  # noqa: BLE001 - the report matters more than the clean-up
-                pass
+        release_database(config, engine)
 
 
 def admin_table(report: dict[str, Any]) -> Any:

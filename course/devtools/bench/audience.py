@@ -146,7 +146,7 @@ def build_audience_report(config: BenchConfig, results: dict[str, dict[str, Any]
 def run_audience_benchmark(config: BenchConfig, progress: Progress, *, runs: int = 7) -> dict[str, Any]:
     from course import schema
     from course.db import make_engine
-    from course.devtools.bench.harness import drop_database, recreate_database
+    from course.devtools.bench.harness import recreate_database, release_database
 
     if runs < 1:
         raise BenchError("runs must be at least 1")
@@ -173,13 +173,7 @@ def run_audience_benchmark(config: BenchConfig, progress: Progress, *, runs: int
             raise BenchError(f"counts differ from what the seeding implies (got, expected): {wrong}")
         return build_audience_report(config, results, runs=runs, seed_seconds=seed_seconds, server_version=server_version)
     finally:
-        if engine is not None:
-            engine.dispose()
-        if not config.keep_database:
-            try:
-                drop_database(config)
-            except Exception:  # noqa: BLE001 - the report matters more than the clean-up
-                pass
+        release_database(config, engine)
 
 
 def audience_table(report: dict[str, Any]) -> Any:

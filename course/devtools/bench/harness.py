@@ -123,6 +123,16 @@ def drop_database(config: BenchConfig) -> None:
     finally:
         admin.dispose()
 
+def release_database(config: BenchConfig, engine: Engine | None = None) -> None:
+    """After a run: the engine disposed, and the database dropped unless it is to be kept; a failed
+    drop is ignored (the report matters more than the clean-up)."""
+    if engine is not None:
+        engine.dispose()
+    if not config.keep_database:
+        with contextlib.suppress(Exception):
+            drop_database(config)
+
+
 def flush_redis(url: str) -> redis.Redis:
     client = redis.Redis.from_url(url, socket_connect_timeout=2)
     try:

@@ -42,7 +42,7 @@ def run_import_benchmark(config: BenchConfig, progress: Progress, *, runs: int =
     """`runs` times: a fresh database, the file imported, the same file again. Reports the median
     of each (wall clock, and the CPU seconds of this process and of its PostgreSQL backend, which a
     machine shared with other work changes less than the wall clock)."""
-    from course.devtools.bench.harness import drop_database
+    from course.devtools.bench.harness import release_database
 
     samples: list[dict[str, dict[str, float]]] = []
     counts: dict[str, dict[str, int]] = {}
@@ -56,11 +56,7 @@ def run_import_benchmark(config: BenchConfig, progress: Progress, *, runs: int =
                 sample, counts, server_version = _one_run(config, listing, progress, f"run {run + 1}/{runs}: ")
                 samples.append(sample)
     finally:
-        if not config.keep_database:
-            try:
-                drop_database(config)
-            except Exception:  # noqa: BLE001 - the report matters more than the clean-up
-                pass
+        release_database(config)
     labels = ("first import", "same file again")
     median = {label: {key: statistics.median(s[label][key] for s in samples) for key in samples[0][label]} for label in labels}
     return {
