@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import base64
 import functools
+import threading
 import uuid
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field, fields, replace
@@ -1033,7 +1034,9 @@ def _mark_sent(
             .where(sent.c.lesson_id.is_not(None))
             .group_by(sent.c.lesson_id),
         )
-        session.execute(counters.upsert_from(select(rows.subquery())), execution_options={"synchronize_session": False})
+        # Core, not the ORM's bulk-insert path: nothing here is an ORM object to synchronise, and
+        # that path's bookkeeping per execution was most of recording a group.
+        session.connection().execute(counters.upsert_from(select(rows.subquery())))
     else:
         lessons = session.execute(marked.execution_options(synchronize_session=False)).scalars().all()
         counted = counters.tally(counters.DELIVERIES, [DeliveryState.SENT.value] * len(lessons), now)
@@ -1117,21 +1120,37 @@ def _cipher(key: bytes):  # type: ignore[no-untyped-def]
     return Cipher(algorithms.AES(key), modes.ECB())  # noqa: S305 - one block, a permutation of ids, by design
 
 
+_encryptors = threading.local()
+
+
+def _encrypt(key: bytes, blocks: bytes) -> bytes:
+    """`blocks` (whole 16-byte blocks) encrypted under `key` by this thread's encryptor of it: ECB
+    takes each block alone and gives it back at once, so one context serves every call, and making
+    a context per Message-ID cost more than the encryption (a context is not shared by threads)."""
+    held: dict[bytes, Any] | None = getattr(_encryptors, "by_key", None)
+    if held is None:
+        held = _encryptors.by_key = {}
+    encryptor = held.get(key)
+    if encryptor is None:
+        encryptor = held[key] = _cipher(key).encryptor()
+    return encryptor.update(blocks)
+
+
+def _token(block: bytes, domain: str) -> str:
+    return f"<{base64.b32encode(block).decode('ascii').rstrip('=').lower()}@{domain}>"
+
+
+# A send computes each Message-ID twice: composing the mail, then recording the row as sent a group
+# later. The second is a look-up here (a group is at most a few hundred rows per thread).
+@functools.lru_cache(maxsize=8192)
 def message_id_for(delivery_id: int, ids: MessageIds) -> str:
     """The Message-ID of a delivery: 26 base32 characters, then the domain."""
-    return message_ids_for([delivery_id], ids)[0]
+    return _token(_encrypt(ids.key, delivery_id.to_bytes(16, "big")), ids.domain)
 
 
 def message_ids_for(delivery_ids: Sequence[int], ids: MessageIds) -> list[str]:
-    """message_id_for of each delivery, encrypted in one pass (ECB: each 16-byte block alone)."""
-    if not delivery_ids:
-        return []
-    encryptor = _cipher(ids.key).encryptor()
-    blocks = encryptor.update(b"".join(delivery_id.to_bytes(16, "big") for delivery_id in delivery_ids)) + encryptor.finalize()
-    return [
-        f"<{base64.b32encode(blocks[i : i + 16]).decode('ascii').rstrip('=').lower()}@{ids.domain}>"
-        for i in range(0, len(blocks), 16)
-    ]
+    """message_id_for of each delivery (those composed lately read from its cache)."""
+    return [message_id_for(delivery_id, ids) for delivery_id in delivery_ids]
 
 
 def delivery_of_message_id(message_id: str, ids: MessageIds) -> int | None:

@@ -61,7 +61,7 @@ class ProviderSettings(BaseModel):
     @property
     def metered(self) -> bool:
         """Whether each message must ask the gate for a slot (a rate or a quota to keep)."""
-        return any(v is not None for v in (self.max_per_second, self.max_per_hour, self.max_per_day))
+        return self.max_per_second is not None or self.max_per_hour is not None or self.max_per_day is not None
 
 
 class DkimKey(BaseModel):

@@ -23,6 +23,9 @@ this check one token would have many spellings that all verify.)"""
 
 from __future__ import annotations
 
+import binascii
+import hmac
+import json
 import re
 import time
 from collections.abc import Callable, Mapping
@@ -31,7 +34,8 @@ from enum import StrEnum
 from typing import Any
 
 from itsdangerous import BadData, BadSignature, SignatureExpired, TimestampSigner, URLSafeTimedSerializer
-from itsdangerous.encoding import base64_decode, base64_encode
+from itsdangerous.encoding import base64_decode, base64_encode, int_to_bytes
+from itsdangerous.signer import HMACAlgorithm
 from itsdangerous.url_safe import URLSafeSerializerMixin
 
 from course.clock import get_wall_clock
@@ -78,11 +82,20 @@ class InvalidLink(ValueError):
         self.expired = expired
 
 
+class _OneShotSHA1HMAC(HMACAlgorithm):
+    """itsdangerous's HMAC-SHA1, computed by hmac.digest: the same signature, in one C call
+    instead of a Python HMAC object built for every link (a third of signing a link)."""
+
+    def get_signature(self, key: bytes, value: bytes) -> bytes:
+        return hmac.digest(key, value, "sha1")
+
+
 class _ClockSigner(TimestampSigner):
     """itsdangerous's timestamp signer, reading the time from `now` (Unix seconds) instead of
     time.time(): both when it stamps a token and when it checks a token's age."""
 
     def __init__(self, *args: Any, now: Callable[[], float], **kwargs: Any) -> None:
+        kwargs.setdefault("algorithm", _OneShotSHA1HMAC())
         super().__init__(*args, **kwargs)
         self.now = now
 
@@ -119,6 +132,27 @@ class _LinkSerializer(URLSafeTimedSerializer):
     def dump_payload(self, obj: Any) -> bytes:
         # Serializer.dump_payload (the JSON), base64 as URLSafeSerializerMixin does, no zlib.
         return base64_encode(super(URLSafeSerializerMixin, self).dump_payload(obj))
+
+    def dumps(self, obj: Any, salt: str | bytes | None = None) -> str:
+        """The token the stock `dumps` makes (dump_payload, then TimestampSigner.sign: payload,
+        timestamp and HMAC-SHA1 signature, each base64url without padding, joined by dots), made in
+        a handful of C calls. A message signs three links, and the stock path's dozens of small
+        Python calls per token were a fifth of composing it. tests/delivery/test_links.py holds
+        the two to the same bytes."""
+        signer = self.make_signer(salt)
+        payload = _b64url(_COMPACT_JSON.encode(obj).encode("utf-8"))
+        stamped = payload + b"." + _b64url(int_to_bytes(signer.get_timestamp()))
+        return (stamped + b"." + _b64url(hmac.digest(signer.derive_key(), stamped, "sha1"))).decode("ascii")
+
+
+# itsdangerous's JSON (its _json.dumps: compact separators, no ASCII escaping) and base64url without
+# padding (its encoding.base64_encode).
+_COMPACT_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+_URLSAFE = bytes.maketrans(b"+/", b"-_")
+
+
+def _b64url(data: bytes) -> bytes:
+    return binascii.b2a_base64(data, newline=False).rstrip(b"=").translate(_URLSAFE)
 
 
 _CANONICAL_SHAPE = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")

@@ -100,3 +100,24 @@ def test_a_typed_name_is_stored_without_bidi_controls() -> None:
     assert clean_name(f"{RLO}nnA") == "nnA"
     assert accepted_name(f"Ann{RLO}") == "Ann"
     assert accepted_name("   ") == ""
+
+
+def test_the_ascii_fast_path_agrees_with_the_rule_in_any_script() -> None:
+    # is_a_name answers an ASCII name with one regular expression; the per-character rule it stands
+    # for (_words_read_as_a_name) must give the same answer on every ASCII string, cleaned or not.
+    import random
+
+    from course.audience.enrollment import MAX_NAME_WORD_LENGTH, _words_read_as_a_name
+
+    def by_the_rule(text: str) -> bool:
+        words = text.split()
+        if not words or len(words) > 5 or any(len(word) > MAX_NAME_WORD_LENGTH for word in words):
+            return False
+        return _words_read_as_a_name(words)
+
+    alphabet = "abcXYZ019'-. @/:_=?<>\t\x0b\x1c\x00~" + '"'
+    rng = random.Random(7)
+    for n in range(60_000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 14)))
+        for candidate in (text, clean_name(text)):
+            assert is_a_name(candidate) == by_the_rule(candidate), repr(candidate)
