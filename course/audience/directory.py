@@ -20,11 +20,11 @@ from datetime import date, datetime, time, timedelta, timezone
 from typing import Any, Mapping
 from urllib.parse import urlencode
 
-from sqlalchemy import ColumnElement, Select, delete, exists, func, literal, or_, select, text, true, update
+from sqlalchemy import ColumnElement, Select, and_, delete, exists, func, literal, or_, select, text, true, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from course.audience.enrollment import enroll, stopped_values, unsubscribe
+from course.audience.enrollment import enroll, enroll_new, stopped_values, unsubscribe
 from course.audience.events import events_of, record_event, record_events
 from course.audience.preferences import EnrollmentView, enrollment_views
 from course.audience.schedule import parse_timezone
@@ -530,18 +530,22 @@ def enrol_all(session: Session, ids: Select[Any], course_slug: str, *, actor: st
         Enrollment.course_id == course.id,
         Enrollment.status.in_([EnrollmentStatus.ACTIVE, EnrollmentStatus.PAUSED, EnrollmentStatus.COMPLETED]),
     )
-    candidates = session.scalars(
-        select(Subscriber)
-        .where(Subscriber.id.in_(ids), Subscriber.status == SubscriberStatus.ACTIVE, Subscriber.id.not_in(running))
-        .order_by(Subscriber.id)
-    ).all()
-    for subscriber in candidates:
+    candidates = and_(Subscriber.id.in_(ids), Subscriber.status == SubscriberStatus.ACTIVE, Subscriber.id.not_in(running))
+    # A reader with a history in the course (an enrollment they left, a lesson in the ledger) goes on
+    # where they stopped, one at a time (enroll); the others, nearly everyone in a big bulk job,
+    # are enrolled set-based (enroll_new).
+    lesson_ids = select(Lesson.id).where(Lesson.course_id == course.id)
+    history = or_(
+        exists().where(Enrollment.subscriber_id == Subscriber.id, Enrollment.course_id == course.id),
+        exists().where(Delivery.subscriber_id == Subscriber.id, Delivery.lesson_id.in_(lesson_ids)),
+    )
+    returning = session.scalars(select(Subscriber).where(candidates, history).order_by(Subscriber.id)).all()
+    fresh = [(row.id, row.timezone) for row in session.execute(select(Subscriber.id, Subscriber.timezone).where(candidates, ~history).order_by(Subscriber.id))]
+    for subscriber in returning:
         enroll(session, subscriber, course, now=now)
-    record_events(
-        session, [subscriber.id for subscriber in candidates], SubscriberEventKind.ENROLLED, now=now, actor=actor,
-        detail={"course_id": course.id},
-    )  # fmt: skip
-    return len(candidates)
+    enrolled = [subscriber.id for subscriber in returning] + enroll_new(session, course, fresh, now=now)
+    record_events(session, enrolled, SubscriberEventKind.ENROLLED, now=now, actor=actor, detail={"course_id": course.id})
+    return len(enrolled)
 
 
 def unsubscribe_all(session: Session, ids: Select[Any], *, actor: str, reason: str = "", now: datetime) -> int:

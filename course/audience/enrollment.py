@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from email_validator import EmailNotValidError, validate_email
-from sqlalchemy import ColumnElement, Connection, Row, Select, bindparam, case, func, literal, select, update
+from sqlalchemy import ColumnElement, Connection, Row, Select, bindparam, case, func, insert, literal, select, update
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
@@ -26,6 +27,8 @@ from course.ledger import (
     cancel_subscriber_rows,
     Cancelling,
     hold_enrollment_rows,
+    ids_among,
+    insert_lesson_rows,
     lesson_rows,
     next_pending_due,
     run_with_cancelling,
@@ -112,7 +115,7 @@ def is_a_name(cleaned: str) -> bool:
     "ann@example.org", "evil.example", symbols, markup). The first word, the one a greeting uses,
     has a letter. A dot ends a word ("J. R."): one inside a word is a domain's."""
     words = cleaned.split()
-    if not words or len(words) > 5 or any(len(word) > MAX_NAME_WORD_LENGTH for word in words):
+    if not words or len(words) > 5 or max(map(len, words)) > MAX_NAME_WORD_LENGTH:
         return False
     if cleaned.isascii():
         return _ASCII_NAME.fullmatch(cleaned) is not None
@@ -250,6 +253,36 @@ def enroll(
     if status == EnrollmentStatus.ACTIVE:
         schedule_lessons(session, enrollment, first_due=now, now=now)
     return enrollment
+
+
+def enroll_new(session: Session, course: Course, readers: list[tuple[int, str]], *, now: datetime) -> list[int]:
+    """enroll() for many readers at once, each (subscriber id, time zone) active and new to the
+    course: no enrollment in it and none of its lessons in the ledger (the caller checks; anyone
+    else goes through enroll()). One INSERT of the enrollments, then the lesson rows: readers of
+    one time zone share their due times (lesson 1 now, the rest on the course's cadence at its
+    send time), so each zone's lessons are one INSERT … SELECT each. Returns the subscriber ids."""
+    if not readers:
+        return []
+    enrollments = Enrollment.__table__
+    created = session.execute(
+        insert(enrollments).returning(enrollments.c.id, enrollments.c.subscriber_id),
+        [{"subscriber_id": subscriber_id, "course_id": course.id, "status": EnrollmentStatus.ACTIVE.value, "enrolled_at": now}
+         for subscriber_id, _zone in readers],
+    ).all()  # fmt: skip
+    zone_of = dict(readers)
+    by_zone: dict[str, list[int]] = defaultdict(list)
+    for enrollment_id, subscriber_id in created:
+        by_zone[zone_of[subscriber_id]].append(enrollment_id)
+    lessons = _live_lessons(session, course.id)
+    for zone, enrollment_ids in by_zone.items():
+        due_times = lesson_due_times(
+            now, len(lessons), zone=parse_timezone(zone), send_time=course.send_time,
+            days_between=course.days_between_lessons, weekdays=course.weekdays,
+        )  # fmt: skip
+        cohort = select(enrollments.c.id, enrollments.c.subscriber_id).where(ids_among(session, enrollments.c.id, enrollment_ids))
+        for lesson, due_at in zip(lessons, due_times, strict=True):
+            insert_lesson_rows(session, lesson.id, cohort, due_at=due_at, state=DeliveryState.PENDING, now=now)
+    return [subscriber_id for _enrollment_id, subscriber_id in created]
 
 
 def pause(session: Session, enrollment: Enrollment, *, now: datetime) -> None:

@@ -20,6 +20,8 @@ recipient: pass one TemplateCache for the whole batch.
 
 from __future__ import annotations
 
+import functools
+
 from dataclasses import dataclass, field, replace
 
 from course.campaigns.service import parse_senders
@@ -364,7 +366,7 @@ class Composer:
         """Gmail's Feedback-ID (its feedback loop reports complaint rates per value of each field):
         `<lesson or campaign>:<course>:<kind>:<sender id>`, ids only, no colon inside a field. The
         sender id is the List-Id domain, the same on every message."""
-        return ":".join(part.replace(":", "-") for part in (campaign, course, kind, self.settings.list_id_domain))
+        return _feedback_id(campaign, course, kind, self.settings.list_id_domain)
 
     def _account_links(self, *, acting_on_nobody: bool, unsubscribe_url: str = "") -> dict[str, str]:
         """A mail's account links for _compose: the reader's signed unsubscribe link (their
@@ -441,6 +443,12 @@ class Composer:
                 extra_headers=(("Feedback-ID", feedback_id),) if feedback_id else (),
             ),
         )
+
+
+@functools.lru_cache(maxsize=1024)
+def _feedback_id(*parts: str) -> str:
+    # The same for every message of one lesson or campaign: joined once, not per message.
+    return ":".join(part.replace(":", "-") for part in parts)
 
 
 def _merge_values(

@@ -24,6 +24,7 @@ this check one token would have many spellings that all verify.)"""
 from __future__ import annotations
 
 import binascii
+import functools
 import hmac
 import json
 import re
@@ -83,11 +84,13 @@ class InvalidLink(ValueError):
 
 
 class _OneShotSHA1HMAC(HMACAlgorithm):
-    """itsdangerous's HMAC-SHA1, computed by hmac.digest: the same signature, in one C call
-    instead of a Python HMAC object built for every link (a third of signing a link)."""
+    """itsdangerous's HMAC-SHA1 from a copy of the key's HMAC (_keyed_sha1): the same signature
+    in C calls, instead of a Python HMAC object built for every link checked."""
 
     def get_signature(self, key: bytes, value: bytes) -> bytes:
-        return hmac.digest(key, value, "sha1")
+        mac = _keyed_sha1(key).copy()
+        mac.update(value)
+        return mac.digest()
 
 
 class _ClockSigner(TimestampSigner):
@@ -142,13 +145,22 @@ class _LinkSerializer(URLSafeTimedSerializer):
         signer = self.make_signer(salt)
         payload = _b64url(_COMPACT_JSON.encode(obj).encode("utf-8"))
         stamped = payload + b"." + _b64url(int_to_bytes(signer.get_timestamp()))
-        return (stamped + b"." + _b64url(hmac.digest(signer.derive_key(), stamped, "sha1"))).decode("ascii")
+        mac = _keyed_sha1(signer.derive_key()).copy()
+        mac.update(stamped)
+        return (stamped + b"." + _b64url(mac.digest())).decode("ascii")
 
 
 # itsdangerous's JSON (its _json.dumps: compact separators, no ASCII escaping) and base64url without
 # padding (its encoding.base64_encode).
 _COMPACT_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 _URLSAFE = bytes.maketrans(b"+/", b"-_")
+
+
+@functools.lru_cache(maxsize=32)
+def _keyed_sha1(key: bytes) -> hmac.HMAC:
+    """An HMAC-SHA1 of `key` with nothing hashed yet: a token's MAC is a copy of it (the key's
+    pads are hashed once, not per token)."""
+    return hmac.new(key, digestmod="sha1")
 
 
 def _b64url(data: bytes) -> bytes:

@@ -6,7 +6,7 @@ change comes with its event, in its own transaction."""
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 
 import pytest
 from sqlalchemy import func, select, text
@@ -24,16 +24,18 @@ from course.audience.directory import (
     parse_filter,
     subscriber_detail,
 )
-from course.audience.enrollment import enroll, get_or_create_subscriber, pause, unsubscribe_in_one
+from course.audience.enrollment import enroll, get_or_create_subscriber, pause, unsubscribe, unsubscribe_in_one
 from course.audience.events import events_of, record_event
 from course.audience.subscriptions import change_timezone, confirm
 from course.clock import ManualClock
 from course.ledger import suppress
 from course.models import (
+    Course,
     Delivery,
     DeliveryState,
     Enrollment,
     EnrollmentStatus,
+    Lesson,
     Subscriber,
     SubscriberEvent,
     SubscriberEventKind,
@@ -371,3 +373,53 @@ def test_the_language_filter_round_trips_and_refuses_an_unknown_code() -> None:
     with pytest.raises(DirectoryError) as refused:
         parse_filter({"language": "klingon"})
     assert set(refused.value.fields) == {"language"}
+
+
+def test_a_bulk_enrol_writes_the_rows_enrolling_each_reader_alone_would(db: sessionmaker[Session], clock: ManualClock) -> None:
+    # enrol_all enrols readers new to the course set-based (enroll_new: one INSERT per lesson and
+    # time zone) and a reader with a history in it one at a time (enroll). Either way each reader's
+    # enrollment and lesson rows must be what enroll() alone gives: lesson 1 now, the rest at the
+    # course's send time in the reader's own zone.
+    zones = ["Europe/Berlin", "America/New_York", "Asia/Tokyo", "UTC"]
+    with db.begin() as session:
+        make_course(session, now=clock.now(), lessons=3, days_between=2)
+        make_course(session, now=clock.now(), slug="alone", lessons=3, days_between=2)
+        ids = _people(session, clock, 8)
+        for n, subscriber_id in enumerate(ids):
+            change_timezone(session, session.get(Subscriber, subscriber_id), zones[n % len(zones)], now=clock.now())  # type: ignore[arg-type]
+        bread = session.scalar(select(Course).where(Course.slug == "bread"))
+        returning = session.get(Subscriber, ids[0])
+        enroll(session, returning, bread, now=clock.now() - timedelta(days=9))  # type: ignore[arg-type]
+        unsubscribe(session, returning, course_id=bread.id, now=clock.now() - timedelta(days=8))  # type: ignore[arg-type, union-attr]
+    with db.begin() as session:
+        done = bulk_action(session, parse_filter({"q": "@example.org"}), "enrol", value="bread", actor=ADMIN, now=clock.now())
+        alone = session.scalar(select(Course).where(Course.slug == "alone"))
+        for subscriber_id in ids:
+            enroll(session, session.get(Subscriber, subscriber_id), alone, now=clock.now())  # type: ignore[arg-type]
+    assert done.changed == 8
+
+    def plan(session: Session, slug: str) -> dict[int, list[tuple[int, datetime, str]]]:
+        rows = session.execute(
+            select(Delivery.subscriber_id, Lesson.position, Delivery.due_at, Delivery.state)
+            .join(Lesson, Lesson.id == Delivery.lesson_id).join(Course, Course.id == Lesson.course_id)
+            .where(Course.slug == slug, Delivery.subscriber_id.in_(ids[1:]))
+            .order_by(Delivery.subscriber_id, Lesson.position)
+        )  # fmt: skip
+        found: dict[int, list[tuple[int, datetime, str]]] = {}
+        for subscriber_id, position, due_at, state in rows:
+            found.setdefault(subscriber_id, []).append((position, due_at, state))
+        return found
+
+    with db() as session:
+        assert plan(session, "bread") == plan(session, "alone") and len(plan(session, "bread")) == 7
+        statuses = session.execute(
+            select(Enrollment.subscriber_id, Enrollment.status).join(Course, Course.id == Enrollment.course_id).where(Course.slug == "bread")
+        ).all()
+        assert sorted(statuses) == sorted((subscriber_id, EnrollmentStatus.ACTIVE) for subscriber_id in ids)
+        assert _kinds(session, ids[3]).count("enrolled") == 1
+        # the returning reader went on where they stopped: their lesson rows are theirs again
+        bread_lessons = select(Lesson.id).join(Course, Course.id == Lesson.course_id).where(Course.slug == "bread")
+        pending = select(func.count()).where(
+            Delivery.subscriber_id == ids[0], Delivery.lesson_id.in_(bread_lessons), Delivery.state == DeliveryState.PENDING
+        )
+        assert session.scalar(pending) == 3

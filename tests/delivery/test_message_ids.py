@@ -27,3 +27,14 @@ def test_message_ids_of_others_name_no_delivery() -> None:
     assert IDS.delivery_of(IDS.for_delivery(42).replace("course.example.org", "elsewhere.example")) is None
     for foreign in ("<delivery.42@course.example.org>", "<abc@course.example.org>", "", "no-brackets", "<" + "a" * 26 + "@course.example.org>"):
         assert IDS.delivery_of(foreign) is None, foreign
+
+
+def test_the_block_encoding_is_base32() -> None:
+    import base64
+    import random
+
+    from course.ledger import _base32_block
+
+    rng = random.Random(5)
+    for block in [bytes(16), b"\xff" * 16, *(rng.randbytes(16) for _ in range(20_000))]:
+        assert _base32_block(block) == base64.b32encode(block).decode("ascii").rstrip("=").lower()
