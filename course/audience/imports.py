@@ -329,7 +329,8 @@ def _insert_new(session: Session, *, status: SubscriberStatus, now: datetime, po
     values = (
         "SELECT {id}email, name, CASE WHEN timezone <> '' THEN timezone ELSE 'UTC' END, :status, coalesce(created_at, :now), "
         f"{':now' if confirmed else 'NULL'}, NULLIF(language, ''), :source FROM import_decided WHERE outcome = 'accepted' "
-        "ORDER BY line ON CONFLICT DO NOTHING"
+        # PostgreSQL: in the order of the ids the decision gave, so the primary key grows at its end.
+        f"ORDER BY {'subscriber_id' if postgres else 'line'} ON CONFLICT DO NOTHING"
     )
     columns = "email, name, timezone, status, created_at, confirmed_at, language, source"
     if postgres:
