@@ -139,7 +139,7 @@ def _set_state(session: Session, where: ColumnElement[bool], states: Iterable[De
     ).rowcount  # synchronize_session stays "auto": rows loaded in this session see the new state
 
 
-def ids_among(session: Session, column: Any, ids: Sequence[int]) -> ColumnElement[bool]:
+def _ids_among(session: Session, column: Any, ids: Sequence[int]) -> ColumnElement[bool]:
     """`column IN ids`; on PostgreSQL `column = ANY(:ids)`, the ids as one array parameter: the
     statement's text is then the same for any number of ids, so it is not rendered again per
     execution, and psycopg parses it once (an IN list of a few hundred ids made a statement past
@@ -706,7 +706,7 @@ def take_over(
     a read of the previous epochs, the UPDATE, then the read."""
     postgresql = session.get_bind().dialect.name == "postgresql"
     ids = list(delivery_ids)
-    mine = and_(ids_among(session, Delivery.id, ids), Delivery.state == DeliveryState.LEASED, Delivery.lease_token == token)
+    mine = and_(_ids_among(session, Delivery.id, ids), Delivery.state == DeliveryState.LEASED, Delivery.lease_token == token)
     take = (
         update(Delivery)
         .where(mine)
@@ -1009,7 +1009,7 @@ def _mark_sent(
     elsewhere read back from the UPDATE and added in a second statement."""
     marked = (
         update(Delivery)
-        .where(ids_among(session, Delivery.id, ids), *guards)
+        .where(_ids_among(session, Delivery.id, ids), *guards)
         .values(
             state=DeliveryState.SENT,
             sent_at=now,
@@ -1066,7 +1066,7 @@ def _update_each(session: Session, token: str, params: list[dict[str, Any]], **v
 def _complete_finished_enrollments(session: Session, sent_ids: Sequence[int], *, now: datetime) -> None:
     """An active enrollment with no lesson left to send is completed."""
     enrollment_ids = select(Delivery.enrollment_id).where(
-        ids_among(session, Delivery.id, sent_ids), Delivery.lesson_id.is_not(None)
+        _ids_among(session, Delivery.id, sent_ids), Delivery.lesson_id.is_not(None)
     )
     session.execute(
         update(Enrollment)

@@ -267,12 +267,6 @@ def list_subscribers(session: Session, chosen: SubscriberFilter, *, cursor: int 
     )
 
 
-# The list page counts a filter's matches up to this many and then says "more than": past
-# BULK_INLINE_LIMIT the exact figure changes nothing the admin can do on the page (a bulk action
-# then runs as a job, whose page counts every match), while counting further costs a probe per
-# match: at 1M, 100,000 matches of "lesson reached" took 390 ms and of tag + status + zone 240 ms
-# (EXPLAIN in docs/performance.md); 10,000 take a tenth of that.
-LIST_COUNT_CAP = BULK_INLINE_LIMIT
 
 
 def count_matching(session: Session, chosen: SubscriberFilter, *, at_most: int | None = None) -> int:

@@ -27,7 +27,6 @@ from course.ledger import (
     cancel_subscriber_rows,
     Cancelling,
     hold_enrollment_rows,
-    ids_among,
     insert_lesson_rows,
     lesson_rows,
     next_pending_due,
@@ -279,7 +278,7 @@ def enroll_new(session: Session, course: Course, readers: list[tuple[int, str]],
             now, len(lessons), zone=parse_timezone(zone), send_time=course.send_time,
             days_between=course.days_between_lessons, weekdays=course.weekdays,
         )  # fmt: skip
-        cohort = select(enrollments.c.id, enrollments.c.subscriber_id).where(ids_among(session, enrollments.c.id, enrollment_ids))
+        cohort = select(enrollments.c.id, enrollments.c.subscriber_id).where(enrollments.c.id.in_(enrollment_ids))
         for lesson, due_at in zip(lessons, due_times, strict=True):
             insert_lesson_rows(session, lesson.id, cohort, due_at=due_at, state=DeliveryState.PENDING, now=now)
     return [subscriber_id for _enrollment_id, subscriber_id in created]

@@ -13,7 +13,6 @@ from sqlalchemy import select
 
 from course.audience.directory import (
     BULK_ACTIONS,
-    LIST_COUNT_CAP,
     STATUSES,
     NO_LANGUAGE,
     BulkResult,
@@ -89,17 +88,22 @@ def _list_page(
         params = {name: request.query_params.get(name, "")[:300] for name in (*FILTER_FIELDS, "cursor")}
     fields: dict[str, str] = {}
     chosen, page, matched = SubscriberFilter(), None, None
+    count_cap = site.settings.bulk_inline_limit
     try:
         chosen = parse_filter(params)
         cursor = parse_cursor(params["cursor"])
         with site.sessions.begin() as session:
             page = list_subscribers(session, chosen, cursor=cursor)
-            matched = count_matching(session, chosen, at_most=LIST_COUNT_CAP) if not chosen.is_everyone or cursor is None else None
+            # Counted up to the inline bulk limit, then "more than" it: past it the exact figure
+            # changes nothing the admin can do here (the action runs as a job, whose page counts
+            # every match), while counting further costs a probe per match: at 1M, 100,000 matches
+            # of "lesson reached" took 390 ms, 10,000 take 29 (docs/performance.md).
+            matched = count_matching(session, chosen, at_most=count_cap) if not chosen.is_everyone or cursor is None else None
     except DirectoryError as exc:
         error, fields, status = error or str(exc), exc.fields, 400
     return admin_page(
         site, request, "subscribers.html", actor=actor, status=status, form=params, chosen=chosen, page=page,
-        matched=matched, matched_more=matched is not None and matched > LIST_COUNT_CAP, count_cap=LIST_COUNT_CAP, error=error, fields=fields, done=_done_message(request.query_params.get("done", "")[:60]),
+        matched=matched, matched_more=matched is not None and matched > count_cap, count_cap=count_cap, error=error, fields=fields, done=_done_message(request.query_params.get("done", "")[:60]),
         filter_query=chosen.query_string(), first_page=not params["cursor"], can_edit=actor.may("editor"),  # type: ignore[arg-type]
         bulk_actions=BULK_ACTIONS, bulk_inline_limit=site.settings.bulk_inline_limit, **_choices(site),
     )  # fmt: skip
