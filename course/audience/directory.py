@@ -267,8 +267,6 @@ def list_subscribers(session: Session, chosen: SubscriberFilter, *, cursor: int 
     )
 
 
-
-
 def count_matching(session: Session, chosen: SubscriberFilter, *, at_most: int | None = None) -> int:
     """How many subscribers the filter matches; with `at_most`, counting stops past it (the result
     is then at_most + 1: "more than at_most")."""

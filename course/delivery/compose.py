@@ -21,7 +21,6 @@ recipient: pass one TemplateCache for the whole batch.
 from __future__ import annotations
 
 import functools
-
 from dataclasses import dataclass, field, replace
 
 from course.campaigns.service import parse_senders

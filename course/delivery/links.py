@@ -145,9 +145,7 @@ class _LinkSerializer(URLSafeTimedSerializer):
         signer = self.make_signer(salt)
         payload = _b64url(_COMPACT_JSON.encode(obj).encode("utf-8"))
         stamped = payload + b"." + _b64url(int_to_bytes(signer.get_timestamp()))
-        mac = _keyed_sha1(signer.derive_key()).copy()
-        mac.update(stamped)
-        return (stamped + b"." + _b64url(mac.digest())).decode("ascii")
+        return (stamped + b"." + _b64url(signer.algorithm.get_signature(signer.derive_key(), stamped))).decode("ascii")
 
 
 # itsdangerous's JSON (its _json.dumps: compact separators, no ASCII escaping) and base64url without
