@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 from datetime import datetime, timezone
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 from course.audience.enrollment import SubscriptionError, clean_name, is_a_name, normalize_email
 from course.audience.schedule import parse_timezone
@@ -76,8 +76,7 @@ class FileShape:
         return tuple(self.columns.get(column, sys.maxsize) for column in KNOWN_COLUMNS)
 
 
-@dataclass(frozen=True)
-class CheckedRow:
+class CheckedRow(NamedTuple):  # a tuple: a million are made per import, and a tuple is made fastest
     line: int
     email: str  # normalised; as written in the file when rejected (cut to 320 characters)
     name: str = ""

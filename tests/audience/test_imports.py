@@ -142,6 +142,9 @@ def test_hostile_rows_get_their_own_reasons(sessions: sessionmaker[Session], tmp
         b"utf@example.org;J\xc3\xbcrgen\r\n"  # 6
         b"=cmd|' /C calc'!A0;Eve\r\n"  # 7: formula injection as an address
         b"eve@example.org;=HYPERLINK(1)\r\n"  # 8: and as a name
+        b"back\\slash@example.org;Bo\r\n"  # 9: characters COPY's text format escapes: a backslash,
+        b'tab@example.org;"Ann\tLee"\r\n'  # 10: a tab,
+        b'"line\nbreak@example.org";Cy\r\n'  # 11: a line break in a quoted field
     )
     import_id, counts = _import(sessions, tmp_path, content, clock, mode="confirmed", consent="yes")
     report = _report(sessions, import_id)
@@ -149,9 +152,11 @@ def test_hostile_rows_get_their_own_reasons(sessions: sessionmaker[Session], tmp
     assert report[4][1] == "rejected" and "10,485,760 characters long" in report[4][2]
     assert report[5][1] == "rejected" and "mixes encodings" in report[5][2]
     assert report[7][1] == "rejected" and report[8][1] == "rejected"
-    assert counts["accepted"] == 2
+    assert report[9] == ("back\\slash@example.org", "rejected", "invalid email address 'back\\\\slash@example.org'")
+    assert report[11][:2] == ("line\N{REPLACEMENT CHARACTER}break@example.org", "rejected")
+    assert counts["accepted"] == 3
     with sessions.begin() as session:
-        assert set(session.scalars(select(Subscriber.name))) == {"Ok", "Jürgen"}
+        assert set(session.scalars(select(Subscriber.name))) == {"Ok", "Jürgen", "Ann Lee"}
         exported = "".join(report_csv(report_rows(session, import_id)))
     assert "\n7,'=cmd|' /C calc'!A0,rejected," in exported.replace("\r\n", "\n")
 
@@ -256,3 +261,40 @@ def test_the_language_column_is_kept_and_the_import_named_as_the_source(sessions
         "new@example.org": ("de", f"import:{import_id}"), "bare@example.org": (None, f"import:{import_id}"),
         "known@example.org": ("fr", "form"), "same@example.org": ("de", None),  # a known one keeps their source
     }  # fmt: skip
+
+
+def test_repeated_addresses_merge_what_each_line_gives_and_tag_once(sessions: sessionmaker[Session], tmp_path: Path, clock: ManualClock) -> None:
+    """A new address on several lines becomes one subscriber: the last line is kept, what it leaves
+    empty comes from the latest earlier line that gives it, a line that gives nothing leaves it
+    empty (never NULL), and each tag of any of the lines, the import's own included, is written
+    once."""
+    with sessions.begin() as session:
+        known = get_or_create_subscriber(session, "kim@example.org", name="Kim", now=clock.now()).id
+        session.add(SubscriberTag(subscriber_id=known, tag="vip"))
+    content = (
+        "email,name,timezone,tags\n"
+        "bare@example.org,,,fair\n"
+        "BARE@example.org,,,fair;fair 2025\n"
+        "nia@example.org,Nia,Asia/Tokyo,\n"
+        "nia@example.org,,,met\n"
+        "kim@example.org,,,vip;met\n"
+        "kim@example.org,,,fair\n"
+        "solo@example.org,Sol,,met;met\n"
+    )
+    import_id, counts = _import(sessions, tmp_path, content, clock, mode="confirmed", consent="asked in person", tag="fair")
+    assert counts == {"accepted": 3, "updated": 1, "unchanged": 0, "rejected": 0, "duplicate": 3, "suppressed": 0}
+    with sessions() as session:
+        people = {row.email.lower(): (row.name, row.timezone) for row in session.scalars(select(Subscriber))}
+        tags = sorted((email.lower(), tag) for email, tag in session.execute(
+            select(Subscriber.email, SubscriberTag.tag).join(SubscriberTag, SubscriberTag.subscriber_id == Subscriber.id)
+        ))  # fmt: skip
+    assert people == {
+        "bare@example.org": ("", "UTC"), "nia@example.org": ("Nia", "Asia/Tokyo"), "kim@example.org": ("Kim", "UTC"),
+        "solo@example.org": ("Sol", "UTC"),
+    }  # fmt: skip
+    assert tags == [
+        ("bare@example.org", "fair"), ("bare@example.org", "fair 2025"), ("kim@example.org", "fair"), ("kim@example.org", "met"),
+        ("kim@example.org", "vip"), ("nia@example.org", "fair"), ("nia@example.org", "met"), ("solo@example.org", "fair"),
+        ("solo@example.org", "met"),
+    ]  # fmt: skip
+    assert _report(sessions, import_id)[2][1:] == ("duplicate", "the same address as line 3")
