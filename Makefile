@@ -9,8 +9,11 @@ STAMP := $(VENV)/.installed
 run: $(STAMP)
 	$(BIN)/course run --day-seconds 10 $(ARGS)
 
+# pytest-xdist: a worker per core (at most 4, as many as tests/support/services.py has Redis
+# databases for), each test file on one worker (its module fixtures, the fault suite's own
+# PostgreSQL cluster, are made once).
 test: $(STAMP) services
-	$(BIN)/pytest
+	$(BIN)/pytest -n auto --maxprocesses 4 --dist loadfile
 
 bench: $(STAMP) services
 	$(BIN)/course bench

@@ -60,6 +60,7 @@ def test_weak_secrets_are_refused(secret: str) -> None:
 @pytest.mark.parametrize(
     "secret",
     [secrets.token_urlsafe(32), secrets.token_hex(32), "ZmFrZS1iYXNlNjQtYnV0LWxvbmctZW5vdWdoLXRvLXBhc3M=xyzQ9!"],
+    ids=["token_urlsafe-32", "token_hex-32", "long-mixed"],  # fixed: every xdist worker collects the same tests
 )
 def test_strong_secrets_pass(secret: str) -> None:
     assert secret_entropy_bytes(secret) >= 32

@@ -22,10 +22,9 @@ from course.devtools.bench.mixed import (
     mixed_report_table,
     run_mixed_benchmark,
 )
-from tests.support.services import PG_ADMIN_URL, unavailable
+from tests.support.services import PG_ADMIN_URL, SMOKE_REDIS_URL, unavailable
 
 # A Redis database of its own, as the other benchmark smoke tests use (the run flushes it).
-SMOKE_REDIS_URL = os.environ.get("TEST_BENCH_REDIS_URL", "redis://127.0.0.1:6379/13")
 
 
 def test_an_answer_is_read_by_its_content_length() -> None:

@@ -13,10 +13,9 @@ import redis
 from sqlalchemy import create_engine, text
 
 from course.devtools.bench.harness import SMTP_SINK, SMTP_SOURCE, BenchConfig, drop_database, run_benchmark
-from tests.support.services import PG_ADMIN_URL, unavailable
+from tests.support.services import PG_ADMIN_URL, SMOKE_REDIS_URL, unavailable
 
 # A Redis database of its own, apart from the tests' /15 and a benchmark running on /14.
-SMOKE_REDIS_URL = os.environ.get("TEST_BENCH_REDIS_URL", "redis://127.0.0.1:6379/13")
 
 
 @pytest.fixture

@@ -12,10 +12,9 @@ import pytest
 
 from course.devtools.bench.config import BenchConfig
 from course.devtools.bench.throttled import max_in_window, mean_rate, run_throttled_benchmark
-from tests.support.services import PG_ADMIN_URL
+from tests.support.services import PG_ADMIN_URL, SMOKE_REDIS_URL
 
 # A Redis database of its own, as the other benchmark smoke tests use (the run flushes it).
-SMOKE_REDIS_URL = os.environ.get("TEST_BENCH_REDIS_URL", "redis://127.0.0.1:6379/13")
 
 
 def test_window_and_mean_are_counted_at_arrivals() -> None:

@@ -15,7 +15,21 @@ from course.models import Base
 from course.settings import PROJECT_ROOT, Settings
 
 PG_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql+psycopg://root@127.0.0.1:5432/test")
-REDIS_TEST_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+# Under pytest-xdist each worker has Redis databases of its own (redis_test_database).
+XDIST_WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+
+
+def redis_test_database(default: int) -> int:
+    """The Redis database a test uses for `default` (15: the tests, 13: the benchmark smoke tests)
+    on this xdist worker: worker 0 the default itself, worker n the default less 4n (`make test`
+    runs at most four workers)."""
+    if not 0 <= XDIST_WORKER < 4:
+        raise RuntimeError(f"xdist worker {XDIST_WORKER}: the tests have Redis databases for four workers (-n 4 at most)")
+    return default - 4 * XDIST_WORKER
+
+
+REDIS_TEST_URL = os.environ.get("TEST_REDIS_URL", f"redis://127.0.0.1:6379/{redis_test_database(15)}")
+SMOKE_REDIS_URL = os.environ.get("TEST_BENCH_REDIS_URL", f"redis://127.0.0.1:6379/{redis_test_database(13)}")
 SEED_ARTICLE = PROJECT_ROOT.parent / "shared" / "data" / "seed-article-oxytocin.txt"
 
 
