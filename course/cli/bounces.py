@@ -11,15 +11,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from course.bounces.imap import ImapConfig, ImapMailbox
-from course.bounces.mailbox import FolderMailbox, Mailbox, MailboxError
-from course.bounces.poll import PollReport, poll
-from course.bounces.record import BounceOptions
 from course.cli.errors import CommandError, clear_errors
-from course.clock import get_wall_clock
-from course import schema
-from course.db import session_factory
-from course.settings import get_settings
 
 bounces_app = typer.Typer(help="Bounces and complaints that come back by mail.", no_args_is_help=True)
 
@@ -32,6 +24,17 @@ def poll_command(
 ) -> None:
     """Read the bounce mailbox (or a folder of .eml files) once: hard bounces and complaints
     suppress their address, soft bounces count toward COURSE_BOUNCE_SOFT_THRESHOLD."""
+    # Here, not at the top: every `course` command loads this module, and these (IMAP, the
+    # migrations) would add a tenth of a second to each.
+    from course import schema
+    from course.bounces.imap import ImapConfig, ImapMailbox
+    from course.bounces.mailbox import FolderMailbox, Mailbox, MailboxError
+    from course.bounces.poll import PollReport, poll
+    from course.bounces.record import BounceOptions
+    from course.clock import get_wall_clock
+    from course.db import session_factory
+    from course.settings import get_settings
+
     settings = get_settings()
     mailbox: Mailbox
     if folder is not None:

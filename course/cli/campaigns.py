@@ -13,7 +13,6 @@ from rich.console import Console
 from rich.table import Table
 
 from course.campaigns.refusals import InputRefused
-from course.campaigns.service import audience_of, campaign_counts, cancel, schedule_campaign, tag_subscribers
 from course.cli.errors import CommandError, clear_errors
 from course.clock import get_clock
 from course.db import transaction
@@ -56,6 +55,8 @@ def schedule_command(
 ) -> None:
     """Schedule a newsletter (a draft scheduled at once, as the admin does it); the workers fan it
     out and send it when its time comes."""
+    from course.campaigns.service import schedule_campaign  # here: it loads the newsletter composer
+
     settings = get_settings()
     now = get_clock(settings).now()
     body_markdown = _read_body(body)
@@ -82,6 +83,8 @@ def schedule_command(
 @clear_errors
 def list_command() -> None:
     """Campaigns with their status and delivery counts."""
+    from course.campaigns.service import audience_of, campaign_counts
+
     with transaction() as session:
         rows = campaign_counts(session)
         table = Table(title="campaigns")
@@ -115,6 +118,8 @@ def list_command() -> None:
 @clear_errors
 def cancel_command(campaign_id: Annotated[int, typer.Argument(help="the campaign's id (see `course campaign list`)")]) -> None:
     """Stop a campaign before it is done: its unsent rows are cancelled."""
+    from course.campaigns.service import cancel
+
     with transaction() as session:
         cancelled = cancel(session, campaign_id)
     typer.echo(f"campaign {campaign_id} cancelled ({cancelled} unsent deliveries cancelled)")
@@ -126,6 +131,8 @@ def tag_command(
     tags: Annotated[list[str], typer.Argument(help="one or more tags")],
 ) -> None:
     """Tag a subscriber (campaigns are sent to a tag)."""
+    from course.campaigns.service import tag_subscribers
+
     with transaction() as session:
         now_tagged = tag_subscribers(session, email, tags)
     typer.echo(f"{email}: {', '.join(now_tagged)}")

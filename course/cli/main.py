@@ -18,11 +18,7 @@ from course.audience.enrollment import accepted_name, enroll, get_or_create_subs
 from course.audience.events import record_event
 from course.cli.errors import CommandError, clear_errors, err_console
 from course.clock import get_clock
-from course.content.article import load_article
-from course.content.blocks import block_to_dict, inline_texts
-from course.content.guides import find_references, load_guides
-from course.content.language import article_language
-from course.content.split import DEFAULT_TARGET_WORDS, split_article
+from course.content import DEFAULT_TARGET_WORDS
 from course.db import transaction
 from course.models import SUPPRESSED_SUBSCRIBER_STATUSES, Course, Delivery, DeliveryState, Enrollment, Subscriber, SubscriberEventKind, SubscriberStatus
 from course.settings import get_settings, refuse_unsafe
@@ -120,6 +116,13 @@ def split(
 ) -> None:
     """Show how an article splits into lessons: each lesson's title, blocks (kind, heading level) and
     guide links."""
+    # The splitter (sentence segmentation, readability, markdown) loads here, for this command only.
+    from course.content.article import load_article
+    from course.content.blocks import block_to_dict, inline_texts
+    from course.content.guides import find_references, load_guides
+    from course.content.language import article_language
+    from course.content.split import split_article
+
     article = load_article(path)
     catalogue_path = guides or get_settings().content_dir / "guides.toml"
     catalogue = load_guides(catalogue_path) if catalogue_path.exists() else None

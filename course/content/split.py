@@ -30,6 +30,7 @@ from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 from babel.support import NullTranslations, Translations
 
+from course.content import DEFAULT_TARGET_WORDS
 from course.content.article import Article
 from course.content.blocks import (
     Block,
@@ -56,7 +57,6 @@ __all__ = [
     "sentence_cuts",
 ]
 
-DEFAULT_TARGET_WORDS = 300
 # Adult silent reading speed for non-fiction, in words per minute, and in characters per minute for
 # the scripts written without spaces: Trauzettel-Klosinski et al., "Standardized assessment of
 # reading performance: the new International Reading Speed Texts IReST" (2012), measured English at

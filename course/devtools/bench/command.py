@@ -11,10 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from course.devtools.bench.audience import audience_table, run_audience_benchmark
 from course.devtools.bench.config import SCENARIOS, BenchConfig, BenchError
-from course.devtools.bench.harness import run_benchmark
-from course.devtools.bench.report import report_table
 
 # What a scenario calls as it goes: (phase, done, total).
 Progress = Callable[[str, int, int], None]
@@ -57,6 +54,12 @@ def bench_command(
     how fast confirmation mails arrive during a signup burst while a campaign sends."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress as Bar, TextColumn, TimeElapsedColumn
+
+    # The scenarios' modules (Redis, Celery, the harness) load here: every `course` command
+    # registers this one, and only a benchmark needs them.
+    from course.devtools.bench.audience import audience_table, run_audience_benchmark
+    from course.devtools.bench.harness import run_benchmark
+    from course.devtools.bench.report import report_table
 
     if scenario not in SCENARIOS:
         Console(stderr=True).print(f"[red]error:[/red] unknown scenario {scenario!r} (known: {', '.join(SCENARIOS)})")
