@@ -829,7 +829,7 @@ def _batch_of(session: Session, rows: Sequence[Any]) -> Batch:
                 select(SignupRequest.confirm_delivery_id, SignupRequest.name).where(
                     SignupRequest.confirm_delivery_id.in_(unconfirmed), SignupRequest.name != ""
                 )
-            ).tuples().all()
+            ).all()
         )
     test_ids = [job.delivery_id for job in batch.jobs if job.test_campaign_id is not None]
     if test_ids:
