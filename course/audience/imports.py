@@ -53,6 +53,8 @@ SUPPRESSED_STATUSES = (
     SubscriberStatus.BOUNCED, SubscriberStatus.UNSUBSCRIBED, SubscriberStatus.ERASED, "complained",
 )  # fmt: skip
 STAGING_BATCH = 5000
+# The import's temporary tables, made in its transaction and dropped at its end.
+TEMPORARY_TABLES = ("import_staging", "import_staging_tags", "import_repeated", "import_decided")
 REPORT_COLUMNS = ("line", "email", "outcome", "reason")
 
 
@@ -141,7 +143,7 @@ def run_import(
     )
     counts = {outcome.value: 0 for outcome in ImportRowOutcome}
     counts.update({outcome: count for outcome, count in session.execute(text("SELECT outcome, count(*) FROM import_decided GROUP BY outcome"))})
-    for table in ("import_staging", "import_staging_tags", "import_repeated", "import_decided"):
+    for table in TEMPORARY_TABLES:
         session.execute(text(f"DROP TABLE {table}"))
     record.total_rows = progress.rows
     record.counts = counts
@@ -150,7 +152,7 @@ def run_import(
 
 
 def _create_staging(session: Session) -> None:
-    for table in ("import_staging", "import_staging_tags", "import_repeated", "import_decided"):
+    for table in TEMPORARY_TABLES:
         session.execute(text(f"DROP TABLE IF EXISTS {table}"))
     moment = "timestamptz" if session.get_bind().dialect.name == "postgresql" else "timestamp"
     session.execute(

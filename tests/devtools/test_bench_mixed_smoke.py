@@ -6,7 +6,6 @@ mail at the sink, the latencies ordered), never how fast anything was."""
 from __future__ import annotations
 
 import asyncio
-import os
 import uuid
 from pathlib import Path
 

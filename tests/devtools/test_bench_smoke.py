@@ -4,7 +4,6 @@ fast anything was: figures come from `course bench`, not from tests."""
 
 from __future__ import annotations
 
-import os
 import uuid
 from pathlib import Path
 

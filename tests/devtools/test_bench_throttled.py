@@ -5,7 +5,6 @@ workers) is `course bench --scenario throttled`; its figures are in docs/perform
 
 from __future__ import annotations
 
-import os
 import uuid
 
 import pytest
